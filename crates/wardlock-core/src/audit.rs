@@ -1,0 +1,459 @@
+//! Audit entries and their SHA-256 hash chain.
+//!
+//! Each entry's hash covers the previous entry's hash and the entry's canonical
+//! encoding, so editing, deleting or reordering any entry breaks the chain from there on.
+//! The canonical encoding is length-prefixed (every field as a big-endian u32 length and
+//! its bytes, in a fixed order), so no two different entries encode alike, and it is
+//! streamed into the hasher without allocating.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UtcMillis;
+
+/// The chain of a new log starts from this "previous hash".
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+const ENCODING_VERSION: &[u8] = b"wardlock-audit-v1";
+
+/// What happened. Stored and exported by its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    ServiceStarted,
+    ServiceStopped,
+    ServiceUncleanStop,
+    GuardStarted,
+    GuardStopped,
+    GuardLost,
+    PolicyApplied,
+    PolicyRefused,
+    WarningShown,
+    WarningCancelled,
+    Locked,
+    LockFailed,
+    UnlockSucceeded,
+    UnlockFailed,
+    UserLockedOut,
+    WorkstationLockedOut,
+    EmergencyAccess,
+    PhiAppHidden,
+    PhiAppRestored,
+    PhiAppClosed,
+    UserAdded,
+    UserChanged,
+    UserDisabled,
+    SyncGap,
+    TamperDetected,
+    Heartbeat,
+}
+
+impl AuditKind {
+    pub const ALL: &'static [AuditKind] = &[
+        AuditKind::ServiceStarted,
+        AuditKind::ServiceStopped,
+        AuditKind::ServiceUncleanStop,
+        AuditKind::GuardStarted,
+        AuditKind::GuardStopped,
+        AuditKind::GuardLost,
+        AuditKind::PolicyApplied,
+        AuditKind::PolicyRefused,
+        AuditKind::WarningShown,
+        AuditKind::WarningCancelled,
+        AuditKind::Locked,
+        AuditKind::LockFailed,
+        AuditKind::UnlockSucceeded,
+        AuditKind::UnlockFailed,
+        AuditKind::UserLockedOut,
+        AuditKind::WorkstationLockedOut,
+        AuditKind::EmergencyAccess,
+        AuditKind::PhiAppHidden,
+        AuditKind::PhiAppRestored,
+        AuditKind::PhiAppClosed,
+        AuditKind::UserAdded,
+        AuditKind::UserChanged,
+        AuditKind::UserDisabled,
+        AuditKind::SyncGap,
+        AuditKind::TamperDetected,
+        AuditKind::Heartbeat,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::ServiceStarted => "service_started",
+            AuditKind::ServiceStopped => "service_stopped",
+            AuditKind::ServiceUncleanStop => "service_unclean_stop",
+            AuditKind::GuardStarted => "guard_started",
+            AuditKind::GuardStopped => "guard_stopped",
+            AuditKind::GuardLost => "guard_lost",
+            AuditKind::PolicyApplied => "policy_applied",
+            AuditKind::PolicyRefused => "policy_refused",
+            AuditKind::WarningShown => "warning_shown",
+            AuditKind::WarningCancelled => "warning_cancelled",
+            AuditKind::Locked => "locked",
+            AuditKind::LockFailed => "lock_failed",
+            AuditKind::UnlockSucceeded => "unlock_succeeded",
+            AuditKind::UnlockFailed => "unlock_failed",
+            AuditKind::UserLockedOut => "user_locked_out",
+            AuditKind::WorkstationLockedOut => "workstation_locked_out",
+            AuditKind::EmergencyAccess => "emergency_access",
+            AuditKind::PhiAppHidden => "phi_app_hidden",
+            AuditKind::PhiAppRestored => "phi_app_restored",
+            AuditKind::PhiAppClosed => "phi_app_closed",
+            AuditKind::UserAdded => "user_added",
+            AuditKind::UserChanged => "user_changed",
+            AuditKind::UserDisabled => "user_disabled",
+            AuditKind::SyncGap => "sync_gap",
+            AuditKind::TamperDetected => "tamper_detected",
+            AuditKind::Heartbeat => "heartbeat",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<AuditKind> {
+        AuditKind::ALL.iter().copied().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event to be recorded, before the log gives it a place (seq) and a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDraft {
+    pub time: UtcMillis,
+    pub kind: AuditKind,
+    /// The clinician or administrator the event is about or by.
+    pub user: Option<String>,
+    /// The OS account of the session (shared ward account) or of the CLI caller.
+    pub os_account: Option<String>,
+    /// Hash of the policy in force (see `Policy::hash`).
+    pub policy_hash: Option<String>,
+    /// Free-form facts (method, reason, attempts left). Never secrets, never PHI.
+    pub details: BTreeMap<String, String>,
+}
+
+impl AuditDraft {
+    pub fn new(time: UtcMillis, kind: AuditKind) -> Self {
+        Self {
+            time,
+            kind,
+            user: None,
+            os_account: None,
+            policy_hash: None,
+            details: BTreeMap::new(),
+        }
+    }
+
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    pub fn os_account(mut self, account: Option<String>) -> Self {
+        self.os_account = account;
+        self
+    }
+
+    pub fn policy_hash(mut self, hash: impl Into<String>) -> Self {
+        self.policy_hash = Some(hash.into());
+        self
+    }
+
+    pub fn detail(mut self, key: &str, value: impl ToString) -> Self {
+        self.details.insert(key.to_owned(), value.to_string());
+        self
+    }
+}
+
+/// A recorded entry: its place in the log and its link in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub time: UtcMillis,
+    pub kind: AuditKind,
+    pub user: Option<String>,
+    pub os_account: Option<String>,
+    pub workstation: String,
+    pub policy_hash: Option<String>,
+    pub details: BTreeMap<String, String>,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+impl AuditEntry {
+    /// Places a draft after the entry `(prev_seq, prev_hash)` (or at seq 1 after
+    /// [`GENESIS_HASH`]) and computes its hash.
+    pub fn chain(
+        draft: AuditDraft,
+        workstation: &str,
+        prev: Option<(u64, [u8; 32])>,
+    ) -> AuditEntry {
+        let (seq, prev_hash) = match prev {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS_HASH),
+        };
+        let mut entry = AuditEntry {
+            seq,
+            time: draft.time,
+            kind: draft.kind,
+            user: draft.user,
+            os_account: draft.os_account,
+            workstation: workstation.to_owned(),
+            policy_hash: draft.policy_hash,
+            details: draft.details,
+            prev_hash,
+            hash: [0; 32],
+        };
+        entry.hash = entry.compute_hash();
+        entry
+    }
+
+    /// SHA-256(prev_hash ‖ canonical entry), from the stored fields.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.prev_hash);
+        field(&mut h, ENCODING_VERSION);
+        field(&mut h, &self.seq.to_be_bytes());
+        field(&mut h, &self.time.unix_millis().to_be_bytes());
+        field(&mut h, self.kind.as_str().as_bytes());
+        optional(&mut h, self.user.as_deref());
+        optional(&mut h, self.os_account.as_deref());
+        field(&mut h, self.workstation.as_bytes());
+        optional(&mut h, self.policy_hash.as_deref());
+        field(&mut h, &(self.details.len() as u64).to_be_bytes());
+        for (k, v) in &self.details {
+            field(&mut h, k.as_bytes());
+            field(&mut h, v.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+fn optional(h: &mut Sha256, value: Option<&str>) {
+    match value {
+        None => h.update([0u8]),
+        Some(v) => {
+            h.update([1u8]);
+            field(h, v.as_bytes());
+        }
+    }
+}
+
+/// Where a chain stopped being trustworthy: the first seq that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("audit entry {expected} is missing (next entry found is {found})")]
+    Missing { expected: u64, found: u64 },
+    #[error("audit entry {seq} does not link to the entry before it (deleted, reordered or edited entry before it)")]
+    BrokenLink { seq: u64 },
+    #[error("audit entry {seq} was altered: its content does not match its hash")]
+    Altered { seq: u64 },
+}
+
+impl ChainError {
+    pub fn seq(&self) -> u64 {
+        match self {
+            ChainError::Missing { expected, .. } => *expected,
+            ChainError::BrokenLink { seq } | ChainError::Altered { seq } => *seq,
+        }
+    }
+}
+
+/// Verifies entries in order as they stream by. Start it at the genesis or at a
+/// checkpoint (seq and hash of the entry before the first one to check).
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    next_seq: u64,
+    prev_hash: [u8; 32],
+    checked: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainVerifier {
+    pub fn new() -> Self {
+        Self {
+            next_seq: 1,
+            prev_hash: GENESIS_HASH,
+            checked: 0,
+        }
+    }
+
+    pub fn from_checkpoint(seq: u64, hash: [u8; 32]) -> Self {
+        Self {
+            next_seq: seq + 1,
+            prev_hash: hash,
+            checked: 0,
+        }
+    }
+
+    pub fn push(&mut self, entry: &AuditEntry) -> Result<(), ChainError> {
+        if entry.seq != self.next_seq {
+            return Err(if entry.seq > self.next_seq {
+                ChainError::Missing {
+                    expected: self.next_seq,
+                    found: entry.seq,
+                }
+            } else {
+                ChainError::BrokenLink { seq: entry.seq }
+            });
+        }
+        if entry.compute_hash() != entry.hash {
+            return Err(ChainError::Altered { seq: entry.seq });
+        }
+        if entry.prev_hash != self.prev_hash {
+            return Err(ChainError::BrokenLink { seq: entry.seq });
+        }
+        self.prev_hash = entry.hash;
+        self.next_seq += 1;
+        self.checked += 1;
+        Ok(())
+    }
+
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// Seq and hash of the last verified entry: the next checkpoint.
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        (self.next_seq - 1, self.prev_hash)
+    }
+}
+
+/// Verifies a whole log from the genesis; returns how many entries were checked.
+pub fn verify_chain<'a>(
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+) -> Result<u64, ChainError> {
+    let mut v = ChainVerifier::new();
+    for e in entries {
+        v.push(e)?;
+    }
+    Ok(v.checked())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: u64) -> Vec<AuditEntry> {
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        for i in 0..n {
+            let draft = AuditDraft::new(
+                UtcMillis::from_unix_millis(1_000 * i as i64),
+                AuditKind::Locked,
+            )
+            .user(format!("u{i}"))
+            .detail("reason", "idle");
+            let prev = entries.last().map(|e| (e.seq, e.hash));
+            entries.push(AuditEntry::chain(draft, "ws-1", prev));
+        }
+        entries
+    }
+
+    #[test]
+    fn intact_log_verifies() {
+        assert_eq!(verify_chain(&log(50)), Ok(50));
+        assert_eq!(verify_chain(&[]), Ok(0));
+    }
+
+    #[test]
+    fn edited_entry_is_named() {
+        let mut entries = log(10);
+        entries[4].user = Some("mallory".into());
+        assert_eq!(verify_chain(&entries), Err(ChainError::Altered { seq: 5 }));
+    }
+
+    #[test]
+    fn edited_entry_with_recomputed_hash_breaks_the_next_link() {
+        let mut entries = log(10);
+        entries[4].details.insert("reason".into(), "manual".into());
+        entries[4].hash = entries[4].compute_hash();
+        assert_eq!(
+            verify_chain(&entries),
+            Err(ChainError::BrokenLink { seq: 6 })
+        );
+    }
+
+    #[test]
+    fn deleted_entry_is_named() {
+        let mut entries = log(10);
+        entries.remove(6);
+        assert_eq!(
+            verify_chain(&entries),
+            Err(ChainError::Missing {
+                expected: 7,
+                found: 8
+            })
+        );
+    }
+
+    #[test]
+    fn swapped_contents_are_detected() {
+        let mut entries = log(10);
+        let (a, b) = (entries[2].clone(), entries[3].clone());
+        entries[2] = AuditEntry { seq: 3, ..b };
+        entries[3] = AuditEntry { seq: 4, ..a };
+        assert_eq!(verify_chain(&entries), Err(ChainError::Altered { seq: 3 }));
+    }
+
+    #[test]
+    fn field_boundaries_cannot_be_shifted() {
+        let a = AuditEntry::chain(
+            AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user("ab"),
+            "c",
+            None,
+        );
+        let b = AuditEntry::chain(
+            AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user("a"),
+            "bc",
+            None,
+        );
+        assert_ne!(a.hash, b.hash);
+        let none = AuditEntry::chain(
+            AuditDraft::new(UtcMillis::default(), AuditKind::Locked),
+            "c",
+            None,
+        );
+        let empty = AuditEntry::chain(
+            AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user(""),
+            "c",
+            None,
+        );
+        assert_ne!(none.hash, empty.hash);
+    }
+
+    #[test]
+    fn checkpoint_resumes_verification() {
+        let entries = log(10);
+        let mut v = ChainVerifier::from_checkpoint(entries[4].seq, entries[4].hash);
+        for e in &entries[5..] {
+            v.push(e).unwrap();
+        }
+        assert_eq!(v.head(), (10, entries[9].hash));
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in AuditKind::ALL {
+            assert_eq!(AuditKind::parse(kind.as_str()), Some(*kind));
+            assert_eq!(
+                serde_json::to_string(kind).unwrap(),
+                format!("\"{}\"", kind.as_str())
+            );
+        }
+    }
+}

@@ -1,0 +1,842 @@
+//! Policy: what IT decides about timeouts, unlock methods, lockouts and PHI apps.
+//!
+//! A policy comes in layers: built-in defaults < the machine policy file < the signed
+//! central policy. Each layer is a partial TOML document; a key set in a higher layer
+//! replaces the same key below it. The merged result is validated as a whole, and a
+//! document that fails validation is refused entirely (the caller keeps the last good one).
+
+mod signed;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use signed::{
+    key_id, parse_public_key, public_key_pem, SignatureError, SignedPolicy, SignedPolicyBody,
+    SIGNED_POLICY_FORMAT,
+};
+
+/// The effective policy. `Default` is the built-in layer: safe for a hospital ward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    pub workstation: WorkstationPolicy,
+    pub lock: LockPolicy,
+    pub unlock: UnlockPolicy,
+    pub pin: PinPolicy,
+    pub lockout: LockoutPolicy,
+    pub totp: TotpPolicy,
+    pub phi: PhiPolicy,
+    pub emergency: EmergencyPolicy,
+    pub sync: SyncPolicy,
+    pub audit: AuditPolicy,
+}
+
+/// Where this workstation belongs. Only the machine layer may set it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkstationPolicy {
+    /// Workstation group (ward, department) whose timings apply here.
+    pub group: String,
+}
+
+impl Default for WorkstationPolicy {
+    fn default() -> Self {
+        Self {
+            group: "default".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockPolicy {
+    /// Input idle time after which the session locks.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long the countdown is shown before the lock; part of `idle_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub warning: Duration,
+    pub lock_on_resume: bool,
+    /// Text shown on the lock screen (organisation, "authorised staff only").
+    pub banner: String,
+    /// What to do when the guard cannot grab input or keep its lock window on top.
+    pub on_grab_failure: Escalation,
+    /// What `wardlockd` does when the guard disappears while it should be guarding.
+    pub on_guard_lost: Escalation,
+    /// Per workstation-group overrides of `idle_timeout` and `warning`.
+    pub groups: BTreeMap<String, GroupTiming>,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(5 * 60),
+            warning: Duration::from_secs(30),
+            lock_on_resume: true,
+            banner: "Authorised clinical staff only. Access is logged.".into(),
+            on_grab_failure: Escalation::OsLock,
+            on_guard_lost: Escalation::OsLock,
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupTiming {
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warning: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Escalation {
+    /// Lock the OS session (logind `LockSession`, `LockWorkStation`) and audit it.
+    OsLock,
+    /// Only audit and alert; the curtain stays as it is.
+    AuditOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlockMethod {
+    Pin,
+    Totp,
+    PinTotp,
+}
+
+impl fmt::Display for UnlockMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnlockMethod::Pin => "pin",
+            UnlockMethod::Totp => "totp",
+            UnlockMethod::PinTotp => "pin_totp",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnlockPolicy {
+    /// Methods a clinician may use. `pin_totp` alone means MFA is required.
+    pub methods: Vec<UnlockMethod>,
+}
+
+impl Default for UnlockPolicy {
+    fn default() -> Self {
+        Self {
+            methods: vec![UnlockMethod::Pin, UnlockMethod::Totp, UnlockMethod::PinTotp],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PinPolicy {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub digits_only: bool,
+    /// Refuse PINs such as 1234, 0000, 123456 and other sequences or repeats.
+    pub reject_common: bool,
+}
+
+impl Default for PinPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 6,
+            max_length: 12,
+            digits_only: true,
+            reject_common: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockoutPolicy {
+    /// Consecutive failures against one user before that user is locked out.
+    pub max_failures: u32,
+    /// Wait after the first failure; doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub throttle: Duration,
+    /// First lockout; doubles with each consecutive lockout up to `max_lockout`.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_lockout: Duration,
+    /// Failures against any users on this workstation before it refuses all unlocks
+    /// (someone cycling through user IDs).
+    pub workstation_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub workstation_lockout: Duration,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            throttle: Duration::from_secs(1),
+            lockout: Duration::from_secs(60),
+            max_lockout: Duration::from_secs(30 * 60),
+            workstation_max_failures: 20,
+            workstation_lockout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TotpAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TotpPolicy {
+    /// Steps accepted either side of now (clock drift of the clinician's phone).
+    pub skew_steps: u8,
+    pub digits: u8,
+    #[serde(with = "humantime_serde")]
+    pub step: Duration,
+    pub algorithm: TotpAlgorithm,
+}
+
+impl Default for TotpPolicy {
+    fn default() -> Self {
+        Self {
+            skew_steps: 1,
+            digits: 6,
+            step: Duration::from_secs(30),
+            algorithm: TotpAlgorithm::Sha1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PhiPolicy {
+    /// Applications that show patient data and must not stay readable while locked.
+    pub apps: Vec<PhiApp>,
+    pub on_lock: PhiAction,
+    /// Close the PHI apps when the session stays locked this long (not set: never).
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub close_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhiApp {
+    /// Name shown in audit entries.
+    pub name: String,
+    /// Executable name or window class that identifies the app.
+    #[serde(rename = "match")]
+    pub matches: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PhiAction {
+    #[default]
+    Hide,
+    Minimize,
+    Nothing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmergencyPolicy {
+    pub enabled: bool,
+    /// Break-glass still asks for the user's PIN (it waives the second factor and
+    /// method rules, never identification). Without it, the user ID and reason suffice.
+    pub require_pin: bool,
+    pub min_reason_chars: usize,
+}
+
+impl Default for EmergencyPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            require_pin: true,
+            min_reason_chars: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncPolicy {
+    /// Collector base URL (https). Not set: the workstation works on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub batch_size: u32,
+    /// Unsent audit entries beyond which the service warns (it never purges them).
+    pub backlog_warning: u64,
+    /// Ed25519 public keys (PEM or base64) allowed to sign central policies.
+    /// Machine layer only: a central policy cannot choose who may sign it.
+    pub trusted_keys: Vec<String>,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            interval: Duration::from_secs(60),
+            batch_size: 500,
+            backlog_warning: 10_000,
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditPolicy {
+    /// Entries acknowledged by the collector are kept locally at least this long.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// Which layer a document is; it decides which keys it may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// The machine policy file, written by IT through configuration management.
+    Machine,
+    /// The signed policy from the collector.
+    Central,
+}
+
+/// Keys that only the machine layer may set: they decide whom the workstation trusts.
+const MACHINE_ONLY_KEYS: &[(&str, &str)] = &[
+    ("sync", "trusted_keys"),
+    ("sync", "endpoint"),
+    ("workstation", "group"),
+];
+
+/// One problem in a policy document, located where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyProblem {
+    /// Dotted path of the offending key (`lock.idle_timeout`); empty for syntax errors.
+    pub field: String,
+    pub message: String,
+    /// 1-based line and column in the document, when known.
+    pub location: Option<(usize, usize)>,
+}
+
+/// A policy document was refused; every problem found is listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    /// What the document is called in messages (a path, "central policy").
+    pub source_name: String,
+    pub problems: Vec<PolicyProblem>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{} in policy",
+            self.source_name,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}", self.source_name)?;
+            if let Some((line, col)) = p.location {
+                write!(f, ":{line}:{col}")?;
+            }
+            if p.field.is_empty() {
+                write!(f, ": {}", p.message)?;
+            } else {
+                write!(f, ": {}: {}", p.field, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parsed, individually valid layer. Keeps its text so later problems (found only
+/// once layers are merged) can still point at a line.
+#[derive(Debug, Clone)]
+pub struct PolicyDocument {
+    source_name: String,
+    layer: Layer,
+    text: String,
+    table: toml::Table,
+}
+
+const SECTIONS: &[&str] = &[
+    "workstation",
+    "lock",
+    "unlock",
+    "pin",
+    "lockout",
+    "totp",
+    "phi",
+    "emergency",
+    "sync",
+    "audit",
+];
+
+impl PolicyDocument {
+    /// Parses and checks one layer on its own: syntax, unknown keys, types, machine-only
+    /// keys, and the ranges of what it sets (over the built-in defaults).
+    pub fn parse(source_name: &str, layer: Layer, text: &str) -> Result<Self, PolicyError> {
+        let fail = |problems| PolicyError {
+            source_name: source_name.to_owned(),
+            problems,
+        };
+        let doc = match toml_edit::ImDocument::parse(text.to_owned()) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let location = e.span().map(|s| line_col(text, s.start));
+                let message = e.message().trim().to_owned();
+                return Err(fail(vec![PolicyProblem {
+                    field: String::new(),
+                    message,
+                    location,
+                }]));
+            }
+        };
+
+        let mut problems = Vec::new();
+        for (key, item) in doc.as_table().iter() {
+            let location = doc
+                .as_table()
+                .key(key)
+                .and_then(|k| k.span())
+                .map(|s| line_col(text, s.start));
+            if !SECTIONS.contains(&key) {
+                problems.push(PolicyProblem {
+                    field: key.to_owned(),
+                    message: format!(
+                        "unknown section; allowed sections are {}",
+                        SECTIONS.join(", ")
+                    ),
+                    location,
+                });
+                continue;
+            }
+            // Each section is checked on its own so that one bad section does not hide
+            // the problems of the others.
+            let Some(value) = item.clone().into_value().ok() else {
+                problems.push(PolicyProblem {
+                    field: key.to_owned(),
+                    message: "must be a table, e.g. [".to_owned() + key + "]",
+                    location,
+                });
+                continue;
+            };
+            if let Err(e) = check_section(key, value) {
+                let location = e.span().map(|s| line_col(text, s.start)).or(location);
+                problems.push(PolicyProblem {
+                    field: e.field.unwrap_or_else(|| key.to_owned()),
+                    message: e.message,
+                    location,
+                });
+            }
+            if layer == Layer::Central {
+                for (section, field) in MACHINE_ONLY_KEYS {
+                    if *section == key && item.get(field).is_some() {
+                        problems.push(PolicyProblem {
+                            field: format!("{section}.{field}"),
+                            message: "may only be set in the machine policy file, not in a central policy".into(),
+                            location,
+                        });
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            fail(vec![PolicyProblem {
+                field: String::new(),
+                message: e.message().to_owned(),
+                location: e.span().map(|s| line_col(text, s.start)),
+            }])
+        })?;
+        let document = Self {
+            source_name: source_name.to_owned(),
+            layer,
+            text: text.to_owned(),
+            table,
+        };
+        Policy::layered(std::slice::from_ref(&document))?;
+        Ok(document)
+    }
+
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    pub fn layer(&self) -> Layer {
+        self.layer
+    }
+
+    /// Best-effort position of a dotted key in this document's text.
+    fn locate(&self, field: &str) -> Option<(usize, usize)> {
+        let doc = toml_edit::ImDocument::parse(self.text.as_str()).ok()?;
+        let mut parts = field.split('.');
+        let first = parts.next()?;
+        let mut item = doc.as_table().get(first)?;
+        let mut span = doc.as_table().key(first).and_then(|k| k.span());
+        for part in parts {
+            let table = item.as_table_like()?;
+            span = table
+                .get_key_value(part)
+                .and_then(|(k, _)| k.span())
+                .or(span);
+            item = table.get(part)?;
+        }
+        span.map(|s| line_col(&self.text, s.start))
+    }
+}
+
+struct SectionError {
+    field: Option<String>,
+    message: String,
+    span: Option<std::ops::Range<usize>>,
+}
+
+impl SectionError {
+    fn span(&self) -> Option<std::ops::Range<usize>> {
+        self.span.clone()
+    }
+}
+
+fn check_section(name: &str, value: toml_edit::Value) -> Result<(), SectionError> {
+    use serde::de::IntoDeserializer;
+    fn check<T: serde::de::DeserializeOwned>(
+        name: &str,
+        value: toml_edit::Value,
+    ) -> Result<(), SectionError> {
+        T::deserialize(value.into_deserializer())
+            .map(drop)
+            .map_err(|e| SectionError {
+                field: Some(format!("{name}")),
+                message: e.message().trim().to_owned(),
+                span: e.span(),
+            })
+    }
+    match name {
+        "workstation" => check::<WorkstationPolicy>(name, value),
+        "lock" => check::<LockPolicy>(name, value),
+        "unlock" => check::<UnlockPolicy>(name, value),
+        "pin" => check::<PinPolicy>(name, value),
+        "lockout" => check::<LockoutPolicy>(name, value),
+        "totp" => check::<TotpPolicy>(name, value),
+        "phi" => check::<PhiPolicy>(name, value),
+        "emergency" => check::<EmergencyPolicy>(name, value),
+        "sync" => check::<SyncPolicy>(name, value),
+        "audit" => check::<AuditPolicy>(name, value),
+        _ => Ok(()),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn merge(into: &mut toml::Table, from: &toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(key), value) {
+            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => merge(dst, src),
+            _ => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+impl Policy {
+    /// The effective policy: built-in defaults with each document laid over the last.
+    /// Documents must be in order (machine, then central).
+    pub fn layered(documents: &[PolicyDocument]) -> Result<Policy, PolicyError> {
+        let mut merged = toml::Table::new();
+        for doc in documents {
+            merge(&mut merged, &doc.table);
+        }
+        let names: Vec<&str> = documents.iter().map(|d| d.source_name.as_str()).collect();
+        let source_name = if names.is_empty() {
+            "built-in defaults".to_owned()
+        } else {
+            names.join(" + ")
+        };
+        let policy: Policy =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| PolicyError {
+                    source_name: source_name.clone(),
+                    problems: vec![PolicyProblem {
+                        field: String::new(),
+                        message: e.message().to_owned(),
+                        location: None,
+                    }],
+                })?;
+        let problems: Vec<PolicyProblem> = policy
+            .validate()
+            .into_iter()
+            .map(|(field, message)| {
+                // Point at the highest layer that set the field, as that is the one to fix.
+                let location = documents.iter().rev().find_map(|d| d.locate(&field));
+                PolicyProblem {
+                    field,
+                    message,
+                    location,
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyError {
+                source_name,
+                problems,
+            })
+        }
+    }
+
+    /// Every range and consistency rule, as (field, what is allowed) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut range = |field: &str, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                problems.push((
+                    field.to_owned(),
+                    format!(
+                        "must be between {} and {}, got {}",
+                        human(min),
+                        human(max),
+                        human(value)
+                    ),
+                ));
+            }
+        };
+        let secs = Duration::from_secs;
+        range(
+            "lock.idle_timeout",
+            self.lock.idle_timeout,
+            secs(15),
+            secs(8 * 3600),
+        );
+        range("lock.warning", self.lock.warning, secs(0), secs(5 * 60));
+        for (name, g) in &self.lock.groups {
+            if let Some(t) = g.idle_timeout {
+                range(
+                    &format!("lock.groups.{name}.idle_timeout"),
+                    t,
+                    secs(15),
+                    secs(8 * 3600),
+                );
+            }
+            if let Some(w) = g.warning {
+                range(
+                    &format!("lock.groups.{name}.warning"),
+                    w,
+                    secs(0),
+                    secs(5 * 60),
+                );
+            }
+        }
+        range("lockout.throttle", self.lockout.throttle, secs(0), secs(60));
+        range(
+            "lockout.lockout",
+            self.lockout.lockout,
+            secs(5),
+            secs(24 * 3600),
+        );
+        range(
+            "lockout.max_lockout",
+            self.lockout.max_lockout,
+            secs(5),
+            secs(24 * 3600),
+        );
+        range(
+            "lockout.workstation_lockout",
+            self.lockout.workstation_lockout,
+            secs(5),
+            secs(24 * 3600),
+        );
+        range("totp.step", self.totp.step, secs(15), secs(120));
+        range(
+            "sync.interval",
+            self.sync.interval,
+            secs(5),
+            secs(24 * 3600),
+        );
+        range(
+            "audit.retention",
+            self.audit.retention,
+            secs(7 * 24 * 3600),
+            secs(10 * 366 * 24 * 3600),
+        );
+        if let Some(close) = self.phi.close_after {
+            range("phi.close_after", close, secs(60), secs(24 * 3600));
+        }
+
+        // Only meaningful once the timeout itself is in range; otherwise it repeats that problem.
+        let timeout_ok = !problems.iter().any(|(field, _)| field.starts_with("lock."));
+        for group in self.lock.groups.keys().chain([&"".to_owned()]) {
+            let (idle, warning) =
+                self.lock_timing_for(if group.is_empty() { None } else { Some(group) });
+            if timeout_ok && warning >= idle {
+                let field = if group.is_empty() {
+                    "lock.warning".to_owned()
+                } else {
+                    format!("lock.groups.{group}.warning")
+                };
+                problems.push((
+                    field,
+                    format!(
+                        "must be shorter than the idle timeout ({}), got {}",
+                        human(idle),
+                        human(warning)
+                    ),
+                ));
+            }
+        }
+        let mut count = |field: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                problems.push((
+                    field.to_owned(),
+                    format!("must be between {min} and {max}, got {value}"),
+                ));
+            }
+        };
+        count(
+            "lockout.max_failures",
+            self.lockout.max_failures.into(),
+            1,
+            20,
+        );
+        count(
+            "lockout.workstation_max_failures",
+            self.lockout.workstation_max_failures.into(),
+            1,
+            1000,
+        );
+        count("pin.min_length", self.pin.min_length as u64, 4, 32);
+        count("pin.max_length", self.pin.max_length as u64, 4, 64);
+        count("totp.skew_steps", self.totp.skew_steps.into(), 0, 2);
+        count("totp.digits", self.totp.digits.into(), 6, 8);
+        count(
+            "emergency.min_reason_chars",
+            self.emergency.min_reason_chars as u64,
+            3,
+            500,
+        );
+        count("sync.batch_size", self.sync.batch_size.into(), 1, 10_000);
+        count(
+            "sync.backlog_warning",
+            self.sync.backlog_warning,
+            1,
+            u64::MAX,
+        );
+        if self.pin.max_length < self.pin.min_length {
+            problems.push((
+                "pin.max_length".into(),
+                format!(
+                    "must be at least pin.min_length ({}), got {}",
+                    self.pin.min_length, self.pin.max_length
+                ),
+            ));
+        }
+        if self.lockout.max_lockout < self.lockout.lockout {
+            problems.push((
+                "lockout.max_lockout".into(),
+                "must be at least lockout.lockout".into(),
+            ));
+        }
+        if self.unlock.methods.is_empty() {
+            problems.push((
+                "unlock.methods".into(),
+                "must name at least one of \"pin\", \"totp\", \"pin_totp\"".into(),
+            ));
+        }
+        if self.workstation.group.trim().is_empty() {
+            problems.push(("workstation.group".into(), "must not be empty".into()));
+        }
+        if let Some(endpoint) = &self.sync.endpoint {
+            if !endpoint.starts_with("https://") {
+                problems.push((
+                    "sync.endpoint".into(),
+                    format!("must be an https:// URL, got {endpoint:?}"),
+                ));
+            }
+        }
+        for (i, app) in self.phi.apps.iter().enumerate() {
+            if app.name.trim().is_empty() || app.matches.trim().is_empty() {
+                problems.push((
+                    format!("phi.apps[{i}]"),
+                    "needs a non-empty name and match".into(),
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Idle timeout and warning for a workstation group, falling back to the defaults.
+    pub fn lock_timing_for(&self, group: Option<&str>) -> (Duration, Duration) {
+        let g = group.and_then(|g| self.lock.groups.get(g));
+        (
+            g.and_then(|g| g.idle_timeout)
+                .unwrap_or(self.lock.idle_timeout),
+            g.and_then(|g| g.warning).unwrap_or(self.lock.warning),
+        )
+    }
+
+    /// Timing for this workstation's own group.
+    pub fn lock_timing(&self) -> (Duration, Duration) {
+        self.lock_timing_for(Some(&self.workstation.group))
+    }
+
+    /// The effective policy as TOML, as `wardlockctl policy check` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// SHA-256 of the canonical JSON form, hex: names the policy in audit entries.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(json))
+    }
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests;

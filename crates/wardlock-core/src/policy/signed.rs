@@ -1,0 +1,201 @@
+//! Central policies signed by IT with Ed25519, so neither a person at the workstation nor
+//! a compromised collector can weaken them.
+//!
+//! The signature covers the exact bytes of the body (carried base64-encoded), so no
+//! canonical re-encoding is needed to verify it.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::{DecodePublicKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UtcMillis;
+
+pub const SIGNED_POLICY_FORMAT: &str = "wardlock-signed-policy/v1";
+/// Domain separation: a signature made for anything else never verifies as a policy.
+const SIGNING_CONTEXT: &[u8] = b"wardlock-policy-v1\n";
+
+/// What IT signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedPolicyBody {
+    /// Increases with every policy IT issues; a workstation refuses one not newer than
+    /// the one it applies (a replayed, stale policy).
+    pub serial: u64,
+    pub issued_at: UtcMillis,
+    /// The workstation group the policy is for; `None` for every group.
+    pub group: Option<String>,
+    /// The policy document, TOML.
+    pub policy: String,
+}
+
+/// The envelope as stored in a file and served by the collector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedPolicy {
+    pub format: String,
+    /// Fingerprint of the signing key (see [`key_id`]), to say which key was used.
+    pub key_id: String,
+    /// The body's JSON bytes, base64.
+    pub body: String,
+    /// Ed25519 signature over the context string and the body bytes, base64.
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("not a signed Wardlock policy: {0}")]
+    Malformed(String),
+    #[error("signed by key {key_id}, which this workstation does not trust; add its public key to sync.trusted_keys in the machine policy")]
+    UntrustedKey { key_id: String },
+    #[error("the signature does not match the policy: it was altered after signing, or signed by another key")]
+    BadSignature,
+    #[error("not a usable Ed25519 public key: {0}")]
+    BadKey(String),
+}
+
+/// Short, stable fingerprint of a public key: the first 16 hex digits of SHA-256 over
+/// its 32 bytes.
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// Reads a public key written as PEM (SubjectPublicKeyInfo) or as base64 of the 32 raw bytes.
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, SignatureError> {
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return VerifyingKey::from_public_key_pem(text)
+            .map_err(|e| SignatureError::BadKey(e.to_string()));
+    }
+    let bytes = B64
+        .decode(text)
+        .map_err(|e| SignatureError::BadKey(e.to_string()))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| SignatureError::BadKey("expected 32 bytes".into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| SignatureError::BadKey(e.to_string()))
+}
+
+pub fn public_key_pem(key: &VerifyingKey) -> String {
+    key.to_public_key_pem(Default::default())
+        .unwrap_or_default()
+}
+
+impl SignedPolicy {
+    pub fn sign(body: &SignedPolicyBody, key: &SigningKey) -> SignedPolicy {
+        let body_bytes = serde_json::to_vec(body).unwrap_or_default();
+        let signature = key.sign(&message(&body_bytes));
+        SignedPolicy {
+            format: SIGNED_POLICY_FORMAT.to_owned(),
+            key_id: key_id(&key.verifying_key()),
+            body: B64.encode(&body_bytes),
+            signature: B64.encode(signature.to_bytes()),
+        }
+    }
+
+    pub fn from_json(text: &str) -> Result<SignedPolicy, SignatureError> {
+        let envelope: SignedPolicy =
+            serde_json::from_str(text).map_err(|e| SignatureError::Malformed(e.to_string()))?;
+        if envelope.format != SIGNED_POLICY_FORMAT {
+            return Err(SignatureError::Malformed(format!(
+                "format is {:?}, expected {SIGNED_POLICY_FORMAT:?}",
+                envelope.format
+            )));
+        }
+        Ok(envelope)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks the signature against the trusted keys and returns the body. The body is
+    /// parsed only after its signature verified.
+    pub fn verify(&self, trusted: &[VerifyingKey]) -> Result<SignedPolicyBody, SignatureError> {
+        let key = trusted
+            .iter()
+            .find(|k| key_id(k) == self.key_id)
+            .ok_or_else(|| SignatureError::UntrustedKey {
+                key_id: self.key_id.clone(),
+            })?;
+        let body_bytes = B64
+            .decode(&self.body)
+            .map_err(|_| SignatureError::BadSignature)?;
+        let signature_bytes = B64
+            .decode(&self.signature)
+            .map_err(|_| SignatureError::BadSignature)?;
+        let signature =
+            Signature::from_slice(&signature_bytes).map_err(|_| SignatureError::BadSignature)?;
+        key.verify(&message(&body_bytes), &signature)
+            .map_err(|_| SignatureError::BadSignature)?;
+        serde_json::from_slice(&body_bytes).map_err(|e| SignatureError::Malformed(e.to_string()))
+    }
+}
+
+fn message(body: &[u8]) -> Vec<u8> {
+    [SIGNING_CONTEXT, body].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> SignedPolicyBody {
+        SignedPolicyBody {
+            serial: 7,
+            issued_at: UtcMillis::from_unix_millis(1_795_000_000_000),
+            group: Some("icu".into()),
+            policy: "[lock]\nidle_timeout = \"2m\"\n".into(),
+        }
+    }
+
+    #[test]
+    fn signed_policy_verifies_with_its_key_and_not_another() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let signed = SignedPolicy::sign(&body(), &key);
+        assert_eq!(signed.verify(&[key.verifying_key()]).unwrap(), body());
+        assert!(matches!(
+            signed.verify(&[other.verifying_key()]),
+            Err(SignatureError::UntrustedKey { .. })
+        ));
+
+        // Another key claiming the trusted key's id still fails on the signature.
+        let mut forged = SignedPolicy::sign(&body(), &other);
+        forged.key_id = key_id(&key.verifying_key());
+        assert_eq!(
+            forged.verify(&[key.verifying_key()]),
+            Err(SignatureError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn any_changed_byte_of_the_body_fails() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let signed = SignedPolicy::sign(&body(), &key);
+        let mut bytes = B64.decode(&signed.body).unwrap();
+        for i in 0..bytes.len() {
+            bytes[i] ^= 1;
+            let tampered = SignedPolicy {
+                body: B64.encode(&bytes),
+                ..signed.clone()
+            };
+            assert_eq!(
+                tampered.verify(&[key.verifying_key()]),
+                Err(SignatureError::BadSignature),
+                "byte {i}"
+            );
+            bytes[i] ^= 1;
+        }
+    }
+
+    #[test]
+    fn public_keys_parse_from_pem_and_base64() {
+        let key = SigningKey::from_bytes(&[9; 32]).verifying_key();
+        assert_eq!(parse_public_key(&public_key_pem(&key)).unwrap(), key);
+        assert_eq!(parse_public_key(&B64.encode(key.as_bytes())).unwrap(), key);
+        assert!(parse_public_key("not a key").is_err());
+    }
+}

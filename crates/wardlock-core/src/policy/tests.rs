@@ -1,0 +1,151 @@
+use super::*;
+
+fn machine(text: &str) -> Result<PolicyDocument, PolicyError> {
+    PolicyDocument::parse("policy.toml", Layer::Machine, text)
+}
+
+#[test]
+fn built_in_defaults_are_valid_and_hospital_safe() {
+    let p = Policy::layered(&[]).unwrap();
+    assert_eq!(p.lock.idle_timeout, Duration::from_secs(300));
+    assert_eq!(p.lock.warning, Duration::from_secs(30));
+    assert_eq!(p.lockout.max_failures, 5);
+    assert!(p.unlock.methods.contains(&UnlockMethod::PinTotp));
+    assert!(p.validate().is_empty());
+}
+
+#[test]
+fn durations_are_written_humanly() {
+    let doc = machine("[lock]\nidle_timeout = \"2m 30s\"\nwarning = \"20s\"\n").unwrap();
+    let p = Policy::layered(&[doc]).unwrap();
+    assert_eq!(p.lock.idle_timeout, Duration::from_secs(150));
+    assert!(p.to_toml().contains("idle_timeout = \"2m 30s\""));
+}
+
+#[test]
+fn out_of_range_value_names_field_and_allowed_range() {
+    let err = machine("[lock]\nidle_timeout = \"0s\"\n").unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    let p = &err.problems[0];
+    assert_eq!(p.field, "lock.idle_timeout");
+    assert_eq!(p.message, "must be between 15s and 8h, got 0s");
+    assert_eq!(p.location, Some((2, 1)));
+    assert!(err
+        .to_string()
+        .contains("policy.toml:2:1: lock.idle_timeout: must be between 15s and 8h, got 0s"));
+}
+
+#[test]
+fn unknown_key_is_an_error_not_ignored() {
+    let err = machine("[lock]\nidle_timeout = \"5m\"\nidle_timout = \"1h\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("idle_timout"), "{text}");
+    assert!(text.contains("policy.toml:3:"), "{text}");
+    let err = machine("[locks]\nidle_timeout = \"5m\"\n").unwrap_err();
+    assert_eq!(err.problems[0].field, "locks");
+    assert!(err.problems[0].message.contains("allowed sections are"));
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let err = machine("[lockout]\nmax_failures = \"five\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("lockout"), "{text}");
+    assert!(
+        text.contains("max_failures") || text.contains("invalid type"),
+        "{text}"
+    );
+    assert_eq!(err.problems[0].location.map(|l| l.0), Some(2), "{text}");
+}
+
+#[test]
+fn bad_toml_reports_line() {
+    let err = machine("[lock]\nidle_timeout = \"5m\n").unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].location.map(|l| l.0), Some(2), "{err}");
+}
+
+#[test]
+fn every_problem_is_listed_not_just_the_first() {
+    let err = machine(
+        "[lock]\nidle_timeout = \"9h\"\n[lockout]\nmax_failures = \"x\"\n[pin]\nmin_length = 2\n[bogus]\n",
+    )
+    .unwrap_err();
+    let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    assert!(fields.contains(&"bogus"), "{err}");
+    assert!(fields.iter().any(|f| f.starts_with("lockout")), "{err}");
+    // Range problems need the types right first, so they come on the next run; but the
+    // sections that parsed are still range-checked together once the types are fixed.
+    let err = machine("[lock]\nidle_timeout = \"9h\"\n[pin]\nmin_length = 2\n").unwrap_err();
+    let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["lock.idle_timeout", "pin.min_length"], "{err}");
+}
+
+#[test]
+fn warning_must_be_shorter_than_timeout() {
+    let err = machine("[lock]\nidle_timeout = \"20s\"\nwarning = \"30s\"\n").unwrap_err();
+    assert_eq!(err.problems[0].field, "lock.warning");
+}
+
+#[test]
+fn layers_override_key_by_key() {
+    let m = machine(
+        "[workstation]\ngroup = \"icu\"\n[lock]\nidle_timeout = \"10m\"\nwarning = \"45s\"\n",
+    )
+    .unwrap();
+    let c = PolicyDocument::parse(
+        "central",
+        Layer::Central,
+        "[lock]\nidle_timeout = \"3m\"\n[lock.groups.icu]\nidle_timeout = \"2m\"\n",
+    )
+    .unwrap();
+    let p = Policy::layered(&[m, c]).unwrap();
+    assert_eq!(p.lock.idle_timeout, Duration::from_secs(180));
+    assert_eq!(
+        p.lock.warning,
+        Duration::from_secs(45),
+        "machine value kept where central is silent"
+    );
+    assert_eq!(
+        p.lock_timing(),
+        (Duration::from_secs(120), Duration::from_secs(45))
+    );
+    assert_eq!(
+        p.lock_timing_for(Some("er")),
+        (Duration::from_secs(180), Duration::from_secs(45))
+    );
+}
+
+#[test]
+fn central_policy_cannot_choose_its_own_signers_or_endpoint() {
+    let err = PolicyDocument::parse(
+        "central",
+        Layer::Central,
+        "[sync]\ntrusted_keys = [\"AAAA\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.problems[0].field, "sync.trusted_keys");
+    assert!(machine("[sync]\ntrusted_keys = []\n").is_ok());
+}
+
+#[test]
+fn merged_layers_are_validated_together() {
+    let m = machine("[lock]\nidle_timeout = \"1m\"\nwarning = \"40s\"\n").unwrap();
+    let c = PolicyDocument::parse(
+        "central",
+        Layer::Central,
+        "[lock]\nidle_timeout = \"35s\"\n",
+    )
+    .unwrap();
+    let err = Policy::layered(&[m, c]).unwrap_err();
+    assert_eq!(err.problems[0].field, "lock.warning");
+}
+
+#[test]
+fn policy_hash_changes_with_content() {
+    let a = Policy::default();
+    let mut b = Policy::default();
+    b.lock.idle_timeout = Duration::from_secs(120);
+    assert_ne!(a.hash(), b.hash());
+    assert_eq!(a.hash(), Policy::default().hash());
+}

@@ -1,0 +1,181 @@
+//! Workstation ⇄ collector API (HTTPS + JSON under `/api/v1`), modelled on osquery's TLS
+//! remote API: enroll for a node key, then pull policy and directory, push audit batches.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEntry, AuditKind};
+use crate::clock::UtcMillis;
+use crate::policy::SignedPolicy;
+
+/// Version of this API; it is also the path prefix (`/api/v1`).
+pub const API_VERSION: u32 = 1;
+
+/// `POST /api/v1/enroll`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub enroll_secret: String,
+    pub workstation_id: String,
+    pub hostname: String,
+    pub group: String,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollResponse {
+    /// Sent as `Authorization: Bearer` on every later request.
+    pub node_key: String,
+}
+
+/// `GET /api/v1/policy` answers the envelope as is (ETag, 304 when unchanged).
+pub type PolicyResponse = SignedPolicy;
+
+/// `GET /api/v1/directory`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directory {
+    /// Changes whenever any user changes; also the ETag.
+    pub version: String,
+    pub users: Vec<DirectoryUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryUser {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub disabled: bool,
+    /// Argon2id PHC string.
+    pub pin_hash: Option<String>,
+    /// TOTP seed encrypted for this workstation's transport key, base64.
+    pub totp_sealed: Option<String>,
+}
+
+/// One audit entry on the wire. Hashes are hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub time: UtcMillis,
+    pub kind: AuditKind,
+    pub user: Option<String>,
+    pub os_account: Option<String>,
+    pub workstation: String,
+    pub policy_hash: Option<String>,
+    pub details: BTreeMap<String, String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<&AuditEntry> for AuditRecord {
+    fn from(e: &AuditEntry) -> Self {
+        AuditRecord {
+            seq: e.seq,
+            time: e.time,
+            kind: e.kind,
+            user: e.user.clone(),
+            os_account: e.os_account.clone(),
+            workstation: e.workstation.clone(),
+            policy_hash: e.policy_hash.clone(),
+            details: e.details.clone(),
+            prev_hash: hex::encode(e.prev_hash),
+            hash: hex::encode(e.hash),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit record {seq}: {field} is not 32 bytes of hex")]
+pub struct BadHash {
+    pub seq: u64,
+    pub field: &'static str,
+}
+
+impl TryFrom<AuditRecord> for AuditEntry {
+    type Error = BadHash;
+    fn try_from(r: AuditRecord) -> Result<Self, BadHash> {
+        let decode = |text: &str, field| -> Result<[u8; 32], BadHash> {
+            hex::decode(text)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or(BadHash { seq: r.seq, field })
+        };
+        Ok(AuditEntry {
+            prev_hash: decode(&r.prev_hash, "prev_hash")?,
+            hash: decode(&r.hash, "hash")?,
+            seq: r.seq,
+            time: r.time,
+            kind: r.kind,
+            user: r.user,
+            os_account: r.os_account,
+            workstation: r.workstation,
+            policy_hash: r.policy_hash,
+            details: r.details,
+        })
+    }
+}
+
+/// `POST /api/v1/audit`: idempotent by (workstation, seq).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditBatch {
+    pub workstation_id: String,
+    pub entries: Vec<AuditRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditAck {
+    /// Every entry up to this seq is stored; the agent may mark them sent.
+    pub highest_contiguous_seq: u64,
+    /// Seqs the collector found missing or not chaining, for the agent to resend or audit.
+    pub gaps: Vec<SeqRange>,
+    pub chain_break_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// `POST /api/v1/heartbeat`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub workstation_id: String,
+    pub time: UtcMillis,
+    pub last_seq: u64,
+    pub unsent: u64,
+    pub policy_serial: Option<u64>,
+    pub guard_connected: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditDraft;
+
+    #[test]
+    fn audit_entry_round_trips_through_the_wire_form() {
+        let entry = AuditEntry::chain(
+            AuditDraft::new(
+                UtcMillis::from_unix_millis(1_795_000_000_123),
+                AuditKind::UnlockSucceeded,
+            )
+            .user("n.nurse")
+            .detail("method", "pin"),
+            "ws-7",
+            None,
+        );
+        let json = serde_json::to_string(&AuditRecord::from(&entry)).unwrap();
+        let back: AuditRecord = serde_json::from_str(&json).unwrap();
+        let back = AuditEntry::try_from(back).unwrap();
+        assert_eq!(back, entry);
+        assert_eq!(back.compute_hash(), entry.hash);
+    }
+}

@@ -1,0 +1,266 @@
+//! Guard ⇄ `wardlockd` protocol: newline-delimited JSON over a Unix socket (Windows: a
+//! named pipe), one message per line, at most [`MAX_FRAME_BYTES`]. The first request must
+//! be `hello`. The guard asks for decisions; it never receives a hash, a seed or an
+//! audit row, and a refusal never says which factor was wrong.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UtcMillis;
+use crate::lock::LockReason;
+use crate::policy::{Escalation, PhiAction, PhiApp, Policy, UnlockMethod};
+use crate::secret::SecretString;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longer lines are a protocol error and close the connection.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Hello { version: u32, client: String },
+    Policy,
+    Event { event: GuardEvent },
+    Unlock(UnlockRequest),
+    Enroll(EnrollRequest),
+    Heartbeat,
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockRequest {
+    pub user: String,
+    pub pin: Option<SecretString>,
+    pub totp: Option<SecretString>,
+    /// Break-glass access: the reason is mandatory and audited.
+    pub emergency_reason: Option<String>,
+}
+
+/// Enrollment of a clinician at the workstation, authorised by an administrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EnrollRequest {
+    /// The administrator proves who they are; the answer carries a short-lived ticket.
+    Authorize {
+        admin: String,
+        pin: SecretString,
+        user: String,
+    },
+    SetPin {
+        ticket: String,
+        pin: SecretString,
+    },
+    /// Starts TOTP enrollment; the answer carries the `otpauth://` URI to show as QR.
+    StartTotp {
+        ticket: String,
+    },
+    ConfirmTotp {
+        ticket: String,
+        code: SecretString,
+    },
+}
+
+/// Things the guard saw or did; `wardlockd` stamps and audits them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GuardEvent {
+    WarningShown {
+        seconds_left: u64,
+    },
+    WarningCancelled,
+    Locked {
+        reason: LockReason,
+    },
+    LockFailed {
+        what: String,
+    },
+    PhiAppHidden {
+        app: String,
+    },
+    PhiAppRestored {
+        app: String,
+    },
+    PhiAppClosed {
+        app: String,
+    },
+    IdleUnavailable {
+        why: String,
+    },
+    /// The guard is quitting with an administrator's authorisation.
+    Quitting {
+        admin: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    Hello {
+        version: u32,
+        server: String,
+    },
+    Policy {
+        policy: GuardPolicy,
+    },
+    /// Unsolicited: the effective policy changed.
+    PolicyChanged {
+        policy: GuardPolicy,
+    },
+    /// Unsolicited: lock now (remote request, guard escalation).
+    LockNow {
+        reason: LockReason,
+    },
+    Ack,
+    Unlock(UnlockReply),
+    Enroll(EnrollReply),
+    Status(ServiceStatus),
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UnlockReply {
+    Granted {
+        user: String,
+        display_name: String,
+        emergency: bool,
+        /// This user's previous unlock of this workstation.
+        last_unlock: Option<UtcMillis>,
+        /// Failed attempts against this user since that unlock (NIST AC-9).
+        failures_since_last_unlock: u32,
+    },
+    Refused {
+        attempts_left: u32,
+        retry_after_secs: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EnrollReply {
+    Authorized {
+        ticket: String,
+        expires_in_secs: u64,
+    },
+    PinSet,
+    TotpStarted {
+        otpauth_uri: String,
+    },
+    TotpConfirmed,
+    Refused {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnsupportedVersion,
+    HelloFirst,
+    FrameTooLarge,
+    NotAllowed,
+    Internal,
+}
+
+/// What the guard needs of the policy: no secrets, no directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardPolicy {
+    pub hash: String,
+    pub idle_timeout_secs: u64,
+    pub warning_secs: u64,
+    pub lock_on_resume: bool,
+    pub banner: String,
+    pub methods: Vec<UnlockMethod>,
+    pub emergency_enabled: bool,
+    pub emergency_requires_pin: bool,
+    pub emergency_min_reason_chars: usize,
+    pub on_grab_failure: Escalation,
+    pub phi_apps: Vec<PhiApp>,
+    pub phi_on_lock: PhiAction,
+    pub phi_close_after_secs: Option<u64>,
+}
+
+impl From<&Policy> for GuardPolicy {
+    fn from(p: &Policy) -> Self {
+        let (idle, warning) = p.lock_timing();
+        GuardPolicy {
+            hash: p.hash(),
+            idle_timeout_secs: idle.as_secs(),
+            warning_secs: warning.as_secs(),
+            lock_on_resume: p.lock.lock_on_resume,
+            banner: p.lock.banner.clone(),
+            methods: p.unlock.methods.clone(),
+            emergency_enabled: p.emergency.enabled,
+            emergency_requires_pin: p.emergency.require_pin,
+            emergency_min_reason_chars: p.emergency.min_reason_chars,
+            on_grab_failure: p.lock.on_grab_failure,
+            phi_apps: p.phi.apps.clone(),
+            phi_on_lock: p.phi.on_lock,
+            phi_close_after_secs: p.phi.close_after.map(|d: Duration| d.as_secs()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStatus {
+    pub workstation_id: String,
+    pub policy_hash: String,
+    pub audit_last_seq: u64,
+    pub audit_unsent: u64,
+    /// Unsent entries passed the policy's backlog threshold.
+    pub backlog_warning: bool,
+    pub collector_reachable: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json_lines() {
+        let req = Request::Unlock(UnlockRequest {
+            user: "n.nurse".into(),
+            pin: Some(SecretString::new("482916")),
+            totp: None,
+            emergency_reason: None,
+        });
+        let line = serde_json::to_string(&req).unwrap();
+        assert!(
+            line.starts_with(r#"{"type":"unlock","user":"n.nurse""#),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        assert!(
+            !format!("{req:?}").contains("482916"),
+            "Debug must not show the PIN"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_refused() {
+        assert!(serde_json::from_str::<Request>(
+            r#"{"type":"hello","version":1,"client":"g","x":1}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"type":"unlock","user":"u","pin":"1","totp":null,"emergency_reason":null,"admin":true}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"type":"sudo"}"#).is_err());
+    }
+
+    #[test]
+    fn guard_policy_carries_no_secrets_or_keys() {
+        let mut p = Policy::default();
+        p.sync.trusted_keys = vec!["c2VjcmV0".into()];
+        let json = serde_json::to_string(&GuardPolicy::from(&p)).unwrap();
+        assert!(!json.contains("c2VjcmV0"));
+        assert!(json.contains("\"idle_timeout_secs\":300"));
+    }
+}
