@@ -1,0 +1,140 @@
+//! Unlock attempts against the workstation database: load what the core needs, let it
+//! decide, and persist the new counters together with the audit entry before answering.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use wardlock_core::audit::{AuditDraft, AuditKind};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::policy::Policy;
+use wardlock_core::unlock::{self, Attempt, GrantMethod, Outcome, PinHash, TotpSeed, UserCredentials};
+
+use crate::secrets::{DataKey, SecretError};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("stored credentials of user {user:?} are unusable: {why}")]
+    BadCredentialRecord { user: String, why: String },
+}
+
+/// The outcome, with what the guard may show on success. The audit entry is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnlockResult {
+    pub outcome: Outcome,
+    pub display_name: Option<String>,
+    pub audit_seq: u64,
+}
+
+/// Who is at the workstation, for the audit entry.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub os_account: Option<String>,
+}
+
+/// Decides one attempt and makes it durable: counters, replay step and audit entry are
+/// committed in one transaction before this returns.
+pub fn attempt_unlock(
+    store: &mut Store,
+    key: &DataKey,
+    policy: &Policy,
+    attempt: &Attempt,
+    context: &Context,
+    now: UtcMillis,
+) -> Result<UnlockResult, AuthError> {
+    let row = store.user(&attempt.user_id)?;
+    // Counters of IDs not in the directory are keyed by a keyed hash: a clinician who
+    // types their PIN into the user field must not leave it readable in the database.
+    let counter_key = match &row {
+        Some(_) => attempt.user_id.clone(),
+        None => unknown_id_key(key, &attempt.user_id),
+    };
+    let user_state = store.user_auth(&counter_key)?;
+    let workstation_state = store.workstation_auth()?;
+
+    let bad = |why: String| AuthError::BadCredentialRecord { user: attempt.user_id.clone(), why };
+    let pin_hash = match row.as_ref().and_then(|r| r.pin_hash.clone()) {
+        Some(phc) => Some(PinHash::from_phc(phc).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    let seed = match (row.as_ref().and_then(|r| r.totp_sealed.as_ref()), &attempt.totp) {
+        (Some(sealed), Some(_)) => {
+            let bytes = key.open(sealed, attempt.user_id.as_bytes())?;
+            Some(TotpSeed::new(bytes.to_vec()).map_err(|e| bad(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let credentials = row.as_ref().map(|r| UserCredentials {
+        disabled: r.disabled,
+        pin_hash: pin_hash.as_ref(),
+        totp_seed: seed.as_ref(),
+    });
+
+    let decision = unlock::decide(policy, now, credentials, &user_state, &workstation_state, attempt);
+
+    let known_user = row.as_ref().map(|r| r.id.clone());
+    let base = |kind| {
+        let d = AuditDraft::new(now, kind).os_account(context.os_account.clone()).policy_hash(policy.hash());
+        match &known_user {
+            Some(id) => d.user(id),
+            None => d,
+        }
+    };
+    let mut drafts = Vec::new();
+    match &decision.outcome {
+        Outcome::Granted { method: GrantMethod::Emergency, .. } => drafts.push(
+            base(AuditKind::EmergencyAccess)
+                .detail("reason", attempt.emergency_reason.as_deref().unwrap_or_default())
+                .detail("alert", "compliance"),
+        ),
+        Outcome::Granted { method, .. } => {
+            drafts.push(base(AuditKind::UnlockSucceeded).detail("method", method_name(*method)));
+        }
+        Outcome::Refused { reason, attempts_left, retry_after, locked_out_now } => {
+            let mut d = base(AuditKind::UnlockFailed).detail("reason", reason.as_str()).detail("attempts_left", attempts_left);
+            if attempt.emergency_reason.is_some() {
+                d = d.detail("emergency", "true");
+            }
+            drafts.push(d);
+            if *locked_out_now {
+                let kind = if decision.workstation_state.blocked_until.is_some_and(|u| u > now) {
+                    AuditKind::WorkstationLockedOut
+                } else {
+                    AuditKind::UserLockedOut
+                };
+                drafts.push(base(kind).detail("seconds", retry_after.map_or(0, |d| d.as_secs())));
+            }
+        }
+    }
+
+    let mut tx = store.write()?;
+    tx.save_user_auth(&counter_key, &decision.user_state)?;
+    tx.save_workstation_auth(&decision.workstation_state)?;
+    let mut audit_seq = 0;
+    for d in drafts {
+        audit_seq = tx.append(d)?.seq;
+    }
+    tx.commit()?;
+
+    Ok(UnlockResult { outcome: decision.outcome, display_name: row.map(|r| r.display_name), audit_seq })
+}
+
+fn method_name(method: GrantMethod) -> &'static str {
+    match method {
+        GrantMethod::Pin => "pin",
+        GrantMethod::Totp => "totp",
+        GrantMethod::PinTotp => "pin_totp",
+        GrantMethod::Emergency => "emergency",
+    }
+}
+
+fn unknown_id_key(key: &DataKey, typed: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose_for_derivation()).expect("HMAC takes any key length");
+    mac.update(b"wardlock-unknown-user-id\0");
+    mac.update(typed.as_bytes());
+    format!("unknown:{}", hex::encode(&mac.finalize().into_bytes()[..16]))
+}

@@ -1,0 +1,195 @@
+//! The user directory cached on the workstation: enrolling, changing and disabling
+//! users. Every change is audited in the same transaction that makes it.
+
+use zeroize::Zeroizing;
+
+use wardlock_core::audit::{AuditDraft, AuditKind};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::policy::Policy;
+use wardlock_core::secret::SecretString;
+use wardlock_core::unlock::{self, PinRuleError, TotpSeed};
+
+use crate::secrets::{DataKey, SecretError};
+use crate::store::{Store, StoreError, UserRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("user ID {0:?} is not valid: use 1–64 letters, digits, '.', '_', '-' or '@'")]
+    BadUserId(String),
+    #[error("user {0:?} already exists; use `user set-pin` or `user disable` to change it")]
+    UserExists(String),
+    #[error("no user {0:?} on this workstation; `user list` shows who is enrolled")]
+    UnknownUser(String),
+    #[error("PIN refused: {0}")]
+    PinRule(#[from] PinRuleError),
+    #[error("{0}")]
+    Crypto(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who makes a change, for the audit entry.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    /// The administrator's Wardlock user ID, when known.
+    pub admin: Option<String>,
+    /// The OS account the change came from.
+    pub os_account: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct NewUser {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub pin: Option<SecretString>,
+    pub totp: bool,
+}
+
+/// What enrollment hands back to show once: the authenticator URI (a secret).
+#[derive(Debug, Default)]
+pub struct Enrollment {
+    pub totp_uri: Option<Zeroizing<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub disabled: bool,
+    pub has_pin: bool,
+    pub has_totp: bool,
+}
+
+pub fn validate_user_id(id: &str) -> Result<(), DirectoryError> {
+    let ok = !id.is_empty()
+        && id.chars().count() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok { Ok(()) } else { Err(DirectoryError::BadUserId(id.to_owned())) }
+}
+
+fn draft(kind: AuditKind, user: &str, actor: &Actor, policy: &Policy, now: UtcMillis) -> AuditDraft {
+    let mut d = AuditDraft::new(now, kind).user(user).os_account(actor.os_account.clone()).policy_hash(policy.hash());
+    if let Some(admin) = &actor.admin {
+        d = d.detail("by", admin);
+    }
+    d
+}
+
+fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, DirectoryError> {
+    let mut bytes = Zeroizing::new([0u8; N]);
+    getrandom::getrandom(&mut bytes[..]).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    Ok(bytes)
+}
+
+fn hash_pin(pin: &SecretString, policy: &Policy) -> Result<String, DirectoryError> {
+    unlock::check_pin_rules(pin, &policy.pin)?;
+    let salt = random::<16>()?;
+    let hash = unlock::hash_pin(pin, &salt).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    Ok(hash.as_phc().to_owned())
+}
+
+/// A new TOTP seed (160 bits, as RFC 4226 recommends), sealed to the user's row.
+fn new_totp(key: &DataKey, policy: &Policy, user_id: &str) -> Result<(Vec<u8>, Zeroizing<String>), DirectoryError> {
+    let seed = TotpSeed::new(random::<20>()?.to_vec()).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    let uri = unlock::totp_uri(&policy.totp, &seed, user_id).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    let sealed = key.seal(seed.expose(), user_id.as_bytes())?;
+    Ok((sealed, Zeroizing::new(uri)))
+}
+
+pub fn add_user(
+    store: &mut Store,
+    key: &DataKey,
+    policy: &Policy,
+    new: NewUser,
+    actor: &Actor,
+    now: UtcMillis,
+) -> Result<Enrollment, DirectoryError> {
+    validate_user_id(&new.id)?;
+    let pin_hash = new.pin.as_ref().map(|pin| hash_pin(pin, policy)).transpose()?;
+    let (totp_sealed, totp_uri) = match new.totp {
+        true => new_totp(key, policy, &new.id).map(|(s, u)| (Some(s), Some(u)))?,
+        false => (None, None),
+    };
+    let row = UserRow {
+        id: new.id.clone(),
+        display_name: new.display_name,
+        role: new.role.clone(),
+        disabled: false,
+        pin_hash,
+        totp_sealed,
+    };
+    let mut tx = store.write()?;
+    if tx.user(&new.id)?.is_some() {
+        return Err(DirectoryError::UserExists(new.id));
+    }
+    tx.put_user(&row, now)?;
+    tx.append(
+        draft(AuditKind::UserAdded, &new.id, actor, policy, now)
+            .detail("role", &new.role)
+            .detail("pin", if row.pin_hash.is_some() { "set" } else { "none" })
+            .detail("totp", if row.totp_sealed.is_some() { "enrolled" } else { "none" }),
+    )?;
+    tx.commit()?;
+    Ok(Enrollment { totp_uri })
+}
+
+/// Sets or resets a user's PIN, and with `new_totp` issues a new TOTP seed.
+pub fn change_credentials(
+    store: &mut Store,
+    key: &DataKey,
+    policy: &Policy,
+    user_id: &str,
+    pin: Option<&SecretString>,
+    new_totp_seed: bool,
+    actor: &Actor,
+    now: UtcMillis,
+) -> Result<Enrollment, DirectoryError> {
+    let pin_hash = pin.map(|p| hash_pin(p, policy)).transpose()?;
+    let totp = if new_totp_seed { Some(new_totp(key, policy, user_id)?) } else { None };
+    let mut tx = store.write()?;
+    let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
+    let mut d = draft(AuditKind::UserChanged, user_id, actor, policy, now);
+    if let Some(hash) = pin_hash {
+        row.pin_hash = Some(hash);
+        d = d.detail("pin", "reset");
+    }
+    let mut enrollment = Enrollment::default();
+    if let Some((sealed, uri)) = totp {
+        row.totp_sealed = Some(sealed);
+        enrollment.totp_uri = Some(uri);
+        d = d.detail("totp", "re-enrolled");
+    }
+    tx.put_user(&row, now)?;
+    tx.append(d)?;
+    tx.commit()?;
+    Ok(enrollment)
+}
+
+pub fn disable_user(store: &mut Store, policy: &Policy, user_id: &str, actor: &Actor, now: UtcMillis) -> Result<(), DirectoryError> {
+    let mut tx = store.write()?;
+    let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
+    row.disabled = true;
+    tx.put_user(&row, now)?;
+    tx.append(draft(AuditKind::UserDisabled, user_id, actor, policy, now))?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn list_users(store: &Store) -> Result<Vec<UserSummary>, DirectoryError> {
+    Ok(store
+        .users()?
+        .into_iter()
+        .map(|u| UserSummary {
+            has_pin: u.pin_hash.is_some(),
+            has_totp: u.totp_sealed.is_some(),
+            id: u.id,
+            display_name: u.display_name,
+            role: u.role,
+            disabled: u.disabled,
+        })
+        .collect())
+}

@@ -1,0 +1,486 @@
+//! The workstation database: one SQLite file holding the audit log, the user directory
+//! cache, unlock counters and TOTP replay steps.
+//!
+//! Durability: WAL with `synchronous=FULL`, so a committed transaction is on disk when
+//! `commit` returns; an audit entry is therefore durable before the call that wrote it
+//! returns. The file is created owner-only (SQLite gives its WAL and shared-memory files
+//! the same mode), and an existing file that is not ours is refused, never rewritten.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use wardlock_core::audit::{AuditDraft, AuditEntry, AuditKind, ChainError, ChainVerifier};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::unlock::{UserAuthState, WorkstationAuthState};
+
+/// `PRAGMA application_id`: "WDLK". Marks the file as a Wardlock workstation database.
+const APPLICATION_ID: i64 = 0x5744_4c4b;
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Each migration brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE audit (
+        seq         INTEGER PRIMARY KEY,
+        time_ms     INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        user        TEXT,
+        os_account  TEXT,
+        workstation TEXT NOT NULL,
+        policy_hash TEXT,
+        details     TEXT NOT NULL,
+        prev_hash   BLOB NOT NULL,
+        hash        BLOB NOT NULL
+    ) STRICT;
+    -- Our own code never edits or deletes audit rows; these make a slip fail loudly.
+    -- (Someone with the file can drop them; the hash chain is what detects that.)
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+    CREATE TABLE sync_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        acked_seq INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO sync_state (id, acked_seq) VALUES (1, 0);
+    CREATE TABLE users (
+        id           TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        disabled     INTEGER NOT NULL DEFAULT 0,
+        pin_hash     TEXT,
+        totp_sealed  BLOB,
+        updated_ms   INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE user_auth (user_id TEXT PRIMARY KEY, state TEXT NOT NULL) STRICT;
+    CREATE TABLE workstation_auth (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL) STRICT;
+"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no Wardlock database at {0}; start wardlockd once to create it, or pass the right --db")]
+    NotFound(PathBuf),
+    #[error("{path} is not a usable Wardlock database ({why}); it was left untouched. Restore it from backup or move it aside")]
+    Corrupt { path: PathBuf, why: String },
+    #[error("{path} is a SQLite database of another application; it was left untouched. Point --db at a Wardlock database")]
+    Foreign { path: PathBuf },
+    #[error("{path} was written by a newer Wardlock (schema {found}, this one knows {known}); upgrade Wardlock")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("cannot open {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("audit row {seq} cannot be read back ({why})")]
+    BadRow { seq: u64, why: String },
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Create a new database if none exists (the service does; the CLI does not).
+    pub create: bool,
+    /// Recorded in every audit entry; fixed when the database is created.
+    pub workstation_id: String,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    workstation_id: String,
+}
+
+/// A user as cached on the workstation. Secrets stay in their protected forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub disabled: bool,
+    /// Argon2id PHC string.
+    pub pin_hash: Option<String>,
+    /// TOTP seed sealed with the data key (see `secrets::DataKey`).
+    pub totp_sealed: Option<Vec<u8>>,
+}
+
+/// Result of verifying the whole audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditVerification {
+    pub entries: u64,
+    pub head: (u64, [u8; 32]),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Store, StoreError> {
+        let io = |source| StoreError::Io { path: path.to_owned(), source };
+        let exists = path.exists();
+        if !exists {
+            if !options.create {
+                return Err(StoreError::NotFound(path.to_owned()));
+            }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                create_private_dir(dir).map_err(io)?;
+            }
+            create_private_file(path).map_err(io)?;
+        } else {
+            check_header(path)?;
+        }
+
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| corrupt_or(path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn, path: path.to_owned(), workstation_id: String::new() };
+        store.check_identity()?;
+        let mode: String = store.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| corrupt_or(path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt { path: path.to_owned(), why: format!("journal mode stays {mode}") });
+        }
+        store.conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        store.migrate()?;
+        store.workstation_id = match store.meta("workstation_id")? {
+            Some(id) => id,
+            None => {
+                store.set_meta("workstation_id", &options.workstation_id)?;
+                options.workstation_id.clone()
+            }
+        };
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn workstation_id(&self) -> &str {
+        &self.workstation_id
+    }
+
+    /// Refuses files that are damaged or belong to another application.
+    fn check_identity(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let app_id: i64 = self.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| corrupt_or(&path, e))?;
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(|e| corrupt_or(&path, e))?;
+        match (app_id, tables) {
+            (APPLICATION_ID, _) => {}
+            (0, 0) => {
+                self.conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
+            }
+            _ => return Err(StoreError::Foreign { path }),
+        }
+        let check: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| corrupt_or(&path, e))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt { path, why: check });
+        }
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")?;
+        let found: Option<i64> = tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
+        let found = found.unwrap_or_else(|| 0);
+        if found > known {
+            return Err(StoreError::TooNew { path: self.path.clone(), found, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql)?;
+            tx.execute("DELETE FROM schema_version", [])?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Starts a write transaction. Everything done through it, audit entries included,
+    /// becomes durable together at `commit`, or not at all.
+    pub fn write(&mut self) -> Result<StoreTx<'_>, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(StoreTx { tx, workstation_id: &self.workstation_id })
+    }
+
+    /// Appends one audit entry and returns it once it is on disk.
+    pub fn append(&mut self, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
+        let mut tx = self.write()?;
+        let entry = tx.append(draft)?;
+        tx.commit()?;
+        Ok(entry)
+    }
+
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Streams audit entries with `seq >= from` in order to `f`; stops at the first error.
+    pub fn for_each_entry<E: From<StoreError>>(
+        &self,
+        from: u64,
+        mut f: impl FnMut(AuditEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, time_ms, kind, user, os_account, workstation, policy_hash, details, prev_hash, hash
+                 FROM audit WHERE seq >= ?1 ORDER BY seq",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = stmt.query([from as i64]).map_err(StoreError::from)?;
+        while let Some(row) = rows.next().map_err(StoreError::from)? {
+            f(entry_from_row(row)?)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the whole hash chain, naming the first bad seq.
+    pub fn verify_audit(&self) -> Result<AuditVerification, VerifyError> {
+        let mut verifier = ChainVerifier::new();
+        let result = self.for_each_entry(0, |entry| verifier.push(&entry).map_err(VerifyError::from));
+        match result {
+            // A row that cannot even be decoded was tampered with as surely as a bad hash.
+            Err(VerifyError::Store(StoreError::BadRow { seq, .. })) => Err(ChainError::Altered { seq }.into()),
+            Err(e) => Err(e),
+            Ok(()) => Ok(AuditVerification { entries: verifier.checked(), head: verifier.head() }),
+        }
+    }
+
+    pub fn user(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users WHERE id = ?1",
+                [id],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users ORDER BY id")?;
+        let rows = stmt.query_map([], user_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn user_auth(&self, user_id: &str) -> Result<UserAuthState, StoreError> {
+        self.json_state("SELECT state FROM user_auth WHERE user_id = ?1", user_id)
+    }
+
+    pub fn workstation_auth(&self) -> Result<WorkstationAuthState, StoreError> {
+        self.json_state("SELECT state FROM workstation_auth WHERE id = ?1", "1")
+    }
+
+    fn json_state<T: serde::de::DeserializeOwned + Default>(&self, sql: &str, key: &str) -> Result<T, StoreError> {
+        let text: Option<String> = self.conn.query_row(sql, [key], |r| r.get(0)).optional()?;
+        match text {
+            None => Ok(T::default()),
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt { path: self.path.clone(), why: format!("unlock counters: {e}") }),
+        }
+    }
+}
+
+/// A write transaction on the store.
+#[derive(Debug)]
+pub struct StoreTx<'a> {
+    tx: Transaction<'a>,
+    workstation_id: &'a str,
+}
+
+impl StoreTx<'_> {
+    pub fn append(&mut self, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
+        let prev: Option<(i64, Vec<u8>)> = self
+            .tx
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let prev = match prev {
+            None => None,
+            Some((seq, hash)) => Some((
+                seq as u64,
+                hash.try_into().map_err(|_| StoreError::BadRow { seq: seq as u64, why: "hash is not 32 bytes".into() })?,
+            )),
+        };
+        let entry = AuditEntry::chain(draft, self.workstation_id, prev);
+        let details = serde_json::to_string(&entry.details).unwrap_or_else(|_| "{}".into());
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit (seq, time_ms, kind, user, os_account, workstation, policy_hash, details, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                entry.seq as i64,
+                entry.time.unix_millis(),
+                entry.kind.as_str(),
+                entry.user,
+                entry.os_account,
+                entry.workstation,
+                entry.policy_hash,
+                details,
+                &entry.prev_hash[..],
+                &entry.hash[..],
+            ])?;
+        Ok(entry)
+    }
+
+    pub fn put_user(&self, user: &UserRow, now: UtcMillis) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
+                disabled = excluded.disabled, pin_hash = excluded.pin_hash,
+                totp_sealed = excluded.totp_sealed, updated_ms = excluded.updated_ms",
+            params![user.id, user.display_name, user.role, user.disabled, user.pin_hash, user.totp_sealed, now.unix_millis()],
+        )?;
+        Ok(())
+    }
+
+    pub fn user(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users WHERE id = ?1",
+                [id],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn save_user_auth(&self, user_id: &str, state: &UserAuthState) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state).unwrap_or_default();
+        self.tx.execute(
+            "INSERT INTO user_auth (user_id, state) VALUES (?1, ?2)
+             ON CONFLICT(user_id) DO UPDATE SET state = excluded.state",
+            params![user_id, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn save_workstation_auth(&self, state: &WorkstationAuthState) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state).unwrap_or_default();
+        self.tx.execute(
+            "INSERT INTO workstation_auth (id, state) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+            [json],
+        )?;
+        Ok(())
+    }
+
+    /// Makes everything in the transaction durable (fsync of the WAL).
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        display_name: r.get(1)?,
+        role: r.get(2)?,
+        disabled: r.get(3)?,
+        pin_hash: r.get(4)?,
+        totp_sealed: r.get(5)?,
+    })
+}
+
+fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
+    let seq = row.get::<_, i64>(0)? as u64;
+    let bad = |why: &str| StoreError::BadRow { seq, why: why.to_owned() };
+    let kind: String = row.get(2)?;
+    let details: String = row.get(7)?;
+    let hash32 = |i| -> Result<[u8; 32], StoreError> {
+        let v: Vec<u8> = row.get(i).map_err(|_| bad("hash is not a blob"))?;
+        v.try_into().map_err(|_| bad("hash is not 32 bytes"))
+    };
+    Ok(AuditEntry {
+        seq,
+        time: UtcMillis::from_unix_millis(row.get(1)?),
+        kind: AuditKind::parse(&kind).ok_or_else(|| bad("unknown kind"))?,
+        user: row.get(3)?,
+        os_account: row.get(4)?,
+        workstation: row.get(5)?,
+        policy_hash: row.get(6)?,
+        details: serde_json::from_str::<BTreeMap<String, String>>(&details).map_err(|_| bad("details are not a JSON object of strings"))?,
+        prev_hash: hash32(8)?,
+        hash: hash32(9)?,
+    })
+}
+
+fn corrupt_or(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt { path: path.to_owned(), why: e.to_string() }
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+/// Refuses anything but an empty file or a SQLite file, before SQLite touches it.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    let mut file = fs::File::open(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
+    let mut header = [0u8; 16];
+    let mut read = 0;
+    while read < header.len() {
+        match file.read(&mut header[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(source) => return Err(StoreError::Io { path: path.to_owned(), source }),
+        }
+    }
+    if read == 0 || (read == header.len() && &header == SQLITE_MAGIC) {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt { path: path.to_owned(), why: "not a SQLite file".into() })
+    }
+}
+
+#[cfg(unix)]
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(drop)
+}
+
+#[cfg(not(unix))]
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
+}
