@@ -21,7 +21,7 @@ pub enum DirectoryError {
     #[error("no user {0:?} on this workstation; `user list` shows who is enrolled")]
     UnknownUser(String),
     #[error("PIN refused: {0}")]
-    PinRule(#[from] PinRuleError),
+    PinRule(PinRuleError),
     #[error("{0}")]
     Crypto(String),
     #[error(transparent)]
@@ -64,15 +64,36 @@ pub struct UserSummary {
     pub has_totp: bool,
 }
 
+impl From<PinRuleError> for DirectoryError {
+    fn from(e: PinRuleError) -> Self {
+        DirectoryError::PinRule(e)
+    }
+}
+
 pub fn validate_user_id(id: &str) -> Result<(), DirectoryError> {
     let ok = !id.is_empty()
         && id.chars().count() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok { Ok(()) } else { Err(DirectoryError::BadUserId(id.to_owned())) }
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DirectoryError::BadUserId(id.to_owned()))
+    }
 }
 
-fn draft(kind: AuditKind, user: &str, actor: &Actor, policy: &Policy, now: UtcMillis) -> AuditDraft {
-    let mut d = AuditDraft::new(now, kind).user(user).os_account(actor.os_account.clone()).policy_hash(policy.hash());
+fn draft(
+    kind: AuditKind,
+    user: &str,
+    actor: &Actor,
+    policy: &Policy,
+    now: UtcMillis,
+) -> AuditDraft {
+    let mut d = AuditDraft::new(now, kind)
+        .user(user)
+        .os_account(actor.os_account.clone())
+        .policy_hash(policy.hash());
     if let Some(admin) = &actor.admin {
         d = d.detail("by", admin);
     }
@@ -93,9 +114,15 @@ fn hash_pin(pin: &SecretString, policy: &Policy) -> Result<String, DirectoryErro
 }
 
 /// A new TOTP seed (160 bits, as RFC 4226 recommends), sealed to the user's row.
-fn new_totp(key: &DataKey, policy: &Policy, user_id: &str) -> Result<(Vec<u8>, Zeroizing<String>), DirectoryError> {
-    let seed = TotpSeed::new(random::<20>()?.to_vec()).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
-    let uri = unlock::totp_uri(&policy.totp, &seed, user_id).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+fn new_totp(
+    key: &DataKey,
+    policy: &Policy,
+    user_id: &str,
+) -> Result<(Vec<u8>, Zeroizing<String>), DirectoryError> {
+    let seed = TotpSeed::new(random::<20>()?.to_vec())
+        .map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    let uri = unlock::totp_uri(&policy.totp, &seed, user_id)
+        .map_err(|e| DirectoryError::Crypto(e.to_string()))?;
     let sealed = key.seal(seed.expose(), user_id.as_bytes())?;
     Ok((sealed, Zeroizing::new(uri)))
 }
@@ -109,7 +136,11 @@ pub fn add_user(
     now: UtcMillis,
 ) -> Result<Enrollment, DirectoryError> {
     validate_user_id(&new.id)?;
-    let pin_hash = new.pin.as_ref().map(|pin| hash_pin(pin, policy)).transpose()?;
+    let pin_hash = new
+        .pin
+        .as_ref()
+        .map(|pin| hash_pin(pin, policy))
+        .transpose()?;
     let (totp_sealed, totp_uri) = match new.totp {
         true => new_totp(key, policy, &new.id).map(|(s, u)| (Some(s), Some(u)))?,
         false => (None, None),
@@ -130,8 +161,22 @@ pub fn add_user(
     tx.append(
         draft(AuditKind::UserAdded, &new.id, actor, policy, now)
             .detail("role", &new.role)
-            .detail("pin", if row.pin_hash.is_some() { "set" } else { "none" })
-            .detail("totp", if row.totp_sealed.is_some() { "enrolled" } else { "none" }),
+            .detail(
+                "pin",
+                if row.pin_hash.is_some() {
+                    "set"
+                } else {
+                    "none"
+                },
+            )
+            .detail(
+                "totp",
+                if row.totp_sealed.is_some() {
+                    "enrolled"
+                } else {
+                    "none"
+                },
+            ),
     )?;
     tx.commit()?;
     Ok(Enrollment { totp_uri })
@@ -149,9 +194,15 @@ pub fn change_credentials(
     now: UtcMillis,
 ) -> Result<Enrollment, DirectoryError> {
     let pin_hash = pin.map(|p| hash_pin(p, policy)).transpose()?;
-    let totp = if new_totp_seed { Some(new_totp(key, policy, user_id)?) } else { None };
+    let totp = if new_totp_seed {
+        Some(new_totp(key, policy, user_id)?)
+    } else {
+        None
+    };
     let mut tx = store.write()?;
-    let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
+    let mut row = tx
+        .user(user_id)?
+        .ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
     let mut d = draft(AuditKind::UserChanged, user_id, actor, policy, now);
     if let Some(hash) = pin_hash {
         row.pin_hash = Some(hash);
@@ -169,9 +220,17 @@ pub fn change_credentials(
     Ok(enrollment)
 }
 
-pub fn disable_user(store: &mut Store, policy: &Policy, user_id: &str, actor: &Actor, now: UtcMillis) -> Result<(), DirectoryError> {
+pub fn disable_user(
+    store: &mut Store,
+    policy: &Policy,
+    user_id: &str,
+    actor: &Actor,
+    now: UtcMillis,
+) -> Result<(), DirectoryError> {
     let mut tx = store.write()?;
-    let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
+    let mut row = tx
+        .user(user_id)?
+        .ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
     row.disabled = true;
     tx.put_user(&row, now)?;
     tx.append(draft(AuditKind::UserDisabled, user_id, actor, policy, now))?;

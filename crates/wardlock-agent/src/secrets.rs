@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
@@ -64,16 +64,27 @@ impl SecretStore for MemorySecretStore {
         "in-memory test store".into()
     }
     fn load(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
-        Ok(self.secrets.lock().map_err(|_| poisoned())?.get(name).cloned())
+        Ok(self
+            .secrets
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(name)
+            .cloned())
     }
     fn save(&self, name: &str, value: &[u8]) -> Result<(), SecretError> {
-        self.secrets.lock().map_err(|_| poisoned())?.insert(name.to_owned(), Zeroizing::new(value.to_vec()));
+        self.secrets
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(name.to_owned(), Zeroizing::new(value.to_vec()));
         Ok(())
     }
 }
 
 fn poisoned() -> SecretError {
-    SecretError::Backend { backend: "memory".into(), message: "lock poisoned".into() }
+    SecretError::Backend {
+        backend: "memory".into(),
+        message: "lock poisoned".into(),
+    }
 }
 
 /// The OS key store through the `keyring` crate. On Linux that is keyutils: kernel
@@ -86,7 +97,9 @@ pub struct KeyringSecretStore {
 
 impl KeyringSecretStore {
     pub fn new(service: impl Into<String>) -> Self {
-        Self { service: service.into() }
+        Self {
+            service: service.into(),
+        }
     }
 
     fn entry(&self, name: &str) -> Result<keyring::Entry, SecretError> {
@@ -94,7 +107,10 @@ impl KeyringSecretStore {
     }
 
     fn error(&self, e: keyring::Error) -> SecretError {
-        SecretError::Backend { backend: self.describe(), message: e.to_string() }
+        SecretError::Backend {
+            backend: self.describe(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -110,7 +126,9 @@ impl SecretStore for KeyringSecretStore {
         }
     }
     fn save(&self, name: &str, value: &[u8]) -> Result<(), SecretError> {
-        self.entry(name)?.set_secret(value).map_err(|e| self.error(e))
+        self.entry(name)?
+            .set_secret(value)
+            .map_err(|e| self.error(e))
     }
 }
 
@@ -132,12 +150,19 @@ pub struct CredentialFileStore {
 
 impl CredentialFileStore {
     pub fn new(dir: impl Into<PathBuf>, sealing: Sealing) -> Self {
-        Self { dir: dir.into(), sealing }
+        Self {
+            dir: dir.into(),
+            sealing,
+        }
     }
 
     /// Seals with `systemd-creds` when it works on this machine, else relies on permissions.
     pub fn with_best_sealing(dir: impl Into<PathBuf>) -> Self {
-        let sealing = if systemd_creds_available() { Sealing::SystemdCreds } else { Sealing::None };
+        let sealing = if systemd_creds_available() {
+            Sealing::SystemdCreds
+        } else {
+            Sealing::None
+        };
         Self::new(dir, sealing)
     }
 
@@ -154,7 +179,10 @@ impl CredentialFileStore {
     }
 
     fn error(&self, message: impl fmt::Display) -> SecretError {
-        SecretError::Backend { backend: self.describe(), message: message.to_string() }
+        SecretError::Backend {
+            backend: self.describe(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -170,15 +198,24 @@ impl SecretStore for CredentialFileStore {
     fn load(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         let sealed = self.sealed_path(name);
         if sealed.exists() {
-            return systemd_creds(&["decrypt", &format!("--name={name}"), path_str(&sealed)?, "-"], &[])
-                .map(Some)
-                .map_err(|e| self.error(format!("systemd-creds decrypt {}: {e}", sealed.display())));
+            return systemd_creds(
+                &[
+                    "decrypt",
+                    &format!("--name={name}"),
+                    path_str(&sealed)?,
+                    "-",
+                ],
+                &[],
+            )
+            .map(Some)
+            .map_err(|e| self.error(format!("systemd-creds decrypt {}: {e}", sealed.display())));
         }
         let plain = self.plain_path(name);
         match fs::read(&plain) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
-                let text = std::str::from_utf8(&bytes).map_err(|_| self.error(format!("{} is not base64", plain.display())))?;
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| self.error(format!("{} is not base64", plain.display())))?;
                 B64.decode(text.trim())
                     .map(|v| Some(Zeroizing::new(v)))
                     .map_err(|_| self.error(format!("{} is not base64", plain.display())))
@@ -189,32 +226,45 @@ impl SecretStore for CredentialFileStore {
     }
 
     fn save(&self, name: &str, value: &[u8]) -> Result<(), SecretError> {
-        crate::store::create_private_dir(&self.dir).map_err(|e| self.error(format!("{}: {e}", self.dir.display())))?;
+        crate::store::create_private_dir(&self.dir)
+            .map_err(|e| self.error(format!("{}: {e}", self.dir.display())))?;
         let (target, contents) = match self.sealing {
             Sealing::SystemdCreds => {
-                let sealed = systemd_creds(&["encrypt", &format!("--name={name}"), "-", "-"], value)
-                    .map_err(|e| self.error(format!("systemd-creds encrypt: {e}")))?;
+                let sealed =
+                    systemd_creds(&["encrypt", &format!("--name={name}"), "-", "-"], value)
+                        .map_err(|e| self.error(format!("systemd-creds encrypt: {e}")))?;
                 (self.sealed_path(name), sealed)
             }
-            Sealing::None => (self.plain_path(name), Zeroizing::new(B64.encode(value).into_bytes())),
+            Sealing::None => (
+                self.plain_path(name),
+                Zeroizing::new(B64.encode(value).into_bytes()),
+            ),
         };
         // Write beside the target and rename, so a crash never leaves half a key.
         let tmp = target.with_extension("tmp");
-        write_private(&tmp, &contents).map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
+        write_private(&tmp, &contents)
+            .map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
         fs::rename(&tmp, &target).map_err(|e| self.error(format!("{}: {e}", target.display())))?;
         Ok(())
     }
 }
 
 fn path_str(p: &Path) -> Result<&str, SecretError> {
-    p.to_str().ok_or_else(|| SecretError::Backend { backend: "credential file".into(), message: "path is not UTF-8".into() })
+    p.to_str().ok_or_else(|| SecretError::Backend {
+        backend: "credential file".into(),
+        message: "path is not UTF-8".into(),
+    })
 }
 
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(contents)?;
     f.sync_all()
 }
@@ -250,7 +300,11 @@ fn systemd_creds(args: &[&str], input: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
         // systemd-creds warns about the host key's medium on stderr even on success.
-        let why = stderr.lines().filter(|l| !l.contains("not located on encrypted media")).collect::<Vec<_>>().join("; ");
+        let why = stderr
+            .lines()
+            .filter(|l| !l.contains("not located on encrypted media"))
+            .collect::<Vec<_>>()
+            .join("; ");
         Err(format!("exit {}: {why}", out.status.code().unwrap_or(-1)))
     }
 }
@@ -277,18 +331,31 @@ impl DataKey {
 
     /// The key for this database: loaded from the secret store and checked against the
     /// check value the database keeps. Made only when neither exists yet.
-    pub fn open_or_create(secrets: &dyn SecretStore, store: &Store) -> Result<DataKey, SecretError> {
+    pub fn open_or_create(
+        secrets: &dyn SecretStore,
+        store: &Store,
+    ) -> Result<DataKey, SecretError> {
         let check = store.meta(KEY_CHECK_META)?;
         let stored = secrets.load(DATA_KEY)?;
         let key = match (stored, &check) {
-            (Some(bytes), _) => DataKey::from_bytes(&bytes)
-                .ok_or_else(|| SecretError::WrongKey { backend: secrets.describe(), db: store.path().to_owned() })?,
+            (Some(bytes), _) => {
+                DataKey::from_bytes(&bytes).ok_or_else(|| SecretError::WrongKey {
+                    backend: secrets.describe(),
+                    db: store.path().to_owned(),
+                })?
+            }
             (None, Some(_)) => {
-                return Err(SecretError::MissingKey { backend: secrets.describe(), db: store.path().to_owned() });
+                return Err(SecretError::MissingKey {
+                    backend: secrets.describe(),
+                    db: store.path().to_owned(),
+                });
             }
             (None, None) => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
-                getrandom::getrandom(&mut bytes[..]).map_err(|e| SecretError::Backend { backend: "OS random".into(), message: e.to_string() })?;
+                getrandom::getrandom(&mut bytes[..]).map_err(|e| SecretError::Backend {
+                    backend: "OS random".into(),
+                    message: e.to_string(),
+                })?;
                 secrets.save(DATA_KEY, &bytes[..])?;
                 // Read it back: a store that silently drops keys must fail now, not after
                 // the first seed was sealed with a key nobody kept.
@@ -307,10 +374,18 @@ impl DataKey {
                 let sealed = B64.decode(check).map_err(|_| SecretError::Unseal)?;
                 match key.open(&sealed, b"key-check") {
                     Ok(v) if &v[..] == KEY_CHECK_PLAINTEXT => {}
-                    _ => return Err(SecretError::WrongKey { backend: secrets.describe(), db: store.path().to_owned() }),
+                    _ => {
+                        return Err(SecretError::WrongKey {
+                            backend: secrets.describe(),
+                            db: store.path().to_owned(),
+                        })
+                    }
                 }
             }
-            None => store.set_meta(KEY_CHECK_META, &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?))?,
+            None => store.set_meta(
+                KEY_CHECK_META,
+                &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?),
+            )?,
         }
         Ok(key)
     }
@@ -319,10 +394,19 @@ impl DataKey {
     /// onto another user's row does not open there). Output: nonce ‖ ciphertext.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretError> {
         let mut nonce = [0u8; 24];
-        getrandom::getrandom(&mut nonce).map_err(|e| SecretError::Backend { backend: "OS random".into(), message: e.to_string() })?;
+        getrandom::getrandom(&mut nonce).map_err(|e| SecretError::Backend {
+            backend: "OS random".into(),
+            message: e.to_string(),
+        })?;
         let cipher = XChaCha20Poly1305::new((&*self.0).into());
         let ciphertext = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
             .map_err(|_| SecretError::Unseal)?;
         Ok([&nonce[..], &ciphertext].concat())
     }
@@ -334,7 +418,13 @@ impl DataKey {
         let (nonce, ciphertext) = sealed.split_at(24);
         let cipher = XChaCha20Poly1305::new((&*self.0).into());
         cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: context })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| SecretError::Unseal)
     }

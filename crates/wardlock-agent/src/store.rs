@@ -11,7 +11,9 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use wardlock_core::audit::{AuditDraft, AuditEntry, AuditKind, ChainError, ChainVerifier};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::unlock::{UserAuthState, WorkstationAuthState};
@@ -61,16 +63,25 @@ const MIGRATIONS: &[&str] = &[r"
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no Wardlock database at {0}; start wardlockd once to create it, or pass the right --db")]
+    #[error(
+        "no Wardlock database at {0}; start wardlockd once to create it, or pass the right --db"
+    )]
     NotFound(PathBuf),
     #[error("{path} is not a usable Wardlock database ({why}); it was left untouched. Restore it from backup or move it aside")]
     Corrupt { path: PathBuf, why: String },
     #[error("{path} is a SQLite database of another application; it was left untouched. Point --db at a Wardlock database")]
     Foreign { path: PathBuf },
     #[error("{path} was written by a newer Wardlock (schema {found}, this one knows {known}); upgrade Wardlock")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("cannot open {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("audit row {seq} cannot be read back ({why})")]
@@ -125,7 +136,10 @@ pub enum VerifyError {
 
 impl Store {
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Store, StoreError> {
-        let io = |source| StoreError::Io { path: path.to_owned(), source };
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let exists = path.exists();
         if !exists {
             if !options.create {
@@ -139,16 +153,31 @@ impl Store {
             check_header(path)?;
         }
 
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| corrupt_or(path, e))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| corrupt_or(path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Store { conn, path: path.to_owned(), workstation_id: String::new() };
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+            workstation_id: String::new(),
+        };
         store.check_identity()?;
-        let mode: String = store.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| corrupt_or(path, e))?;
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| corrupt_or(path, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt { path: path.to_owned(), why: format!("journal mode stays {mode}") });
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                why: format!("journal mode stays {mode}"),
+            });
         }
-        store.conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        store
+            .conn
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         store.migrate()?;
         store.workstation_id = match store.meta("workstation_id")? {
             Some(id) => id,
@@ -171,7 +200,10 @@ impl Store {
     /// Refuses files that are damaged or belong to another application.
     fn check_identity(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let app_id: i64 = self.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| corrupt_or(&path, e))?;
+        let app_id: i64 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| corrupt_or(&path, e))?;
         let tables: i64 = self
             .conn
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
@@ -179,11 +211,15 @@ impl Store {
         match (app_id, tables) {
             (APPLICATION_ID, _) => {}
             (0, 0) => {
-                self.conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
+                self.conn
+                    .execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
             }
             _ => return Err(StoreError::Foreign { path }),
         }
-        let check: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| corrupt_or(&path, e))?;
+        let check: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| corrupt_or(&path, e))?;
         if check != "ok" {
             return Err(StoreError::Corrupt { path, why: check });
         }
@@ -192,24 +228,40 @@ impl Store {
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")?;
-        let found: Option<i64> = tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT",
+        )?;
+        let found: Option<i64> = tx
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?;
         let found = found.unwrap_or_else(|| 0);
         if found > known {
-            return Err(StoreError::TooNew { path: self.path.clone(), found, known });
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             tx.execute_batch(sql)?;
             tx.execute("DELETE FROM schema_version", [])?;
-            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1])?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as i64 + 1],
+            )?;
         }
         tx.commit()?;
         Ok(())
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -223,8 +275,13 @@ impl Store {
     /// Starts a write transaction. Everything done through it, audit entries included,
     /// becomes durable together at `commit`, or not at all.
     pub fn write(&mut self) -> Result<StoreTx<'_>, StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Ok(StoreTx { tx, workstation_id: &self.workstation_id })
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(StoreTx {
+            tx,
+            workstation_id: &self.workstation_id,
+        })
     }
 
     /// Appends one audit entry and returns it once it is on disk.
@@ -236,7 +293,11 @@ impl Store {
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
     }
 
     /// Streams audit entries with `seq >= from` in order to `f`; stops at the first error.
@@ -262,12 +323,18 @@ impl Store {
     /// Checks the whole hash chain, naming the first bad seq.
     pub fn verify_audit(&self) -> Result<AuditVerification, VerifyError> {
         let mut verifier = ChainVerifier::new();
-        let result = self.for_each_entry(0, |entry| verifier.push(&entry).map_err(VerifyError::from));
+        let result =
+            self.for_each_entry(0, |entry| verifier.push(&entry).map_err(VerifyError::from));
         match result {
             // A row that cannot even be decoded was tampered with as surely as a bad hash.
-            Err(VerifyError::Store(StoreError::BadRow { seq, .. })) => Err(ChainError::Altered { seq }.into()),
+            Err(VerifyError::Store(StoreError::BadRow { seq, .. })) => {
+                Err(ChainError::Altered { seq }.into())
+            }
             Err(e) => Err(e),
-            Ok(()) => Ok(AuditVerification { entries: verifier.checked(), head: verifier.head() }),
+            Ok(()) => Ok(AuditVerification {
+                entries: verifier.checked(),
+                head: verifier.head(),
+            }),
         }
     }
 
@@ -283,8 +350,9 @@ impl Store {
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let mut stmt =
-            self.conn.prepare("SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users ORDER BY id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users ORDER BY id",
+        )?;
         let rows = stmt.query_map([], user_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -297,12 +365,18 @@ impl Store {
         self.json_state("SELECT state FROM workstation_auth WHERE id = ?1", "1")
     }
 
-    fn json_state<T: serde::de::DeserializeOwned + Default>(&self, sql: &str, key: &str) -> Result<T, StoreError> {
+    fn json_state<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        sql: &str,
+        key: &str,
+    ) -> Result<T, StoreError> {
         let text: Option<String> = self.conn.query_row(sql, [key], |r| r.get(0)).optional()?;
         match text {
             None => Ok(T::default()),
-            Some(t) => serde_json::from_str(&t)
-                .map_err(|e| StoreError::Corrupt { path: self.path.clone(), why: format!("unlock counters: {e}") }),
+            Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                why: format!("unlock counters: {e}"),
+            }),
         }
     }
 }
@@ -318,13 +392,20 @@ impl StoreTx<'_> {
     pub fn append(&mut self, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
         let prev: Option<(i64, Vec<u8>)> = self
             .tx
-            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
         let prev = match prev {
             None => None,
             Some((seq, hash)) => Some((
                 seq as u64,
-                hash.try_into().map_err(|_| StoreError::BadRow { seq: seq as u64, why: "hash is not 32 bytes".into() })?,
+                hash.try_into().map_err(|_| StoreError::BadRow {
+                    seq: seq as u64,
+                    why: "hash is not 32 bytes".into(),
+                })?,
             )),
         };
         let entry = AuditEntry::chain(draft, self.workstation_id, prev);
@@ -411,7 +492,10 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
     let seq = row.get::<_, i64>(0)? as u64;
-    let bad = |why: &str| StoreError::BadRow { seq, why: why.to_owned() };
+    let bad = |why: &str| StoreError::BadRow {
+        seq,
+        why: why.to_owned(),
+    };
     let kind: String = row.get(2)?;
     let details: String = row.get(7)?;
     let hash32 = |i| -> Result<[u8; 32], StoreError> {
@@ -426,7 +510,8 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
         os_account: row.get(4)?,
         workstation: row.get(5)?,
         policy_hash: row.get(6)?,
-        details: serde_json::from_str::<BTreeMap<String, String>>(&details).map_err(|_| bad("details are not a JSON object of strings"))?,
+        details: serde_json::from_str::<BTreeMap<String, String>>(&details)
+            .map_err(|_| bad("details are not a JSON object of strings"))?,
         prev_hash: hash32(8)?,
         hash: hash32(9)?,
     })
@@ -435,7 +520,10 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
 fn corrupt_or(path: &Path, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-            StoreError::Corrupt { path: path.to_owned(), why: e.to_string() }
+            StoreError::Corrupt {
+                path: path.to_owned(),
+                why: e.to_string(),
+            }
         }
         _ => StoreError::Sqlite(e),
     }
@@ -443,20 +531,31 @@ fn corrupt_or(path: &Path, e: rusqlite::Error) -> StoreError {
 
 /// Refuses anything but an empty file or a SQLite file, before SQLite touches it.
 fn check_header(path: &Path) -> Result<(), StoreError> {
-    let mut file = fs::File::open(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
+    let mut file = fs::File::open(path).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut header = [0u8; 16];
     let mut read = 0;
     while read < header.len() {
         match file.read(&mut header[read..]) {
             Ok(0) => break,
             Ok(n) => read += n,
-            Err(source) => return Err(StoreError::Io { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
         }
     }
     if read == 0 || (read == header.len() && &header == SQLITE_MAGIC) {
         Ok(())
     } else {
-        Err(StoreError::Corrupt { path: path.to_owned(), why: "not a SQLite file".into() })
+        Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            why: "not a SQLite file".into(),
+        })
     }
 }
 
@@ -466,7 +565,10 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[cfg(not(unix))]
@@ -477,10 +579,19 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(unix)]
 fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(drop)
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
 }
 
 #[cfg(not(unix))]
 fn create_private_file(path: &Path) -> std::io::Result<()> {
-    fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map(drop)
 }

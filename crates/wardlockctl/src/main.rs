@@ -1,1 +1,74 @@
-fn main() {}
+//! `wardlockctl`: the command line for IT and compliance. A thin shell: parsing and
+//! printing here, every rule in `wardlock-core` and every file in `wardlock-agent`.
+
+mod audit_cmd;
+mod context;
+mod policy_cmd;
+mod user_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wardlockctl",
+    version,
+    about = "Manage Wardlock policies, users and audit logs"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: context::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, sign and verify policies
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// Enroll, change, disable and list users on this workstation
+    #[command(subcommand)]
+    User(user_cmd::UserCommand),
+    /// Verify and export the audit log
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+}
+
+/// The outcome of a command that checks something: `Failed` exits 1 after the command
+/// printed why.
+#[derive(Debug)]
+pub enum Verdict {
+    Ok,
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::User(cmd) => user_cmd::run(&cli.global, cmd),
+        Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd),
+    };
+    match result {
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::Failed) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Used by `--help` texts and defaults.
+pub fn default_data_dir() -> PathBuf {
+    if cfg!(windows) {
+        PathBuf::from(r"C:\ProgramData\Wardlock")
+    } else if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Application Support/Wardlock")
+    } else {
+        PathBuf::from("/var/lib/wardlock")
+    }
+}

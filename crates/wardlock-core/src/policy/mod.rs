@@ -454,9 +454,14 @@ impl PolicyDocument {
                 continue;
             };
             if let Err(e) = check_section(key, value) {
+                let field = e
+                    .span()
+                    .and_then(|s| key_at(item, s.start))
+                    .or_else(|| unknown_field(&e.message))
+                    .map_or_else(|| key.to_owned(), |sub| format!("{key}.{sub}"));
                 let location = e.span().map(|s| line_col(text, s.start)).or(location);
                 problems.push(PolicyProblem {
-                    field: e.field.unwrap_or_else(|| key.to_owned()),
+                    field,
                     message: e.message,
                     location,
                 });
@@ -521,8 +526,32 @@ impl PolicyDocument {
     }
 }
 
+/// Dotted path, below `item`, of the key whose value covers `offset`.
+fn key_at(item: &toml_edit::Item, offset: usize) -> Option<String> {
+    let table = item.as_table_like()?;
+    for (key, value) in table.iter() {
+        let covers = value.span().is_some_and(|s| s.contains(&offset))
+            || table
+                .get_key_value(key)
+                .and_then(|(k, _)| k.span())
+                .is_some_and(|s| s.contains(&offset));
+        if covers {
+            return Some(match key_at(value, offset) {
+                Some(sub) => format!("{key}.{sub}"),
+                None => key.to_owned(),
+            });
+        }
+    }
+    None
+}
+
+/// The key named by serde's "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
 struct SectionError {
-    field: Option<String>,
     message: String,
     span: Option<std::ops::Range<usize>>,
 }
@@ -535,29 +564,25 @@ impl SectionError {
 
 fn check_section(name: &str, value: toml_edit::Value) -> Result<(), SectionError> {
     use serde::de::IntoDeserializer;
-    fn check<T: serde::de::DeserializeOwned>(
-        name: &str,
-        value: toml_edit::Value,
-    ) -> Result<(), SectionError> {
+    fn check<T: serde::de::DeserializeOwned>(value: toml_edit::Value) -> Result<(), SectionError> {
         T::deserialize(value.into_deserializer())
             .map(drop)
             .map_err(|e| SectionError {
-                field: Some(format!("{name}")),
                 message: e.message().trim().to_owned(),
                 span: e.span(),
             })
     }
     match name {
-        "workstation" => check::<WorkstationPolicy>(name, value),
-        "lock" => check::<LockPolicy>(name, value),
-        "unlock" => check::<UnlockPolicy>(name, value),
-        "pin" => check::<PinPolicy>(name, value),
-        "lockout" => check::<LockoutPolicy>(name, value),
-        "totp" => check::<TotpPolicy>(name, value),
-        "phi" => check::<PhiPolicy>(name, value),
-        "emergency" => check::<EmergencyPolicy>(name, value),
-        "sync" => check::<SyncPolicy>(name, value),
-        "audit" => check::<AuditPolicy>(name, value),
+        "workstation" => check::<WorkstationPolicy>(value),
+        "lock" => check::<LockPolicy>(value),
+        "unlock" => check::<UnlockPolicy>(value),
+        "pin" => check::<PinPolicy>(value),
+        "lockout" => check::<LockoutPolicy>(value),
+        "totp" => check::<TotpPolicy>(value),
+        "phi" => check::<PhiPolicy>(value),
+        "emergency" => check::<EmergencyPolicy>(value),
+        "sync" => check::<SyncPolicy>(value),
+        "audit" => check::<AuditPolicy>(value),
         _ => Ok(()),
     }
 }

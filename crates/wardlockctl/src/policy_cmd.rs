@@ -1,0 +1,242 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Subcommand;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::SigningKey;
+use wardlock_core::policy::{self, Layer, Policy, PolicyDocument, SignedPolicy, SignedPolicyBody};
+use zeroize::Zeroizing;
+
+use crate::context::now;
+use crate::Verdict;
+
+const PRIVATE_KEY_FILE: &str = "policy-signing.key";
+const PUBLIC_KEY_FILE: &str = "policy-signing.pub";
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file and print the effective policy, or list every problem
+    #[command(after_help = "Example:\n  wardlockctl policy check /etc/wardlock/policy.toml")]
+    Check {
+        file: PathBuf,
+        /// Check it as a central policy (which may not set machine-only keys)
+        #[arg(long)]
+        central: bool,
+    },
+    /// Make an Ed25519 key pair for signing central policies
+    #[command(
+        after_help = "Example:\n  wardlockctl policy keygen --out /root/wardlock-keys\n\
+        Keep policy-signing.key offline; put policy-signing.pub in sync.trusted_keys."
+    )]
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing key pair
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a central policy (it is checked first; an invalid policy is never signed)
+    #[command(
+        after_help = "Example:\n  wardlockctl policy sign icu.toml --key keys/policy-signing.key --group icu --out icu.signed.json"
+    )]
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Workstation group the policy is for (all groups if not given)
+        #[arg(long)]
+        group: Option<String>,
+        /// Must increase with each policy issued [default: the current Unix time]
+        #[arg(long)]
+        serial: Option<u64>,
+    },
+    /// Verify a signed policy against a public key
+    #[command(
+        after_help = "Example:\n  wardlockctl policy verify icu.signed.json --pubkey keys/policy-signing.pub"
+    )]
+    Verify {
+        signed: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
+}
+
+pub fn run(cmd: PolicyCommand) -> Result<Verdict> {
+    match cmd {
+        PolicyCommand::Check { file, central } => check(&file, central),
+        PolicyCommand::Keygen { out, force } => keygen(&out, force),
+        PolicyCommand::Sign {
+            file,
+            key,
+            out,
+            group,
+            serial,
+        } => sign(&file, &key, &out, group, serial),
+        PolicyCommand::Verify { signed, pubkey } => verify(&signed, &pubkey),
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn check(file: &Path, central: bool) -> Result<Verdict> {
+    let layer = if central {
+        Layer::Central
+    } else {
+        Layer::Machine
+    };
+    let parsed = PolicyDocument::parse(&file.display().to_string(), layer, &read(file)?)
+        .and_then(|doc| Policy::layered(&[doc]));
+    match parsed {
+        Ok(policy) => {
+            println!(
+                "# {}: valid. Effective policy (built-in defaults + this file):",
+                file.display()
+            );
+            println!("# policy hash {}", policy.hash());
+            print!("{}", policy.to_toml());
+            Ok(Verdict::Ok)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(Verdict::Failed)
+        }
+    }
+}
+
+fn keygen(out: &Path, force: bool) -> Result<Verdict> {
+    let private = out.join(PRIVATE_KEY_FILE);
+    let public = out.join(PUBLIC_KEY_FILE);
+    if !force && (private.exists() || public.exists()) {
+        bail!("{} already holds a key pair; pass --force to replace it (policies signed with the old key will no longer verify against the new one)", out.display());
+    }
+    create_dir_private(out)?;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut seed[..]).context("reading OS randomness")?;
+    let key = SigningKey::from_bytes(&seed);
+    let pem = key
+        .to_pkcs8_pem(Default::default())
+        .context("encoding the private key")?;
+    write_private(&private, pem.as_bytes())?;
+    fs::write(&public, policy::public_key_pem(&key.verifying_key()))
+        .with_context(|| format!("writing {}", public.display()))?;
+    println!(
+        "private key: {} (keep it offline; readable by you only)",
+        private.display()
+    );
+    println!("public key:  {}", public.display());
+    println!("key id:      {}", policy::key_id(&key.verifying_key()));
+    Ok(Verdict::Ok)
+}
+
+fn sign(
+    file: &Path,
+    key_path: &Path,
+    out: &Path,
+    group: Option<String>,
+    serial: Option<u64>,
+) -> Result<Verdict> {
+    let text = read(file)?;
+    if let Err(e) = PolicyDocument::parse(&file.display().to_string(), Layer::Central, &text) {
+        eprintln!("{e}");
+        eprintln!("not signed: fix the problems above first");
+        return Ok(Verdict::Failed);
+    }
+    let pem = Zeroizing::new(read(key_path)?);
+    let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not an Ed25519 private key (PKCS#8 PEM): {e}",
+            key_path.display()
+        )
+    })?;
+    let issued_at = now();
+    let body = SignedPolicyBody {
+        serial: serial.unwrap_or_else(|| issued_at.unix_seconds()),
+        issued_at,
+        group,
+        policy: text,
+    };
+    let signed = SignedPolicy::sign(&body, &key);
+    fs::write(out, signed.to_json() + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "signed {} with key {} (serial {}) -> {}",
+        file.display(),
+        signed.key_id,
+        body.serial,
+        out.display()
+    );
+    Ok(Verdict::Ok)
+}
+
+fn verify(signed_path: &Path, pubkey_path: &Path) -> Result<Verdict> {
+    let key = policy::parse_public_key(&read(pubkey_path)?)
+        .with_context(|| format!("reading {}", pubkey_path.display()))?;
+    let outcome = SignedPolicy::from_json(&read(signed_path)?).and_then(|s| s.verify(&[key]));
+    let body = match outcome {
+        Ok(body) => body,
+        Err(e) => {
+            eprintln!("{}: REFUSED: {e}", signed_path.display());
+            return Ok(Verdict::Failed);
+        }
+    };
+    let name = format!("{} (signed policy)", signed_path.display());
+    if let Err(e) = PolicyDocument::parse(&name, Layer::Central, &body.policy) {
+        eprintln!(
+            "{}: signature good, but the policy inside is not valid here:\n{e}",
+            signed_path.display()
+        );
+        return Ok(Verdict::Failed);
+    }
+    println!(
+        "{}: signature good (key {}), serial {}, issued {}, group {}",
+        signed_path.display(),
+        policy::key_id(&key),
+        body.serial,
+        body.issued_at,
+        body.group.as_deref().unwrap_or("(all)")
+    );
+    Ok(Verdict::Ok)
+}
+
+#[cfg(unix)]
+fn create_dir_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_dir_private(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = fs::remove_file(path);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}

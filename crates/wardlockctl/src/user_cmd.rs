@@ -1,0 +1,207 @@
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use qrcode::render::unicode::Dense1x2;
+use qrcode::QrCode;
+use wardlock_agent::directory::{self, Actor, NewUser};
+use wardlock_core::secret::SecretString;
+use zeroize::Zeroizing;
+
+use crate::context::{now, os_account, Global};
+use crate::Verdict;
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Enroll a user on this workstation
+    #[command(
+        after_help = "Example:\n  echo 730284 | wardlockctl user add n.nurse --name \"Nora Nurse\" --role nurse --pin-stdin --totp"
+    )]
+    Add {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        pin: PinInput,
+        /// Make a TOTP secret and print its otpauth:// URI and QR code (shown once)
+        #[arg(long)]
+        totp: bool,
+    },
+    /// Reset a user's PIN and/or issue a new TOTP secret
+    #[command(after_help = "Example:\n  wardlockctl user reset n.nurse --pin-prompt")]
+    Reset {
+        id: String,
+        #[command(flatten)]
+        pin: PinInput,
+        /// Issue a new TOTP secret (the old one stops working)
+        #[arg(long)]
+        totp: bool,
+    },
+    /// Disable a user: their next unlock is refused
+    #[command(after_help = "Example:\n  wardlockctl user disable n.nurse")]
+    Disable { id: String },
+    /// List users (no secrets are shown)
+    #[command(after_help = "Example:\n  wardlockctl user list --json")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PinInput {
+    /// Read the PIN from the first line of standard input
+    #[arg(long, conflicts_with = "pin_prompt")]
+    pin_stdin: bool,
+    /// Ask for the PIN twice on the terminal, without echo
+    #[arg(long)]
+    pin_prompt: bool,
+}
+
+impl PinInput {
+    fn read(&self) -> Result<Option<SecretString>> {
+        if self.pin_stdin {
+            let mut line = Zeroizing::new(String::new());
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the PIN from standard input")?;
+            let pin = SecretString::new(line.trim_end_matches(['\r', '\n']));
+            if pin.is_empty() {
+                bail!("--pin-stdin: standard input had no PIN on its first line");
+            }
+            return Ok(Some(pin));
+        }
+        if self.pin_prompt {
+            if !std::io::stdin().is_terminal() {
+                bail!("--pin-prompt needs a terminal; use --pin-stdin in scripts");
+            }
+            let first = Zeroizing::new(rpassword::prompt_password("New PIN: ")?);
+            let second = Zeroizing::new(rpassword::prompt_password("Repeat PIN: ")?);
+            if first != second {
+                bail!("the two PINs differ; nothing was changed");
+            }
+            return Ok(Some(SecretString::new(first.as_str())));
+        }
+        Ok(None)
+    }
+}
+
+pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
+    let actor = Actor {
+        admin: None,
+        os_account: os_account(),
+    };
+    match cmd {
+        UserCommand::Add {
+            id,
+            name,
+            role,
+            pin,
+            totp,
+        } => {
+            let policy = global.load_policy()?;
+            let pin = pin.read()?;
+            if pin.is_none() && !totp {
+                bail!("a user needs a PIN (--pin-stdin or --pin-prompt) or --totp to be able to unlock");
+            }
+            let mut store = global.open_store(true)?;
+            let key = global.data_key(&store)?;
+            let new = NewUser {
+                id: id.clone(),
+                display_name: name,
+                role,
+                pin,
+                totp,
+            };
+            let enrollment = directory::add_user(&mut store, &key, &policy, new, &actor, now())?;
+            println!("added user {id}");
+            if let Some(uri) = enrollment.totp_uri {
+                show_totp(&uri)?;
+            }
+        }
+        UserCommand::Reset { id, pin, totp } => {
+            let policy = global.load_policy()?;
+            let pin = pin.read()?;
+            if pin.is_none() && !totp {
+                bail!("nothing to reset: give --pin-stdin, --pin-prompt and/or --totp");
+            }
+            let mut store = global.open_store(false)?;
+            let key = global.data_key(&store)?;
+            let enrollment = directory::change_credentials(
+                &mut store,
+                &key,
+                &policy,
+                &id,
+                pin.as_ref(),
+                totp,
+                &actor,
+                now(),
+            )?;
+            println!("reset user {id}");
+            if let Some(uri) = enrollment.totp_uri {
+                show_totp(&uri)?;
+            }
+        }
+        UserCommand::Disable { id } => {
+            let policy = global.load_policy()?;
+            let mut store = global.open_store(false)?;
+            directory::disable_user(&mut store, &policy, &id, &actor, now())?;
+            println!("disabled user {id}");
+        }
+        UserCommand::List { json } => {
+            let store = global.open_store(false)?;
+            let users = directory::list_users(&store)?;
+            if json {
+                let rows: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "id": u.id, "name": u.display_name, "role": u.role,
+                            "disabled": u.disabled, "pin": u.has_pin, "totp": u.has_totp,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<24} {:<28} {:<14} {:<9} {:<4} {:<4}",
+                    "ID", "NAME", "ROLE", "STATUS", "PIN", "TOTP"
+                );
+                for u in users {
+                    let yes = |b: bool| if b { "yes" } else { "no" };
+                    let status = if u.disabled { "disabled" } else { "active" };
+                    println!(
+                        "{:<24} {:<28} {:<14} {:<9} {:<4} {:<4}",
+                        u.id,
+                        u.display_name,
+                        u.role,
+                        status,
+                        yes(u.has_pin),
+                        yes(u.has_totp)
+                    );
+                }
+            }
+        }
+    }
+    Ok(Verdict::Ok)
+}
+
+/// Prints the authenticator URI and its QR code. They are the secret itself: shown once.
+fn show_totp(uri: &str) -> Result<()> {
+    let code = QrCode::new(uri.as_bytes()).context("making the QR code")?;
+    let qr = code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    println!(
+        "\nScan this with the clinician's authenticator app. It is shown once and is a secret:"
+    );
+    println!("{qr}");
+    println!("{uri}");
+    Ok(())
+}
