@@ -182,19 +182,31 @@ pub fn add_user(
     Ok(Enrollment { totp_uri })
 }
 
-/// Sets or resets a user's PIN, and with `new_totp` issues a new TOTP seed.
+/// What `change_credentials` changes.
+#[derive(Debug, Default)]
+pub struct CredentialChange {
+    /// New PIN (checked against the PIN rules).
+    pub pin: Option<SecretString>,
+    /// Issue a new TOTP seed; the old one stops working.
+    pub new_totp_seed: bool,
+}
+
+/// Sets or resets a user's PIN and/or TOTP seed.
 pub fn change_credentials(
     store: &mut Store,
     key: &DataKey,
     policy: &Policy,
     user_id: &str,
-    pin: Option<&SecretString>,
-    new_totp_seed: bool,
+    change: &CredentialChange,
     actor: &Actor,
     now: UtcMillis,
 ) -> Result<Enrollment, DirectoryError> {
-    let pin_hash = pin.map(|p| hash_pin(p, policy)).transpose()?;
-    let totp = if new_totp_seed {
+    let pin_hash = change
+        .pin
+        .as_ref()
+        .map(|p| hash_pin(p, policy))
+        .transpose()?;
+    let totp = if change.new_totp_seed {
         Some(new_totp(key, policy, user_id)?)
     } else {
         None

@@ -237,7 +237,7 @@ impl Store {
         let found: Option<i64> = tx
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .optional()?;
-        let found = found.unwrap_or_else(|| 0);
+        let found = found.unwrap_or(0);
         if found > known {
             return Err(StoreError::TooNew {
                 path: self.path.clone(),

@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
-use wardlock_agent::directory::{self, Actor, NewUser};
+use wardlock_agent::directory::{self, Actor, CredentialChange, NewUser};
 use wardlock_core::secret::SecretString;
 use zeroize::Zeroizing;
 
@@ -130,13 +130,16 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
             }
             let mut store = global.open_store(false)?;
             let key = global.data_key(&store)?;
+            let change = CredentialChange {
+                pin,
+                new_totp_seed: totp,
+            };
             let enrollment = directory::change_credentials(
                 &mut store,
                 &key,
                 &policy,
                 &id,
-                pin.as_ref(),
-                totp,
+                &change,
                 &actor,
                 now(),
             )?;

@@ -1,0 +1,8 @@
+//! `wardlockctl` as an administrator runs it: a real binary, real files, real tools.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod audit;
+mod policy;
+mod user;
+mod util;
