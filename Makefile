@@ -1,0 +1,24 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up what is
+# missing first (Debian 12; apt packages need root or sudo).
+
+.PHONY: setup run test check bench
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	@bash scripts/demo.sh
+
+test: setup
+	cargo test --workspace --locked
+	cd ui && npm run --silent check && npm test --silent
+
+# Formatting and lints, as CI runs them.
+check: setup
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Benchmarks; results go into docs/benchmarks.md by hand, with the machine they ran on.
+bench:
+	cargo bench -p wardlock-core --bench core
+	cargo bench -p wardlock-agent --bench store

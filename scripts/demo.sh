@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A tour of what exists so far, on embedded defaults and in ./demo only (nothing system-wide):
+# policies are checked, signed and verified, a clinician is enrolled, the audit log verifies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet -p wardlockctl
+ctl() { echo; echo "\$ wardlockctl $*"; target/debug/wardlockctl "$@"; }
+
+rm -rf demo && mkdir -p demo
+export WARDLOCK_DB=demo/data/wardlock.db WARDLOCK_KEY_STORE=file:demo/credentials
+export WARDLOCK_POLICY=installers/linux/policy.toml
+
+ctl policy check installers/linux/policy.toml | head -20
+echo "  ... (the whole effective policy is printed)"
+
+printf '[lock]\nidle_timeout = "0s"\nidle_timout = "5m"\n' > demo/broken.toml
+ctl policy check demo/broken.toml || echo "  (refused, as it should be)"
+
+ctl policy keygen --out demo/it-keys
+cat > demo/icu.toml <<'TOML'
+[lock]
+idle_timeout = "3m"
+warning = "20s"
+[unlock]
+methods = ["pin_totp"]
+TOML
+ctl policy sign demo/icu.toml --key demo/it-keys/policy-signing.key --group icu --out demo/icu.signed.json
+ctl policy verify demo/icu.signed.json --pubkey demo/it-keys/policy-signing.pub
+sed 's/"body": "ey/"body": "ez/' demo/icu.signed.json > demo/icu.tampered.json
+ctl policy verify demo/icu.tampered.json --pubkey demo/it-keys/policy-signing.pub || echo "  (refused, as it should be)"
+
+echo; echo "\$ echo 730284 | wardlockctl user add n.nurse --name 'Nora Nurse' --role nurse --pin-stdin --totp"
+echo 730284 | target/debug/wardlockctl user add n.nurse --name "Nora Nurse" --role nurse --pin-stdin --totp
+echo; echo "\$ echo 1234 | wardlockctl user add d.doc ... --pin-stdin"
+echo 1234 | target/debug/wardlockctl user add d.doc --name "Dee Doc" --role physician --pin-stdin || echo "  (refused, as it should be)"
+echo 582039 | target/debug/wardlockctl user add d.doc --name "Dee Doc" --role physician --pin-stdin
+ctl user disable d.doc
+ctl user list
+ctl audit verify
+ctl audit export --format csv
+
+echo
+echo "Everything is in ./demo: the database (demo/data, owner-only), the sealed data key (demo/credentials),"
+echo "the IT signing keys (demo/it-keys). Run 'make run' again to start over."

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what Wardlock's build, demo and tests need on Debian 12, and nothing that is
+# already there. Safe to run again. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+APT_PACKAGES=(
+  build-essential pkg-config ca-certificates
+  sqlite3     # tests edit the database by hand, as an attacker would
+  oathtool    # an independent TOTP implementation the tests compare against
+  keyutils    # `keyctl session` for the keyring back-end test
+  systemd     # `systemd-creds`, which seals the data key; also `systemd-analyze verify`
+  nodejs npm  # the guard's TypeScript front end
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "setup: need root to run: $*" >&2; exit 1
+  fi
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# A Node.js from elsewhere (nodesource, nvm) is as good as Debian's.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+read -r -a missing <<<"${missing[*]}"
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  cat >&2 <<'MSG'
+setup: Rust is not installed. Install it with rustup (https://rustup.rs), then run this again:
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+MSG
+  exit 1
+fi
+if command -v rustup >/dev/null; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+  done
+fi
+
+if [ -f ui/package-lock.json ] && [ ! -d ui/node_modules ]; then
+  echo "setup: installing the front end's packages"
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
