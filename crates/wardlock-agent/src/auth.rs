@@ -48,15 +48,18 @@ pub fn attempt_unlock(
     context: &Context,
     now: UtcMillis,
 ) -> Result<UnlockResult, AuthError> {
-    let row = store.user(&attempt.user_id)?;
+    // Read and write in one immediate transaction: two attempts at once (two guards, a
+    // scripted client) cannot both read the same failure count.
+    let mut tx = store.write()?;
+    let row = tx.user(&attempt.user_id)?;
     // Counters of IDs not in the directory are keyed by a keyed hash: a clinician who
     // types their PIN into the user field must not leave it readable in the database.
     let counter_key = match &row {
         Some(_) => attempt.user_id.clone(),
         None => unknown_id_key(key, &attempt.user_id),
     };
-    let user_state = store.user_auth(&counter_key)?;
-    let workstation_state = store.workstation_auth()?;
+    let user_state = tx.user_auth(&counter_key)?;
+    let workstation_state = tx.workstation_auth()?;
 
     let bad = |why: String| AuthError::BadCredentialRecord {
         user: attempt.user_id.clone(),
@@ -145,7 +148,6 @@ pub fn attempt_unlock(
         }
     }
 
-    let mut tx = store.write()?;
     tx.save_user_auth(&counter_key, &decision.user_state)?;
     tx.save_workstation_auth(&decision.workstation_state)?;
     let mut audit_seq = 0;

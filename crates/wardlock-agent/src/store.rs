@@ -281,6 +281,7 @@ impl Store {
         Ok(StoreTx {
             tx,
             workstation_id: &self.workstation_id,
+            path: &self.path,
         })
     }
 
@@ -339,45 +340,21 @@ impl Store {
     }
 
     pub fn user(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users WHERE id = ?1",
-                [id],
-                user_from_row,
-            )
-            .optional()?)
+        fetch_user(&self.conn, id)
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users ORDER BY id",
-        )?;
+        let mut stmt = self.conn.prepare(&format!("{USER_COLUMNS} ORDER BY id"))?;
         let rows = stmt.query_map([], user_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn user_auth(&self, user_id: &str) -> Result<UserAuthState, StoreError> {
-        self.json_state("SELECT state FROM user_auth WHERE user_id = ?1", user_id)
+        fetch_user_auth(&self.conn, &self.path, user_id)
     }
 
     pub fn workstation_auth(&self) -> Result<WorkstationAuthState, StoreError> {
-        self.json_state("SELECT state FROM workstation_auth WHERE id = ?1", "1")
-    }
-
-    fn json_state<T: serde::de::DeserializeOwned + Default>(
-        &self,
-        sql: &str,
-        key: &str,
-    ) -> Result<T, StoreError> {
-        let text: Option<String> = self.conn.query_row(sql, [key], |r| r.get(0)).optional()?;
-        match text {
-            None => Ok(T::default()),
-            Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                why: format!("unlock counters: {e}"),
-            }),
-        }
+        fetch_workstation_auth(&self.conn, &self.path)
     }
 }
 
@@ -386,6 +363,7 @@ impl Store {
 pub struct StoreTx<'a> {
     tx: Transaction<'a>,
     workstation_id: &'a str,
+    path: &'a Path,
 }
 
 impl StoreTx<'_> {
@@ -443,14 +421,15 @@ impl StoreTx<'_> {
     }
 
     pub fn user(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(self
-            .tx
-            .query_row(
-                "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users WHERE id = ?1",
-                [id],
-                user_from_row,
-            )
-            .optional()?)
+        fetch_user(&self.tx, id)
+    }
+
+    pub fn user_auth(&self, user_id: &str) -> Result<UserAuthState, StoreError> {
+        fetch_user_auth(&self.tx, self.path, user_id)
+    }
+
+    pub fn workstation_auth(&self) -> Result<WorkstationAuthState, StoreError> {
+        fetch_workstation_auth(&self.tx, self.path)
     }
 
     pub fn save_user_auth(&self, user_id: &str, state: &UserAuthState) -> Result<(), StoreError> {
@@ -476,6 +455,57 @@ impl StoreTx<'_> {
     pub fn commit(self) -> Result<(), StoreError> {
         self.tx.commit()?;
         Ok(())
+    }
+}
+
+const USER_COLUMNS: &str =
+    "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users";
+
+fn fetch_user(conn: &Connection, id: &str) -> Result<Option<UserRow>, StoreError> {
+    let sql = format!("{USER_COLUMNS} WHERE id = ?1");
+    Ok(conn.query_row(&sql, [id], user_from_row).optional()?)
+}
+
+fn fetch_user_auth(
+    conn: &Connection,
+    path: &Path,
+    user_id: &str,
+) -> Result<UserAuthState, StoreError> {
+    json_state(
+        conn,
+        path,
+        "SELECT state FROM user_auth WHERE user_id = ?1",
+        user_id,
+    )
+}
+
+fn fetch_workstation_auth(
+    conn: &Connection,
+    path: &Path,
+) -> Result<WorkstationAuthState, StoreError> {
+    json_state(
+        conn,
+        path,
+        "SELECT state FROM workstation_auth WHERE id = ?1",
+        "1",
+    )
+}
+
+/// Unlock counters are stored as JSON of the core's state types; a missing row is the
+/// default state.
+fn json_state<T: serde::de::DeserializeOwned + Default>(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    key: &str,
+) -> Result<T, StoreError> {
+    let text: Option<String> = conn.query_row(sql, [key], |r| r.get(0)).optional()?;
+    match text {
+        None => Ok(T::default()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+            path: path.to_owned(),
+            why: format!("unlock counters: {e}"),
+        }),
     }
 }
 

@@ -249,7 +249,10 @@ fn every_command_has_help_with_an_example() {
 #[test]
 fn shipped_machine_policy_template_is_valid() {
     let ctl = Ctl::new();
-    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../../installers/linux/policy.toml");
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../installers/linux/policy.toml"
+    );
     let run = ctl.run(&["policy", "check", template]).ok();
     assert!(run.stdout.contains("[lock.groups.icu]"), "{}", run.stdout);
 }
