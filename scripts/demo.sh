@@ -40,6 +40,11 @@ ctl user list
 ctl audit verify
 ctl audit export --format csv
 
+echo; echo "# Someone with the database file edits an entry (dropping the append-only triggers first):"
+echo "\$ sqlite3 demo/data/wardlock.db \"... UPDATE audit SET user = 'someone.else' WHERE seq = 2\""
+sqlite3 demo/data/wardlock.db "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; UPDATE audit SET user = 'someone.else' WHERE seq = 2"
+ctl audit verify || echo "  (tampering detected, as it should be)"
+
 echo
 echo "Everything is in ./demo: the database (demo/data, owner-only), the sealed data key (demo/credentials),"
 echo "the IT signing keys (demo/it-keys). Run 'make run' again to start over."
