@@ -48,5 +48,7 @@ fi
 
 if [ -f ui/package-lock.json ] && [ ! -d ui/node_modules ]; then
   echo "setup: installing the front end's packages"
-  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+  # Not `npm ci`: npm leaves other platforms' optional packages (rollup's, esbuild's) out of
+  # the lock file and `npm ci` then refuses it; `npm install` keeps the locked versions.
+  (cd ui && npm install --no-audit --no-fund --loglevel=error)
 fi

@@ -16,6 +16,8 @@ use crate::store::{Store, StoreError, UserRow};
 pub enum DirectoryError {
     #[error("user ID {0:?} is not valid: use 1–64 letters, digits, '.', '_', '-' or '@'")]
     BadUserId(String),
+    #[error("{field} must be 1–128 printable characters")]
+    BadText { field: &'static str },
     #[error("user {0:?} already exists; use `user set-pin` or `user disable` to change it")]
     UserExists(String),
     #[error("no user {0:?} on this workstation; `user list` shows who is enrolled")]
@@ -83,6 +85,17 @@ pub fn validate_user_id(id: &str) -> Result<(), DirectoryError> {
     }
 }
 
+fn validate_text(field: &'static str, value: &str) -> Result<(), DirectoryError> {
+    let ok = !value.trim().is_empty()
+        && value.chars().count() <= 128
+        && !value.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(DirectoryError::BadText { field })
+    }
+}
+
 fn draft(
     kind: AuditKind,
     user: &str,
@@ -136,6 +149,8 @@ pub fn add_user(
     now: UtcMillis,
 ) -> Result<Enrollment, DirectoryError> {
     validate_user_id(&new.id)?;
+    validate_text("name", &new.display_name)?;
+    validate_text("role", &new.role)?;
     let pin_hash = new
         .pin
         .as_ref()

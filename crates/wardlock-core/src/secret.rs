@@ -8,9 +8,19 @@ use zeroize::{Zeroize, Zeroizing};
 /// A secret string. `Debug` and `Display` never show it; its memory is zeroed on drop.
 /// It serialises as the plain string because the local protocol must carry it to
 /// `wardlockd`; nothing else should ever serialise one.
-#[derive(Clone, Default, PartialEq, Eq, Zeroize)]
+#[derive(Clone, Default, Zeroize)]
 #[zeroize(drop)]
 pub struct SecretString(String);
+
+/// Constant-time, so comparing secrets never leaks how much of them matched.
+impl PartialEq for SecretString {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for SecretString {}
 
 impl SecretString {
     pub fn new(value: impl Into<String>) -> Self {
@@ -54,6 +64,13 @@ impl<'de> Deserialize<'de> for SecretString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equality_compares_whole_values() {
+        assert_eq!(SecretString::new("482916"), SecretString::new("482916"));
+        assert_ne!(SecretString::new("482916"), SecretString::new("482917"));
+        assert_ne!(SecretString::new("4829"), SecretString::new("482916"));
+    }
 
     #[test]
     fn debug_never_shows_the_secret() {

@@ -67,10 +67,7 @@ pub fn run(global: &Global, cmd: AuditCommand) -> Result<Verdict> {
             from_seq,
         } => {
             let sink: Box<dyn Write> = match &out {
-                Some(path) => Box::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?,
-                ),
+                Some(path) => Box::new(create_owner_only(path)?),
                 None => Box::new(std::io::stdout().lock()),
             };
             let mut sink = BufWriter::new(sink);
@@ -85,6 +82,17 @@ pub fn run(global: &Global, cmd: AuditCommand) -> Result<Verdict> {
             Ok(Verdict::Ok)
         }
     }
+}
+
+/// Exports name users and workstations: readable by their creator only until shared on purpose.
+fn create_owner_only(path: &std::path::Path) -> Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -224,3 +224,46 @@ fn lost_data_key_is_reported_not_regenerated() {
     assert!(!ctl.path("keys").join("wardlock-data-key.key").exists());
     assert!(!ctl.path("keys").join("wardlock-data-key.cred").exists());
 }
+
+#[test]
+fn names_and_roles_must_be_printable() {
+    let ctl = Ctl::new();
+    for (name, role) in [("", "nurse"), ("Nora\u{1b}[2J", "nurse"), ("Nora", "   ")] {
+        let run = ctl
+            .run_with_stdin(
+                &[
+                    "user",
+                    "add",
+                    "n.nurse",
+                    "--name",
+                    name,
+                    "--role",
+                    role,
+                    "--pin-stdin",
+                ],
+                "730284\n",
+            )
+            .failed();
+        assert!(
+            run.stderr.contains("printable"),
+            "{name:?}/{role:?}: {}",
+            run.stderr
+        );
+    }
+    let run = ctl
+        .run_with_stdin(
+            &[
+                "user",
+                "add",
+                "bad id!",
+                "--name",
+                "N",
+                "--role",
+                "r",
+                "--pin-stdin",
+            ],
+            "730284\n",
+        )
+        .failed();
+    assert!(run.stderr.contains("not valid"), "{}", run.stderr);
+}
