@@ -199,8 +199,11 @@ impl Default for LockoutPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TotpAlgorithm {
+    #[serde(alias = "sha1")]
     Sha1,
+    #[serde(alias = "sha256")]
     Sha256,
+    #[serde(alias = "sha512")]
     Sha512,
 }
 
@@ -495,7 +498,9 @@ impl PolicyDocument {
             text: text.to_owned(),
             table,
         };
-        Policy::layered(std::slice::from_ref(&document))?;
+        // Alone, a layer is checked for ranges only: whether its warning is shorter than
+        // the timeout may depend on the layer below it, so that is checked when merged.
+        Policy::layered_in(std::slice::from_ref(&document), Rules::RangesOnly)?;
         Ok(document)
     }
 
@@ -609,6 +614,10 @@ impl Policy {
     /// The effective policy: built-in defaults with each document laid over the last.
     /// Documents must be in order (machine, then central).
     pub fn layered(documents: &[PolicyDocument]) -> Result<Policy, PolicyError> {
+        Self::layered_in(documents, Rules::All)
+    }
+
+    fn layered_in(documents: &[PolicyDocument], rules: Rules) -> Result<Policy, PolicyError> {
         let mut merged = toml::Table::new();
         for doc in documents {
             merge(&mut merged, &doc.table);
@@ -631,7 +640,7 @@ impl Policy {
                     }],
                 })?;
         let problems: Vec<PolicyProblem> = policy
-            .validate()
+            .problems(rules)
             .into_iter()
             .map(|(field, message)| {
                 // Point at the highest layer that set the field, as that is the one to fix.
@@ -655,6 +664,11 @@ impl Policy {
 
     /// Every range and consistency rule, as (field, what is allowed) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
+        self.problems(Rules::All)
+    }
+
+    fn problems(&self, rules: Rules) -> Vec<(String, String)> {
+        let cross_field = rules == Rules::All;
         let mut problems = Vec::new();
         let mut range = |field: &str, value: Duration, min: Duration, max: Duration| {
             if value < min || value > max {
@@ -736,7 +750,7 @@ impl Policy {
         for group in self.lock.groups.keys().chain([&"".to_owned()]) {
             let (idle, warning) =
                 self.lock_timing_for(if group.is_empty() { None } else { Some(group) });
-            if timeout_ok && warning >= idle {
+            if cross_field && timeout_ok && warning >= idle {
                 let field = if group.is_empty() {
                     "lock.warning".to_owned()
                 } else {
@@ -789,7 +803,7 @@ impl Policy {
             1,
             u64::MAX,
         );
-        if self.pin.max_length < self.pin.min_length {
+        if cross_field && self.pin.max_length < self.pin.min_length {
             problems.push((
                 "pin.max_length".into(),
                 format!(
@@ -798,7 +812,7 @@ impl Policy {
                 ),
             ));
         }
-        if self.lockout.max_lockout < self.lockout.lockout {
+        if cross_field && self.lockout.max_lockout < self.lockout.lockout {
             problems.push((
                 "lockout.max_lockout".into(),
                 "must be at least lockout.lockout".into(),
@@ -857,6 +871,15 @@ impl Policy {
         let json = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(Sha256::digest(json))
     }
+}
+
+/// Which rules a check applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// Each value within its range.
+    RangesOnly,
+    /// Ranges and the rules that relate two fields (warning < idle timeout, …).
+    All,
 }
 
 fn human(d: Duration) -> String {

@@ -83,7 +83,8 @@ fn every_problem_is_listed_not_just_the_first() {
 
 #[test]
 fn warning_must_be_shorter_than_timeout() {
-    let err = machine("[lock]\nidle_timeout = \"20s\"\nwarning = \"30s\"\n").unwrap_err();
+    let doc = machine("[lock]\nidle_timeout = \"20s\"\nwarning = \"30s\"\n").unwrap();
+    let err = Policy::layered(&[doc]).unwrap_err();
     assert_eq!(err.problems[0].field, "lock.warning");
 }
 
@@ -129,6 +130,28 @@ fn central_policy_cannot_choose_its_own_signers_or_endpoint() {
 }
 
 #[test]
+fn a_layer_is_judged_with_the_layer_below_it() {
+    // Valid only because the machine layer shortened the warning.
+    let m = machine("[lock]\nwarning = \"10s\"\n").unwrap();
+    let c = PolicyDocument::parse(
+        "central",
+        Layer::Central,
+        "[lock]\nidle_timeout = \"20s\"\n",
+    )
+    .unwrap();
+    let p = Policy::layered(&[m, c.clone()]).unwrap();
+    assert_eq!(
+        p.lock_timing(),
+        (Duration::from_secs(20), Duration::from_secs(10))
+    );
+    // Over the defaults alone (30 s warning) the same central policy is refused.
+    assert_eq!(
+        Policy::layered(&[c]).unwrap_err().problems[0].field,
+        "lock.warning"
+    );
+}
+
+#[test]
 fn merged_layers_are_validated_together() {
     let m = machine("[lock]\nidle_timeout = \"1m\"\nwarning = \"40s\"\n").unwrap();
     let c = PolicyDocument::parse(
@@ -148,4 +171,11 @@ fn policy_hash_changes_with_content() {
     b.lock.idle_timeout = Duration::from_secs(120);
     assert_ne!(a.hash(), b.hash());
     assert_eq!(a.hash(), Policy::default().hash());
+}
+
+#[test]
+fn totp_algorithm_names_are_case_insensitive_enough() {
+    let p = Policy::layered(&[machine("[totp]\nalgorithm = \"sha256\"\n").unwrap()]).unwrap();
+    assert_eq!(p.totp.algorithm, TotpAlgorithm::Sha256);
+    assert!(machine("[totp]\nalgorithm = \"md5\"\n").is_err());
 }

@@ -267,3 +267,66 @@ fn names_and_roles_must_be_printable() {
         .failed();
     assert!(run.stderr.contains("not valid"), "{}", run.stderr);
 }
+
+/// The whole path: a user enrolled with the CLI unlocks with a code from oathtool, once.
+#[test]
+fn cli_enrolled_totp_unlocks_once_even_across_restart() {
+    use wardlock_agent::auth::{attempt_unlock, Context};
+    use wardlock_agent::secrets::{CredentialFileStore, DataKey};
+    use wardlock_agent::store::OpenOptions;
+    use wardlock_agent::Store;
+    use wardlock_core::policy::Policy;
+    use wardlock_core::secret::SecretString;
+    use wardlock_core::unlock::{Attempt, Outcome, RefusalReason};
+
+    let ctl = Ctl::new();
+    let uri = add_nurse(&ctl);
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", secret])
+        .output()
+        .expect("oathtool");
+    let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let keys = CredentialFileStore::with_best_sealing(ctl.path("keys"));
+    let options = OpenOptions {
+        create: false,
+        workstation_id: "ignored".into(),
+    };
+    let attempt = Attempt {
+        user_id: "n.nurse".into(),
+        totp: Some(SecretString::new(&code)),
+        ..Attempt::default()
+    };
+    let policy = Policy::default();
+    let try_unlock = |at_secs: u64| {
+        let mut store = Store::open(&ctl.db(), &options).unwrap();
+        let key = DataKey::open_or_create(&keys, &store).unwrap();
+        let at = now_plus(at_secs);
+        attempt_unlock(&mut store, &key, &policy, &attempt, &Context::default(), at)
+            .unwrap()
+            .outcome
+    };
+    assert!(matches!(try_unlock(0), Outcome::Granted { .. }));
+    // Each call opens the database afresh: a restart between the two uses.
+    assert!(matches!(
+        try_unlock(2),
+        Outcome::Refused {
+            reason: RefusalReason::TotpReplayed,
+            ..
+        }
+    ));
+}
+
+fn now_plus(secs: u64) -> wardlock_core::clock::UtcMillis {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    wardlock_core::clock::UtcMillis::from_unix_millis(since.as_millis() as i64 + secs as i64 * 1000)
+}
