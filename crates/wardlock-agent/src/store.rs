@@ -63,9 +63,7 @@ const MIGRATIONS: &[&str] = &[r"
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "no Wardlock database at {0}; start wardlockd once to create it, or pass the right --db"
-    )]
+    #[error("no Wardlock database at {0}; wardlockd creates it at its first start (so does `wardlockctl user add`); or pass the right --db")]
     NotFound(PathBuf),
     #[error("{path} is not a usable Wardlock database ({why}); it was left untouched. Restore it from backup or move it aside")]
     Corrupt { path: PathBuf, why: String },
@@ -77,17 +75,23 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}{}", permission_hint(source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("database error: {0}")]
+    #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("audit row {seq} cannot be read back ({why})")]
     BadRow { seq: u64, why: String },
-    #[error("unknown user {0:?}")]
-    UnknownUser(String),
+}
+
+fn permission_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (the database belongs to the service account: run as root or as that account)"
+    } else {
+        ""
+    }
 }
 
 /// How to open the database.
