@@ -9,24 +9,15 @@ use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
 
 fn draft(i: u64) -> AuditDraft {
-    AuditDraft::new(
-        UtcMillis::from_unix_millis(1_795_000_000_000 + i as i64),
-        AuditKind::UnlockSucceeded,
-    )
-    .user(format!("clinician.{}", i % 40))
-    .os_account(Some("ward4-shared".into()))
-    .detail("method", "pin")
+    AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_000 + i as i64), AuditKind::UnlockSucceeded)
+        .user(format!("clinician.{}", i % 40))
+        .os_account(Some("ward4-shared".into()))
+        .detail("method", "pin")
 }
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(
-        &dir.path().join("w.db"),
-        &OpenOptions {
-            create: true,
-            workstation_id: "ws-bench".into(),
-        },
-    )
-    .unwrap()
+    Store::open(&dir.path().join("w.db"), &OpenOptions { create: true, workstation_id: "ws-bench".into() })
+        .unwrap()
 }
 
 fn append(c: &mut Criterion) {

@@ -7,9 +7,7 @@ use sha2::Sha256;
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::Policy;
-use wardlock_core::unlock::{
-    self, Attempt, GrantMethod, Outcome, PinHash, TotpSeed, UserCredentials,
-};
+use wardlock_core::unlock::{self, Attempt, GrantMethod, Outcome, PinHash, TotpSeed, UserCredentials};
 
 use crate::secrets::{DataKey, SecretError};
 use crate::store::{Store, StoreError};
@@ -61,18 +59,12 @@ pub fn attempt_unlock(
     let user_state = tx.user_auth(&counter_key)?;
     let workstation_state = tx.workstation_auth()?;
 
-    let bad = |why: String| AuthError::BadCredentialRecord {
-        user: attempt.user_id.clone(),
-        why,
-    };
+    let bad = |why: String| AuthError::BadCredentialRecord { user: attempt.user_id.clone(), why };
     let pin_hash = match row.as_ref().and_then(|r| r.pin_hash.clone()) {
         Some(phc) => Some(PinHash::from_phc(phc).map_err(|e| bad(e.to_string()))?),
         None => None,
     };
-    let seed = match (
-        row.as_ref().and_then(|r| r.totp_sealed.as_ref()),
-        &attempt.totp,
-    ) {
+    let seed = match (row.as_ref().and_then(|r| r.totp_sealed.as_ref()), &attempt.totp) {
         (Some(sealed), Some(_)) => {
             let bytes = key.open(sealed, attempt.user_id.as_bytes())?;
             Some(TotpSeed::new(bytes.to_vec()).map_err(|e| bad(e.to_string()))?)
@@ -85,20 +77,11 @@ pub fn attempt_unlock(
         totp_seed: seed.as_ref(),
     });
 
-    let decision = unlock::decide(
-        policy,
-        now,
-        credentials,
-        &user_state,
-        &workstation_state,
-        attempt,
-    );
+    let decision = unlock::decide(policy, now, credentials, &user_state, &workstation_state, attempt);
 
     let known_user = row.as_ref().map(|r| r.id.clone());
     let base = |kind| {
-        let d = AuditDraft::new(now, kind)
-            .os_account(context.os_account.clone())
-            .policy_hash(policy.hash());
+        let d = AuditDraft::new(now, kind).os_account(context.os_account.clone()).policy_hash(policy.hash());
         match &known_user {
             Some(id) => d.user(id),
             None => d,
@@ -106,26 +89,15 @@ pub fn attempt_unlock(
     };
     let mut drafts = Vec::new();
     match &decision.outcome {
-        Outcome::Granted {
-            method: GrantMethod::Emergency,
-            ..
-        } => drafts.push(
+        Outcome::Granted { method: GrantMethod::Emergency, .. } => drafts.push(
             base(AuditKind::EmergencyAccess)
-                .detail(
-                    "reason",
-                    attempt.emergency_reason.as_deref().unwrap_or_default(),
-                )
+                .detail("reason", attempt.emergency_reason.as_deref().unwrap_or_default())
                 .detail("alert", "compliance"),
         ),
         Outcome::Granted { method, .. } => {
             drafts.push(base(AuditKind::UnlockSucceeded).detail("method", method_name(*method)));
         }
-        Outcome::Refused {
-            reason,
-            attempts_left,
-            retry_after,
-            locked_out_now,
-        } => {
+        Outcome::Refused { reason, attempts_left, retry_after, locked_out_now } => {
             let mut d = base(AuditKind::UnlockFailed)
                 .detail("reason", reason.as_str())
                 .detail("attempts_left", attempts_left);
@@ -134,11 +106,7 @@ pub fn attempt_unlock(
             }
             drafts.push(d);
             if *locked_out_now {
-                let kind = if decision
-                    .workstation_state
-                    .blocked_until
-                    .is_some_and(|u| u > now)
-                {
+                let kind = if decision.workstation_state.blocked_until.is_some_and(|u| u > now) {
                     AuditKind::WorkstationLockedOut
                 } else {
                     AuditKind::UserLockedOut
@@ -156,11 +124,7 @@ pub fn attempt_unlock(
     }
     tx.commit()?;
 
-    Ok(UnlockResult {
-        outcome: decision.outcome,
-        display_name: row.map(|r| r.display_name),
-        audit_seq,
-    })
+    Ok(UnlockResult { outcome: decision.outcome, display_name: row.map(|r| r.display_name), audit_seq })
 }
 
 fn method_name(method: GrantMethod) -> &'static str {
@@ -177,8 +141,5 @@ fn unknown_id_key(key: &DataKey, typed: &str) -> String {
         .expect("HMAC takes any key length");
     mac.update(b"wardlock-unknown-user-id\0");
     mac.update(typed.as_bytes());
-    format!(
-        "unknown:{}",
-        hex::encode(&mac.finalize().into_bytes()[..16])
-    )
+    format!("unknown:{}", hex::encode(&mac.finalize().into_bytes()[..16]))
 }

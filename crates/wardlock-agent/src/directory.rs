@@ -75,9 +75,7 @@ impl From<PinRuleError> for DirectoryError {
 pub fn validate_user_id(id: &str) -> Result<(), DirectoryError> {
     let ok = !id.is_empty()
         && id.chars().count() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     if ok {
         Ok(())
     } else {
@@ -86,9 +84,7 @@ pub fn validate_user_id(id: &str) -> Result<(), DirectoryError> {
 }
 
 fn validate_text(field: &'static str, value: &str) -> Result<(), DirectoryError> {
-    let ok = !value.trim().is_empty()
-        && value.chars().count() <= 128
-        && !value.chars().any(char::is_control);
+    let ok = !value.trim().is_empty() && value.chars().count() <= 128 && !value.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {
@@ -96,17 +92,9 @@ fn validate_text(field: &'static str, value: &str) -> Result<(), DirectoryError>
     }
 }
 
-fn draft(
-    kind: AuditKind,
-    user: &str,
-    actor: &Actor,
-    policy: &Policy,
-    now: UtcMillis,
-) -> AuditDraft {
-    let mut d = AuditDraft::new(now, kind)
-        .user(user)
-        .os_account(actor.os_account.clone())
-        .policy_hash(policy.hash());
+fn draft(kind: AuditKind, user: &str, actor: &Actor, policy: &Policy, now: UtcMillis) -> AuditDraft {
+    let mut d =
+        AuditDraft::new(now, kind).user(user).os_account(actor.os_account.clone()).policy_hash(policy.hash());
     if let Some(admin) = &actor.admin {
         d = d.detail("by", admin);
     }
@@ -132,10 +120,9 @@ fn new_totp(
     policy: &Policy,
     user_id: &str,
 ) -> Result<(Vec<u8>, Zeroizing<String>), DirectoryError> {
-    let seed = TotpSeed::new(random::<20>()?.to_vec())
-        .map_err(|e| DirectoryError::Crypto(e.to_string()))?;
-    let uri = unlock::totp_uri(&policy.totp, &seed, user_id)
-        .map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    let seed = TotpSeed::new(random::<20>()?.to_vec()).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    let uri =
+        unlock::totp_uri(&policy.totp, &seed, user_id).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
     let sealed = key.seal(seed.expose(), user_id.as_bytes())?;
     Ok((sealed, Zeroizing::new(uri)))
 }
@@ -151,11 +138,7 @@ pub fn add_user(
     validate_user_id(&new.id)?;
     validate_text("name", &new.display_name)?;
     validate_text("role", &new.role)?;
-    let pin_hash = new
-        .pin
-        .as_ref()
-        .map(|pin| hash_pin(pin, policy))
-        .transpose()?;
+    let pin_hash = new.pin.as_ref().map(|pin| hash_pin(pin, policy)).transpose()?;
     let (totp_sealed, totp_uri) = match new.totp {
         true => new_totp(key, policy, &new.id).map(|(s, u)| (Some(s), Some(u)))?,
         false => (None, None),
@@ -176,22 +159,8 @@ pub fn add_user(
     tx.append(
         draft(AuditKind::UserAdded, &new.id, actor, policy, now)
             .detail("role", &new.role)
-            .detail(
-                "pin",
-                if row.pin_hash.is_some() {
-                    "set"
-                } else {
-                    "none"
-                },
-            )
-            .detail(
-                "totp",
-                if row.totp_sealed.is_some() {
-                    "enrolled"
-                } else {
-                    "none"
-                },
-            ),
+            .detail("pin", if row.pin_hash.is_some() { "set" } else { "none" })
+            .detail("totp", if row.totp_sealed.is_some() { "enrolled" } else { "none" }),
     )?;
     tx.commit()?;
     Ok(Enrollment { totp_uri })
@@ -216,20 +185,10 @@ pub fn change_credentials(
     actor: &Actor,
     now: UtcMillis,
 ) -> Result<Enrollment, DirectoryError> {
-    let pin_hash = change
-        .pin
-        .as_ref()
-        .map(|p| hash_pin(p, policy))
-        .transpose()?;
-    let totp = if change.new_totp_seed {
-        Some(new_totp(key, policy, user_id)?)
-    } else {
-        None
-    };
+    let pin_hash = change.pin.as_ref().map(|p| hash_pin(p, policy)).transpose()?;
+    let totp = if change.new_totp_seed { Some(new_totp(key, policy, user_id)?) } else { None };
     let mut tx = store.write()?;
-    let mut row = tx
-        .user(user_id)?
-        .ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
+    let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
     let mut d = draft(AuditKind::UserChanged, user_id, actor, policy, now);
     if let Some(hash) = pin_hash {
         row.pin_hash = Some(hash);
@@ -255,9 +214,7 @@ pub fn disable_user(
     now: UtcMillis,
 ) -> Result<(), DirectoryError> {
     let mut tx = store.write()?;
-    let mut row = tx
-        .user(user_id)?
-        .ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
+    let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
     row.disabled = true;
     tx.put_user(&row, now)?;
     tx.append(draft(AuditKind::UserDisabled, user_id, actor, policy, now))?;

@@ -64,27 +64,16 @@ impl SecretStore for MemorySecretStore {
         "in-memory test store".into()
     }
     fn load(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
-        Ok(self
-            .secrets
-            .lock()
-            .map_err(|_| poisoned())?
-            .get(name)
-            .cloned())
+        Ok(self.secrets.lock().map_err(|_| poisoned())?.get(name).cloned())
     }
     fn save(&self, name: &str, value: &[u8]) -> Result<(), SecretError> {
-        self.secrets
-            .lock()
-            .map_err(|_| poisoned())?
-            .insert(name.to_owned(), Zeroizing::new(value.to_vec()));
+        self.secrets.lock().map_err(|_| poisoned())?.insert(name.to_owned(), Zeroizing::new(value.to_vec()));
         Ok(())
     }
 }
 
 fn poisoned() -> SecretError {
-    SecretError::Backend {
-        backend: "memory".into(),
-        message: "lock poisoned".into(),
-    }
+    SecretError::Backend { backend: "memory".into(), message: "lock poisoned".into() }
 }
 
 /// The OS key store through the `keyring` crate. On Linux that is keyutils: kernel
@@ -97,9 +86,7 @@ pub struct KeyringSecretStore {
 
 impl KeyringSecretStore {
     pub fn new(service: impl Into<String>) -> Self {
-        Self {
-            service: service.into(),
-        }
+        Self { service: service.into() }
     }
 
     fn entry(&self, name: &str) -> Result<keyring::Entry, SecretError> {
@@ -107,10 +94,7 @@ impl KeyringSecretStore {
     }
 
     fn error(&self, e: keyring::Error) -> SecretError {
-        SecretError::Backend {
-            backend: self.describe(),
-            message: e.to_string(),
-        }
+        SecretError::Backend { backend: self.describe(), message: e.to_string() }
     }
 }
 
@@ -126,9 +110,7 @@ impl SecretStore for KeyringSecretStore {
         }
     }
     fn save(&self, name: &str, value: &[u8]) -> Result<(), SecretError> {
-        self.entry(name)?
-            .set_secret(value)
-            .map_err(|e| self.error(e))
+        self.entry(name)?.set_secret(value).map_err(|e| self.error(e))
     }
 }
 
@@ -150,19 +132,12 @@ pub struct CredentialFileStore {
 
 impl CredentialFileStore {
     pub fn new(dir: impl Into<PathBuf>, sealing: Sealing) -> Self {
-        Self {
-            dir: dir.into(),
-            sealing,
-        }
+        Self { dir: dir.into(), sealing }
     }
 
     /// Seals with `systemd-creds` when it works on this machine, else relies on permissions.
     pub fn with_best_sealing(dir: impl Into<PathBuf>) -> Self {
-        let sealing = if systemd_creds_available() {
-            Sealing::SystemdCreds
-        } else {
-            Sealing::None
-        };
+        let sealing = if systemd_creds_available() { Sealing::SystemdCreds } else { Sealing::None };
         Self::new(dir, sealing)
     }
 
@@ -179,10 +154,7 @@ impl CredentialFileStore {
     }
 
     fn error(&self, message: impl fmt::Display) -> SecretError {
-        SecretError::Backend {
-            backend: self.describe(),
-            message: message.to_string(),
-        }
+        SecretError::Backend { backend: self.describe(), message: message.to_string() }
     }
 }
 
@@ -198,17 +170,9 @@ impl SecretStore for CredentialFileStore {
     fn load(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         let sealed = self.sealed_path(name);
         if sealed.exists() {
-            return systemd_creds(
-                &[
-                    "decrypt",
-                    &format!("--name={name}"),
-                    path_str(&sealed)?,
-                    "-",
-                ],
-                &[],
-            )
-            .map(Some)
-            .map_err(|e| self.error(format!("systemd-creds decrypt {}: {e}", sealed.display())));
+            return systemd_creds(&["decrypt", &format!("--name={name}"), path_str(&sealed)?, "-"], &[])
+                .map(Some)
+                .map_err(|e| self.error(format!("systemd-creds decrypt {}: {e}", sealed.display())));
         }
         let plain = self.plain_path(name);
         match fs::read(&plain) {
@@ -230,20 +194,15 @@ impl SecretStore for CredentialFileStore {
             .map_err(|e| self.error(format!("{}: {e}", self.dir.display())))?;
         let (target, contents) = match self.sealing {
             Sealing::SystemdCreds => {
-                let sealed =
-                    systemd_creds(&["encrypt", &format!("--name={name}"), "-", "-"], value)
-                        .map_err(|e| self.error(format!("systemd-creds encrypt: {e}")))?;
+                let sealed = systemd_creds(&["encrypt", &format!("--name={name}"), "-", "-"], value)
+                    .map_err(|e| self.error(format!("systemd-creds encrypt: {e}")))?;
                 (self.sealed_path(name), sealed)
             }
-            Sealing::None => (
-                self.plain_path(name),
-                Zeroizing::new(B64.encode(value).into_bytes()),
-            ),
+            Sealing::None => (self.plain_path(name), Zeroizing::new(B64.encode(value).into_bytes())),
         };
         // Write beside the target and rename, so a crash never leaves half a key.
         let tmp = target.with_extension("tmp");
-        write_private(&tmp, &contents)
-            .map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
+        write_private(&tmp, &contents).map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
         fs::rename(&tmp, &target).map_err(|e| self.error(format!("{}: {e}", target.display())))?;
         Ok(())
     }
@@ -260,11 +219,7 @@ fn path_str(p: &Path) -> Result<&str, SecretError> {
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(contents)?;
     f.sync_all()
 }
@@ -331,19 +286,14 @@ impl DataKey {
 
     /// The key for this database: loaded from the secret store and checked against the
     /// check value the database keeps. Made only when neither exists yet.
-    pub fn open_or_create(
-        secrets: &dyn SecretStore,
-        store: &Store,
-    ) -> Result<DataKey, SecretError> {
+    pub fn open_or_create(secrets: &dyn SecretStore, store: &Store) -> Result<DataKey, SecretError> {
         let check = store.meta(KEY_CHECK_META)?;
         let stored = secrets.load(DATA_KEY)?;
         let key = match (stored, &check) {
-            (Some(bytes), _) => {
-                DataKey::from_bytes(&bytes).ok_or_else(|| SecretError::WrongKey {
-                    backend: secrets.describe(),
-                    db: store.path().to_owned(),
-                })?
-            }
+            (Some(bytes), _) => DataKey::from_bytes(&bytes).ok_or_else(|| SecretError::WrongKey {
+                backend: secrets.describe(),
+                db: store.path().to_owned(),
+            })?,
             (None, Some(_)) => {
                 return Err(SecretError::MissingKey {
                     backend: secrets.describe(),
@@ -382,10 +332,9 @@ impl DataKey {
                     }
                 }
             }
-            None => store.set_meta(
-                KEY_CHECK_META,
-                &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?),
-            )?,
+            None => {
+                store.set_meta(KEY_CHECK_META, &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?))?
+            }
         }
         Ok(key)
     }
@@ -394,19 +343,11 @@ impl DataKey {
     /// onto another user's row does not open there). Output: nonce ‖ ciphertext.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretError> {
         let mut nonce = [0u8; 24];
-        getrandom::getrandom(&mut nonce).map_err(|e| SecretError::Backend {
-            backend: "OS random".into(),
-            message: e.to_string(),
-        })?;
+        getrandom::getrandom(&mut nonce)
+            .map_err(|e| SecretError::Backend { backend: "OS random".into(), message: e.to_string() })?;
         let cipher = XChaCha20Poly1305::new((&*self.0).into());
         let ciphertext = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: context,
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
             .map_err(|_| SecretError::Unseal)?;
         Ok([&nonce[..], &ciphertext].concat())
     }
@@ -418,13 +359,7 @@ impl DataKey {
         let (nonce, ciphertext) = sealed.split_at(24);
         let cipher = XChaCha20Poly1305::new((&*self.0).into());
         cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: context,
-                },
-            )
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: context })
             .map(Zeroizing::new)
             .map_err(|_| SecretError::Unseal)
     }

@@ -11,9 +11,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{
-    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use wardlock_core::audit::{AuditDraft, AuditEntry, AuditKind, ChainError, ChainVerifier};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::unlock::{UserAuthState, WorkstationAuthState};
@@ -69,17 +67,12 @@ pub enum StoreError {
     Corrupt { path: PathBuf, why: String },
     #[error("{path} is a SQLite database of another application; it was left untouched. Point --db at a Wardlock database")]
     Foreign { path: PathBuf },
-    #[error("{path} was written by a newer Wardlock (schema {found}, this one knows {known}); upgrade Wardlock")]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    #[error(
+        "{path} was written by a newer Wardlock (schema {found}, this one knows {known}); upgrade Wardlock"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("cannot open {path}{}", permission_hint(source))]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("audit row {seq} cannot be read back ({why})")]
@@ -140,10 +133,7 @@ pub enum VerifyError {
 
 impl Store {
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Store, StoreError> {
-        let io = |source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| StoreError::Io { path: path.to_owned(), source };
         let exists = path.exists();
         if !exists {
             if !options.create {
@@ -163,11 +153,7 @@ impl Store {
         )
         .map_err(|e| corrupt_or(path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Store {
-            conn,
-            path: path.to_owned(),
-            workstation_id: String::new(),
-        };
+        let mut store = Store { conn, path: path.to_owned(), workstation_id: String::new() };
         store.check_identity()?;
         let mode: String = store
             .conn
@@ -179,9 +165,7 @@ impl Store {
                 why: format!("journal mode stays {mode}"),
             });
         }
-        store
-            .conn
-            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        store.conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         store.migrate()?;
         store.workstation_id = match store.meta("workstation_id")? {
             Some(id) => id,
@@ -215,15 +199,12 @@ impl Store {
         match (app_id, tables) {
             (APPLICATION_ID, _) => {}
             (0, 0) => {
-                self.conn
-                    .execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
+                self.conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
             }
             _ => return Err(StoreError::Foreign { path }),
         }
-        let check: String = self
-            .conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(|e| corrupt_or(&path, e))?;
+        let check: String =
+            self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| corrupt_or(&path, e))?;
         if check != "ok" {
             return Err(StoreError::Corrupt { path, why: check });
         }
@@ -232,40 +213,25 @@ impl Store {
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT",
-        )?;
-        let found: Option<i64> = tx
-            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-            .optional()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")?;
+        let found: Option<i64> =
+            tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
         let found = found.unwrap_or(0);
         if found > known {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
+            return Err(StoreError::TooNew { path: self.path.clone(), found, known });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             tx.execute_batch(sql)?;
             tx.execute("DELETE FROM schema_version", [])?;
-            tx.execute(
-                "INSERT INTO schema_version (version) VALUES (?1)",
-                [i as i64 + 1],
-            )?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1])?;
         }
         tx.commit()?;
         Ok(())
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -279,14 +245,8 @@ impl Store {
     /// Starts a write transaction. Everything done through it, audit entries included,
     /// becomes durable together at `commit`, or not at all.
     pub fn write(&mut self) -> Result<StoreTx<'_>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Ok(StoreTx {
-            tx,
-            workstation_id: &self.workstation_id,
-            path: &self.path,
-        })
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(StoreTx { tx, workstation_id: &self.workstation_id, path: &self.path })
     }
 
     /// Appends one audit entry and returns it once it is on disk.
@@ -298,11 +258,7 @@ impl Store {
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// Streams audit entries with `seq >= from` in order to `f`; stops at the first error.
@@ -328,18 +284,14 @@ impl Store {
     /// Checks the whole hash chain, naming the first bad seq.
     pub fn verify_audit(&self) -> Result<AuditVerification, VerifyError> {
         let mut verifier = ChainVerifier::new();
-        let result =
-            self.for_each_entry(0, |entry| verifier.push(&entry).map_err(VerifyError::from));
+        let result = self.for_each_entry(0, |entry| verifier.push(&entry).map_err(VerifyError::from));
         match result {
             // A row that cannot even be decoded was tampered with as surely as a bad hash.
             Err(VerifyError::Store(StoreError::BadRow { seq, .. })) => {
                 Err(ChainError::Altered { seq }.into())
             }
             Err(e) => Err(e),
-            Ok(()) => Ok(AuditVerification {
-                entries: verifier.checked(),
-                head: verifier.head(),
-            }),
+            Ok(()) => Ok(AuditVerification { entries: verifier.checked(), head: verifier.head() }),
         }
     }
 
@@ -374,11 +326,9 @@ impl StoreTx<'_> {
     pub fn append(&mut self, draft: AuditDraft) -> Result<AuditEntry, StoreError> {
         let prev: Option<(i64, Vec<u8>)> = self
             .tx
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         let prev = match prev {
             None => None,
@@ -419,7 +369,15 @@ impl StoreTx<'_> {
              ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
                 disabled = excluded.disabled, pin_hash = excluded.pin_hash,
                 totp_sealed = excluded.totp_sealed, updated_ms = excluded.updated_ms",
-            params![user.id, user.display_name, user.role, user.disabled, user.pin_hash, user.totp_sealed, now.unix_millis()],
+            params![
+                user.id,
+                user.display_name,
+                user.role,
+                user.disabled,
+                user.pin_hash,
+                user.totp_sealed,
+                now.unix_millis()
+            ],
         )?;
         Ok(())
     }
@@ -462,37 +420,19 @@ impl StoreTx<'_> {
     }
 }
 
-const USER_COLUMNS: &str =
-    "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users";
+const USER_COLUMNS: &str = "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users";
 
 fn fetch_user(conn: &Connection, id: &str) -> Result<Option<UserRow>, StoreError> {
     let sql = format!("{USER_COLUMNS} WHERE id = ?1");
     Ok(conn.query_row(&sql, [id], user_from_row).optional()?)
 }
 
-fn fetch_user_auth(
-    conn: &Connection,
-    path: &Path,
-    user_id: &str,
-) -> Result<UserAuthState, StoreError> {
-    json_state(
-        conn,
-        path,
-        "SELECT state FROM user_auth WHERE user_id = ?1",
-        user_id,
-    )
+fn fetch_user_auth(conn: &Connection, path: &Path, user_id: &str) -> Result<UserAuthState, StoreError> {
+    json_state(conn, path, "SELECT state FROM user_auth WHERE user_id = ?1", user_id)
 }
 
-fn fetch_workstation_auth(
-    conn: &Connection,
-    path: &Path,
-) -> Result<WorkstationAuthState, StoreError> {
-    json_state(
-        conn,
-        path,
-        "SELECT state FROM workstation_auth WHERE id = ?1",
-        "1",
-    )
+fn fetch_workstation_auth(conn: &Connection, path: &Path) -> Result<WorkstationAuthState, StoreError> {
+    json_state(conn, path, "SELECT state FROM workstation_auth WHERE id = ?1", "1")
 }
 
 /// Unlock counters are stored as JSON of the core's state types; a missing row is the
@@ -506,10 +446,8 @@ fn json_state<T: serde::de::DeserializeOwned + Default>(
     let text: Option<String> = conn.query_row(sql, [key], |r| r.get(0)).optional()?;
     match text {
         None => Ok(T::default()),
-        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-            path: path.to_owned(),
-            why: format!("unlock counters: {e}"),
-        }),
+        Some(t) => serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt { path: path.to_owned(), why: format!("unlock counters: {e}") }),
     }
 }
 
@@ -526,10 +464,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
     let seq = row.get::<_, i64>(0)? as u64;
-    let bad = |why: &str| StoreError::BadRow {
-        seq,
-        why: why.to_owned(),
-    };
+    let bad = |why: &str| StoreError::BadRow { seq, why: why.to_owned() };
     let kind: String = row.get(2)?;
     let details: String = row.get(7)?;
     let hash32 = |i| -> Result<[u8; 32], StoreError> {
@@ -554,10 +489,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<AuditEntry, StoreError> {
 fn corrupt_or(path: &Path, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-            StoreError::Corrupt {
-                path: path.to_owned(),
-                why: e.to_string(),
-            }
+            StoreError::Corrupt { path: path.to_owned(), why: e.to_string() }
         }
         _ => StoreError::Sqlite(e),
     }
@@ -565,31 +497,20 @@ fn corrupt_or(path: &Path, e: rusqlite::Error) -> StoreError {
 
 /// Refuses anything but an empty file or a SQLite file, before SQLite touches it.
 fn check_header(path: &Path) -> Result<(), StoreError> {
-    let mut file = fs::File::open(path).map_err(|source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut file = fs::File::open(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
     let mut header = [0u8; 16];
     let mut read = 0;
     while read < header.len() {
         match file.read(&mut header[read..]) {
             Ok(0) => break,
             Ok(n) => read += n,
-            Err(source) => {
-                return Err(StoreError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(StoreError::Io { path: path.to_owned(), source }),
         }
     }
     if read == 0 || (read == header.len() && &header == SQLITE_MAGIC) {
         Ok(())
     } else {
-        Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            why: "not a SQLite file".into(),
-        })
+        Err(StoreError::Corrupt { path: path.to_owned(), why: "not a SQLite file".into() })
     }
 }
 
@@ -599,10 +520,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 #[cfg(not(unix))]
@@ -613,19 +531,10 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(unix)]
 fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
+    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(drop)
 }
 
 #[cfg(not(unix))]
 fn create_private_file(path: &Path) -> std::io::Result<()> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map(drop)
+    fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
 }

@@ -139,14 +139,7 @@ pub struct AuditDraft {
 
 impl AuditDraft {
     pub fn new(time: UtcMillis, kind: AuditKind) -> Self {
-        Self {
-            time,
-            kind,
-            user: None,
-            os_account: None,
-            policy_hash: None,
-            details: BTreeMap::new(),
-        }
+        Self { time, kind, user: None, os_account: None, policy_hash: None, details: BTreeMap::new() }
     }
 
     pub fn user(mut self, user: impl Into<String>) -> Self {
@@ -188,11 +181,7 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// Places a draft after the entry `(prev_seq, prev_hash)` (or at seq 1 after
     /// [`GENESIS_HASH`]) and computes its hash.
-    pub fn chain(
-        draft: AuditDraft,
-        workstation: &str,
-        prev: Option<(u64, [u8; 32])>,
-    ) -> AuditEntry {
+    pub fn chain(draft: AuditDraft, workstation: &str, prev: Option<(u64, [u8; 32])>) -> AuditEntry {
         let (seq, prev_hash) = match prev {
             Some((seq, hash)) => (seq + 1, hash),
             None => (1, GENESIS_HASH),
@@ -286,28 +275,17 @@ impl Default for ChainVerifier {
 
 impl ChainVerifier {
     pub fn new() -> Self {
-        Self {
-            next_seq: 1,
-            prev_hash: GENESIS_HASH,
-            checked: 0,
-        }
+        Self { next_seq: 1, prev_hash: GENESIS_HASH, checked: 0 }
     }
 
     pub fn from_checkpoint(seq: u64, hash: [u8; 32]) -> Self {
-        Self {
-            next_seq: seq + 1,
-            prev_hash: hash,
-            checked: 0,
-        }
+        Self { next_seq: seq + 1, prev_hash: hash, checked: 0 }
     }
 
     pub fn push(&mut self, entry: &AuditEntry) -> Result<(), ChainError> {
         if entry.seq != self.next_seq {
             return Err(if entry.seq > self.next_seq {
-                ChainError::Missing {
-                    expected: self.next_seq,
-                    found: entry.seq,
-                }
+                ChainError::Missing { expected: self.next_seq, found: entry.seq }
             } else {
                 ChainError::BrokenLink { seq: entry.seq }
             });
@@ -335,9 +313,7 @@ impl ChainVerifier {
 }
 
 /// Verifies a whole log from the genesis; returns how many entries were checked.
-pub fn verify_chain<'a>(
-    entries: impl IntoIterator<Item = &'a AuditEntry>,
-) -> Result<u64, ChainError> {
+pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u64, ChainError> {
     let mut v = ChainVerifier::new();
     for e in entries {
         v.push(e)?;
@@ -352,12 +328,9 @@ mod tests {
     fn log(n: u64) -> Vec<AuditEntry> {
         let mut entries: Vec<AuditEntry> = Vec::new();
         for i in 0..n {
-            let draft = AuditDraft::new(
-                UtcMillis::from_unix_millis(1_000 * i as i64),
-                AuditKind::Locked,
-            )
-            .user(format!("u{i}"))
-            .detail("reason", "idle");
+            let draft = AuditDraft::new(UtcMillis::from_unix_millis(1_000 * i as i64), AuditKind::Locked)
+                .user(format!("u{i}"))
+                .detail("reason", "idle");
             let prev = entries.last().map(|e| (e.seq, e.hash));
             entries.push(AuditEntry::chain(draft, "ws-1", prev));
         }
@@ -382,23 +355,14 @@ mod tests {
         let mut entries = log(10);
         entries[4].details.insert("reason".into(), "manual".into());
         entries[4].hash = entries[4].compute_hash();
-        assert_eq!(
-            verify_chain(&entries),
-            Err(ChainError::BrokenLink { seq: 6 })
-        );
+        assert_eq!(verify_chain(&entries), Err(ChainError::BrokenLink { seq: 6 }));
     }
 
     #[test]
     fn deleted_entry_is_named() {
         let mut entries = log(10);
         entries.remove(6);
-        assert_eq!(
-            verify_chain(&entries),
-            Err(ChainError::Missing {
-                expected: 7,
-                found: 8
-            })
-        );
+        assert_eq!(verify_chain(&entries), Err(ChainError::Missing { expected: 7, found: 8 }));
     }
 
     #[test]
@@ -412,27 +376,14 @@ mod tests {
 
     #[test]
     fn field_boundaries_cannot_be_shifted() {
-        let a = AuditEntry::chain(
-            AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user("ab"),
-            "c",
-            None,
-        );
-        let b = AuditEntry::chain(
-            AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user("a"),
-            "bc",
-            None,
-        );
+        let a =
+            AuditEntry::chain(AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user("ab"), "c", None);
+        let b =
+            AuditEntry::chain(AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user("a"), "bc", None);
         assert_ne!(a.hash, b.hash);
-        let none = AuditEntry::chain(
-            AuditDraft::new(UtcMillis::default(), AuditKind::Locked),
-            "c",
-            None,
-        );
-        let empty = AuditEntry::chain(
-            AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user(""),
-            "c",
-            None,
-        );
+        let none = AuditEntry::chain(AuditDraft::new(UtcMillis::default(), AuditKind::Locked), "c", None);
+        let empty =
+            AuditEntry::chain(AuditDraft::new(UtcMillis::default(), AuditKind::Locked).user(""), "c", None);
         assert_ne!(none.hash, empty.hash);
     }
 
@@ -450,10 +401,7 @@ mod tests {
     fn kind_names_round_trip() {
         for kind in AuditKind::ALL {
             assert_eq!(AuditKind::parse(kind.as_str()), Some(*kind));
-            assert_eq!(
-                serde_json::to_string(kind).unwrap(),
-                format!("\"{}\"", kind.as_str())
-            );
+            assert_eq!(serde_json::to_string(kind).unwrap(), format!("\"{}\"", kind.as_str()));
         }
     }
 }

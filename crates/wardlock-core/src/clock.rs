@@ -124,9 +124,6 @@ mod tests {
     fn until_is_zero_for_the_past() {
         let t = UtcMillis::from_unix_millis(10_000);
         assert_eq!(t.until(UtcMillis::from_unix_millis(5_000)), Duration::ZERO);
-        assert_eq!(
-            t.until(UtcMillis::from_unix_millis(12_500)),
-            Duration::from_millis(2_500)
-        );
+        assert_eq!(t.until(UtcMillis::from_unix_millis(12_500)), Duration::from_millis(2_500));
     }
 }

@@ -73,11 +73,7 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(timings: GuardTimings, now: MonoTime) -> Self {
-        Self {
-            timings,
-            state: GuardState::Active,
-            active_since: now,
-        }
+        Self { timings, state: GuardState::Active, active_since: now }
     }
 
     pub fn state(&self) -> GuardState {
@@ -98,10 +94,7 @@ impl Guard {
         }
         let mut step = self.tick(now, idle);
         actions.append(&mut step.actions);
-        Step {
-            actions,
-            wake_at: step.wake_at,
-        }
+        Step { actions, wake_at: step.wake_at }
     }
 
     /// A fresh idle reading: input idle time as the OS reports it at `now`.
@@ -110,10 +103,7 @@ impl Guard {
         let t = self.timings;
         let warn_after = t.idle_timeout.saturating_sub(t.warning);
         match self.state {
-            GuardState::Locked { .. } => Step {
-                actions: vec![],
-                wake_at: None,
-            },
+            GuardState::Locked { .. } => Step { actions: vec![], wake_at: None },
             GuardState::Active => {
                 if idle >= t.idle_timeout {
                     self.lock(LockReason::Idle)
@@ -125,27 +115,18 @@ impl Guard {
                         wake_at: Some(lock_at.min(now + WARNING_POLL)),
                     }
                 } else {
-                    Step {
-                        actions: vec![],
-                        wake_at: Some(now + (warn_after - idle)),
-                    }
+                    Step { actions: vec![], wake_at: Some(now + (warn_after - idle)) }
                 }
             }
             GuardState::Warning { lock_at } => {
                 if idle < warn_after {
                     // Input arrived: idle dropped back below the warning threshold.
                     self.state = GuardState::Active;
-                    Step {
-                        actions: vec![Action::CancelWarning],
-                        wake_at: Some(now + (warn_after - idle)),
-                    }
+                    Step { actions: vec![Action::CancelWarning], wake_at: Some(now + (warn_after - idle)) }
                 } else if now >= lock_at || idle >= t.idle_timeout {
                     self.lock(LockReason::Idle)
                 } else {
-                    Step {
-                        actions: vec![],
-                        wake_at: Some(lock_at.min(now + WARNING_POLL)),
-                    }
+                    Step { actions: vec![], wake_at: Some(lock_at.min(now + WARNING_POLL)) }
                 }
             }
         }
@@ -154,10 +135,7 @@ impl Guard {
     /// "Lock now" from the tray, or a lock ordered by `wardlockd` or the OS.
     pub fn lock_now(&mut self, reason: LockReason) -> Step {
         match self.state {
-            GuardState::Locked { .. } => Step {
-                actions: vec![],
-                wake_at: None,
-            },
+            GuardState::Locked { .. } => Step { actions: vec![], wake_at: None },
             _ => self.lock(reason),
         }
     }
@@ -174,21 +152,12 @@ impl Guard {
     /// `wardlockd` granted an unlock (its audit entry is already durable).
     pub fn unlocked(&mut self, now: MonoTime) -> Step {
         if !matches!(self.state, GuardState::Locked { .. }) {
-            return Step {
-                actions: vec![],
-                wake_at: None,
-            };
+            return Step { actions: vec![], wake_at: None };
         }
         self.state = GuardState::Active;
         self.active_since = now;
-        let warn_after = self
-            .timings
-            .idle_timeout
-            .saturating_sub(self.timings.warning);
-        Step {
-            actions: vec![Action::Unlock],
-            wake_at: Some(now + warn_after),
-        }
+        let warn_after = self.timings.idle_timeout.saturating_sub(self.timings.warning);
+        Step { actions: vec![Action::Unlock], wake_at: Some(now + warn_after) }
     }
 
     fn lock(&mut self, reason: LockReason) -> Step {
@@ -198,10 +167,7 @@ impl Guard {
         }
         self.state = GuardState::Locked { reason };
         actions.push(Action::Lock { reason });
-        Step {
-            actions,
-            wake_at: None,
-        }
+        Step { actions, wake_at: None }
     }
 }
 
@@ -216,11 +182,7 @@ mod tests {
     }
 
     fn guard() -> Guard {
-        let timings = GuardTimings {
-            idle_timeout: S(300),
-            warning: S(30),
-            lock_on_resume: true,
-        };
+        let timings = GuardTimings { idle_timeout: S(300), warning: S(30), lock_on_resume: true };
         Guard::new(timings, at(0))
     }
 
@@ -242,22 +204,9 @@ mod tests {
         assert!(step.actions.is_empty());
         assert_eq!(step.wake_at, Some(at(299) + WARNING_POLL));
         let step = g.tick(at(300), S(300));
-        assert_eq!(
-            step.actions,
-            vec![
-                Action::CancelWarning,
-                Action::Lock {
-                    reason: LockReason::Idle
-                }
-            ]
-        );
+        assert_eq!(step.actions, vec![Action::CancelWarning, Action::Lock { reason: LockReason::Idle }]);
         assert_eq!(step.wake_at, None);
-        assert_eq!(
-            g.state(),
-            GuardState::Locked {
-                reason: LockReason::Idle
-            }
-        );
+        assert_eq!(g.state(), GuardState::Locked { reason: LockReason::Idle });
     }
 
     #[test]
@@ -274,12 +223,7 @@ mod tests {
     fn a_late_wake_up_locks_at_once() {
         let mut g = guard();
         let step = g.tick(at(1000), S(1000));
-        assert_eq!(
-            step.actions,
-            vec![Action::Lock {
-                reason: LockReason::Idle
-            }]
-        );
+        assert_eq!(step.actions, vec![Action::Lock { reason: LockReason::Idle }]);
     }
 
     #[test]
@@ -287,11 +231,7 @@ mod tests {
         let mut g = guard();
         g.lock_now(LockReason::Manual);
         assert_eq!(g.tick(at(5), S(0)).actions, vec![]);
-        assert_eq!(
-            g.lock_now(LockReason::Manual).actions,
-            vec![],
-            "no second lock"
-        );
+        assert_eq!(g.lock_now(LockReason::Manual).actions, vec![], "no second lock");
         let step = g.unlocked(at(10));
         assert_eq!(step.actions, vec![Action::Unlock]);
         assert_eq!(step.wake_at, Some(at(280)));
@@ -311,48 +251,24 @@ mod tests {
     #[test]
     fn resume_locks_when_policy_says_so() {
         let mut g = guard();
-        assert_eq!(
-            g.resumed(at(10), S(0)).actions,
-            vec![Action::Lock {
-                reason: LockReason::Resume
-            }]
-        );
-        let mut g = Guard::new(
-            GuardTimings {
-                lock_on_resume: false,
-                ..g.timings()
-            },
-            at(0),
-        );
+        assert_eq!(g.resumed(at(10), S(0)).actions, vec![Action::Lock { reason: LockReason::Resume }]);
+        let mut g = Guard::new(GuardTimings { lock_on_resume: false, ..g.timings() }, at(0));
         assert!(g.resumed(at(10), S(0)).actions.is_empty());
     }
 
     #[test]
     fn zero_warning_locks_without_countdown() {
-        let timings = GuardTimings {
-            idle_timeout: S(60),
-            warning: S(0),
-            lock_on_resume: true,
-        };
+        let timings = GuardTimings { idle_timeout: S(60), warning: S(0), lock_on_resume: true };
         let mut g = Guard::new(timings, at(0));
         assert_eq!(g.tick(at(59), S(59)).wake_at, Some(at(60)));
-        assert_eq!(
-            g.tick(at(60), S(60)).actions,
-            vec![Action::Lock {
-                reason: LockReason::Idle
-            }]
-        );
+        assert_eq!(g.tick(at(60), S(60)).actions, vec![Action::Lock { reason: LockReason::Idle }]);
     }
 
     #[test]
     fn new_timings_restart_a_pending_countdown() {
         let mut g = guard();
         g.tick(at(280), S(280));
-        let shorter = GuardTimings {
-            idle_timeout: S(600),
-            warning: S(30),
-            lock_on_resume: true,
-        };
+        let shorter = GuardTimings { idle_timeout: S(600), warning: S(30), lock_on_resume: true };
         let step = g.set_timings(shorter, at(281), S(281));
         assert_eq!(step.actions, vec![Action::CancelWarning]);
         assert_eq!(step.wake_at, Some(at(281 + 289)));

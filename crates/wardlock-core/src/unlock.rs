@@ -93,9 +93,7 @@ pub fn hash_pin(pin: &SecretString, salt: &[u8; 16]) -> Result<PinHash, UnlockEr
 /// outputs in constant time).
 pub fn verify_pin(pin: &SecretString, hash: &PinHash) -> bool {
     match PasswordHash::new(&hash.0) {
-        Ok(parsed) => argon2()
-            .verify_password(pin.expose().as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => argon2().verify_password(pin.expose().as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }
@@ -119,16 +117,14 @@ pub enum PinRuleError {
     TooLong(usize),
     #[error("PIN must contain digits only")]
     NotDigits,
-    #[error(
-        "PIN is too easy to guess (repeated digits, a sequence, or a common PIN); choose another"
-    )]
+    #[error("PIN is too easy to guess (repeated digits, a sequence, or a common PIN); choose another")]
     Common,
 }
 
 const COMMON_PINS: &[&str] = &[
-    "1212", "1004", "2000", "6969", "4321", "2580", "5683", "0852", "1122", "1313", "7777",
-    "112233", "121212", "123123", "159753", "696969", "654321", "123321", "131313", "789456",
-    "147258", "258369", "102030", "112358", "159357", "520520", "147852", "852456",
+    "1212", "1004", "2000", "6969", "4321", "2580", "5683", "0852", "1122", "1313", "7777", "112233",
+    "121212", "123123", "159753", "696969", "654321", "123321", "131313", "789456", "147258", "258369",
+    "102030", "112358", "159357", "520520", "147852", "852456",
 ];
 
 /// PIN rules of the policy: length, digits only, and refusal of guessable PINs.
@@ -153,25 +149,16 @@ pub fn check_pin_rules(pin: &SecretString, rules: &PinPolicy) -> Result<(), PinR
 fn is_common(pin: &str) -> bool {
     let b = pin.as_bytes();
     let all_same = b.windows(2).all(|w| w[0] == w[1]);
-    let ascending = b
-        .windows(2)
-        .all(|w| w[1] == w[0].wrapping_add(1) || (w[0] == b'9' && w[1] == b'0'));
-    let descending = b
-        .windows(2)
-        .all(|w| w[0] == w[1].wrapping_add(1) || (w[0] == b'0' && w[1] == b'9'));
+    let ascending = b.windows(2).all(|w| w[1] == w[0].wrapping_add(1) || (w[0] == b'9' && w[1] == b'0'));
+    let descending = b.windows(2).all(|w| w[0] == w[1].wrapping_add(1) || (w[0] == b'0' && w[1] == b'9'));
     // A short block repeated (1212, 123123, 2580 2580).
-    let repeated_block =
-        (1..=b.len() / 2).any(|n| b.len() % n == 0 && b.chunks(n).all(|c| c == &b[..n]));
+    let repeated_block = (1..=b.len() / 2).any(|n| b.len() % n == 0 && b.chunks(n).all(|c| c == &b[..n]));
     // A year or date-like PIN: 19xx/20xx as the whole PIN.
     let year = b.len() == 4 && (pin.starts_with("19") || pin.starts_with("20"));
     all_same || ascending || descending || repeated_block || year || COMMON_PINS.contains(&pin)
 }
 
-fn totp_for(
-    policy: &TotpPolicy,
-    seed: &TotpSeed,
-    account: &str,
-) -> Result<totp_rs::Totp, UnlockError> {
+fn totp_for(policy: &TotpPolicy, seed: &TotpSeed, account: &str) -> Result<totp_rs::Totp, UnlockError> {
     let algorithm = match policy.algorithm {
         TotpAlgorithm::Sha1 => totp_rs::Algorithm::SHA1,
         TotpAlgorithm::Sha256 => totp_rs::Algorithm::SHA256,
@@ -190,25 +177,13 @@ fn totp_for(
 }
 
 /// The code an authenticator shows at `now` (for tests and enrollment checks).
-pub fn totp_code(
-    policy: &TotpPolicy,
-    seed: &TotpSeed,
-    now: UtcMillis,
-) -> Result<String, UnlockError> {
-    Ok(totp_for(policy, seed, "x")?
-        .generate(now.unix_seconds())
-        .to_string())
+pub fn totp_code(policy: &TotpPolicy, seed: &TotpSeed, now: UtcMillis) -> Result<String, UnlockError> {
+    Ok(totp_for(policy, seed, "x")?.generate(now.unix_seconds()).to_string())
 }
 
 /// The `otpauth://` URI an authenticator app scans.
-pub fn totp_uri(
-    policy: &TotpPolicy,
-    seed: &TotpSeed,
-    user_id: &str,
-) -> Result<String, UnlockError> {
-    totp_for(policy, seed, user_id)?
-        .to_url()
-        .map_err(|e| UnlockError::Totp(e.to_string()))
+pub fn totp_uri(policy: &TotpPolicy, seed: &TotpSeed, user_id: &str) -> Result<String, UnlockError> {
+    totp_for(policy, seed, user_id)?.to_url().map_err(|e| UnlockError::Totp(e.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,11 +208,7 @@ pub fn check_totp(
     let Ok(totp) = totp_for(policy, seed, "x") else {
         return TotpCheck::Wrong;
     };
-    let code: String = code
-        .expose()
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let code: String = code.expose().chars().filter(|c| !c.is_whitespace()).collect();
     let code = Zeroizing::new(code);
     match totp.check(&code, now.unix_seconds()) {
         Some(step) if last_step.is_some_and(|last| step <= last) => TotpCheck::Replayed,
@@ -381,11 +352,8 @@ pub fn decide(
         return unchanged(RefusalReason::WorkstationLockedOut, Some(now.until(until)));
     }
     if let Some(until) = user_state.blocked_until.filter(|u| *u > now) {
-        let reason = if user_state.failures == 0 {
-            RefusalReason::UserLockedOut
-        } else {
-            RefusalReason::Throttled
-        };
+        let reason =
+            if user_state.failures == 0 { RefusalReason::UserLockedOut } else { RefusalReason::Throttled };
         return unchanged(reason, Some(now.until(until)));
     }
 
@@ -411,22 +379,15 @@ pub fn decide(
         };
         // Offering both factors is fine wherever either one alone would be.
         let allowed = &policy.unlock.methods;
-        if !(allowed.contains(&method) || (method == UnlockMethod::PinTotp && !allowed.is_empty()))
-        {
+        if !(allowed.contains(&method) || (method == UnlockMethod::PinTotp && !allowed.is_empty())) {
             return unchanged(RefusalReason::MethodNotAllowed, None);
         }
         // Both factors are always checked, so the time taken says nothing about which failed.
-        let pin_ok = attempt
-            .pin
-            .as_ref()
-            .map(|pin| check_pin_factor(user, Some(pin)));
-        let totp = attempt
-            .totp
-            .as_ref()
-            .map(|code| match user.and_then(|u| u.totp_seed) {
-                Some(seed) => check_totp(&policy.totp, seed, code, now, user_state.last_totp_step),
-                None => TotpCheck::Wrong,
-            });
+        let pin_ok = attempt.pin.as_ref().map(|pin| check_pin_factor(user, Some(pin)));
+        let totp = attempt.totp.as_ref().map(|code| match user.and_then(|u| u.totp_seed) {
+            Some(seed) => check_totp(&policy.totp, seed, code, now, user_state.last_totp_step),
+            None => TotpCheck::Wrong,
+        });
         let grant = match method {
             UnlockMethod::Pin => GrantMethod::Pin,
             UnlockMethod::Totp => GrantMethod::Totp,

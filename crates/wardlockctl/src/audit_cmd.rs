@@ -13,9 +13,7 @@ use crate::Verdict;
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify the hash chain; exits 1 and names the first bad entry on tampering
-    #[command(
-        after_help = "Example:\n  wardlockctl audit verify --db /var/lib/wardlock/wardlock.db"
-    )]
+    #[command(after_help = "Example:\n  wardlockctl audit verify --db /var/lib/wardlock/wardlock.db")]
     Verify,
     /// Export the audit log
     #[command(after_help = "Example:\n  wardlockctl audit export --format csv --out audit.csv")]
@@ -52,20 +50,12 @@ pub fn run(global: &Global, cmd: AuditCommand) -> Result<Verdict> {
                 Ok(Verdict::Ok)
             }
             Err(VerifyError::Chain(e)) => {
-                eprintln!(
-                    "{}: AUDIT LOG TAMPERED: {e} (first bad seq: {})",
-                    store.path().display(),
-                    e.seq()
-                );
+                eprintln!("{}: AUDIT LOG TAMPERED: {e} (first bad seq: {})", store.path().display(), e.seq());
                 Ok(Verdict::Failed)
             }
             Err(VerifyError::Store(e)) => Err(e).context("reading the audit log"),
         },
-        AuditCommand::Export {
-            format,
-            out,
-            from_seq,
-        } => {
+        AuditCommand::Export { format, out, from_seq } => {
             let sink: Box<dyn Write> = match &out {
                 Some(path) => Box::new(create_owner_only(path)?),
                 None => Box::new(std::io::stdout().lock()),
@@ -90,9 +80,7 @@ fn create_owner_only(path: &std::path::Path) -> Result<std::fs::File> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))
+    options.open(path).with_context(|| format!("creating {}", path.display()))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -27,17 +27,12 @@ pub struct Global {
 
 impl Global {
     pub fn db_path(&self) -> PathBuf {
-        self.db
-            .clone()
-            .unwrap_or_else(|| crate::default_data_dir().join("wardlock.db"))
+        self.db.clone().unwrap_or_else(|| crate::default_data_dir().join("wardlock.db"))
     }
 
     pub fn open_store(&self, create: bool) -> Result<Store> {
         let path = self.db_path();
-        let options = OpenOptions {
-            create,
-            workstation_id: workstation_id(),
-        };
+        let options = OpenOptions { create, workstation_id: workstation_id() };
         Store::open(&path, &options)
             .with_context(|| format!("opening the workstation database {}", path.display()))
     }
@@ -52,9 +47,7 @@ impl Global {
             return Ok(Box::new(KeyringSecretStore::new("wardlock")));
         }
         match spec.strip_prefix("file:") {
-            Some(dir) if !dir.is_empty() => {
-                Ok(Box::new(CredentialFileStore::with_best_sealing(dir)))
-            }
+            Some(dir) if !dir.is_empty() => Ok(Box::new(CredentialFileStore::with_best_sealing(dir))),
             _ => anyhow::bail!("--key-store {spec:?} is not understood; use file:DIR or keyring"),
         }
     }
@@ -75,17 +68,14 @@ impl Global {
                 default.to_owned()
             }
         };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let doc = PolicyDocument::parse(&path.display().to_string(), Layer::Machine, &text)?;
         Ok(Policy::layered(&[doc])?)
     }
 }
 
 pub fn now() -> UtcMillis {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     UtcMillis::from_unix_millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 

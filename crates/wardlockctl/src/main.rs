@@ -12,11 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "wardlockctl",
-    version,
-    about = "Manage Wardlock policies, users and audit logs"
-)]
+#[command(name = "wardlockctl", version, about = "Manage Wardlock policies, users and audit logs")]
 struct Cli {
     #[command(flatten)]
     global: context::Global,

@@ -25,10 +25,8 @@ pub enum PolicyCommand {
         central: bool,
     },
     /// Make an Ed25519 key pair for signing central policies
-    #[command(
-        after_help = "Example:\n  wardlockctl policy keygen --out /root/wardlock-keys\n\
-        Keep policy-signing.key offline; put policy-signing.pub in sync.trusted_keys."
-    )]
+    #[command(after_help = "Example:\n  wardlockctl policy keygen --out /root/wardlock-keys\n\
+        Keep policy-signing.key offline; put policy-signing.pub in sync.trusted_keys.")]
     Keygen {
         #[arg(long)]
         out: PathBuf,
@@ -68,13 +66,7 @@ pub fn run(cmd: PolicyCommand) -> Result<Verdict> {
     match cmd {
         PolicyCommand::Check { file, central } => check(&file, central),
         PolicyCommand::Keygen { out, force } => keygen(&out, force),
-        PolicyCommand::Sign {
-            file,
-            key,
-            out,
-            group,
-            serial,
-        } => sign(&file, &key, &out, group, serial),
+        PolicyCommand::Sign { file, key, out, group, serial } => sign(&file, &key, &out, group, serial),
         PolicyCommand::Verify { signed, pubkey } => verify(&signed, &pubkey),
     }
 }
@@ -84,19 +76,12 @@ fn read(path: &Path) -> Result<String> {
 }
 
 fn check(file: &Path, central: bool) -> Result<Verdict> {
-    let layer = if central {
-        Layer::Central
-    } else {
-        Layer::Machine
-    };
+    let layer = if central { Layer::Central } else { Layer::Machine };
     let parsed = PolicyDocument::parse(&file.display().to_string(), layer, &read(file)?)
         .and_then(|doc| Policy::layered(&[doc]));
     match parsed {
         Ok(policy) => {
-            println!(
-                "# {}: valid. Effective policy (built-in defaults + this file):",
-                file.display()
-            );
+            println!("# {}: valid. Effective policy (built-in defaults + this file):", file.display());
             println!("# policy hash {}", policy.hash());
             print!("{}", policy.to_toml());
             Ok(Verdict::Ok)
@@ -118,16 +103,11 @@ fn keygen(out: &Path, force: bool) -> Result<Verdict> {
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::getrandom(&mut seed[..]).context("reading OS randomness")?;
     let key = SigningKey::from_bytes(&seed);
-    let pem = key
-        .to_pkcs8_pem(Default::default())
-        .context("encoding the private key")?;
+    let pem = key.to_pkcs8_pem(Default::default()).context("encoding the private key")?;
     write_private(&private, pem.as_bytes())?;
     fs::write(&public, policy::public_key_pem(&key.verifying_key()))
         .with_context(|| format!("writing {}", public.display()))?;
-    println!(
-        "private key: {} (keep it offline; readable by you only)",
-        private.display()
-    );
+    println!("private key: {} (keep it offline; readable by you only)", private.display());
     println!("public key:  {}", public.display());
     println!("key id:      {}", policy::key_id(&key.verifying_key()));
     Ok(Verdict::Ok)
@@ -148,10 +128,7 @@ fn sign(
     }
     let pem = Zeroizing::new(read(key_path)?);
     let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not an Ed25519 private key (PKCS#8 PEM): {e}",
-            key_path.display()
-        )
+        anyhow::anyhow!("{} is not an Ed25519 private key (PKCS#8 PEM): {e}", key_path.display())
     })?;
     let issued_at = now();
     let body = SignedPolicyBody {
@@ -161,8 +138,7 @@ fn sign(
         policy: text,
     };
     let signed = SignedPolicy::sign(&body, &key);
-    fs::write(out, signed.to_json() + "\n")
-        .with_context(|| format!("writing {}", out.display()))?;
+    fs::write(out, signed.to_json() + "\n").with_context(|| format!("writing {}", out.display()))?;
     println!(
         "signed {} with key {} (serial {}) -> {}",
         file.display(),
@@ -186,10 +162,7 @@ fn verify(signed_path: &Path, pubkey_path: &Path) -> Result<Verdict> {
     };
     let name = format!("{} (signed policy)", signed_path.display());
     if let Err(e) = PolicyDocument::parse(&name, Layer::Central, &body.policy) {
-        eprintln!(
-            "{}: signature good, but the policy inside is not valid here:\n{e}",
-            signed_path.display()
-        );
+        eprintln!("{}: signature good, but the policy inside is not valid here:\n{e}", signed_path.display());
         return Ok(Verdict::Failed);
     }
     println!(

@@ -64,10 +64,7 @@ impl PinInput {
     fn read(&self) -> Result<Option<SecretString>> {
         if self.pin_stdin {
             let mut line = Zeroizing::new(String::new());
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .context("reading the PIN from standard input")?;
+            std::io::stdin().lock().read_line(&mut line).context("reading the PIN from standard input")?;
             let pin = SecretString::new(line.trim_end_matches(['\r', '\n']));
             if pin.is_empty() {
                 bail!("--pin-stdin: standard input had no PIN on its first line");
@@ -90,18 +87,9 @@ impl PinInput {
 }
 
 pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
-    let actor = Actor {
-        admin: None,
-        os_account: os_account(),
-    };
+    let actor = Actor { admin: None, os_account: os_account() };
     match cmd {
-        UserCommand::Add {
-            id,
-            name,
-            role,
-            pin,
-            totp,
-        } => {
+        UserCommand::Add { id, name, role, pin, totp } => {
             let policy = global.load_policy()?;
             let pin = pin.read()?;
             if pin.is_none() && !totp {
@@ -109,13 +97,7 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
             }
             let mut store = global.open_store(true)?;
             let key = global.data_key(&store)?;
-            let new = NewUser {
-                id: id.clone(),
-                display_name: name,
-                role,
-                pin,
-                totp,
-            };
+            let new = NewUser { id: id.clone(), display_name: name, role, pin, totp };
             let enrollment = directory::add_user(&mut store, &key, &policy, new, &actor, now())?;
             println!("added user {id}");
             if let Some(uri) = enrollment.totp_uri {
@@ -130,19 +112,9 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
             }
             let mut store = global.open_store(false)?;
             let key = global.data_key(&store)?;
-            let change = CredentialChange {
-                pin,
-                new_totp_seed: totp,
-            };
-            let enrollment = directory::change_credentials(
-                &mut store,
-                &key,
-                &policy,
-                &id,
-                &change,
-                &actor,
-                now(),
-            )?;
+            let change = CredentialChange { pin, new_totp_seed: totp };
+            let enrollment =
+                directory::change_credentials(&mut store, &key, &policy, &id, &change, &actor, now())?;
             println!("reset user {id}");
             if let Some(uri) = enrollment.totp_uri {
                 show_totp(&uri)?;
@@ -201,9 +173,7 @@ fn show_totp(uri: &str) -> Result<()> {
         .light_color(Dense1x2::Dark)
         .quiet_zone(true)
         .build();
-    println!(
-        "\nScan this with the clinician's authenticator app. It is shown once and is a secret:"
-    );
+    println!("\nScan this with the clinician's authenticator app. It is shown once and is a secret:");
     println!("{qr}");
     println!("{uri}");
     Ok(())

@@ -18,9 +18,7 @@ fn burst_writer_child() {
     let mut store = open_store(std::path::Path::new(&db));
     let mut out = std::io::stdout().lock();
     for i in 0..200_000u32 {
-        let entry = store
-            .append(AuditDraft::new(now(), AuditKind::Heartbeat).detail("i", i))
-            .unwrap();
+        let entry = store.append(AuditDraft::new(now(), AuditKind::Heartbeat).detail("i", i)).unwrap();
         writeln!(out, "acked {}", entry.seq).unwrap();
         out.flush().unwrap();
     }
@@ -34,13 +32,7 @@ fn kill_9_mid_burst_keeps_every_acknowledged_entry() {
     let mut highest_acked = 0u64;
     for round in 0..3u64 {
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash::burst_writer_child",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+            .args(["--exact", "crash::burst_writer_child", "--nocapture", "--test-threads", "1"])
             .env("WARDLOCK_TEST_BURST_DB", &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -59,15 +51,10 @@ fn kill_9_mid_burst_keeps_every_acknowledged_entry() {
             }
         }
         child.wait().unwrap();
-        assert!(
-            acked_this_round >= kill_after,
-            "writer stopped early in round {round}"
-        );
+        assert!(acked_this_round >= kill_after, "writer stopped early in round {round}");
 
         let store = open_store(&db);
-        let verified = store
-            .verify_audit()
-            .expect("the log must verify after a crash");
+        let verified = store.verify_audit().expect("the log must verify after a crash");
         assert!(
             verified.head.0 >= highest_acked,
             "round {round}: acknowledged entry {highest_acked} lost, log ends at {}",

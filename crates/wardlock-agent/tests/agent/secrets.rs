@@ -2,8 +2,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use wardlock_agent::secrets::{
-    systemd_creds_available, CredentialFileStore, DataKey, KeyringSecretStore, MemorySecretStore,
-    Sealing, SecretError, SecretStore, DATA_KEY,
+    systemd_creds_available, CredentialFileStore, DataKey, KeyringSecretStore, MemorySecretStore, Sealing,
+    SecretError, SecretStore, DATA_KEY,
 };
 
 use crate::util::{contains_bytes, Workstation};
@@ -25,16 +25,10 @@ fn sealed_value_is_bound_to_its_context_and_detects_changes() {
     let ws = Workstation::new();
     let key = ws.key(&ws.open());
     let mut sealed = key.seal(b"seed bytes", b"n.nurse").unwrap();
-    assert!(matches!(
-        key.open(&sealed, b"d.doctor"),
-        Err(SecretError::Unseal)
-    ));
+    assert!(matches!(key.open(&sealed, b"d.doctor"), Err(SecretError::Unseal)));
     let last = sealed.len() - 1;
     sealed[last] ^= 1;
-    assert!(matches!(
-        key.open(&sealed, b"n.nurse"),
-        Err(SecretError::Unseal)
-    ));
+    assert!(matches!(key.open(&sealed, b"n.nurse"), Err(SecretError::Unseal)));
 }
 
 #[test]
@@ -45,14 +39,8 @@ fn missing_key_is_an_error_never_a_new_key() {
     let empty = MemorySecretStore::default();
     let err = DataKey::open_or_create(&empty, &store).unwrap_err();
     assert!(matches!(err, SecretError::MissingKey { .. }), "{err}");
-    assert!(
-        err.to_string().contains("Restore the key from backup"),
-        "{err}"
-    );
-    assert!(
-        empty.load(DATA_KEY).unwrap().is_none(),
-        "no key may be made silently"
-    );
+    assert!(err.to_string().contains("Restore the key from backup"), "{err}");
+    assert!(empty.load(DATA_KEY).unwrap().is_none(), "no key may be made silently");
 }
 
 #[test]
@@ -73,26 +61,14 @@ fn credential_file_is_owner_only_and_round_trips() {
     let store = CredentialFileStore::new(&creds, Sealing::None);
     let secret = [0x5c; 32];
     store.save("wardlock-data-key", &secret).unwrap();
-    assert_eq!(
-        &store.load("wardlock-data-key").unwrap().unwrap()[..],
-        &secret
-    );
+    assert_eq!(&store.load("wardlock-data-key").unwrap().unwrap()[..], &secret);
     assert!(store.load("absent").unwrap().is_none());
-    assert_eq!(
-        std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o700);
     let file = creds.join("wardlock-data-key.key");
-    assert_eq!(
-        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     // A second store on the same directory (the service after a restart) reads it too.
     let again = CredentialFileStore::new(&creds, Sealing::None);
-    assert_eq!(
-        &again.load("wardlock-data-key").unwrap().unwrap()[..],
-        &secret
-    );
+    assert_eq!(&again.load("wardlock-data-key").unwrap().unwrap()[..], &secret);
 }
 
 #[test]
@@ -103,24 +79,13 @@ fn credential_file_sealed_with_systemd_creds() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = CredentialFileStore::new(dir.path(), Sealing::SystemdCreds);
-    let secret: Vec<u8> = (0..32u8)
-        .map(|i| i.wrapping_mul(37).wrapping_add(11))
-        .collect();
+    let secret: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
     store.save("wardlock-data-key", &secret).unwrap();
-    assert_eq!(
-        &store.load("wardlock-data-key").unwrap().unwrap()[..],
-        &secret[..]
-    );
+    assert_eq!(&store.load("wardlock-data-key").unwrap().unwrap()[..], &secret[..]);
     let file = dir.path().join("wardlock-data-key.cred");
     let bytes = std::fs::read(&file).unwrap();
-    assert!(
-        !contains_bytes(&bytes, &secret),
-        "sealed file holds the key in clear"
-    );
-    assert_eq!(
-        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert!(!contains_bytes(&bytes, &secret), "sealed file holds the key in clear");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     // The credential is bound to its name: renamed, it does not open.
     std::fs::rename(&file, dir.path().join("other.cred")).unwrap();
     assert!(store.load("other").is_err());
@@ -151,24 +116,11 @@ fn keyring_backend_round_trips_under_a_keyctl_session() {
     let out = Command::new("keyctl")
         .args(["session", "-"])
         .arg(&exe)
-        .args([
-            "--exact",
-            "secrets::keyring_backend_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["--exact", "secrets::keyring_backend_child", "--nocapture", "--test-threads", "1"])
         .env("WARDLOCK_TEST_KEYRING_CHILD", "1")
         .output()
         .expect("keyctl is needed (apt-get install keyutils; `make setup` does it)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("keyring-child-ok"),
-        "the child did not run the keyring test:\n{stdout}"
-    );
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("keyring-child-ok"), "the child did not run the keyring test:\n{stdout}");
 }

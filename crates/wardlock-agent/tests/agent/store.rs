@@ -4,7 +4,7 @@ use wardlock_agent::store::{OpenOptions, StoreError, VerifyError};
 use wardlock_agent::Store;
 use wardlock_core::audit::{AuditDraft, AuditKind, ChainError};
 
-use crate::util::{now, open_store, sqlite3, Workstation};
+use crate::util::{now, open_store, sqlite3, try_open, Workstation};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -14,9 +14,7 @@ fn append_n(store: &mut Store, n: usize) {
     for i in 0..n {
         store
             .append(
-                AuditDraft::new(now(), AuditKind::Locked)
-                    .user(format!("user{i}"))
-                    .detail("reason", "idle"),
+                AuditDraft::new(now(), AuditKind::Locked).user(format!("user{i}")).detail("reason", "idle"),
             )
             .unwrap();
     }
@@ -58,13 +56,9 @@ fn our_own_connection_cannot_edit_or_delete_audit_rows() {
     append_n(&mut store, 2);
     drop(store);
     let conn = rusqlite::Connection::open(ws.db_path()).unwrap();
-    let err = conn
-        .execute("UPDATE audit SET user = 'x' WHERE seq = 1", [])
-        .unwrap_err();
+    let err = conn.execute("UPDATE audit SET user = 'x' WHERE seq = 1", []).unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
-    let err = conn
-        .execute("DELETE FROM audit WHERE seq = 2", [])
-        .unwrap_err();
+    let err = conn.execute("DELETE FROM audit WHERE seq = 2", []).unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
 }
 
@@ -74,10 +68,7 @@ fn tampered(sql: &str) -> ChainError {
     append_n(&mut store, 10);
     drop(store);
     // Someone with the file drops our guard triggers and edits the table.
-    sqlite3(
-        &ws.db_path(),
-        &format!("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; {sql}"),
-    );
+    sqlite3(&ws.db_path(), &format!("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; {sql}"));
     match ws.open().verify_audit() {
         Err(VerifyError::Chain(e)) => e,
         other => panic!("tampering not detected: {other:?}"),
@@ -86,35 +77,19 @@ fn tampered(sql: &str) -> ChainError {
 
 #[test]
 fn editing_a_row_is_detected_at_its_seq() {
-    assert_eq!(
-        tampered("UPDATE audit SET user = 'mallory' WHERE seq = 4").seq(),
-        4
-    );
-    assert_eq!(
-        tampered("UPDATE audit SET details = '{\"reason\":\"manual\"}' WHERE seq = 7").seq(),
-        7
-    );
-    assert_eq!(
-        tampered("UPDATE audit SET time_ms = time_ms + 1 WHERE seq = 2").seq(),
-        2
-    );
+    assert_eq!(tampered("UPDATE audit SET user = 'mallory' WHERE seq = 4").seq(), 4);
+    assert_eq!(tampered("UPDATE audit SET details = '{\"reason\":\"manual\"}' WHERE seq = 7").seq(), 7);
+    assert_eq!(tampered("UPDATE audit SET time_ms = time_ms + 1 WHERE seq = 2").seq(), 2);
 }
 
 #[test]
 fn deleting_a_row_is_detected_at_its_seq() {
-    assert_eq!(
-        tampered("DELETE FROM audit WHERE seq = 6"),
-        ChainError::Missing {
-            expected: 6,
-            found: 7
-        }
-    );
+    assert_eq!(tampered("DELETE FROM audit WHERE seq = 6"), ChainError::Missing { expected: 6, found: 7 });
 }
 
 #[test]
 fn renumbering_to_hide_a_deletion_is_detected() {
-    let e =
-        tampered("DELETE FROM audit WHERE seq = 6; UPDATE audit SET seq = seq - 1 WHERE seq > 6;");
+    let e = tampered("DELETE FROM audit WHERE seq = 6; UPDATE audit SET seq = seq - 1 WHERE seq > 6;");
     assert_eq!(e.seq(), 6);
 }
 
@@ -127,10 +102,7 @@ fn reordering_rows_is_detected() {
 
 #[test]
 fn a_row_that_cannot_be_decoded_counts_as_tampering() {
-    assert_eq!(
-        tampered("UPDATE audit SET kind = 'nothing_happened' WHERE seq = 5").seq(),
-        5
-    );
+    assert_eq!(tampered("UPDATE audit SET kind = 'nothing_happened' WHERE seq = 5").seq(), 5);
 }
 
 #[test]
@@ -139,14 +111,7 @@ fn corrupt_file_is_refused_and_left_untouched() {
     let path = dir.path().join("wardlock.db");
     let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&path, &garbage).unwrap();
-    let err = Store::open(
-        &path,
-        &OpenOptions {
-            create: true,
-            workstation_id: "w".into(),
-        },
-    )
-    .unwrap_err();
+    let err = try_open(&path).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("left untouched"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
@@ -166,18 +131,8 @@ fn damaged_sqlite_file_is_refused_and_left_untouched() {
         *b = 0xA5;
     }
     std::fs::write(&path, &bytes).unwrap();
-    let err = Store::open(
-        &path,
-        &OpenOptions {
-            create: true,
-            workstation_id: "w".into(),
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Corrupt { .. } | StoreError::Sqlite(_)),
-        "{err}"
-    );
+    let err = try_open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
@@ -185,19 +140,9 @@ fn damaged_sqlite_file_is_refused_and_left_untouched() {
 fn foreign_sqlite_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
-    sqlite3(
-        &path,
-        "CREATE TABLE patients (id INTEGER); INSERT INTO patients VALUES (1);",
-    );
+    sqlite3(&path, "CREATE TABLE patients (id INTEGER); INSERT INTO patients VALUES (1);");
     let before = std::fs::read(&path).unwrap();
-    let err = Store::open(
-        &path,
-        &OpenOptions {
-            create: true,
-            workstation_id: "w".into(),
-        },
-    )
-    .unwrap_err();
+    let err = try_open(&path).unwrap_err();
     assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
@@ -207,14 +152,7 @@ fn database_from_a_newer_version_is_refused() {
     let ws = Workstation::new();
     drop(ws.open());
     sqlite3(&ws.db_path(), "UPDATE schema_version SET version = 99;");
-    let err = Store::open(
-        &ws.db_path(),
-        &OpenOptions {
-            create: true,
-            workstation_id: "w".into(),
-        },
-    )
-    .unwrap_err();
+    let err = try_open(&ws.db_path()).unwrap_err();
     assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
 }
 
@@ -222,14 +160,7 @@ fn database_from_a_newer_version_is_refused() {
 fn missing_database_is_not_created_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("none.db");
-    let err = Store::open(
-        &path,
-        &OpenOptions {
-            create: false,
-            workstation_id: "w".into(),
-        },
-    )
-    .unwrap_err();
+    let err = Store::open(&path, &OpenOptions { create: false, workstation_id: "w".into() }).unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
     assert!(!path.exists());
     let _ = open_store(&path);

@@ -34,24 +34,10 @@ impl Fixture {
             pin: Some(SecretString::new(PIN)),
             totp: true,
         };
-        let enrollment =
-            add_user(&mut store, &key, &policy, new, &Actor::default(), now()).unwrap();
+        let enrollment = add_user(&mut store, &key, &policy, new, &Actor::default(), now()).unwrap();
         let uri = enrollment.totp_uri.unwrap();
-        let totp_secret = uri
-            .split("secret=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .to_owned();
-        Self {
-            ws,
-            store,
-            key,
-            policy,
-            totp_secret,
-        }
+        let totp_secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+        Self { ws, store, key, policy, totp_secret }
     }
 
     /// Drops the database handle and opens it again, as a service restart does.
@@ -68,9 +54,7 @@ impl Fixture {
             &self.key,
             &self.policy,
             &attempt,
-            &Context {
-                os_account: Some("ward4".into()),
-            },
+            &Context { os_account: Some("ward4".into()) },
             at,
         )
         .unwrap()
@@ -78,19 +62,11 @@ impl Fixture {
 }
 
 fn with_pin(user: &str, pin: &str) -> Attempt {
-    Attempt {
-        user_id: user.into(),
-        pin: Some(SecretString::new(pin)),
-        ..Attempt::default()
-    }
+    Attempt { user_id: user.into(), pin: Some(SecretString::new(pin)), ..Attempt::default() }
 }
 
 fn with_totp(code: &str) -> Attempt {
-    Attempt {
-        user_id: "n.nurse".into(),
-        totp: Some(SecretString::new(code)),
-        ..Attempt::default()
-    }
+    Attempt { user_id: "n.nurse".into(), totp: Some(SecretString::new(code)), ..Attempt::default() }
 }
 
 /// The current code from `oathtool`, an implementation independent of ours.
@@ -107,30 +83,16 @@ fn oathtool(secret_base32: &str) -> String {
 fn right_pin_is_granted_and_audited_before_the_answer() {
     let mut f = Fixture::new(Policy::default());
     let result = f.attempt(with_pin("n.nurse", PIN), now());
-    assert!(
-        matches!(
-            result.outcome,
-            Outcome::Granted {
-                method: GrantMethod::Pin,
-                ..
-            }
-        ),
-        "{result:?}"
-    );
+    assert!(matches!(result.outcome, Outcome::Granted { method: GrantMethod::Pin, .. }), "{result:?}");
     assert_eq!(result.display_name.as_deref(), Some("Nora Nurse"));
     // Another connection (another process) already sees the entry: it is committed.
     let conn = rusqlite::Connection::open(f.ws.db_path()).unwrap();
     let (kind, user): (String, String) = conn
-        .query_row(
-            "SELECT kind, user FROM audit WHERE seq = ?1",
-            [result.audit_seq as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT kind, user FROM audit WHERE seq = ?1", [result.audit_seq as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
-    assert_eq!(
-        (kind.as_str(), user.as_str()),
-        ("unlock_succeeded", "n.nurse")
-    );
+    assert_eq!((kind.as_str(), user.as_str()), ("unlock_succeeded", "n.nurse"));
 }
 
 #[test]
@@ -139,14 +101,7 @@ fn five_wrong_pins_lock_out_and_the_lockout_survives_a_restart() {
     let mut t = now();
     for i in 1..=5u32 {
         let r = f.attempt(with_pin("n.nurse", "591846"), t);
-        let Outcome::Refused {
-            attempts_left,
-            retry_after,
-            ..
-        } = r.outcome
-        else {
-            panic!("{r:?}")
-        };
+        let Outcome::Refused { attempts_left, retry_after, .. } = r.outcome else { panic!("{r:?}") };
         assert_eq!(attempts_left, 5 - i);
         if i < 5 {
             t = t.saturating_add(retry_after.unwrap());
@@ -156,28 +111,13 @@ fn five_wrong_pins_lock_out_and_the_lockout_survives_a_restart() {
     }
     let locked_at = t;
     f.restart();
-    let r = f.attempt(
-        with_pin("n.nurse", PIN),
-        locked_at.saturating_add(Duration::from_secs(10)),
-    );
+    let r = f.attempt(with_pin("n.nurse", PIN), locked_at.saturating_add(Duration::from_secs(10)));
     assert!(
         matches!(r.outcome, Outcome::Refused { reason: RefusalReason::UserLockedOut, retry_after: Some(d), .. } if d == Duration::from_secs(50)),
         "{r:?}"
     );
-    let r = f.attempt(
-        with_pin("n.nurse", PIN),
-        locked_at.saturating_add(Duration::from_secs(61)),
-    );
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Granted {
-                failures_since_last_unlock: 5,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    let r = f.attempt(with_pin("n.nurse", PIN), locked_at.saturating_add(Duration::from_secs(61)));
+    assert!(matches!(r.outcome, Outcome::Granted { failures_since_last_unlock: 5, .. }), "{r:?}");
 
     let kinds = audit_kinds(&f.store);
     assert_eq!(kinds.iter().filter(|k| *k == "unlock_failed").count(), 6);
@@ -189,43 +129,13 @@ fn totp_from_an_independent_implementation_is_accepted_once_even_across_restart(
     let mut f = Fixture::new(Policy::default());
     let code = oathtool(&f.totp_secret);
     let r = f.attempt(with_totp(&code), now());
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Granted {
-                method: GrantMethod::Totp,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r.outcome, Outcome::Granted { method: GrantMethod::Totp, .. }), "{r:?}");
     let r = f.attempt(with_totp(&code), now());
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::TotpReplayed,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r.outcome, Outcome::Refused { reason: RefusalReason::TotpReplayed, .. }), "{r:?}");
     f.restart();
     // Past the one-second throttle the replay earned, so the refusal is for the replay.
-    let r = f.attempt(
-        with_totp(&code),
-        now().saturating_add(Duration::from_secs(2)),
-    );
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::TotpReplayed,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    let r = f.attempt(with_totp(&code), now().saturating_add(Duration::from_secs(2)));
+    assert!(matches!(r.outcome, Outcome::Refused { reason: RefusalReason::TotpReplayed, .. }), "{r:?}");
 }
 
 #[test]
@@ -234,31 +144,11 @@ fn pin_and_totp_required_when_policy_says_so() {
     policy.unlock.methods = vec![UnlockMethod::PinTotp];
     let mut f = Fixture::new(policy);
     let r = f.attempt(with_pin("n.nurse", PIN), now());
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::MethodNotAllowed,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
-    let both = Attempt {
-        totp: Some(SecretString::new(oathtool(&f.totp_secret))),
-        ..with_pin("n.nurse", PIN)
-    };
+    assert!(matches!(r.outcome, Outcome::Refused { reason: RefusalReason::MethodNotAllowed, .. }), "{r:?}");
+    let both =
+        Attempt { totp: Some(SecretString::new(oathtool(&f.totp_secret))), ..with_pin("n.nurse", PIN) };
     let r = f.attempt(both, now());
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Granted {
-                method: GrantMethod::PinTotp,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r.outcome, Outcome::Granted { method: GrantMethod::PinTotp, .. }), "{r:?}");
 }
 
 #[test]
@@ -266,28 +156,13 @@ fn pin_is_never_stored_in_clear() {
     let mut f = Fixture::new(Policy::default());
     f.attempt(with_pin("n.nurse", "591846"), now());
     // A clinician typing the PIN into the user field must not leave it readable either.
-    f.attempt(
-        with_pin(PIN, PIN),
-        now().saturating_add(Duration::from_secs(5)),
-    );
-    f.attempt(
-        with_pin("n.nurse", PIN),
-        now().saturating_add(Duration::from_secs(10)),
-    );
+    f.attempt(with_pin(PIN, PIN), now().saturating_add(Duration::from_secs(5)));
+    f.attempt(with_pin("n.nurse", PIN), now().saturating_add(Duration::from_secs(10)));
     let bytes = all_db_bytes(&f.ws.db_path());
-    assert!(
-        !contains_bytes(&bytes, PIN.as_bytes()),
-        "the PIN is in the database in clear"
-    );
-    assert!(
-        !contains_bytes(&bytes, b"591846"),
-        "a wrong PIN is in the database in clear"
-    );
+    assert!(!contains_bytes(&bytes, PIN.as_bytes()), "the PIN is in the database in clear");
+    assert!(!contains_bytes(&bytes, b"591846"), "a wrong PIN is in the database in clear");
     let secret = f.totp_secret.as_bytes();
-    assert!(
-        !contains_bytes(&bytes, secret),
-        "the TOTP secret is in the database in clear"
-    );
+    assert!(!contains_bytes(&bytes, secret), "the TOTP secret is in the database in clear");
 }
 
 #[test]
@@ -295,47 +170,21 @@ fn disabled_user_is_refused_even_with_the_right_pin() {
     let mut f = Fixture::new(Policy::default());
     disable_user(&mut f.store, &f.policy, "n.nurse", &Actor::default(), now()).unwrap();
     let r = f.attempt(with_pin("n.nurse", PIN), now());
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::UserDisabled,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r.outcome, Outcome::Refused { reason: RefusalReason::UserDisabled, .. }), "{r:?}");
 }
 
 #[test]
 fn emergency_access_needs_a_reason_and_is_audited_for_compliance() {
     let mut f = Fixture::new(Policy::default());
-    let emergency = |reason: &str| Attempt {
-        emergency_reason: Some(reason.into()),
-        ..with_pin("n.nurse", PIN)
-    };
+    let emergency =
+        |reason: &str| Attempt { emergency_reason: Some(reason.into()), ..with_pin("n.nurse", PIN) };
     let r = f.attempt(emergency(""), now());
     assert!(
-        matches!(
-            r.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::EmergencyReasonMissing,
-                ..
-            }
-        ),
+        matches!(r.outcome, Outcome::Refused { reason: RefusalReason::EmergencyReasonMissing, .. }),
         "{r:?}"
     );
     let r = f.attempt(emergency("code blue, bed 4"), now());
-    assert!(
-        matches!(
-            r.outcome,
-            Outcome::Granted {
-                method: GrantMethod::Emergency,
-                ..
-            }
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }), "{r:?}");
     let conn = rusqlite::Connection::open(f.ws.db_path()).unwrap();
     let details: String = conn
         .query_row(
@@ -344,10 +193,7 @@ fn emergency_access_needs_a_reason_and_is_audited_for_compliance() {
             |r| r.get(0),
         )
         .unwrap();
-    assert!(
-        details.contains("code blue, bed 4") && details.contains("compliance"),
-        "{details}"
-    );
+    assert!(details.contains("code blue, bed 4") && details.contains("compliance"), "{details}");
 }
 
 fn audit_kinds(store: &Store) -> Vec<String> {

@@ -14,10 +14,7 @@ pub struct Workstation {
 
 impl Workstation {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            secrets: MemorySecretStore::default(),
-        }
+        Self { dir: tempfile::tempdir().unwrap(), secrets: MemorySecretStore::default() }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -35,35 +32,27 @@ impl Workstation {
     }
 }
 
+pub fn try_open(path: &Path) -> Result<Store, wardlock_agent::StoreError> {
+    Store::open(path, &OpenOptions { create: true, workstation_id: "ws-test".into() })
+}
+
 pub fn open_store(path: &Path) -> Store {
-    Store::open(
-        path,
-        &OpenOptions {
-            create: true,
-            workstation_id: "ws-test".into(),
-        },
-    )
-    .unwrap()
+    try_open(path).unwrap()
 }
 
 pub fn now() -> UtcMillis {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     UtcMillis::from_unix_millis(since.as_millis() as i64)
 }
 
 /// Runs the `sqlite3` shell on a database, as someone editing it by hand would.
 pub fn sqlite3(db: &Path, sql: &str) {
-    let out =
-        Command::new("sqlite3").arg(db).arg(sql).output().expect(
-            "the sqlite3 command is needed (apt-get install sqlite3; `make setup` does it)",
-        );
-    assert!(
-        out.status.success(),
-        "sqlite3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 command is needed (apt-get install sqlite3; `make setup` does it)");
+    assert!(out.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// True when `haystack` contains `needle` anywhere.

@@ -45,9 +45,7 @@ pub struct WorkstationPolicy {
 
 impl Default for WorkstationPolicy {
     fn default() -> Self {
-        Self {
-            group: "default".into(),
-        }
+        Self { group: "default".into() }
     }
 }
 
@@ -88,15 +86,9 @@ impl Default for LockPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupTiming {
-    #[serde(
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
-    #[serde(
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub warning: Option<Duration>,
 }
 
@@ -136,9 +128,7 @@ pub struct UnlockPolicy {
 
 impl Default for UnlockPolicy {
     fn default() -> Self {
-        Self {
-            methods: vec![UnlockMethod::Pin, UnlockMethod::Totp, UnlockMethod::PinTotp],
-        }
+        Self { methods: vec![UnlockMethod::Pin, UnlockMethod::Totp, UnlockMethod::PinTotp] }
     }
 }
 
@@ -154,12 +144,7 @@ pub struct PinPolicy {
 
 impl Default for PinPolicy {
     fn default() -> Self {
-        Self {
-            min_length: 6,
-            max_length: 12,
-            digits_only: true,
-            reject_common: true,
-        }
+        Self { min_length: 6, max_length: 12, digits_only: true, reject_common: true }
     }
 }
 
@@ -220,12 +205,7 @@ pub struct TotpPolicy {
 
 impl Default for TotpPolicy {
     fn default() -> Self {
-        Self {
-            skew_steps: 1,
-            digits: 6,
-            step: Duration::from_secs(30),
-            algorithm: TotpAlgorithm::Sha1,
-        }
+        Self { skew_steps: 1, digits: 6, step: Duration::from_secs(30), algorithm: TotpAlgorithm::Sha1 }
     }
 }
 
@@ -236,10 +216,7 @@ pub struct PhiPolicy {
     pub apps: Vec<PhiApp>,
     pub on_lock: PhiAction,
     /// Close the PHI apps when the session stays locked this long (not set: never).
-    #[serde(
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub close_after: Option<Duration>,
 }
 
@@ -274,11 +251,7 @@ pub struct EmergencyPolicy {
 
 impl Default for EmergencyPolicy {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            require_pin: true,
-            min_reason_chars: 10,
-        }
+        Self { enabled: true, require_pin: true, min_reason_chars: 10 }
     }
 }
 
@@ -320,9 +293,7 @@ pub struct AuditPolicy {
 
 impl Default for AuditPolicy {
     fn default() -> Self {
-        Self {
-            retention: Duration::from_secs(365 * 24 * 3600),
-        }
+        Self { retention: Duration::from_secs(365 * 24 * 3600) }
     }
 }
 
@@ -336,11 +307,8 @@ pub enum Layer {
 }
 
 /// Keys that only the machine layer may set: they decide whom the workstation trusts.
-const MACHINE_ONLY_KEYS: &[(&str, &str)] = &[
-    ("sync", "trusted_keys"),
-    ("sync", "endpoint"),
-    ("workstation", "group"),
-];
+const MACHINE_ONLY_KEYS: &[(&str, &str)] =
+    &[("sync", "trusted_keys"), ("sync", "endpoint"), ("workstation", "group")];
 
 /// One problem in a policy document, located where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,12 +331,7 @@ pub struct PolicyError {
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(
-            f,
-            "{}: {n} problem{} in policy",
-            self.source_name,
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{}: {n} problem{} in policy", self.source_name, if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
             write!(f, "\n  {}", self.source_name)?;
             if let Some((line, col)) = p.location {
@@ -394,54 +357,30 @@ pub struct PolicyDocument {
     table: toml::Table,
 }
 
-const SECTIONS: &[&str] = &[
-    "workstation",
-    "lock",
-    "unlock",
-    "pin",
-    "lockout",
-    "totp",
-    "phi",
-    "emergency",
-    "sync",
-    "audit",
-];
+const SECTIONS: &[&str] =
+    &["workstation", "lock", "unlock", "pin", "lockout", "totp", "phi", "emergency", "sync", "audit"];
 
 impl PolicyDocument {
     /// Parses and checks one layer on its own: syntax, unknown keys, types, machine-only
     /// keys, and the ranges of what it sets (over the built-in defaults).
     pub fn parse(source_name: &str, layer: Layer, text: &str) -> Result<Self, PolicyError> {
-        let fail = |problems| PolicyError {
-            source_name: source_name.to_owned(),
-            problems,
-        };
+        let fail = |problems| PolicyError { source_name: source_name.to_owned(), problems };
         let doc = match toml_edit::ImDocument::parse(text.to_owned()) {
             Ok(doc) => doc,
             Err(e) => {
                 let location = e.span().map(|s| line_col(text, s.start));
                 let message = e.message().trim().to_owned();
-                return Err(fail(vec![PolicyProblem {
-                    field: String::new(),
-                    message,
-                    location,
-                }]));
+                return Err(fail(vec![PolicyProblem { field: String::new(), message, location }]));
             }
         };
 
         let mut problems = Vec::new();
         for (key, item) in doc.as_table().iter() {
-            let location = doc
-                .as_table()
-                .key(key)
-                .and_then(|k| k.span())
-                .map(|s| line_col(text, s.start));
+            let location = doc.as_table().key(key).and_then(|k| k.span()).map(|s| line_col(text, s.start));
             if !SECTIONS.contains(&key) {
                 problems.push(PolicyProblem {
                     field: key.to_owned(),
-                    message: format!(
-                        "unknown section; allowed sections are {}",
-                        SECTIONS.join(", ")
-                    ),
+                    message: format!("unknown section; allowed sections are {}", SECTIONS.join(", ")),
                     location,
                 });
                 continue;
@@ -463,18 +402,15 @@ impl PolicyDocument {
                     .or_else(|| unknown_field(&e.message))
                     .map_or_else(|| key.to_owned(), |sub| format!("{key}.{sub}"));
                 let location = e.span().map(|s| line_col(text, s.start)).or(location);
-                problems.push(PolicyProblem {
-                    field,
-                    message: e.message,
-                    location,
-                });
+                problems.push(PolicyProblem { field, message: e.message, location });
             }
             if layer == Layer::Central {
                 for (section, field) in MACHINE_ONLY_KEYS {
                     if *section == key && item.get(field).is_some() {
                         problems.push(PolicyProblem {
                             field: format!("{section}.{field}"),
-                            message: "may only be set in the machine policy file, not in a central policy".into(),
+                            message: "may only be set in the machine policy file, not in a central policy"
+                                .into(),
                             location,
                         });
                     }
@@ -492,12 +428,7 @@ impl PolicyDocument {
                 location: e.span().map(|s| line_col(text, s.start)),
             }])
         })?;
-        let document = Self {
-            source_name: source_name.to_owned(),
-            layer,
-            text: text.to_owned(),
-            table,
-        };
+        let document = Self { source_name: source_name.to_owned(), layer, text: text.to_owned(), table };
         // Alone, a layer is checked for ranges only: whether its warning is shorter than
         // the timeout may depend on the layer below it, so that is checked when merged.
         Policy::layered_in(std::slice::from_ref(&document), Rules::RangesOnly)?;
@@ -521,10 +452,7 @@ impl PolicyDocument {
         let mut span = doc.as_table().key(first).and_then(|k| k.span());
         for part in parts {
             let table = item.as_table_like()?;
-            span = table
-                .get_key_value(part)
-                .and_then(|(k, _)| k.span())
-                .or(span);
+            span = table.get_key_value(part).and_then(|(k, _)| k.span()).or(span);
             item = table.get(part)?;
         }
         span.map(|s| line_col(&self.text, s.start))
@@ -536,10 +464,7 @@ fn key_at(item: &toml_edit::Item, offset: usize) -> Option<String> {
     let table = item.as_table_like()?;
     for (key, value) in table.iter() {
         let covers = value.span().is_some_and(|s| s.contains(&offset))
-            || table
-                .get_key_value(key)
-                .and_then(|(k, _)| k.span())
-                .is_some_and(|s| s.contains(&offset));
+            || table.get_key_value(key).and_then(|(k, _)| k.span()).is_some_and(|s| s.contains(&offset));
         if covers {
             return Some(match key_at(value, offset) {
                 Some(sub) => format!("{key}.{sub}"),
@@ -572,10 +497,7 @@ fn check_section(name: &str, value: toml_edit::Value) -> Result<(), SectionError
     fn check<T: serde::de::DeserializeOwned>(value: toml_edit::Value) -> Result<(), SectionError> {
         T::deserialize(value.into_deserializer())
             .map(drop)
-            .map_err(|e| SectionError {
-                message: e.message().trim().to_owned(),
-                span: e.span(),
-            })
+            .map_err(|e| SectionError { message: e.message().trim().to_owned(), span: e.span() })
     }
     match name {
         "workstation" => check::<WorkstationPolicy>(value),
@@ -623,42 +545,29 @@ impl Policy {
             merge(&mut merged, &doc.table);
         }
         let names: Vec<&str> = documents.iter().map(|d| d.source_name.as_str()).collect();
-        let source_name = if names.is_empty() {
-            "built-in defaults".to_owned()
-        } else {
-            names.join(" + ")
-        };
+        let source_name = if names.is_empty() { "built-in defaults".to_owned() } else { names.join(" + ") };
         let policy: Policy =
-            toml::Value::Table(merged)
-                .try_into()
-                .map_err(|e: toml::de::Error| PolicyError {
-                    source_name: source_name.clone(),
-                    problems: vec![PolicyProblem {
-                        field: String::new(),
-                        message: e.message().to_owned(),
-                        location: None,
-                    }],
-                })?;
+            toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| PolicyError {
+                source_name: source_name.clone(),
+                problems: vec![PolicyProblem {
+                    field: String::new(),
+                    message: e.message().to_owned(),
+                    location: None,
+                }],
+            })?;
         let problems: Vec<PolicyProblem> = policy
             .problems(rules)
             .into_iter()
             .map(|(field, message)| {
                 // Point at the highest layer that set the field, as that is the one to fix.
                 let location = documents.iter().rev().find_map(|d| d.locate(&field));
-                PolicyProblem {
-                    field,
-                    message,
-                    location,
-                }
+                PolicyProblem { field, message, location }
             })
             .collect();
         if problems.is_empty() {
             Ok(policy)
         } else {
-            Err(PolicyError {
-                source_name,
-                problems,
-            })
+            Err(PolicyError { source_name, problems })
         }
     }
 
@@ -674,73 +583,28 @@ impl Policy {
             if value < min || value > max {
                 problems.push((
                     field.to_owned(),
-                    format!(
-                        "must be between {} and {}, got {}",
-                        human(min),
-                        human(max),
-                        human(value)
-                    ),
+                    format!("must be between {} and {}, got {}", human(min), human(max), human(value)),
                 ));
             }
         };
         let secs = Duration::from_secs;
-        range(
-            "lock.idle_timeout",
-            self.lock.idle_timeout,
-            secs(15),
-            secs(8 * 3600),
-        );
+        range("lock.idle_timeout", self.lock.idle_timeout, secs(15), secs(8 * 3600));
         range("lock.warning", self.lock.warning, secs(0), secs(5 * 60));
         for (name, g) in &self.lock.groups {
             if let Some(t) = g.idle_timeout {
-                range(
-                    &format!("lock.groups.{name}.idle_timeout"),
-                    t,
-                    secs(15),
-                    secs(8 * 3600),
-                );
+                range(&format!("lock.groups.{name}.idle_timeout"), t, secs(15), secs(8 * 3600));
             }
             if let Some(w) = g.warning {
-                range(
-                    &format!("lock.groups.{name}.warning"),
-                    w,
-                    secs(0),
-                    secs(5 * 60),
-                );
+                range(&format!("lock.groups.{name}.warning"), w, secs(0), secs(5 * 60));
             }
         }
         range("lockout.throttle", self.lockout.throttle, secs(0), secs(60));
-        range(
-            "lockout.lockout",
-            self.lockout.lockout,
-            secs(5),
-            secs(24 * 3600),
-        );
-        range(
-            "lockout.max_lockout",
-            self.lockout.max_lockout,
-            secs(5),
-            secs(24 * 3600),
-        );
-        range(
-            "lockout.workstation_lockout",
-            self.lockout.workstation_lockout,
-            secs(5),
-            secs(24 * 3600),
-        );
+        range("lockout.lockout", self.lockout.lockout, secs(5), secs(24 * 3600));
+        range("lockout.max_lockout", self.lockout.max_lockout, secs(5), secs(24 * 3600));
+        range("lockout.workstation_lockout", self.lockout.workstation_lockout, secs(5), secs(24 * 3600));
         range("totp.step", self.totp.step, secs(15), secs(120));
-        range(
-            "sync.interval",
-            self.sync.interval,
-            secs(5),
-            secs(24 * 3600),
-        );
-        range(
-            "audit.retention",
-            self.audit.retention,
-            secs(7 * 24 * 3600),
-            secs(10 * 366 * 24 * 3600),
-        );
+        range("sync.interval", self.sync.interval, secs(5), secs(24 * 3600));
+        range("audit.retention", self.audit.retention, secs(7 * 24 * 3600), secs(10 * 366 * 24 * 3600));
         if let Some(close) = self.phi.close_after {
             range("phi.close_after", close, secs(60), secs(24 * 3600));
         }
@@ -748,8 +612,7 @@ impl Policy {
         // Only meaningful once the timeout itself is in range; otherwise it repeats that problem.
         let timeout_ok = !problems.iter().any(|(field, _)| field.starts_with("lock."));
         for group in self.lock.groups.keys().chain([&"".to_owned()]) {
-            let (idle, warning) =
-                self.lock_timing_for(if group.is_empty() { None } else { Some(group) });
+            let (idle, warning) = self.lock_timing_for(if group.is_empty() { None } else { Some(group) });
             if cross_field && timeout_ok && warning >= idle {
                 let field = if group.is_empty() {
                     "lock.warning".to_owned()
@@ -768,41 +631,18 @@ impl Policy {
         }
         let mut count = |field: &str, value: u64, min: u64, max: u64| {
             if value < min || value > max {
-                problems.push((
-                    field.to_owned(),
-                    format!("must be between {min} and {max}, got {value}"),
-                ));
+                problems.push((field.to_owned(), format!("must be between {min} and {max}, got {value}")));
             }
         };
-        count(
-            "lockout.max_failures",
-            self.lockout.max_failures.into(),
-            1,
-            20,
-        );
-        count(
-            "lockout.workstation_max_failures",
-            self.lockout.workstation_max_failures.into(),
-            1,
-            1000,
-        );
+        count("lockout.max_failures", self.lockout.max_failures.into(), 1, 20);
+        count("lockout.workstation_max_failures", self.lockout.workstation_max_failures.into(), 1, 1000);
         count("pin.min_length", self.pin.min_length as u64, 4, 32);
         count("pin.max_length", self.pin.max_length as u64, 4, 64);
         count("totp.skew_steps", self.totp.skew_steps.into(), 0, 2);
         count("totp.digits", self.totp.digits.into(), 6, 8);
-        count(
-            "emergency.min_reason_chars",
-            self.emergency.min_reason_chars as u64,
-            3,
-            500,
-        );
+        count("emergency.min_reason_chars", self.emergency.min_reason_chars as u64, 3, 500);
         count("sync.batch_size", self.sync.batch_size.into(), 1, 10_000);
-        count(
-            "sync.backlog_warning",
-            self.sync.backlog_warning,
-            1,
-            u64::MAX,
-        );
+        count("sync.backlog_warning", self.sync.backlog_warning, 1, u64::MAX);
         if cross_field && self.pin.max_length < self.pin.min_length {
             problems.push((
                 "pin.max_length".into(),
@@ -813,10 +653,7 @@ impl Policy {
             ));
         }
         if cross_field && self.lockout.max_lockout < self.lockout.lockout {
-            problems.push((
-                "lockout.max_lockout".into(),
-                "must be at least lockout.lockout".into(),
-            ));
+            problems.push(("lockout.max_lockout".into(), "must be at least lockout.lockout".into()));
         }
         if self.unlock.methods.is_empty() {
             problems.push((
@@ -829,18 +666,12 @@ impl Policy {
         }
         if let Some(endpoint) = &self.sync.endpoint {
             if !endpoint.starts_with("https://") {
-                problems.push((
-                    "sync.endpoint".into(),
-                    format!("must be an https:// URL, got {endpoint:?}"),
-                ));
+                problems.push(("sync.endpoint".into(), format!("must be an https:// URL, got {endpoint:?}")));
             }
         }
         for (i, app) in self.phi.apps.iter().enumerate() {
             if app.name.trim().is_empty() || app.matches.trim().is_empty() {
-                problems.push((
-                    format!("phi.apps[{i}]"),
-                    "needs a non-empty name and match".into(),
-                ));
+                problems.push((format!("phi.apps[{i}]"), "needs a non-empty name and match".into()));
             }
         }
         problems
@@ -850,8 +681,7 @@ impl Policy {
     pub fn lock_timing_for(&self, group: Option<&str>) -> (Duration, Duration) {
         let g = group.and_then(|g| self.lock.groups.get(g));
         (
-            g.and_then(|g| g.idle_timeout)
-                .unwrap_or(self.lock.idle_timeout),
+            g.and_then(|g| g.idle_timeout).unwrap_or(self.lock.idle_timeout),
             g.and_then(|g| g.warning).unwrap_or(self.lock.warning),
         )
     }

@@ -50,7 +50,9 @@ pub enum SignatureError {
     Malformed(String),
     #[error("signed by key {key_id}, which this workstation does not trust; add its public key to sync.trusted_keys in the machine policy")]
     UntrustedKey { key_id: String },
-    #[error("the signature does not match the policy: it was altered after signing, or signed by another key")]
+    #[error(
+        "the signature does not match the policy: it was altered after signing, or signed by another key"
+    )]
     BadSignature,
     #[error("not a usable Ed25519 public key: {0}")]
     BadKey(String),
@@ -66,21 +68,15 @@ pub fn key_id(key: &VerifyingKey) -> String {
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, SignatureError> {
     let text = text.trim();
     if text.starts_with("-----BEGIN") {
-        return VerifyingKey::from_public_key_pem(text)
-            .map_err(|e| SignatureError::BadKey(e.to_string()));
+        return VerifyingKey::from_public_key_pem(text).map_err(|e| SignatureError::BadKey(e.to_string()));
     }
-    let bytes = B64
-        .decode(text)
-        .map_err(|e| SignatureError::BadKey(e.to_string()))?;
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| SignatureError::BadKey("expected 32 bytes".into()))?;
+    let bytes = B64.decode(text).map_err(|e| SignatureError::BadKey(e.to_string()))?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey("expected 32 bytes".into()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| SignatureError::BadKey(e.to_string()))
 }
 
 pub fn public_key_pem(key: &VerifyingKey) -> String {
-    key.to_public_key_pem(Default::default())
-        .unwrap_or_default()
+    key.to_public_key_pem(Default::default()).unwrap_or_default()
 }
 
 impl SignedPolicy {
@@ -117,19 +113,11 @@ impl SignedPolicy {
         let key = trusted
             .iter()
             .find(|k| key_id(k) == self.key_id)
-            .ok_or_else(|| SignatureError::UntrustedKey {
-                key_id: self.key_id.clone(),
-            })?;
-        let body_bytes = B64
-            .decode(&self.body)
-            .map_err(|_| SignatureError::BadSignature)?;
-        let signature_bytes = B64
-            .decode(&self.signature)
-            .map_err(|_| SignatureError::BadSignature)?;
-        let signature =
-            Signature::from_slice(&signature_bytes).map_err(|_| SignatureError::BadSignature)?;
-        key.verify(&message(&body_bytes), &signature)
-            .map_err(|_| SignatureError::BadSignature)?;
+            .ok_or_else(|| SignatureError::UntrustedKey { key_id: self.key_id.clone() })?;
+        let body_bytes = B64.decode(&self.body).map_err(|_| SignatureError::BadSignature)?;
+        let signature_bytes = B64.decode(&self.signature).map_err(|_| SignatureError::BadSignature)?;
+        let signature = Signature::from_slice(&signature_bytes).map_err(|_| SignatureError::BadSignature)?;
+        key.verify(&message(&body_bytes), &signature).map_err(|_| SignatureError::BadSignature)?;
         serde_json::from_slice(&body_bytes).map_err(|e| SignatureError::Malformed(e.to_string()))
     }
 }
@@ -157,18 +145,12 @@ mod tests {
         let other = SigningKey::from_bytes(&[8; 32]);
         let signed = SignedPolicy::sign(&body(), &key);
         assert_eq!(signed.verify(&[key.verifying_key()]).unwrap(), body());
-        assert!(matches!(
-            signed.verify(&[other.verifying_key()]),
-            Err(SignatureError::UntrustedKey { .. })
-        ));
+        assert!(matches!(signed.verify(&[other.verifying_key()]), Err(SignatureError::UntrustedKey { .. })));
 
         // Another key claiming the trusted key's id still fails on the signature.
         let mut forged = SignedPolicy::sign(&body(), &other);
         forged.key_id = key_id(&key.verifying_key());
-        assert_eq!(
-            forged.verify(&[key.verifying_key()]),
-            Err(SignatureError::BadSignature)
-        );
+        assert_eq!(forged.verify(&[key.verifying_key()]), Err(SignatureError::BadSignature));
     }
 
     #[test]
@@ -178,10 +160,7 @@ mod tests {
         let mut bytes = B64.decode(&signed.body).unwrap();
         for i in 0..bytes.len() {
             bytes[i] ^= 1;
-            let tampered = SignedPolicy {
-                body: B64.encode(&bytes),
-                ..signed.clone()
-            };
+            let tampered = SignedPolicy { body: B64.encode(&bytes), ..signed.clone() };
             assert_eq!(
                 tampered.verify(&[key.verifying_key()]),
                 Err(SignatureError::BadSignature),

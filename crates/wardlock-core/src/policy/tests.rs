@@ -51,10 +51,7 @@ fn wrong_type_names_the_field() {
     let err = machine("[lockout]\nmax_failures = \"five\"\n").unwrap_err();
     let text = err.to_string();
     assert!(text.contains("lockout"), "{text}");
-    assert!(
-        text.contains("max_failures") || text.contains("invalid type"),
-        "{text}"
-    );
+    assert!(text.contains("max_failures") || text.contains("invalid type"), "{text}");
     assert_eq!(err.problems[0].location.map(|l| l.0), Some(2), "{text}");
 }
 
@@ -90,10 +87,8 @@ fn warning_must_be_shorter_than_timeout() {
 
 #[test]
 fn layers_override_key_by_key() {
-    let m = machine(
-        "[workstation]\ngroup = \"icu\"\n[lock]\nidle_timeout = \"10m\"\nwarning = \"45s\"\n",
-    )
-    .unwrap();
+    let m = machine("[workstation]\ngroup = \"icu\"\n[lock]\nidle_timeout = \"10m\"\nwarning = \"45s\"\n")
+        .unwrap();
     let c = PolicyDocument::parse(
         "central",
         Layer::Central,
@@ -102,29 +97,15 @@ fn layers_override_key_by_key() {
     .unwrap();
     let p = Policy::layered(&[m, c]).unwrap();
     assert_eq!(p.lock.idle_timeout, Duration::from_secs(180));
-    assert_eq!(
-        p.lock.warning,
-        Duration::from_secs(45),
-        "machine value kept where central is silent"
-    );
-    assert_eq!(
-        p.lock_timing(),
-        (Duration::from_secs(120), Duration::from_secs(45))
-    );
-    assert_eq!(
-        p.lock_timing_for(Some("er")),
-        (Duration::from_secs(180), Duration::from_secs(45))
-    );
+    assert_eq!(p.lock.warning, Duration::from_secs(45), "machine value kept where central is silent");
+    assert_eq!(p.lock_timing(), (Duration::from_secs(120), Duration::from_secs(45)));
+    assert_eq!(p.lock_timing_for(Some("er")), (Duration::from_secs(180), Duration::from_secs(45)));
 }
 
 #[test]
 fn central_policy_cannot_choose_its_own_signers_or_endpoint() {
-    let err = PolicyDocument::parse(
-        "central",
-        Layer::Central,
-        "[sync]\ntrusted_keys = [\"AAAA\"]\n",
-    )
-    .unwrap_err();
+    let err =
+        PolicyDocument::parse("central", Layer::Central, "[sync]\ntrusted_keys = [\"AAAA\"]\n").unwrap_err();
     assert_eq!(err.problems[0].field, "sync.trusted_keys");
     assert!(machine("[sync]\ntrusted_keys = []\n").is_ok());
 }
@@ -133,33 +114,17 @@ fn central_policy_cannot_choose_its_own_signers_or_endpoint() {
 fn a_layer_is_judged_with_the_layer_below_it() {
     // Valid only because the machine layer shortened the warning.
     let m = machine("[lock]\nwarning = \"10s\"\n").unwrap();
-    let c = PolicyDocument::parse(
-        "central",
-        Layer::Central,
-        "[lock]\nidle_timeout = \"20s\"\n",
-    )
-    .unwrap();
+    let c = PolicyDocument::parse("central", Layer::Central, "[lock]\nidle_timeout = \"20s\"\n").unwrap();
     let p = Policy::layered(&[m, c.clone()]).unwrap();
-    assert_eq!(
-        p.lock_timing(),
-        (Duration::from_secs(20), Duration::from_secs(10))
-    );
+    assert_eq!(p.lock_timing(), (Duration::from_secs(20), Duration::from_secs(10)));
     // Over the defaults alone (30 s warning) the same central policy is refused.
-    assert_eq!(
-        Policy::layered(&[c]).unwrap_err().problems[0].field,
-        "lock.warning"
-    );
+    assert_eq!(Policy::layered(&[c]).unwrap_err().problems[0].field, "lock.warning");
 }
 
 #[test]
 fn merged_layers_are_validated_together() {
     let m = machine("[lock]\nidle_timeout = \"1m\"\nwarning = \"40s\"\n").unwrap();
-    let c = PolicyDocument::parse(
-        "central",
-        Layer::Central,
-        "[lock]\nidle_timeout = \"35s\"\n",
-    )
-    .unwrap();
+    let c = PolicyDocument::parse("central", Layer::Central, "[lock]\nidle_timeout = \"35s\"\n").unwrap();
     let err = Policy::layered(&[m, c]).unwrap_err();
     assert_eq!(err.problems[0].field, "lock.warning");
 }

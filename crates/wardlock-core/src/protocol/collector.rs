@@ -99,10 +99,7 @@ impl TryFrom<AuditRecord> for AuditEntry {
     type Error = BadHash;
     fn try_from(r: AuditRecord) -> Result<Self, BadHash> {
         let decode = |text: &str, field| -> Result<[u8; 32], BadHash> {
-            hex::decode(text)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or(BadHash { seq: r.seq, field })
+            hex::decode(text).ok().and_then(|b| b.try_into().ok()).ok_or(BadHash { seq: r.seq, field })
         };
         Ok(AuditEntry {
             prev_hash: decode(&r.prev_hash, "prev_hash")?,
@@ -163,12 +160,9 @@ mod tests {
     #[test]
     fn audit_entry_round_trips_through_the_wire_form() {
         let entry = AuditEntry::chain(
-            AuditDraft::new(
-                UtcMillis::from_unix_millis(1_795_000_000_123),
-                AuditKind::UnlockSucceeded,
-            )
-            .user("n.nurse")
-            .detail("method", "pin"),
+            AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_123), AuditKind::UnlockSucceeded)
+                .user("n.nurse")
+                .detail("method", "pin"),
             "ws-7",
             None,
         );

@@ -143,18 +143,11 @@ pub enum UnlockReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EnrollReply {
-    Authorized {
-        ticket: String,
-        expires_in_secs: u64,
-    },
+    Authorized { ticket: String, expires_in_secs: u64 },
     PinSet,
-    TotpStarted {
-        otpauth_uri: String,
-    },
+    TotpStarted { otpauth_uri: String },
     TotpConfirmed,
-    Refused {
-        message: String,
-    },
+    Refused { message: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,25 +226,21 @@ mod tests {
             emergency_reason: None,
         });
         let line = serde_json::to_string(&req).unwrap();
-        assert!(
-            line.starts_with(r#"{"type":"unlock","user":"n.nurse""#),
-            "{line}"
-        );
+        assert!(line.starts_with(r#"{"type":"unlock","user":"n.nurse""#), "{line}");
         assert!(!line.contains('\n'));
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
-        assert!(
-            !format!("{req:?}").contains("482916"),
-            "Debug must not show the PIN"
-        );
+        assert!(!format!("{req:?}").contains("482916"), "Debug must not show the PIN");
     }
 
     #[test]
     fn unknown_fields_and_types_are_refused() {
+        assert!(
+            serde_json::from_str::<Request>(r#"{"type":"hello","version":1,"client":"g","x":1}"#).is_err()
+        );
         assert!(serde_json::from_str::<Request>(
-            r#"{"type":"hello","version":1,"client":"g","x":1}"#
+            r#"{"type":"unlock","user":"u","pin":"1","totp":null,"emergency_reason":null,"admin":true}"#
         )
         .is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"type":"unlock","user":"u","pin":"1","totp":null,"emergency_reason":null,"admin":true}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"type":"sudo"}"#).is_err());
     }
 

@@ -19,51 +19,27 @@ fn totp_matches_rfc6238_appendix_b() {
         (
             TotpAlgorithm::Sha1,
             b"12345678901234567890",
-            [
-                "94287082", "07081804", "14050471", "89005924", "69279037", "65353130",
-            ],
+            ["94287082", "07081804", "14050471", "89005924", "69279037", "65353130"],
         ),
         (
             TotpAlgorithm::Sha256,
             b"12345678901234567890123456789012",
-            [
-                "46119246", "68084774", "67062674", "91819424", "90698825", "77737706",
-            ],
+            ["46119246", "68084774", "67062674", "91819424", "90698825", "77737706"],
         ),
         (
             TotpAlgorithm::Sha512,
             b"1234567890123456789012345678901234567890123456789012345678901234",
-            [
-                "90693936", "25091201", "99943326", "93441116", "38618901", "47863826",
-            ],
+            ["90693936", "25091201", "99943326", "93441116", "38618901", "47863826"],
         ),
     ];
-    let times = [
-        59i64,
-        1_111_111_109,
-        1_111_111_111,
-        1_234_567_890,
-        2_000_000_000,
-        20_000_000_000,
-    ];
+    let times = [59i64, 1_111_111_109, 1_111_111_111, 1_234_567_890, 2_000_000_000, 20_000_000_000];
     for (algorithm, seed, expected) in cases {
-        let policy = TotpPolicy {
-            digits: 8,
-            algorithm,
-            ..TotpPolicy::default()
-        };
+        let policy = TotpPolicy { digits: 8, algorithm, ..TotpPolicy::default() };
         let seed = TotpSeed::new(seed.to_vec()).unwrap();
         for (time, code) in times.iter().zip(expected) {
-            assert_eq!(
-                totp_code(&policy, &seed, t(time * 1000)).unwrap(),
-                code,
-                "{algorithm:?} at {time}"
-            );
+            assert_eq!(totp_code(&policy, &seed, t(time * 1000)).unwrap(), code, "{algorithm:?} at {time}");
             let check = check_totp(&policy, &seed, &pin(code), t(time * 1000), None);
-            assert!(
-                matches!(check, TotpCheck::Accepted { .. }),
-                "{algorithm:?} at {time}"
-            );
+            assert!(matches!(check, TotpCheck::Accepted { .. }), "{algorithm:?} at {time}");
         }
     }
 }
@@ -74,19 +50,11 @@ fn totp_step_is_accepted_once() {
     let seed = TotpSeed::new(vec![42; 20]).unwrap();
     let now = t(1_795_000_000_000);
     let code = pin(&totp_code(&policy, &seed, now).unwrap());
-    let TotpCheck::Accepted { step } = check_totp(&policy, &seed, &code, now, None) else {
-        panic!()
-    };
-    assert_eq!(
-        check_totp(&policy, &seed, &code, now, Some(step)),
-        TotpCheck::Replayed
-    );
+    let TotpCheck::Accepted { step } = check_totp(&policy, &seed, &code, now, None) else { panic!() };
+    assert_eq!(check_totp(&policy, &seed, &code, now, Some(step)), TotpCheck::Replayed);
     // A code from an earlier step within the skew is a replay too once a later one was used.
     let earlier = pin(&totp_code(&policy, &seed, t(1_795_000_000_000 - 30_000)).unwrap());
-    assert_eq!(
-        check_totp(&policy, &seed, &earlier, now, Some(step)),
-        TotpCheck::Replayed
-    );
+    assert_eq!(check_totp(&policy, &seed, &earlier, now, Some(step)), TotpCheck::Replayed);
 }
 
 #[test]
@@ -96,14 +64,8 @@ fn totp_allows_one_step_of_skew_not_two() {
     let now = t(1_795_000_020_000);
     let prev = pin(&totp_code(&policy, &seed, t(1_795_000_020_000 - 30_000)).unwrap());
     let old = pin(&totp_code(&policy, &seed, t(1_795_000_020_000 - 60_000)).unwrap());
-    assert!(matches!(
-        check_totp(&policy, &seed, &prev, now, None),
-        TotpCheck::Accepted { .. }
-    ));
-    assert_eq!(
-        check_totp(&policy, &seed, &old, now, None),
-        TotpCheck::Wrong
-    );
+    assert!(matches!(check_totp(&policy, &seed, &prev, now, None), TotpCheck::Accepted { .. }));
+    assert_eq!(check_totp(&policy, &seed, &old, now, None), TotpCheck::Wrong);
 }
 
 #[test]
@@ -114,11 +76,7 @@ fn short_seeds_are_refused() {
 #[test]
 fn pin_hash_is_argon2id_and_verifies() {
     let hash = hash_pin(&pin("482916"), &[3; 16]).unwrap();
-    assert!(
-        hash.as_phc().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-        "{}",
-        hash.as_phc()
-    );
+    assert!(hash.as_phc().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", hash.as_phc());
     assert!(!hash.as_phc().contains("482916"));
     assert!(verify_pin(&pin("482916"), &hash));
     assert!(!verify_pin(&pin("482917"), &hash));
@@ -128,22 +86,11 @@ fn pin_hash_is_argon2id_and_verifies() {
 #[test]
 fn pin_rules_refuse_common_and_malformed_pins() {
     let rules = PinPolicy::default();
-    for bad in [
-        "1234", "0000", "123456", "000000", "654321", "121212", "111111", "123123", "987654",
-    ] {
-        assert!(
-            check_pin_rules(&pin(bad), &rules).is_err(),
-            "{bad} accepted"
-        );
+    for bad in ["1234", "0000", "123456", "000000", "654321", "121212", "111111", "123123", "987654"] {
+        assert!(check_pin_rules(&pin(bad), &rules).is_err(), "{bad} accepted");
     }
-    assert_eq!(
-        check_pin_rules(&pin("48a916"), &rules),
-        Err(PinRuleError::NotDigits)
-    );
-    assert_eq!(
-        check_pin_rules(&pin("4829"), &rules),
-        Err(PinRuleError::TooShort(6))
-    );
+    assert_eq!(check_pin_rules(&pin("48a916"), &rules), Err(PinRuleError::NotDigits));
+    assert_eq!(check_pin_rules(&pin("4829"), &rules), Err(PinRuleError::TooShort(6)));
     assert!(check_pin_rules(&pin("482916"), &rules).is_ok());
     assert!(check_pin_rules(&pin("730284"), &rules).is_ok());
 }
@@ -164,19 +111,11 @@ impl Fixture {
     }
 
     fn user(&self) -> UserCredentials<'_> {
-        UserCredentials {
-            disabled: false,
-            pin_hash: Some(&self.hash),
-            totp_seed: Some(&self.seed),
-        }
+        UserCredentials { disabled: false, pin_hash: Some(&self.hash), totp_seed: Some(&self.seed) }
     }
 
     fn attempt_pin(&self, p: &str) -> Attempt {
-        Attempt {
-            user_id: "n.nurse".into(),
-            pin: Some(pin(p)),
-            ..Attempt::default()
-        }
+        Attempt { user_id: "n.nurse".into(), pin: Some(pin(p)), ..Attempt::default() }
     }
 }
 
@@ -184,21 +123,11 @@ impl Fixture {
 fn right_pin_is_granted_and_reports_failures_since_last_unlock() {
     let f = Fixture::new();
     let ws = WorkstationAuthState::default();
-    let first = decide(
-        &f.policy,
-        t(1_000),
-        Some(f.user()),
-        &UserAuthState::default(),
-        &ws,
-        &f.attempt_pin("000001"),
-    );
+    let first =
+        decide(&f.policy, t(1_000), Some(f.user()), &UserAuthState::default(), &ws, &f.attempt_pin("000001"));
     assert!(matches!(
         first.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::BadCredentials,
-            attempts_left: 4,
-            ..
-        }
+        Outcome::Refused { reason: RefusalReason::BadCredentials, attempts_left: 4, .. }
     ));
     let later = t(1_000).saturating_add(secs(5));
     let ok = decide(
@@ -211,11 +140,7 @@ fn right_pin_is_granted_and_reports_failures_since_last_unlock() {
     );
     assert_eq!(
         ok.outcome,
-        Outcome::Granted {
-            method: GrantMethod::Pin,
-            previous_unlock: None,
-            failures_since_last_unlock: 1
-        }
+        Outcome::Granted { method: GrantMethod::Pin, previous_unlock: None, failures_since_last_unlock: 1 }
     );
     assert_eq!(ok.user_state.last_unlock, Some(later));
     assert_eq!(ok.user_state.failures, 0);
@@ -228,31 +153,12 @@ fn wrong_pin_five_times_locks_user_out_for_backoff() {
     let mut ws = WorkstationAuthState::default();
     let mut now = t(1_000_000);
     for i in 1..=5u32 {
-        let d = decide(
-            &f.policy,
-            now,
-            Some(f.user()),
-            &user,
-            &ws,
-            &f.attempt_pin("000001"),
-        );
-        let Outcome::Refused {
-            attempts_left,
-            retry_after,
-            locked_out_now,
-            ..
-        } = d.outcome
-        else {
-            panic!()
-        };
+        let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &f.attempt_pin("000001"));
+        let Outcome::Refused { attempts_left, retry_after, locked_out_now, .. } = d.outcome else { panic!() };
         assert_eq!(attempts_left, 5 - i);
         assert_eq!(locked_out_now, i == 5);
         if i == 5 {
-            assert_eq!(
-                retry_after,
-                Some(secs(60)),
-                "first lockout is lockout.lockout"
-            );
+            assert_eq!(retry_after, Some(secs(60)), "first lockout is lockout.lockout");
         } else {
             assert_eq!(retry_after, Some(secs(1 << (i - 1))), "throttle doubles");
         }
@@ -262,38 +168,12 @@ fn wrong_pin_five_times_locks_user_out_for_backoff() {
     }
     // While locked out even the right PIN is refused, without counting.
     let early = t(1_000_000 + 15_000 + 30_000);
-    let d = decide(
-        &f.policy,
-        early,
-        Some(f.user()),
-        &user,
-        &ws,
-        &f.attempt_pin("482916"),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::UserLockedOut,
-            ..
-        }
-    ));
+    let d = decide(&f.policy, early, Some(f.user()), &user, &ws, &f.attempt_pin("482916"));
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::UserLockedOut, .. }));
     assert_eq!(d.user_state, user);
     // After the back-off it works.
-    let d = decide(
-        &f.policy,
-        now,
-        Some(f.user()),
-        &user,
-        &ws,
-        &f.attempt_pin("482916"),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Granted {
-            failures_since_last_unlock: 5,
-            ..
-        }
-    ));
+    let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &f.attempt_pin("482916"));
+    assert!(matches!(d.outcome, Outcome::Granted { failures_since_last_unlock: 5, .. }));
 }
 
 #[test]
@@ -304,22 +184,8 @@ fn consecutive_lockouts_double_up_to_the_maximum() {
     let mut now = t(0);
     let mut lockouts = Vec::new();
     for _ in 0..(5 * 7) {
-        let d = decide(
-            &f.policy,
-            now,
-            Some(f.user()),
-            &user,
-            &ws,
-            &f.attempt_pin("000001"),
-        );
-        let Outcome::Refused {
-            retry_after,
-            locked_out_now,
-            ..
-        } = d.outcome
-        else {
-            panic!()
-        };
+        let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &f.attempt_pin("000001"));
+        let Outcome::Refused { retry_after, locked_out_now, .. } = d.outcome else { panic!() };
         if locked_out_now {
             lockouts.push(retry_after.unwrap().as_secs());
         }
@@ -335,36 +201,13 @@ fn cycling_user_ids_locks_the_workstation() {
     let mut ws = WorkstationAuthState::default();
     let now = t(0);
     for i in 0..20 {
-        let attempt = Attempt {
-            user_id: format!("guess{i}"),
-            pin: Some(pin("000001")),
-            ..Attempt::default()
-        };
-        let d = decide(
-            &f.policy,
-            now,
-            None,
-            &UserAuthState::default(),
-            &ws,
-            &attempt,
-        );
-        assert!(matches!(
-            d.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::UnknownUser,
-                ..
-            }
-        ));
+        let attempt =
+            Attempt { user_id: format!("guess{i}"), pin: Some(pin("000001")), ..Attempt::default() };
+        let d = decide(&f.policy, now, None, &UserAuthState::default(), &ws, &attempt);
+        assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::UnknownUser, .. }));
         ws = d.workstation_state;
     }
-    let d = decide(
-        &f.policy,
-        now,
-        Some(f.user()),
-        &UserAuthState::default(),
-        &ws,
-        &f.attempt_pin("482916"),
-    );
+    let d = decide(&f.policy, now, Some(f.user()), &UserAuthState::default(), &ws, &f.attempt_pin("482916"));
     assert!(matches!(
         d.outcome,
         Outcome::Refused { reason: RefusalReason::WorkstationLockedOut, retry_after: Some(r), .. } if r == secs(300)
@@ -375,28 +218,11 @@ fn cycling_user_ids_locks_the_workstation() {
 fn unknown_user_and_wrong_pin_look_the_same_to_the_guard() {
     let f = Fixture::new();
     let ws = WorkstationAuthState::default();
-    let known = decide(
-        &f.policy,
-        t(0),
-        Some(f.user()),
-        &UserAuthState::default(),
-        &ws,
-        &f.attempt_pin("000001"),
-    );
-    let unknown = decide(
-        &f.policy,
-        t(0),
-        None,
-        &UserAuthState::default(),
-        &ws,
-        &f.attempt_pin("000001"),
-    );
+    let known =
+        decide(&f.policy, t(0), Some(f.user()), &UserAuthState::default(), &ws, &f.attempt_pin("000001"));
+    let unknown = decide(&f.policy, t(0), None, &UserAuthState::default(), &ws, &f.attempt_pin("000001"));
     let strip = |o: Outcome| match o {
-        Outcome::Refused {
-            attempts_left,
-            retry_after,
-            ..
-        } => (attempts_left, retry_after),
+        Outcome::Refused { attempts_left, retry_after, .. } => (attempts_left, retry_after),
         Outcome::Granted { .. } => panic!(),
     };
     assert_eq!(strip(known.outcome), strip(unknown.outcome));
@@ -409,21 +235,8 @@ fn pin_and_totp_both_required_when_policy_says_so() {
     let now = t(1_795_000_000_000);
     let ws = WorkstationAuthState::default();
     let user = UserAuthState::default();
-    let d = decide(
-        &f.policy,
-        now,
-        Some(f.user()),
-        &user,
-        &ws,
-        &f.attempt_pin("482916"),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::MethodNotAllowed,
-            ..
-        }
-    ));
+    let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &f.attempt_pin("482916"));
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::MethodNotAllowed, .. }));
 
     let code = totp_code(&f.policy.totp, &f.seed, now).unwrap();
     let both = |p: &str, c: &str| Attempt {
@@ -432,83 +245,28 @@ fn pin_and_totp_both_required_when_policy_says_so() {
         totp: Some(pin(c)),
         emergency_reason: None,
     };
-    let d = decide(
-        &f.policy,
-        now,
-        Some(f.user()),
-        &user,
-        &ws,
-        &both("000001", &code),
-    );
+    let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &both("000001", &code));
     assert!(
-        matches!(
-            d.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::BadCredentials,
-                ..
-            }
-        ),
+        matches!(d.outcome, Outcome::Refused { reason: RefusalReason::BadCredentials, .. }),
         "right TOTP, wrong PIN"
     );
-    let d = decide(
-        &f.policy,
-        now,
-        Some(f.user()),
-        &user,
-        &ws,
-        &both("482916", "000000"),
-    );
+    let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &both("482916", "000000"));
     assert!(
-        matches!(
-            d.outcome,
-            Outcome::Refused {
-                reason: RefusalReason::BadCredentials,
-                ..
-            }
-        ),
+        matches!(d.outcome, Outcome::Refused { reason: RefusalReason::BadCredentials, .. }),
         "right PIN, wrong TOTP"
     );
-    let d = decide(
-        &f.policy,
-        now,
-        Some(f.user()),
-        &user,
-        &ws,
-        &both("482916", &code),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Granted {
-            method: GrantMethod::PinTotp,
-            ..
-        }
-    ));
+    let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &both("482916", &code));
+    assert!(matches!(d.outcome, Outcome::Granted { method: GrantMethod::PinTotp, .. }));
     let step = d.user_state.last_totp_step.expect("step persisted");
-    let again = decide(
-        &f.policy,
-        now,
-        Some(f.user()),
-        &d.user_state,
-        &ws,
-        &both("482916", &code),
-    );
-    assert!(matches!(
-        again.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::TotpReplayed,
-            ..
-        }
-    ));
+    let again = decide(&f.policy, now, Some(f.user()), &d.user_state, &ws, &both("482916", &code));
+    assert!(matches!(again.outcome, Outcome::Refused { reason: RefusalReason::TotpReplayed, .. }));
     assert_eq!(again.user_state.last_totp_step, Some(step));
 }
 
 #[test]
 fn disabled_user_is_refused_with_the_right_pin() {
     let f = Fixture::new();
-    let user = UserCredentials {
-        disabled: true,
-        ..f.user()
-    };
+    let user = UserCredentials { disabled: true, ..f.user() };
     let d = decide(
         &f.policy,
         t(0),
@@ -517,13 +275,7 @@ fn disabled_user_is_refused_with_the_right_pin() {
         &WorkstationAuthState::default(),
         &f.attempt_pin("482916"),
     );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::UserDisabled,
-            ..
-        }
-    ));
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::UserDisabled, .. }));
 }
 
 #[test]
@@ -537,67 +289,15 @@ fn emergency_access_requires_a_reason_and_the_pin() {
         totp: None,
         emergency_reason: Some(reason.into()),
     };
-    let d = decide(
-        &f.policy,
-        t(0),
-        Some(f.user()),
-        &user,
-        &ws,
-        &emergency("482916", "   "),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::EmergencyReasonMissing,
-            ..
-        }
-    ));
-    let d = decide(
-        &f.policy,
-        t(0),
-        Some(f.user()),
-        &user,
-        &ws,
-        &emergency("000001", "code blue bed 4"),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::BadCredentials,
-            ..
-        }
-    ));
-    let d = decide(
-        &f.policy,
-        t(0),
-        Some(f.user()),
-        &user,
-        &ws,
-        &emergency("482916", "code blue bed 4"),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Granted {
-            method: GrantMethod::Emergency,
-            ..
-        }
-    ));
+    let d = decide(&f.policy, t(0), Some(f.user()), &user, &ws, &emergency("482916", "   "));
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyReasonMissing, .. }));
+    let d = decide(&f.policy, t(0), Some(f.user()), &user, &ws, &emergency("000001", "code blue bed 4"));
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::BadCredentials, .. }));
+    let d = decide(&f.policy, t(0), Some(f.user()), &user, &ws, &emergency("482916", "code blue bed 4"));
+    assert!(matches!(d.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }));
 
     let mut off = Policy::default();
     off.emergency.enabled = false;
-    let d = decide(
-        &off,
-        t(0),
-        Some(f.user()),
-        &user,
-        &ws,
-        &emergency("482916", "code blue bed 4"),
-    );
-    assert!(matches!(
-        d.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::EmergencyDisabled,
-            ..
-        }
-    ));
+    let d = decide(&off, t(0), Some(f.user()), &user, &ws, &emergency("482916", "code blue bed 4"));
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyDisabled, .. }));
 }

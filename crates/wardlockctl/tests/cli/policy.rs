@@ -7,16 +7,8 @@ fn check_prints_the_effective_policy() {
     let ctl = Ctl::new();
     let file = ctl.write("p.toml", "[lock]\nidle_timeout = \"2m\"\n");
     let run = ctl.run(&["policy", "check", s(&file)]).ok();
-    assert!(
-        run.stdout.contains("idle_timeout = \"2m\""),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("max_failures = 5"),
-        "defaults are shown too:\n{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("idle_timeout = \"2m\""), "{}", run.stdout);
+    assert!(run.stdout.contains("max_failures = 5"), "defaults are shown too:\n{}", run.stdout);
 }
 
 #[test]
@@ -24,82 +16,41 @@ fn check_rejects_malformed_files_naming_the_field() {
     let ctl = Ctl::new();
     let cases = [
         ("bad toml", "[lock\nidle_timeout = \"5m\"\n", "p.toml:1:"),
-        (
-            "unknown key",
-            "[lock]\nidle_timout = \"5m\"\n",
-            "lock.idle_timout",
-        ),
+        ("unknown key", "[lock]\nidle_timout = \"5m\"\n", "lock.idle_timout"),
         (
             "out of range",
             "[lock]\nidle_timeout = \"0s\"\n",
             "lock.idle_timeout: must be between 15s and 8h, got 0s",
         ),
-        (
-            "wrong type",
-            "[lockout]\nmax_failures = \"five\"\n",
-            "lockout.max_failures",
-        ),
-        (
-            "not a duration",
-            "[lock]\nwarning = \"soon\"\n",
-            "lock.warning",
-        ),
-        (
-            "unknown section",
-            "[screensaver]\non = true\n",
-            "screensaver: unknown section",
-        ),
+        ("wrong type", "[lockout]\nmax_failures = \"five\"\n", "lockout.max_failures"),
+        ("not a duration", "[lock]\nwarning = \"soon\"\n", "lock.warning"),
+        ("unknown section", "[screensaver]\non = true\n", "screensaver: unknown section"),
     ];
     for (what, text, expected) in cases {
         let file = ctl.write("p.toml", text);
         let run = ctl.run(&["policy", "check", s(&file)]).failed();
-        assert!(
-            run.stderr.contains(expected),
-            "{what}: expected {expected:?} in:\n{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(expected), "{what}: expected {expected:?} in:\n{}", run.stderr);
     }
 }
 
 #[test]
 fn check_lists_every_problem() {
     let ctl = Ctl::new();
-    let file = ctl.write(
-        "p.toml",
-        "[lock]\nbogus = 1\n[lockout]\nmax_failures = \"x\"\n[pin]\nminimum = 4\n",
-    );
+    let file =
+        ctl.write("p.toml", "[lock]\nbogus = 1\n[lockout]\nmax_failures = \"x\"\n[pin]\nminimum = 4\n");
     let run = ctl.run(&["policy", "check", s(&file)]).failed();
     for field in ["lock.bogus", "lockout.max_failures", "pin.minimum"] {
-        assert!(
-            run.stderr.contains(field),
-            "{field} missing from:\n{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(field), "{field} missing from:\n{}", run.stderr);
     }
     assert!(run.stderr.contains("3 problems"), "{}", run.stderr);
 }
 
 fn signed_fixture(ctl: &Ctl) -> std::path::PathBuf {
-    let policy = ctl.write(
-        "icu.toml",
-        "[lock]\nidle_timeout = \"2m\"\nwarning = \"20s\"\n",
-    );
-    ctl.run(&["policy", "keygen", "--out", s(&ctl.path("keys-it"))])
-        .ok();
+    let policy = ctl.write("icu.toml", "[lock]\nidle_timeout = \"2m\"\nwarning = \"20s\"\n");
+    ctl.run(&["policy", "keygen", "--out", s(&ctl.path("keys-it"))]).ok();
     let signed = ctl.path("icu.signed.json");
     let key = ctl.path("keys-it/policy-signing.key");
-    ctl.run(&[
-        "policy",
-        "sign",
-        s(&policy),
-        "--key",
-        s(&key),
-        "--out",
-        s(&signed),
-        "--group",
-        "icu",
-    ])
-    .ok();
+    ctl.run(&["policy", "sign", s(&policy), "--key", s(&key), "--out", s(&signed), "--group", "icu"]).ok();
     signed
 }
 
@@ -108,14 +59,8 @@ fn signed_policy_verifies_and_any_changed_byte_fails() {
     let ctl = Ctl::new();
     let signed = signed_fixture(&ctl);
     let pubkey = ctl.path("keys-it/policy-signing.pub");
-    let run = ctl
-        .run(&["policy", "verify", s(&signed), "--pubkey", s(&pubkey)])
-        .ok();
-    assert!(
-        run.stdout.contains("signature good") && run.stdout.contains("group icu"),
-        "{}",
-        run.stdout
-    );
+    let run = ctl.run(&["policy", "verify", s(&signed), "--pubkey", s(&pubkey)]).ok();
+    assert!(run.stdout.contains("signature good") && run.stdout.contains("group icu"), "{}", run.stdout);
 
     let original = std::fs::read_to_string(&signed).unwrap();
     let envelope: serde_json::Value = serde_json::from_str(&original).unwrap();
@@ -126,9 +71,7 @@ fn signed_policy_verifies_and_any_changed_byte_fails() {
     body[at] = b'9';
     let tampered = original.replace(envelope["body"].as_str().unwrap(), &b64.encode(&body));
     std::fs::write(&signed, &tampered).unwrap();
-    let run = ctl
-        .run(&["policy", "verify", s(&signed), "--pubkey", s(&pubkey)])
-        .failed();
+    let run = ctl.run(&["policy", "verify", s(&signed), "--pubkey", s(&pubkey)]).failed();
     assert!(run.stderr.contains("REFUSED"), "{}", run.stderr);
 
     // And one byte of the file itself, anywhere in the body or signature text.
@@ -140,8 +83,7 @@ fn signed_policy_verifies_and_any_changed_byte_fails() {
         }
         bytes[offset] = if bytes[offset] == b'A' { b'B' } else { b'A' };
         std::fs::write(&signed, &bytes).unwrap();
-        ctl.run(&["policy", "verify", s(&signed), "--pubkey", s(&pubkey)])
-            .failed();
+        ctl.run(&["policy", "verify", s(&signed), "--pubkey", s(&pubkey)]).failed();
     }
 }
 
@@ -149,16 +91,9 @@ fn signed_policy_verifies_and_any_changed_byte_fails() {
 fn policy_signed_by_another_key_is_refused() {
     let ctl = Ctl::new();
     let signed = signed_fixture(&ctl);
-    ctl.run(&["policy", "keygen", "--out", s(&ctl.path("other"))])
-        .ok();
+    ctl.run(&["policy", "keygen", "--out", s(&ctl.path("other"))]).ok();
     let run = ctl
-        .run(&[
-            "policy",
-            "verify",
-            s(&signed),
-            "--pubkey",
-            s(&ctl.path("other/policy-signing.pub")),
-        ])
+        .run(&["policy", "verify", s(&signed), "--pubkey", s(&ctl.path("other/policy-signing.pub"))])
         .failed();
     assert!(run.stderr.contains("does not trust"), "{}", run.stderr);
 }
@@ -166,33 +101,16 @@ fn policy_signed_by_another_key_is_refused() {
 #[test]
 fn invalid_policy_is_never_signed() {
     let ctl = Ctl::new();
-    ctl.run(&["policy", "keygen", "--out", s(&ctl.path("k"))])
-        .ok();
+    ctl.run(&["policy", "keygen", "--out", s(&ctl.path("k"))]).ok();
     let bad = ctl.write("bad.toml", "[lock]\nidle_timeout = \"1s\"\n");
     let out = ctl.path("bad.signed.json");
-    ctl.run(&[
-        "policy",
-        "sign",
-        s(&bad),
-        "--key",
-        s(&ctl.path("k/policy-signing.key")),
-        "--out",
-        s(&out),
-    ])
-    .failed();
+    ctl.run(&["policy", "sign", s(&bad), "--key", s(&ctl.path("k/policy-signing.key")), "--out", s(&out)])
+        .failed();
     assert!(!out.exists());
     // Nor may a central policy name its own trusted signers.
     let sneaky = ctl.write("sneaky.toml", "[sync]\ntrusted_keys = [\"AAAA\"]\n");
-    ctl.run(&[
-        "policy",
-        "sign",
-        s(&sneaky),
-        "--key",
-        s(&ctl.path("k/policy-signing.key")),
-        "--out",
-        s(&out),
-    ])
-    .failed();
+    ctl.run(&["policy", "sign", s(&sneaky), "--key", s(&ctl.path("k/policy-signing.key")), "--out", s(&out)])
+        .failed();
 }
 
 #[test]
@@ -201,19 +119,12 @@ fn keygen_writes_an_owner_only_private_key_and_will_not_overwrite() {
     let ctl = Ctl::new();
     let dir = ctl.path("k");
     ctl.run(&["policy", "keygen", "--out", s(&dir)]).ok();
-    let mode = std::fs::metadata(dir.join("policy-signing.key"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = std::fs::metadata(dir.join("policy-signing.key")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let before = std::fs::read(dir.join("policy-signing.key")).unwrap();
     let run = ctl.run(&["policy", "keygen", "--out", s(&dir)]).failed();
     assert!(run.stderr.contains("--force"), "{}", run.stderr);
-    assert_eq!(
-        std::fs::read(dir.join("policy-signing.key")).unwrap(),
-        before
-    );
+    assert_eq!(std::fs::read(dir.join("policy-signing.key")).unwrap(), before);
 }
 
 #[test]
@@ -234,25 +145,15 @@ fn every_command_has_help_with_an_example() {
         let mut args = cmd.to_vec();
         args.push("--help");
         let run = ctl.run(&args).ok();
-        assert!(
-            run.stdout.contains("Example:"),
-            "{cmd:?} --help has no example:\n{}",
-            run.stdout
-        );
-        assert!(
-            run.stdout.contains("--db"),
-            "{cmd:?} --help does not show --db"
-        );
+        assert!(run.stdout.contains("Example:"), "{cmd:?} --help has no example:\n{}", run.stdout);
+        assert!(run.stdout.contains("--db"), "{cmd:?} --help does not show --db");
     }
 }
 
 #[test]
 fn shipped_machine_policy_template_is_valid() {
     let ctl = Ctl::new();
-    let template = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../installers/linux/policy.toml"
-    );
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../../installers/linux/policy.toml");
     let run = ctl.run(&["policy", "check", template]).ok();
     assert!(run.stdout.contains("[lock.groups.icu]"), "{}", run.stdout);
 }

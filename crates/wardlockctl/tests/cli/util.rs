@@ -24,30 +24,20 @@ impl Run {
 
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 
     #[track_caller]
     pub fn failed(self) -> Run {
-        assert_eq!(
-            self.code, 1,
-            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 1, "expected exit 1\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 }
 
 impl Ctl {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -62,10 +52,7 @@ impl Ctl {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardlockctl"));
         cmd.args(args)
             .env("WARDLOCK_DB", self.db())
-            .env(
-                "WARDLOCK_KEY_STORE",
-                format!("file:{}", self.path("keys").display()),
-            )
+            .env("WARDLOCK_KEY_STORE", format!("file:{}", self.path("keys").display()))
             .env_remove("WARDLOCK_POLICY")
             .stdin(Stdio::null());
         cmd
@@ -83,12 +70,7 @@ impl Ctl {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         Run::from(child.wait_with_output().unwrap())
     }
 
