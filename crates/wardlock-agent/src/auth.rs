@@ -80,8 +80,9 @@ pub fn attempt_unlock(
     let decision = unlock::decide(policy, now, credentials, &user_state, &workstation_state, attempt);
 
     let known_user = row.as_ref().map(|r| r.id.clone());
+    let policy_hash = policy.hash();
     let base = |kind| {
-        let d = AuditDraft::new(now, kind).os_account(context.os_account.clone()).policy_hash(policy.hash());
+        let d = AuditDraft::new(now, kind).os_account(context.os_account.clone()).policy_hash(&policy_hash);
         match &known_user {
             Some(id) => d.user(id),
             None => d,
@@ -97,7 +98,7 @@ pub fn attempt_unlock(
         Outcome::Granted { method, .. } => {
             drafts.push(base(AuditKind::UnlockSucceeded).detail("method", method_name(*method)));
         }
-        Outcome::Refused { reason, attempts_left, retry_after, locked_out_now } => {
+        Outcome::Refused { reason, attempts_left, retry_after, .. } => {
             let mut d = base(AuditKind::UnlockFailed)
                 .detail("reason", reason.as_str())
                 .detail("attempts_left", attempts_left);
@@ -105,13 +106,16 @@ pub fn attempt_unlock(
                 d = d.detail("emergency", "true");
             }
             drafts.push(d);
-            if *locked_out_now {
-                let kind = if decision.workstation_state.blocked_until.is_some_and(|u| u > now) {
-                    AuditKind::WorkstationLockedOut
-                } else {
-                    AuditKind::UserLockedOut
-                };
-                drafts.push(base(kind).detail("seconds", retry_after.map_or(0, |d| d.as_secs())));
+            // Both can start with the same failure; each is its own event for compliance.
+            let seconds = retry_after.map_or(0, |d| d.as_secs());
+            if decision.user_state.lockouts > user_state.lockouts {
+                drafts.push(base(AuditKind::UserLockedOut).detail("seconds", seconds));
+            }
+            if decision.workstation_state.blocked_until != workstation_state.blocked_until {
+                let until = decision.workstation_state.blocked_until.unwrap_or(now);
+                drafts.push(
+                    base(AuditKind::WorkstationLockedOut).detail("seconds", now.until(until).as_secs()),
+                );
             }
         }
     }

@@ -282,6 +282,7 @@ pub enum RefusalReason {
     WorkstationLockedOut,
     EmergencyDisabled,
     EmergencyReasonMissing,
+    EmergencyReasonTooLong,
 }
 
 impl RefusalReason {
@@ -297,6 +298,7 @@ impl RefusalReason {
             RefusalReason::WorkstationLockedOut => "workstation_locked_out",
             RefusalReason::EmergencyDisabled => "emergency_disabled",
             RefusalReason::EmergencyReasonMissing => "emergency_reason_missing",
+            RefusalReason::EmergencyReasonTooLong => "emergency_reason_too_long",
         }
     }
 }
@@ -326,6 +328,9 @@ pub struct Decision {
     pub user_state: UserAuthState,
     pub workstation_state: WorkstationAuthState,
 }
+
+/// A break-glass reason is audited and synced with priority; a few sentences at most.
+pub const MAX_EMERGENCY_REASON_CHARS: usize = 1000;
 
 /// Decides one unlock attempt. `user` is `None` when the ID is not in the directory.
 pub fn decide(
@@ -361,8 +366,12 @@ pub fn decide(
         if !policy.emergency.enabled {
             return unchanged(RefusalReason::EmergencyDisabled, None);
         }
-        if reason.trim().chars().count() < policy.emergency.min_reason_chars {
+        let length = reason.trim().chars().count();
+        if length < policy.emergency.min_reason_chars {
             return unchanged(RefusalReason::EmergencyReasonMissing, None);
+        }
+        if length > MAX_EMERGENCY_REASON_CHARS {
+            return unchanged(RefusalReason::EmergencyReasonTooLong, None);
         }
         let pin_ok = if policy.emergency.require_pin {
             check_pin_factor(user, attempt.pin.as_ref())

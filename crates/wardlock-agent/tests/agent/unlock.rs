@@ -206,3 +206,24 @@ fn audit_kinds(store: &Store) -> Vec<String> {
         .unwrap();
     kinds
 }
+
+#[test]
+fn cycling_user_ids_locks_the_workstation_and_leaves_no_typed_ids_behind() {
+    let mut f = Fixture::new(Policy::default());
+    let t = now();
+    for i in 0..20 {
+        let r = f.attempt(with_pin(&format!("guess-{i:02}"), "591846"), t);
+        assert!(matches!(r.outcome, Outcome::Refused { reason: RefusalReason::UnknownUser, .. }), "{r:?}");
+    }
+    let r = f.attempt(with_pin("n.nurse", PIN), t.saturating_add(Duration::from_secs(60)));
+    assert!(
+        matches!(r.outcome, Outcome::Refused { reason: RefusalReason::WorkstationLockedOut, .. }),
+        "{r:?}"
+    );
+    let kinds = audit_kinds(&f.store);
+    assert_eq!(kinds.iter().filter(|k| *k == "workstation_locked_out").count(), 1);
+    let r = f.attempt(with_pin("n.nurse", PIN), t.saturating_add(Duration::from_secs(301)));
+    assert!(matches!(r.outcome, Outcome::Granted { .. }), "{r:?}");
+    let bytes = all_db_bytes(&f.ws.db_path());
+    assert!(!contains_bytes(&bytes, b"guess-"), "typed unknown IDs must not be stored");
+}

@@ -296,6 +296,10 @@ fn emergency_access_requires_a_reason_and_the_pin() {
     let d = decide(&f.policy, t(0), Some(f.user()), &user, &ws, &emergency("482916", "code blue bed 4"));
     assert!(matches!(d.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }));
 
+    let essay = "x".repeat(MAX_EMERGENCY_REASON_CHARS + 1);
+    let d = decide(&f.policy, t(0), Some(f.user()), &user, &ws, &emergency("482916", &essay));
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyReasonTooLong, .. }));
+
     let mut off = Policy::default();
     off.emergency.enabled = false;
     let d = decide(&off, t(0), Some(f.user()), &user, &ws, &emergency("482916", "code blue bed 4"));
