@@ -375,9 +375,11 @@ impl PolicyDocument {
         };
 
         let mut problems = Vec::new();
+        let mut bad_sections = Vec::new();
         for (key, item) in doc.as_table().iter() {
             let location = doc.as_table().key(key).and_then(|k| k.span()).map(|s| line_col(text, s.start));
             if !SECTIONS.contains(&key) {
+                bad_sections.push(key.to_owned());
                 problems.push(PolicyProblem {
                     field: key.to_owned(),
                     message: format!("unknown section; allowed sections are {}", SECTIONS.join(", ")),
@@ -388,6 +390,7 @@ impl PolicyDocument {
             // Each section is checked on its own so that one bad section does not hide
             // the problems of the others.
             let Some(value) = item.clone().into_value().ok() else {
+                bad_sections.push(key.to_owned());
                 problems.push(PolicyProblem {
                     field: key.to_owned(),
                     message: "must be a table, e.g. [".to_owned() + key + "]",
@@ -396,6 +399,7 @@ impl PolicyDocument {
                 continue;
             };
             if let Err(e) = check_section(key, value) {
+                bad_sections.push(key.to_owned());
                 let field = e
                     .span()
                     .and_then(|s| key_at(item, s.start))
@@ -417,21 +421,25 @@ impl PolicyDocument {
                 }
             }
         }
-        if !problems.is_empty() {
-            return Err(fail(problems));
-        }
-
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
             fail(vec![PolicyProblem {
                 field: String::new(),
                 message: e.message().to_owned(),
                 location: e.span().map(|s| line_col(text, s.start)),
             }])
         })?;
+        // The sections that parsed are range-checked even when others did not, so one
+        // run lists every problem. Alone, a layer is checked for ranges only: whether its
+        // warning is shorter than the timeout may depend on the layer below it, so that is
+        // checked when the layers are merged.
+        table.retain(|key, _| !bad_sections.iter().any(|bad| bad == key));
         let document = Self { source_name: source_name.to_owned(), layer, text: text.to_owned(), table };
-        // Alone, a layer is checked for ranges only: whether its warning is shorter than
-        // the timeout may depend on the layer below it, so that is checked when merged.
-        Policy::layered_in(std::slice::from_ref(&document), Rules::RangesOnly)?;
+        if let Err(e) = Policy::layered_in(std::slice::from_ref(&document), Rules::RangesOnly) {
+            problems.extend(e.problems);
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
         Ok(document)
     }
 
@@ -515,7 +523,11 @@ fn check_section(name: &str, value: toml_edit::Value) -> Result<(), SectionError
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
