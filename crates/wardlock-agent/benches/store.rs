@@ -54,5 +54,42 @@ fn verify(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, verify);
+/// A whole unlock decision as `wardlockd` will make it: read the user and counters, verify
+/// the PIN (Argon2id), commit counters and audit entry durably.
+fn unlock(c: &mut Criterion) {
+    use wardlock_agent::auth::{attempt_unlock, Context};
+    use wardlock_agent::directory::{add_user, Actor, NewUser};
+    use wardlock_agent::secrets::{DataKey, MemorySecretStore};
+    use wardlock_core::policy::Policy;
+    use wardlock_core::secret::SecretString;
+    use wardlock_core::unlock::{Attempt, Outcome};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let secrets = MemorySecretStore::default();
+    let key = DataKey::open_or_create(&secrets, &store).unwrap();
+    let policy = Policy::default();
+    let t = UtcMillis::from_unix_millis(1_795_000_000_000);
+    let new = NewUser {
+        id: "n.nurse".into(),
+        display_name: "Nora Nurse".into(),
+        role: "nurse".into(),
+        pin: Some(SecretString::new("730284")),
+        totp: false,
+    };
+    add_user(&mut store, &key, &policy, new, &Actor::default(), t).unwrap();
+    let attempt =
+        Attempt { user_id: "n.nurse".into(), pin: Some(SecretString::new("730284")), ..Attempt::default() };
+    let mut g = c.benchmark_group("unlock");
+    g.sample_size(20);
+    g.bench_function("right_pin_decided_and_audited", |b| {
+        b.iter(|| {
+            let r = attempt_unlock(&mut store, &key, &policy, &attempt, &Context::default(), t).unwrap();
+            assert!(matches!(r.outcome, Outcome::Granted { .. }));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, verify, unlock);
 criterion_main!(benches);
