@@ -167,6 +167,7 @@ impl Store {
         }
         store.conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         store.migrate()?;
+        restrict_to_owner(path).map_err(io)?;
         store.workstation_id = match store.meta("workstation_id")? {
             Some(id) => id,
             None => {
@@ -512,6 +513,32 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
     } else {
         Err(StoreError::Corrupt { path: path.to_owned(), why: "not a SQLite file".into() })
     }
+}
+
+/// A database restored from a backup or copied by hand may have come with a looser
+/// mode; the service's files are its own, so tighten it rather than refuse to start.
+#[cfg(unix)]
+fn restrict_to_owner(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        match fs::metadata(&path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_db: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]

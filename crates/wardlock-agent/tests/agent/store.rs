@@ -36,6 +36,19 @@ fn new_database_and_wal_are_owner_only() {
 }
 
 #[test]
+fn a_database_copied_in_with_a_loose_mode_is_tightened_on_open() {
+    let ws = Workstation::new();
+    let mut store = ws.open();
+    append_n(&mut store, 2);
+    drop(store);
+    let db = ws.db_path();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = ws.open();
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(store.verify_audit().unwrap().entries, 2);
+}
+
+#[test]
 fn appended_entries_survive_reopen_and_verify() {
     let ws = Workstation::new();
     {
