@@ -10,8 +10,8 @@ run: setup
 	@bash scripts/demo.sh
 
 test: setup
-	cargo test --workspace --locked
 	cd ui && npm run --silent check && npm test --silent
+	cargo test --workspace --locked
 
 # Formatting and lints, as CI runs them.
 check: setup
