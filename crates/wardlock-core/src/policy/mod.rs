@@ -654,7 +654,9 @@ impl Policy {
         count("totp.digits", self.totp.digits.into(), 6, 8);
         count("emergency.min_reason_chars", self.emergency.min_reason_chars as u64, 3, 500);
         count("sync.batch_size", self.sync.batch_size.into(), 1, 10_000);
-        count("sync.backlog_warning", self.sync.backlog_warning, 1, u64::MAX);
+        if self.sync.backlog_warning == 0 {
+            problems.push(("sync.backlog_warning".into(), "must be at least 1, got 0".into()));
+        }
         if cross_field && self.pin.max_length < self.pin.min_length {
             problems.push((
                 "pin.max_length".into(),
