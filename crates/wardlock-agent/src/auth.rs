@@ -96,7 +96,7 @@ pub fn attempt_unlock(
                 .detail("alert", "compliance"),
         ),
         Outcome::Granted { method, .. } => {
-            drafts.push(base(AuditKind::UnlockSucceeded).detail("method", method_name(*method)));
+            drafts.push(base(AuditKind::UnlockSucceeded).detail("method", method.as_str()));
         }
         Outcome::Refused { reason, attempts_left, retry_after, .. } => {
             let mut d = base(AuditKind::UnlockFailed)
@@ -129,15 +129,6 @@ pub fn attempt_unlock(
     tx.commit()?;
 
     Ok(UnlockResult { outcome: decision.outcome, display_name: row.map(|r| r.display_name), audit_seq })
-}
-
-fn method_name(method: GrantMethod) -> &'static str {
-    match method {
-        GrantMethod::Pin => "pin",
-        GrantMethod::Totp => "totp",
-        GrantMethod::PinTotp => "pin_totp",
-        GrantMethod::Emergency => "emergency",
-    }
 }
 
 fn unknown_id_key(key: &DataKey, typed: &str) -> String {

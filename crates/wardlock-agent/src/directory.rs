@@ -18,7 +18,7 @@ pub enum DirectoryError {
     BadUserId(String),
     #[error("{field} must be 1–128 printable characters")]
     BadText { field: &'static str },
-    #[error("user {0:?} already exists; use `user set-pin` or `user disable` to change it")]
+    #[error("user {0:?} already exists; use `user reset` or `user disable` to change it")]
     UserExists(String),
     #[error("no user {0:?} on this workstation; `user list` shows who is enrolled")]
     UnknownUser(String),

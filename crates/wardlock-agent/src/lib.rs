@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod directory;
+pub mod private_fs;
 pub mod secrets;
 pub mod store;
 

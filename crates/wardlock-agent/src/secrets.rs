@@ -21,6 +21,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
+use crate::private_fs;
 use crate::store::{Store, StoreError};
 
 /// Name of the key that seals TOTP seeds.
@@ -190,8 +191,7 @@ impl SecretStore for CredentialFileStore {
     }
 
     fn save(&self, name: &str, value: &[u8]) -> Result<(), SecretError> {
-        crate::store::create_private_dir(&self.dir)
-            .map_err(|e| self.error(format!("{}: {e}", self.dir.display())))?;
+        private_fs::create_dir(&self.dir).map_err(|e| self.error(format!("{}: {e}", self.dir.display())))?;
         let (target, contents) = match self.sealing {
             Sealing::SystemdCreds => {
                 let sealed = systemd_creds(&["encrypt", &format!("--name={name}"), "-", "-"], value)
@@ -202,7 +202,7 @@ impl SecretStore for CredentialFileStore {
         };
         // Write beside the target and rename, so a crash never leaves half a key.
         let tmp = target.with_extension("tmp");
-        write_private(&tmp, &contents).map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
+        private_fs::replace(&tmp, &contents).map_err(|e| self.error(format!("{}: {e}", tmp.display())))?;
         fs::rename(&tmp, &target).map_err(|e| self.error(format!("{}: {e}", target.display())))?;
         Ok(())
     }
@@ -213,22 +213,6 @@ fn path_str(p: &Path) -> Result<&str, SecretError> {
         backend: "credential file".into(),
         message: "path is not UTF-8".into(),
     })
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
 }
 
 /// True when `systemd-creds` exists and can seal here (it needs root for the host key).

@@ -11,6 +11,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::private_fs;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use wardlock_core::audit::{AuditDraft, AuditEntry, AuditKind, ChainError, ChainVerifier};
 use wardlock_core::clock::UtcMillis;
@@ -140,9 +141,9 @@ impl Store {
                 return Err(StoreError::NotFound(path.to_owned()));
             }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                create_private_dir(dir).map_err(io)?;
+                private_fs::create_dir(dir).map_err(io)?;
             }
-            create_private_file(path).map_err(io)?;
+            private_fs::create_new(path).map_err(io)?;
         } else {
             check_header(path)?;
         }
@@ -539,29 +540,4 @@ fn restrict_to_owner(db: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn restrict_to_owner(_db: &Path) -> std::io::Result<()> {
     Ok(())
-}
-
-#[cfg(unix)]
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-#[cfg(not(unix))]
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)
-}
-
-#[cfg(unix)]
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(drop)
-}
-
-#[cfg(not(unix))]
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
 }

@@ -267,6 +267,18 @@ pub enum GrantMethod {
     Emergency,
 }
 
+impl GrantMethod {
+    /// The name audit entries use (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantMethod::Pin => "pin",
+            GrantMethod::Totp => "totp",
+            GrantMethod::PinTotp => "pin_totp",
+            GrantMethod::Emergency => "emergency",
+        }
+    }
+}
+
 /// Why an attempt was refused: for the audit log only. The guard is told only that it
 /// was refused, how many attempts are left and when to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +298,7 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
+    /// The name audit entries use (as serialised).
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalReason::UnknownUser => "unknown_user",

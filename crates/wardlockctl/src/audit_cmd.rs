@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Subcommand, ValueEnum};
+use wardlock_agent::private_fs;
 use wardlock_agent::store::VerifyError;
 use wardlock_core::audit::AuditEntry;
 use wardlock_core::protocol::collector::AuditRecord;
@@ -57,7 +58,12 @@ pub fn run(global: &Global, cmd: AuditCommand) -> Result<Verdict> {
         },
         AuditCommand::Export { format, out, from_seq } => {
             let sink: Box<dyn Write> = match &out {
-                Some(path) => Box::new(create_owner_only(path)?),
+                // Exports name users and workstations: readable by their creator only
+                // until shared on purpose.
+                Some(path) => Box::new(
+                    private_fs::create_or_truncate(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                ),
                 None => Box::new(std::io::stdout().lock()),
             };
             let mut sink = BufWriter::new(sink);
@@ -72,15 +78,6 @@ pub fn run(global: &Global, cmd: AuditCommand) -> Result<Verdict> {
             Ok(Verdict::Ok)
         }
     }
-}
-
-/// Exports name users and workstations: readable by their creator only until shared on purpose.
-fn create_owner_only(path: &std::path::Path) -> Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).with_context(|| format!("creating {}", path.display()))
 }
 
 fn hex(bytes: &[u8]) -> String {

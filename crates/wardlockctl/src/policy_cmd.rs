@@ -5,6 +5,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
+use wardlock_agent::private_fs;
 use wardlock_core::policy::{self, Layer, Policy, PolicyDocument, SignedPolicy, SignedPolicyBody};
 use zeroize::Zeroizing;
 
@@ -99,12 +100,13 @@ fn keygen(out: &Path, force: bool) -> Result<Verdict> {
     if !force && (private.exists() || public.exists()) {
         bail!("{} already holds a key pair; pass --force to replace it (policies signed with the old key will no longer verify against the new one)", out.display());
     }
-    create_dir_private(out)?;
+    private_fs::create_dir(out).with_context(|| format!("creating {}", out.display()))?;
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::getrandom(&mut seed[..]).context("reading OS randomness")?;
     let key = SigningKey::from_bytes(&seed);
     let pem = key.to_pkcs8_pem(Default::default()).context("encoding the private key")?;
-    write_private(&private, pem.as_bytes())?;
+    private_fs::replace(&private, pem.as_bytes())
+        .with_context(|| format!("writing {}", private.display()))?;
     fs::write(&public, policy::public_key_pem(&key.verifying_key()))
         .with_context(|| format!("writing {}", public.display()))?;
     println!("private key: {} (keep it offline; readable by you only)", private.display());
@@ -174,42 +176,4 @@ fn verify(signed_path: &Path, pubkey_path: &Path) -> Result<Verdict> {
         body.group.as_deref().unwrap_or("(all)")
     );
     Ok(Verdict::Ok)
-}
-
-#[cfg(unix)]
-fn create_dir_private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.is_dir() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn create_dir_private(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents)?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }

@@ -305,3 +305,14 @@ fn emergency_access_requires_a_reason_and_the_pin() {
     let d = decide(&off, t(0), Some(f.user()), &user, &ws, &emergency("482916", "code blue bed 4"));
     assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyDisabled, .. }));
 }
+
+#[test]
+fn audit_names_match_the_serialised_names() {
+    for m in [GrantMethod::Pin, GrantMethod::Totp, GrantMethod::PinTotp, GrantMethod::Emergency] {
+        assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.as_str()));
+    }
+    for r in [RefusalReason::UnknownUser, RefusalReason::TotpReplayed, RefusalReason::EmergencyReasonTooLong]
+    {
+        assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+    }
+}
