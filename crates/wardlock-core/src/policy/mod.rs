@@ -400,13 +400,14 @@ impl PolicyDocument {
             };
             if let Err(e) = check_section(key, value) {
                 bad_sections.push(key.to_owned());
+                let message = e.message().trim().to_owned();
                 let field = e
                     .span()
                     .and_then(|s| key_at(item, s.start))
-                    .or_else(|| unknown_field(&e.message))
+                    .or_else(|| unknown_field(&message))
                     .map_or_else(|| key.to_owned(), |sub| format!("{key}.{sub}"));
                 let location = e.span().map(|s| line_col(text, s.start)).or(location);
-                problems.push(PolicyProblem { field, message: e.message, location });
+                problems.push(PolicyProblem { field, message, location });
             }
             if layer == Layer::Central {
                 for (section, field) in MACHINE_ONLY_KEYS {
@@ -489,23 +490,10 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(rest[..rest.find('`')?].to_owned())
 }
 
-struct SectionError {
-    message: String,
-    span: Option<std::ops::Range<usize>>,
-}
-
-impl SectionError {
-    fn span(&self) -> Option<std::ops::Range<usize>> {
-        self.span.clone()
-    }
-}
-
-fn check_section(name: &str, value: toml_edit::Value) -> Result<(), SectionError> {
+fn check_section(name: &str, value: toml_edit::Value) -> Result<(), toml_edit::de::Error> {
     use serde::de::IntoDeserializer;
-    fn check<T: serde::de::DeserializeOwned>(value: toml_edit::Value) -> Result<(), SectionError> {
-        T::deserialize(value.into_deserializer())
-            .map(drop)
-            .map_err(|e| SectionError { message: e.message().trim().to_owned(), span: e.span() })
+    fn check<T: serde::de::DeserializeOwned>(value: toml_edit::Value) -> Result<(), toml_edit::de::Error> {
+        T::deserialize(value.into_deserializer()).map(drop)
     }
     match name {
         "workstation" => check::<WorkstationPolicy>(value),
