@@ -33,6 +33,7 @@ pub struct Policy {
     pub emergency: EmergencyPolicy,
     pub sync: SyncPolicy,
     pub audit: AuditPolicy,
+    pub service: ServicePolicy,
 }
 
 /// Where this workstation belongs. Only the machine layer may set it.
@@ -297,6 +298,36 @@ impl Default for AuditPolicy {
     }
 }
 
+/// How `wardlockd` treats the clients of its local socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicePolicy {
+    /// OS accounts whose processes may connect to the socket. With `allowed_groups`
+    /// also empty, every local account may (the ward's shared account varies by
+    /// machine); attempts are throttled by the service whoever connects.
+    pub allowed_users: Vec<String>,
+    /// OS groups whose members may connect (primary or supplementary).
+    pub allowed_groups: Vec<String>,
+    /// A guard that sends nothing for this long is taken as lost (`guard_lost`).
+    #[serde(with = "humantime_serde")]
+    pub guard_heartbeat_timeout: Duration,
+    /// Unlock and enrollment attempts the service considers per minute, over all
+    /// connections; the rest are refused unheard (and counted in one audit entry), so a
+    /// script cannot fill the disk with refusals.
+    pub max_attempts_per_minute: u32,
+}
+
+impl Default for ServicePolicy {
+    fn default() -> Self {
+        Self {
+            allowed_users: Vec::new(),
+            allowed_groups: Vec::new(),
+            guard_heartbeat_timeout: Duration::from_secs(15),
+            max_attempts_per_minute: 30,
+        }
+    }
+}
+
 /// Which layer a document is; it decides which keys it may set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layer {
@@ -307,8 +338,13 @@ pub enum Layer {
 }
 
 /// Keys that only the machine layer may set: they decide whom the workstation trusts.
-const MACHINE_ONLY_KEYS: &[(&str, &str)] =
-    &[("sync", "trusted_keys"), ("sync", "endpoint"), ("workstation", "group")];
+const MACHINE_ONLY_KEYS: &[(&str, &str)] = &[
+    ("sync", "trusted_keys"),
+    ("sync", "endpoint"),
+    ("workstation", "group"),
+    ("service", "allowed_users"),
+    ("service", "allowed_groups"),
+];
 
 /// One problem in a policy document, located where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,7 +394,7 @@ pub struct PolicyDocument {
 }
 
 const SECTIONS: &[&str] =
-    &["workstation", "lock", "unlock", "pin", "lockout", "totp", "phi", "emergency", "sync", "audit"];
+    &["workstation", "lock", "unlock", "pin", "lockout", "totp", "phi", "emergency", "sync", "audit", "service"];
 
 impl PolicyDocument {
     /// Parses and checks one layer on its own: syntax, unknown keys, types, machine-only
@@ -506,6 +542,7 @@ fn check_section(name: &str, value: toml_edit::Value) -> Result<(), toml_edit::d
         "emergency" => check::<EmergencyPolicy>(value),
         "sync" => check::<SyncPolicy>(value),
         "audit" => check::<AuditPolicy>(value),
+        "service" => check::<ServicePolicy>(value),
         _ => Ok(()),
     }
 }
@@ -604,6 +641,7 @@ impl Policy {
         range("lockout.workstation_lockout", self.lockout.workstation_lockout, secs(5), secs(24 * 3600));
         range("totp.step", self.totp.step, secs(15), secs(120));
         range("sync.interval", self.sync.interval, secs(5), secs(24 * 3600));
+        range("service.guard_heartbeat_timeout", self.service.guard_heartbeat_timeout, secs(3), secs(300));
         range("audit.retention", self.audit.retention, secs(7 * 24 * 3600), secs(10 * 366 * 24 * 3600));
         if let Some(close) = self.phi.close_after {
             range("phi.close_after", close, secs(60), secs(24 * 3600));
@@ -642,6 +680,7 @@ impl Policy {
         count("totp.digits", self.totp.digits.into(), 6, 8);
         count("emergency.min_reason_chars", self.emergency.min_reason_chars as u64, 3, 500);
         count("sync.batch_size", self.sync.batch_size.into(), 1, 10_000);
+        count("service.max_attempts_per_minute", self.service.max_attempts_per_minute.into(), 5, 600);
         if self.sync.backlog_warning == 0 {
             problems.push(("sync.backlog_warning".into(), "must be at least 1, got 0".into()));
         }
@@ -669,6 +708,12 @@ impl Policy {
         if let Some(endpoint) = &self.sync.endpoint {
             if !endpoint.starts_with("https://") {
                 problems.push(("sync.endpoint".into(), format!("must be an https:// URL, got {endpoint:?}")));
+            }
+        }
+        for (i, name) in self.service.allowed_users.iter().chain(&self.service.allowed_groups).enumerate() {
+            if name.trim().is_empty() || name.chars().any(char::is_whitespace) {
+                let list = if i < self.service.allowed_users.len() { "allowed_users" } else { "allowed_groups" };
+                problems.push((format!("service.{list}"), format!("{name:?} is not an account or group name")));
             }
         }
         for (i, app) in self.phi.apps.iter().enumerate() {
