@@ -57,7 +57,7 @@ fn verify(c: &mut Criterion) {
 /// A whole unlock decision as `wardlockd` will make it: read the user and counters, verify
 /// the PIN (Argon2id), commit counters and audit entry durably.
 fn unlock(c: &mut Criterion) {
-    use wardlock_agent::auth::{attempt_unlock, Context};
+    use wardlock_agent::auth::{attempt_unlock, Context, Purpose};
     use wardlock_agent::directory::{add_user, Actor, NewUser};
     use wardlock_agent::secrets::{DataKey, MemorySecretStore};
     use wardlock_core::policy::Policy;
@@ -84,7 +84,9 @@ fn unlock(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("right_pin_decided_and_audited", |b| {
         b.iter(|| {
-            let r = attempt_unlock(&mut store, &key, &policy, &attempt, &Context::default(), t).unwrap();
+            let r =
+                attempt_unlock(&mut store, &key, &policy, &attempt, Purpose::Unlock, &Context::default(), t)
+                    .unwrap();
             assert!(matches!(r.outcome, Outcome::Granted { .. }));
         })
     });

@@ -34,7 +34,22 @@ pub struct UnlockResult {
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     pub os_account: Option<String>,
+    /// The clinician the session is attributed to now; another user's unlock is a switch.
+    pub session_user: Option<String>,
 }
+
+/// What the credentials are checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Unlock the session (or break-glass, when the attempt carries a reason).
+    Unlock,
+    /// An administrator approves an action at the workstation (`quit`, `enroll`). Only
+    /// users with the role [`ADMIN_ROLE`] pass; break-glass does not apply.
+    AdminApproval { action: &'static str },
+}
+
+/// Directory role of the users who may approve administrative actions at a workstation.
+pub const ADMIN_ROLE: &str = "admin";
 
 /// Decides one attempt and makes it durable: counters, replay step and audit entry are
 /// committed in one transaction before this returns.
@@ -43,9 +58,18 @@ pub fn attempt_unlock(
     key: &DataKey,
     policy: &Policy,
     attempt: &Attempt,
+    purpose: Purpose,
     context: &Context,
     now: UtcMillis,
 ) -> Result<UnlockResult, AuthError> {
+    let admin_only = matches!(purpose, Purpose::AdminApproval { .. });
+    let stripped;
+    let attempt = if admin_only && attempt.emergency_reason.is_some() {
+        stripped = Attempt { emergency_reason: None, ..attempt.clone() };
+        &stripped
+    } else {
+        attempt
+    };
     // Read and write in one immediate transaction: two attempts at once (two guards, a
     // scripted client) cannot both read the same failure count.
     let mut tx = store.write()?;
@@ -71,7 +95,9 @@ pub fn attempt_unlock(
         }
         _ => None,
     };
-    let credentials = row.as_ref().map(|r| UserCredentials {
+    // A non-administrator is refused as if unknown (same work, same answer), so the
+    // refusal does not tell whether the PIN was right.
+    let credentials = row.as_ref().filter(|r| !admin_only || r.role == ADMIN_ROLE).map(|r| UserCredentials {
         disabled: r.disabled,
         pin_hash: pin_hash.as_ref(),
         totp_seed: seed.as_ref(),
@@ -90,13 +116,25 @@ pub fn attempt_unlock(
     };
     let mut drafts = Vec::new();
     match &decision.outcome {
+        Outcome::Granted { method, .. } if admin_only => {
+            let Purpose::AdminApproval { action } = purpose else { unreachable!("admin_only") };
+            drafts.push(
+                base(AuditKind::AdminApproved).detail("action", action).detail("method", method.as_str()),
+            );
+        }
         Outcome::Granted { method: GrantMethod::Emergency, .. } => drafts.push(
             base(AuditKind::EmergencyAccess)
                 .detail("reason", attempt.emergency_reason.as_deref().unwrap_or_default())
                 .detail("alert", "compliance"),
         ),
         Outcome::Granted { method, .. } => {
-            drafts.push(base(AuditKind::UnlockSucceeded).detail("method", method.as_str()));
+            let mut d = base(AuditKind::UnlockSucceeded).detail("method", method.as_str());
+            if let Some(previous) =
+                context.session_user.as_deref().filter(|p| Some(*p) != known_user.as_deref())
+            {
+                d = d.detail("switched_from", previous);
+            }
+            drafts.push(d);
         }
         Outcome::Refused { reason, attempts_left, retry_after, .. } => {
             let mut d = base(AuditKind::UnlockFailed)
@@ -104,6 +142,9 @@ pub fn attempt_unlock(
                 .detail("attempts_left", attempts_left);
             if attempt.emergency_reason.is_some() {
                 d = d.detail("emergency", "true");
+            }
+            if let Purpose::AdminApproval { action } = purpose {
+                d = d.detail("purpose", action);
             }
             drafts.push(d);
             // Both can start with the same failure; each is its own event for compliance.

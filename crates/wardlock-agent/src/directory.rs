@@ -114,13 +114,25 @@ fn hash_pin(pin: &SecretString, policy: &Policy) -> Result<String, DirectoryErro
     Ok(hash.as_phc().to_owned())
 }
 
-/// A new TOTP seed (160 bits, as RFC 4226 recommends), sealed to the user's row.
+/// A new random TOTP seed: 160 bits, as RFC 4226 recommends.
+pub fn generate_totp_seed() -> Result<TotpSeed, DirectoryError> {
+    TotpSeed::new(random::<20>()?.to_vec()).map_err(|e| DirectoryError::Crypto(e.to_string()))
+}
+
+/// The `otpauth://` URI an authenticator app scans (a secret: show it once).
+pub fn totp_uri(policy: &Policy, seed: &TotpSeed, user_id: &str) -> Result<Zeroizing<String>, DirectoryError> {
+    unlock::totp_uri(&policy.totp, seed, user_id)
+        .map(Zeroizing::new)
+        .map_err(|e| DirectoryError::Crypto(e.to_string()))
+}
+
+/// A new TOTP seed, sealed to the user's row.
 fn new_totp(
     key: &DataKey,
     policy: &Policy,
     user_id: &str,
 ) -> Result<(Vec<u8>, Zeroizing<String>), DirectoryError> {
-    let seed = TotpSeed::new(random::<20>()?.to_vec()).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
+    let seed = generate_totp_seed()?;
     let uri =
         unlock::totp_uri(&policy.totp, &seed, user_id).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
     let sealed = key.seal(seed.expose(), user_id.as_bytes())?;
@@ -204,6 +216,33 @@ pub fn change_credentials(
     tx.append(d)?;
     tx.commit()?;
     Ok(enrollment)
+}
+
+/// Stores a TOTP seed the user has already proven (enrollment at the workstation: the
+/// seed was shown as a QR code and the code of `proven_step` was checked before this;
+/// that step counts as used, so the same code cannot then unlock).
+#[allow(clippy::too_many_arguments)]
+pub fn set_totp_seed(
+    store: &mut Store,
+    key: &DataKey,
+    policy: &Policy,
+    user_id: &str,
+    seed: &TotpSeed,
+    proven_step: u64,
+    actor: &Actor,
+    now: UtcMillis,
+) -> Result<(), DirectoryError> {
+    let sealed = key.seal(seed.expose(), user_id.as_bytes())?;
+    let mut tx = store.write()?;
+    let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
+    row.totp_sealed = Some(sealed);
+    tx.put_user(&row, now)?;
+    let mut auth = tx.user_auth(user_id)?;
+    auth.last_totp_step = Some(auth.last_totp_step.map_or(proven_step, |s| s.max(proven_step)));
+    tx.save_user_auth(user_id, &auth)?;
+    tx.append(draft(AuditKind::UserChanged, user_id, actor, policy, now).detail("totp", "enrolled"))?;
+    tx.commit()?;
+    Ok(())
 }
 
 pub fn disable_user(

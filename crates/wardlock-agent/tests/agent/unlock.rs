@@ -1,7 +1,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use wardlock_agent::auth::{attempt_unlock, Context, UnlockResult};
+use wardlock_agent::auth::{attempt_unlock, Context, Purpose, UnlockResult};
 use wardlock_agent::directory::{add_user, disable_user, Actor, NewUser};
 use wardlock_agent::secrets::DataKey;
 use wardlock_agent::Store;
@@ -54,7 +54,8 @@ impl Fixture {
             &self.key,
             &self.policy,
             &attempt,
-            &Context { os_account: Some("ward4".into()) },
+            Purpose::Unlock,
+            &Context { os_account: Some("ward4".into()), session_user: None },
             at,
         )
         .unwrap()

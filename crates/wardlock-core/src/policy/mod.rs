@@ -393,8 +393,19 @@ pub struct PolicyDocument {
     table: toml::Table,
 }
 
-const SECTIONS: &[&str] =
-    &["workstation", "lock", "unlock", "pin", "lockout", "totp", "phi", "emergency", "sync", "audit", "service"];
+const SECTIONS: &[&str] = &[
+    "workstation",
+    "lock",
+    "unlock",
+    "pin",
+    "lockout",
+    "totp",
+    "phi",
+    "emergency",
+    "sync",
+    "audit",
+    "service",
+];
 
 impl PolicyDocument {
     /// Parses and checks one layer on its own: syntax, unknown keys, types, machine-only
@@ -712,8 +723,10 @@ impl Policy {
         }
         for (i, name) in self.service.allowed_users.iter().chain(&self.service.allowed_groups).enumerate() {
             if name.trim().is_empty() || name.chars().any(char::is_whitespace) {
-                let list = if i < self.service.allowed_users.len() { "allowed_users" } else { "allowed_groups" };
-                problems.push((format!("service.{list}"), format!("{name:?} is not an account or group name")));
+                let list =
+                    if i < self.service.allowed_users.len() { "allowed_users" } else { "allowed_groups" };
+                problems
+                    .push((format!("service.{list}"), format!("{name:?} is not an account or group name")));
             }
         }
         for (i, app) in self.phi.apps.iter().enumerate() {

@@ -19,13 +19,45 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    Hello { version: u32, client: String },
+    Hello {
+        version: u32,
+        client: String,
+        /// A guard is supervised: its heartbeats are expected and its loss is audited.
+        #[serde(default)]
+        role: ClientRole,
+    },
     Policy,
-    Event { event: GuardEvent },
+    Event {
+        event: GuardEvent,
+    },
     Unlock(UnlockRequest),
     Enroll(EnrollRequest),
+    /// The guard asks to quit; only an administrator's credentials allow it. After
+    /// `quit authorized` the guard may close its connection without a `guard_lost`.
+    Quit(AdminCredentials),
     Heartbeat,
     Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientRole {
+    /// The session guard: one per session, supervised.
+    Guard,
+    /// Anything else (a status query, a test): not supervised.
+    #[default]
+    Tool,
+}
+
+/// An administrator's identification for quitting the guard or approving an enrollment.
+/// Checked like an unlock (throttled, audited), and the user must have the role `admin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminCredentials {
+    /// The administrator's Wardlock user ID.
+    pub user: String,
+    pub pin: Option<SecretString>,
+    pub totp: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,11 +74,14 @@ pub struct UnlockRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EnrollRequest {
-    /// The administrator proves who they are; the answer carries a short-lived ticket.
+    /// The administrator proves who they are; the answer carries a short-lived ticket,
+    /// valid on this connection only. A user not yet in the directory is added with
+    /// `display_name` (and role `clinician`).
     Authorize {
-        admin: String,
-        pin: SecretString,
+        admin: AdminCredentials,
         user: String,
+        #[serde(default)]
+        display_name: Option<String>,
     },
     SetPin {
         ticket: String,
@@ -88,10 +123,8 @@ pub enum GuardEvent {
     IdleUnavailable {
         why: String,
     },
-    /// The guard is quitting with an administrator's authorisation.
-    Quitting {
-        admin: String,
-    },
+    /// The guard took over input after a failure (e.g. the grab works again).
+    LockRestored,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +148,7 @@ pub enum Response {
     Ack,
     Unlock(UnlockReply),
     Enroll(EnrollReply),
+    Quit(QuitReply),
     Status(ServiceStatus),
     Error {
         code: ErrorCode,
@@ -142,12 +176,32 @@ pub enum UnlockReply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum QuitReply {
+    Authorized,
+    Refused { attempts_left: u32, retry_after_secs: Option<u64> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EnrollReply {
-    Authorized { ticket: String, expires_in_secs: u64 },
+    Authorized {
+        ticket: String,
+        expires_in_secs: u64,
+    },
     PinSet,
-    TotpStarted { otpauth_uri: String },
+    TotpStarted {
+        otpauth_uri: String,
+    },
     TotpConfirmed,
-    Refused { message: String },
+    /// The administrator's credentials were refused (throttled like an unlock).
+    NotAuthorized {
+        attempts_left: u32,
+        retry_after_secs: Option<u64>,
+    },
+    /// The step itself was refused: PIN rules, wrong TOTP code, unknown or expired ticket.
+    Refused {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +211,12 @@ pub enum ErrorCode {
     UnsupportedVersion,
     HelloFirst,
     FrameTooLarge,
+    /// The peer's OS account may not use the service (policy `service.allowed_*`).
     NotAllowed,
+    /// Nothing arrived in time (no `hello`, a guard missed its heartbeats).
+    Timeout,
+    /// Too many connections or queued messages; try again later.
+    Busy,
     Internal,
 }
 
@@ -211,6 +270,8 @@ pub struct ServiceStatus {
     /// Unsent entries passed the policy's backlog threshold.
     pub backlog_warning: bool,
     pub collector_reachable: Option<bool>,
+    /// Guards connected now.
+    pub guards_connected: u32,
 }
 
 #[cfg(test)]
@@ -242,6 +303,20 @@ mod tests {
         )
         .is_err());
         assert!(serde_json::from_str::<Request>(r#"{"type":"sudo"}"#).is_err());
+    }
+
+    #[test]
+    fn hello_role_defaults_to_tool_and_enroll_nests_the_admin() {
+        let hello: Request = serde_json::from_str(r#"{"type":"hello","version":1,"client":"t"}"#).unwrap();
+        assert!(matches!(hello, Request::Hello { role: ClientRole::Tool, .. }));
+        let enroll: Request = serde_json::from_str(
+            r#"{"type":"enroll","step":"authorize","admin":{"user":"it","pin":"1","totp":null},"user":"n"}"#,
+        )
+        .unwrap();
+        let Request::Enroll(EnrollRequest::Authorize { admin, user, display_name }) = enroll else {
+            panic!("not an authorize step")
+        };
+        assert_eq!((admin.user.as_str(), user.as_str(), display_name), ("it", "n", None));
     }
 
     #[test]

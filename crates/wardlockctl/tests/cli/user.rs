@@ -165,7 +165,7 @@ fn names_and_roles_must_be_printable() {
 /// The whole path: a user enrolled with the CLI unlocks with a code from oathtool, once.
 #[test]
 fn cli_enrolled_totp_unlocks_once_even_across_restart() {
-    use wardlock_agent::auth::{attempt_unlock, Context};
+    use wardlock_agent::auth::{attempt_unlock, Context, Purpose};
     use wardlock_agent::secrets::{CredentialFileStore, DataKey};
     use wardlock_agent::store::OpenOptions;
     use wardlock_agent::Store;
@@ -188,7 +188,9 @@ fn cli_enrolled_totp_unlocks_once_even_across_restart() {
         let mut store = Store::open(&ctl.db(), &options).unwrap();
         let key = DataKey::open_or_create(&keys, &store).unwrap();
         let at = now_plus(at_secs);
-        attempt_unlock(&mut store, &key, &policy, &attempt, &Context::default(), at).unwrap().outcome
+        attempt_unlock(&mut store, &key, &policy, &attempt, Purpose::Unlock, &Context::default(), at)
+            .unwrap()
+            .outcome
     };
     assert!(matches!(try_unlock(0), Outcome::Granted { .. }));
     // Each call opens the database afresh: a restart between the two uses.
