@@ -120,7 +120,11 @@ pub fn generate_totp_seed() -> Result<TotpSeed, DirectoryError> {
 }
 
 /// The `otpauth://` URI an authenticator app scans (a secret: show it once).
-pub fn totp_uri(policy: &Policy, seed: &TotpSeed, user_id: &str) -> Result<Zeroizing<String>, DirectoryError> {
+pub fn totp_uri(
+    policy: &Policy,
+    seed: &TotpSeed,
+    user_id: &str,
+) -> Result<Zeroizing<String>, DirectoryError> {
     unlock::totp_uri(&policy.totp, seed, user_id)
         .map(Zeroizing::new)
         .map_err(|e| DirectoryError::Crypto(e.to_string()))

@@ -1,14 +1,22 @@
-//! The workstation service's library: everything `wardlockd` does with files and
-//! secrets. The binary (added by the service issue) is a thin shell around it, and
-//! `wardlockctl` uses it directly when run with the service account's rights.
+//! The workstation service `wardlockd`: its store, secrets and unlock decisions
+//! (`store`, `secrets`, `auth`, `directory`), the running service (`service`) and its
+//! local socket (`server`). The binary is a thin shell around it, and `wardlockctl`
+//! uses the store directly when run with the service account's rights.
 //!
 //! Architecture invariant: only this crate (and so only the service account) opens the
 //! workstation database or the data key. The session guard never links it.
 
 pub mod auth;
+pub mod config;
 pub mod directory;
+pub mod oslock;
+pub mod peer;
 pub mod private_fs;
 pub mod secrets;
+#[cfg(unix)]
+pub mod server;
+pub mod service;
 pub mod store;
+pub mod throttle;
 
 pub use store::{Store, StoreError};

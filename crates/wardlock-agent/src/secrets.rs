@@ -208,6 +208,59 @@ impl SecretStore for CredentialFileStore {
     }
 }
 
+/// Credentials that systemd decrypted for this service (`LoadCredentialEncrypted=`) into
+/// `$CREDENTIALS_DIRECTORY`: readable by the service alone, gone when it stops. Read-only:
+/// the installer seals the key once, as root (see `installers/linux`).
+#[derive(Debug)]
+pub struct SystemdCredentialDir {
+    dir: PathBuf,
+}
+
+impl SystemdCredentialDir {
+    /// The directory systemd gave this process, if any.
+    pub fn from_env() -> Option<Self> {
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Self { dir: dir.into() })
+    }
+}
+
+impl SecretStore for SystemdCredentialDir {
+    fn describe(&self) -> String {
+        format!("systemd credentials in {}", self.dir.display())
+    }
+    fn load(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        match fs::read(self.dir.join(name)) {
+            Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SecretError::Backend { backend: self.describe(), message: e.to_string() }),
+        }
+    }
+    fn save(&self, name: &str, _value: &[u8]) -> Result<(), SecretError> {
+        Err(SecretError::Backend {
+            backend: self.describe(),
+            message: format!(
+                "credential {name:?} is missing and cannot be created from inside the service; \
+                 run installers/linux/install.sh (it seals the key with systemd-creds)"
+            ),
+        })
+    }
+}
+
+/// The secret store a `--key-store` value names: `file:DIR` (sealed with systemd-creds
+/// where it works), `keyring`, or `systemd-credentials` (`$CREDENTIALS_DIRECTORY`).
+pub fn from_spec(spec: &str) -> Result<Box<dyn SecretStore>, SecretError> {
+    let bad = |message: String| SecretError::Backend { backend: "--key-store".into(), message };
+    match spec {
+        "keyring" => Ok(Box::new(KeyringSecretStore::new("wardlock"))),
+        "systemd-credentials" => SystemdCredentialDir::from_env()
+            .map(|s| Box::new(s) as Box<dyn SecretStore>)
+            .ok_or_else(|| bad("systemd-credentials needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredentialEncrypted=".into())),
+        _ => match spec.strip_prefix("file:") {
+            Some(dir) if !dir.is_empty() => Ok(Box::new(CredentialFileStore::with_best_sealing(dir))),
+            _ => Err(bad(format!("{spec:?} is not understood; use file:DIR, keyring or systemd-credentials"))),
+        },
+    }
+}
+
 fn path_str(p: &Path) -> Result<&str, SecretError> {
     p.to_str().ok_or_else(|| SecretError::Backend {
         backend: "credential file".into(),

@@ -233,15 +233,17 @@ impl Store {
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        get_meta(&self.conn, key)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        put_meta(&self.conn, key, value)
+    }
+
+    /// Highest seq the collector has acknowledged (0: none yet).
+    pub fn acked_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT acked_seq FROM sync_state WHERE id = 1", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Starts a write transaction. Everything done through it, audit entries included,
@@ -415,11 +417,31 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        get_meta(&self.tx, key)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        put_meta(&self.tx, key, value)
+    }
+
     /// Makes everything in the transaction durable (fsync of the WAL).
     pub fn commit(self) -> Result<(), StoreError> {
         self.tx.commit()?;
         Ok(())
     }
+}
+
+fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+}
+
+fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
 }
 
 const USER_COLUMNS: &str = "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users";

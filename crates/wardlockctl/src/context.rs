@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use wardlock_agent::secrets::{CredentialFileStore, DataKey, KeyringSecretStore, SecretStore};
+use wardlock_agent::secrets::{self, DataKey, SecretStore};
 use wardlock_agent::store::OpenOptions;
 use wardlock_agent::Store;
 use wardlock_core::clock::UtcMillis;
@@ -16,7 +16,8 @@ pub struct Global {
     /// Workstation database [default: the platform data dir, /var/lib/wardlock/wardlock.db on Linux]
     #[arg(long, global = true, env = "WARDLOCK_DB")]
     pub db: Option<PathBuf>,
-    /// Where the data key lives: `file:DIR` (sealed with systemd-creds where available) or `keyring`
+    /// Where the data key lives: `file:DIR` (sealed with systemd-creds where available), `keyring`
+    /// or `systemd-credentials` (inside a unit with LoadCredentialEncrypted=)
     /// [default: file:/etc/wardlock/credentials on Linux, keyring elsewhere]
     #[arg(long, global = true, env = "WARDLOCK_KEY_STORE")]
     pub key_store: Option<String>,
@@ -43,13 +44,7 @@ impl Global {
             None if cfg!(target_os = "linux") => "file:/etc/wardlock/credentials".to_owned(),
             None => "keyring".to_owned(),
         };
-        if spec == "keyring" {
-            return Ok(Box::new(KeyringSecretStore::new("wardlock")));
-        }
-        match spec.strip_prefix("file:") {
-            Some(dir) if !dir.is_empty() => Ok(Box::new(CredentialFileStore::with_best_sealing(dir))),
-            _ => anyhow::bail!("--key-store {spec:?} is not understood; use file:DIR or keyring"),
-        }
+        Ok(secrets::from_spec(&spec)?)
     }
 
     pub fn data_key(&self, store: &Store) -> Result<DataKey> {

@@ -1,0 +1,149 @@
+//! Where `wardlockd` keeps its files: platform defaults, a `--dev` directory, an optional
+//! configuration file, and command-line overrides, in rising order of precedence.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The resolved locations the service uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Holds `wardlock.db` (and its WAL); owner-only.
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    /// The machine policy file.
+    pub policy: PathBuf,
+    /// A missing policy file is an error (it was named explicitly) or means the
+    /// built-in defaults (the platform's default path, not yet written by IT).
+    pub policy_required: bool,
+    /// `file:DIR`, `keyring` or `systemd-credentials` (see `secrets::from_spec`).
+    pub key_store: String,
+    pub workstation_id: String,
+}
+
+/// `--config FILE`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub key_store: Option<String>,
+    pub workstation_id: Option<String>,
+}
+
+impl ConfigFile {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+    }
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub dev_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub key_store: Option<String>,
+    pub workstation_id: Option<String>,
+}
+
+impl ServiceConfig {
+    /// Production locations of this platform.
+    pub fn platform_defaults() -> Self {
+        let (data_dir, socket, policy, key_store) = if cfg!(windows) {
+            let base = PathBuf::from(r"C:\ProgramData\Wardlock");
+            (
+                base.join("data"),
+                PathBuf::from(r"\\.\pipe\wardlock-agent"),
+                base.join("policy.toml"),
+                "keyring",
+            )
+        } else if cfg!(target_os = "macos") {
+            (
+                PathBuf::from("/Library/Application Support/Wardlock"),
+                PathBuf::from("/var/run/wardlock/agent.sock"),
+                PathBuf::from("/Library/Preferences/Wardlock/policy.toml"),
+                "keyring",
+            )
+        } else {
+            (
+                PathBuf::from("/var/lib/wardlock"),
+                PathBuf::from("/run/wardlock/agent.sock"),
+                PathBuf::from("/etc/wardlock/policy.toml"),
+                "file:/etc/wardlock/credentials",
+            )
+        };
+        Self {
+            data_dir,
+            socket,
+            policy,
+            policy_required: false,
+            key_store: key_store.to_owned(),
+            workstation_id: gethostname::gethostname().to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Everything under one directory an unprivileged user owns: for the demo and tests.
+    pub fn dev(dir: &Path) -> Self {
+        Self {
+            data_dir: dir.join("data"),
+            socket: dir.join("agent.sock"),
+            policy: dir.join("policy.toml"),
+            policy_required: false,
+            key_store: format!("file:{}", dir.join("credentials").display()),
+            ..Self::platform_defaults()
+        }
+    }
+
+    pub fn resolve(file: ConfigFile, cli: Overrides) -> Self {
+        let mut config = match &cli.dev_dir {
+            Some(dir) => Self::dev(dir),
+            None => Self::platform_defaults(),
+        };
+        let policy_named = cli.policy.is_some() || file.policy.is_some();
+        config.data_dir = cli.data_dir.or(file.data_dir).unwrap_or(config.data_dir);
+        config.socket = cli.socket.or(file.socket).unwrap_or(config.socket);
+        config.policy = cli.policy.or(file.policy).unwrap_or(config.policy);
+        config.policy_required = policy_named;
+        config.key_store = cli.key_store.or(file.key_store).unwrap_or(config.key_store);
+        config.workstation_id = cli.workstation_id.or(file.workstation_id).unwrap_or(config.workstation_id);
+        config
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("wardlock.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_beats_file_beats_dev_defaults() {
+        let file = ConfigFile {
+            socket: Some("/tmp/file.sock".into()),
+            policy: Some("/tmp/file-policy.toml".into()),
+            ..ConfigFile::default()
+        };
+        let cli = Overrides {
+            dev_dir: Some("/tmp/dev".into()),
+            policy: Some("/tmp/cli-policy.toml".into()),
+            ..Overrides::default()
+        };
+        let c = ServiceConfig::resolve(file, cli);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/dev/data"));
+        assert_eq!(c.socket, PathBuf::from("/tmp/file.sock"));
+        assert_eq!(c.policy, PathBuf::from("/tmp/cli-policy.toml"));
+        assert!(c.policy_required);
+        assert_eq!(c.key_store, "file:/tmp/dev/credentials");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let err = ConfigFile::parse(Path::new("w.toml"), "datadir = \"/x\"").unwrap_err();
+        assert!(err.contains("w.toml") && err.contains("datadir"), "{err}");
+    }
+}

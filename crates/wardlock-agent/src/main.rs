@@ -1,0 +1,137 @@
+//! `wardlockd`: the workstation service. Holds the secrets, decides unlocks, keeps the
+//! audit log, and answers the session guard on a local socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+
+use wardlock_agent::config::{ConfigFile, Overrides, ServiceConfig};
+use wardlock_agent::service::Service;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wardlockd",
+    version,
+    about = "Wardlock workstation service: unlock decisions, secrets and the audit log, behind a local socket",
+    after_help = "Examples:\n  wardlockd                       # production: /var/lib/wardlock, /run/wardlock/agent.sock\n  wardlockd --dev ./demo/agent    # everything under one directory, no root needed\n\n\
+                  Signals: SIGHUP reloads the machine policy; SIGTERM/SIGINT stop cleanly."
+)]
+struct Cli {
+    /// Configuration file (TOML: data_dir, socket, policy, key_store, workstation_id)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the workstation database [default: /var/lib/wardlock]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Socket to listen on [default: /run/wardlock/agent.sock]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Machine policy file [default: /etc/wardlock/policy.toml; built-in defaults while it does not exist]
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Where the data key lives: file:DIR, keyring or systemd-credentials [default: file:/etc/wardlock/credentials]
+    #[arg(long, value_name = "SPEC")]
+    key_store: Option<String>,
+    /// Workstation ID recorded in the audit log when the database is created [default: host name]
+    #[arg(long, value_name = "ID")]
+    workstation_id: Option<String>,
+    /// Development mode: data, socket, policy and key all under DIR, run as any user
+    #[arg(long, value_name = "DIR")]
+    dev: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardlockd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            ConfigFile::parse(path, &text).map_err(anyhow::Error::msg)?
+        }
+        None => ConfigFile::default(),
+    };
+    let config = ServiceConfig::resolve(
+        file,
+        Overrides {
+            dev_dir: cli.dev,
+            data_dir: cli.data_dir,
+            socket: cli.socket,
+            policy: cli.policy,
+            key_store: cli.key_store,
+            workstation_id: cli.workstation_id,
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+#[cfg(unix)]
+async fn serve(config: ServiceConfig) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+
+    let socket = config.socket.clone();
+    // Bind before opening the database: a second instance must not touch it.
+    let listener = wardlock_agent::server::bind(&socket).await?;
+    let service =
+        tokio::task::spawn_blocking(move || Service::start(config, wardlock_agent::oslock::platform()))
+            .await?
+            .context("starting wardlockd")?;
+    let policy = service.policy();
+    eprintln!(
+        "wardlockd {}: listening on {} (workstation {:?}, database {}, policy {})",
+        env!("CARGO_PKG_VERSION"),
+        socket.display(),
+        service.status()?.workstation_id,
+        service.config().db_path().display(),
+        &policy.hash()[..12],
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(wardlock_agent::server::serve(service.clone(), listener, stop_rx));
+    let why = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => {
+                let s = service.clone();
+                match tokio::task::spawn_blocking(move || s.reload_policy()).await? {
+                    Ok(true) => eprintln!("wardlockd: machine policy reloaded ({})", &service.policy().hash()[..12]),
+                    Ok(false) => eprintln!("wardlockd: machine policy unchanged or refused (see the audit log)"),
+                    Err(e) => eprintln!("wardlockd: reloading the policy failed: {e}"),
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = std::fs::remove_file(&socket);
+    let s = service.clone();
+    tokio::task::spawn_blocking(move || s.stop(why)).await?.context("auditing the stop")?;
+    eprintln!("wardlockd: stopped ({why})");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn serve(_config: ServiceConfig) -> Result<()> {
+    anyhow::bail!("wardlockd's named-pipe server for this platform is not built yet")
+}

@@ -1,0 +1,434 @@
+//! One client connection: `hello` first, then requests answered in order; pushed policy
+//! changes in between. The connection is closed on the first protocol error, on silence
+//! past its deadline, and on a write the client does not take in time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use wardlock_core::policy::Escalation;
+use wardlock_core::protocol::local::{
+    ClientRole, EnrollReply, EnrollRequest, ErrorCode, GuardEvent, GuardPolicy, QuitReply, Request, Response,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use wardlock_core::unlock::TotpSeed;
+
+use super::frame::{FrameError, FrameReader};
+use super::WRITE_TIMEOUT;
+use crate::directory::Actor;
+use crate::peer::{self, Peer};
+use crate::service::{Approval, Service, ServiceError};
+use crate::throttle::{Admission, AttemptBudget};
+
+/// Time to send `hello` after connecting.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A tool (not a guard) that sends nothing for this long is dropped.
+const TOOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Events a guard may report per minute; more is a misbehaving client.
+const EVENTS_PER_MINUTE: u32 = 120;
+const TICKET_LIFETIME: Duration = Duration::from_secs(5 * 60);
+const TOTP_CONFIRM_TRIES: u32 = 5;
+
+pub fn encode(response: &Response) -> Vec<u8> {
+    let mut line = serde_json::to_vec(response).unwrap_or_else(|_| {
+        br#"{"type":"error","code":"internal","message":"could not encode the answer"}"#.to_vec()
+    });
+    line.push(b'\n');
+    line
+}
+
+/// An enrollment in progress, valid on this connection only.
+struct Ticket {
+    id: Zeroizing<String>,
+    admin: String,
+    user: String,
+    expires: Instant,
+    pending_seed: Option<TotpSeed>,
+    confirm_failures: u32,
+}
+
+/// How a connection ended, for the guard's audit entry.
+enum End {
+    /// The client closed it (or was closed for a reason given in `Lost`).
+    Closed,
+    Lost(String),
+    ServiceStopping,
+}
+
+struct Connection {
+    service: Arc<Service>,
+    peer: Peer,
+    writer: OwnedWriteHalf,
+    role: Option<ClientRole>,
+    /// The guard's OS session, looked up while it is alive.
+    os_session: Option<String>,
+    quit_approved_by: Option<String>,
+    events: AttemptBudget,
+    ticket: Option<Ticket>,
+}
+
+pub async fn run(service: Arc<Service>, stream: UnixStream, shutdown: watch::Receiver<bool>) {
+    let peer = match peer::of_stream(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            eprintln!("wardlockd: refused a connection whose peer is unknown: {e}");
+            return;
+        }
+    };
+    let (read, writer) = stream.into_split();
+    let mut conn = Connection {
+        events: AttemptBudget::new(EVENTS_PER_MINUTE, std::time::Instant::now()),
+        service,
+        peer,
+        writer,
+        role: None,
+        os_session: None,
+        quit_approved_by: None,
+        ticket: None,
+    };
+    if !conn.peer.allowed_by(&conn.service.policy().service) {
+        let message = format!(
+            "OS account {:?} may not use wardlockd (policy service.allowed_users / allowed_groups)",
+            conn.peer.account
+        );
+        eprintln!("wardlockd: {message}");
+        let _ = conn.send(&Response::Error { code: ErrorCode::NotAllowed, message }).await;
+        return;
+    }
+    let mut reader = FrameReader::new(BufReader::new(read), MAX_FRAME_BYTES);
+    let end = conn.serve(&mut reader, shutdown).await;
+    conn.finish(end).await;
+}
+
+impl Connection {
+    async fn serve<R>(&mut self, reader: &mut FrameReader<R>, mut shutdown: watch::Receiver<bool>) -> End
+    where
+        R: tokio::io::AsyncBufRead + Unpin,
+    {
+        let mut policy_rx = self.service.subscribe_policy();
+        policy_rx.mark_unchanged();
+        let mut last_heard = Instant::now();
+        loop {
+            let deadline = last_heard + self.silence_limit();
+            tokio::select! {
+                frame = reader.next() => {
+                    last_heard = Instant::now();
+                    let line = match frame {
+                        Ok(Some(line)) => line,
+                        Ok(None) => return End::Closed,
+                        Err(FrameError::TooLarge(max)) => {
+                            return self.fail(ErrorCode::FrameTooLarge, format!("messages are limited to {max} bytes")).await;
+                        }
+                        Err(e) => return End::Lost(format!("connection error: {e}")),
+                    };
+                    if let Some(end) = self.handle(&line).await {
+                        return end;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let what = match self.role {
+                        None => "no hello in time",
+                        Some(ClientRole::Guard) => "heartbeat missed",
+                        Some(ClientRole::Tool) => "idle too long",
+                    };
+                    return self.fail(ErrorCode::Timeout, what.to_owned()).await;
+                }
+                changed = policy_rx.changed(), if self.role.is_some() => {
+                    if changed.is_err() {
+                        return End::ServiceStopping;
+                    }
+                    let policy = GuardPolicy::from(&**policy_rx.borrow_and_update());
+                    if self.send(&Response::PolicyChanged { policy }).await.is_err() {
+                        return End::Lost("did not take a policy update".into());
+                    }
+                }
+                _ = shutdown.changed() => return End::ServiceStopping,
+            }
+        }
+    }
+
+    fn silence_limit(&self) -> Duration {
+        match self.role {
+            None => HELLO_TIMEOUT,
+            Some(ClientRole::Guard) => self.service.policy().service.guard_heartbeat_timeout,
+            Some(ClientRole::Tool) => TOOL_IDLE_TIMEOUT,
+        }
+    }
+
+    async fn send(&mut self, response: &Response) -> Result<(), ()> {
+        let line = encode(response);
+        match tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&line)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Answers with an error and ends the connection.
+    async fn fail(&mut self, code: ErrorCode, message: String) -> End {
+        let _ = self.send(&Response::Error { code, message: message.clone() }).await;
+        End::Lost(message)
+    }
+
+    /// Handles one frame; `Some` ends the connection.
+    async fn handle(&mut self, line: &[u8]) -> Option<End> {
+        let request: Request = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => {
+                // serde's message names the field or type, never echoes a value.
+                return Some(self.fail(ErrorCode::BadRequest, format!("not a valid request: {e}")).await);
+            }
+        };
+        let response = match (self.role, request) {
+            (None, Request::Hello { version, client, role }) => {
+                if version != PROTOCOL_VERSION {
+                    let message =
+                        format!("this wardlockd speaks protocol version {PROTOCOL_VERSION}, not {version}");
+                    return Some(self.fail(ErrorCode::UnsupportedVersion, message).await);
+                }
+                if let Err(end) = self.hello(role, &client).await {
+                    return Some(end);
+                }
+                Response::Hello {
+                    version: PROTOCOL_VERSION,
+                    server: format!("wardlockd {}", env!("CARGO_PKG_VERSION")),
+                }
+            }
+            (None, _) => return Some(self.fail(ErrorCode::HelloFirst, "send hello first".into()).await),
+            (Some(_), Request::Hello { .. }) => {
+                return Some(self.fail(ErrorCode::BadRequest, "hello was already sent".into()).await)
+            }
+            (Some(role), request) => match self.request(role, request).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(end)) => return Some(end),
+                Err(e) => {
+                    eprintln!("wardlockd: request from {} failed: {e}", self.peer.account);
+                    Response::Error {
+                        code: ErrorCode::Internal,
+                        message: "wardlockd could not complete this request; its log says why".into(),
+                    }
+                }
+            },
+        };
+        if self.send(&response).await.is_err() {
+            return Some(End::Lost("did not take an answer in time".into()));
+        }
+        None
+    }
+
+    async fn hello(&mut self, role: ClientRole, client: &str) -> Result<(), End> {
+        self.role = Some(role);
+        if role == ClientRole::Guard {
+            if let Some(pid) = self.peer.pid {
+                let lookup =
+                    tokio::time::timeout(Duration::from_secs(2), self.service.locker.session_of(pid));
+                self.os_session = lookup.await.ok().and_then(Result::ok);
+            }
+            let (service, peer, client) = (self.service.clone(), self.peer.clone(), client.to_owned());
+            blocking(move || service.guard_started(&peer, &client)).await.map_err(|e| {
+                eprintln!("wardlockd: {e}");
+                End::Lost("could not audit the guard's start".into())
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn request(
+        &mut self,
+        role: ClientRole,
+        request: Request,
+    ) -> Result<Result<Response, End>, ServiceError> {
+        let service = self.service.clone();
+        let peer = self.peer.clone();
+        Ok(Ok(match request {
+            Request::Hello { .. } => unreachable!("handled before"),
+            Request::Heartbeat => Response::Ack,
+            Request::Policy => Response::Policy { policy: GuardPolicy::from(&*service.policy()) },
+            Request::Status => Response::Status(blocking(move || service.status()).await?),
+            Request::Unlock(unlock) => {
+                Response::Unlock(blocking(move || service.unlock(unlock, &peer)).await?)
+            }
+            Request::Quit(creds) => {
+                if role != ClientRole::Guard {
+                    return Ok(Err(self.fail(ErrorCode::NotAllowed, "only the guard quits".into()).await));
+                }
+                let admin = creds.user.clone();
+                match blocking(move || service.approve(creds, "quit", &peer)).await? {
+                    Approval::Granted => {
+                        self.quit_approved_by = Some(admin);
+                        Response::Quit(QuitReply::Authorized)
+                    }
+                    Approval::Refused { attempts_left, retry_after_secs } => {
+                        Response::Quit(QuitReply::Refused { attempts_left, retry_after_secs })
+                    }
+                }
+            }
+            Request::Event { event } => {
+                if role != ClientRole::Guard {
+                    return Ok(Err(self
+                        .fail(ErrorCode::NotAllowed, "only the guard reports events".into())
+                        .await));
+                }
+                if let Admission::Refuse { .. } = self.events.admit(std::time::Instant::now()) {
+                    let message = format!("more than {EVENTS_PER_MINUTE} events a minute");
+                    return Ok(Err(self.fail(ErrorCode::Busy, message).await));
+                }
+                let failed = matches!(event, GuardEvent::LockFailed { .. });
+                blocking(move || service.record_event(&event, &peer)).await?;
+                if failed && self.service.policy().lock.on_grab_failure == Escalation::OsLock {
+                    let result = self.service.locker.lock(self.os_session.clone()).await;
+                    let (service, peer) = (self.service.clone(), self.peer.clone());
+                    blocking(move || service.escalated(&peer, &result)).await?;
+                }
+                Response::Ack
+            }
+            Request::Enroll(step) => Response::Enroll(self.enroll(step).await?),
+        }))
+    }
+
+    async fn enroll(&mut self, step: EnrollRequest) -> Result<EnrollReply, ServiceError> {
+        let service = self.service.clone();
+        let peer = self.peer.clone();
+        let refused = |message: &str| EnrollReply::Refused { message: message.to_owned() };
+        if let EnrollRequest::Authorize { admin, user, display_name } = step {
+            let admin_id = admin.user.clone();
+            let approval = blocking({
+                let (service, peer) = (service.clone(), peer.clone());
+                move || service.approve(admin, "enroll", &peer)
+            })
+            .await?;
+            if let Approval::Refused { attempts_left, retry_after_secs } = approval {
+                return Ok(EnrollReply::NotAuthorized { attempts_left, retry_after_secs });
+            }
+            let actor = self.actor(&admin_id);
+            let target = user.clone();
+            if let Err(message) = blocking(move || service.enroll_user(&target, display_name, &actor)).await?
+            {
+                return Ok(EnrollReply::Refused { message });
+            }
+            let id = Zeroizing::new(hex::encode(&crate::service::random_bytes::<16>()?[..]));
+            self.ticket = Some(Ticket {
+                id: id.clone(),
+                admin: admin_id,
+                user,
+                expires: Instant::now() + TICKET_LIFETIME,
+                pending_seed: None,
+                confirm_failures: 0,
+            });
+            return Ok(EnrollReply::Authorized {
+                ticket: id.to_string(),
+                expires_in_secs: TICKET_LIFETIME.as_secs(),
+            });
+        }
+
+        let presented = match &step {
+            EnrollRequest::SetPin { ticket, .. }
+            | EnrollRequest::StartTotp { ticket }
+            | EnrollRequest::ConfirmTotp { ticket, .. } => ticket.as_str(),
+            EnrollRequest::Authorize { .. } => unreachable!("handled above"),
+        };
+        let valid = self.ticket.as_ref().is_some_and(|t| {
+            bool::from(t.id.as_bytes().ct_eq(presented.as_bytes())) && Instant::now() < t.expires
+        });
+        if !valid {
+            self.ticket = None;
+            return Ok(refused(
+                "enrollment ticket unknown or expired; ask the administrator to authorise again",
+            ));
+        }
+        let Some(ticket) = self.ticket.as_mut() else { return Ok(refused("no enrollment in progress")) };
+        let actor = Actor { admin: Some(ticket.admin.clone()), os_account: Some(peer.account.clone()) };
+        let user = ticket.user.clone();
+        match step {
+            EnrollRequest::SetPin { pin, .. } => {
+                Ok(match blocking(move || service.set_pin(&user, pin, &actor)).await? {
+                    Ok(()) => EnrollReply::PinSet,
+                    Err(message) => EnrollReply::Refused { message },
+                })
+            }
+            EnrollRequest::StartTotp { .. } => {
+                let (seed, uri) = blocking(move || service.new_totp(&user)).await?;
+                ticket.pending_seed = Some(seed);
+                ticket.confirm_failures = 0;
+                Ok(EnrollReply::TotpStarted { otpauth_uri: uri.to_string() })
+            }
+            EnrollRequest::ConfirmTotp { code, .. } => {
+                let Some(seed) = ticket.pending_seed.clone() else {
+                    return Ok(refused("start TOTP enrollment first"));
+                };
+                if blocking(move || service.confirm_totp(&user, &seed, &code, &actor)).await? {
+                    ticket.pending_seed = None;
+                    return Ok(EnrollReply::TotpConfirmed);
+                }
+                ticket.confirm_failures += 1;
+                if ticket.confirm_failures >= TOTP_CONFIRM_TRIES {
+                    ticket.pending_seed = None;
+                    return Ok(refused(
+                        "too many wrong codes; start TOTP enrollment again for a new QR code",
+                    ));
+                }
+                Ok(refused("that code does not match; check the phone's clock and enter the current code"))
+            }
+            EnrollRequest::Authorize { .. } => unreachable!("handled above"),
+        }
+    }
+
+    fn actor(&self, admin: &str) -> Actor {
+        Actor { admin: Some(admin.to_owned()), os_account: Some(self.peer.account.clone()) }
+    }
+
+    /// Audits how a guard's connection ended and escalates a loss per policy.
+    async fn finish(self, end: End) {
+        if self.role != Some(ClientRole::Guard) {
+            return;
+        }
+        let service = self.service.clone();
+        let peer = self.peer.clone();
+        let result = match (end, self.quit_approved_by) {
+            (End::ServiceStopping, _) => Ok(()),
+            (End::Closed, Some(admin)) => blocking(move || service.guard_stopped(&peer, &admin)).await,
+            (End::Closed, None) => {
+                lost(
+                    service,
+                    peer,
+                    self.os_session,
+                    "disconnected without an administrator's approval".into(),
+                )
+                .await
+            }
+            (End::Lost(why), _) => lost(service, peer, self.os_session, why).await,
+        };
+        if let Err(e) = result {
+            eprintln!("wardlockd: could not audit the end of a guard connection: {e}");
+        }
+    }
+}
+
+/// A guard is gone without approval: lock the OS session if policy says so, then audit.
+async fn lost(
+    service: Arc<Service>,
+    peer: Peer,
+    os_session: Option<String>,
+    why: String,
+) -> Result<(), ServiceError> {
+    let escalation = match service.policy().lock.on_guard_lost {
+        Escalation::OsLock => match service.locker.lock(os_session).await {
+            Ok(what) => format!("os_lock: locked {what}"),
+            Err(e) => format!("os_lock failed: {e}"),
+        },
+        Escalation::AuditOnly => "audit_only".to_owned(),
+    };
+    blocking(move || service.guard_lost(&peer, &why, &escalation)).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Worker(e.to_string()))?
+}
