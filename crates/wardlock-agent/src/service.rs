@@ -403,10 +403,6 @@ impl Service {
             (_, _) => draft,
         };
         self.audit(draft)?;
-        if matches!(event, GuardEvent::Locked { .. }) {
-            // Whoever unlocks next takes the session over.
-            *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
         Ok(())
     }
 
