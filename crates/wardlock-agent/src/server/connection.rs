@@ -392,7 +392,17 @@ impl Connection {
         let peer = self.peer.clone();
         let result = match (end, self.quit_approved_by) {
             (End::ServiceStopping, _) => Ok(()),
-            (End::Closed, Some(admin)) => blocking(move || service.guard_stopped(&peer, &admin)).await,
+            (End::Closed, Some(admin)) => {
+                let account = peer.account.clone();
+                let audited = blocking({
+                    let admin = admin.clone();
+                    move || service.guard_stopped(&peer, &admin)
+                })
+                .await;
+                // Logged once audited: tests (and operators) may rely on the entry being there.
+                eprintln!("wardlockd: guard of {account} stopped with {admin}'s approval");
+                audited
+            }
             (End::Closed, None) => {
                 lost(
                     service,
@@ -424,7 +434,10 @@ async fn lost(
         },
         Escalation::AuditOnly => "audit_only".to_owned(),
     };
-    blocking(move || service.guard_lost(&peer, &why, &escalation)).await
+    let message = format!("wardlockd: guard of {} lost ({why}); {escalation}", peer.account);
+    let audited = blocking(move || service.guard_lost(&peer, &why, &escalation)).await;
+    eprintln!("{message}");
+    audited
 }
 
 async fn blocking<T: Send + 'static>(

@@ -10,7 +10,10 @@ fn right_pin_is_granted_and_its_audit_entry_is_on_disk_before_the_answer() {
     let mut guard = d.client("guard");
 
     let wrong = guard.unlock("n.nurse", Some("000000"), None);
-    assert_eq!(wrong, json!({"type": "unlock", "result": "refused", "attempts_left": 4, "retry_after_secs": null}));
+    assert_eq!(
+        wrong,
+        json!({"type": "unlock", "result": "refused", "attempts_left": 4, "retry_after_secs": null})
+    );
     let granted = guard.unlock("n.nurse", Some("730284"), None);
     assert_eq!(granted["result"], "granted", "{granted}");
     assert_eq!(granted["user"], "n.nurse");
@@ -22,7 +25,8 @@ fn right_pin_is_granted_and_its_audit_entry_is_on_disk_before_the_answer() {
     // Killed the instant the answer arrived: the entry must already be durable.
     d.kill9();
     let entries = d.audit();
-    let last = entries.iter().rev().find(|e| e.kind.as_str() == "unlock_succeeded").expect("no unlock_succeeded");
+    let last =
+        entries.iter().rev().find(|e| e.kind.as_str() == "unlock_succeeded").expect("no unlock_succeeded");
     assert_eq!(last.user.as_deref(), Some("n.nurse"));
     assert_eq!(last.details.get("method").map(String::as_str), Some("pin"));
     d.open_store().verify_audit().unwrap();
@@ -156,7 +160,10 @@ fn another_clinician_unlocking_takes_the_session_over() {
     d.start();
     let mut c = d.client("guard");
     assert_eq!(c.unlock("n.nurse", Some("730284"), None)["result"], "granted");
-    assert_eq!(c.request(json!({"type": "event", "event": {"kind": "locked", "reason": "idle"}}))["type"], "ack");
+    assert_eq!(
+        c.request(json!({"type": "event", "event": {"kind": "locked", "reason": "idle"}}))["type"],
+        "ack"
+    );
     assert_eq!(c.unlock("d.doctor", Some("582046"), None)["result"], "granted");
     let entries = d.audit();
     let locked = entries.iter().find(|e| e.kind.as_str() == "locked").unwrap();

@@ -138,7 +138,14 @@ impl Daemon {
 
     /// Enrolls a user straight into the database, as IT does with `wardlockctl`.
     /// Returns the TOTP secret (base32) when `totp`.
-    pub fn add_user(&self, id: &str, name: &str, role: &str, pin: Option<&str>, totp: bool) -> Option<String> {
+    pub fn add_user(
+        &self,
+        id: &str,
+        name: &str,
+        role: &str,
+        pin: Option<&str>,
+        totp: bool,
+    ) -> Option<String> {
         let mut store = self.open_store();
         let key = self.key(&store);
         let new = NewUser {
@@ -150,7 +157,8 @@ impl Daemon {
         };
         let policy = Policy::default();
         let enrollment =
-            directory::add_user(&mut store, &key, &policy, new, &Actor::default(), crate::util::now()).unwrap();
+            directory::add_user(&mut store, &key, &policy, new, &Actor::default(), crate::util::now())
+                .unwrap();
         enrollment.totp_uri.map(|uri| totp_secret(&uri))
     }
 
@@ -254,7 +262,9 @@ impl Client {
     }
 
     pub fn unlock(&mut self, user: &str, pin: Option<&str>, totp: Option<&str>) -> Value {
-        self.request(json!({"type": "unlock", "user": user, "pin": pin, "totp": totp, "emergency_reason": null}))
+        self.request(
+            json!({"type": "unlock", "user": user, "pin": pin, "totp": totp, "emergency_reason": null}),
+        )
     }
 
     /// True once the service has closed the connection (after reading what it still sent).
