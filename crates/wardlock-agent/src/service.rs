@@ -381,13 +381,13 @@ impl Service {
             GuardEvent::WarningShown { seconds_left } => {
                 d(AuditKind::WarningShown).detail("seconds_left", seconds_left)
             }
-            GuardEvent::WarningCancelled => d(AuditKind::WarningCancelled),
+            GuardEvent::WarningCancelled {} => d(AuditKind::WarningCancelled),
             GuardEvent::Locked { reason } => {
                 let reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned));
                 d(AuditKind::Locked).detail("reason", reason.unwrap_or_default())
             }
             GuardEvent::LockFailed { what } => d(AuditKind::LockFailed).detail("what", client_text(what)),
-            GuardEvent::LockRestored => d(AuditKind::LockFailed).detail("what", "restored"),
+            GuardEvent::LockRestored {} => d(AuditKind::LockFailed).detail("what", "restored"),
             GuardEvent::PhiAppHidden { app } => d(AuditKind::PhiAppHidden).detail("app", client_text(app)),
             GuardEvent::PhiAppRestored { app } => {
                 d(AuditKind::PhiAppRestored).detail("app", client_text(app))

@@ -248,9 +248,9 @@ impl Connection {
         let peer = self.peer.clone();
         Ok(Ok(match request {
             Request::Hello { .. } => unreachable!("handled before"),
-            Request::Heartbeat => Response::Ack,
-            Request::Policy => Response::Policy { policy: GuardPolicy::from(&*service.policy()) },
-            Request::Status => Response::Status(blocking(move || service.status()).await?),
+            Request::Heartbeat {} => Response::Ack,
+            Request::Policy {} => Response::Policy { policy: GuardPolicy::from(&*service.policy()) },
+            Request::Status {} => Response::Status(blocking(move || service.status()).await?),
             Request::Unlock(unlock) => {
                 Response::Unlock(blocking(move || service.unlock(unlock, &peer)).await?)
             }

@@ -26,7 +26,8 @@ pub enum Request {
         #[serde(default)]
         role: ClientRole,
     },
-    Policy,
+    // Empty braces, not unit variants: serde checks unknown fields only on those.
+    Policy {},
     Event {
         event: GuardEvent,
     },
@@ -35,8 +36,8 @@ pub enum Request {
     /// The guard asks to quit; only an administrator's credentials allow it. After
     /// `quit authorized` the guard may close its connection without a `guard_lost`.
     Quit(AdminCredentials),
-    Heartbeat,
-    Status,
+    Heartbeat {},
+    Status {},
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -104,7 +105,7 @@ pub enum GuardEvent {
     WarningShown {
         seconds_left: u64,
     },
-    WarningCancelled,
+    WarningCancelled {},
     Locked {
         reason: LockReason,
     },
@@ -124,7 +125,7 @@ pub enum GuardEvent {
         why: String,
     },
     /// The guard took over input after a failure (e.g. the grab works again).
-    LockRestored,
+    LockRestored {},
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,6 +304,8 @@ mod tests {
         )
         .is_err());
         assert!(serde_json::from_str::<Request>(r#"{"type":"sudo"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"type":"status","x":1}"#).is_err());
+        assert_eq!(serde_json::from_str::<Request>(r#"{"type":"status"}"#).unwrap(), Request::Status {});
     }
 
     #[test]
