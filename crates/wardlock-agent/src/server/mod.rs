@@ -19,7 +19,8 @@ use crate::service::Service;
 
 /// Connections served at once; more are answered `busy` and closed. A workstation has
 /// a guard per session and the odd status query; this bounds what a flood can take.
-pub const MAX_CONNECTIONS: usize = 64;
+/// (A guard keeps its connection for the whole session, so a flood cannot push it out.)
+pub const MAX_CONNECTIONS: usize = 256;
 /// Every write to a client must finish in this time, or the client is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 

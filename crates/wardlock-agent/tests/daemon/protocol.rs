@@ -30,7 +30,13 @@ fn hello_comes_first_and_once_with_a_version_the_service_speaks() {
 fn garbage_and_oversized_frames_get_an_error_and_the_connection_closed() {
     let mut d = Daemon::new(FAST_POLICY);
     d.start();
-    for garbage in [&b"not json\n"[..], b"{\"type\":\"unlock\"}\n", b"\xff\xfe\n", b"[1,2,3]\n", b"{\"type\":\"policy\",\"x\":1}\n"] {
+    for garbage in [
+        &b"not json\n"[..],
+        b"{\"type\":\"unlock\"}\n",
+        b"\xff\xfe\n",
+        b"[1,2,3]\n",
+        b"{\"type\":\"policy\",\"x\":1}\n",
+    ] {
         let mut c = d.client("tool");
         c.send_raw(garbage).unwrap();
         assert_eq!(c.read().unwrap()["code"], "bad_request", "{:?}", String::from_utf8_lossy(garbage));
@@ -69,7 +75,7 @@ fn a_client_that_never_says_hello_is_dropped_and_blocks_nobody() {
 fn past_the_connection_limit_clients_are_told_to_come_back() {
     let mut d = Daemon::new(FAST_POLICY);
     d.start();
-    let held: Vec<_> = (0..64).map(|_| d.client("tool")).collect();
+    let held: Vec<_> = (0..256).map(|_| d.client("tool")).collect();
     let mut extra = d.connect();
     assert_eq!(extra.read().unwrap()["code"], "busy");
     drop(held);
@@ -97,6 +103,7 @@ fn a_script_hammering_unlock_is_slowed_to_the_policy_rate_and_counted_once() {
     let failed = d.kinds().iter().filter(|k| *k == "unlock_failed").count();
     assert!(failed <= 11, "{failed} attempts were checked and audited one by one");
     d.stop();
-    let limited = d.audit().into_iter().find(|e| e.kind.as_str() == "attempts_rate_limited").expect("not audited");
+    let limited =
+        d.audit().into_iter().find(|e| e.kind.as_str() == "attempts_rate_limited").expect("not audited");
     assert!(limited.details["count"].parse::<u32>().unwrap() >= 29);
 }
