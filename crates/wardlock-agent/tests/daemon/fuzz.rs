@@ -1,7 +1,7 @@
 //! A flood of random and malformed frames over many connections: the service stays up,
 //! keeps answering a well-behaved guard, and its audit log still verifies.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -77,14 +77,28 @@ fn frame(noise: &mut Noise) -> Vec<u8> {
 }
 
 fn fuzz_one_connection(socket: &std::path::Path, noise: &mut Noise) -> usize {
-    let Ok(mut stream) = UnixStream::connect(socket) else { return 0 };
+    let Ok(stream) = UnixStream::connect(socket) else { return 0 };
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
     let mut sent = 0;
-    for _ in 0..1 + noise.below(5) {
-        if stream.write_all(&frame(noise)).is_err() {
-            break; // the service closed it, as it should on a bad frame
+    // Most connections get past hello, so the noise reaches the request handlers.
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    if noise.below(4) > 0 {
+        frames.push(format!("{}\n", TEMPLATES[noise.below(2)]).into_bytes());
+    }
+    frames.extend((0..1 + noise.below(5)).map(|_| frame(noise)));
+    for f in frames {
+        if writer.write_all(&f).is_err() {
+            break;
         }
         sent += 1;
+        // Wait for the answer (or the close) so the service really handles each frame.
+        let mut answer = String::new();
+        if !matches!(reader.read_line(&mut answer), Ok(n) if n > 0) {
+            break;
+        }
     }
     sent
 }
@@ -148,4 +162,10 @@ fn thousands_of_bad_frames_do_not_hurt_the_service() {
     assert_eq!(guard.unlock("n.nurse", Some("730284"), None)["result"], "granted");
     d.stop();
     d.open_store().verify_audit().unwrap();
+    // Some of the noise got past hello and was decided, so the flood reached the logic.
+    let kinds = d.kinds();
+    let decided =
+        kinds.iter().filter(|k| ["unlock_failed", "phi_app_hidden", "locked"].contains(&k.as_str())).count();
+    eprintln!("fuzz: {frames} frames, {decided} decided and audited");
+    assert!(decided >= 10, "only {decided} fuzz requests reached the service's logic");
 }
