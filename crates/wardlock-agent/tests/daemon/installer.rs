@@ -1,1 +1,169 @@
+//! The Linux installer's pieces, checked with systemd's own tools: the unit verifies and
+//! is sandboxed, the account is made by sysusers, and a key sealed the way install.sh
+//! seals it is what the unit hands to `wardlockd` and what `wardlockctl` opens.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use wardlock_agent::secrets::{self, DataKey};
+use wardlock_agent::store::OpenOptions;
+use wardlock_agent::Store;
+
+fn installers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../installers/linux")
+}
+
+/// The unit with its ExecStart pointing at the binary just built (verify checks it exists).
+fn unit_for_test(dir: &Path) -> PathBuf {
+    let unit = std::fs::read_to_string(installers().join("wardlockd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/wardlockd "), "install.sh puts the binary there");
+    let path = dir.join("wardlockd.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/wardlockd", env!("CARGO_BIN_EXE_wardlockd"))).unwrap();
+    path
+}
+
+#[test]
+fn the_unit_verifies_and_is_tightly_sandboxed() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_for_test(dir.path());
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is needed (apt-get install systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+
+    let out =
+        Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&unit).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f32 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for wardlockd.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(level <= 2.5, "exposure {level}: the sandbox got weaker");
+
+    let unit_text = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "User=wardlock",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "Restart=always",
+        "StateDirectory=wardlock",
+        "RuntimeDirectory=wardlock",
+    ] {
+        assert!(unit_text.lines().any(|l| l == line), "missing {line}");
+    }
+}
+
+#[test]
+fn sysusers_makes_the_service_account() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    let out = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.path().display()))
+        .arg(installers().join("sysusers-wardlock.conf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let entry = passwd.lines().find(|l| l.starts_with("wardlock:")).expect("no wardlock account");
+    assert!(entry.ends_with(":/var/lib/wardlock:/usr/sbin/nologin"), "{entry}");
+}
+
+#[test]
+fn the_installer_scripts_parse() {
+    let out = Command::new("bash").arg("-n").arg(installers().join("install.sh")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // polkit rules are JavaScript.
+    let dir = tempfile::tempdir().unwrap();
+    let js = dir.path().join("rules.js");
+    let rules = std::fs::read_to_string(installers().join("polkit-wardlock.rules")).unwrap();
+    std::fs::write(&js, format!("var polkit = {{ addRule: function () {{}}, Result: {{}} }};\n{rules}"))
+        .unwrap();
+    let out = Command::new("node")
+        .arg("--check")
+        .arg(&js)
+        .output()
+        .expect("node is needed (`make setup` installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_key_sealed_as_install_sh_does_is_the_one_the_unit_and_wardlockctl_use() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("WARDLOCK_SKIP_ROOT_TESTS").is_some(),
+            "systemd-creds needs root for the host key; run as root or set WARDLOCK_SKIP_ROOT_TESTS=1"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sealed_dir = dir.path().join("etc-credentials");
+    std::fs::create_dir(&sealed_dir).unwrap();
+    let cred = sealed_dir.join("wardlock-data-key.cred");
+    // What install.sh runs.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 32 /dev/urandom | systemd-creds encrypt --name=wardlock-data-key - {}",
+            cred.display()
+        ))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // What LoadCredentialEncrypted= does before starting the service.
+    let loaded = dir.path().join("run-credentials");
+    std::fs::create_dir(&loaded).unwrap();
+    let status = Command::new("systemd-creds")
+        .args(["decrypt", "--name=wardlock-data-key"])
+        .arg(&cred)
+        .arg(loaded.join("wardlock-data-key"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let agent = dir.path().join("agent");
+    let run = |credentials: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_wardlockd"))
+            .arg("--dev")
+            .arg(&agent)
+            .args(["--key-store", "systemd-credentials"])
+            .env("CREDENTIALS_DIRECTORY", credentials)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Without the credential the service refuses to start and says how to fix it.
+    let empty = dir.path().join("no-credentials");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(&empty).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("install.sh"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = run(&loaded);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    assert!(lines.next().unwrap().unwrap().contains("listening on"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    // wardlockctl, as root, reaches the same key through the sealed file.
+    let store = Store::open(
+        &agent.join("data/wardlock.db"),
+        &OpenOptions { create: false, workstation_id: "x".into() },
+    )
+    .unwrap();
+    let spec = format!("file:{}", sealed_dir.display());
+    DataKey::open_or_create(secrets::from_spec(&spec).unwrap().as_ref(), &store).expect("a different key");
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs wardlockd on this Debian/Ubuntu workstation as a systemd system service.
+# Run as root from the repository after `cargo build --release`:
+#   sudo installers/linux/install.sh
+# Safe to run again: it keeps an existing policy, key and database.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+bin="${WARDLOCK_BIN_DIR:-$repo/target/release}"
+prefix="${PREFIX:-/usr/local}"
+
+if [[ $EUID -ne 0 ]]; then
+    echo "install.sh: run as root (sudo $0)" >&2
+    exit 1
+fi
+for b in wardlockd wardlockctl; do
+    if [[ ! -x "$bin/$b" ]]; then
+        echo "install.sh: $bin/$b is missing; build it first: cargo build --release" >&2
+        exit 1
+    fi
+done
+
+install -m 0755 "$bin/wardlockd" "$bin/wardlockctl" "$prefix/bin/"
+install -D -m 0644 "$here/sysusers-wardlock.conf" /usr/lib/sysusers.d/wardlock.conf
+systemd-sysusers /usr/lib/sysusers.d/wardlock.conf
+install -D -m 0644 "$here/wardlockd.service" /etc/systemd/system/wardlockd.service
+if [[ -d /etc/polkit-1/rules.d ]]; then
+    install -m 0644 "$here/polkit-wardlock.rules" /etc/polkit-1/rules.d/50-wardlock.rules
+fi
+install -D -m 0644 "$repo/README.md" "$prefix/share/doc/wardlock/README.md"
+
+# The machine policy: IT's file, never overwritten.
+install -d -m 0755 /etc/wardlock
+if [[ ! -e /etc/wardlock/policy.toml ]]; then
+    install -m 0644 "$here/policy.toml" /etc/wardlock/policy.toml
+fi
+"$prefix/bin/wardlockctl" policy check /etc/wardlock/policy.toml >/dev/null
+
+# The data key that seals TOTP seeds: 256 random bits, sealed once with systemd-creds
+# (TPM2 where present) under the name the unit loads it by. Root-only.
+install -d -m 0700 /etc/wardlock/credentials
+cred=/etc/wardlock/credentials/wardlock-data-key.cred
+if [[ ! -e "$cred" ]]; then
+    umask 077
+    head -c 32 /dev/urandom | systemd-creds encrypt --name=wardlock-data-key - "$cred.tmp"
+    mv "$cred.tmp" "$cred"
+fi
+
+if [[ -d /run/systemd/system ]]; then
+    systemctl daemon-reload
+    systemctl enable --now wardlockd.service
+    systemctl --no-pager status wardlockd.service | head -n 5
+else
+    echo "install.sh: systemd is not running here; start it later with: systemctl enable --now wardlockd"
+fi
