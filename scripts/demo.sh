@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet -p wardlockctl
+cargo build --quiet -p wardlockctl -p wardlock-agent
 ctl() { echo; echo "\$ wardlockctl $*"; target/debug/wardlockctl "$@"; }
 
 rm -rf demo && mkdir -p demo
@@ -45,6 +45,34 @@ echo "\$ sqlite3 demo/data/wardlock.db \"... UPDATE audit SET user = 'someone.el
 sqlite3 demo/data/wardlock.db "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; UPDATE audit SET user = 'someone.else' WHERE seq = 2"
 ctl audit verify || echo "  (tampering detected, as it should be)"
 
+echo; echo "# The workstation service, wardlockd, in --dev mode: everything under demo/agent"
+export WARDLOCK_DB=demo/agent/data/wardlock.db WARDLOCK_KEY_STORE=file:demo/agent/credentials
+export WARDLOCK_SOCKET=demo/agent/agent.sock
+mkdir -p demo/agent
+cp installers/linux/policy.toml demo/agent/policy.toml
+echo "\$ wardlockd --dev demo/agent &"
+target/debug/wardlockd --dev demo/agent 2> >(sed -u 's/^/  [wardlockd] /' >&2) &
+agent_pid=$!
+trap 'kill $agent_pid 2>/dev/null || true' EXIT
+# Ready once it answers (connections made earlier wait in the socket's queue).
+for _ in $(seq 100); do target/debug/wardlockctl agent status >/dev/null 2>&1 && break; sleep 0.1; done
+echo 730284 | target/debug/wardlockctl user add n.nurse --name "Nora Nurse" --role nurse --pin-stdin
+echo 915372 | target/debug/wardlockctl user add it.admin --name "Ida Admin" --role admin --pin-stdin
+ctl agent status
+echo; echo "\$ echo 111111 | wardlockctl agent unlock n.nurse --pin-stdin"
+echo 111111 | target/debug/wardlockctl agent unlock n.nurse --pin-stdin || echo "  (refused, as it should be)"
+sleep 1.1  # the policy's 1 s throttle after a failure
+echo; echo "\$ echo 730284 | wardlockctl agent unlock n.nurse --pin-stdin"
+echo 730284 | target/debug/wardlockctl agent unlock n.nurse --pin-stdin
+ctl audit verify
+
 echo
-echo "Everything is in ./demo: the database (demo/data, owner-only), the sealed data key (demo/credentials),"
-echo "the IT signing keys (demo/it-keys). Run 'make run' again to start over."
+echo "Everything is in ./demo: the service's database (demo/agent/data, owner-only), its sealed data key"
+echo "(demo/agent/credentials), the IT signing keys (demo/it-keys). Run 'make run' again to start over."
+if [ -n "${DEMO_EXIT:-}" ]; then exit 0; fi
+echo
+echo "wardlockd keeps running on demo/agent/agent.sock. In another terminal, for example:"
+echo "  WARDLOCK_SOCKET=demo/agent/agent.sock target/debug/wardlockctl agent status"
+echo "  kill -HUP $agent_pid   # after editing demo/agent/policy.toml: reload it"
+echo "Ctrl+C stops it."
+wait $agent_pid

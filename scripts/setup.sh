@@ -9,6 +9,8 @@ APT_PACKAGES=(
   oathtool    # an independent TOTP implementation the tests compare against
   keyutils    # `keyctl session` for the keyring back-end test
   systemd     # `systemd-creds`, which seals the data key; also `systemd-analyze verify`
+  dbus        # a private bus for the stand-in logind the supervision tests lock through
+  passwd util-linux  # useradd and runuser: tests act as a second OS account
   nodejs npm  # the guard's TypeScript front end
 )
 

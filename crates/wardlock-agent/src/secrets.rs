@@ -324,56 +324,65 @@ impl DataKey {
     /// The key for this database: loaded from the secret store and checked against the
     /// check value the database keeps. Made only when neither exists yet.
     pub fn open_or_create(secrets: &dyn SecretStore, store: &Store) -> Result<DataKey, SecretError> {
+        if let Some(key) = Self::open_existing(secrets, store)? {
+            return Ok(key);
+        }
+        // Nothing yet. Make it under the database's write lock, and look again once we
+        // hold it: the service and `wardlockctl` starting together must not each make a
+        // key (one would be orphaned, and with it every seed sealed by it).
+        store.with_write_lock(|| {
+            if let Some(key) = Self::open_existing(secrets, store)? {
+                return Ok(key);
+            }
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            getrandom::getrandom(&mut bytes[..])
+                .map_err(|e| SecretError::Backend { backend: "OS random".into(), message: e.to_string() })?;
+            secrets.save(DATA_KEY, &bytes[..])?;
+            // Read it back: a store that silently drops keys must fail now, not after
+            // the first seed was sealed with a key nobody kept.
+            let reread = secrets.load(DATA_KEY)?;
+            if reread.as_deref().map(|v| &v[..]) != Some(&bytes[..]) {
+                return Err(SecretError::Backend {
+                    backend: secrets.describe(),
+                    message: "the key just saved cannot be read back".into(),
+                });
+            }
+            let key = DataKey(bytes);
+            store.set_meta(KEY_CHECK_META, &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?))?;
+            Ok(key)
+        })
+    }
+
+    /// The key, checked against the database, if either exists yet.
+    fn open_existing(secrets: &dyn SecretStore, store: &Store) -> Result<Option<DataKey>, SecretError> {
         let check = store.meta(KEY_CHECK_META)?;
         let stored = secrets.load(DATA_KEY)?;
+        let wrong = || SecretError::WrongKey { backend: secrets.describe(), db: store.path().to_owned() };
         let key = match (stored, &check) {
-            (Some(bytes), _) => DataKey::from_bytes(&bytes).ok_or_else(|| SecretError::WrongKey {
-                backend: secrets.describe(),
-                db: store.path().to_owned(),
-            })?,
+            (Some(bytes), _) => DataKey::from_bytes(&bytes).ok_or_else(wrong)?,
             (None, Some(_)) => {
                 return Err(SecretError::MissingKey {
                     backend: secrets.describe(),
                     db: store.path().to_owned(),
                 });
             }
-            (None, None) => {
-                let mut bytes = Zeroizing::new([0u8; 32]);
-                getrandom::getrandom(&mut bytes[..]).map_err(|e| SecretError::Backend {
-                    backend: "OS random".into(),
-                    message: e.to_string(),
-                })?;
-                secrets.save(DATA_KEY, &bytes[..])?;
-                // Read it back: a store that silently drops keys must fail now, not after
-                // the first seed was sealed with a key nobody kept.
-                let reread = secrets.load(DATA_KEY)?;
-                if reread.as_deref().map(|v| &v[..]) != Some(&bytes[..]) {
-                    return Err(SecretError::Backend {
-                        backend: secrets.describe(),
-                        message: "the key just saved cannot be read back".into(),
-                    });
-                }
-                DataKey(bytes)
-            }
+            (None, None) => return Ok(None),
         };
         match check {
             Some(check) => {
                 let sealed = B64.decode(check).map_err(|_| SecretError::Unseal)?;
                 match key.open(&sealed, b"key-check") {
-                    Ok(v) if &v[..] == KEY_CHECK_PLAINTEXT => {}
-                    _ => {
-                        return Err(SecretError::WrongKey {
-                            backend: secrets.describe(),
-                            db: store.path().to_owned(),
-                        })
-                    }
+                    Ok(v) if &v[..] == KEY_CHECK_PLAINTEXT => Ok(Some(key)),
+                    _ => Err(wrong()),
                 }
             }
+            // A key but no check value yet (a key store provisioned ahead, as install.sh
+            // does): this database adopts it.
             None => {
-                store.set_meta(KEY_CHECK_META, &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?))?
+                store.set_meta(KEY_CHECK_META, &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?))?;
+                Ok(Some(key))
             }
         }
-        Ok(key)
     }
 
     /// Seals `plaintext`, bound to `context` (e.g. the user ID, so a sealed seed copied

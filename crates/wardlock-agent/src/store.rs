@@ -240,6 +240,23 @@ impl Store {
         put_meta(&self.conn, key, value)
     }
 
+    /// Runs `f` holding the database's write lock (`BEGIN IMMEDIATE`): another process
+    /// doing the same waits. For one-time set-up two processes could otherwise race on
+    /// (making the data key). `f` may use this store's reads and `set_meta`.
+    pub fn with_write_lock<T, E: From<StoreError>>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(StoreError::from)?;
+        match f() {
+            Ok(value) => {
+                self.conn.execute_batch("COMMIT").map_err(StoreError::from)?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     /// Highest seq the collector has acknowledged (0: none yet).
     pub fn acked_seq(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row("SELECT acked_seq FROM sync_state WHERE id = 1", [], |r| r.get::<_, i64>(0))?

@@ -1,6 +1,8 @@
 //! `wardlockctl`: the command line for IT and compliance. A thin shell: parsing and
 //! printing here, every rule in `wardlock-core` and every file in `wardlock-agent`.
 
+#[cfg(unix)]
+mod agent_cmd;
 mod audit_cmd;
 mod context;
 mod policy_cmd;
@@ -31,6 +33,9 @@ enum Command {
     /// Verify and export the audit log
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Ask the running wardlockd: status, or try an unlock
+    #[cfg(unix)]
+    Agent(agent_cmd::AgentArgs),
 }
 
 /// The outcome of a command that checks something: `Failed` exits 1 after the command
@@ -47,6 +52,8 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::User(cmd) => user_cmd::run(&cli.global, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd),
+        #[cfg(unix)]
+        Command::Agent(args) => agent_cmd::run(args),
     };
     match result {
         Ok(Verdict::Ok) => ExitCode::SUCCESS,

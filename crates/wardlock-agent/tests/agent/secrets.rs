@@ -124,3 +124,29 @@ fn keyring_backend_round_trips_under_a_keyctl_session() {
     assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("keyring-child-ok"), "the child did not run the keyring test:\n{stdout}");
 }
+
+#[test]
+fn processes_starting_together_agree_on_one_data_key() {
+    // The service and wardlockctl opening a new database at once, many times over.
+    for _ in 0..5 {
+        let ws = Workstation::new();
+        let db = ws.db_path();
+        let keys = ws.dir.path().join("keys");
+        drop(crate::util::open_store(&db));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (db, keys) = (db.clone(), keys.clone());
+                std::thread::spawn(move || {
+                    let store = crate::util::open_store(&db);
+                    let files = CredentialFileStore::new(&keys, Sealing::None);
+                    DataKey::open_or_create(&files, &store).unwrap()
+                })
+            })
+            .collect();
+        let keys: Vec<DataKey> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let sealed = keys[0].seal(b"seed", b"n.nurse").unwrap();
+        for key in &keys[1..] {
+            assert_eq!(&key.open(&sealed, b"n.nurse").unwrap()[..], b"seed", "two different keys were made");
+        }
+    }
+}
