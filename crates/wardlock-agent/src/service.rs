@@ -2,6 +2,7 @@
 //! socket. Methods here block (SQLite, Argon2); the server calls them off the async
 //! threads. Each one that changes something audits it in the same transaction.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +32,9 @@ use crate::throttle::{Admission, AttemptBudget};
 const META_RUNNING: &str = "service_running";
 const META_POLICY_TEXT: &str = "machine_policy_last_good";
 const META_POLICY_HASH: &str = "policy_hash_applied";
+/// A session runs one guard; two allow a restart to overlap the old one's exit.
+const GUARDS_PER_ACCOUNT: u32 = 2;
+const GUARD_STARTS_PER_MINUTE: u32 = 20;
 /// Text a client sends that ends up in the audit log (an app name, a failure) is cut here.
 const MAX_CLIENT_TEXT: usize = 200;
 
@@ -73,6 +77,9 @@ pub struct Service {
     /// The clinician the session is attributed to (the last one who unlocked).
     session_user: Mutex<Option<String>>,
     guards: AtomicU32,
+    /// Guards connected per OS account, and how fast each account starts them: a
+    /// process in the session posing as guards must not flood the audit log.
+    guard_accounts: Mutex<HashMap<u32, (u32, AttemptBudget)>>,
     pub locker: Box<dyn OsLocker>,
 }
 
@@ -151,6 +158,7 @@ impl Service {
             budget: Mutex::new(budget),
             session_user: Mutex::new(None),
             guards: AtomicU32::new(0),
+            guard_accounts: Mutex::new(HashMap::new()),
             locker,
         }))
     }
@@ -406,6 +414,30 @@ impl Service {
         Ok(())
     }
 
+    /// Admits a new guard of `peer`'s account, or says why not.
+    pub fn admit_guard(&self, peer: &Peer) -> Result<(), String> {
+        let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let (connected, starts) = accounts
+            .entry(peer.uid)
+            .or_insert_with(|| (0, AttemptBudget::new(GUARD_STARTS_PER_MINUTE, Instant::now())));
+        if *connected >= GUARDS_PER_ACCOUNT {
+            return Err(format!("{GUARDS_PER_ACCOUNT} guards of this account are connected already"));
+        }
+        if let Admission::Refuse { .. } = starts.admit(Instant::now()) {
+            return Err(format!("more than {GUARD_STARTS_PER_MINUTE} guard starts a minute"));
+        }
+        *connected += 1;
+        Ok(())
+    }
+
+    fn release_guard(&self, peer: &Peer) {
+        self.guards.fetch_sub(1, Ordering::SeqCst);
+        let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((connected, _)) = accounts.get_mut(&peer.uid) {
+            *connected = connected.saturating_sub(1);
+        }
+    }
+
     pub fn guard_started(&self, peer: &Peer, client: &str) -> Result<(), ServiceError> {
         self.guards.fetch_add(1, Ordering::SeqCst);
         self.audit(
@@ -418,14 +450,14 @@ impl Service {
 
     /// The guard left with an administrator's approval.
     pub fn guard_stopped(&self, peer: &Peer, admin: &str) -> Result<(), ServiceError> {
-        self.guards.fetch_sub(1, Ordering::SeqCst);
+        self.release_guard(peer);
         self.audit(self.draft(AuditKind::GuardStopped, Some(peer)).detail("by", admin))?;
         Ok(())
     }
 
     /// The guard vanished or fell silent; `escalation` says what the service did about it.
     pub fn guard_lost(&self, peer: &Peer, why: &str, escalation: &str) -> Result<(), ServiceError> {
-        self.guards.fetch_sub(1, Ordering::SeqCst);
+        self.release_guard(peer);
         self.audit(
             self.draft(AuditKind::GuardLost, Some(peer))
                 .detail("why", why)

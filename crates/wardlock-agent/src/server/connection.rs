@@ -223,6 +223,12 @@ impl Connection {
     }
 
     async fn hello(&mut self, role: ClientRole, client: &str) -> Result<(), End> {
+        if role == ClientRole::Guard {
+            if let Err(why) = self.service.admit_guard(&self.peer) {
+                eprintln!("wardlockd: refused a guard of {}: {why}", self.peer.account);
+                return Err(self.fail(ErrorCode::Busy, why).await);
+            }
+        }
         self.role = Some(role);
         if role == ClientRole::Guard {
             if let Some(pid) = self.peer.pid {

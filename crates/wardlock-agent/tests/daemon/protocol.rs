@@ -107,3 +107,17 @@ fn a_script_hammering_unlock_is_slowed_to_the_policy_rate_and_counted_once() {
         d.audit().into_iter().find(|e| e.kind.as_str() == "attempts_rate_limited").expect("not audited");
     assert!(limited.details["count"].parse::<u32>().unwrap() >= 29);
 }
+
+#[test]
+fn one_account_cannot_pose_as_a_crowd_of_guards() {
+    let mut d = Daemon::new(FAST_POLICY);
+    d.start();
+    let _first = d.client("guard");
+    let _second = d.client("guard"); // a restarting guard overlaps its predecessor
+    let mut third = d.connect();
+    let e = third.request(json!({"type": "hello", "version": 1, "client": "impostor", "role": "guard"}));
+    assert_eq!(e["code"], "busy", "{e}");
+    assert!(third.closed());
+    let started = d.kinds().iter().filter(|k| *k == "guard_started").count();
+    assert_eq!(started, 2, "the refused guard left an audit entry");
+}

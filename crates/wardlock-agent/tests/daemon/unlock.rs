@@ -172,3 +172,25 @@ fn another_clinician_unlocking_takes_the_session_over() {
     assert_eq!(switch.user.as_deref(), Some("d.doctor"));
     assert_eq!(switch.details["switched_from"], "n.nurse");
 }
+
+#[test]
+fn a_sealed_seed_that_was_tampered_with_is_refused_and_flagged() {
+    let mut d = Daemon::new(FAST_POLICY);
+    let secret = d.add_user("n.nurse", "Nora Nurse", "nurse", None, true).unwrap();
+    // Someone with the file replaces the sealed seed.
+    let out = std::process::Command::new("sqlite3")
+        .arg(d.db_path())
+        .arg("UPDATE users SET totp_sealed = CAST(zeroblob(60) AS BLOB) WHERE id = 'n.nurse'")
+        .output()
+        .expect("sqlite3 is needed (`make setup` installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.start();
+    let mut c = d.client("guard");
+    let r = c.unlock("n.nurse", None, Some(&oathtool(&secret)));
+    assert_eq!(r["result"], "refused");
+    let tamper = d.audit().into_iter().find(|e| e.kind.as_str() == "tamper_detected").expect("not flagged");
+    assert_eq!(tamper.user.as_deref(), Some("n.nurse"));
+    assert_eq!(tamper.details["alert"], "compliance");
+    // The service stays up and answers.
+    assert_eq!(c.request(json!({"type": "status"}))["type"], "status");
+}
