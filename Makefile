@@ -22,3 +22,4 @@ check: setup
 bench:
 	cargo bench -p wardlock-core --bench core
 	cargo bench -p wardlock-agent --bench store
+	cargo bench -p wardlock-agent --bench socket
