@@ -62,7 +62,11 @@ pub fn attempt_unlock(
     context: &Context,
     now: UtcMillis,
 ) -> Result<UnlockResult, AuthError> {
-    let admin_only = matches!(purpose, Purpose::AdminApproval { .. });
+    let approval_of = match purpose {
+        Purpose::AdminApproval { action } => Some(action),
+        Purpose::Unlock => None,
+    };
+    let admin_only = approval_of.is_some();
     let stripped;
     let attempt = if admin_only && attempt.emergency_reason.is_some() {
         stripped = Attempt { emergency_reason: None, ..attempt.clone() };
@@ -115,19 +119,18 @@ pub fn attempt_unlock(
         }
     };
     let mut drafts = Vec::new();
-    match &decision.outcome {
-        Outcome::Granted { method, .. } if admin_only => {
-            let Purpose::AdminApproval { action } = purpose else { unreachable!("admin_only") };
+    match (&decision.outcome, approval_of) {
+        (Outcome::Granted { method, .. }, Some(action)) => {
             drafts.push(
                 base(AuditKind::AdminApproved).detail("action", action).detail("method", method.as_str()),
             );
         }
-        Outcome::Granted { method: GrantMethod::Emergency, .. } => drafts.push(
+        (Outcome::Granted { method: GrantMethod::Emergency, .. }, None) => drafts.push(
             base(AuditKind::EmergencyAccess)
                 .detail("reason", attempt.emergency_reason.as_deref().unwrap_or_default())
                 .detail("alert", "compliance"),
         ),
-        Outcome::Granted { method, .. } => {
+        (Outcome::Granted { method, .. }, None) => {
             let mut d = base(AuditKind::UnlockSucceeded).detail("method", method.as_str());
             if let Some(previous) =
                 context.session_user.as_deref().filter(|p| Some(*p) != known_user.as_deref())
@@ -136,14 +139,14 @@ pub fn attempt_unlock(
             }
             drafts.push(d);
         }
-        Outcome::Refused { reason, attempts_left, retry_after, .. } => {
+        (Outcome::Refused { reason, attempts_left, retry_after, .. }, _) => {
             let mut d = base(AuditKind::UnlockFailed)
                 .detail("reason", reason.as_str())
                 .detail("attempts_left", attempts_left);
             if attempt.emergency_reason.is_some() {
                 d = d.detail("emergency", "true");
             }
-            if let Purpose::AdminApproval { action } = purpose {
+            if let Some(action) = approval_of {
                 d = d.detail("purpose", action);
             }
             drafts.push(d);

@@ -90,7 +90,16 @@ pub fn utc_now() -> UtcMillis {
 
 /// Client text bound for the audit log: control characters dropped, length capped.
 pub fn client_text(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(MAX_CLIENT_TEXT).collect()
+    capped(text, MAX_CLIENT_TEXT)
+}
+
+/// A policy's problems for the audit log: every line kept, within reason.
+fn policy_problems(text: &str) -> String {
+    capped(&text.replace('\n', "; "), 2000)
+}
+
+fn capped(text: &str, max_chars: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max_chars).collect()
 }
 
 pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, ServiceError> {
@@ -395,7 +404,9 @@ impl Service {
                 d(AuditKind::Locked).detail("reason", reason.unwrap_or_default())
             }
             GuardEvent::LockFailed { what } => d(AuditKind::LockFailed).detail("what", client_text(what)),
-            GuardEvent::LockRestored {} => d(AuditKind::LockFailed).detail("what", "restored"),
+            GuardEvent::LockRestored {} => {
+                d(AuditKind::LockFailed).detail("what", "restored: the lock holds again")
+            }
             GuardEvent::PhiAppHidden { app } => d(AuditKind::PhiAppHidden).detail("app", client_text(app)),
             GuardEvent::PhiAppRestored { app } => {
                 d(AuditKind::PhiAppRestored).detail("app", client_text(app))
@@ -533,7 +544,7 @@ impl Service {
                 self.audit(
                     self.draft(AuditKind::PolicyRefused, None)
                         .detail("source", &source)
-                        .detail("why", client_text(&why))
+                        .detail("why", policy_problems(&why))
                         .detail("kept", "policy in force"),
                 )?;
                 Ok(false)
@@ -582,7 +593,7 @@ fn initial_policy(config: &ServiceConfig, store: &Store) -> Result<(Policy, Opti
             Some(last_good) => {
                 let policy = parse_machine_policy("last good machine policy", &last_good)?;
                 eprintln!("wardlockd: {error}\nwardlockd: keeping the last good machine policy");
-                Ok((policy, Some(client_text(&error.to_string()))))
+                Ok((policy, Some(policy_problems(&error.to_string()))))
             }
             None => Err(ServiceError::Startup(format!(
                 "{error}\nFix the file (check it with `wardlockctl policy check {source}`) and start again; \

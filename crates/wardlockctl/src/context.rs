@@ -70,8 +70,7 @@ impl Global {
 }
 
 pub fn now() -> UtcMillis {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    UtcMillis::from_unix_millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    wardlock_agent::service::utc_now()
 }
 
 pub fn workstation_id() -> String {

@@ -15,9 +15,10 @@ use zeroize::Zeroizing;
 
 use wardlock_core::policy::Escalation;
 use wardlock_core::protocol::local::{
-    ClientRole, EnrollReply, EnrollRequest, ErrorCode, GuardEvent, GuardPolicy, QuitReply, Request, Response,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    AdminCredentials, ClientRole, EnrollReply, EnrollRequest, ErrorCode, GuardEvent, GuardPolicy, QuitReply,
+    Request, Response, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::TotpSeed;
 
 use super::frame::{FrameError, FrameReader};
@@ -52,6 +53,13 @@ struct Ticket {
     expires: Instant,
     pending_seed: Option<TotpSeed>,
     confirm_failures: u32,
+}
+
+/// An enrollment step that needs a ticket.
+enum Step {
+    SetPin(SecretString),
+    StartTotp,
+    ConfirmTotp(SecretString),
 }
 
 /// How a connection ended, for the guard's audit entry.
@@ -201,9 +209,6 @@ impl Connection {
                 }
             }
             (None, _) => return Some(self.fail(ErrorCode::HelloFirst, "send hello first".into()).await),
-            (Some(_), Request::Hello { .. }) => {
-                return Some(self.fail(ErrorCode::BadRequest, "hello was already sent".into()).await)
-            }
             (Some(role), request) => match self.request(role, request).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(end)) => return Some(end),
@@ -253,7 +258,9 @@ impl Connection {
         let service = self.service.clone();
         let peer = self.peer.clone();
         Ok(Ok(match request {
-            Request::Hello { .. } => unreachable!("handled before"),
+            Request::Hello { .. } => {
+                return Ok(Err(self.fail(ErrorCode::BadRequest, "hello was already sent".into()).await))
+            }
             Request::Heartbeat {} => Response::Ack,
             Request::Policy {} => Response::Policy { policy: GuardPolicy::from(&*service.policy()) },
             Request::Status {} => Response::Status(blocking(move || service.status()).await?),
@@ -299,90 +306,86 @@ impl Connection {
     }
 
     async fn enroll(&mut self, step: EnrollRequest) -> Result<EnrollReply, ServiceError> {
-        let service = self.service.clone();
-        let peer = self.peer.clone();
-        let refused = |message: &str| EnrollReply::Refused { message: message.to_owned() };
-        if let EnrollRequest::Authorize { admin, user, display_name } = step {
-            let admin_id = admin.user.clone();
-            let approval = blocking({
-                let (service, peer) = (service.clone(), peer.clone());
-                move || service.approve(admin, "enroll", &peer)
-            })
-            .await?;
-            if let Approval::Refused { attempts_left, retry_after_secs } = approval {
-                return Ok(EnrollReply::NotAuthorized { attempts_left, retry_after_secs });
+        let (ticket, step) = match step {
+            EnrollRequest::Authorize { admin, user, display_name } => {
+                return self.authorize(admin, user, display_name).await;
             }
-            let actor = self.actor(&admin_id);
-            let target = user.clone();
-            if let Err(message) = blocking(move || service.enroll_user(&target, display_name, &actor)).await?
-            {
-                return Ok(EnrollReply::Refused { message });
-            }
-            let id = Zeroizing::new(hex::encode(&crate::service::random_bytes::<16>()?[..]));
-            self.ticket = Some(Ticket {
-                id: id.clone(),
-                admin: admin_id,
-                user,
-                expires: Instant::now() + TICKET_LIFETIME,
-                pending_seed: None,
-                confirm_failures: 0,
-            });
-            return Ok(EnrollReply::Authorized {
-                ticket: id.to_string(),
-                expires_in_secs: TICKET_LIFETIME.as_secs(),
-            });
-        }
-
-        let presented = match &step {
-            EnrollRequest::SetPin { ticket, .. }
-            | EnrollRequest::StartTotp { ticket }
-            | EnrollRequest::ConfirmTotp { ticket, .. } => ticket.as_str(),
-            EnrollRequest::Authorize { .. } => unreachable!("handled above"),
+            EnrollRequest::SetPin { ticket, pin } => (ticket, Step::SetPin(pin)),
+            EnrollRequest::StartTotp { ticket } => (ticket, Step::StartTotp),
+            EnrollRequest::ConfirmTotp { ticket, code } => (ticket, Step::ConfirmTotp(code)),
         };
+        let refused = |message: &str| EnrollReply::Refused { message: message.to_owned() };
         let valid = self.ticket.as_ref().is_some_and(|t| {
-            bool::from(t.id.as_bytes().ct_eq(presented.as_bytes())) && Instant::now() < t.expires
+            bool::from(t.id.as_bytes().ct_eq(ticket.as_bytes())) && Instant::now() < t.expires
         });
-        if !valid {
+        let Some(current) = self.ticket.as_mut().filter(|_| valid) else {
+            // A wrong guess also ends the enrollment in progress.
             self.ticket = None;
             return Ok(refused(
                 "enrollment ticket unknown or expired; ask the administrator to authorise again",
             ));
-        }
-        let Some(ticket) = self.ticket.as_mut() else { return Ok(refused("no enrollment in progress")) };
-        let actor = Actor { admin: Some(ticket.admin.clone()), os_account: Some(peer.account.clone()) };
-        let user = ticket.user.clone();
+        };
+        let service = self.service.clone();
+        let actor = Actor { admin: Some(current.admin.clone()), os_account: Some(self.peer.account.clone()) };
+        let user = current.user.clone();
         match step {
-            EnrollRequest::SetPin { pin, .. } => {
-                Ok(match blocking(move || service.set_pin(&user, pin, &actor)).await? {
-                    Ok(()) => EnrollReply::PinSet,
-                    Err(message) => EnrollReply::Refused { message },
-                })
-            }
-            EnrollRequest::StartTotp { .. } => {
+            Step::SetPin(pin) => Ok(match blocking(move || service.set_pin(&user, pin, &actor)).await? {
+                Ok(()) => EnrollReply::PinSet,
+                Err(message) => EnrollReply::Refused { message },
+            }),
+            Step::StartTotp => {
                 let (seed, uri) = blocking(move || service.new_totp(&user)).await?;
-                ticket.pending_seed = Some(seed);
-                ticket.confirm_failures = 0;
+                current.pending_seed = Some(seed);
+                current.confirm_failures = 0;
                 Ok(EnrollReply::TotpStarted { otpauth_uri: uri.to_string() })
             }
-            EnrollRequest::ConfirmTotp { code, .. } => {
-                let Some(seed) = ticket.pending_seed.clone() else {
+            Step::ConfirmTotp(code) => {
+                let Some(seed) = current.pending_seed.clone() else {
                     return Ok(refused("start TOTP enrollment first"));
                 };
                 if blocking(move || service.confirm_totp(&user, &seed, &code, &actor)).await? {
-                    ticket.pending_seed = None;
+                    current.pending_seed = None;
                     return Ok(EnrollReply::TotpConfirmed);
                 }
-                ticket.confirm_failures += 1;
-                if ticket.confirm_failures >= TOTP_CONFIRM_TRIES {
-                    ticket.pending_seed = None;
+                current.confirm_failures += 1;
+                if current.confirm_failures >= TOTP_CONFIRM_TRIES {
+                    current.pending_seed = None;
                     return Ok(refused(
                         "too many wrong codes; start TOTP enrollment again for a new QR code",
                     ));
                 }
                 Ok(refused("that code does not match; check the phone's clock and enter the current code"))
             }
-            EnrollRequest::Authorize { .. } => unreachable!("handled above"),
         }
+    }
+
+    /// The administrator's approval; the user to enroll exists (or is added); a ticket.
+    async fn authorize(
+        &mut self,
+        admin: AdminCredentials,
+        user: String,
+        display_name: Option<String>,
+    ) -> Result<EnrollReply, ServiceError> {
+        let admin_id = admin.user.clone();
+        let (service, peer) = (self.service.clone(), self.peer.clone());
+        let approval = blocking(move || service.approve(admin, "enroll", &peer)).await?;
+        if let Approval::Refused { attempts_left, retry_after_secs } = approval {
+            return Ok(EnrollReply::NotAuthorized { attempts_left, retry_after_secs });
+        }
+        let (service, actor, target) = (self.service.clone(), self.actor(&admin_id), user.clone());
+        if let Err(message) = blocking(move || service.enroll_user(&target, display_name, &actor)).await? {
+            return Ok(EnrollReply::Refused { message });
+        }
+        let id = Zeroizing::new(hex::encode(&crate::service::random_bytes::<16>()?[..]));
+        self.ticket = Some(Ticket {
+            id: id.clone(),
+            admin: admin_id,
+            user,
+            expires: Instant::now() + TICKET_LIFETIME,
+            pending_seed: None,
+            confirm_failures: 0,
+        });
+        Ok(EnrollReply::Authorized { ticket: id.to_string(), expires_in_secs: TICKET_LIFETIME.as_secs() })
     }
 
     fn actor(&self, admin: &str) -> Actor {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::util::{oathtool, Client, Daemon, FAST_POLICY};
+use crate::util::{oathtool, totp_secret, Client, Daemon, FAST_POLICY};
 
 fn authorize(c: &mut Client, admin: &str, pin: &str, user: &str, name: Option<&str>) -> Value {
     c.request(json!({
@@ -11,11 +11,6 @@ fn authorize(c: &mut Client, admin: &str, pin: &str, user: &str, name: Option<&s
         "admin": {"user": admin, "pin": pin, "totp": null},
         "user": user, "display_name": name,
     }))
-}
-
-fn totp_secret(uri: &str) -> String {
-    let query = uri.split_once('?').unwrap().1;
-    query.split('&').find_map(|kv| kv.strip_prefix("secret=")).unwrap().to_owned()
 }
 
 #[test]

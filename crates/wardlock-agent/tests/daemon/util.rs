@@ -207,7 +207,7 @@ pub fn now() -> wardlock_core::clock::UtcMillis {
 }
 
 /// The base32 secret of an `otpauth://` URI.
-fn totp_secret(uri: &str) -> String {
+pub fn totp_secret(uri: &str) -> String {
     let query = uri.split_once('?').unwrap().1;
     query.split('&').find_map(|kv| kv.strip_prefix("secret=")).unwrap().to_owned()
 }
