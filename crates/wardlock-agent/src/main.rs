@@ -92,10 +92,17 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     let socket = config.socket.clone();
     // Bind before opening the database: a second instance must not touch it.
     let listener = wardlock_agent::server::bind(&socket).await?;
-    let service =
+    let started =
         tokio::task::spawn_blocking(move || Service::start(config, wardlock_agent::oslock::platform()))
-            .await?
-            .context("starting wardlockd")?;
+            .await?;
+    let service = match started {
+        Ok(service) => service,
+        Err(e) => {
+            // Leave no socket behind that looks like a service.
+            let _ = std::fs::remove_file(&socket);
+            return Err(anyhow::Error::new(e).context("not started"));
+        }
+    };
     let policy = service.policy();
     eprintln!(
         "wardlockd {}: listening on {} (workstation {:?}, database {}, policy {})",

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod access;
+mod cli;
 mod enroll;
 mod fuzz;
 mod installer;
