@@ -6,8 +6,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::json;
-
 use crate::util::{Daemon, FAST_POLICY};
 
 const ALLOWED: &str = "wltest-ward";
