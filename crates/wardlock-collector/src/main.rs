@@ -1,11 +1,200 @@
-//! The central collector. This is a placeholder so the workspace layout is in place;
-//! the HTTP API, storage and sync arrive with the collector issue.
+//! `wardlock-collector`: the central endpoint workstations sync to and compliance
+//! queries. `serve` runs it; `token create` and `enroll-secret create` bootstrap it.
 
-fn main() {
-    eprintln!(
-        "wardlock-collector {}: not built yet (protocol v{}); see ARCHITECTURE.md",
-        env!("CARGO_PKG_VERSION"),
-        wardlock_core::protocol::collector::API_VERSION
-    );
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use wardlock_collector::api::{self, AppState, Metrics};
+use wardlock_collector::secret;
+use wardlock_collector::store::sqlite::SqliteStore;
+use wardlock_collector::store::{CollectorStore, Role};
+use wardlock_collector::tls;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wardlock-collector",
+    version,
+    about = "Wardlock's central collector: audit intake, signed policies, compliance queries"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API over HTTPS
+    #[command(
+        after_help = "Examples:\n  wardlock-collector serve --dev ./collector            # self-signed TLS, prints a secret and a token\n  wardlock-collector serve --listen 0.0.0.0:8443 --db sqlite:///var/lib/wardlock-collector/collector.db \\\n      --tls-cert /etc/wardlock-collector/cert.pem --tls-key /etc/wardlock-collector/key.pem"
+    )]
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Database URL: sqlite://PATH [default in --dev: DIR/collector.db]
+        #[arg(long)]
+        db: Option<String>,
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Development mode: database and a self-signed certificate under DIR; prints a
+        /// new enrollment secret and admin token (also written to DIR, 0600)
+        #[arg(long, value_name = "DIR")]
+        dev: Option<PathBuf>,
+    },
+    /// Make an API token (shown once)
+    #[command(
+        after_help = "Example:\n  wardlock-collector token create --db sqlite:///var/lib/wardlock-collector/collector.db --role admin --label it-oncall"
+    )]
+    Token {
+        #[command(subcommand)]
+        action: Create,
+    },
+    /// Make an enrollment secret for workstations (shown once)
+    #[command(
+        name = "enroll-secret",
+        after_help = "Example:\n  wardlock-collector enroll-secret create --db sqlite:///var/lib/wardlock-collector/collector.db --label ward-4"
+    )]
+    EnrollSecret {
+        #[command(subcommand)]
+        action: Create,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Create {
+    Create {
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        label: String,
+        /// For tokens: admin or auditor
+        #[arg(long, default_value = "auditor")]
+        role: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardlock-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_store(url: &str) -> Result<Arc<dyn CollectorStore>> {
+    match url.split_once("://") {
+        Some(("sqlite", path)) if !path.is_empty() => Ok(Arc::new(SqliteStore::open(Path::new(path))?)),
+        Some(("postgres" | "postgresql", _)) => {
+            bail!("the PostgreSQL backend is not built yet; use --db sqlite://PATH")
+        }
+        _ => bail!("--db {url:?} is not understood; use sqlite://PATH"),
+    }
+}
+
+fn run() -> Result<()> {
+    tls::install_crypto_provider();
+    match Cli::parse().command {
+        Command::Token { action: Create::Create { db, label, role } } => {
+            let role =
+                Role::parse(&role).with_context(|| format!("--role {role:?}: use admin or auditor"))?;
+            let token = secret::generate()?;
+            open_store(&db)?.add_token(&secret::hash(&token), role, &label, api::now())?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::EnrollSecret { action: Create::Create { db, label, .. } } => {
+            let value = secret::generate()?;
+            open_store(&db)?.add_enroll_secret(&secret::hash(&value), &label, api::now())?;
+            println!("{value}");
+            Ok(())
+        }
+        Command::Serve { listen, db, tls_cert, tls_key, dev } => {
+            let (db, cert, key) = match (&dev, db, tls_cert, tls_key) {
+                (Some(dir), db, cert, key) => {
+                    let (dev_cert, dev_key) = tls::dev_certificate(&dir.join("tls"))?;
+                    let db = db.unwrap_or_else(|| format!("sqlite://{}", dir.join("collector.db").display()));
+                    (db, cert.unwrap_or(dev_cert), key.unwrap_or(dev_key))
+                }
+                (None, Some(db), Some(cert), Some(key)) => (db, cert, key),
+                (None, None, _, _) => bail!("--db is needed (or --dev DIR)"),
+                (None, Some(_), _, _) => {
+                    bail!("--tls-cert and --tls-key are needed (or --dev DIR for a self-signed one)")
+                }
+            };
+            let store = open_store(&db)?;
+            if let Some(dir) = &dev {
+                dev_credentials(dir, store.as_ref())?;
+            }
+            let config = tls::server_config(&cert, &key)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve(listen, store, config))
+        }
+    }
+}
+
+/// A fresh enrollment secret and admin token for development, printed and kept in DIR.
+fn dev_credentials(dir: &Path, store: &dyn CollectorStore) -> Result<()> {
+    let secret_value = secret::generate()?;
+    store.add_enroll_secret(&secret::hash(&secret_value), "dev", api::now())?;
+    let token = secret::generate()?;
+    store.add_token(&secret::hash(&token), Role::Admin, "dev admin", api::now())?;
+    for (name, value) in [("enroll-secret", &secret_value), ("admin-token", &token)] {
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&path)?, value.as_bytes())?;
+    }
+    println!("enrollment secret: {secret_value}");
+    println!("admin token:       {token}");
+    println!("certificate:       {}", dir.join("tls/cert.pem").display());
+    Ok(())
+}
+
+async fn serve(
+    listen: SocketAddr,
+    store: Arc<dyn CollectorStore>,
+    config: rustls::ServerConfig,
+) -> Result<()> {
+    let state = AppState { store, metrics: Arc::new(Metrics::default()) };
+    let app = api::router(state);
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    #[cfg(unix)]
+    {
+        let shutdown = handle.clone();
+        tokio::spawn(async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+                shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            }
+        });
+    }
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    let listening = handle.clone();
+    tokio::spawn(async move {
+        if let Some(addr) = listening.listening().await {
+            eprintln!("wardlock-collector {}: listening on https://{addr}", env!("CARGO_PKG_VERSION"));
+        }
+    });
+    axum_server::bind_rustls(listen, tls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
+    eprintln!("wardlock-collector: stopped");
+    Ok(())
 }

@@ -318,6 +318,40 @@ impl ChainVerifier {
     }
 }
 
+/// How far a batch carries a workstation's chain, and what was wrong on the way. Unlike
+/// [`ChainVerifier`] it does not stop at a bad entry: the collector keeps every entry
+/// and flags the bad ones, so evidence is never dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    /// Seq and hash of the last entry that follows without a gap.
+    pub head: (u64, [u8; 32]),
+    /// Altered entries and broken links, in seq order.
+    pub findings: Vec<ChainError>,
+}
+
+/// Follows the chain from `head` over `entries` (sorted by seq, all after `head`) for
+/// as long as seqs follow without a gap.
+pub fn continue_chain<'a>(
+    head: (u64, [u8; 32]),
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+) -> Continuation {
+    let (mut seq, mut hash) = head;
+    let mut findings = Vec::new();
+    for e in entries {
+        if e.seq != seq + 1 {
+            break;
+        }
+        if e.compute_hash() != e.hash {
+            findings.push(ChainError::Altered { seq: e.seq });
+        }
+        if e.prev_hash != hash {
+            findings.push(ChainError::BrokenLink { seq: e.seq });
+        }
+        (seq, hash) = (e.seq, e.hash);
+    }
+    Continuation { head: (seq, hash), findings }
+}
+
 /// Verifies a whole log from the genesis; returns how many entries were checked.
 pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u64, ChainError> {
     let mut v = ChainVerifier::new();
@@ -409,5 +443,33 @@ mod tests {
             assert_eq!(AuditKind::parse(kind.as_str()), Some(*kind));
             assert_eq!(serde_json::to_string(kind).unwrap(), format!("\"{}\"", kind.as_str()));
         }
+    }
+
+    #[test]
+    fn a_clean_batch_moves_the_head_to_its_end() {
+        let all = log(10);
+        let c = continue_chain((4, all[3].hash), &all[4..]);
+        assert_eq!(c.head, (10, all[9].hash));
+        assert!(c.findings.is_empty());
+    }
+
+    #[test]
+    fn a_gap_stops_the_head_and_bad_entries_are_flagged_but_passed() {
+        let mut all = log(10);
+        all[5].user = Some("intruder".into()); // altered: hash no longer matches
+        let c = continue_chain((0, GENESIS_HASH), &all);
+        assert_eq!(c.head.0, 10, "flagged entries still count as received");
+        assert_eq!(c.findings, vec![ChainError::Altered { seq: 6 }]);
+
+        let gappy: Vec<&AuditEntry> = all.iter().filter(|e| e.seq != 3).collect();
+        let c = continue_chain((0, GENESIS_HASH), gappy);
+        assert_eq!(c.head, (2, all[1].hash));
+
+        // A log that restarts with another history links nowhere.
+        let mut other = log(12);
+        other[10].prev_hash = [7; 32];
+        other[10].hash = other[10].compute_hash();
+        let c = continue_chain((10, all[9].hash), &other[10..]);
+        assert_eq!(c.findings, vec![ChainError::BrokenLink { seq: 11 }, ChainError::BrokenLink { seq: 12 }]);
     }
 }

@@ -107,6 +107,13 @@ impl SignedPolicy {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The body's claims (serial, group) *without* checking the signature: for routing
+    /// and ordering at the collector only. Whatever applies a policy uses [`Self::verify`].
+    pub fn unverified_body(&self) -> Result<SignedPolicyBody, SignatureError> {
+        let body_bytes = B64.decode(&self.body).map_err(|e| SignatureError::Malformed(e.to_string()))?;
+        serde_json::from_slice(&body_bytes).map_err(|e| SignatureError::Malformed(e.to_string()))
+    }
+
     /// Checks the signature against the trusted keys and returns the body. The body is
     /// parsed only after its signature verified.
     pub fn verify(&self, trusted: &[VerifyingKey]) -> Result<SignedPolicyBody, SignatureError> {

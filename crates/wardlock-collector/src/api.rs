@@ -1,0 +1,612 @@
+//! The HTTP API under `/api/v1`: the workstation side (enroll, audit, policy, heartbeat)
+//! authenticated by node keys, and the people side (admin, compliance) by API tokens
+//! with a role. Handlers check and translate; the store decides and keeps.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use wardlock_core::audit::AuditEntry;
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::policy::SignedPolicy;
+use wardlock_core::protocol::collector::{AuditBatch, AuditRecord, EnrollRequest, EnrollResponse, Heartbeat};
+
+use crate::secret;
+use crate::store::{
+    AdminAction, CollectorStore, EventQuery, NewWorkstation, PolicyPut, Role, StoreError, Workstation,
+};
+
+/// Largest request body: a 10,000-entry batch of ordinary entries fits with room.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_BATCH_ENTRIES: usize = 10_000;
+const MAX_PAGE: u32 = 10_000;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub entries_stored: AtomicU64,
+    pub entries_duplicate: AtomicU64,
+    pub chain_findings: AtomicU64,
+    pub batches: AtomicU64,
+    pub enrollments: AtomicU64,
+    pub auth_failures: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn CollectorStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn now() -> UtcMillis {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UtcMillis::from_unix_millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An error answer: a status and a message that says what to fix. Never a secret.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        eprintln!("wardlock-collector: {e}");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the collector's database failed; try again later")
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}"))),
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// A request from an enrolled workstation (`Authorization: Bearer NODE_KEY`).
+#[derive(Debug)]
+pub struct Node(pub Workstation);
+
+impl FromRequestParts<AppState> for Node {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = || {
+            state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or unknown node key; enroll the workstation again",
+            )
+        };
+        let hash = secret::hash(bearer(parts).ok_or_else(unauthorized)?);
+        let store = state.store.clone();
+        match blocking(move || store.workstation_by_key(&hash)).await? {
+            Some(ws) => Ok(Node(ws)),
+            None => Err(unauthorized()),
+        }
+    }
+}
+
+/// A person or tool with an API token; `role` says what it may do.
+#[derive(Debug)]
+pub struct Caller {
+    pub role: Role,
+    pub label: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = || {
+            state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or unknown API token (Authorization: Bearer TOKEN)",
+            )
+        };
+        let hash = secret::hash(bearer(parts).ok_or_else(unauthorized)?);
+        let store = state.store.clone();
+        match blocking(move || store.token(&hash)).await? {
+            Some((role, label)) => Ok(Caller { role, label }),
+            None => Err(unauthorized()),
+        }
+    }
+}
+
+impl Caller {
+    fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Auditor => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "this needs an admin token; yours is an auditor's"))
+            }
+        }
+    }
+}
+
+/// The JSON body, with a clear 400 (not axum's plain text) when it does not parse.
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request body: {e}")))
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/audit", post(audit))
+        .route("/api/v1/policy", get(policy))
+        .route("/api/v1/heartbeat", post(heartbeat))
+        .route("/api/v1/admin/policies/{group}", put(put_policy))
+        .route("/api/v1/admin/enroll-secrets", post(create_enroll_secret))
+        .route("/api/v1/admin/tokens", post(create_token))
+        .route("/api/v1/admin/log", get(admin_log))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/reports/chain", get(report_chain))
+        .route("/api/v1/reports/silent", get(report_silent))
+        .route("/api/v1/workstations", get(workstations))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let store = state.store.clone();
+    blocking(move || store.entry_count()).await?;
+    Ok("ok\n")
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let (entries, workstations) =
+        blocking(move || Ok((store.entry_count()?, store.workstations()?.len()))).await?;
+    let m = &state.metrics;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let text = format!(
+        "# HELP wardlock_audit_entries Audit entries stored.\n# TYPE wardlock_audit_entries gauge\nwardlock_audit_entries {entries}\n\
+         # HELP wardlock_workstations Enrolled workstations.\n# TYPE wardlock_workstations gauge\nwardlock_workstations {workstations}\n\
+         # HELP wardlock_audit_entries_stored_total Entries stored since start.\n# TYPE wardlock_audit_entries_stored_total counter\nwardlock_audit_entries_stored_total {}\n\
+         # HELP wardlock_audit_entries_duplicate_total Entries received again (already stored).\n# TYPE wardlock_audit_entries_duplicate_total counter\nwardlock_audit_entries_duplicate_total {}\n\
+         # HELP wardlock_chain_findings_total Chain problems flagged since start.\n# TYPE wardlock_chain_findings_total counter\nwardlock_chain_findings_total {}\n\
+         # HELP wardlock_audit_batches_total Audit batches accepted.\n# TYPE wardlock_audit_batches_total counter\nwardlock_audit_batches_total {}\n\
+         # HELP wardlock_enrollments_total Workstation enrollments.\n# TYPE wardlock_enrollments_total counter\nwardlock_enrollments_total {}\n\
+         # HELP wardlock_auth_failures_total Requests refused for a missing or unknown key or token.\n# TYPE wardlock_auth_failures_total counter\nwardlock_auth_failures_total {}\n",
+        get(&m.entries_stored),
+        get(&m.entries_duplicate),
+        get(&m.chain_findings),
+        get(&m.batches),
+        get(&m.enrollments),
+        get(&m.auth_failures),
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!("{field} must be 1–128 letters, digits, '.', '_', '-' or '@'")))
+    }
+}
+
+async fn enroll(State(state): State<AppState>, body: Bytes) -> Result<Json<EnrollResponse>, ApiError> {
+    let req: EnrollRequest = parse(&body)?;
+    check_name("workstation_id", &req.workstation_id)?;
+    check_name("group", &req.group)?;
+    if req.hostname.len() > 255 || req.agent_version.len() > 64 {
+        return Err(ApiError::bad("hostname or agent_version too long"));
+    }
+    let node_key =
+        secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (secret_hash, key_hash) = (secret::hash(&req.enroll_secret), secret::hash(&node_key));
+    let ws = NewWorkstation {
+        id: req.workstation_id.clone(),
+        hostname: req.hostname,
+        group: req.group,
+        agent_version: req.agent_version,
+    };
+    let store = state.store.clone();
+    if !blocking(move || store.enroll(&secret_hash, &ws, &key_hash, now())).await? {
+        state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "enrollment secret not recognised; ask IT for the current one",
+        ));
+    }
+    state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+    eprintln!("wardlock-collector: enrolled workstation {:?}", req.workstation_id);
+    Ok(Json(EnrollResponse { node_key }))
+}
+
+async fn audit(State(state): State<AppState>, Node(ws): Node, body: Bytes) -> Result<Response, ApiError> {
+    let batch: AuditBatch = parse(&body)?;
+    if batch.workstation_id != ws.id {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this node key belongs to another workstation"));
+    }
+    if batch.entries.len() > MAX_BATCH_ENTRIES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_BATCH_ENTRIES} entries per batch, got {}", batch.entries.len()),
+        ));
+    }
+    let mut entries = Vec::with_capacity(batch.entries.len());
+    for record in batch.entries {
+        if record.workstation != ws.id {
+            return Err(ApiError::bad(format!(
+                "entry {} names workstation {:?}",
+                record.seq, record.workstation
+            )));
+        }
+        if record.seq == 0 {
+            return Err(ApiError::bad("seq starts at 1"));
+        }
+        entries.push(AuditEntry::try_from(record).map_err(|e| ApiError::bad(e.to_string()))?);
+    }
+    let store = state.store.clone();
+    let id = ws.id.clone();
+    let ingest = blocking(move || store.ingest(&id, entries, now())).await?;
+    let m = &state.metrics;
+    m.batches.fetch_add(1, Ordering::Relaxed);
+    m.entries_stored.fetch_add(ingest.stored, Ordering::Relaxed);
+    m.entries_duplicate.fetch_add(ingest.duplicates, Ordering::Relaxed);
+    m.chain_findings.fetch_add(ingest.findings, Ordering::Relaxed);
+    if ingest.findings > 0 {
+        eprintln!(
+            "wardlock-collector: workstation {:?}: {} chain problem(s) flagged",
+            ws.id, ingest.findings
+        );
+    }
+    Ok(Json(ingest.ack).into_response())
+}
+
+async fn policy(
+    State(state): State<AppState>,
+    Node(ws): Node,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let group = ws.group.clone();
+    let Some((envelope, etag)) = blocking(move || store.policy(&group)).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no policy has been pushed for group {:?}", ws.group),
+        ));
+    };
+    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag);
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::ETAG, etag.as_str()), (header::CONTENT_TYPE, "application/json")], envelope)
+        .into_response())
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    Node(ws): Node,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let beat: Heartbeat = parse(&body)?;
+    if beat.workstation_id != ws.id {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this node key belongs to another workstation"));
+    }
+    let store = state.store.clone();
+    blocking(move || store.heartbeat(&ws.id, &beat, now())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_did(state: &AppState, caller: &Caller, action: &str, detail: String) -> Result<(), ApiError> {
+    let entry = AdminAction { time: now(), actor: caller.label.clone(), action: action.to_owned(), detail };
+    let store = state.store.clone();
+    blocking(move || store.log_admin(&entry)).await
+}
+
+#[derive(Serialize)]
+struct PolicyStored {
+    group: String,
+    serial: u64,
+}
+
+async fn put_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    check_name("group", &group)?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("the policy envelope is not UTF-8"))?;
+    let envelope = SignedPolicy::from_json(text).map_err(|e| ApiError::bad(e.to_string()))?;
+    let claims = envelope.unverified_body().map_err(|e| ApiError::bad(e.to_string()))?;
+    if let Some(signed_for) = claims.group.as_deref().filter(|g| *g != group) {
+        return Err(ApiError::bad(format!("the policy was signed for group {signed_for:?}, not {group:?}")));
+    }
+    let store = state.store.clone();
+    let (g, serial, json) = (group.clone(), claims.serial, envelope.to_json());
+    match blocking(move || store.put_policy(&g, serial, &json, now())).await? {
+        PolicyPut::Stale { current } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "group {group:?} already has serial {current}; sign the new policy with a higher --serial"
+            ),
+        )),
+        PolicyPut::Stored => {
+            admin_did(
+                &state,
+                &caller,
+                "policy_push",
+                format!("group {group} serial {serial} key {}", envelope.key_id),
+            )
+            .await?;
+            Ok((StatusCode::CREATED, Json(PolicyStored { group, serial })).into_response())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRequest {
+    label: String,
+}
+
+#[derive(Serialize)]
+struct SecretCreated {
+    secret: String,
+}
+
+async fn create_enroll_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: SecretRequest = parse(&body)?;
+    let secret =
+        secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (hash, label) = (secret::hash(&secret), req.label.clone());
+    let store = state.store.clone();
+    blocking(move || store.add_enroll_secret(&hash, &label, now())).await?;
+    admin_did(&state, &caller, "enroll_secret_create", format!("label {}", req.label)).await?;
+    Ok((StatusCode::CREATED, Json(SecretCreated { secret })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    role: Role,
+    label: String,
+}
+
+#[derive(Serialize)]
+struct TokenCreated {
+    token: String,
+    role: Role,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: TokenRequest = parse(&body)?;
+    if req.label.trim().is_empty() || req.label.len() > 128 {
+        return Err(ApiError::bad("label must be 1–128 characters (who the token is for)"));
+    }
+    let token =
+        secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (hash, role, label) = (secret::hash(&token), req.role, req.label.clone());
+    let store = state.store.clone();
+    blocking(move || store.add_token(&hash, role, &label, now())).await?;
+    admin_did(&state, &caller, "token_create", format!("role {} label {}", req.role.as_str(), req.label))
+        .await?;
+    Ok((StatusCode::CREATED, Json(TokenCreated { token, role: req.role })).into_response())
+}
+
+/// What administrators did here (auditors may read it too).
+async fn admin_log(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.admin_log()).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    workstation: Option<String>,
+    user: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct EventPage {
+    events: Vec<EventOut>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct EventOut {
+    id: i64,
+    received: UtcMillis,
+    #[serde(flatten)]
+    record: AuditRecord,
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<UtcMillis>, ApiError> {
+    value
+        .map(|v| {
+            UtcMillis::parse_rfc3339(v)
+                .map_err(|e| ApiError::bad(format!("{name}: not an RFC 3339 time ({e})")))
+        })
+        .transpose()
+}
+
+async fn events(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    Query(p): Query<EventParams>,
+) -> Result<Response, ApiError> {
+    let limit = p.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad(format!("limit must be 1–{MAX_PAGE}")));
+    }
+    let query = EventQuery {
+        since: time_param("since", p.since.as_deref())?,
+        until: time_param("until", p.until.as_deref())?,
+        workstation: p.workstation,
+        user: p.user,
+        kind: p.kind,
+        after: p.after,
+        limit,
+    };
+    let store = state.store.clone();
+    let rows = blocking(move || store.events(&query)).await?;
+    let next = if rows.len() == limit as usize { rows.last().map(|r| r.id) } else { None };
+    let wants_csv =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
+    if wants_csv {
+        return csv_events(&rows, next);
+    }
+    let events = rows
+        .iter()
+        .map(|r| EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) })
+        .collect();
+    Ok(Json(EventPage { events, next }).into_response())
+}
+
+/// CSV for spreadsheets: a cell that would run as a formula is prefixed with `'`.
+fn csv_events(rows: &[crate::store::StoredEvent], next: Option<i64>) -> Result<Response, ApiError> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    out.write_record(["id", "workstation", "seq", "time", "kind", "user", "os_account", "details", "hash"])
+        .map_err(fail)?;
+    for r in rows {
+        let e = &r.entry;
+        let details = serde_json::to_string(&e.details).unwrap_or_default();
+        let cells = [
+            r.id.to_string(),
+            e.workstation.clone(),
+            e.seq.to_string(),
+            e.time.to_rfc3339(),
+            e.kind.as_str().to_owned(),
+            e.user.clone().unwrap_or_default(),
+            e.os_account.clone().unwrap_or_default(),
+            details,
+            hex::encode(e.hash),
+        ];
+        out.write_record(cells.iter().map(|c| defuse(c))).map_err(fail)?;
+    }
+    let bytes =
+        out.into_inner().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response();
+    if let Some(next) = next {
+        if let Ok(v) = next.to_string().parse() {
+            response.headers_mut().insert("x-next-after", v);
+        }
+    }
+    Ok(response)
+}
+
+fn defuse(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    }
+}
+
+async fn report_chain(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.findings()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilentParams {
+    minutes: u64,
+}
+
+#[derive(Serialize)]
+struct WorkstationOut {
+    id: String,
+    hostname: String,
+    group: String,
+    agent_version: String,
+    enrolled: UtcMillis,
+    last_seen: Option<UtcMillis>,
+    entries_received: u64,
+    entries_reported: Option<u64>,
+}
+
+impl From<Workstation> for WorkstationOut {
+    fn from(w: Workstation) -> Self {
+        WorkstationOut {
+            id: w.id,
+            hostname: w.hostname,
+            group: w.group,
+            agent_version: w.agent_version,
+            enrolled: w.enrolled,
+            last_seen: w.last_seen,
+            entries_received: w.contiguous_seq,
+            entries_reported: w.reported_last_seq,
+        }
+    }
+}
+
+async fn report_silent(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<SilentParams>,
+) -> Result<Response, ApiError> {
+    let cutoff = UtcMillis::from_unix_millis(
+        now().unix_millis().saturating_sub((p.minutes.min(10_000_000) * 60_000) as i64),
+    );
+    let store = state.store.clone();
+    let silent: Vec<WorkstationOut> = blocking(move || store.workstations())
+        .await?
+        .into_iter()
+        .filter(|w| w.last_seen.unwrap_or(w.enrolled) < cutoff)
+        .map(WorkstationOut::from)
+        .collect();
+    Ok(Json(silent).into_response())
+}
+
+async fn workstations(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let all: Vec<WorkstationOut> =
+        blocking(move || store.workstations()).await?.into_iter().map(Into::into).collect();
+    Ok(Json(all).into_response())
+}

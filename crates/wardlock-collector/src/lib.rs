@@ -1,0 +1,8 @@
+//! The central collector: workstations enroll, push their audit logs and pull signed
+//! policies; compliance queries what arrived. A thin HTTP shell (`api`) over a storage
+//! trait (`store`); every audit rule (the hash chain) comes from `wardlock-core`.
+
+pub mod api;
+pub mod secret;
+pub mod store;
+pub mod tls;

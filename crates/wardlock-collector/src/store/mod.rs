@@ -1,0 +1,165 @@
+//! Where the collector keeps everything, behind one trait so that the embedded SQLite
+//! backend and a PostgreSQL one answer the same API. Methods block; the HTTP layer
+//! calls them off the async threads. Secrets (node keys, enrollment secrets, API
+//! tokens) arrive here only as SHA-256 hashes.
+
+pub mod sqlite;
+
+use wardlock_core::audit::AuditEntry;
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::protocol::collector::{AuditAck, Heartbeat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("collector database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("collector database {path}: {why}")]
+    Open { path: String, why: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Hash = [u8; 32];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Policy, users, enrollment secrets, tokens; and everything an auditor may do.
+    Admin,
+    /// Read-only: events and reports.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workstation {
+    pub id: String,
+    pub hostname: String,
+    pub group: String,
+    pub agent_version: String,
+    pub enrolled: UtcMillis,
+    pub last_seen: Option<UtcMillis>,
+    pub contiguous_seq: u64,
+    pub reported_last_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWorkstation {
+    pub id: String,
+    pub hostname: String,
+    pub group: String,
+    pub agent_version: String,
+}
+
+/// What one audit batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingest {
+    pub ack: AuditAck,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub findings: u64,
+}
+
+/// Whether a pushed policy replaced the group's one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyPut {
+    Stored,
+    /// The serial is not above the one in force.
+    Stale {
+        current: u64,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub workstation: Option<String>,
+    pub user: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<UtcMillis>,
+    pub until: Option<UtcMillis>,
+    /// Keyset pagination: events after this cursor (`id` of the last one seen).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// A stored event with its cursor.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub entry: AuditEntry,
+    pub received: UtcMillis,
+}
+
+/// A problem with a workstation's chain, kept for compliance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub workstation: String,
+    pub seq: u64,
+    /// `altered`, `broken_link`, `rewritten` (another entry under a stored seq), `truncated`
+    /// (the workstation reports fewer entries than the collector holds).
+    pub kind: String,
+    pub detail: String,
+    pub found: UtcMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdminAction {
+    pub time: UtcMillis,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+pub trait CollectorStore: Send + Sync + std::fmt::Debug {
+    fn add_enroll_secret(&self, secret: &Hash, label: &str, now: UtcMillis) -> Result<(), StoreError>;
+    /// Enrolls (or re-enrolls) a workstation when `secret` is a known enrollment secret.
+    fn enroll(
+        &self,
+        secret: &Hash,
+        ws: &NewWorkstation,
+        node_key: &Hash,
+        now: UtcMillis,
+    ) -> Result<bool, StoreError>;
+    fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError>;
+    fn workstations(&self) -> Result<Vec<Workstation>, StoreError>;
+    /// Stores a batch idempotently by (workstation, seq), follows the chain, flags
+    /// problems (never dropping an entry), all in one transaction.
+    fn ingest(
+        &self,
+        workstation: &str,
+        entries: Vec<AuditEntry>,
+        now: UtcMillis,
+    ) -> Result<Ingest, StoreError>;
+    fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError>;
+    fn put_policy(
+        &self,
+        group: &str,
+        serial: u64,
+        envelope: &str,
+        now: UtcMillis,
+    ) -> Result<PolicyPut, StoreError>;
+    /// The signed envelope for a group, and its ETag.
+    fn policy(&self, group: &str) -> Result<Option<(String, String)>, StoreError>;
+    fn add_token(&self, token: &Hash, role: Role, label: &str, now: UtcMillis) -> Result<(), StoreError>;
+    fn token(&self, token: &Hash) -> Result<Option<(Role, String)>, StoreError>;
+    fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    fn findings(&self) -> Result<Vec<Finding>, StoreError>;
+    fn log_admin(&self, action: &AdminAction) -> Result<(), StoreError>;
+    fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError>;
+    fn entry_count(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,494 @@
+//! The embedded backend: one SQLite file in WAL mode, `synchronous=FULL`. One batch is
+//! one transaction with prepared statements, so intake costs one fsync per batch.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, ChainError, GENESIS_HASH};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
+
+use super::{
+    AdminAction, CollectorStore, EventQuery, Finding, Hash, Ingest, NewWorkstation, PolicyPut, Role,
+    StoreError, StoredEvent, Workstation,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS workstations (
+    id                TEXT PRIMARY KEY,
+    node_key          BLOB NOT NULL UNIQUE,
+    hostname          TEXT NOT NULL,
+    grp               TEXT NOT NULL,
+    agent_version     TEXT NOT NULL,
+    enrolled_ms       INTEGER NOT NULL,
+    last_seen_ms      INTEGER,
+    contiguous_seq    INTEGER NOT NULL DEFAULT 0,
+    contiguous_hash   BLOB NOT NULL,
+    max_seq           INTEGER NOT NULL DEFAULT 0,
+    reported_last_seq INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS audit (
+    id          INTEGER PRIMARY KEY,
+    workstation TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    user        TEXT,
+    os_account  TEXT,
+    policy_hash TEXT,
+    details     TEXT NOT NULL,
+    prev_hash   BLOB NOT NULL,
+    hash        BLOB NOT NULL,
+    received_ms INTEGER NOT NULL,
+    UNIQUE (workstation, seq)
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time_ms);
+CREATE INDEX IF NOT EXISTS audit_user ON audit (user, time_ms);
+CREATE TABLE IF NOT EXISTS findings (
+    workstation TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    found_ms    INTEGER NOT NULL,
+    PRIMARY KEY (workstation, seq, kind)
+) STRICT;
+CREATE TABLE IF NOT EXISTS enroll_secrets (
+    hash       BLOB PRIMARY KEY,
+    label      TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS api_tokens (
+    hash       BLOB PRIMARY KEY,
+    role       TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS policies (
+    grp        TEXT PRIMARY KEY,
+    serial     INTEGER NOT NULL,
+    envelope   TEXT NOT NULL,
+    etag       TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS admin_log (
+    id      INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    detail  TEXT NOT NULL
+) STRICT;
+";
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn ms(t: UtcMillis) -> i64 {
+    t.unix_millis()
+}
+
+fn hash_of(blob: Vec<u8>) -> Hash {
+    blob.try_into().unwrap_or([0; 32])
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let open_err = |why: String| StoreError::Open { path: path.display().to_string(), why };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| open_err(format!("not a usable SQLite database: {e}")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(format!("journal mode stays {mode}")));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        conn.execute_batch(SCHEMA).map_err(|e| open_err(format!("cannot set up the schema: {e}")))?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEntry, i64)> {
+    let kind: String = r.get(4)?;
+    let details: String = r.get(8)?;
+    Ok((
+        r.get(0)?,
+        AuditEntry {
+            workstation: r.get(1)?,
+            seq: r.get::<_, i64>(2)? as u64,
+            time: UtcMillis::from_unix_millis(r.get(3)?),
+            kind: AuditKind::parse(&kind).unwrap_or(AuditKind::TamperDetected),
+            user: r.get(5)?,
+            os_account: r.get(6)?,
+            policy_hash: r.get(7)?,
+            details: serde_json::from_str(&details).unwrap_or_default(),
+            prev_hash: hash_of(r.get(9)?),
+            hash: hash_of(r.get(10)?),
+        },
+        r.get(11)?,
+    ))
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, workstation, seq, time_ms, kind, user, os_account, policy_hash, details, prev_hash, hash, received_ms";
+
+fn workstation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Workstation> {
+    Ok(Workstation {
+        id: r.get(0)?,
+        hostname: r.get(1)?,
+        group: r.get(2)?,
+        agent_version: r.get(3)?,
+        enrolled: UtcMillis::from_unix_millis(r.get(4)?),
+        last_seen: r.get::<_, Option<i64>>(5)?.map(UtcMillis::from_unix_millis),
+        contiguous_seq: r.get::<_, i64>(6)? as u64,
+        reported_last_seq: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
+    })
+}
+
+const WORKSTATION_COLUMNS: &str =
+    "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq";
+
+fn finding_kind(e: &ChainError) -> &'static str {
+    match e {
+        ChainError::Altered { .. } => "altered",
+        ChainError::BrokenLink { .. } => "broken_link",
+        ChainError::Missing { .. } => "missing",
+    }
+}
+
+impl CollectorStore for SqliteStore {
+    fn add_enroll_secret(&self, secret: &Hash, label: &str, now: UtcMillis) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO enroll_secrets (hash, label, created_ms) VALUES (?1, ?2, ?3)",
+            params![&secret[..], label, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    fn enroll(
+        &self,
+        secret: &Hash,
+        ws: &NewWorkstation,
+        node_key: &Hash,
+        now: UtcMillis,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let known: bool =
+            tx.query_row("SELECT count(*) FROM enroll_secrets WHERE hash = ?1", [&secret[..]], |r| {
+                r.get::<_, i64>(0)
+            })? > 0;
+        if !known {
+            return Ok(false);
+        }
+        // Re-enrolling (a reinstalled workstation) replaces the node key and keeps the log.
+        tx.execute(
+            "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
+                 grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms",
+            params![ws.id, &node_key[..], ws.hostname, ws.group, ws.agent_version, ms(now), &GENESIS_HASH[..]],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError> {
+        let sql = format!("SELECT {WORKSTATION_COLUMNS} FROM workstations WHERE node_key = ?1");
+        Ok(self.conn().query_row(&sql, [&node_key[..]], workstation_from_row).optional()?)
+    }
+
+    fn workstations(&self) -> Result<Vec<Workstation>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {WORKSTATION_COLUMNS} FROM workstations ORDER BY id"))?;
+        let rows = stmt.query_map([], workstation_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn ingest(
+        &self,
+        workstation: &str,
+        mut entries: Vec<AuditEntry>,
+        now: UtcMillis,
+    ) -> Result<Ingest, StoreError> {
+        entries.sort_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (contiguous, contiguous_hash, max_seq): (u64, Hash, u64) = tx.query_row(
+            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = ?1",
+            [workstation],
+            |r| Ok((r.get::<_, i64>(0)? as u64, hash_of(r.get(1)?), r.get::<_, i64>(2)? as u64)),
+        )?;
+        let mut stored = 0;
+        let mut duplicates = 0;
+        let mut findings: Vec<(u64, &'static str, String)> = Vec::new();
+        let mut fresh = Vec::with_capacity(entries.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO audit (workstation, seq, time_ms, kind, user, os_account, policy_hash, details,
+                                    prev_hash, hash, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (workstation, seq) DO NOTHING",
+            )?;
+            let mut stored_hash =
+                tx.prepare_cached("SELECT hash FROM audit WHERE workstation = ?1 AND seq = ?2")?;
+            for e in entries {
+                let details = serde_json::to_string(&e.details).unwrap_or_default();
+                let inserted = insert.execute(params![
+                    workstation,
+                    e.seq as i64,
+                    ms(e.time),
+                    e.kind.as_str(),
+                    e.user,
+                    e.os_account,
+                    e.policy_hash,
+                    details,
+                    &e.prev_hash[..],
+                    &e.hash[..],
+                    ms(now),
+                ])?;
+                if inserted == 1 {
+                    stored += 1;
+                    fresh.push(e);
+                    continue;
+                }
+                // Sent before (a lost acknowledgement): the same entry is a no-op, a
+                // different one under the same seq is a rewritten history.
+                duplicates += 1;
+                let before: Vec<u8> =
+                    stored_hash.query_row(params![workstation, e.seq as i64], |r| r.get(0))?;
+                if before[..] != e.hash[..] {
+                    findings.push((
+                        e.seq,
+                        "rewritten",
+                        format!("stored hash {} but received {}", hex::encode(&before), hex::encode(e.hash)),
+                    ));
+                }
+            }
+        }
+        // Follow the chain from the contiguous head. Usually the fresh entries are the
+        // continuation; after a gap, what was stored beyond it is read back.
+        let continuation = if max_seq <= contiguous {
+            continue_chain((contiguous, contiguous_hash), &fresh)
+        } else {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = ?1 AND seq > ?2 ORDER BY seq"
+            ))?;
+            let beyond = stmt
+                .query_map(params![workstation, contiguous as i64], entry_from_row)?
+                .map(|r| r.map(|(_, e, _)| e))
+                .collect::<Result<Vec<_>, _>>()?;
+            continue_chain((contiguous, contiguous_hash), &beyond)
+        };
+        for f in &continuation.findings {
+            findings.push((f.seq(), finding_kind(f), f.to_string()));
+        }
+        let new_max = fresh.last().map_or(max_seq, |e| e.seq.max(max_seq));
+        let (head, head_hash) = continuation.head;
+        tx.execute(
+            "UPDATE workstations SET contiguous_seq = ?2, contiguous_hash = ?3, max_seq = ?4, last_seen_ms = ?5 WHERE id = ?1",
+            params![workstation, head as i64, &head_hash[..], new_max as i64, ms(now)],
+        )?;
+        {
+            let mut flag = tx.prepare_cached(
+                "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for (seq, kind, detail) in &findings {
+                flag.execute(params![workstation, *seq as i64, kind, detail, ms(now)])?;
+            }
+        }
+        let gaps = if new_max > head {
+            let next_stored: i64 = tx.query_row(
+                "SELECT MIN(seq) FROM audit WHERE workstation = ?1 AND seq > ?2",
+                params![workstation, head as i64],
+                |r| r.get(0),
+            )?;
+            vec![SeqRange { first: head + 1, last: next_stored as u64 - 1 }]
+        } else {
+            Vec::new()
+        };
+        tx.commit()?;
+        let chain_break_at = findings.iter().map(|(seq, _, _)| *seq).min();
+        Ok(Ingest {
+            ack: AuditAck { highest_contiguous_seq: head, gaps, chain_break_at },
+            stored,
+            duplicates,
+            findings: findings.len() as u64,
+        })
+    }
+
+    fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let contiguous: i64 =
+            tx.query_row("SELECT contiguous_seq FROM workstations WHERE id = ?1", [workstation], |r| {
+                r.get(0)
+            })?;
+        if (beat.last_seq as i64) < contiguous {
+            // The workstation holds fewer entries than we received from it: its log lost
+            // its tail (a restored backup, a deleted file).
+            tx.execute(
+                "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, ?2, 'truncated', ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                params![
+                    workstation,
+                    beat.last_seq as i64 + 1,
+                    format!("the workstation reports {} entries, the collector holds {contiguous}", beat.last_seq),
+                    ms(now)
+                ],
+            )?;
+        }
+        tx.execute(
+            "UPDATE workstations SET last_seen_ms = ?2, reported_last_seq = ?3 WHERE id = ?1",
+            params![workstation, ms(now), beat.last_seq as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn put_policy(
+        &self,
+        group: &str,
+        serial: u64,
+        envelope: &str,
+        now: UtcMillis,
+    ) -> Result<PolicyPut, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<i64> =
+            tx.query_row("SELECT serial FROM policies WHERE grp = ?1", [group], |r| r.get(0)).optional()?;
+        if let Some(current) = current.filter(|c| *c as u64 >= serial) {
+            return Ok(PolicyPut::Stale { current: current as u64 });
+        }
+        let etag = {
+            use sha2::{Digest, Sha256};
+            format!("\"{}\"", hex::encode(&Sha256::digest(envelope.as_bytes())[..16]))
+        };
+        tx.execute(
+            "INSERT INTO policies (grp, serial, envelope, etag, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(grp) DO UPDATE SET serial = excluded.serial, envelope = excluded.envelope,
+                 etag = excluded.etag, updated_ms = excluded.updated_ms",
+            params![group, serial as i64, envelope, etag, ms(now)],
+        )?;
+        tx.commit()?;
+        Ok(PolicyPut::Stored)
+    }
+
+    fn policy(&self, group: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT envelope, etag FROM policies WHERE grp = ?1", [group], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    fn add_token(&self, token: &Hash, role: Role, label: &str, now: UtcMillis) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO api_tokens (hash, role, label, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![&token[..], role.as_str(), label, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    fn token(&self, token: &Hash) -> Result<Option<(Role, String)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row("SELECT role, label FROM api_tokens WHERE hash = ?1", [&token[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(row.and_then(|(role, label)| Role::parse(&role).map(|r| (r, label))))
+    }
+
+    fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit
+             WHERE (?1 IS NULL OR workstation = ?1) AND (?2 IS NULL OR user = ?2) AND (?3 IS NULL OR kind = ?3)
+               AND (?4 IS NULL OR time_ms >= ?4) AND (?5 IS NULL OR time_ms < ?5) AND (?6 IS NULL OR id > ?6)
+             ORDER BY id LIMIT ?7"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    q.workstation,
+                    q.user,
+                    q.kind,
+                    q.since.map(ms),
+                    q.until.map(ms),
+                    q.after,
+                    i64::from(q.limit)
+                ],
+                entry_from_row,
+            )?
+            .map(|r| {
+                r.map(|(id, entry, received)| StoredEvent {
+                    id,
+                    entry,
+                    received: UtcMillis::from_unix_millis(received),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn findings(&self) -> Result<Vec<Finding>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT workstation, seq, kind, detail, found_ms FROM findings ORDER BY found_ms, workstation, seq")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Finding {
+                    workstation: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    kind: r.get(2)?,
+                    detail: r.get(3)?,
+                    found: UtcMillis::from_unix_millis(r.get(4)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn log_admin(&self, a: &AdminAction) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO admin_log (time_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![ms(a.time), a.actor, a.action, a.detail],
+        )?;
+        Ok(())
+    }
+
+    fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT time_ms, actor, action, detail FROM admin_log ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AdminAction {
+                    time: UtcMillis::from_unix_millis(r.get(0)?),
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn entry_count(&self) -> Result<u64, StoreError> {
+        Ok(self.conn().query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
