@@ -19,6 +19,9 @@ pub struct ServiceConfig {
     /// `file:DIR`, `keyring` or `systemd-credentials` (see `secrets::from_spec`).
     pub key_store: String,
     pub workstation_id: String,
+    /// File with the collector's enrollment secret, read once, when the workstation
+    /// first enrolls (`sync.endpoint` set and no node key yet).
+    pub enroll_secret: PathBuf,
 }
 
 /// `--config FILE`: every key optional.
@@ -30,6 +33,7 @@ pub struct ConfigFile {
     pub policy: Option<PathBuf>,
     pub key_store: Option<String>,
     pub workstation_id: Option<String>,
+    pub enroll_secret: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -47,6 +51,7 @@ pub struct Overrides {
     pub policy: Option<PathBuf>,
     pub key_store: Option<String>,
     pub workstation_id: Option<String>,
+    pub enroll_secret: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -75,6 +80,11 @@ impl ServiceConfig {
                 "file:/etc/wardlock/credentials",
             )
         };
+        // Under systemd the secret comes as a credential (LoadCredential=).
+        let enroll_secret = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => PathBuf::from(dir).join("wardlock-enroll-secret"),
+            None => policy.with_file_name("enroll-secret"),
+        };
         Self {
             data_dir,
             socket,
@@ -82,6 +92,7 @@ impl ServiceConfig {
             policy_required: false,
             key_store: key_store.to_owned(),
             workstation_id: gethostname::gethostname().to_string_lossy().into_owned(),
+            enroll_secret,
         }
     }
 
@@ -93,6 +104,7 @@ impl ServiceConfig {
             policy: dir.join("policy.toml"),
             policy_required: false,
             key_store: format!("file:{}", dir.join("credentials").display()),
+            enroll_secret: dir.join("enroll-secret"),
             ..Self::platform_defaults()
         }
     }
@@ -109,6 +121,7 @@ impl ServiceConfig {
         config.policy_required = policy_named;
         config.key_store = cli.key_store.or(file.key_store).unwrap_or(config.key_store);
         config.workstation_id = cli.workstation_id.or(file.workstation_id).unwrap_or(config.workstation_id);
+        config.enroll_secret = cli.enroll_secret.or(file.enroll_secret).unwrap_or(config.enroll_secret);
         config
     }
 

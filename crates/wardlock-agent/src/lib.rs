@@ -7,6 +7,7 @@
 //! workstation database or the data key. The session guard never links it.
 
 pub mod auth;
+pub mod central;
 pub mod config;
 pub mod directory;
 pub mod oslock;
@@ -17,6 +18,8 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod store;
+#[cfg(unix)]
+pub mod sync;
 pub mod throttle;
 
 pub use store::{Store, StoreError};

@@ -37,6 +37,10 @@ struct Cli {
     /// Workstation ID recorded in the audit log when the database is created [default: host name]
     #[arg(long, value_name = "ID")]
     workstation_id: Option<String>,
+    /// File holding the collector's enrollment secret, read once at first sync
+    /// [default: /etc/wardlock/enroll-secret, or the systemd credential wardlock-enroll-secret]
+    #[arg(long, value_name = "FILE")]
+    enroll_secret: Option<PathBuf>,
     /// Development mode: data, socket, policy and key all under DIR, run as any user
     #[arg(long, value_name = "DIR")]
     dev: Option<PathBuf>,
@@ -71,6 +75,7 @@ fn run() -> Result<()> {
             policy: cli.policy,
             key_store: cli.key_store,
             workstation_id: cli.workstation_id,
+            enroll_secret: cli.enroll_secret,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,6 +119,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sync = tokio::spawn(wardlock_agent::sync::run(service.clone(), stop_rx.clone()));
     let server = tokio::spawn(wardlock_agent::server::serve(service.clone(), listener, stop_rx));
     let why = loop {
         tokio::select! {
@@ -131,6 +137,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     };
     let _ = stop_tx.send(true);
     let _ = server.await;
+    let _ = sync.await;
     let _ = std::fs::remove_file(&socket);
     let s = service.clone();
     tokio::task::spawn_blocking(move || s.stop(why)).await?.context("auditing the stop")?;

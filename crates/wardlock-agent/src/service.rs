@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::policy::{Layer, Policy, PolicyDocument, PolicyError};
+use wardlock_core::policy::{Policy, PolicyError};
 use wardlock_core::protocol::local::{
     AdminCredentials, GuardEvent, ServiceStatus, UnlockReply, UnlockRequest,
 };
@@ -21,6 +21,7 @@ use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{self, Attempt, GrantMethod, Outcome, TotpCheck, TotpSeed};
 
 use crate::auth::{self, AuthError, Context, Purpose};
+use crate::central::{self, Central};
 use crate::config::ServiceConfig;
 use crate::directory::{self, Actor, CredentialChange, DirectoryError, NewUser};
 use crate::oslock::OsLocker;
@@ -32,6 +33,20 @@ use crate::throttle::{Admission, AttemptBudget};
 const META_RUNNING: &str = "service_running";
 const META_POLICY_TEXT: &str = "machine_policy_last_good";
 const META_POLICY_HASH: &str = "policy_hash_applied";
+const META_CENTRAL: &str = "central_policy_envelope";
+
+#[derive(Debug, Clone, Default)]
+struct Layers {
+    machine_text: String,
+    central: Option<Central>,
+}
+
+/// What became of a central policy from the collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CentralOutcome {
+    Applied { serial: u64 },
+    Refused { why: String },
+}
 /// A session runs one guard; two allow a restart to overlap the old one's exit.
 const GUARDS_PER_ACCOUNT: u32 = 2;
 const GUARD_STARTS_PER_MINUTE: u32 = 20;
@@ -73,10 +88,17 @@ pub struct Service {
     key: DataKey,
     config: ServiceConfig,
     policy: watch::Sender<Arc<Policy>>,
+    /// The layers the policy in force is made of.
+    layers: Mutex<Layers>,
     budget: Mutex<AttemptBudget>,
     /// The clinician the session is attributed to (the last one who unlocked).
     session_user: Mutex<Option<String>>,
     guards: AtomicU32,
+    /// Whether the last exchange with the collector worked (`None`: no collector, or
+    /// not tried yet).
+    collector_reachable: Mutex<Option<bool>>,
+    /// Rung when something worth sending soon was audited.
+    pub sync_wakeup: tokio::sync::Notify,
     /// Guards connected per OS account, and how fast each account starts them: a
     /// process in the session posing as guards must not flood the audit log.
     guard_accounts: Mutex<HashMap<u32, (u32, AttemptBudget)>>,
@@ -122,7 +144,20 @@ impl Service {
         let key = DataKey::open_or_create(secret_store.as_ref(), &store)?;
         let now = utc_now();
 
-        let (policy, refusal) = initial_policy(&config, &store)?;
+        let source = config.policy.display().to_string();
+        let (machine_text, refusal) = initial_policy(&config, &store)?;
+        let machine = central::compose(&source, &machine_text, None)?;
+        // The central layer applied before, checked again: the trusted keys may have changed.
+        let (central, central_refusal) = match store.meta(META_CENTRAL)? {
+            None => (None, None),
+            Some(envelope) => match central::check(&envelope, &machine, None).and_then(|c| {
+                central::compose(&source, &machine_text, Some(&c)).map(|_| c).map_err(|e| e.to_string())
+            }) {
+                Ok(c) => (Some(c), None),
+                Err(why) => (None, Some(why)),
+            },
+        };
+        let policy = central::compose(&source, &machine_text, central.as_ref())?;
         let hash = policy.hash();
         let mut tx = store.write()?;
         if tx.meta(META_RUNNING)?.as_deref() == Some("1") {
@@ -141,12 +176,22 @@ impl Service {
                     .detail("kept", "last good machine policy"),
             )?;
         }
-        if tx.meta(META_POLICY_HASH)?.as_deref() != Some(hash.as_str()) {
+        if let Some(why) = central_refusal {
             tx.append(
-                AuditDraft::new(now, AuditKind::PolicyApplied)
+                AuditDraft::new(now, AuditKind::PolicyRefused)
                     .policy_hash(&hash)
-                    .detail("source", config.policy.display()),
+                    .detail("source", "stored central policy")
+                    .detail("why", policy_problems(&why))
+                    .detail("kept", "machine policy alone"),
             )?;
+        }
+        if tx.meta(META_POLICY_HASH)?.as_deref() != Some(hash.as_str()) {
+            let mut d =
+                AuditDraft::new(now, AuditKind::PolicyApplied).policy_hash(&hash).detail("source", &source);
+            if let Some(c) = &central {
+                d = d.detail("central_serial", c.serial);
+            }
+            tx.append(d)?;
             tx.set_meta(META_POLICY_HASH, &hash)?;
         }
         tx.append(
@@ -164,9 +209,12 @@ impl Service {
             key,
             config,
             policy: watch::Sender::new(Arc::new(policy)),
+            layers: Mutex::new(Layers { machine_text, central }),
             budget: Mutex::new(budget),
             session_user: Mutex::new(None),
             guards: AtomicU32::new(0),
+            collector_reachable: Mutex::new(None),
+            sync_wakeup: tokio::sync::Notify::new(),
             guard_accounts: Mutex::new(HashMap::new()),
             locker,
         }))
@@ -197,7 +245,26 @@ impl Service {
     }
 
     pub fn audit(&self, draft: AuditDraft) -> Result<u64, ServiceError> {
-        Ok(self.store().append(draft)?.seq)
+        let seq = self.store().append(draft)?.seq;
+        self.sync_wakeup.notify_one();
+        Ok(seq)
+    }
+
+    /// The store, for the sync client (batches out, acknowledgements in).
+    pub fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, ServiceError> {
+        Ok(f(&mut self.store())?)
+    }
+
+    /// The data key, for sealing the collector's node key.
+    pub fn data_key(&self) -> &DataKey {
+        &self.key
+    }
+
+    pub fn set_collector_reachable(&self, reachable: Option<bool>) {
+        *self.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()) = reachable;
     }
 
     /// Takes one attempt from the budget; audits what was refused unheard before it.
@@ -271,6 +338,7 @@ impl Service {
             let mut store = self.store();
             auth::attempt_unlock(&mut store, &self.key, &policy, attempt, purpose, context, utc_now())
         };
+        self.sync_wakeup.notify_one();
         match outcome {
             Ok(result) => Ok(Ok(result)),
             Err(AuthError::Secret(SecretError::Unseal)) | Err(AuthError::BadCredentialRecord { .. }) => {
@@ -500,7 +568,7 @@ impl Service {
             audit_last_seq: last,
             audit_unsent: unsent,
             backlog_warning: policy.sync.endpoint.is_some() && unsent > policy.sync.backlog_warning,
-            collector_reachable: None,
+            collector_reachable: *self.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()),
             guards_connected: self.guards.load(Ordering::SeqCst),
         })
     }
@@ -509,36 +577,32 @@ impl Service {
     /// policy in force stays; a good, changed one is applied, audited and pushed.
     pub fn reload_policy(&self) -> Result<bool, ServiceError> {
         let source = self.config.policy.display().to_string();
-        let loaded = match std::fs::read_to_string(&self.config.policy) {
-            Ok(text) => parse_machine_policy(&source, &text).map(|p| (p, text)).map_err(|e| e.to_string()),
+        let text = match std::fs::read_to_string(&self.config.policy) {
+            Ok(text) => Ok(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.config.policy_required => {
-                Ok((Policy::default(), String::new()))
+                Ok(String::new())
             }
             Err(e) => Err(format!("cannot read it: {e}")),
         };
-        match loaded {
-            Ok((policy, text)) => {
-                if policy == *self.policy() {
-                    return Ok(false);
-                }
-                let hash = policy.hash();
+        let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let composed = text.and_then(|text| {
+            let machine = central::compose(&source, &text, None).map_err(|e| e.to_string())?;
+            // Keep the central layer only while the new machine policy still trusts it.
+            let central = layers.central.and_then(|c| central::check(&c.envelope, &machine, None).ok());
+            let policy = central::compose(&source, &text, central.as_ref()).map_err(|e| e.to_string())?;
+            Ok((policy, Layers { machine_text: text, central }))
+        });
+        match composed {
+            Ok((policy, layers)) => {
                 let mut store = self.store();
-                let mut tx = store.write()?;
-                tx.append(
-                    AuditDraft::new(utc_now(), AuditKind::PolicyApplied)
-                        .policy_hash(&hash)
-                        .detail("source", &source),
-                )?;
-                tx.set_meta(META_POLICY_HASH, &hash)?;
-                tx.set_meta(META_POLICY_TEXT, &text)?;
+                let tx = store.write()?;
+                tx.set_meta(META_POLICY_TEXT, &layers.machine_text)?;
+                if layers.central.is_none() {
+                    tx.delete_meta(META_CENTRAL)?;
+                }
                 tx.commit()?;
                 drop(store);
-                self.budget
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .set_rate(policy.service.max_attempts_per_minute, Instant::now());
-                self.policy.send_replace(Arc::new(policy));
-                Ok(true)
+                self.apply(policy, layers, &source, None)
             }
             Err(why) => {
                 self.audit(
@@ -550,6 +614,88 @@ impl Service {
                 Ok(false)
             }
         }
+    }
+
+    /// A central policy from the collector: checked against the machine policy and the
+    /// serial in force; applied and audited, or refused and audited (the policy in
+    /// force stays).
+    pub fn apply_central(&self, envelope: &str) -> Result<CentralOutcome, ServiceError> {
+        let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let source = self.config.policy.display().to_string();
+        let checked = central::compose(&source, &layers.machine_text, None)
+            .map_err(|e| e.to_string())
+            .and_then(|machine| {
+                let central = central::check(envelope, &machine, layers.central.as_ref().map(|c| c.serial))?;
+                let policy = central::compose(&source, &layers.machine_text, Some(&central))
+                    .map_err(|e| e.to_string())?;
+                Ok((policy, central))
+            });
+        match checked {
+            Ok((policy, central)) => {
+                let serial = central.serial;
+                self.store().set_meta(META_CENTRAL, &central.envelope)?;
+                let key_id = central.key_id.clone();
+                let layers = Layers { machine_text: layers.machine_text, central: Some(central) };
+                self.apply(
+                    policy,
+                    layers,
+                    &format!("collector (serial {serial}, key {key_id})"),
+                    Some(serial),
+                )?;
+                Ok(CentralOutcome::Applied { serial })
+            }
+            Err(why) => {
+                self.audit(
+                    self.draft(AuditKind::PolicyRefused, None)
+                        .detail("source", "collector")
+                        .detail("why", policy_problems(&why))
+                        .detail("kept", "policy in force")
+                        .detail("alert", "compliance"),
+                )?;
+                Ok(CentralOutcome::Refused { why })
+            }
+        }
+    }
+
+    /// The envelope of the central policy in force, as received.
+    pub fn central_envelope(&self) -> Option<String> {
+        self.layers.lock().unwrap_or_else(|p| p.into_inner()).central.as_ref().map(|c| c.envelope.clone())
+    }
+
+    /// The serial of the central policy in force, if any.
+    pub fn central_serial(&self) -> Option<u64> {
+        self.layers.lock().unwrap_or_else(|p| p.into_inner()).central.as_ref().map(|c| c.serial)
+    }
+
+    fn apply(
+        &self,
+        policy: Policy,
+        layers: Layers,
+        source: &str,
+        serial: Option<u64>,
+    ) -> Result<bool, ServiceError> {
+        *self.layers.lock().unwrap_or_else(|p| p.into_inner()) = layers;
+        if policy == *self.policy() {
+            return Ok(false);
+        }
+        let hash = policy.hash();
+        let mut store = self.store();
+        let mut tx = store.write()?;
+        let mut d =
+            AuditDraft::new(utc_now(), AuditKind::PolicyApplied).policy_hash(&hash).detail("source", source);
+        if let Some(serial) = serial {
+            d = d.detail("serial", serial);
+        }
+        tx.append(d)?;
+        tx.set_meta(META_POLICY_HASH, &hash)?;
+        tx.commit()?;
+        drop(store);
+        self.budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_rate(policy.service.max_attempts_per_minute, Instant::now());
+        self.policy.send_replace(Arc::new(policy));
+        Ok(true)
     }
 
     /// Audits the stop; after this the next start is not an unclean one.
@@ -567,33 +713,29 @@ impl Service {
     }
 }
 
-fn parse_machine_policy(source: &str, text: &str) -> Result<Policy, PolicyError> {
-    let doc = PolicyDocument::parse(source, Layer::Machine, text)?;
-    Policy::layered(&[doc])
-}
-
-/// The policy to start with, and why the file was refused when it was. A bad file falls
-/// back to the last good one this service applied; with none, the service does not start.
-fn initial_policy(config: &ServiceConfig, store: &Store) -> Result<(Policy, Option<String>), ServiceError> {
+/// The machine policy text to start with, and why the file was refused when it was. A
+/// bad file falls back to the last good one this service applied; with none, the
+/// service does not start.
+fn initial_policy(config: &ServiceConfig, store: &Store) -> Result<(String, Option<String>), ServiceError> {
     let path: &Path = &config.policy;
     let source = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !config.policy_required => {
-            return Ok((Policy::default(), None));
+            return Ok((String::new(), None));
         }
         Err(e) => return Err(ServiceError::Io { path: source, source: e }),
     };
-    match parse_machine_policy(&source, &text) {
-        Ok(policy) => {
+    match central::compose(&source, &text, None) {
+        Ok(_) => {
             store.set_meta(META_POLICY_TEXT, &text)?;
-            Ok((policy, None))
+            Ok((text, None))
         }
         Err(error) => match store.meta(META_POLICY_TEXT)? {
             Some(last_good) => {
-                let policy = parse_machine_policy("last good machine policy", &last_good)?;
+                central::compose("last good machine policy", &last_good, None)?;
                 eprintln!("wardlockd: {error}\nwardlockd: keeping the last good machine policy");
-                Ok((policy, Some(policy_problems(&error.to_string()))))
+                Ok((last_good, Some(policy_problems(&error.to_string()))))
             }
             None => Err(ServiceError::Startup(format!(
                 "{error}\nFix the file (check it with `wardlockctl policy check {source}`) and start again; \

@@ -257,6 +257,27 @@ impl Store {
         }
     }
 
+    /// Up to `limit` entries after `seq`, in order: the next batch to send.
+    pub fn entries_after(&self, seq: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, time_ms, kind, user, os_account, workstation, policy_hash, details, prev_hash, hash
+             FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![seq as i64, i64::from(limit)])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            entries.push(entry_from_row(row)?);
+        }
+        Ok(entries)
+    }
+
+    /// Records that the collector holds every entry up to `seq`; never moves backwards.
+    pub fn set_acked_seq(&self, seq: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE sync_state SET acked_seq = max(acked_seq, ?1) WHERE id = 1", [seq as i64])?;
+        Ok(())
+    }
+
     /// Highest seq the collector has acknowledged (0: none yet).
     pub fn acked_seq(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row("SELECT acked_seq FROM sync_state WHERE id = 1", [], |r| r.get::<_, i64>(0))?
@@ -440,6 +461,11 @@ impl StoreTx<'_> {
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         put_meta(&self.tx, key, value)
+    }
+
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
     }
 
     /// Makes everything in the transaction durable (fsync of the WAL).

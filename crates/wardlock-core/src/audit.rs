@@ -48,6 +48,8 @@ pub enum AuditKind {
     UserChanged,
     UserDisabled,
     SyncGap,
+    SyncBacklog,
+    CollectorEnrolled,
     TamperDetected,
     Heartbeat,
 }
@@ -80,6 +82,8 @@ impl AuditKind {
         AuditKind::UserChanged,
         AuditKind::UserDisabled,
         AuditKind::SyncGap,
+        AuditKind::SyncBacklog,
+        AuditKind::CollectorEnrolled,
         AuditKind::TamperDetected,
         AuditKind::Heartbeat,
     ];
@@ -112,6 +116,8 @@ impl AuditKind {
             AuditKind::UserChanged => "user_changed",
             AuditKind::UserDisabled => "user_disabled",
             AuditKind::SyncGap => "sync_gap",
+            AuditKind::SyncBacklog => "sync_backlog",
+            AuditKind::CollectorEnrolled => "collector_enrolled",
             AuditKind::TamperDetected => "tamper_detected",
             AuditKind::Heartbeat => "heartbeat",
         }

@@ -270,6 +270,10 @@ pub struct SyncPolicy {
     /// Ed25519 public keys (PEM or base64) allowed to sign central policies.
     /// Machine layer only: a central policy cannot choose who may sign it.
     pub trusted_keys: Vec<String>,
+    /// PEM file of the CA (or self-signed certificate) the collector's TLS certificate
+    /// must chain to; not set: the system's trusted roots. Machine layer only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 impl Default for SyncPolicy {
@@ -280,6 +284,7 @@ impl Default for SyncPolicy {
             batch_size: 500,
             backlog_warning: 10_000,
             trusted_keys: Vec::new(),
+            ca_file: None,
         }
     }
 }
@@ -341,6 +346,7 @@ pub enum Layer {
 const MACHINE_ONLY_KEYS: &[(&str, &str)] = &[
     ("sync", "trusted_keys"),
     ("sync", "endpoint"),
+    ("sync", "ca_file"),
     ("workstation", "group"),
     ("service", "allowed_users"),
     ("service", "allowed_groups"),

@@ -1,0 +1,400 @@
+//! The sync client: enrolls with the collector once, sends the audit log in bounded
+//! batches and marks entries sent only once the collector acknowledged them, pulls the
+//! signed central policy, and says it is alive. Failures back off exponentially with
+//! full jitter (capped at `sync.interval`); nothing is dropped, and after any outage
+//! (network, collector, this service) it resumes from the last acknowledged seq.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{header, StatusCode};
+use tokio::sync::watch;
+
+use wardlock_core::audit::{AuditDraft, AuditKind};
+use wardlock_core::policy::Policy;
+use wardlock_core::protocol::collector::{
+    AuditAck, AuditBatch, AuditRecord, EnrollRequest, EnrollResponse, Heartbeat,
+};
+
+use crate::service::{utc_now, CentralOutcome, Service, ServiceError};
+
+const META_NODE_KEY: &str = "collector_node_key";
+const META_NODE_ENDPOINT: &str = "collector_node_endpoint";
+/// Batches sent per cycle at most, so a huge backlog does not keep heartbeats and
+/// policy pulls waiting.
+const MAX_BATCHES_PER_CYCLE: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Http(String),
+    #[error("the collector answered {status}: {message}")]
+    Refused { status: StatusCode, message: String },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl From<reqwest::Error> for SyncError {
+    fn from(e: reqwest::Error) -> Self {
+        // Show the cause chain (connection refused, certificate unknown…), not just "error sending request".
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        SyncError::Http(text)
+    }
+}
+
+/// What the client remembers between cycles.
+#[derive(Debug, Default)]
+struct State {
+    client: Option<(String, Option<String>, reqwest::Client)>,
+    policy_etag: Option<String>,
+    refused_etag: Option<String>,
+    backlog_warned: bool,
+    reported_break: Option<u64>,
+    failures: u32,
+}
+
+pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+    let mut policy_rx = service.subscribe_policy();
+    let mut state = State::default();
+    loop {
+        let policy = service.policy();
+        let Some(endpoint) = policy.sync.endpoint.clone() else {
+            service.set_collector_reachable(None);
+            tokio::select! {
+                _ = policy_rx.changed() => continue,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let ok = match cycle(&service, &policy, &endpoint, &mut state).await {
+            Ok(()) => {
+                service.set_collector_reachable(Some(true));
+                if state.failures > 0 {
+                    eprintln!("wardlockd: collector {endpoint} reachable again");
+                }
+                state.failures = 0;
+                true
+            }
+            Err(e) => {
+                service.set_collector_reachable(Some(false));
+                state.failures = state.failures.saturating_add(1);
+                eprintln!("wardlockd: sync with {endpoint} failed (attempt {}): {e}", state.failures);
+                false
+            }
+        };
+        let wait = if ok { policy.sync.interval } else { full_jitter(state.failures, policy.sync.interval) };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // New entries: send them soon, but gather a second's worth first.
+            _ = service.sync_wakeup.notified(), if ok => tokio::time::sleep(Duration::from_secs(1)).await,
+            _ = policy_rx.changed() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Exponential back-off with full jitter: uniformly random in [0, min(cap, 1 s · 2^n)].
+fn full_jitter(failures: u32, cap: Duration) -> Duration {
+    let ceiling = Duration::from_secs(1u64 << failures.min(16)).min(cap);
+    let mut bytes = [0u8; 8];
+    let fraction = match getrandom::getrandom(&mut bytes) {
+        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    };
+    ceiling.mul_f64(fraction).max(Duration::from_millis(100))
+}
+
+async fn cycle(
+    service: &Arc<Service>,
+    policy: &Policy,
+    endpoint: &str,
+    state: &mut State,
+) -> Result<(), SyncError> {
+    check_backlog(service, policy, state).await?;
+    let client = client(policy, endpoint, state)?;
+    let base = endpoint.trim_end_matches('/');
+    let node_key = node_key(service, policy, &client, base).await?;
+    let auth = format!("Bearer {node_key}");
+
+    upload(service, policy, &client, base, &auth, state).await?;
+
+    let (last_seq, unsent) = blocking(service, |s| {
+        s.with_store(|st| {
+            let last = st.last_seq()?;
+            Ok((last, last.saturating_sub(st.acked_seq()?)))
+        })
+    })
+    .await?;
+    let beat = Heartbeat {
+        workstation_id: service.status()?.workstation_id,
+        time: utc_now(),
+        last_seq,
+        unsent,
+        policy_serial: service.central_serial(),
+        guard_connected: service.status()?.guards_connected > 0,
+    };
+    let response = client
+        .post(format!("{base}/api/v1/heartbeat"))
+        .header(header::AUTHORIZATION, &auth)
+        .json(&beat)
+        .send()
+        .await?;
+    ok_or_refused(service, response).await?;
+
+    pull_policy(service, &client, base, &auth, state).await
+}
+
+fn client(policy: &Policy, endpoint: &str, state: &mut State) -> Result<reqwest::Client, SyncError> {
+    if let Some((e, ca, client)) = &state.client {
+        if e == endpoint && *ca == policy.sync.ca_file {
+            return Ok(client.clone());
+        }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &policy.sync.ca_file {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| SyncError::Setup(format!("sync.ca_file {path}: {e}")))?
+            {
+                let cert = cert.map_err(|e| SyncError::Setup(format!("sync.ca_file {path}: {e}")))?;
+                roots.add(cert).map_err(|e| SyncError::Setup(format!("sync.ca_file {path}: {e}")))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SyncError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("wardlockd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(SyncError::from)?;
+    state.client = Some((endpoint.to_owned(), policy.sync.ca_file.clone(), client.clone()));
+    Ok(client)
+}
+
+async fn blocking<T: Send + 'static>(
+    service: &Arc<Service>,
+    f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, SyncError> {
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(|e| SyncError::Setup(format!("worker failed: {e}")))?
+        .map_err(SyncError::from)
+}
+
+/// The node key, sealed with the data key in the database; enrolls to get one.
+async fn node_key(
+    service: &Arc<Service>,
+    policy: &Policy,
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<String, SyncError> {
+    let endpoint = base.to_owned();
+    let stored = blocking(service, move |s| {
+        let key = s.data_key();
+        s.with_store(|st| {
+            if st.meta(META_NODE_ENDPOINT)?.as_deref() != Some(endpoint.as_str()) {
+                return Ok(None);
+            }
+            st.meta(META_NODE_KEY)
+        })
+        .map(|sealed| {
+            sealed
+                .and_then(|hex_sealed| hex::decode(hex_sealed).ok())
+                .and_then(|b| key.open(&b, b"collector-node-key").ok())
+        })
+    })
+    .await?;
+    if let Some(bytes) = stored {
+        if let Ok(text) = String::from_utf8(bytes.to_vec()) {
+            return Ok(text);
+        }
+    }
+    let path = service.config().enroll_secret.clone();
+    let secret = std::fs::read_to_string(&path).map_err(|e| {
+        SyncError::Setup(format!(
+            "enrolling needs the collector's enrollment secret in {}: {e}",
+            path.display()
+        ))
+    })?;
+    let request = EnrollRequest {
+        enroll_secret: secret.trim().to_owned(),
+        workstation_id: service.status()?.workstation_id,
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        group: policy.workstation.group.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let response = client.post(format!("{base}/api/v1/enroll")).json(&request).send().await?;
+    let enrolled: EnrollResponse = ok_or_refused(service, response).await?.json().await?;
+    let (endpoint, node_key) = (base.to_owned(), enrolled.node_key.clone());
+    blocking(service, move |s| {
+        let sealed = s.data_key().seal(node_key.as_bytes(), b"collector-node-key")?;
+        s.with_store(|st| {
+            st.set_meta(META_NODE_KEY, &hex::encode(sealed))?;
+            st.set_meta(META_NODE_ENDPOINT, &endpoint)
+        })?;
+        s.audit(AuditDraft::new(utc_now(), AuditKind::CollectorEnrolled).detail("endpoint", &endpoint))
+    })
+    .await?;
+    eprintln!("wardlockd: enrolled with the collector at {base}");
+    Ok(enrolled.node_key)
+}
+
+/// Turns an error status into an error with the collector's message. A refused node key
+/// is forgotten, so the next cycle enrolls again.
+async fn ok_or_refused(
+    service: &Arc<Service>,
+    response: reqwest::Response,
+) -> Result<reqwest::Response, SyncError> {
+    let status = response.status();
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or(body);
+    if status == StatusCode::UNAUTHORIZED {
+        blocking(service, |s| s.with_store(|st| st.set_meta(META_NODE_ENDPOINT, ""))).await?;
+    }
+    Err(SyncError::Refused { status, message })
+}
+
+async fn upload(
+    service: &Arc<Service>,
+    policy: &Policy,
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    state: &mut State,
+) -> Result<(), SyncError> {
+    let batch_size = policy.sync.batch_size;
+    for _ in 0..MAX_BATCHES_PER_CYCLE {
+        let (acked, entries) = blocking(service, move |s| {
+            s.with_store(|st| {
+                let acked = st.acked_seq()?;
+                Ok((acked, st.entries_after(acked, batch_size)?))
+            })
+        })
+        .await?;
+        let Some(last) = entries.last().map(|e| e.seq) else { return Ok(()) };
+        let batch = AuditBatch {
+            workstation_id: entries[0].workstation.clone(),
+            entries: entries.iter().map(AuditRecord::from).collect(),
+        };
+        let response = client
+            .post(format!("{base}/api/v1/audit"))
+            .header(header::AUTHORIZATION, auth)
+            .json(&batch)
+            .send()
+            .await?;
+        let ack: AuditAck = ok_or_refused(service, response).await?.json().await?;
+        if let Some(at) = ack.chain_break_at.filter(|at| state.reported_break != Some(*at)) {
+            state.reported_break = Some(at);
+            blocking(service, move |s| {
+                s.audit(
+                    AuditDraft::new(utc_now(), AuditKind::SyncGap)
+                        .detail("what", "the collector found this log's chain broken")
+                        .detail("seq", at)
+                        .detail("alert", "compliance"),
+                )
+            })
+            .await?;
+        }
+        let acknowledged = ack.highest_contiguous_seq.min(last);
+        if acknowledged <= acked {
+            return Err(SyncError::Http(format!(
+                "the collector did not take entry {} (it holds up to {}; gaps {:?})",
+                acked + 1,
+                ack.highest_contiguous_seq,
+                ack.gaps
+            )));
+        }
+        blocking(service, move |s| s.with_store(|st| st.set_acked_seq(acknowledged))).await?;
+        if (entries.len() as u32) < batch_size {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+async fn pull_policy(
+    service: &Arc<Service>,
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    state: &mut State,
+) -> Result<(), SyncError> {
+    let mut request = client.get(format!("{base}/api/v1/policy")).header(header::AUTHORIZATION, auth);
+    if let Some(etag) = &state.policy_etag {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    let response = request.send().await?;
+    if response.status() == StatusCode::NOT_FOUND || response.status() == StatusCode::NOT_MODIFIED {
+        return Ok(());
+    }
+    let response = ok_or_refused(service, response).await?;
+    let etag = response.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let envelope = response.text().await?;
+    if etag.is_some() && etag == state.refused_etag {
+        return Ok(()); // refused and audited once already
+    }
+    let unchanged = envelope.trim() == service.central_envelope().unwrap_or_default().trim();
+    if unchanged {
+        state.policy_etag = etag;
+        return Ok(());
+    }
+    let body = envelope.clone();
+    match blocking(service, move |s| s.apply_central(&body)).await? {
+        CentralOutcome::Applied { serial } => {
+            eprintln!("wardlockd: central policy applied (serial {serial})");
+            state.policy_etag = etag;
+        }
+        CentralOutcome::Refused { why } => {
+            eprintln!("wardlockd: central policy refused: {why}");
+            state.refused_etag = etag;
+        }
+    }
+    Ok(())
+}
+
+/// Audits, once per crossing, that the unsent backlog passed the policy's threshold.
+async fn check_backlog(service: &Arc<Service>, policy: &Policy, state: &mut State) -> Result<(), SyncError> {
+    let unsent = service.status()?.audit_unsent;
+    let over = unsent > policy.sync.backlog_warning;
+    if over && !state.backlog_warned {
+        let threshold = policy.sync.backlog_warning;
+        blocking(service, move |s| {
+            s.audit(
+                AuditDraft::new(utc_now(), AuditKind::SyncBacklog)
+                    .detail("unsent", unsent)
+                    .detail("threshold", threshold)
+                    .detail("note", "entries are kept until the collector has them"),
+            )
+        })
+        .await?;
+        eprintln!("wardlockd: {unsent} audit entries wait for the collector (warning threshold {threshold})");
+    }
+    state.backlog_warned = over;
+    Ok(())
+}
