@@ -11,5 +11,6 @@ mod fuzz;
 mod installer;
 mod protocol;
 mod supervision;
+mod sync;
 mod unlock;
 mod util;

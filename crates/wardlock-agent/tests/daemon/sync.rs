@@ -1,0 +1,427 @@
+//! `wardlockd` against a real `wardlock-collector` process over TLS on loopback:
+//! enrollment, signed policies end to end, and a fault run where nothing may be lost or
+//! doubled.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+use wardlock_core::audit::{verify_chain, AuditDraft, AuditEntry, AuditKind};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::policy::{public_key_pem, SignedPolicy, SignedPolicyBody};
+use wardlock_core::protocol::collector::AuditRecord;
+
+use crate::util::{Daemon, PATIENCE};
+
+/// `wardlock-collector` sits beside `wardlockd` once the workspace is built (`cargo test
+/// --workspace` builds every binary before running any test).
+fn collector_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_wardlockd")).with_file_name("wardlock-collector");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` (or `make test`)", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Collector {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    pub token: String,
+    pub secret: String,
+}
+
+impl Collector {
+    pub fn start_new() -> Collector {
+        let mut c = Collector {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            child: None,
+            token: String::new(),
+            secret: String::new(),
+        };
+        c.start();
+        c.token = std::fs::read_to_string(c.dir.path().join("admin-token")).unwrap();
+        c.secret = std::fs::read_to_string(c.dir.path().join("enroll-secret")).unwrap();
+        c
+    }
+
+    /// Starts it (again, on the same database and certificate) and waits until it listens.
+    pub fn start(&mut self) {
+        let mut child = Command::new(collector_binary())
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--dev"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[collector] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx.recv_timeout(PATIENCE).expect("the collector never said it was listening");
+            if line.contains("listening on") {
+                break;
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("tls/cert.pem")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// One HTTPS request with the admin token (or `token`): status and body.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {
+        call(&self.cert(), method, &format!("{}{path}", self.url()), Some(token.unwrap_or(&self.token)), body)
+    }
+
+    /// Every event the collector holds, through the paginated API.
+    pub fn all_events(&self) -> Vec<AuditEntry> {
+        let mut out = Vec::new();
+        let mut after: Option<i64> = None;
+        loop {
+            let path = match after {
+                Some(a) => format!("/api/v1/events?limit=5000&after={a}"),
+                None => "/api/v1/events?limit=5000".to_owned(),
+            };
+            let (status, body) = self.call("GET", &path, None, None);
+            assert_eq!(status, 200, "{body}");
+            let page: Value = serde_json::from_str(&body).unwrap();
+            for e in page["events"].as_array().unwrap() {
+                let mut e = e.clone();
+                let obj = e.as_object_mut().unwrap();
+                obj.remove("id");
+                obj.remove("received");
+                let record: AuditRecord = serde_json::from_value(e).unwrap();
+                out.push(AuditEntry::try_from(record).unwrap());
+            }
+            match page["next"].as_i64() {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn call(ca: &Path, method: &str, url: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let cert = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
+        let mut request = client.request(method.parse().unwrap(), url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
+
+fn sign(key: &SigningKey, serial: u64, group: &str, policy: &str) -> SignedPolicy {
+    let body = SignedPolicyBody {
+        serial,
+        issued_at: crate::util::now(),
+        group: Some(group.into()),
+        policy: policy.into(),
+    };
+    SignedPolicy::sign(&body, key)
+}
+
+/// A workstation set up to sync with `collector`, trusting `key` for central policies.
+fn workstation(collector: &Collector, key: &SigningKey, extra: &str) -> Daemon {
+    let pem = public_key_pem(&key.verifying_key());
+    let policy = format!(
+        "[lockout]\nthrottle = \"0s\"\n[sync]\nendpoint = \"{}\"\nca_file = \"{}\"\ninterval = \"5s\"\ntrusted_keys = [\"\"\"\n{pem}\"\"\"]\n{extra}",
+        collector.url(),
+        collector.cert().display()
+    );
+    let d = Daemon::new(&policy);
+    std::fs::write(d.dir.path().join("enroll-secret"), &collector.secret).unwrap();
+    d
+}
+
+/// Polls `check` until it holds: for conditions inside another process that sends no
+/// event (a row count), with a deadline.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries_do_not() {
+    let collector = Collector::start_new();
+    let it_key = SigningKey::from_bytes(&[11; 32]);
+    let mut d = workstation(&collector, &it_key, "");
+    d.start();
+    d.wait_for_log("enrolled with the collector");
+    let mut guard = d.client("guard");
+    assert_eq!(guard.request(json!({"type": "policy"}))["policy"]["idle_timeout_secs"], 300);
+
+    let good = sign(&it_key, 1, "default", "[lock]\nidle_timeout = \"2m\"\n");
+    let (status, body) = collector.call("PUT", "/api/v1/admin/policies/default", None, Some(good.to_json()));
+    assert_eq!(status, 201, "{body}");
+    let pushed = guard.read().unwrap();
+    assert_eq!(pushed["type"], "policy_changed");
+    assert_eq!(pushed["policy"]["idle_timeout_secs"], 120);
+    let applied_hash = pushed["policy"]["hash"].clone();
+
+    // Signed by a key the workstation does not trust.
+    let other = SigningKey::from_bytes(&[12; 32]);
+    let forged = sign(&other, 2, "default", "[lock]\nidle_timeout = \"8h\"\n");
+    assert_eq!(collector.call("PUT", "/api/v1/admin/policies/default", None, Some(forged.to_json())).0, 201);
+    d.wait_for_log("central policy refused");
+
+    // The trusted key's policy with one byte of its body changed after signing.
+    let genuine = sign(&it_key, 3, "default", "[lock]\nidle_timeout = \"2m\"\n");
+    let mut body_bytes = base64_decode(&genuine.body);
+    let at = body_bytes.windows(2).position(|w| w == b"2m").unwrap();
+    body_bytes[at] = b'9';
+    let altered = SignedPolicy { body: base64_encode(&body_bytes), ..genuine };
+    assert_eq!(collector.call("PUT", "/api/v1/admin/policies/default", None, Some(altered.to_json())).0, 201);
+    d.wait_for_log("central policy refused");
+
+    assert_eq!(guard.request(json!({"type": "status"}))["policy_hash"], applied_hash, "the old policy stays");
+    let refusals: Vec<_> = d
+        .audit()
+        .into_iter()
+        .filter(|e| e.kind.as_str() == "policy_refused")
+        .map(|e| e.details["why"].clone())
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(refusals[0].contains("does not trust"), "{refusals:?}");
+    assert!(refusals[1].contains("altered"), "{refusals:?}");
+
+    // After a restart the applied central policy is still in force.
+    d.restart();
+    assert_eq!(d.client("tool").request(json!({"type": "policy"}))["policy"]["idle_timeout_secs"], 120);
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart() {
+    const N: u64 = 10_000;
+    let mut collector = Collector::start_new();
+    let key = SigningKey::from_bytes(&[13; 32]);
+    let mut d = workstation(&collector, &key, "batch_size = 25\n");
+    d.start();
+    d.wait_for_log("enrolled with the collector");
+    collector.kill9();
+
+    // Produced while the collector is down.
+    {
+        let mut store = d.open_store();
+        for chunk in 0..10 {
+            let mut tx = store.write().unwrap();
+            for i in 0..N / 10 {
+                let n = chunk * (N / 10) + i;
+                tx.append(
+                    AuditDraft::new(
+                        UtcMillis::from_unix_millis(1_795_000_000_000 + n as i64),
+                        AuditKind::Locked,
+                    )
+                    .detail("reason", "idle")
+                    .detail("fault_test", n),
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+    }
+    d.wait_for_log("failed (attempt");
+
+    // Back, then killed in the middle of the stream.
+    collector.start();
+    let entries_at_collector = |c: &Collector| -> u64 {
+        let (_, body) = c.call("GET", "/api/v1/workstations", None, None);
+        serde_json::from_str::<Value>(&body).unwrap()[0]["entries_received"].as_u64().unwrap_or(0)
+    };
+    eventually("the collector to hold a part of the backlog", || entries_at_collector(&collector) > 1000);
+    collector.kill9();
+    let held = d.open_store().acked_seq().unwrap();
+    assert!(
+        held < N,
+        "the whole backlog went through before the kill ({held} acknowledged); the test proves nothing"
+    );
+
+    // The agent restarts once (uncleanly), the collector comes back.
+    d.kill9();
+    d.start();
+    collector.start();
+    let last = || d.open_store().last_seq().unwrap();
+    eventually("every entry to be acknowledged", || {
+        let store = d.open_store();
+        store.acked_seq().unwrap() == store.last_seq().unwrap()
+    });
+
+    let events = collector.all_events();
+    let injected = events.iter().filter(|e| e.details.contains_key("fault_test")).count() as u64;
+    assert_eq!(injected, N, "the collector holds {injected} of the {N} entries");
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), events.len(), "an entry is doubled");
+    assert!(events.len() as u64 >= last() - 2, "entries are missing");
+    assert_eq!(verify_chain(&events).unwrap(), events.len() as u64, "the chain at the collector is broken");
+    let (_, findings) = collector.call("GET", "/api/v1/reports/chain", None, None);
+    assert_eq!(findings, "[]", "the collector flagged problems");
+}
+
+#[test]
+fn a_batch_that_does_not_chain_on_is_flagged_and_kept() {
+    let collector = Collector::start_new();
+    let enroll = json!({"enroll_secret": collector.secret, "workstation_id": "ws-bad", "hostname": "h", "group": "default", "agent_version": "t"});
+    let (status, body) = collector.call("POST", "/api/v1/enroll", None, Some(enroll.to_string()));
+    assert_eq!(status, 200, "{body}");
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+
+    let mut log: Vec<AuditEntry> = Vec::new();
+    for i in 0..8 {
+        let prev = log.last().map(|e| (e.seq, e.hash));
+        let draft = AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_000 + i), AuditKind::Locked);
+        log.push(AuditEntry::chain(draft, "ws-bad", prev));
+    }
+    // Entries 6..8 are re-chained onto a different history.
+    log[5].prev_hash = [9; 32];
+    log[5].hash = log[5].compute_hash();
+    for i in 6..8 {
+        log[i].prev_hash = log[i - 1].hash;
+        log[i].hash = log[i].compute_hash();
+    }
+    let batch = |entries: &[AuditEntry]| {
+        json!({"workstation_id": "ws-bad", "entries": entries.iter().map(AuditRecord::from).collect::<Vec<_>>()}).to_string()
+    };
+    let (status, body) = collector.call("POST", "/api/v1/audit", Some(&node_key), Some(batch(&log[..5])));
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()["chain_break_at"].clone()),
+        (200, Value::Null)
+    );
+    let (status, body) = collector.call("POST", "/api/v1/audit", Some(&node_key), Some(batch(&log[5..])));
+    let ack: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(ack["chain_break_at"], 6);
+    assert_eq!(ack["highest_contiguous_seq"], 8, "the entries are kept");
+
+    // Sending the first five again with one changed is a rewritten history.
+    let mut rewritten = log[..5].to_vec();
+    rewritten[2].user = Some("someone.else".into());
+    rewritten[2].hash = rewritten[2].compute_hash();
+    collector.call("POST", "/api/v1/audit", Some(&node_key), Some(batch(&rewritten)));
+
+    assert_eq!(collector.all_events().len(), 8);
+    let (_, report) = collector.call("GET", "/api/v1/reports/chain", None, None);
+    let kinds: Vec<(u64, String)> = serde_json::from_str::<Vec<Value>>(&report)
+        .unwrap()
+        .iter()
+        .map(|f| (f["seq"].as_u64().unwrap(), f["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(kinds.contains(&(6, "broken_link".to_owned())), "{kinds:?}");
+    assert!(kinds.contains(&(3, "rewritten".to_owned())), "{kinds:?}");
+    let (_, metrics) = collector.call("GET", "/metrics", None, None);
+    assert!(
+        metrics.lines().any(|l| l.starts_with("wardlock_chain_findings_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_4xx_answers() {
+    let collector = Collector::start_new();
+    let (status, body) = collector.call("POST", "/api/v1/enroll", None, Some("{not json".into()));
+    assert_eq!(status, 400);
+    assert!(body.contains("request body"), "{body}");
+    let (status, _) = collector.call("POST", "/api/v1/audit", Some("0000"), Some("{}".into()));
+    assert_eq!(status, 401, "a wrong node key");
+    let (status, body) = collector.call(
+        "POST",
+        "/api/v1/admin/tokens",
+        None,
+        Some(json!({"role": "auditor", "label": "compliance"}).to_string()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let auditor = serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
+    let key = SigningKey::from_bytes(&[14; 32]);
+    let (status, body) = collector.call(
+        "PUT",
+        "/api/v1/admin/policies/default",
+        Some(&auditor),
+        Some(sign(&key, 1, "default", "").to_json()),
+    );
+    assert_eq!(status, 403, "an auditor pushed a policy: {body}");
+    assert_eq!(collector.call("GET", "/api/v1/events", Some(&auditor), None).0, 200, "auditors read events");
+    let (status, _) = collector.call("POST", "/api/v1/enroll", None, Some("x".repeat(17 * 1024 * 1024)));
+    assert_eq!(status, 413, "a 17 MiB body");
+    let (status, body) = collector.call(
+        "PUT",
+        "/api/v1/admin/policies/icu",
+        None,
+        Some(sign(&key, 1, "default", "").to_json()),
+    );
+    assert_eq!(status, 400, "signed for another group: {body}");
+    assert_eq!(
+        collector
+            .call("PUT", "/api/v1/admin/policies/default", None, Some(sign(&key, 5, "default", "").to_json()))
+            .0,
+        201
+    );
+    let (status, body) = collector.call(
+        "PUT",
+        "/api/v1/admin/policies/default",
+        None,
+        Some(sign(&key, 5, "default", "").to_json()),
+    );
+    assert_eq!(status, 409, "a replayed serial: {body}");
+    // Every admin action is on record.
+    let (_, log) = collector.call("GET", "/api/v1/admin/log", None, None);
+    let actions: Vec<String> = serde_json::from_str::<Vec<Value>>(&log)
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["token_create", "policy_push"]);
+}
