@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet -p wardlockctl -p wardlock-agent
+cargo build --quiet -p wardlockctl -p wardlock-agent -p wardlock-collector
 ctl() { echo; echo "\$ wardlockctl $*"; target/debug/wardlockctl "$@"; }
 
 rm -rf demo && mkdir -p demo
@@ -45,20 +45,42 @@ echo "\$ sqlite3 demo/data/wardlock.db \"... UPDATE audit SET user = 'someone.el
 sqlite3 demo/data/wardlock.db "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; UPDATE audit SET user = 'someone.else' WHERE seq = 2"
 ctl audit verify || echo "  (tampering detected, as it should be)"
 
-echo; echo "# The workstation service, wardlockd, in --dev mode: everything under demo/agent"
+
+echo; echo "# The central collector in --dev mode (SQLite, self-signed TLS) under demo/collector"
+port=18443
+echo "\$ wardlock-collector serve --dev demo/collector --listen 127.0.0.1:$port &"
+target/debug/wardlock-collector serve --dev demo/collector --listen 127.0.0.1:$port \
+  > demo/collector.out 2> >(sed -u 's/^/  [collector] /' >&2) &
+collector_pid=$!
+trap 'kill $collector_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s demo/collector/admin-token ] && break; sleep 0.1; done
+sed 's/^/  /' demo/collector.out
+token=$(cat demo/collector/admin-token)
+
+echo; echo "# The workstation service, wardlockd, in --dev mode under demo/agent, enrolled to the collector"
 export WARDLOCK_DB=demo/agent/data/wardlock.db WARDLOCK_KEY_STORE=file:demo/agent/credentials
 export WARDLOCK_SOCKET=demo/agent/agent.sock
 mkdir -p demo/agent
-cp installers/linux/policy.toml demo/agent/policy.toml
+cp demo/collector/enroll-secret demo/agent/enroll-secret
+{
+  sed '/^\[sync\]/,/^\[audit\]/{/^\[audit\]/!d}' installers/linux/policy.toml
+  echo '[sync]'
+  echo "endpoint = \"https://localhost:$port\""
+  echo "ca_file = \"$PWD/demo/collector/tls/cert.pem\""
+  echo 'interval = "5s"'
+  echo "trusted_keys = ['''"
+  cat demo/it-keys/policy-signing.pub
+  echo "''']"
+} > demo/agent/policy.toml
+target/debug/wardlockctl policy check demo/agent/policy.toml > /dev/null
 echo "\$ wardlockd --dev demo/agent &"
 target/debug/wardlockd --dev demo/agent 2> >(sed -u 's/^/  [wardlockd] /' >&2) &
 agent_pid=$!
-trap 'kill $agent_pid 2>/dev/null || true' EXIT
+trap 'kill $agent_pid $collector_pid 2>/dev/null || true' EXIT
 # Ready once it answers (connections made earlier wait in the socket's queue).
 for _ in $(seq 100); do target/debug/wardlockctl agent status >/dev/null 2>&1 && break; sleep 0.1; done
 echo 730284 | target/debug/wardlockctl user add n.nurse --name "Nora Nurse" --role nurse --pin-stdin
 echo 915372 | target/debug/wardlockctl user add it.admin --name "Ida Admin" --role admin --pin-stdin
-ctl agent status
 echo; echo "\$ echo 111111 | wardlockctl agent unlock n.nurse --pin-stdin"
 echo 111111 | target/debug/wardlockctl agent unlock n.nurse --pin-stdin || echo "  (refused, as it should be)"
 sleep 1.1  # the policy's 1 s throttle after a failure
@@ -66,13 +88,36 @@ echo; echo "\$ echo 730284 | wardlockctl agent unlock n.nurse --pin-stdin"
 echo 730284 | target/debug/wardlockctl agent unlock n.nurse --pin-stdin
 ctl audit verify
 
+echo; echo "# IT pushes a signed policy for the group 'default'; the workstation verifies and applies it"
+printf '[lock]\nidle_timeout = "3m"\nbanner = "Ward 4: authorised staff only"\n' > demo/ward4.toml
+ctl policy sign demo/ward4.toml --key demo/it-keys/policy-signing.key --group default --serial 1 --out demo/ward4.signed.json
+echo "\$ curl -X PUT https://localhost:$port/api/v1/admin/policies/default --data-binary @demo/ward4.signed.json"
+curl -s --cacert demo/collector/tls/cert.pem -H "Authorization: Bearer $token" -X PUT \
+  --data-binary @demo/ward4.signed.json "https://localhost:$port/api/v1/admin/policies/default"; echo
+echo "  (the workstation pulls it within its 5 s sync interval)"
+for _ in $(seq 100); do
+  sqlite3 demo/agent/data/wardlock.db "select count(*) from audit where kind = 'policy_applied' and details like '%serial%'" | grep -q '^[1-9]' && break
+  sleep 0.2
+done
+sleep 6  # one more sync interval, so the entries about it reach the collector too
+ctl agent status
+
+echo; echo "# Compliance reads the workstation's log at the collector"
+echo "\$ curl -H 'Accept: text/csv' https://localhost:$port/api/v1/events?workstation=$(hostname)"
+curl -s --cacert demo/collector/tls/cert.pem -H "Authorization: Bearer $token" -H "Accept: text/csv" \
+  "https://localhost:$port/api/v1/events?workstation=$(hostname)" | cut -d, -f1-7
+
 echo
 echo "Everything is in ./demo: the service's database (demo/agent/data, owner-only), its sealed data key"
-echo "(demo/agent/credentials), the IT signing keys (demo/it-keys). Run 'make run' again to start over."
+echo "(demo/agent/credentials), the collector (demo/collector: database, certificate, admin token), the"
+echo "IT signing keys (demo/it-keys). Run 'make run' again to start over."
 if [ -n "${DEMO_EXIT:-}" ]; then exit 0; fi
 echo
-echo "wardlockd keeps running on demo/agent/agent.sock. In another terminal, for example:"
+echo "wardlockd (demo/agent/agent.sock) and the collector (https://localhost:$port) keep running."
+echo "In another terminal, for example:"
 echo "  WARDLOCK_SOCKET=demo/agent/agent.sock target/debug/wardlockctl agent status"
+echo "  curl --cacert demo/collector/tls/cert.pem -H \"Authorization: Bearer \$(cat demo/collector/admin-token)\" \\"
+echo "       https://localhost:$port/api/v1/events"
 echo "  kill -HUP $agent_pid   # after editing demo/agent/policy.toml: reload it"
-echo "Ctrl+C stops it."
+echo "Ctrl+C stops both."
 wait $agent_pid

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   dbus        # a private bus for the stand-in logind the supervision tests lock through
   passwd util-linux  # useradd and runuser: tests act as a second OS account
   nodejs npm  # the guard's TypeScript front end
+  curl        # `make run` talks to the collector's API with it
 )
 
 as_root() {
