@@ -166,6 +166,7 @@ pub fn add_user(
         disabled: false,
         pin_hash,
         totp_sealed,
+        from_collector: false,
     };
     let mut tx = store.write()?;
     if tx.user(&new.id)?.is_some() {
@@ -278,4 +279,117 @@ pub fn list_users(store: &Store) -> Result<Vec<UserSummary>, DirectoryError> {
             disabled: u.disabled,
         })
         .collect())
+}
+
+/// What a directory snapshot from the collector changed here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RemoteChanges {
+    pub added: u32,
+    pub changed: u32,
+    pub disabled: u32,
+    /// Users left as they were, with why (a bad ID, a secret that did not open).
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Applies the collector's directory: its users are added or updated (TOTP seeds opened
+/// with this workstation's transport key and sealed again with the data key); users that
+/// came from the directory and are no longer in it are disabled. Local users (enrolled
+/// here) stay. One transaction; every change audited with `by: collector`.
+pub fn apply_remote(
+    store: &mut Store,
+    key: &DataKey,
+    policy: &Policy,
+    remote: &wardlock_core::protocol::collector::Directory,
+    transport_secret: &[u8],
+    now: UtcMillis,
+) -> Result<RemoteChanges, DirectoryError> {
+    use base64::Engine as _;
+    let actor = Actor { admin: Some("collector".into()), os_account: None };
+    let mut changes = RemoteChanges::default();
+    let mut tx = store.write()?;
+    let mut seen = std::collections::HashSet::new();
+    for u in &remote.users {
+        if validate_user_id(&u.id).is_err() || validate_text("name", &u.display_name).is_err() {
+            changes.rejected.push((u.id.chars().take(64).collect(), "not a valid user ID or name".into()));
+            continue;
+        }
+        seen.insert(u.id.clone());
+        let totp_sealed = match &u.totp_sealed {
+            None => None,
+            Some(text) => {
+                let opened = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()
+                    .and_then(|b| wardlock_core::transport::open(transport_secret, &b, u.id.as_bytes()).ok());
+                match opened {
+                    Some(seed) => Some(key.seal(&seed, u.id.as_bytes())?),
+                    None => {
+                        changes.rejected.push((
+                            u.id.clone(),
+                            "its TOTP secret did not open with this workstation's key".into(),
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        let before = tx.user(&u.id)?;
+        let row = UserRow {
+            id: u.id.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role.clone(),
+            disabled: u.disabled,
+            pin_hash: u.pin_hash.clone(),
+            totp_sealed,
+            from_collector: true,
+        };
+        let kind = match &before {
+            None => AuditKind::UserAdded,
+            Some(b) if !b.disabled && row.disabled => AuditKind::UserDisabled,
+            Some(b) => {
+                // A re-sealed seed differs in its nonce; compare what it opens to.
+                let same_totp = match (&b.totp_sealed, &row.totp_sealed) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => {
+                        key.open(x, u.id.as_bytes()).ok() == key.open(y, u.id.as_bytes()).ok()
+                    }
+                    _ => false,
+                };
+                if b.display_name == row.display_name
+                    && b.role == row.role
+                    && b.disabled == row.disabled
+                    && b.pin_hash == row.pin_hash
+                    && same_totp
+                    && b.from_collector
+                {
+                    continue;
+                }
+                AuditKind::UserChanged
+            }
+        };
+        tx.put_user(&row, now)?;
+        let mut d = draft(kind, &u.id, &actor, policy, now).detail("role", &u.role);
+        if kind == AuditKind::UserChanged && row.disabled {
+            d = d.detail("disabled", "true");
+        }
+        tx.append(d)?;
+        match kind {
+            AuditKind::UserAdded => changes.added += 1,
+            AuditKind::UserDisabled => changes.disabled += 1,
+            _ => changes.changed += 1,
+        }
+    }
+    for mut row in tx.users()? {
+        if row.from_collector && !row.disabled && !seen.contains(&row.id) {
+            row.disabled = true;
+            tx.put_user(&row, now)?;
+            tx.append(
+                draft(AuditKind::UserDisabled, &row.id, &actor, policy, now)
+                    .detail("why", "no longer in the directory"),
+            )?;
+            changes.disabled += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(changes)
 }

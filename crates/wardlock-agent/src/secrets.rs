@@ -17,8 +17,7 @@ use std::sync::Mutex;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use wardlock_core::sealing;
 use zeroize::Zeroizing;
 
 use crate::private_fs;
@@ -388,25 +387,13 @@ impl DataKey {
     /// Seals `plaintext`, bound to `context` (e.g. the user ID, so a sealed seed copied
     /// onto another user's row does not open there). Output: nonce ‖ ciphertext.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretError> {
-        let mut nonce = [0u8; 24];
+        let mut nonce = [0u8; sealing::NONCE_LEN];
         getrandom::getrandom(&mut nonce)
             .map_err(|e| SecretError::Backend { backend: "OS random".into(), message: e.to_string() })?;
-        let cipher = XChaCha20Poly1305::new((&*self.0).into());
-        let ciphertext = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
-            .map_err(|_| SecretError::Unseal)?;
-        Ok([&nonce[..], &ciphertext].concat())
+        Ok(sealing::seal(&self.0, &nonce, plaintext, context))
     }
 
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, SecretError> {
-        if sealed.len() < 24 {
-            return Err(SecretError::Unseal);
-        }
-        let (nonce, ciphertext) = sealed.split_at(24);
-        let cipher = XChaCha20Poly1305::new((&*self.0).into());
-        cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: context })
-            .map(Zeroizing::new)
-            .map_err(|_| SecretError::Unseal)
+        sealing::open(&self.0, sealed, context).map_err(|_| SecretError::Unseal)
     }
 }

@@ -657,6 +657,40 @@ impl Service {
         }
     }
 
+    /// Applies a directory snapshot from the collector (see `directory::apply_remote`);
+    /// a user whose secret did not open is left alone and audited as tampering.
+    pub fn apply_directory(
+        &self,
+        remote: &wardlock_core::protocol::collector::Directory,
+    ) -> Result<directory::RemoteChanges, ServiceError> {
+        let policy = self.policy();
+        let transport = {
+            let store = self.store();
+            let sealed = store.meta("collector_transport_key")?.and_then(|h| hex::decode(h).ok());
+            match sealed {
+                Some(sealed) => self.key.open(&sealed, b"collector-transport-key")?,
+                None => {
+                    return Err(ServiceError::Startup(
+                        "no transport key: enroll with the collector first".into(),
+                    ))
+                }
+            }
+        };
+        let changes = {
+            let mut store = self.store();
+            directory::apply_remote(&mut store, &self.key, &policy, remote, &transport, utc_now())?
+        };
+        for (user, why) in &changes.rejected {
+            self.audit(
+                self.draft(AuditKind::TamperDetected, None)
+                    .user(user)
+                    .detail("what", format!("directory entry refused: {why}"))
+                    .detail("alert", "compliance"),
+            )?;
+        }
+        Ok(changes)
+    }
+
     /// The envelope of the central policy in force, as received.
     pub fn central_envelope(&self) -> Option<String> {
         self.layers.lock().unwrap_or_else(|p| p.into_inner()).central.as_ref().map(|c| c.envelope.clone())

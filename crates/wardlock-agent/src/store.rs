@@ -22,7 +22,8 @@ const APPLICATION_ID: i64 = 0x5744_4c4b;
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Each migration brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
     CREATE TABLE audit (
         seq         INTEGER PRIMARY KEY,
@@ -58,7 +59,12 @@ const MIGRATIONS: &[&str] = &[r"
     ) STRICT;
     CREATE TABLE user_auth (user_id TEXT PRIMARY KEY, state TEXT NOT NULL) STRICT;
     CREATE TABLE workstation_auth (id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL) STRICT;
-"];
+",
+    r"
+    -- Users that came from the collector's directory: the directory governs them.
+    ALTER TABLE users ADD COLUMN from_collector INTEGER NOT NULL DEFAULT 0;
+",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -115,6 +121,8 @@ pub struct UserRow {
     pub pin_hash: Option<String>,
     /// TOTP seed sealed with the data key (see `secrets::DataKey`).
     pub totp_sealed: Option<Vec<u8>>,
+    /// Came from the collector's directory, which then governs it.
+    pub from_collector: bool,
 }
 
 /// Result of verifying the whole audit log.
@@ -342,9 +350,7 @@ impl Store {
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!("{USER_COLUMNS} ORDER BY id"))?;
-        let rows = stmt.query_map([], user_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        fetch_users(&self.conn)
     }
 
     pub fn user_auth(&self, user_id: &str) -> Result<UserAuthState, StoreError> {
@@ -406,11 +412,12 @@ impl StoreTx<'_> {
 
     pub fn put_user(&self, user: &UserRow, now: UtcMillis) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, from_collector)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
                 disabled = excluded.disabled, pin_hash = excluded.pin_hash,
-                totp_sealed = excluded.totp_sealed, updated_ms = excluded.updated_ms",
+                totp_sealed = excluded.totp_sealed, updated_ms = excluded.updated_ms,
+                from_collector = excluded.from_collector",
             params![
                 user.id,
                 user.display_name,
@@ -418,7 +425,8 @@ impl StoreTx<'_> {
                 user.disabled,
                 user.pin_hash,
                 user.totp_sealed,
-                now.unix_millis()
+                now.unix_millis(),
+                user.from_collector
             ],
         )?;
         Ok(())
@@ -426,6 +434,10 @@ impl StoreTx<'_> {
 
     pub fn user(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
         fetch_user(&self.tx, id)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        fetch_users(&self.tx)
     }
 
     pub fn user_auth(&self, user_id: &str) -> Result<UserAuthState, StoreError> {
@@ -487,7 +499,14 @@ fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-const USER_COLUMNS: &str = "SELECT id, display_name, role, disabled, pin_hash, totp_sealed FROM users";
+const USER_COLUMNS: &str =
+    "SELECT id, display_name, role, disabled, pin_hash, totp_sealed, from_collector FROM users";
+
+fn fetch_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!("{USER_COLUMNS} ORDER BY id"))?;
+    let rows = stmt.query_map([], user_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
 
 fn fetch_user(conn: &Connection, id: &str) -> Result<Option<UserRow>, StoreError> {
     let sql = format!("{USER_COLUMNS} WHERE id = ?1");
@@ -526,6 +545,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         disabled: r.get(3)?,
         pin_hash: r.get(4)?,
         totp_sealed: r.get(5)?,
+        from_collector: r.get(6)?,
     })
 }
 

@@ -20,6 +20,7 @@ use crate::service::{utc_now, CentralOutcome, Service, ServiceError};
 
 const META_NODE_KEY: &str = "collector_node_key";
 const META_NODE_ENDPOINT: &str = "collector_node_endpoint";
+const META_TRANSPORT_KEY: &str = "collector_transport_key";
 /// Batches sent per cycle at most, so a huge backlog does not keep heartbeats and
 /// policy pulls waiting.
 const MAX_BATCHES_PER_CYCLE: usize = 200;
@@ -55,6 +56,7 @@ impl From<reqwest::Error> for SyncError {
 struct State {
     client: Option<(String, Option<String>, reqwest::Client)>,
     policy_etag: Option<String>,
+    directory_etag: Option<String>,
     refused_etag: Option<String>,
     backlog_warned: bool,
     reported_break: Option<u64>,
@@ -148,7 +150,41 @@ async fn cycle(
         .await?;
     ok_or_refused(service, response).await?;
 
-    pull_policy(service, &client, base, &auth, state).await
+    pull_policy(service, &client, base, &auth, state).await?;
+    pull_directory(service, &client, base, &auth, state).await
+}
+
+/// The user directory, so unlock works offline with the collector's users; a user the
+/// collector disabled is refused here from the next sync on.
+async fn pull_directory(
+    service: &Arc<Service>,
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    state: &mut State,
+) -> Result<(), SyncError> {
+    let mut request = client.get(format!("{base}/api/v1/directory")).header(header::AUTHORIZATION, auth);
+    if let Some(etag) = &state.directory_etag {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    let response = ok_or_refused(service, request.send().await?).await?;
+    if response.status() == StatusCode::NOT_MODIFIED {
+        return Ok(());
+    }
+    let etag = response.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let directory: wardlock_core::protocol::collector::Directory = response.json().await?;
+    let changes = blocking(service, move |s| s.apply_directory(&directory)).await?;
+    if changes.added + changes.changed + changes.disabled > 0 || !changes.rejected.is_empty() {
+        eprintln!(
+            "wardlockd: directory synced: {} added, {} changed, {} disabled, {} refused",
+            changes.added,
+            changes.changed,
+            changes.disabled,
+            changes.rejected.len()
+        );
+    }
+    state.directory_etag = etag;
+    Ok(())
 }
 
 fn client(policy: &Policy, endpoint: &str, state: &mut State) -> Result<reqwest::Client, SyncError> {
@@ -236,7 +272,15 @@ async fn node_key(
             path.display()
         ))
     })?;
+    // A fresh transport key pair: the collector seals directory secrets to its public half.
+    let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut ikm[..]).map_err(|e| SyncError::Setup(format!("OS random: {e}")))?;
+    let (transport_secret, transport_public) = wardlock_core::transport::keypair(&ikm);
     let request = EnrollRequest {
+        transport_key: {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(transport_public)
+        },
         enroll_secret: secret.trim().to_owned(),
         workstation_id: service.status()?.workstation_id,
         hostname: gethostname::gethostname().to_string_lossy().into_owned(),
@@ -248,8 +292,10 @@ async fn node_key(
     let (endpoint, node_key) = (base.to_owned(), enrolled.node_key.clone());
     blocking(service, move |s| {
         let sealed = s.data_key().seal(node_key.as_bytes(), b"collector-node-key")?;
+        let transport = s.data_key().seal(&transport_secret, b"collector-transport-key")?;
         s.with_store(|st| {
             st.set_meta(META_NODE_KEY, &hex::encode(sealed))?;
+            st.set_meta(META_TRANSPORT_KEY, &hex::encode(transport))?;
             st.set_meta(META_NODE_ENDPOINT, &endpoint)
         })?;
         s.audit(AuditDraft::new(utc_now(), AuditKind::CollectorEnrolled).detail("endpoint", &endpoint))

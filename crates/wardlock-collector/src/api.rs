@@ -13,14 +13,21 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use wardlock_core::audit::AuditEntry;
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::policy::SignedPolicy;
-use wardlock_core::protocol::collector::{AuditBatch, AuditRecord, EnrollRequest, EnrollResponse, Heartbeat};
+use wardlock_core::policy::{PinPolicy, SignedPolicy};
+use wardlock_core::protocol::collector::{
+    AuditBatch, AuditRecord, Directory, DirectoryUser, EnrollRequest, EnrollResponse, Heartbeat,
+};
+use wardlock_core::secret::SecretString;
+use wardlock_core::unlock::{self, TotpSeed};
 
 use crate::secret;
 use crate::store::{
-    AdminAction, CollectorStore, EventQuery, NewWorkstation, PolicyPut, Role, StoreError, Workstation,
+    AdminAction, CollectorStore, EventQuery, NewWorkstation, PolicyPut, Role, StoreError, UserRecord,
+    Workstation,
 };
 
 /// Largest request body: a 10,000-entry batch of ordinary entries fits with room.
@@ -42,6 +49,7 @@ pub struct Metrics {
 pub struct AppState {
     pub store: Arc<dyn CollectorStore>,
     pub metrics: Arc<Metrics>,
+    pub data_key: Arc<secret::DataKey>,
 }
 
 pub fn now() -> UtcMillis {
@@ -172,6 +180,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reports/chain", get(report_chain))
         .route("/api/v1/reports/silent", get(report_silent))
         .route("/api/v1/workstations", get(workstations))
+        .route("/api/v1/directory", get(directory))
+        .route("/api/v1/admin/users", post(add_user).get(list_users))
+        .route("/api/v1/admin/users/{id}/disable", post(disable_user))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -228,11 +239,17 @@ async fn enroll(State(state): State<AppState>, body: Bytes) -> Result<Json<Enrol
     let node_key =
         secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (secret_hash, key_hash) = (secret::hash(&req.enroll_secret), secret::hash(&node_key));
+    let transport_key = B64
+        .decode(&req.transport_key)
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| ApiError::bad("transport_key must be 32 bytes (X25519 public key), base64"))?;
     let ws = NewWorkstation {
         id: req.workstation_id.clone(),
         hostname: req.hostname,
         group: req.group,
         agent_version: req.agent_version,
+        transport_key,
     };
     let store = state.store.clone();
     if !blocking(move || store.enroll(&secret_hash, &ws, &key_hash, now())).await? {
@@ -609,4 +626,179 @@ async fn workstations(State(state): State<AppState>, _caller: Caller) -> Result<
     let all: Vec<WorkstationOut> =
         blocking(move || store.workstations()).await?.into_iter().map(Into::into).collect();
     Ok(Json(all).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserRequest {
+    id: String,
+    display_name: String,
+    role: String,
+    /// Checked against the built-in PIN rules and stored only as Argon2id.
+    pin: Option<SecretString>,
+    /// Make a TOTP seed; the answer carries its `otpauth://` URI, once.
+    #[serde(default)]
+    totp: bool,
+}
+
+#[derive(Serialize)]
+struct UserCreated {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otpauth_uri: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UserOut {
+    id: String,
+    display_name: String,
+    role: String,
+    disabled: bool,
+    has_pin: bool,
+    has_totp: bool,
+    updated: UtcMillis,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn add_user(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: NewUserRequest = parse(&body)?;
+    check_name("id", &req.id)?;
+    let text_ok =
+        |t: &str| !t.trim().is_empty() && t.chars().count() <= 128 && !t.chars().any(char::is_control);
+    if !text_ok(&req.display_name) || !text_ok(&req.role) {
+        return Err(ApiError::bad("display_name and role must be 1–128 printable characters"));
+    }
+    let pin_hash = match &req.pin {
+        Some(pin) => {
+            unlock::check_pin_rules(pin, &PinPolicy::default())
+                .map_err(|e| ApiError::bad(format!("PIN refused: {e}")))?;
+            let mut salt = [0u8; 16];
+            getrandom::getrandom(&mut salt).map_err(internal)?;
+            let pin = pin.clone();
+            let hash =
+                tokio::task::spawn_blocking(move || unlock::hash_pin(&pin, &salt)).await.map_err(internal)?;
+            Some(hash.map_err(internal)?.as_phc().to_owned())
+        }
+        None => None,
+    };
+    let (totp_sealed, otpauth_uri) = if req.totp {
+        let mut bytes = zeroize::Zeroizing::new(vec![0u8; 20]);
+        getrandom::getrandom(&mut bytes).map_err(internal)?;
+        let seed = TotpSeed::new(bytes.to_vec()).map_err(internal)?;
+        let uri = unlock::totp_uri(&wardlock_core::policy::TotpPolicy::default(), &seed, &req.id)
+            .map_err(internal)?;
+        (Some(state.data_key.seal(seed.expose(), req.id.as_bytes()).map_err(internal)?), Some(uri))
+    } else {
+        (None, None)
+    };
+    let record = UserRecord {
+        id: req.id.clone(),
+        display_name: req.display_name,
+        role: req.role.clone(),
+        disabled: false,
+        pin_hash,
+        totp_sealed,
+        updated: now(),
+    };
+    let store = state.store.clone();
+    if !blocking(move || store.put_user(&record, true)).await? {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("user {:?} exists already", req.id)));
+    }
+    admin_did(&state, &caller, "user_add", format!("user {} role {}", req.id, req.role)).await?;
+    Ok((StatusCode::CREATED, Json(UserCreated { id: req.id, otpauth_uri })).into_response())
+}
+
+async fn disable_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let store = state.store.clone();
+    let lookup = id.clone();
+    let Some(mut user) = blocking(move || store.user(&lookup)).await? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user {id:?} in the directory")));
+    };
+    user.disabled = true;
+    user.updated = now();
+    let store = state.store.clone();
+    blocking(move || store.put_user(&user, false)).await?;
+    admin_did(&state, &caller, "user_disable", format!("user {id}")).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_users(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let users: Vec<UserOut> = blocking(move || store.users())
+        .await?
+        .into_iter()
+        .map(|u| UserOut {
+            has_pin: u.pin_hash.is_some(),
+            has_totp: u.totp_sealed.is_some(),
+            id: u.id,
+            display_name: u.display_name,
+            role: u.role,
+            disabled: u.disabled,
+            updated: u.updated,
+        })
+        .collect();
+    Ok(Json(users).into_response())
+}
+
+/// The directory for one workstation: TOTP seeds opened with the collector's key and
+/// sealed again to that workstation's transport key. ETag: the directory's version.
+async fn directory(
+    State(state): State<AppState>,
+    Node(ws): Node,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use sha2::{Digest, Sha256};
+    let store = state.store.clone();
+    let users = blocking(move || store.users()).await?;
+    let mut digest = Sha256::new();
+    for u in &users {
+        digest.update(u.id.as_bytes());
+        digest.update(u.updated.unix_millis().to_be_bytes());
+        digest.update([u8::from(u.disabled)]);
+    }
+    digest.update(&ws.transport_key);
+    let version = hex::encode(&digest.finalize()[..16]);
+    let etag = format!("\"{version}\"");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let mut out = Vec::with_capacity(users.len());
+    let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
+    for u in users {
+        let totp_sealed = match &u.totp_sealed {
+            Some(sealed) => {
+                let seed = state.data_key.open(sealed, u.id.as_bytes()).map_err(|e| {
+                    eprintln!("wardlock-collector: user {:?}: {e}", u.id);
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the TOTP secret of user {:?} does not open; see the collector's log", u.id),
+                    )
+                })?;
+                let for_ws =
+                    wardlock_core::transport::seal(&ws.transport_key, &seed, u.id.as_bytes(), &mut rng)
+                        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Some(B64.encode(for_ws))
+            }
+            None => None,
+        };
+        out.push(DirectoryUser {
+            id: u.id,
+            display_name: u.display_name,
+            role: u.role,
+            disabled: u.disabled,
+            pin_hash: u.pin_hash,
+            totp_sealed,
+        });
+    }
+    let body = Directory { version, users: out };
+    Ok(([(header::ETAG, etag)], Json(body)).into_response())
 }

@@ -42,6 +42,10 @@ enum Command {
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Key file that seals TOTP secrets in the database (made if missing; back it up
+        /// apart from the database) [default in --dev: DIR/data.key]
+        #[arg(long, value_name = "FILE")]
+        data_key: Option<PathBuf>,
         /// Development mode: database and a self-signed certificate under DIR; prints a
         /// new enrollment secret and admin token (also written to DIR, 0600)
         #[arg(long, value_name = "DIR")]
@@ -116,7 +120,14 @@ fn run() -> Result<()> {
             println!("{value}");
             Ok(())
         }
-        Command::Serve { listen, db, tls_cert, tls_key, dev } => {
+        Command::Serve { listen, db, tls_cert, tls_key, data_key, dev } => {
+            let data_key = match (&dev, data_key) {
+                (_, Some(path)) => path,
+                (Some(dir), None) => dir.join("data.key"),
+                (None, None) => {
+                    bail!("--data-key FILE is needed: the key that seals TOTP secrets (made if missing)")
+                }
+            };
             let (db, cert, key) = match (&dev, db, tls_cert, tls_key) {
                 (Some(dir), db, cert, key) => {
                     let (dev_cert, dev_key) = tls::dev_certificate(&dir.join("tls"))?;
@@ -131,11 +142,19 @@ fn run() -> Result<()> {
             };
             let store = open_store(&db)?;
             if let Some(dir) = &dev {
+                std::fs::create_dir_all(dir)?;
+            }
+            let data_key = Arc::new(secret::DataKey::open_or_create(&data_key)?);
+            if let Some(dir) = &dev {
                 dev_credentials(dir, store.as_ref())?;
             }
             let config = tls::server_config(&cert, &key)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve(listen, store, config))
+            runtime.block_on(serve(
+                listen,
+                AppState { store, metrics: Arc::new(Metrics::default()), data_key },
+                config,
+            ))
         }
     }
 }
@@ -160,12 +179,7 @@ fn dev_credentials(dir: &Path, store: &dyn CollectorStore) -> Result<()> {
     Ok(())
 }
 
-async fn serve(
-    listen: SocketAddr,
-    store: Arc<dyn CollectorStore>,
-    config: rustls::ServerConfig,
-) -> Result<()> {
-    let state = AppState { store, metrics: Arc::new(Metrics::default()) };
+async fn serve(listen: SocketAddr, state: AppState, config: rustls::ServerConfig) -> Result<()> {
     let app = api::router(state);
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();

@@ -3,6 +3,7 @@
 //! database useless for authenticating).
 
 use sha2::{Digest, Sha256};
+use wardlock_core::sealing;
 
 use crate::store::Hash;
 
@@ -15,4 +16,66 @@ pub fn generate() -> Result<String, getrandom::Error> {
 
 pub fn hash(secret: &str) -> Hash {
     Sha256::digest(secret.trim().as_bytes()).into()
+}
+
+/// The collector's data key: seals TOTP seeds at rest (XChaCha20-Poly1305, bound to the
+/// user ID), so a copy of the database alone reveals none. Kept in its own file (0600).
+pub struct DataKey(zeroize::Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("a sealed secret did not open: wrong data key, or the database was altered")]
+    Unseal,
+}
+
+impl DataKey {
+    /// Loads the key, or makes it when the file does not exist yet.
+    pub fn open_or_create(path: &std::path::Path) -> Result<DataKey, KeyError> {
+        use base64::Engine as _;
+        let err = |why: String| KeyError::File { path: path.display().to_string(), why };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text.trim())
+                        .map_err(|e| err(e.to_string()))?,
+                );
+                let key: [u8; 32] = bytes[..].try_into().map_err(|_| err("not a 32-byte key".into()))?;
+                Ok(DataKey(zeroize::Zeroizing::new(key)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = zeroize::Zeroizing::new([0u8; 32]);
+                getrandom::getrandom(&mut key[..]).map_err(|e| err(e.to_string()))?;
+                let text =
+                    zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&key[..]));
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+                std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| err(e.to_string()))?;
+                file.sync_all().map_err(|e| err(e.to_string()))?;
+                Ok(DataKey(key))
+            }
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let mut nonce = [0u8; sealing::NONCE_LEN];
+        getrandom::getrandom(&mut nonce).map_err(|_| KeyError::Unseal)?;
+        Ok(sealing::seal(&self.0, &nonce, plaintext, context))
+    }
+
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+        sealing::open(&self.0, sealed, context).map_err(|_| KeyError::Unseal)
+    }
 }

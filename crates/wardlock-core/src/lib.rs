@@ -10,5 +10,7 @@ pub mod clock;
 pub mod lock;
 pub mod policy;
 pub mod protocol;
+pub mod sealing;
 pub mod secret;
+pub mod transport;
 pub mod unlock;

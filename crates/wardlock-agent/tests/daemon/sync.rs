@@ -315,7 +315,10 @@ fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart
 #[test]
 fn a_batch_that_does_not_chain_on_is_flagged_and_kept() {
     let collector = Collector::start_new();
-    let enroll = json!({"enroll_secret": collector.secret, "workstation_id": "ws-bad", "hostname": "h", "group": "default", "agent_version": "t"});
+    let enroll = json!({
+        "enroll_secret": collector.secret, "workstation_id": "ws-bad", "hostname": "h", "group": "default",
+        "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[3; 32]).1),
+    });
     let (status, body) = collector.call("POST", "/api/v1/enroll", None, Some(enroll.to_string()));
     assert_eq!(status, 200, "{body}");
     let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
@@ -424,4 +427,62 @@ fn bad_requests_get_clear_4xx_answers() {
         .map(|a| a["action"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(actions, ["token_create", "policy_push"]);
+}
+
+#[test]
+fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect() {
+    let mut collector = Collector::start_new();
+    let key = SigningKey::from_bytes(&[15; 32]);
+    let mut d = workstation(&collector, &key, "");
+    d.start();
+    d.wait_for_log("enrolled with the collector");
+
+    let new_user = json!({"id": "d.central", "display_name": "Dee Central", "role": "physician", "pin": "582046", "totp": true});
+    let (status, body) = collector.call("POST", "/api/v1/admin/users", None, Some(new_user.to_string()));
+    assert_eq!(status, 201, "{body}");
+    let uri = serde_json::from_str::<Value>(&body).unwrap()["otpauth_uri"].as_str().unwrap().to_owned();
+    let (status, body) = collector.call(
+        "POST",
+        "/api/v1/admin/users",
+        None,
+        Some(json!({"id": "weak", "display_name": "W", "role": "nurse", "pin": "123456"}).to_string()),
+    );
+    assert_eq!(status, 400, "a common PIN was accepted: {body}");
+    d.wait_for_log("directory synced: 1 added");
+
+    // The collector goes away; the workstation still knows the user.
+    collector.kill9();
+    let mut guard = d.client("guard");
+    let granted = guard.unlock("d.central", Some("582046"), None);
+    assert_eq!(
+        (granted["result"].as_str(), granted["display_name"].as_str()),
+        (Some("granted"), Some("Dee Central"))
+    );
+    let code = crate::util::oathtool(&crate::util::totp_secret(&uri));
+    assert_eq!(
+        guard.unlock("d.central", None, Some(&code))["result"],
+        "granted",
+        "the seed sent sealed for this workstation works"
+    );
+
+    // Disabled centrally: refused at the next sync.
+    collector.start();
+    let (status, _) = collector.call("POST", "/api/v1/admin/users/d.central/disable", None, None);
+    assert_eq!(status, 204);
+    d.wait_for_log("1 disabled");
+    assert_eq!(guard.unlock("d.central", Some("582046"), None)["result"], "refused");
+
+    let entries = d.audit();
+    let by_collector: Vec<&str> = entries
+        .iter()
+        .filter(|e| {
+            e.user.as_deref() == Some("d.central")
+                && e.details.get("by").map(String::as_str) == Some("collector")
+        })
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(by_collector, ["user_added", "user_disabled"]);
+    // The seed never sits in the workstation's database in a form that opens without the data key.
+    let secret = crate::util::totp_secret(&uri);
+    assert!(!crate::util::contains_bytes(&std::fs::read(d.db_path()).unwrap(), secret.as_bytes()));
 }

@@ -281,3 +281,7 @@ impl Client {
         }
     }
 }
+
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -56,6 +56,8 @@ pub struct Workstation {
     pub last_seen: Option<UtcMillis>,
     pub contiguous_seq: u64,
     pub reported_last_seq: Option<u64>,
+    /// X25519 public key the workstation's directory secrets are sealed to.
+    pub transport_key: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +66,20 @@ pub struct NewWorkstation {
     pub hostname: String,
     pub group: String,
     pub agent_version: String,
+    pub transport_key: Vec<u8>,
+}
+
+/// A user in the central directory. Secrets stay protected: the PIN as an Argon2id
+/// PHC string, the TOTP seed sealed with the collector's data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub disabled: bool,
+    pub pin_hash: Option<String>,
+    pub totp_sealed: Option<Vec<u8>>,
+    pub updated: UtcMillis,
 }
 
 /// What one audit batch did.
@@ -162,4 +178,8 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn log_admin(&self, action: &AdminAction) -> Result<(), StoreError>;
     fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError>;
     fn entry_count(&self) -> Result<u64, StoreError>;
+    /// Adds or replaces a user; `false` when `must_be_new` and the user exists.
+    fn put_user(&self, user: &UserRecord, must_be_new: bool) -> Result<bool, StoreError>;
+    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
 }

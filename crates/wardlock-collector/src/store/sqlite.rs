@@ -12,10 +12,26 @@ use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
 
 use super::{
     AdminAction, CollectorStore, EventQuery, Finding, Hash, Ingest, NewWorkstation, PolicyPut, Role,
-    StoreError, StoredEvent, Workstation,
+    StoreError, StoredEvent, UserRecord, Workstation,
 };
 
-const SCHEMA: &str = "
+/// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+const SCHEMA_V2: &str = "
+ALTER TABLE workstations ADD COLUMN transport_key BLOB NOT NULL DEFAULT x'';
+CREATE TABLE users (
+    id           TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    disabled     INTEGER NOT NULL DEFAULT 0,
+    pin_hash     TEXT,
+    totp_sealed  BLOB,
+    updated_ms   INTEGER NOT NULL
+) STRICT;
+";
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS workstations (
     id                TEXT PRIMARY KEY,
     node_key          BLOB NOT NULL UNIQUE,
@@ -109,7 +125,8 @@ impl SqliteStore {
             return Err(open_err(format!("journal mode stays {mode}")));
         }
         conn.execute_batch("PRAGMA synchronous = FULL;")?;
-        conn.execute_batch(SCHEMA).map_err(|e| open_err(format!("cannot set up the schema: {e}")))?;
+        let mut conn = conn;
+        migrate(&mut conn).map_err(|e| open_err(format!("cannot set up the schema: {e}")))?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
@@ -117,6 +134,36 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let applied: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(StoreError::Conflict(format!(
+            "the database was written by a newer collector (schema {applied}); upgrade this one"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: r.get(0)?,
+        display_name: r.get(1)?,
+        role: r.get(2)?,
+        disabled: r.get(3)?,
+        pin_hash: r.get(4)?,
+        totp_sealed: r.get(5)?,
+        updated: UtcMillis::from_unix_millis(r.get(6)?),
+    })
+}
+
+const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms";
 
 fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEntry, i64)> {
     let kind: String = r.get(4)?;
@@ -152,11 +199,12 @@ fn workstation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Workstation> 
         last_seen: r.get::<_, Option<i64>>(5)?.map(UtcMillis::from_unix_millis),
         contiguous_seq: r.get::<_, i64>(6)? as u64,
         reported_last_seq: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
+        transport_key: r.get(8)?,
     })
 }
 
 const WORKSTATION_COLUMNS: &str =
-    "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq";
+    "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
 
 fn finding_kind(e: &ChainError) -> &'static str {
     match e {
@@ -193,11 +241,12 @@ impl CollectorStore for SqliteStore {
         }
         // Re-enrolling (a reinstalled workstation) replaces the node key and keeps the log.
         tx.execute(
-            "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
-                 grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms",
-            params![ws.id, &node_key[..], ws.hostname, ws.group, ws.agent_version, ms(now), &GENESIS_HASH[..]],
+                 grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
+                 transport_key = excluded.transport_key",
+            params![ws.id, &node_key[..], ws.hostname, ws.group, ws.agent_version, ms(now), &GENESIS_HASH[..], ws.transport_key],
         )?;
         tx.commit()?;
         Ok(true)
@@ -490,5 +539,36 @@ impl CollectorStore for SqliteStore {
 
     fn entry_count(&self) -> Result<u64, StoreError> {
         Ok(self.conn().query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let sql = if must_be_new {
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING"
+        } else {
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
+                 disabled = excluded.disabled, pin_hash = excluded.pin_hash, totp_sealed = excluded.totp_sealed,
+                 updated_ms = excluded.updated_ms"
+        };
+        let changed = conn.execute(
+            sql,
+            params![u.id, u.display_name, u.role, u.disabled, u.pin_hash, u.totp_sealed, ms(u.updated)],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+        Ok(self.conn().query_row(&sql, [id], user_from_row).optional()?)
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
+        let rows = stmt.query_map([], user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 }

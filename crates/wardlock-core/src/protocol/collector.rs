@@ -21,6 +21,9 @@ pub struct EnrollRequest {
     pub hostname: String,
     pub group: String,
     pub agent_version: String,
+    /// The workstation's X25519 transport public key, base64: directory secrets (TOTP
+    /// seeds) are sealed to it (`transport`).
+    pub transport_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
