@@ -13,6 +13,7 @@ APT_PACKAGES=(
   passwd util-linux  # useradd and runuser: tests act as a second OS account
   nodejs npm  # the guard's TypeScript front end
   curl        # `make run` talks to the collector's API with it
+  postgresql  # the collector's second backend; tests start throwaway clusters on loopback
 )
 
 as_root() {

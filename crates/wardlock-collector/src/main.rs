@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use wardlock_collector::api::{self, AppState, Metrics};
 use wardlock_collector::secret;
+use wardlock_collector::store::pg::PgStore;
 use wardlock_collector::store::sqlite::SqliteStore;
 use wardlock_collector::store::{CollectorStore, Role};
 use wardlock_collector::tls;
@@ -96,10 +97,8 @@ fn main() -> ExitCode {
 fn open_store(url: &str) -> Result<Arc<dyn CollectorStore>> {
     match url.split_once("://") {
         Some(("sqlite", path)) if !path.is_empty() => Ok(Arc::new(SqliteStore::open(Path::new(path))?)),
-        Some(("postgres" | "postgresql", _)) => {
-            bail!("the PostgreSQL backend is not built yet; use --db sqlite://PATH")
-        }
-        _ => bail!("--db {url:?} is not understood; use sqlite://PATH"),
+        Some(("postgres" | "postgresql", _)) => Ok(Arc::new(PgStore::open(url)?)),
+        _ => bail!("--db is not understood; use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
     }
 }
 
@@ -150,11 +149,17 @@ fn run() -> Result<()> {
             }
             let config = tls::server_config(&cert, &key)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve(
+            // The store outlives the runtime: a database client that blocks when it is
+            // dropped (postgres) must not be dropped on the runtime's threads.
+            let keep = store.clone();
+            let served = runtime.block_on(serve(
                 listen,
                 AppState { store, metrics: Arc::new(Metrics::default()), data_key },
                 config,
-            ))
+            ));
+            drop(runtime);
+            drop(keep);
+            served
         }
     }
 }

@@ -29,22 +29,123 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Which database the collector runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A throwaway PostgreSQL cluster (Debian's `postgresql` package) on a loopback port,
+/// stopped when dropped.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is needed (apt-get install postgresql; `make setup` does it)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("no initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().unwrap();
+        // PostgreSQL refuses to run as root; CI is root, so there it runs as `postgres`.
+        let as_postgres = nix::unistd::geteuid().is_root();
+        if as_postgres {
+            let status = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
+            assert!(status.success());
+        }
+        let cluster = PgCluster { dir, bin, port: free_port(), as_postgres };
+        cluster.run("initdb", &["-D", &cluster.data(), "-A", "trust", "-U", "wardlock", "--no-sync"]);
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1", cluster.port, cluster.dir.path().display());
+        let log = format!("{}/log", cluster.dir.path().display());
+        cluster.run("pg_ctl", &["-D", &cluster.data(), "-o", &options, "-l", &log, "-w", "start"]);
+        cluster
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.path().display())
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A new, empty database and its URL.
+    pub fn database(&self, name: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "wardlock", "-d", "postgres", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        format!("postgres://wardlock@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self.command("pg_ctl").args(["-D", data.as_str(), "-m", "immediate", "stop"]).output();
+    }
+}
+
 pub struct Collector {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
     pub token: String,
     pub secret: String,
+    pub db: Option<String>,
+    /// Kept running as long as this collector.
+    _pg: Option<PgCluster>,
 }
 
 impl Collector {
-    pub fn start_new() -> Collector {
+    pub fn start_new(backend: Backend) -> Collector {
+        match backend {
+            Backend::Sqlite => Self::start_on(None, None),
+            Backend::Postgres => {
+                let pg = PgCluster::start();
+                let url = pg.database("collector");
+                Self::start_on(Some(pg), Some(url))
+            }
+        }
+    }
+
+    /// A collector on `db` (`None`: its own SQLite file), keeping `pg` running.
+    pub fn start_on(pg: Option<PgCluster>, db: Option<String>) -> Collector {
         let mut c = Collector {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             child: None,
             token: String::new(),
             secret: String::new(),
+            db,
+            _pg: pg,
         };
         c.start();
         c.token = std::fs::read_to_string(c.dir.path().join("admin-token")).unwrap();
@@ -54,13 +155,14 @@ impl Collector {
 
     /// Starts it (again, on the same database and certificate) and waits until it listens.
     pub fn start(&mut self) {
-        let mut child = Command::new(collector_binary())
+        let mut command = Command::new(collector_binary());
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--dev"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .arg(self.dir.path());
+        if let Some(db) = &self.db {
+            command.args(["--db", db]);
+        }
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -185,9 +287,8 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries_do_not() {
-    let collector = Collector::start_new();
+fn a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries_do_not(backend: Backend) {
+    let collector = Collector::start_new(backend);
     let it_key = SigningKey::from_bytes(&[11; 32]);
     let mut d = workstation(&collector, &it_key, "");
     d.start();
@@ -244,10 +345,9 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-#[test]
-fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart() {
+fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart(backend: Backend) {
     const N: u64 = 10_000;
-    let mut collector = Collector::start_new();
+    let mut collector = Collector::start_new(backend);
     let key = SigningKey::from_bytes(&[13; 32]);
     let mut d = workstation(&collector, &key, "batch_size = 25\n");
     d.start();
@@ -312,9 +412,8 @@ fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart
     assert_eq!(findings, "[]", "the collector flagged problems");
 }
 
-#[test]
-fn a_batch_that_does_not_chain_on_is_flagged_and_kept() {
-    let collector = Collector::start_new();
+fn a_batch_that_does_not_chain_on_is_flagged_and_kept(backend: Backend) {
+    let collector = Collector::start_new(backend);
     let enroll = json!({
         "enroll_secret": collector.secret, "workstation_id": "ws-bad", "hostname": "h", "group": "default",
         "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[3; 32]).1),
@@ -372,9 +471,8 @@ fn a_batch_that_does_not_chain_on_is_flagged_and_kept() {
     );
 }
 
-#[test]
-fn bad_requests_get_clear_4xx_answers() {
-    let collector = Collector::start_new();
+fn bad_requests_get_clear_4xx_answers(backend: Backend) {
+    let collector = Collector::start_new(backend);
     let (status, body) = collector.call("POST", "/api/v1/enroll", None, Some("{not json".into()));
     assert_eq!(status, 400);
     assert!(body.contains("request body"), "{body}");
@@ -429,9 +527,10 @@ fn bad_requests_get_clear_4xx_answers() {
     assert_eq!(actions, ["token_create", "policy_push"]);
 }
 
-#[test]
-fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect() {
-    let mut collector = Collector::start_new();
+fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect(
+    backend: Backend,
+) {
+    let mut collector = Collector::start_new(backend);
     let key = SigningKey::from_bytes(&[15; 32]);
     let mut d = workstation(&collector, &key, "");
     d.start();
@@ -486,3 +585,75 @@ fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_t
     let secret = crate::util::totp_secret(&uri);
     assert!(!crate::util::contains_bytes(&std::fs::read(d.db_path()).unwrap(), secret.as_bytes()));
 }
+
+#[test]
+fn two_collectors_on_one_postgres_store_a_batch_sent_to_both_once() {
+    let first = Collector::start_new(Backend::Postgres);
+    let second = Collector::start_on(None, first.db.clone());
+    let enroll = json!({
+        "enroll_secret": first.secret, "workstation_id": "ws-ha", "hostname": "h", "group": "default",
+        "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[4; 32]).1),
+    });
+    let (_, body) = first.call("POST", "/api/v1/enroll", None, Some(enroll.to_string()));
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+
+    let mut log: Vec<AuditEntry> = Vec::new();
+    for i in 0..2000 {
+        let prev = log.last().map(|e| (e.seq, e.hash));
+        let draft = AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_000 + i), AuditKind::Locked);
+        log.push(AuditEntry::chain(draft, "ws-ha", prev));
+    }
+    let batch = |entries: &[AuditEntry]| {
+        json!({"workstation_id": "ws-ha", "entries": entries.iter().map(AuditRecord::from).collect::<Vec<_>>()})
+            .to_string()
+    };
+    // A load balancer retrying on the other instance: every batch reaches both at once.
+    for chunk in log.chunks(250) {
+        let body = batch(chunk);
+        let acks: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = [&first, &second]
+                .into_iter()
+                .map(|c| {
+                    let (body, key) = (body.clone(), node_key.clone());
+                    scope.spawn(move || c.call("POST", "/api/v1/audit", Some(&key), Some(body)))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let last = chunk.last().unwrap().seq;
+        for (status, body) in acks {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["highest_contiguous_seq"], last);
+        }
+    }
+    let events = second.all_events();
+    assert_eq!(events.len(), 2000, "stored {} entries for 2000 sent", events.len());
+    assert_eq!(verify_chain(&events).unwrap(), 2000);
+    assert_eq!(first.call("GET", "/api/v1/reports/chain", None, None).1, "[]");
+}
+
+/// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
+macro_rules! on_both_backends {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Postgres)
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries_do_not,
+    ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart,
+    a_batch_that_does_not_chain_on_is_flagged_and_kept,
+    bad_requests_get_clear_4xx_answers,
+    the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect
+);

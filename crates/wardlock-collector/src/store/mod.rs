@@ -3,6 +3,7 @@
 //! calls them off the async threads. Secrets (node keys, enrollment secrets, API
 //! tokens) arrive here only as SHA-256 hashes.
 
+pub mod pg;
 pub mod sqlite;
 
 use wardlock_core::audit::AuditEntry;
@@ -13,6 +14,8 @@ use wardlock_core::protocol::collector::{AuditAck, Heartbeat};
 pub enum StoreError {
     #[error("collector database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("collector database: {0}")]
+    Postgres(String),
     #[error("collector database {path}: {why}")]
     Open { path: String, why: String },
     #[error("{0}")]

@@ -1,0 +1,567 @@
+//! The PostgreSQL backend, for hospitals that run several collectors behind a load
+//! balancer. Batches of one workstation are serialised by a row lock on that
+//! workstation (`SELECT … FOR UPDATE`), and entries are inserted with `ON CONFLICT DO
+//! NOTHING`, so two collectors receiving the same batch store it once.
+
+use r2d2_postgres::postgres::{self, NoTls, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+
+use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, ChainError, GENESIS_HASH};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
+
+use super::{
+    AdminAction, CollectorStore, EventQuery, Finding, Hash, Ingest, NewWorkstation, PolicyPut, Role,
+    StoreError, StoredEvent, UserRecord, Workstation,
+};
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE workstations (
+    id                TEXT PRIMARY KEY,
+    node_key          BYTEA NOT NULL UNIQUE,
+    hostname          TEXT NOT NULL,
+    grp               TEXT NOT NULL,
+    agent_version     TEXT NOT NULL,
+    enrolled_ms       BIGINT NOT NULL,
+    last_seen_ms      BIGINT,
+    contiguous_seq    BIGINT NOT NULL DEFAULT 0,
+    contiguous_hash   BYTEA NOT NULL,
+    max_seq           BIGINT NOT NULL DEFAULT 0,
+    reported_last_seq BIGINT,
+    transport_key     BYTEA NOT NULL
+);
+CREATE TABLE audit (
+    id          BIGSERIAL PRIMARY KEY,
+    workstation TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    time_ms     BIGINT NOT NULL,
+    kind        TEXT NOT NULL,
+    usr         TEXT,
+    os_account  TEXT,
+    policy_hash TEXT,
+    details     TEXT NOT NULL,
+    prev_hash   BYTEA NOT NULL,
+    hash        BYTEA NOT NULL,
+    received_ms BIGINT NOT NULL,
+    UNIQUE (workstation, seq)
+);
+CREATE INDEX audit_time ON audit (time_ms);
+CREATE INDEX audit_user ON audit (usr, time_ms);
+CREATE TABLE findings (
+    workstation TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    kind        TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    found_ms    BIGINT NOT NULL,
+    PRIMARY KEY (workstation, seq, kind)
+);
+CREATE TABLE enroll_secrets (hash BYTEA PRIMARY KEY, label TEXT NOT NULL, created_ms BIGINT NOT NULL);
+CREATE TABLE api_tokens (hash BYTEA PRIMARY KEY, role TEXT NOT NULL, label TEXT NOT NULL, created_ms BIGINT NOT NULL);
+CREATE TABLE policies (grp TEXT PRIMARY KEY, serial BIGINT NOT NULL, envelope TEXT NOT NULL, etag TEXT NOT NULL, updated_ms BIGINT NOT NULL);
+CREATE TABLE admin_log (id BIGSERIAL PRIMARY KEY, time_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE users (
+    id           TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+    pin_hash     TEXT,
+    totp_sealed  BYTEA,
+    updated_ms   BIGINT NOT NULL
+);
+"];
+
+type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+#[derive(Debug)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        // postgres' own Display is just "db error"; the server's message says what failed.
+        let text = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => match std::error::Error::source(&e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
+        };
+        StoreError::Postgres(text)
+    }
+}
+
+impl From<r2d2_postgres::r2d2::Error> for StoreError {
+    fn from(e: r2d2_postgres::r2d2::Error) -> Self {
+        StoreError::Postgres(format!("no database connection: {e}"))
+    }
+}
+
+fn ms(t: UtcMillis) -> i64 {
+    t.unix_millis()
+}
+
+fn hash_of(blob: Vec<u8>) -> Hash {
+    blob.try_into().unwrap_or([0; 32])
+}
+
+impl PgStore {
+    /// Connects (`postgres://user@host:port/db`) and brings the schema up to date. Several
+    /// collectors starting together migrate once: the migration holds an advisory lock.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::Open { path: redact(url), why: e.to_string() })?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2_postgres::r2d2::Pool::builder()
+            .max_size(8)
+            .connection_timeout(std::time::Duration::from_secs(10))
+            .build(manager)
+            .map_err(|e| StoreError::Open { path: redact(url), why: e.to_string() })?;
+        let store = PgStore { pool };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        // One migrator at a time when several collectors start together ("WDLK").
+        tx.execute("SELECT pg_advisory_xact_lock(1464093771)", &[])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let applied: i32 = tx.query_opt("SELECT version FROM schema_version", &[])?.map_or(0, |r| r.get(0));
+        if applied as usize > MIGRATIONS.len() {
+            return Err(StoreError::Conflict(format!(
+                "the database was written by a newer collector (schema {applied}); upgrade this one"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            tx.batch_execute(sql)?;
+            tx.execute("DELETE FROM schema_version", &[])?;
+            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&(i as i32 + 1)])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn entry_from_row(r: &postgres::Row) -> (i64, AuditEntry, i64) {
+    let kind: String = r.get(4);
+    let details: String = r.get(8);
+    (
+        r.get(0),
+        AuditEntry {
+            workstation: r.get(1),
+            seq: r.get::<_, i64>(2) as u64,
+            time: UtcMillis::from_unix_millis(r.get(3)),
+            kind: AuditKind::parse(&kind).unwrap_or(AuditKind::TamperDetected),
+            user: r.get(5),
+            os_account: r.get(6),
+            policy_hash: r.get(7),
+            details: serde_json::from_str(&details).unwrap_or_default(),
+            prev_hash: hash_of(r.get(9)),
+            hash: hash_of(r.get(10)),
+        },
+        r.get(11),
+    )
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, workstation, seq, time_ms, kind, usr, os_account, policy_hash, details, prev_hash, hash, received_ms";
+
+fn workstation_from_row(r: &postgres::Row) -> Workstation {
+    Workstation {
+        id: r.get(0),
+        hostname: r.get(1),
+        group: r.get(2),
+        agent_version: r.get(3),
+        enrolled: UtcMillis::from_unix_millis(r.get(4)),
+        last_seen: r.get::<_, Option<i64>>(5).map(UtcMillis::from_unix_millis),
+        contiguous_seq: r.get::<_, i64>(6) as u64,
+        reported_last_seq: r.get::<_, Option<i64>>(7).map(|s| s as u64),
+        transport_key: r.get(8),
+    }
+}
+
+const WORKSTATION_COLUMNS: &str =
+    "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
+
+fn user_from_row(r: &postgres::Row) -> UserRecord {
+    UserRecord {
+        id: r.get(0),
+        display_name: r.get(1),
+        role: r.get(2),
+        disabled: r.get(3),
+        pin_hash: r.get(4),
+        totp_sealed: r.get(5),
+        updated: UtcMillis::from_unix_millis(r.get(6)),
+    }
+}
+
+const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms";
+
+fn finding_kind(e: &ChainError) -> &'static str {
+    match e {
+        ChainError::Altered { .. } => "altered",
+        ChainError::BrokenLink { .. } => "broken_link",
+        ChainError::Missing { .. } => "missing",
+    }
+}
+
+fn flag(
+    tx: &mut Transaction<'_>,
+    ws: &str,
+    seq: u64,
+    kind: &str,
+    detail: &str,
+    now: UtcMillis,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        &[&ws, &(seq as i64), &kind, &detail, &ms(now)],
+    )?;
+    Ok(())
+}
+
+impl CollectorStore for PgStore {
+    fn add_enroll_secret(&self, secret: &Hash, label: &str, now: UtcMillis) -> Result<(), StoreError> {
+        self.pool.get()?.execute(
+            "INSERT INTO enroll_secrets (hash, label, created_ms) VALUES ($1, $2, $3)",
+            &[&&secret[..], &label, &ms(now)],
+        )?;
+        Ok(())
+    }
+
+    fn enroll(
+        &self,
+        secret: &Hash,
+        ws: &NewWorkstation,
+        node_key: &Hash,
+        now: UtcMillis,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        if tx.query_opt("SELECT 1 FROM enroll_secrets WHERE hash = $1", &[&&secret[..]])?.is_none() {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
+                 grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
+                 transport_key = excluded.transport_key",
+            &[&ws.id, &&node_key[..], &ws.hostname, &ws.group, &ws.agent_version, &ms(now), &&GENESIS_HASH[..], &ws.transport_key],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError> {
+        let sql = format!("SELECT {WORKSTATION_COLUMNS} FROM workstations WHERE node_key = $1");
+        Ok(self.pool.get()?.query_opt(&sql, &[&&node_key[..]])?.as_ref().map(workstation_from_row))
+    }
+
+    fn workstations(&self) -> Result<Vec<Workstation>, StoreError> {
+        let sql = format!("SELECT {WORKSTATION_COLUMNS} FROM workstations ORDER BY id");
+        Ok(self.pool.get()?.query(&sql, &[])?.iter().map(workstation_from_row).collect())
+    }
+
+    fn ingest(
+        &self,
+        workstation: &str,
+        mut entries: Vec<AuditEntry>,
+        now: UtcMillis,
+    ) -> Result<Ingest, StoreError> {
+        entries.sort_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        // The row lock serialises this workstation's batches across collectors.
+        let head = tx.query_one(
+            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = $1 FOR UPDATE",
+            &[&workstation],
+        )?;
+        let (contiguous, contiguous_hash, max_seq) =
+            (head.get::<_, i64>(0) as u64, hash_of(head.get(1)), head.get::<_, i64>(2) as u64);
+        let insert = tx.prepare(
+            "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details, prev_hash, hash, received_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (workstation, seq) DO NOTHING",
+        )?;
+        let stored_hash = tx.prepare("SELECT hash FROM audit WHERE workstation = $1 AND seq = $2")?;
+        let (mut stored, mut duplicates) = (0u64, 0u64);
+        let mut findings: Vec<(u64, &'static str, String)> = Vec::new();
+        let mut fresh = Vec::with_capacity(entries.len());
+        for e in entries {
+            let details = serde_json::to_string(&e.details).unwrap_or_default();
+            let inserted = tx.execute(
+                &insert,
+                &[
+                    &workstation,
+                    &(e.seq as i64),
+                    &ms(e.time),
+                    &e.kind.as_str(),
+                    &e.user,
+                    &e.os_account,
+                    &e.policy_hash,
+                    &details,
+                    &&e.prev_hash[..],
+                    &&e.hash[..],
+                    &ms(now),
+                ],
+            )?;
+            if inserted == 1 {
+                stored += 1;
+                fresh.push(e);
+                continue;
+            }
+            duplicates += 1;
+            let before: Vec<u8> = tx.query_one(&stored_hash, &[&workstation, &(e.seq as i64)])?.get(0);
+            if before[..] != e.hash[..] {
+                findings.push((
+                    e.seq,
+                    "rewritten",
+                    format!("stored hash {} but received {}", hex::encode(&before), hex::encode(e.hash)),
+                ));
+            }
+        }
+        let continuation = if max_seq <= contiguous {
+            continue_chain((contiguous, contiguous_hash), &fresh)
+        } else {
+            let sql =
+                format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = $1 AND seq > $2 ORDER BY seq");
+            let beyond: Vec<AuditEntry> = tx
+                .query(&sql, &[&workstation, &(contiguous as i64)])?
+                .iter()
+                .map(|r| entry_from_row(r).1)
+                .collect();
+            continue_chain((contiguous, contiguous_hash), &beyond)
+        };
+        for f in &continuation.findings {
+            findings.push((f.seq(), finding_kind(f), f.to_string()));
+        }
+        let new_max = fresh.last().map_or(max_seq, |e| e.seq.max(max_seq));
+        let (head, head_hash) = continuation.head;
+        tx.execute(
+            "UPDATE workstations SET contiguous_seq = $2, contiguous_hash = $3, max_seq = $4, last_seen_ms = $5 WHERE id = $1",
+            &[&workstation, &(head as i64), &&head_hash[..], &(new_max as i64), &ms(now)],
+        )?;
+        for (seq, kind, detail) in &findings {
+            flag(&mut tx, workstation, *seq, kind, detail, now)?;
+        }
+        let gaps = if new_max > head {
+            let next: i64 = tx
+                .query_one(
+                    "SELECT MIN(seq) FROM audit WHERE workstation = $1 AND seq > $2",
+                    &[&workstation, &(head as i64)],
+                )?
+                .get(0);
+            vec![SeqRange { first: head + 1, last: next as u64 - 1 }]
+        } else {
+            Vec::new()
+        };
+        tx.commit()?;
+        let chain_break_at = findings.iter().map(|(seq, _, _)| *seq).min();
+        Ok(Ingest {
+            ack: AuditAck { highest_contiguous_seq: head, gaps, chain_break_at },
+            stored,
+            duplicates,
+            findings: findings.len() as u64,
+        })
+    }
+
+    fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let contiguous: i64 = tx
+            .query_one("SELECT contiguous_seq FROM workstations WHERE id = $1 FOR UPDATE", &[&workstation])?
+            .get(0);
+        if (beat.last_seq as i64) < contiguous {
+            let detail = format!(
+                "the workstation reports {} entries, the collector holds {contiguous}",
+                beat.last_seq
+            );
+            flag(&mut tx, workstation, beat.last_seq + 1, "truncated", &detail, now)?;
+        }
+        tx.execute(
+            "UPDATE workstations SET last_seen_ms = $2, reported_last_seq = $3 WHERE id = $1",
+            &[&workstation, &ms(now), &(beat.last_seq as i64)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn put_policy(
+        &self,
+        group: &str,
+        serial: u64,
+        envelope: &str,
+        now: UtcMillis,
+    ) -> Result<PolicyPut, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&group])?;
+        let current: Option<i64> =
+            tx.query_opt("SELECT serial FROM policies WHERE grp = $1", &[&group])?.map(|r| r.get(0));
+        if let Some(current) = current.filter(|c| *c as u64 >= serial) {
+            return Ok(PolicyPut::Stale { current: current as u64 });
+        }
+        let etag = {
+            use sha2::{Digest, Sha256};
+            format!("\"{}\"", hex::encode(&Sha256::digest(envelope.as_bytes())[..16]))
+        };
+        tx.execute(
+            "INSERT INTO policies (grp, serial, envelope, etag, updated_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (grp) DO UPDATE SET serial = excluded.serial, envelope = excluded.envelope,
+                 etag = excluded.etag, updated_ms = excluded.updated_ms",
+            &[&group, &(serial as i64), &envelope, &etag, &ms(now)],
+        )?;
+        tx.commit()?;
+        Ok(PolicyPut::Stored)
+    }
+
+    fn policy(&self, group: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query_opt("SELECT envelope, etag FROM policies WHERE grp = $1", &[&group])?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn add_token(&self, token: &Hash, role: Role, label: &str, now: UtcMillis) -> Result<(), StoreError> {
+        self.pool.get()?.execute(
+            "INSERT INTO api_tokens (hash, role, label, created_ms) VALUES ($1, $2, $3, $4)",
+            &[&&token[..], &role.as_str(), &label, &ms(now)],
+        )?;
+        Ok(())
+    }
+
+    fn token(&self, token: &Hash) -> Result<Option<(Role, String)>, StoreError> {
+        let row = self
+            .pool
+            .get()?
+            .query_opt("SELECT role, label FROM api_tokens WHERE hash = $1", &[&&token[..]])?;
+        Ok(row.and_then(|r| Role::parse(r.get::<_, &str>(0)).map(|role| (role, r.get(1)))))
+    }
+
+    fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit
+             WHERE ($1::TEXT IS NULL OR workstation = $1) AND ($2::TEXT IS NULL OR usr = $2) AND ($3::TEXT IS NULL OR kind = $3)
+               AND ($4::BIGINT IS NULL OR time_ms >= $4) AND ($5::BIGINT IS NULL OR time_ms < $5) AND ($6::BIGINT IS NULL OR id > $6)
+             ORDER BY id LIMIT $7"
+        );
+        let rows = self.pool.get()?.query(
+            &sql,
+            &[
+                &q.workstation,
+                &q.user,
+                &q.kind,
+                &q.since.map(ms),
+                &q.until.map(ms),
+                &q.after,
+                &i64::from(q.limit),
+            ],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (id, entry, received) = entry_from_row(r);
+                StoredEvent { id, entry, received: UtcMillis::from_unix_millis(received) }
+            })
+            .collect())
+    }
+
+    fn findings(&self) -> Result<Vec<Finding>, StoreError> {
+        let rows = self.pool.get()?.query(
+            "SELECT workstation, seq, kind, detail, found_ms FROM findings ORDER BY found_ms, workstation, seq",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| Finding {
+                workstation: r.get(0),
+                seq: r.get::<_, i64>(1) as u64,
+                kind: r.get(2),
+                detail: r.get(3),
+                found: UtcMillis::from_unix_millis(r.get(4)),
+            })
+            .collect())
+    }
+
+    fn log_admin(&self, a: &AdminAction) -> Result<(), StoreError> {
+        self.pool.get()?.execute(
+            "INSERT INTO admin_log (time_ms, actor, action, detail) VALUES ($1, $2, $3, $4)",
+            &[&ms(a.time), &a.actor, &a.action, &a.detail],
+        )?;
+        Ok(())
+    }
+
+    fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError> {
+        let rows = self
+            .pool
+            .get()?
+            .query("SELECT time_ms, actor, action, detail FROM admin_log ORDER BY id", &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| AdminAction {
+                time: UtcMillis::from_unix_millis(r.get(0)),
+                actor: r.get(1),
+                action: r.get(2),
+                detail: r.get(3),
+            })
+            .collect())
+    }
+
+    fn entry_count(&self) -> Result<u64, StoreError> {
+        Ok(self.pool.get()?.query_one("SELECT count(*) FROM audit", &[])?.get::<_, i64>(0) as u64)
+    }
+
+    fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
+        let sql = if must_be_new {
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+        } else {
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
+                 disabled = excluded.disabled, pin_hash = excluded.pin_hash, totp_sealed = excluded.totp_sealed,
+                 updated_ms = excluded.updated_ms"
+        };
+        let changed = self.pool.get()?.execute(
+            sql,
+            &[&u.id, &u.display_name, &u.role, &u.disabled, &u.pin_hash, &u.totp_sealed, &ms(u.updated)],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        Ok(self.pool.get()?.query_opt(&sql, &[&id])?.as_ref().map(user_from_row))
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+        Ok(self.pool.get()?.query(&sql, &[])?.iter().map(user_from_row).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_password_in_messages() {
+        assert_eq!(super::redact("postgres://w:s3cret@db:5432/wl"), "postgres://w:***@db:5432/wl");
+        assert_eq!(super::redact("postgres://db/wl"), "postgres://db/wl");
+    }
+}
