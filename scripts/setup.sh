@@ -14,6 +14,7 @@ APT_PACKAGES=(
   nodejs npm  # the guard's TypeScript front end
   curl        # `make run` talks to the collector's API with it
   postgresql  # the collector's second backend; tests start throwaway clusters on loopback
+  python3 python3-venv  # independent checkers (FHIR validation) in .venv-tools
 )
 
 as_root() {
@@ -55,4 +56,14 @@ if [ -f ui/package-lock.json ] && [ ! -d ui/node_modules ]; then
   # Not `npm ci`: npm leaves other platforms' optional packages (rollup's, esbuild's) out of
   # the lock file and `npm ci` then refuses it; `npm install` keeps the locked versions.
   (cd ui && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+# Independent checkers the tests use (FHIR R4 validation), in a venv of their own.
+if ! .venv-tools/bin/python -c "import fhir.resources" 2>/dev/null \
+   || ! cmp -s scripts/requirements-tools.txt .venv-tools/requirements-tools.txt; then
+  echo "setup: installing the test tools (scripts/requirements-tools.txt) into .venv-tools"
+  rm -rf .venv-tools
+  /usr/bin/python3 -m venv .venv-tools
+  .venv-tools/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-tools.txt
+  cp scripts/requirements-tools.txt .venv-tools/requirements-tools.txt
 fi

@@ -179,6 +179,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/reports/chain", get(report_chain))
         .route("/api/v1/reports/silent", get(report_silent))
+        .route("/api/v1/reports/failed", get(report_failed))
+        .route("/api/v1/reports/emergency", get(report_emergency))
+        .route("/api/v1/reports/stale", get(report_stale))
         .route("/api/v1/workstations", get(workstations))
         .route("/api/v1/directory", get(directory))
         .route("/api/v1/admin/users", post(add_user).get(list_users))
@@ -512,10 +515,19 @@ async fn events(
     let store = state.store.clone();
     let rows = blocking(move || store.events(&query)).await?;
     let next = if rows.len() == limit as usize { rows.last().map(|r| r.id) } else { None };
-    let wants_csv =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
-    if wants_csv {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if accept.contains("text/csv") {
         return csv_events(&rows, next);
+    }
+    if accept.contains("application/fhir+json") {
+        let entries: Vec<&AuditEntry> = rows.iter().map(|r| &r.entry).collect();
+        let mut response =
+            ([(header::CONTENT_TYPE, "application/fhir+json")], Json(crate::fhir::bundle(&entries)))
+                .into_response();
+        if let Some(v) = next.and_then(|n| n.to_string().parse().ok()) {
+            response.headers_mut().insert("x-next-after", v);
+        }
+        return Ok(response);
     }
     let events = rows
         .iter()
@@ -801,4 +813,95 @@ async fn directory(
     }
     let body = Directory { version, users: out };
     Ok(([(header::ETAG, etag)], Json(body)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SinceParams {
+    /// RFC 3339; default: 30 days ago.
+    since: Option<String>,
+}
+
+fn since_or_default(p: &SinceParams, days: i64) -> Result<UtcMillis, ApiError> {
+    Ok(time_param("since", p.since.as_deref())?
+        .unwrap_or_else(|| UtcMillis::from_unix_millis(now().unix_millis() - days * 24 * 3600 * 1000)))
+}
+
+/// Failed attempts and lockouts per user and workstation.
+async fn report_failed(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<SinceParams>,
+) -> Result<Response, ApiError> {
+    let since = since_or_default(&p, 30)?;
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.failures_by_user(since)).await?).into_response())
+}
+
+/// Every break-glass access, with its reason.
+async fn report_emergency(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<SinceParams>,
+) -> Result<Response, ApiError> {
+    let since = since_or_default(&p, 30)?;
+    let query = EventQuery {
+        kind: Some("emergency_access".into()),
+        since: Some(since),
+        limit: MAX_PAGE,
+        ..EventQuery::default()
+    };
+    let store = state.store.clone();
+    let rows = blocking(move || store.events(&query)).await?;
+    let out: Vec<EventOut> = rows
+        .iter()
+        .map(|r| EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) })
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaleParams {
+    /// No unlock for this many days (default 90)…
+    days: Option<u32>,
+    /// …or none since this time (RFC 3339).
+    since: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StaleUser {
+    id: String,
+    display_name: String,
+    role: String,
+    last_unlock: Option<UtcMillis>,
+}
+
+/// Directory users who have not unlocked anywhere for `days` (orphaned accounts).
+async fn report_stale(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<StaleParams>,
+) -> Result<Response, ApiError> {
+    let cutoff = match time_param("since", p.since.as_deref())? {
+        Some(t) => t,
+        None => UtcMillis::from_unix_millis(
+            now().unix_millis() - i64::from(p.days.unwrap_or(90)) * 24 * 3600 * 1000,
+        ),
+    };
+    let store = state.store.clone();
+    let (users, last) = blocking(move || Ok((store.users()?, store.last_unlocks()?))).await?;
+    let last: std::collections::HashMap<String, UtcMillis> = last.into_iter().collect();
+    let stale: Vec<StaleUser> = users
+        .into_iter()
+        .filter(|u| !u.disabled)
+        .filter(|u| last.get(&u.id).is_none_or(|t| *t < cutoff) && u.updated < cutoff)
+        .map(|u| StaleUser {
+            last_unlock: last.get(&u.id).copied(),
+            id: u.id,
+            display_name: u.display_name,
+            role: u.role,
+        })
+        .collect();
+    Ok(Json(stale).into_response())
 }

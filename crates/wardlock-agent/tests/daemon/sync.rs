@@ -265,10 +265,15 @@ fn sign(key: &SigningKey, serial: u64, group: &str, policy: &str) -> SignedPolic
 }
 
 /// A workstation set up to sync with `collector`, trusting `key` for central policies.
+/// `extra` goes into the `[sync]` section; `lockout` into `[lockout]`.
 fn workstation(collector: &Collector, key: &SigningKey, extra: &str) -> Daemon {
+    workstation_with(collector, key, "", extra)
+}
+
+fn workstation_with(collector: &Collector, key: &SigningKey, lockout: &str, extra: &str) -> Daemon {
     let pem = public_key_pem(&key.verifying_key());
     let policy = format!(
-        "[lockout]\nthrottle = \"0s\"\n[sync]\nendpoint = \"{}\"\nca_file = \"{}\"\ninterval = \"5s\"\ntrusted_keys = [\"\"\"\n{pem}\"\"\"]\n{extra}",
+        "[lockout]\nthrottle = \"0s\"\n{lockout}[sync]\nendpoint = \"{}\"\nca_file = \"{}\"\ninterval = \"5s\"\ntrusted_keys = [\"\"\"\n{pem}\"\"\"]\n{extra}",
         collector.url(),
         collector.cert().display()
     );
@@ -632,6 +637,121 @@ fn two_collectors_on_one_postgres_store_a_batch_sent_to_both_once() {
     assert_eq!(first.call("GET", "/api/v1/reports/chain", None, None).1, "[]");
 }
 
+/// Requests with an `Accept` header.
+fn get_as(c: &Collector, path: &str, accept: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let cert = reqwest::Certificate::from_pem(&std::fs::read(c.cert()).unwrap()).unwrap();
+        let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
+        let response = client
+            .get(format!("{}{path}", c.url()))
+            .bearer_auth(&c.token)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
+
+fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let key = SigningKey::from_bytes(&[16; 32]);
+    let mut d = workstation_with(&collector, &key, "max_failures = 3\n", "");
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    d.wait_for_log("enrolled with the collector");
+    for user in [
+        json!({"id": "n.nurse", "display_name": "Nora Nurse", "role": "nurse", "pin": "730284"}),
+        json!({"id": "o.orphan", "display_name": "Olga Orphan", "role": "nurse", "pin": "640271"}),
+    ] {
+        assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(user.to_string())).0, 201);
+    }
+    std::thread::sleep(Duration::from_millis(20)); // so the cut-off below falls strictly between
+    let accounts_made = crate::util::now();
+    let mut guard = d.client("guard");
+    for pin in ["111111", "222222", "333333"] {
+        assert_eq!(guard.unlock("n.nurse", Some(pin), None)["result"], "refused");
+    }
+    let emergency = json!({"type": "unlock", "user": "n.nurse", "pin": "730284", "totp": null, "emergency_reason": "Code blue, bed 12"});
+    assert_eq!(
+        guard.request(emergency)["result"],
+        "refused",
+        "locked out: break-glass still needs the user not to be locked out"
+    );
+    d.stop();
+    // A second workstation run where the nurse gets in by break-glass with the lockout gone.
+    let mut d2 = workstation(&collector, &key, "").id("ws-two");
+    d2.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d2.start();
+    let mut guard = d2.client("guard");
+    let emergency = json!({"type": "unlock", "user": "n.nurse", "pin": "730284", "totp": null, "emergency_reason": "Code blue, bed 12"});
+    assert_eq!(guard.request(emergency)["result"], "granted");
+    d2.wait_for_log("enrolled with the collector");
+    d.start();
+    let everything_sent = |d: &Daemon| {
+        let store = d.open_store();
+        store.acked_seq().unwrap() == store.last_seq().unwrap()
+    };
+    eventually("both workstations to send everything", || everything_sent(&d) && everything_sent(&d2));
+
+    let (_, failed) = collector.call("GET", "/api/v1/reports/failed", None, None);
+    let failed: Vec<Value> = serde_json::from_str(&failed).unwrap();
+    assert_eq!(
+        (failed[0]["user"].as_str(), failed[0]["failed_attempts"].as_u64(), failed[0]["lockouts"].as_u64()),
+        (Some("n.nurse"), Some(4), Some(1)),
+        "{failed:?}"
+    );
+    let (_, emergencies) = collector.call("GET", "/api/v1/reports/emergency", None, None);
+    let emergencies: Vec<Value> = serde_json::from_str(&emergencies).unwrap();
+    assert_eq!(emergencies.len(), 1);
+    assert_eq!(emergencies[0]["details"]["reason"], "Code blue, bed 12");
+    let path = format!("/api/v1/reports/stale?since={}", accounts_made.to_rfc3339());
+    let (status, stale) = collector.call("GET", &path, None, None);
+    assert_eq!(status, 200, "{stale}");
+    let stale: Vec<String> = serde_json::from_str::<Vec<Value>>(&stale)
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stale, ["o.orphan"], "n.nurse got in (break-glass) since then and is not stale");
+    let (_, recent) = collector.call("GET", "/api/v1/reports/stale", None, None);
+    assert_eq!(recent, "[]", "accounts made today are not 90 days stale");
+    let (_, silent) = collector.call("GET", "/api/v1/reports/silent?minutes=60", None, None);
+    assert_eq!(silent, "[]");
+
+    // FHIR R4, checked by an independent implementation.
+    let (status, bundle) = get_as(&collector, "/api/v1/events?limit=10000", "application/fhir+json");
+    assert_eq!(status, 200);
+    let file = collector.dir.path().join("bundle.json");
+    std::fs::write(&file, &bundle).unwrap();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-tools/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make setup` (it installs the FHIR validator)",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/validate_fhir.py"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bundle: Value = serde_json::from_str(&bundle).unwrap();
+    let events: Vec<&Value> = bundle["entry"].as_array().unwrap().iter().map(|e| &e["resource"]).collect();
+    let login_failures =
+        events.iter().filter(|e| e["subtype"][0]["code"] == "110122" && e["outcome"] == "4").count();
+    assert_eq!(login_failures, 4);
+    let override_started =
+        events.iter().find(|e| e["subtype"][0]["code"] == "110127").expect("no emergency override");
+    assert_eq!(override_started["type"]["code"], "110113");
+    assert_eq!(override_started["purposeOfEvent"][0]["coding"][0]["code"], "ETREAT");
+
+    let (_, csv) = get_as(&collector, "/api/v1/events?kind=emergency_access", "text/csv");
+    assert!(csv.lines().nth(1).is_some_and(|l| l.contains("emergency_access")), "{csv}");
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
@@ -651,6 +771,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    compliance_sees_failures_lockouts_emergencies_and_stale_accounts,
     a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries_do_not,
     ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart,
     a_batch_that_does_not_chain_on_is_flagged_and_kept,

@@ -28,6 +28,7 @@ pub struct Daemon {
     child: Option<Child>,
     log: Option<mpsc::Receiver<String>>,
     env: Vec<(String, String)>,
+    workstation_id: String,
 }
 
 impl Daemon {
@@ -35,7 +36,13 @@ impl Daemon {
     pub fn new(policy: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        Self { dir, child: None, log: None, env: Vec::new() }
+        Self { dir, child: None, log: None, env: Vec::new(), workstation_id: "ws-test".into() }
+    }
+
+    /// Another workstation ID (set before the first start: the database keeps it).
+    pub fn id(mut self, id: &str) -> Self {
+        self.workstation_id = id.into();
+        self
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -61,7 +68,7 @@ impl Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wardlockd"))
             .arg("--dev")
             .arg(self.dir.path())
-            .args(["--workstation-id", "ws-test"])
+            .args(["--workstation-id", &self.workstation_id])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -128,7 +135,11 @@ impl Daemon {
     }
 
     pub fn open_store(&self) -> Store {
-        Store::open(&self.db_path(), &OpenOptions { create: true, workstation_id: "ws-test".into() }).unwrap()
+        Store::open(
+            &self.db_path(),
+            &OpenOptions { create: true, workstation_id: self.workstation_id.clone() },
+        )
+        .unwrap()
     }
 
     fn key(&self, store: &Store) -> DataKey {

@@ -137,6 +137,15 @@ pub struct Finding {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailureCount {
+    pub user: String,
+    pub workstation: String,
+    pub failed_attempts: u64,
+    pub lockouts: u64,
+    pub last: UtcMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AdminAction {
     pub time: UtcMillis,
     pub actor: String,
@@ -182,6 +191,10 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError>;
     fn entry_count(&self) -> Result<u64, StoreError>;
     /// Adds or replaces a user; `false` when `must_be_new` and the user exists.
+    /// Failed unlocks and lockouts per user (and workstation) since a time.
+    fn failures_by_user(&self, since: UtcMillis) -> Result<Vec<FailureCount>, StoreError>;
+    /// The last successful unlock of every user who ever unlocked.
+    fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError>;
     fn put_user(&self, user: &UserRecord, must_be_new: bool) -> Result<bool, StoreError>;
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;

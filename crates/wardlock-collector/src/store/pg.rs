@@ -11,8 +11,8 @@ use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
 
 use super::{
-    AdminAction, CollectorStore, EventQuery, Finding, Hash, Ingest, NewWorkstation, PolicyPut, Role,
-    StoreError, StoredEvent, UserRecord, Workstation,
+    AdminAction, CollectorStore, EventQuery, FailureCount, Finding, Hash, Ingest, NewWorkstation, PolicyPut,
+    Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 const MIGRATIONS: &[&str] = &["
@@ -526,6 +526,35 @@ impl CollectorStore for PgStore {
 
     fn entry_count(&self) -> Result<u64, StoreError> {
         Ok(self.pool.get()?.query_one("SELECT count(*) FROM audit", &[])?.get::<_, i64>(0) as u64)
+    }
+
+    fn failures_by_user(&self, since: UtcMillis) -> Result<Vec<FailureCount>, StoreError> {
+        let rows = self.pool.get()?.query(
+            "SELECT usr, workstation, COUNT(*) FILTER (WHERE kind = 'unlock_failed'),
+                    COUNT(*) FILTER (WHERE kind = 'user_locked_out'), MAX(time_ms)
+             FROM audit WHERE usr IS NOT NULL AND kind IN ('unlock_failed', 'user_locked_out') AND time_ms >= $1
+             GROUP BY usr, workstation ORDER BY 3 DESC, 1",
+            &[&ms(since)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| FailureCount {
+                user: r.get(0),
+                workstation: r.get(1),
+                failed_attempts: r.get::<_, i64>(2) as u64,
+                lockouts: r.get::<_, i64>(3) as u64,
+                last: UtcMillis::from_unix_millis(r.get(4)),
+            })
+            .collect())
+    }
+
+    fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+        let rows = self.pool.get()?.query(
+            "SELECT usr, MAX(time_ms) FROM audit WHERE usr IS NOT NULL AND kind IN ('unlock_succeeded', 'emergency_access')
+             GROUP BY usr",
+            &[],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), UtcMillis::from_unix_millis(r.get(1)))).collect())
     }
 
     fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {

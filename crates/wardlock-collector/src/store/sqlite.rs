@@ -11,8 +11,8 @@ use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
 
 use super::{
-    AdminAction, CollectorStore, EventQuery, Finding, Hash, Ingest, NewWorkstation, PolicyPut, Role,
-    StoreError, StoredEvent, UserRecord, Workstation,
+    AdminAction, CollectorStore, EventQuery, FailureCount, Finding, Hash, Ingest, NewWorkstation, PolicyPut,
+    Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
@@ -539,6 +539,39 @@ impl CollectorStore for SqliteStore {
 
     fn entry_count(&self) -> Result<u64, StoreError> {
         Ok(self.conn().query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn failures_by_user(&self, since: UtcMillis) -> Result<Vec<FailureCount>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT user, workstation, SUM(kind = 'unlock_failed'), SUM(kind = 'user_locked_out'), MAX(time_ms)
+             FROM audit WHERE user IS NOT NULL AND kind IN ('unlock_failed', 'user_locked_out') AND time_ms >= ?1
+             GROUP BY user, workstation ORDER BY 3 DESC, 1",
+        )?;
+        let rows = stmt
+            .query_map([ms(since)], |r| {
+                Ok(FailureCount {
+                    user: r.get(0)?,
+                    workstation: r.get(1)?,
+                    failed_attempts: r.get::<_, i64>(2)? as u64,
+                    lockouts: r.get::<_, i64>(3)? as u64,
+                    last: UtcMillis::from_unix_millis(r.get(4)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT user, MAX(time_ms) FROM audit WHERE user IS NOT NULL AND kind IN ('unlock_succeeded', 'emergency_access')
+             GROUP BY user",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, UtcMillis::from_unix_millis(r.get(1)?))))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
