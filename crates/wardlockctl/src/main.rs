@@ -6,6 +6,7 @@ mod agent_cmd;
 mod audit_cmd;
 mod context;
 mod policy_cmd;
+mod server;
 mod user_cmd;
 
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(flatten)]
     global: context::Global,
+    #[command(flatten)]
+    server: server::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,9 +30,18 @@ enum Command {
     /// Check, sign and verify policies
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
-    /// Enroll, change, disable and list users on this workstation
+    /// Enroll, change, disable and list users on this workstation (or, with --server, in
+    /// the collector's directory)
     #[command(subcommand)]
     User(user_cmd::UserCommand),
+    /// Enrollment secrets for workstations (needs --server)
+    #[command(subcommand, name = "enroll-secret")]
+    EnrollSecret(server::EnrollSecretCommand),
+    /// Audit events at the collector, as JSON, CSV or FHIR (needs --server)
+    Events(server::EventsArgs),
+    /// Compliance reports from the collector (needs --server)
+    #[command(subcommand)]
+    Report(server::ReportCommand),
     /// Verify and export the audit log
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -49,8 +61,15 @@ pub enum Verdict {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Policy(cmd) => policy_cmd::run(cmd),
-        Command::User(cmd) => user_cmd::run(&cli.global, cmd),
+        Command::Policy(cmd) => policy_cmd::run(cmd, &cli.server),
+        Command::User(cmd) => match cli.server.connect() {
+            Ok(Some(server)) => user_cmd::run_on_server(&server, cmd),
+            Ok(None) => user_cmd::run(&cli.global, cmd),
+            Err(e) => Err(e),
+        },
+        Command::EnrollSecret(cmd) => cli.server.require().and_then(|s| server::enroll_secret(&s, cmd)),
+        Command::Events(args) => cli.server.require().and_then(|s| server::events(&s, args)),
+        Command::Report(cmd) => cli.server.require().and_then(|s| server::report(&s, cmd)),
         Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd),
         #[cfg(unix)]
         Command::Agent(args) => agent_cmd::run(args),

@@ -17,6 +17,15 @@ const PUBLIC_KEY_FILE: &str = "policy-signing.pub";
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Push a signed policy to the collector for a workstation group (needs --server)
+    #[command(
+        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN policy push icu.signed.json --group icu"
+    )]
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        group: String,
+    },
     /// Check a policy file and print the effective policy, or list every problem
     #[command(after_help = "Example:\n  wardlockctl policy check /etc/wardlock/policy.toml")]
     Check {
@@ -63,8 +72,9 @@ pub enum PolicyCommand {
     },
 }
 
-pub fn run(cmd: PolicyCommand) -> Result<Verdict> {
+pub fn run(cmd: PolicyCommand, server: &crate::server::ServerArgs) -> Result<Verdict> {
     match cmd {
+        PolicyCommand::Push { file, group } => crate::server::policy_push(&server.require()?, &file, &group),
         PolicyCommand::Check { file, central } => check(&file, central),
         PolicyCommand::Keygen { out, force } => keygen(&out, force),
         PolicyCommand::Sign { file, key, out, group, serial } => sign(&file, &key, &out, group, serial),

@@ -141,23 +141,7 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<24} {:<28} {:<14} {:<9} {:<4} {:<4}",
-                    "ID", "NAME", "ROLE", "STATUS", "PIN", "TOTP"
-                );
-                for u in users {
-                    let yes = |b: bool| if b { "yes" } else { "no" };
-                    let status = if u.disabled { "disabled" } else { "active" };
-                    println!(
-                        "{:<24} {:<28} {:<14} {:<9} {:<4} {:<4}",
-                        u.id,
-                        u.display_name,
-                        u.role,
-                        status,
-                        yes(u.has_pin),
-                        yes(u.has_totp)
-                    );
-                }
+                print_table(&users);
             }
         }
     }
@@ -165,6 +149,23 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
 }
 
 /// Prints the authenticator URI and its QR code. They are the secret itself: shown once.
+fn print_table(users: &[directory::UserSummary]) {
+    println!("{:<24} {:<28} {:<14} {:<9} {:<4} {:<4}", "ID", "NAME", "ROLE", "STATUS", "PIN", "TOTP");
+    for u in users {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let status = if u.disabled { "disabled" } else { "active" };
+        println!(
+            "{:<24} {:<28} {:<14} {:<9} {:<4} {:<4}",
+            u.id,
+            u.display_name,
+            u.role,
+            status,
+            yes(u.has_pin),
+            yes(u.has_totp)
+        );
+    }
+}
+
 fn show_totp(uri: &str) -> Result<()> {
     let code = QrCode::new(uri.as_bytes()).context("making the QR code")?;
     let qr = code
@@ -177,4 +178,56 @@ fn show_totp(uri: &str) -> Result<()> {
     println!("{qr}");
     println!("{uri}");
     Ok(())
+}
+
+/// The same commands against the collector's directory (`--server`).
+pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result<Verdict> {
+    match cmd {
+        UserCommand::Add { id, name, role, pin, totp } => {
+            let pin = pin.read()?;
+            if pin.is_none() && !totp {
+                bail!("a user needs a PIN (--pin-stdin or --pin-prompt) or --totp to be able to unlock");
+            }
+            let body = serde_json::json!({
+                "id": id, "display_name": name, "role": role,
+                "pin": pin.as_ref().map(|p| p.expose().to_owned()), "totp": totp,
+            });
+            let created = server.json("POST", "/api/v1/admin/users", Some(body))?;
+            println!("added user {id} to the collector's directory");
+            if let Some(uri) = created["otpauth_uri"].as_str() {
+                show_totp(&Zeroizing::new(uri.to_owned()))?;
+            }
+        }
+        UserCommand::Reset { .. } => {
+            bail!("resetting credentials at the collector is not supported yet; disable the user and add a new one")
+        }
+        UserCommand::Disable { id } => {
+            server.json("POST", &format!("/api/v1/admin/users/{id}/disable"), None)?;
+            println!(
+                "disabled user {id} in the collector's directory (workstations apply it at their next sync)"
+            );
+        }
+        UserCommand::List { json } => {
+            let users = server.json("GET", "/api/v1/admin/users", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                let summaries: Vec<directory::UserSummary> = users
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|u| directory::UserSummary {
+                        id: u["id"].as_str().unwrap_or_default().to_owned(),
+                        display_name: u["display_name"].as_str().unwrap_or_default().to_owned(),
+                        role: u["role"].as_str().unwrap_or_default().to_owned(),
+                        disabled: u["disabled"].as_bool().unwrap_or(false),
+                        has_pin: u["has_pin"].as_bool().unwrap_or(false),
+                        has_totp: u["has_totp"].as_bool().unwrap_or(false),
+                    })
+                    .collect();
+                print_table(&summaries);
+            }
+        }
+    }
+    Ok(Verdict::Ok)
 }

@@ -5,5 +5,6 @@
 mod agent;
 mod audit;
 mod policy;
+mod server;
 mod user;
 mod util;

@@ -1,0 +1,298 @@
+//! Talking to a collector (`--server URL --token TOKEN`): the central directory, policy
+//! pushes, enrollment secrets, events and reports.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::Verdict;
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Collector base URL, e.g. https://collector.hospital.example:8443
+    #[arg(long, global = true, env = "WARDLOCK_SERVER")]
+    pub server: Option<String>,
+    /// API token (admin for changes, auditor for events and reports)
+    #[arg(long, global = true, env = "WARDLOCK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM of the CA (or self-signed certificate) the collector's certificate chains to
+    /// [default: the system's trusted roots]
+    #[arg(long, global = true, env = "WARDLOCK_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+pub struct Server {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ServerArgs {
+    pub fn connect(&self) -> Result<Option<Server>> {
+        let Some(base) = &self.server else { return Ok(None) };
+        let token = self.token.clone().context("--server needs --token (or WARDLOCK_TOKEN)")?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .user_agent(concat!("wardlockctl/", env!("CARGO_PKG_VERSION")));
+        match &self.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let cert = reqwest::Certificate::from_pem(&pem)
+                    .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+                builder = builder.add_root_certificate(cert);
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    if let Ok(c) = reqwest::Certificate::from_der(&cert) {
+                        builder = builder.add_root_certificate(c);
+                    }
+                }
+            }
+        }
+        Ok(Some(Server {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            client: builder.build()?,
+            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        }))
+    }
+
+    pub fn require(&self) -> Result<Server> {
+        self.connect()?.context("this command talks to a collector: give --server URL --token TOKEN")
+    }
+}
+
+impl Server {
+    /// One request; the body of a 2xx answer, or an error with the collector's message.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        accept: Option<&str>,
+    ) -> Result<(String, Option<String>)> {
+        let url = format!("{}{path}", self.base);
+        self.runtime.block_on(async {
+            let mut request = self.client.request(method.parse()?, &url).bearer_auth(&self.token);
+            if let Some(body) = body {
+                request = request.header("content-type", "application/json").body(body);
+            }
+            if let Some(accept) = accept {
+                request = request.header("accept", accept);
+            }
+            let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+            let status = response.status();
+            let next =
+                response.headers().get("x-next-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let text = response.text().await?;
+            if !status.is_success() {
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned))
+                    .unwrap_or(text);
+                bail!("the collector answered {status}: {message}");
+            }
+            Ok((text, next))
+        })
+    }
+
+    pub fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let (text, _) = self.call(method, path, body.map(|b| b.to_string()), None)?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollSecretCommand {
+    /// Make an enrollment secret for workstations (printed once)
+    #[command(
+        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN enroll-secret create --label ward-4"
+    )]
+    Create {
+        #[arg(long)]
+        label: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    Json,
+    Csv,
+    Fhir,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN events --user n.nurse --since 2026-11-01T00:00:00Z --format csv"
+)]
+pub struct EventsArgs {
+    #[arg(long)]
+    workstation: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    /// RFC 3339
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long, value_enum, default_value = "json")]
+    format: EventFormat,
+    /// Write here instead of standard output
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Workstations not heard from for this long
+    Silent {
+        #[arg(long, default_value = "30")]
+        minutes: u64,
+    },
+    /// Failed attempts and lockouts per user
+    Failed {
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Directory users with no unlock in N days (orphaned accounts)
+    Stale {
+        #[arg(long, default_value = "90")]
+        days: u32,
+    },
+    /// Break-glass accesses with their reasons
+    Emergency {
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Chain breaks, rewritten histories and truncated logs found at the collector
+    Chain,
+}
+
+fn query(pairs: &[(&str, &Option<String>)]) -> String {
+    let parts: Vec<String> =
+        pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v)))).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn enroll_secret(server: &Server, cmd: EnrollSecretCommand) -> Result<Verdict> {
+    let EnrollSecretCommand::Create { label } = cmd;
+    let created =
+        server.json("POST", "/api/v1/admin/enroll-secrets", Some(serde_json::json!({ "label": label })))?;
+    println!("{}", created["secret"].as_str().unwrap_or_default());
+    Ok(Verdict::Ok)
+}
+
+pub fn events(server: &Server, args: EventsArgs) -> Result<Verdict> {
+    let filters = query(&[
+        ("workstation", &args.workstation),
+        ("user", &args.user),
+        ("kind", &args.kind),
+        ("since", &args.since),
+        ("until", &args.until),
+    ]);
+    let sep = if filters.is_empty() { "?" } else { "&" };
+    let accept = match args.format {
+        EventFormat::Json => None,
+        EventFormat::Csv => Some("text/csv"),
+        EventFormat::Fhir => Some("application/fhir+json"),
+    };
+    // Follow the pages; JSON and FHIR pages are merged, CSV pages concatenated.
+    let mut after: Option<String> = None;
+    let mut csv = String::new();
+    let mut items: Vec<Value> = Vec::new();
+    loop {
+        let page = match &after {
+            Some(a) => format!("/api/v1/events{filters}{sep}limit=10000&after={a}"),
+            None => format!("/api/v1/events{filters}{sep}limit=10000"),
+        };
+        let (text, next_header) = server.call("GET", &page, None, accept)?;
+        let next = match args.format {
+            EventFormat::Csv => {
+                let body =
+                    if csv.is_empty() { text.as_str() } else { text.split_once('\n').map_or("", |x| x.1) };
+                csv.push_str(body);
+                next_header
+            }
+            EventFormat::Fhir => {
+                let v: Value = serde_json::from_str(&text)?;
+                items.extend(v["entry"].as_array().cloned().unwrap_or_default());
+                next_header
+            }
+            EventFormat::Json => {
+                let v: Value = serde_json::from_str(&text)?;
+                items.extend(v["events"].as_array().cloned().unwrap_or_default());
+                v["next"].as_i64().map(|n| n.to_string())
+            }
+        };
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let output = match args.format {
+        EventFormat::Csv => csv,
+        EventFormat::Json => serde_json::to_string_pretty(&items)?,
+        EventFormat::Fhir => serde_json::to_string_pretty(&serde_json::json!({
+            "resourceType": "Bundle", "type": "collection", "entry": items
+        }))?,
+    };
+    match args.out {
+        Some(path) => {
+            std::fs::write(&path, output).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{output}"),
+    }
+    Ok(Verdict::Ok)
+}
+
+pub fn report(server: &Server, cmd: ReportCommand) -> Result<Verdict> {
+    let path = match cmd {
+        ReportCommand::Silent { minutes } => format!("/api/v1/reports/silent?minutes={minutes}"),
+        ReportCommand::Failed { since } => format!("/api/v1/reports/failed{}", query(&[("since", &since)])),
+        ReportCommand::Stale { days } => format!("/api/v1/reports/stale?days={days}"),
+        ReportCommand::Emergency { since } => {
+            format!("/api/v1/reports/emergency{}", query(&[("since", &since)]))
+        }
+        ReportCommand::Chain => "/api/v1/reports/chain".to_owned(),
+    };
+    let value = server.json("GET", &path, None)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    // A report that finds something is not a failure of the command.
+    Ok(Verdict::Ok)
+}
+
+pub fn policy_push(server: &Server, file: &std::path::Path, group: &str) -> Result<Verdict> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    wardlock_core::policy::SignedPolicy::from_json(&text).with_context(|| format!("{}", file.display()))?;
+    // Sent as written: the signature covers the body bytes, not a re-encoding.
+    let (answer, _) =
+        server.call("PUT", &format!("/api/v1/admin/policies/{}", encode(group)), Some(text), None)?;
+    let stored: Value = serde_json::from_str(&answer)?;
+    println!("pushed serial {} for group {}", stored["serial"], stored["group"].as_str().unwrap_or(group));
+    Ok(Verdict::Ok)
+}

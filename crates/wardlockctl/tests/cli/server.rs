@@ -1,0 +1,122 @@
+//! `wardlockctl --server URL --token TOKEN` against a real collector over TLS.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::util::{s, Ctl};
+
+struct Collector {
+    dir: tempfile::TempDir,
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_wardlockctl")).with_file_name("wardlock-collector");
+        assert!(exe.exists(), "{} is missing: run `cargo build --workspace` (or `make test`)", exe.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dev"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        assert!(lines.next().unwrap().unwrap().contains("listening on"));
+        let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+        Collector { dir, child, url: format!("https://localhost:{port}"), token }
+    }
+
+    fn args<'a>(&'a self, ca: &'a str, token: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--server", self.url.as_str(), "--token", token, "--ca-file", ca];
+        v.extend_from_slice(rest);
+        v
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn directory_policies_secrets_events_and_reports_through_the_collector() {
+    let collector = Collector::start();
+    let ctl = Ctl::new();
+    let cert = collector.dir.path().join("tls/cert.pem");
+    let ca = s(&cert);
+    let token = collector.token.as_str();
+
+    let secret = ctl.run(&collector.args(ca, token, &["enroll-secret", "create", "--label", "ward-4"])).ok();
+    assert_eq!(secret.stdout.trim().len(), 64, "{}", secret.stdout);
+
+    let added = ctl.run_with_stdin(
+        &collector.args(
+            ca,
+            token,
+            &["user", "add", "n.nurse", "--name", "Nora Nurse", "--role", "nurse", "--pin-stdin", "--totp"],
+        ),
+        "730284\n",
+    );
+    let added = added.ok();
+    assert!(added.stdout.contains("otpauth://totp/"), "{}", added.stdout);
+    let list = ctl.run(&collector.args(ca, token, &["user", "list"])).ok();
+    assert!(list.stdout.contains("n.nurse") && list.stdout.contains("active"), "{}", list.stdout);
+    let weak = ctl.run_with_stdin(
+        &collector.args(ca, token, &["user", "add", "w", "--name", "W", "--role", "nurse", "--pin-stdin"]),
+        "123456\n",
+    );
+    assert_eq!(weak.code, 1);
+    assert!(weak.stderr.contains("PIN refused"), "{}", weak.stderr);
+    ctl.run(&collector.args(ca, token, &["user", "disable", "n.nurse"])).ok();
+    assert!(ctl.run(&collector.args(ca, token, &["user", "list"])).ok().stdout.contains("disabled"));
+
+    ctl.run(&["policy", "keygen", "--out", s(&ctl.path("keys"))]).ok();
+    std::fs::write(ctl.path("icu.toml"), "[lock]\nidle_timeout = \"2m\"\n").unwrap();
+    let key = ctl.path("keys/policy-signing.key");
+    let signed = ctl.path("icu.signed.json");
+    ctl.run(&[
+        "policy",
+        "sign",
+        s(&ctl.path("icu.toml")),
+        "--key",
+        s(&key),
+        "--group",
+        "icu",
+        "--serial",
+        "3",
+        "--out",
+        s(&signed),
+    ])
+    .ok();
+    let pushed = ctl.run(&collector.args(ca, token, &["policy", "push", s(&signed), "--group", "icu"])).ok();
+    assert!(pushed.stdout.contains("pushed serial 3 for group icu"), "{}", pushed.stdout);
+    let again = ctl.run(&collector.args(ca, token, &["policy", "push", s(&signed), "--group", "icu"]));
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("409") && again.stderr.contains("higher --serial"), "{}", again.stderr);
+
+    // Reports and exports in every format, all pages.
+    let chain = ctl.run(&collector.args(ca, token, &["report", "chain"])).ok();
+    assert_eq!(chain.stdout.trim(), "[]");
+    for format in ["json", "csv", "fhir"] {
+        let out = ctl.path(&format!("events.{format}"));
+        ctl.run(&collector.args(ca, token, &["events", "--format", format, "--out", s(&out)])).ok();
+        assert!(out.exists());
+    }
+    let fhir: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ctl.path("events.fhir")).unwrap()).unwrap();
+    assert_eq!(fhir["resourceType"], "Bundle");
+
+    let wrong = ctl.run(&collector.args(ca, "0000", &["report", "silent"]));
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("401") && wrong.stderr.contains("API token"), "{}", wrong.stderr);
+    let no_server = ctl.run(&["report", "silent"]);
+    assert!(no_server.stderr.contains("--server URL --token TOKEN"), "{}", no_server.stderr);
+}
