@@ -15,6 +15,7 @@ APT_PACKAGES=(
   curl        # `make run` talks to the collector's API with it
   postgresql  # the collector's second backend; tests start throwaway clusters on loopback
   python3 python3-venv  # independent checkers (FHIR validation) in .venv-tools
+  rsyslog rsyslog-gnutls openssl  # a real SIEM receiver over TLS for the syslog forwarding test
 )
 
 as_root() {

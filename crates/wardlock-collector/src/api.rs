@@ -50,6 +50,8 @@ pub struct AppState {
     pub store: Arc<dyn CollectorStore>,
     pub metrics: Arc<Metrics>,
     pub data_key: Arc<secret::DataKey>,
+    /// Rung when entries were stored (the syslog forwarder waits on it).
+    pub stored: Arc<tokio::sync::Notify>,
 }
 
 pub fn now() -> UtcMillis {
@@ -299,6 +301,9 @@ async fn audit(State(state): State<AppState>, Node(ws): Node, body: Bytes) -> Re
     m.entries_stored.fetch_add(ingest.stored, Ordering::Relaxed);
     m.entries_duplicate.fetch_add(ingest.duplicates, Ordering::Relaxed);
     m.chain_findings.fetch_add(ingest.findings, Ordering::Relaxed);
+    if ingest.stored > 0 {
+        state.stored.notify_one();
+    }
     if ingest.findings > 0 {
         eprintln!(
             "wardlock-collector: workstation {:?}: {} chain problem(s) flagged",

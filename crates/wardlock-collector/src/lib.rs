@@ -6,4 +6,5 @@ pub mod api;
 pub mod fhir;
 pub mod secret;
 pub mod store;
+pub mod syslog;
 pub mod tls;

@@ -14,7 +14,7 @@ use wardlock_collector::secret;
 use wardlock_collector::store::pg::PgStore;
 use wardlock_collector::store::sqlite::SqliteStore;
 use wardlock_collector::store::{CollectorStore, Role};
-use wardlock_collector::tls;
+use wardlock_collector::{syslog, tls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +47,12 @@ enum Command {
         /// apart from the database) [default in --dev: DIR/data.key]
         #[arg(long, value_name = "FILE")]
         data_key: Option<PathBuf>,
+        /// Forward every audit entry to a SIEM as RFC 5424 over TLS (RFC 5425)
+        #[arg(long, value_name = "HOST:PORT", requires = "syslog_ca")]
+        syslog_tls: Option<String>,
+        /// CA certificate (PEM) the syslog receiver's certificate must chain to
+        #[arg(long, value_name = "FILE", requires = "syslog_tls")]
+        syslog_ca: Option<PathBuf>,
         /// Development mode: database and a self-signed certificate under DIR; prints a
         /// new enrollment secret and admin token (also written to DIR, 0600)
         #[arg(long, value_name = "DIR")]
@@ -119,7 +125,15 @@ fn run() -> Result<()> {
             println!("{value}");
             Ok(())
         }
-        Command::Serve { listen, db, tls_cert, tls_key, data_key, dev } => {
+        Command::Serve { listen, db, tls_cert, tls_key, data_key, syslog_tls, syslog_ca, dev } => {
+            let syslog = match (syslog_tls, syslog_ca) {
+                (Some(address), Some(ca)) => {
+                    let target = syslog::SyslogTarget { address, ca };
+                    syslog::check(&target)?;
+                    Some(target)
+                }
+                _ => None,
+            };
             let data_key = match (&dev, data_key) {
                 (_, Some(path)) => path,
                 (Some(dir), None) => dir.join("data.key"),
@@ -152,11 +166,13 @@ fn run() -> Result<()> {
             // The store outlives the runtime: a database client that blocks when it is
             // dropped (postgres) must not be dropped on the runtime's threads.
             let keep = store.clone();
-            let served = runtime.block_on(serve(
-                listen,
-                AppState { store, metrics: Arc::new(Metrics::default()), data_key },
-                config,
-            ));
+            let state = AppState {
+                store,
+                metrics: Arc::new(Metrics::default()),
+                data_key,
+                stored: Arc::new(tokio::sync::Notify::new()),
+            };
+            let served = runtime.block_on(serve(listen, state, config, syslog));
             drop(runtime);
             drop(keep);
             served
@@ -184,7 +200,16 @@ fn dev_credentials(dir: &Path, store: &dyn CollectorStore) -> Result<()> {
     Ok(())
 }
 
-async fn serve(listen: SocketAddr, state: AppState, config: rustls::ServerConfig) -> Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    state: AppState,
+    config: rustls::ServerConfig,
+    syslog: Option<syslog::SyslogTarget>,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let forwarder = syslog.map(|target| {
+        tokio::spawn(syslog::run(state.store.clone(), target, state.stored.clone(), stop_rx.clone()))
+    });
     let app = api::router(state);
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
@@ -214,6 +239,10 @@ async fn serve(listen: SocketAddr, state: AppState, config: rustls::ServerConfig
         .serve(app.into_make_service())
         .await
         .with_context(|| format!("serving on {listen}"))?;
+    let _ = stop_tx.send(true);
+    if let Some(forwarder) = forwarder {
+        let _ = forwarder.await;
+    }
     eprintln!("wardlock-collector: stopped");
     Ok(())
 }

@@ -120,6 +120,8 @@ pub struct Collector {
     pub token: String,
     pub secret: String,
     pub db: Option<String>,
+    /// More arguments for `serve`.
+    pub extra_args: Vec<String>,
     /// Kept running as long as this collector.
     _pg: Option<PgCluster>,
 }
@@ -145,6 +147,7 @@ impl Collector {
             token: String::new(),
             secret: String::new(),
             db,
+            extra_args: Vec::new(),
             _pg: pg,
         };
         c.start();
@@ -162,6 +165,7 @@ impl Collector {
         if let Some(db) = &self.db {
             command.args(["--db", db]);
         }
+        command.args(&self.extra_args);
         let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -635,6 +639,199 @@ fn two_collectors_on_one_postgres_store_a_batch_sent_to_both_once() {
     assert_eq!(events.len(), 2000, "stored {} entries for 2000 sent", events.len());
     assert_eq!(verify_chain(&events).unwrap(), 2000);
     assert_eq!(first.call("GET", "/api/v1/reports/chain", None, None).1, "[]");
+}
+
+/// A real rsyslog (Debian's `rsyslog` + `rsyslog-gnutls`) listening with TLS, writing
+/// what it parsed of each message (host, app, msgid, structured data) to a file.
+struct Rsyslog {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Rsyslog {
+    fn start_new() -> Rsyslog {
+        let dir = tempfile::tempdir().unwrap();
+        // A test CA and a server certificate it signed, as a hospital's PKI would issue.
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl is needed (`make setup` installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        std::fs::write(
+            dir.path().join("leaf.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Wardlock test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ]);
+        let mut r = Rsyslog { port: free_port(), dir, child: None };
+        r.start();
+        r
+    }
+
+    fn start(&mut self) {
+        let d = self.dir.path().display();
+        let conf = format!(
+            r#"global(workDirectory="{d}" defaultNetstreamDriver="gtls"
+       defaultNetstreamDriverCAFile="{d}/ca.pem" defaultNetstreamDriverCertFile="{d}/cert.pem"
+       defaultNetstreamDriverKeyFile="{d}/key.pem")
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imtcp" port="{}")
+template(name="fields" type="string" string="%hostname%|%app-name%|%msgid%|%pri%|%structured-data%\n")
+action(type="omfile" file="{d}/received.log" template="fields")
+"#,
+            self.port
+        );
+        let conf_path = self.dir.path().join("rsyslog.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("rsyslogd is needed (apt-get install rsyslog rsyslog-gnutls; `make setup` does it)");
+        let child = Command::new(rsyslogd)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-i")
+            .arg(self.dir.path().join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // Listening once a TLS handshake would be possible: the port accepts.
+        eventually("rsyslog to listen", || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every line rsyslog wrote so far, split into its parsed fields.
+    fn received(&self) -> Vec<Vec<String>> {
+        std::fs::read_to_string(self.dir.path().join("received.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.splitn(5, '|').map(str::to_owned).collect())
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The seqs rsyslog received, from the structured data it parsed.
+fn seqs_received(r: &Rsyslog) -> std::collections::BTreeSet<u64> {
+    r.received()
+        .iter()
+        .filter_map(|f| f.get(4))
+        .filter_map(|sd| sd.split("seq=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn every_entry_reaches_a_real_rsyslog_over_tls_even_across_its_restart() {
+    let mut rsyslog = Rsyslog::start_new();
+    let mut collector = Collector::start_new(Backend::Sqlite);
+    // The same collector database, now forwarding.
+    collector.kill9();
+    collector.extra_args = vec![
+        "--syslog-tls".into(),
+        format!("localhost:{}", rsyslog.port),
+        "--syslog-ca".into(),
+        rsyslog.dir.path().join("ca.pem").display().to_string(),
+    ];
+    collector.start();
+    let enroll = json!({
+        "enroll_secret": collector.secret, "workstation_id": "ws-siem", "hostname": "h", "group": "default",
+        "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[5; 32]).1),
+    });
+    let (_, body) = collector.call("POST", "/api/v1/enroll", None, Some(enroll.to_string()));
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+    let mut log: Vec<AuditEntry> = Vec::new();
+    for i in 0..600 {
+        let prev = log.last().map(|e| (e.seq, e.hash));
+        let draft =
+            AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_000 + i), AuditKind::UnlockFailed)
+                .user("n.nurse")
+                .detail("reason", "bad_credentials");
+        log.push(AuditEntry::chain(draft, "ws-siem", prev));
+    }
+    let send = |entries: &[AuditEntry]| {
+        let body = json!({"workstation_id": "ws-siem", "entries": entries.iter().map(AuditRecord::from).collect::<Vec<_>>()});
+        assert_eq!(collector.call("POST", "/api/v1/audit", Some(&node_key), Some(body.to_string())).0, 200);
+    };
+    send(&log[..300]);
+    eventually("rsyslog to receive the first 300", || seqs_received(&rsyslog).len() == 300);
+
+    // The receiver restarts; what is stored meanwhile waits and then arrives.
+    rsyslog.kill();
+    send(&log[300..]);
+    rsyslog.start();
+    eventually("rsyslog to receive all 600 after its restart", || seqs_received(&rsyslog).len() == 600);
+
+    let fields = &rsyslog.received()[0];
+    assert_eq!(fields[0], "ws-siem", "HOSTNAME as rsyslog parsed it");
+    assert_eq!(fields[1], "wardlock", "APP-NAME");
+    assert_eq!(fields[2], "unlock_failed", "MSGID");
+    assert_eq!(fields[3], "84", "authpriv.warning");
+    assert!(
+        fields[4].starts_with("[wardlock@32473 ") && fields[4].contains("user=\"n.nurse\""),
+        "{}",
+        fields[4]
+    );
 }
 
 /// Requests with an `Accept` header.

@@ -196,6 +196,9 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     /// The last successful unlock of every user who ever unlocked.
     fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError>;
     fn put_user(&self, user: &UserRecord, must_be_new: bool) -> Result<bool, StoreError>;
+    /// How far a forwarder (`syslog`) has delivered: the last event id it may skip.
+    fn forward_cursor(&self, name: &str) -> Result<i64, StoreError>;
+    fn set_forward_cursor(&self, name: &str, id: i64) -> Result<(), StoreError>;
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
 }

@@ -68,6 +68,8 @@ CREATE TABLE users (
     totp_sealed  BYTEA,
     updated_ms   BIGINT NOT NULL
 );
+", "
+CREATE TABLE forward_state (name TEXT PRIMARY KEY, last_id BIGINT NOT NULL);
 "];
 
 type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -555,6 +557,23 @@ impl CollectorStore for PgStore {
             &[],
         )?;
         Ok(rows.iter().map(|r| (r.get(0), UtcMillis::from_unix_millis(r.get(1)))).collect())
+    }
+
+    fn forward_cursor(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query_opt("SELECT last_id FROM forward_state WHERE name = $1", &[&name])?
+            .map_or(0, |r| r.get(0)))
+    }
+
+    fn set_forward_cursor(&self, name: &str, id: i64) -> Result<(), StoreError> {
+        self.pool.get()?.execute(
+            "INSERT INTO forward_state (name, last_id) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+            &[&name, &id],
+        )?;
+        Ok(())
     }
 
     fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {

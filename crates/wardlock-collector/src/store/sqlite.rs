@@ -16,7 +16,10 @@ use super::{
 };
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
+const SCHEMA_V3: &str =
+    "CREATE TABLE forward_state (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL) STRICT;";
 
 const SCHEMA_V2: &str = "
 ALTER TABLE workstations ADD COLUMN transport_key BLOB NOT NULL DEFAULT x'';
@@ -572,6 +575,23 @@ impl CollectorStore for SqliteStore {
             .query_map([], |r| Ok((r.get(0)?, UtcMillis::from_unix_millis(r.get(1)?))))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn forward_cursor(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT last_id FROM forward_state WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    fn set_forward_cursor(&self, name: &str, id: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO forward_state (name, last_id) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET last_id = excluded.last_id",
+            params![name, id],
+        )?;
+        Ok(())
     }
 
     fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
