@@ -58,6 +58,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dev: Option<PathBuf>,
     },
+    /// Print the OpenAPI document of the API (docs/openapi.json is this output)
+    Openapi,
     /// Make an API token (shown once)
     #[command(
         after_help = "Example:\n  wardlock-collector token create --db sqlite:///var/lib/wardlock-collector/collector.db --role admin --label it-oncall"
@@ -111,6 +113,11 @@ fn open_store(url: &str) -> Result<Arc<dyn CollectorStore>> {
 fn run() -> Result<()> {
     tls::install_crypto_provider();
     match Cli::parse().command {
+        Command::Openapi => {
+            use utoipa::OpenApi as _;
+            println!("{}", api::ApiDoc::openapi().to_pretty_json()?);
+            Ok(())
+        }
         Command::Token { action: Create::Create { db, label, role } } => {
             let role =
                 Role::parse(&role).with_context(|| format!("--role {role:?}: use admin or auditor"))?;

@@ -20,6 +20,7 @@ const ENCODING_VERSION: &[u8] = b"wardlock-audit-v1";
 
 /// What happened. Stored and exported by its snake_case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     ServiceStarted,

@@ -108,6 +108,21 @@ impl<'de> Deserialize<'de> for UtcMillis {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for UtcMillis {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some("UTC time, RFC 3339 with milliseconds"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for UtcMillis {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

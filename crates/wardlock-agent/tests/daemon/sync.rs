@@ -834,6 +834,42 @@ fn every_entry_reaches_a_real_rsyslog_over_tls_even_across_its_restart() {
     );
 }
 
+/// `schemathesis` (property-based, from the OpenAPI document) against a live collector:
+/// no 5xx, every answer matches the schema, and what violates the schema is refused.
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let enroll = json!({
+        "enroll_secret": collector.secret, "workstation_id": "ws-fuzz", "hostname": "h", "group": "default",
+        "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[6; 32]).1),
+    });
+    let (_, body) = collector.call("POST", "/api/v1/enroll", None, Some(enroll.to_string()));
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+    let st = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-tools/bin/schemathesis");
+    assert!(st.exists(), "{} is missing: run `make setup` (it installs schemathesis)", st.display());
+    // The people's endpoints with the admin token, then the workstations' with a node key.
+    let node_paths = "^/api/v1/(audit|policy|heartbeat|directory)$";
+    for (token, filter) in [(&collector.token, "--exclude-path-regex"), (&node_key, "--include-path-regex")] {
+        let out = Command::new(&st)
+            .args(["run", &format!("{}/api/v1/openapi.json", collector.url())])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg("--tls-verify")
+            .arg(collector.cert())
+            .args([filter, node_paths])
+            .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+            .args(["-n", "40", "--seed", "20261123", "--request-timeout", "20"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis found problems:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" passed"), "{stdout}");
+    }
+}
+
 /// Requests with an `Accept` header.
 fn get_as(c: &Collector, path: &str, accept: &str) -> (u16, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();

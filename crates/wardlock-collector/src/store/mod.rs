@@ -24,7 +24,7 @@ pub enum StoreError {
 
 pub type Hash = [u8; 32];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Policy, users, enrollment secrets, tokens; and everything an auditor may do.
@@ -125,7 +125,7 @@ pub struct StoredEvent {
 }
 
 /// A problem with a workstation's chain, kept for compliance.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Finding {
     pub workstation: String,
     pub seq: u64,
@@ -136,7 +136,7 @@ pub struct Finding {
     pub found: UtcMillis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FailureCount {
     pub user: String,
     pub workstation: String,
@@ -145,7 +145,7 @@ pub struct FailureCount {
     pub last: UtcMillis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AdminAction {
     pub time: UtcMillis,
     pub actor: String,

@@ -33,6 +33,7 @@ pub struct SignedPolicyBody {
 
 /// The envelope as stored in a file and served by the collector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedPolicy {
     pub format: String,

@@ -14,6 +14,7 @@ pub const API_VERSION: u32 = 1;
 
 /// `POST /api/v1/enroll`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub enroll_secret: String,
@@ -27,6 +28,7 @@ pub struct EnrollRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollResponse {
     /// Sent as `Authorization: Bearer` on every later request.
@@ -38,6 +40,7 @@ pub type PolicyResponse = SignedPolicy;
 
 /// `GET /api/v1/directory`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Directory {
     /// Changes whenever any user changes; also the ETag.
@@ -46,6 +49,7 @@ pub struct Directory {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryUser {
     pub id: String,
@@ -60,6 +64,7 @@ pub struct DirectoryUser {
 
 /// One audit entry on the wire. Hashes are hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     pub seq: u64,
@@ -121,6 +126,7 @@ impl TryFrom<AuditRecord> for AuditEntry {
 
 /// `POST /api/v1/audit`: idempotent by (workstation, seq).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditBatch {
     pub workstation_id: String,
@@ -128,6 +134,7 @@ pub struct AuditBatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditAck {
     /// Every entry up to this seq is stored; the agent may mark them sent.
@@ -138,6 +145,7 @@ pub struct AuditAck {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeqRange {
     pub first: u64,
     pub last: u64,
@@ -145,6 +153,7 @@ pub struct SeqRange {
 
 /// `POST /api/v1/heartbeat`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub workstation_id: String,
