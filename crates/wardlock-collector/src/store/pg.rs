@@ -45,8 +45,8 @@ CREATE TABLE audit (
     received_ms BIGINT NOT NULL,
     UNIQUE (workstation, seq)
 );
-CREATE INDEX audit_time ON audit (time_ms);
-CREATE INDEX audit_user ON audit (usr, time_ms);
+CREATE INDEX audit_user ON audit (usr, workstation, seq);
+CREATE INDEX audit_kind ON audit (kind, workstation, seq);
 CREATE TABLE findings (
     workstation TEXT NOT NULL,
     seq         BIGINT NOT NULL,
@@ -458,24 +458,27 @@ impl CollectorStore for PgStore {
     }
 
     fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM audit
-             WHERE ($1::TEXT IS NULL OR workstation = $1) AND ($2::TEXT IS NULL OR usr = $2) AND ($3::TEXT IS NULL OR kind = $3)
-               AND ($4::BIGINT IS NULL OR time_ms >= $4) AND ($5::BIGINT IS NULL OR time_ms < $5) AND ($6::BIGINT IS NULL OR id > $6)
-             ORDER BY id LIMIT $7"
-        );
-        let rows = self.pool.get()?.query(
-            &sql,
-            &[
-                &q.workstation,
-                &q.user,
-                &q.kind,
-                &q.since.map(ms),
-                &q.until.map(ms),
-                &q.after,
-                &i64::from(q.limit),
-            ],
-        )?;
+        // Only the filters given, so the planner can use the index that fits.
+        let after = q.after.unwrap_or(0);
+        let (since, until, limit) = (q.since.map(ms), q.until.map(ms), i64::from(q.limit));
+        let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE id > $1");
+        let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&after];
+        let filters: [(&str, Option<&(dyn postgres::types::ToSql + Sync)>); 5] = [
+            ("workstation =", q.workstation.as_ref().map(|v| v as _)),
+            ("usr =", q.user.as_ref().map(|v| v as _)),
+            ("kind =", q.kind.as_ref().map(|v| v as _)),
+            ("time_ms >=", since.as_ref().map(|v| v as _)),
+            ("time_ms <", until.as_ref().map(|v| v as _)),
+        ];
+        for (clause, value) in filters {
+            if let Some(value) = value {
+                args.push(value);
+                sql.push_str(&format!(" AND {clause} ${}", args.len()));
+            }
+        }
+        args.push(&limit);
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", args.len()));
+        let rows = self.pool.get()?.query(&sql, &args)?;
         Ok(rows
             .iter()
             .map(|r| {
