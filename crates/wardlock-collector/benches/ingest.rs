@@ -72,6 +72,8 @@ fn main() {
     }
     let total = (workstations * per_workstation) as f64;
 
+    // Dropped after the runtime: a database client that blocks on drop must not go on its threads.
+    let keep = store.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (elapsed, mut latencies) = runtime.block_on(async move {
         let (cert, key) = wardlock_collector::tls::dev_certificate(&dir.path().join("tls")).unwrap();
@@ -152,6 +154,8 @@ fn main() {
         }
         (start.elapsed(), all)
     });
+    drop(runtime);
+    drop(keep);
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(

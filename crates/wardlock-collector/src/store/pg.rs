@@ -297,45 +297,76 @@ impl CollectorStore for PgStore {
         )?;
         let (contiguous, contiguous_hash, max_seq) =
             (head.get::<_, i64>(0) as u64, hash_of(head.get(1)), head.get::<_, i64>(2) as u64);
-        let insert = tx.prepare(
-            "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details, prev_hash, hash, received_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (workstation, seq) DO NOTHING",
-        )?;
-        let stored_hash = tx.prepare("SELECT hash FROM audit WHERE workstation = $1 AND seq = $2")?;
-        let (mut stored, mut duplicates) = (0u64, 0u64);
+        // One round trip for the whole batch: arrays in, the seqs actually inserted out.
+        let n = entries.len();
+        let (
+            mut seqs,
+            mut times,
+            mut kinds,
+            mut users,
+            mut accounts,
+            mut hashes_p,
+            mut details,
+            mut prevs,
+            mut hashes,
+        ) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for e in &entries {
+            seqs.push(e.seq as i64);
+            times.push(ms(e.time));
+            kinds.push(e.kind.as_str());
+            users.push(e.user.clone());
+            accounts.push(e.os_account.clone());
+            hashes_p.push(e.policy_hash.clone());
+            details.push(serde_json::to_string(&e.details).unwrap_or_default());
+            prevs.push(e.prev_hash.to_vec());
+            hashes.push(e.hash.to_vec());
+        }
+        let inserted: std::collections::HashSet<i64> = tx
+            .query(
+                "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details, prev_hash, hash, received_ms)
+                 SELECT $1::TEXT, *, $11::BIGINT FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
+                                               $8::TEXT[], $9::BYTEA[], $10::BYTEA[])
+                 ON CONFLICT (workstation, seq) DO NOTHING RETURNING seq",
+                &[&workstation, &seqs, &times, &kinds, &users, &accounts, &hashes_p, &details, &prevs, &hashes, &ms(now)],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let stored = inserted.len() as u64;
+        let duplicates = entries.len() as u64 - stored;
         let mut findings: Vec<(u64, &'static str, String)> = Vec::new();
-        let mut fresh = Vec::with_capacity(entries.len());
-        for e in entries {
-            let details = serde_json::to_string(&e.details).unwrap_or_default();
-            let inserted = tx.execute(
-                &insert,
-                &[
-                    &workstation,
-                    &(e.seq as i64),
-                    &ms(e.time),
-                    &e.kind.as_str(),
-                    &e.user,
-                    &e.os_account,
-                    &e.policy_hash,
-                    &details,
-                    &&e.prev_hash[..],
-                    &&e.hash[..],
-                    &ms(now),
-                ],
-            )?;
-            if inserted == 1 {
-                stored += 1;
-                fresh.push(e);
-                continue;
-            }
-            duplicates += 1;
-            let before: Vec<u8> = tx.query_one(&stored_hash, &[&workstation, &(e.seq as i64)])?.get(0);
-            if before[..] != e.hash[..] {
-                findings.push((
-                    e.seq,
-                    "rewritten",
-                    format!("stored hash {} but received {}", hex::encode(&before), hex::encode(e.hash)),
-                ));
+        let (fresh, repeated): (Vec<AuditEntry>, Vec<AuditEntry>) =
+            entries.into_iter().partition(|e| inserted.contains(&(e.seq as i64)));
+        if !repeated.is_empty() {
+            // Sent before (a lost acknowledgement): the same entry is a no-op, a different
+            // one under the same seq is a rewritten history.
+            let repeated_seqs: Vec<i64> = repeated.iter().map(|e| e.seq as i64).collect();
+            let before: std::collections::HashMap<i64, Vec<u8>> = tx
+                .query(
+                    "SELECT seq, hash FROM audit WHERE workstation = $1 AND seq = ANY($2)",
+                    &[&workstation, &repeated_seqs],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            for e in &repeated {
+                if let Some(b) = before.get(&(e.seq as i64)).filter(|b| b[..] != e.hash[..]) {
+                    findings.push((
+                        e.seq,
+                        "rewritten",
+                        format!("stored hash {} but received {}", hex::encode(b), hex::encode(e.hash)),
+                    ));
+                }
             }
         }
         let continuation = if max_seq <= contiguous {
