@@ -2,6 +2,9 @@
 # Installs wardlockd on this Debian/Ubuntu workstation as a systemd system service.
 # Run as root from the repository after `cargo build --release`:
 #   sudo installers/linux/install.sh
+# To sync with a collector, set sync.endpoint, sync.ca_file and sync.trusted_keys in
+# /etc/wardlock/policy.toml and pass the enrollment secret once:
+#   sudo WARDLOCK_ENROLL_SECRET=./enroll-secret installers/linux/install.sh
 # Safe to run again: it keeps an existing policy, key and database.
 set -euo pipefail
 
@@ -45,6 +48,12 @@ if [[ ! -e "$cred" ]]; then
     umask 077
     head -c 32 /dev/urandom | systemd-creds encrypt --name=wardlock-data-key - "$cred.tmp"
     mv "$cred.tmp" "$cred"
+fi
+
+# The collector's enrollment secret, if given (WARDLOCK_ENROLL_SECRET=FILE): readable by
+# the service's group only; wardlockd reads it once, at its first sync.
+if [[ -n "${WARDLOCK_ENROLL_SECRET:-}" ]]; then
+    install -m 0640 -o root -g wardlock "$WARDLOCK_ENROLL_SECRET" /etc/wardlock/enroll-secret
 fi
 
 if [[ -d /run/systemd/system ]]; then

@@ -80,11 +80,12 @@ impl ServiceConfig {
                 "file:/etc/wardlock/credentials",
             )
         };
-        // Under systemd the secret comes as a credential (LoadCredential=).
-        let enroll_secret = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) => PathBuf::from(dir).join("wardlock-enroll-secret"),
-            None => policy.with_file_name("enroll-secret"),
-        };
+        // Under systemd the secret may come as a credential (LoadCredential=); otherwise a
+        // file beside the policy, readable by the service's group only.
+        let enroll_secret = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join("wardlock-enroll-secret"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| policy.with_file_name("enroll-secret"));
         Self {
             data_dir,
             socket,

@@ -167,3 +167,16 @@ fn a_key_sealed_as_install_sh_does_is_the_one_the_unit_and_wardlockctl_use() {
     let spec = format!("file:{}", sealed_dir.display());
     DataKey::open_or_create(secrets::from_spec(&spec).unwrap().as_ref(), &store).expect("a different key");
 }
+
+#[test]
+fn the_collector_unit_verifies_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(installers().join("wardlock-collector.service")).unwrap();
+    let collector = PathBuf::from(env!("CARGO_BIN_EXE_wardlockd")).with_file_name("wardlock-collector");
+    assert!(collector.exists(), "build the workspace first (`make test` does)");
+    let path = dir.path().join("wardlock-collector.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/wardlock-collector", collector.to_str().unwrap())).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
