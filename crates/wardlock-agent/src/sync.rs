@@ -154,6 +154,20 @@ async fn cycle(
     pull_directory(service, &client, base, &auth, state).await
 }
 
+/// A GET that says which version we hold, so an unchanged answer is a bodiless 304.
+async fn conditional_get(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    etag: &Option<String>,
+) -> Result<reqwest::Response, SyncError> {
+    let mut request = client.get(url).header(header::AUTHORIZATION, auth);
+    if let Some(etag) = etag {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    Ok(request.send().await?)
+}
+
 /// The user directory, so unlock works offline with the collector's users; a user the
 /// collector disabled is refused here from the next sync on.
 async fn pull_directory(
@@ -163,11 +177,9 @@ async fn pull_directory(
     auth: &str,
     state: &mut State,
 ) -> Result<(), SyncError> {
-    let mut request = client.get(format!("{base}/api/v1/directory")).header(header::AUTHORIZATION, auth);
-    if let Some(etag) = &state.directory_etag {
-        request = request.header(header::IF_NONE_MATCH, etag);
-    }
-    let response = ok_or_refused(service, request.send().await?).await?;
+    let response =
+        conditional_get(client, &format!("{base}/api/v1/directory"), auth, &state.directory_etag).await?;
+    let response = ok_or_refused(service, response).await?;
     if response.status() == StatusCode::NOT_MODIFIED {
         return Ok(());
     }
@@ -391,11 +403,8 @@ async fn pull_policy(
     auth: &str,
     state: &mut State,
 ) -> Result<(), SyncError> {
-    let mut request = client.get(format!("{base}/api/v1/policy")).header(header::AUTHORIZATION, auth);
-    if let Some(etag) = &state.policy_etag {
-        request = request.header(header::IF_NONE_MATCH, etag);
-    }
-    let response = request.send().await?;
+    let response =
+        conditional_get(client, &format!("{base}/api/v1/policy"), auth, &state.policy_etag).await?;
     if response.status() == StatusCode::NOT_FOUND || response.status() == StatusCode::NOT_MODIFIED {
         return Ok(());
     }

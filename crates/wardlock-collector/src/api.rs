@@ -108,6 +108,17 @@ fn bearer(parts: &Parts) -> Option<&str> {
     parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
+/// A 401, counted for the metrics.
+fn unauthorized(state: &AppState, why: &'static str) -> ApiError {
+    state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    ApiError::new(StatusCode::UNAUTHORIZED, why)
+}
+
+/// The hash of the bearer credential, which is all the store ever sees of it.
+fn bearer_hash(parts: &Parts, state: &AppState, why: &'static str) -> Result<crate::store::Hash, ApiError> {
+    bearer(parts).map(secret::hash).ok_or_else(|| unauthorized(state, why))
+}
+
 /// A request from an enrolled workstation (`Authorization: Bearer NODE_KEY`).
 #[derive(Debug)]
 pub struct Node(pub Workstation);
@@ -115,18 +126,12 @@ pub struct Node(pub Workstation);
 impl FromRequestParts<AppState> for Node {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = || {
-            state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or unknown node key; enroll the workstation again",
-            )
-        };
-        let hash = secret::hash(bearer(parts).ok_or_else(unauthorized)?);
+        const WHY: &str = "missing or unknown node key; enroll the workstation again";
+        let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();
         match blocking(move || store.workstation_by_key(&hash)).await? {
             Some(ws) => Ok(Node(ws)),
-            None => Err(unauthorized()),
+            None => Err(unauthorized(state, WHY)),
         }
     }
 }
@@ -141,18 +146,12 @@ pub struct Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = || {
-            state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or unknown API token (Authorization: Bearer TOKEN)",
-            )
-        };
-        let hash = secret::hash(bearer(parts).ok_or_else(unauthorized)?);
+        const WHY: &str = "missing or unknown API token (Authorization: Bearer TOKEN)";
+        let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();
         match blocking(move || store.token(&hash)).await? {
             Some((role, label)) => Ok(Caller { role, label }),
-            None => Err(unauthorized()),
+            None => Err(unauthorized(state, WHY)),
         }
     }
 }

@@ -175,7 +175,8 @@ fn the_collector_unit_verifies_too() {
     let collector = PathBuf::from(env!("CARGO_BIN_EXE_wardlockd")).with_file_name("wardlock-collector");
     assert!(collector.exists(), "build the workspace first (`make test` does)");
     let path = dir.path().join("wardlock-collector.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/wardlock-collector", collector.to_str().unwrap())).unwrap();
+    std::fs::write(&path, unit.replace("/usr/local/bin/wardlock-collector", collector.to_str().unwrap()))
+        .unwrap();
     let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");

@@ -6,13 +6,13 @@
 use r2d2_postgres::postgres::{self, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
-use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, ChainError, GENESIS_HASH};
+use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
+use wardlock_core::protocol::collector::Heartbeat;
 
 use super::{
-    AdminAction, CollectorStore, EventQuery, FailureCount, Finding, Hash, Ingest, NewWorkstation, PolicyPut,
-    Role, StoreError, StoredEvent, UserRecord, Workstation,
+    chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
+    Hash, Ingest, NewWorkstation, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 const MIGRATIONS: &[&str] = &["
@@ -214,14 +214,6 @@ fn user_from_row(r: &postgres::Row) -> UserRecord {
 
 const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms";
 
-fn finding_kind(e: &ChainError) -> &'static str {
-    match e {
-        ChainError::Altered { .. } => "altered",
-        ChainError::BrokenLink { .. } => "broken_link",
-        ChainError::Missing { .. } => "missing",
-    }
-}
-
 fn flag(
     tx: &mut Transaction<'_>,
     ws: &str,
@@ -344,7 +336,7 @@ impl CollectorStore for PgStore {
             .collect();
         let stored = inserted.len() as u64;
         let duplicates = entries.len() as u64 - stored;
-        let mut findings: Vec<(u64, &'static str, String)> = Vec::new();
+        let mut findings: Vec<ChainFinding> = Vec::new();
         let (fresh, repeated): (Vec<AuditEntry>, Vec<AuditEntry>) =
             entries.into_iter().partition(|e| inserted.contains(&(e.seq as i64)));
         if !repeated.is_empty() {
@@ -360,12 +352,8 @@ impl CollectorStore for PgStore {
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
             for e in &repeated {
-                if let Some(b) = before.get(&(e.seq as i64)).filter(|b| b[..] != e.hash[..]) {
-                    findings.push((
-                        e.seq,
-                        "rewritten",
-                        format!("stored hash {} but received {}", hex::encode(b), hex::encode(e.hash)),
-                    ));
+                if let Some(b) = before.get(&(e.seq as i64)) {
+                    findings.extend(rewritten(e.seq, b, &e.hash));
                 }
             }
         }
@@ -381,9 +369,7 @@ impl CollectorStore for PgStore {
                 .collect();
             continue_chain((contiguous, contiguous_hash), &beyond)
         };
-        for f in &continuation.findings {
-            findings.push((f.seq(), finding_kind(f), f.to_string()));
-        }
+        findings.extend(continuation.findings.iter().map(chain_finding));
         let new_max = fresh.last().map_or(max_seq, |e| e.seq.max(max_seq));
         let (head, head_hash) = continuation.head;
         tx.execute(
@@ -393,25 +379,19 @@ impl CollectorStore for PgStore {
         for (seq, kind, detail) in &findings {
             flag(&mut tx, workstation, *seq, kind, detail, now)?;
         }
-        let gaps = if new_max > head {
+        let next_stored = if new_max > head {
             let next: i64 = tx
                 .query_one(
                     "SELECT MIN(seq) FROM audit WHERE workstation = $1 AND seq > $2",
                     &[&workstation, &(head as i64)],
                 )?
                 .get(0);
-            vec![SeqRange { first: head + 1, last: next as u64 - 1 }]
+            Some(next as u64)
         } else {
-            Vec::new()
+            None
         };
         tx.commit()?;
-        let chain_break_at = findings.iter().map(|(seq, _, _)| *seq).min();
-        Ok(Ingest {
-            ack: AuditAck { highest_contiguous_seq: head, gaps, chain_break_at },
-            stored,
-            duplicates,
-            findings: findings.len() as u64,
-        })
+        Ok(Ingest::new(head, next_stored, &findings, stored, duplicates))
     }
 
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {

@@ -6,13 +6,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, ChainError, GENESIS_HASH};
+use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
+use wardlock_core::protocol::collector::Heartbeat;
 
 use super::{
-    AdminAction, CollectorStore, EventQuery, FailureCount, Finding, Hash, Ingest, NewWorkstation, PolicyPut,
-    Role, StoreError, StoredEvent, UserRecord, Workstation,
+    chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
+    Hash, Ingest, NewWorkstation, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
@@ -222,14 +222,6 @@ fn workstation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Workstation> 
 const WORKSTATION_COLUMNS: &str =
     "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
 
-fn finding_kind(e: &ChainError) -> &'static str {
-    match e {
-        ChainError::Altered { .. } => "altered",
-        ChainError::BrokenLink { .. } => "broken_link",
-        ChainError::Missing { .. } => "missing",
-    }
-}
-
 impl CollectorStore for SqliteStore {
     fn add_enroll_secret(&self, secret: &Hash, label: &str, now: UtcMillis) -> Result<(), StoreError> {
         self.conn().execute(
@@ -298,7 +290,7 @@ impl CollectorStore for SqliteStore {
         )?;
         let mut stored = 0;
         let mut duplicates = 0;
-        let mut findings: Vec<(u64, &'static str, String)> = Vec::new();
+        let mut findings: Vec<ChainFinding> = Vec::new();
         let mut fresh = Vec::with_capacity(entries.len());
         {
             let mut insert = tx.prepare_cached(
@@ -334,13 +326,7 @@ impl CollectorStore for SqliteStore {
                 duplicates += 1;
                 let before: Vec<u8> =
                     stored_hash.query_row(params![workstation, e.seq as i64], |r| r.get(0))?;
-                if before[..] != e.hash[..] {
-                    findings.push((
-                        e.seq,
-                        "rewritten",
-                        format!("stored hash {} but received {}", hex::encode(&before), hex::encode(e.hash)),
-                    ));
-                }
+                findings.extend(rewritten(e.seq, &before, &e.hash));
             }
         }
         // Follow the chain from the contiguous head. Usually the fresh entries are the
@@ -357,9 +343,7 @@ impl CollectorStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             continue_chain((contiguous, contiguous_hash), &beyond)
         };
-        for f in &continuation.findings {
-            findings.push((f.seq(), finding_kind(f), f.to_string()));
-        }
+        findings.extend(continuation.findings.iter().map(chain_finding));
         let new_max = fresh.last().map_or(max_seq, |e| e.seq.max(max_seq));
         let (head, head_hash) = continuation.head;
         tx.execute(
@@ -375,24 +359,18 @@ impl CollectorStore for SqliteStore {
                 flag.execute(params![workstation, *seq as i64, kind, detail, ms(now)])?;
             }
         }
-        let gaps = if new_max > head {
-            let next_stored: i64 = tx.query_row(
+        let next_stored = if new_max > head {
+            let next: i64 = tx.query_row(
                 "SELECT MIN(seq) FROM audit WHERE workstation = ?1 AND seq > ?2",
                 params![workstation, head as i64],
                 |r| r.get(0),
             )?;
-            vec![SeqRange { first: head + 1, last: next_stored as u64 - 1 }]
+            Some(next as u64)
         } else {
-            Vec::new()
+            None
         };
         tx.commit()?;
-        let chain_break_at = findings.iter().map(|(seq, _, _)| *seq).min();
-        Ok(Ingest {
-            ack: AuditAck { highest_contiguous_seq: head, gaps, chain_break_at },
-            stored,
-            duplicates,
-            findings: findings.len() as u64,
-        })
+        Ok(Ingest::new(head, next_stored, &findings, stored, duplicates))
     }
 
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {
