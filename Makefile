@@ -11,6 +11,8 @@ run: setup
 
 test: setup
 	cd ui && npm run --silent check && npm test --silent
+	# Tests start the other packages' binaries (wardlockd, wardlock-collector): build them all first.
+	cargo build --workspace --bins --locked
 	cargo test --workspace --locked
 
 # Formatting and lints, as CI runs them.
