@@ -302,6 +302,7 @@ fn a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries
     let mut d = workstation(&collector, &it_key, "");
     d.start();
     d.wait_for_log("enrolled with the collector");
+    assert!(d.kinds().contains(&"collector_enrolled".to_owned()));
     let mut guard = d.client("guard");
     assert_eq!(guard.request(json!({"type": "policy"}))["policy"]["idle_timeout_secs"], 300);
 
@@ -419,6 +420,12 @@ fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart
     assert_eq!(verify_chain(&events).unwrap(), events.len() as u64, "the chain at the collector is broken");
     let (_, findings) = collector.call("GET", "/api/v1/reports/chain", None, None);
     assert_eq!(findings, "[]", "the collector flagged problems");
+    let kinds = d.kinds();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "sync_backlog").count(),
+        1,
+        "10,000 unsent entries pass the 10,000 threshold: one warning, not one per cycle"
+    );
 }
 
 fn a_batch_that_does_not_chain_on_is_flagged_and_kept(backend: Backend) {

@@ -85,6 +85,17 @@ pub struct UserRecord {
     pub updated: UtcMillis,
 }
 
+/// Milliseconds since the epoch, as both backends store times.
+fn ms(t: UtcMillis) -> i64 {
+    t.unix_millis()
+}
+
+/// A stored 32-byte hash (zeros if the column was tampered to another length; the chain
+/// check then flags it).
+fn hash_of(blob: Vec<u8>) -> Hash {
+    blob.try_into().unwrap_or([0; 32])
+}
+
 /// A chain problem found in a batch: (seq, kind, what was seen).
 pub type ChainFinding = (u64, &'static str, String);
 

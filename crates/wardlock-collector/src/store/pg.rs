@@ -14,6 +14,7 @@ use super::{
     chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
     Hash, Ingest, NewWorkstation, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
+use super::{hash_of, ms};
 
 const MIGRATIONS: &[&str] = &["
 CREATE TABLE workstations (
@@ -97,14 +98,6 @@ impl From<r2d2_postgres::r2d2::Error> for StoreError {
     fn from(e: r2d2_postgres::r2d2::Error) -> Self {
         StoreError::Postgres(format!("no database connection: {e}"))
     }
-}
-
-fn ms(t: UtcMillis) -> i64 {
-    t.unix_millis()
-}
-
-fn hash_of(blob: Vec<u8>) -> Hash {
-    blob.try_into().unwrap_or([0; 32])
 }
 
 impl PgStore {

@@ -14,6 +14,7 @@ use super::{
     chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
     Hash, Ingest, NewWorkstation, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
+use super::{hash_of, ms};
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
@@ -113,14 +114,6 @@ CREATE TABLE IF NOT EXISTS admin_log (
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-}
-
-fn ms(t: UtcMillis) -> i64 {
-    t.unix_millis()
-}
-
-fn hash_of(blob: Vec<u8>) -> Hash {
-    blob.try_into().unwrap_or([0; 32])
 }
 
 impl SqliteStore {
