@@ -127,20 +127,14 @@ async fn cycle(
 
     upload(service, policy, &client, base, &auth, state).await?;
 
-    let (last_seq, unsent) = blocking(service, |s| {
-        s.with_store(|st| {
-            let last = st.last_seq()?;
-            Ok((last, last.saturating_sub(st.acked_seq()?)))
-        })
-    })
-    .await?;
+    let status = blocking(service, |s| s.status()).await?;
     let beat = Heartbeat {
-        workstation_id: service.status()?.workstation_id,
+        workstation_id: status.workstation_id,
         time: utc_now(),
-        last_seq,
-        unsent,
+        last_seq: status.audit_last_seq,
+        unsent: status.audit_unsent,
         policy_serial: service.central_serial(),
-        guard_connected: service.status()?.guards_connected > 0,
+        guard_connected: status.guards_connected > 0,
     };
     let response = client
         .post(format!("{base}/api/v1/heartbeat"))
@@ -294,7 +288,7 @@ async fn node_key(
             base64::engine::general_purpose::STANDARD.encode(transport_public)
         },
         enroll_secret: secret.trim().to_owned(),
-        workstation_id: service.status()?.workstation_id,
+        workstation_id: blocking(service, |s| s.status()).await?.workstation_id,
         hostname: gethostname::gethostname().to_string_lossy().into_owned(),
         group: policy.workstation.group.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -435,7 +429,7 @@ async fn pull_policy(
 
 /// Audits, once per crossing, that the unsent backlog passed the policy's threshold.
 async fn check_backlog(service: &Arc<Service>, policy: &Policy, state: &mut State) -> Result<(), SyncError> {
-    let unsent = service.status()?.audit_unsent;
+    let unsent = blocking(service, |s| s.status()).await?.audit_unsent;
     let over = unsent > policy.sync.backlog_warning;
     if over && !state.backlog_warned {
         let threshold = policy.sync.backlog_warning;

@@ -36,6 +36,8 @@ const TOOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EVENTS_PER_MINUTE: u32 = 120;
 const TICKET_LIFETIME: Duration = Duration::from_secs(5 * 60);
 const TOTP_CONFIRM_TRIES: u32 = 5;
+/// How long the OS lock (logind over D-Bus) may take before the failure is audited.
+const OS_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn encode(response: &Response) -> Vec<u8> {
     let mut line = serde_json::to_vec(response).unwrap_or_else(|_| {
@@ -295,7 +297,7 @@ impl Connection {
                 let failed = matches!(event, GuardEvent::LockFailed { .. });
                 blocking(move || service.record_event(&event, &peer)).await?;
                 if failed && self.service.policy().lock.on_grab_failure == Escalation::OsLock {
-                    let result = self.service.locker.lock(self.os_session.clone()).await;
+                    let result = lock_os_session(&self.service, self.os_session.clone()).await;
                     let (service, peer) = (self.service.clone(), self.peer.clone());
                     blocking(move || service.escalated(&peer, &result)).await?;
                 }
@@ -429,6 +431,15 @@ impl Connection {
     }
 }
 
+/// Locks the OS session, giving up after a while: a hung bus must not hold back the
+/// audit entry that says what happened.
+async fn lock_os_session(service: &Service, session: Option<String>) -> Result<String, String> {
+    match tokio::time::timeout(OS_LOCK_TIMEOUT, service.locker.lock(session)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} s", OS_LOCK_TIMEOUT.as_secs())),
+    }
+}
+
 /// A guard is gone without approval: lock the OS session if policy says so, then audit.
 async fn lost(
     service: Arc<Service>,
@@ -437,7 +448,7 @@ async fn lost(
     why: String,
 ) -> Result<(), ServiceError> {
     let escalation = match service.policy().lock.on_guard_lost {
-        Escalation::OsLock => match service.locker.lock(os_session).await {
+        Escalation::OsLock => match lock_os_session(&service, os_session).await {
             Ok(what) => format!("os_lock: locked {what}"),
             Err(e) => format!("os_lock failed: {e}"),
         },
