@@ -74,3 +74,39 @@ pub fn compose(
     }
     Policy::layered(&docs)
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use wardlock_core::clock::UtcMillis;
+    use wardlock_core::policy::{public_key_pem, SignedPolicyBody};
+
+    use super::*;
+
+    fn envelope(key: &SigningKey, serial: u64, group: &str) -> String {
+        let body = SignedPolicyBody {
+            serial,
+            issued_at: UtcMillis::from_unix_millis(1_795_000_000_000),
+            group: Some(group.into()),
+            policy: "[lock]\nidle_timeout = \"2m\"\n".into(),
+        };
+        SignedPolicy::sign(&body, key).to_json()
+    }
+
+    #[test]
+    fn only_a_newer_policy_for_this_group_signed_by_a_trusted_key_passes() {
+        let key = SigningKey::from_bytes(&[21; 32]);
+        let mut machine = Policy::default();
+        assert!(check(&envelope(&key, 5, "default"), &machine, None).unwrap_err().contains("trusted_keys"));
+        machine.sync.trusted_keys = vec![public_key_pem(&key.verifying_key())];
+
+        assert_eq!(check(&envelope(&key, 5, "default"), &machine, Some(4)).unwrap().serial, 5);
+        let replay = check(&envelope(&key, 4, "default"), &machine, Some(5)).unwrap_err();
+        assert!(replay.contains("not newer"), "{replay}");
+        assert!(check(&envelope(&key, 5, "default"), &machine, Some(5)).is_err(), "the same serial again");
+        let other_group = check(&envelope(&key, 6, "icu"), &machine, Some(5)).unwrap_err();
+        assert!(other_group.contains("group"), "{other_group}");
+        let stranger = SigningKey::from_bytes(&[22; 32]);
+        assert!(check(&envelope(&stranger, 9, "default"), &machine, None).is_err());
+    }
+}

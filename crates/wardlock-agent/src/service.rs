@@ -34,6 +34,7 @@ const META_RUNNING: &str = "service_running";
 const META_POLICY_TEXT: &str = "machine_policy_last_good";
 const META_POLICY_HASH: &str = "policy_hash_applied";
 const META_CENTRAL: &str = "central_policy_envelope";
+const META_CENTRAL_SERIAL: &str = "central_policy_serial_high_water";
 
 #[derive(Debug, Clone, Default)]
 struct Layers {
@@ -622,10 +623,14 @@ impl Service {
     pub fn apply_central(&self, envelope: &str) -> Result<CentralOutcome, ServiceError> {
         let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let source = self.config.policy.display().to_string();
+        // The highest serial ever applied, even when that policy is no longer in force
+        // (its key was since removed): an older one must not come back by replay.
+        let high_water = self.store().meta(META_CENTRAL_SERIAL)?.and_then(|v| v.parse::<u64>().ok());
+        let newer_than = layers.central.as_ref().map(|c| c.serial).max(high_water);
         let checked = central::compose(&source, &layers.machine_text, None)
             .map_err(|e| e.to_string())
             .and_then(|machine| {
-                let central = central::check(envelope, &machine, layers.central.as_ref().map(|c| c.serial))?;
+                let central = central::check(envelope, &machine, newer_than)?;
                 let policy = central::compose(&source, &layers.machine_text, Some(&central))
                     .map_err(|e| e.to_string())?;
                 Ok((policy, central))
@@ -633,7 +638,11 @@ impl Service {
         match checked {
             Ok((policy, central)) => {
                 let serial = central.serial;
-                self.store().set_meta(META_CENTRAL, &central.envelope)?;
+                {
+                    let store = self.store();
+                    store.set_meta(META_CENTRAL, &central.envelope)?;
+                    store.set_meta(META_CENTRAL_SERIAL, &serial.to_string())?;
+                }
                 let key_id = central.key_id.clone();
                 let layers = Layers { machine_text: layers.machine_text, central: Some(central) };
                 self.apply(
