@@ -24,8 +24,8 @@ pub struct ServiceConfig {
     pub enroll_secret: PathBuf,
 }
 
-/// `--config FILE`: every key optional.
-#[derive(Debug, Default, Deserialize)]
+/// `--config FILE`, and the same keys given on the command line: every key optional.
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
@@ -40,18 +40,6 @@ impl ConfigFile {
     pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| format!("{}: {}", path.display(), e.message()))
     }
-}
-
-/// Overrides from the command line.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub dev_dir: Option<PathBuf>,
-    pub data_dir: Option<PathBuf>,
-    pub socket: Option<PathBuf>,
-    pub policy: Option<PathBuf>,
-    pub key_store: Option<String>,
-    pub workstation_id: Option<String>,
-    pub enroll_secret: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -110,8 +98,9 @@ impl ServiceConfig {
         }
     }
 
-    pub fn resolve(file: ConfigFile, cli: Overrides) -> Self {
-        let mut config = match &cli.dev_dir {
+    /// `cli` over `file` over the defaults (of `dev_dir` when given, else the platform's).
+    pub fn resolve(dev_dir: Option<&Path>, file: ConfigFile, cli: ConfigFile) -> Self {
+        let mut config = match dev_dir {
             Some(dir) => Self::dev(dir),
             None => Self::platform_defaults(),
         };
@@ -142,12 +131,8 @@ mod tests {
             policy: Some("/tmp/file-policy.toml".into()),
             ..ConfigFile::default()
         };
-        let cli = Overrides {
-            dev_dir: Some("/tmp/dev".into()),
-            policy: Some("/tmp/cli-policy.toml".into()),
-            ..Overrides::default()
-        };
-        let c = ServiceConfig::resolve(file, cli);
+        let cli = ConfigFile { policy: Some("/tmp/cli-policy.toml".into()), ..ConfigFile::default() };
+        let c = ServiceConfig::resolve(Some(Path::new("/tmp/dev")), file, cli);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/dev/data"));
         assert_eq!(c.socket, PathBuf::from("/tmp/file.sock"));
         assert_eq!(c.policy, PathBuf::from("/tmp/cli-policy.toml"));

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 
-use wardlock_agent::config::{ConfigFile, Overrides, ServiceConfig};
+use wardlock_agent::config::{ConfigFile, ServiceConfig};
 use wardlock_agent::service::Service;
 
 #[derive(Debug, Parser)]
@@ -67,9 +67,9 @@ fn run() -> Result<()> {
         None => ConfigFile::default(),
     };
     let config = ServiceConfig::resolve(
+        cli.dev.as_deref(),
         file,
-        Overrides {
-            dev_dir: cli.dev,
+        ConfigFile {
             data_dir: cli.data_dir,
             socket: cli.socket,
             policy: cli.policy,

@@ -96,6 +96,13 @@ fn hash_of(blob: Vec<u8>) -> Hash {
     blob.try_into().unwrap_or([0; 32])
 }
 
+/// The ETag of a stored policy envelope: its content, so every collector on one
+/// database answers the same.
+fn policy_etag(envelope: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("\"{}\"", hex::encode(&Sha256::digest(envelope.as_bytes())[..16]))
+}
+
 /// A chain problem found in a batch: (seq, kind, what was seen).
 pub type ChainFinding = (u64, &'static str, String);
 

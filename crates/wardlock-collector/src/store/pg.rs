@@ -14,7 +14,7 @@ use super::{
     chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
     Hash, Ingest, NewWorkstation, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
-use super::{hash_of, ms};
+use super::{hash_of, ms, policy_etag};
 
 const MIGRATIONS: &[&str] = &["
 CREATE TABLE workstations (
@@ -423,10 +423,7 @@ impl CollectorStore for PgStore {
         if let Some(current) = current.filter(|c| *c as u64 >= serial) {
             return Ok(PolicyPut::Stale { current: current as u64 });
         }
-        let etag = {
-            use sha2::{Digest, Sha256};
-            format!("\"{}\"", hex::encode(&Sha256::digest(envelope.as_bytes())[..16]))
-        };
+        let etag = policy_etag(envelope);
         tx.execute(
             "INSERT INTO policies (grp, serial, envelope, etag, updated_ms) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (grp) DO UPDATE SET serial = excluded.serial, envelope = excluded.envelope,
