@@ -1,11 +1,156 @@
-//! The session guard. This is a placeholder so the workspace layout is in place;
-//! the Tauri tray app arrives with the desktop guard issue.
+//! `wardlock`, the session guard: a tray app that warns, locks every monitor and asks
+//! `wardlockd` whether an unlock is good. It holds no secret and opens no database.
+
+mod commands;
+mod guard;
+mod idle;
+mod instance;
+mod link;
+mod platform;
+mod screen;
+mod session;
+mod tray;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tauri::Manager;
+use tokio::sync::mpsc;
+
+use wardlock_core::lock::LockReason;
+use wardlock_core::protocol::local::ClientRole;
+
+use crate::commands::AppState;
+use crate::guard::{Command, GuardLoop, Screen};
+use crate::link::ServiceLink;
+use crate::screen::TauriScreen;
+
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+const DEFAULT_SOCKET: &str = "/run/wardlock/agent.sock";
+
+/// Wardlock's session guard: locks this session when it is left idle and unlocks it for
+/// a clinician's user ID and PIN or TOTP code, as decided by the Wardlock service.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  wardlock                       start the guard (once per session)\n  wardlock --lock                lock now (a keyboard shortcut can run this)\n  wardlock --socket demo/agent/agent.sock   use a wardlockd started with --dev"
+)]
+struct Args {
+    /// wardlockd's socket.
+    #[arg(long, env = "WARDLOCK_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Ask the guard already running in this session to lock now, then exit.
+    #[arg(long)]
+    lock: bool,
+}
 
 fn main() {
-    eprintln!(
-        "wardlock {}: the session guard is not built yet (local protocol v{}); see ARCHITECTURE.md",
-        env!("CARGO_PKG_VERSION"),
-        wardlock_core::protocol::local::PROTOCOL_VERSION
-    );
-    std::process::exit(2);
+    if let Err(e) = run() {
+        eprintln!("wardlock: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let listener = match instance::claim(if args.lock { "lock" } else { "started" })? {
+        instance::Instance::Forwarded => {
+            eprintln!(
+                "wardlock: {}",
+                if args.lock {
+                    "the running guard was asked to lock"
+                } else {
+                    "a guard already runs in this session"
+                }
+            );
+            return Ok(());
+        }
+        instance::Instance::First(_) if args.lock => {
+            anyhow::bail!("no guard runs in this session; start `wardlock` first");
+        }
+        instance::Instance::First(listener) => listener,
+    };
+    check_display()?;
+
+    // One worker is plenty for a socket, a timer and the IPC commands, and keeps the
+    // guard's footprint small.
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wardlock-async")
+            .enable_all()
+            .build()
+            .expect("the async runtime cannot start")
+    });
+    tauri::async_runtime::set(runtime.handle().clone());
+
+    let socket = args.socket;
+    tauri::Builder::default()
+        .invoke_handler(tauri::generate_handler![
+            commands::lock_screen_state,
+            commands::unlock,
+            commands::keep_alive,
+            commands::enroll_authorize,
+            commands::enroll_set_pin,
+            commands::enroll_start_totp,
+            commands::enroll_confirm_totp,
+            commands::enroll_close,
+            commands::admin_quit,
+            commands::admin_close,
+        ])
+        .setup(move |app| {
+            let handle = app.handle().clone();
+            let (link_tx, link_rx) = mpsc::unbounded_channel();
+            let link = ServiceLink::spawn(socket.clone(), ClientRole::Guard, link_tx);
+            let status = Arc::new(Mutex::new(guard::initial_status()));
+            let screen = Arc::new(TauriScreen::new(handle.clone(), link.clone()));
+            let (guard_tx, guard_rx) = mpsc::unbounded_channel();
+            let status_item = tray::build(&handle)?;
+            screen.on_status(move |status| {
+                let _ = status_item.set_text(tray::status_line(status));
+            });
+            screen::watch_monitors(&handle, screen.clone());
+            app.manage(AppState {
+                link: link.clone(),
+                socket: socket.clone(),
+                guard: guard_tx.clone(),
+                status: status.clone(),
+                screen: screen.clone(),
+                recent_users: Mutex::new(Default::default()),
+                enroll_link: tokio::sync::Mutex::new(None),
+            });
+            let lock_tx = guard_tx.clone();
+            instance::serve(listener, move || {
+                let _ = lock_tx.send(Command::LockNow(LockReason::Manual));
+            });
+            let guard_loop = GuardLoop::new(screen.clone() as Arc<dyn Screen>, link, status);
+            tauri::async_runtime::spawn(guard_loop.run(guard_rx, link_rx));
+            tauri::async_runtime::spawn(session::watch(guard_tx));
+            eprintln!("wardlock: guarding this session (service socket {})", socket.display());
+            Ok(())
+        })
+        .build(tauri::generate_context!())
+        .context("the guard's windows could not be set up")?
+        .run(|_, event| {
+            // The guard lives in the tray: closing its last window must not end it.
+            if let tauri::RunEvent::ExitRequested { code: None, api, .. } = event {
+                api.prevent_exit();
+            }
+        });
+    Ok(())
+}
+
+/// GTK aborts the process without a display; say so plainly instead.
+fn check_display() -> Result<()> {
+    let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty())
+        || std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| !d.is_empty());
+    if !has_display {
+        anyhow::bail!(
+            "no graphical display here (DISPLAY and WAYLAND_DISPLAY are unset). The guard runs in a desktop session; to see it on a server, run `make demo-headless`, which starts it under Xvfb and saves screenshots"
+        );
+    }
+    Ok(())
 }

@@ -94,6 +94,9 @@ pub struct Service {
     budget: Mutex<AttemptBudget>,
     /// The clinician the session is attributed to (the last one who unlocked).
     session_user: Mutex<Option<String>>,
+    /// OS accounts whose guard last reported the session locked and has not unlocked it
+    /// since: a guard that starts again for such an account is told to lock at once.
+    locked_accounts: Mutex<std::collections::HashSet<String>>,
     guards: AtomicU32,
     /// Whether the last exchange with the collector worked (`None`: no collector, or
     /// not tried yet).
@@ -213,6 +216,7 @@ impl Service {
             layers: Mutex::new(Layers { machine_text, central }),
             budget: Mutex::new(budget),
             session_user: Mutex::new(None),
+            locked_accounts: Mutex::new(Default::default()),
             guards: AtomicU32::new(0),
             collector_reachable: Mutex::new(None),
             sync_wakeup: tokio::sync::Notify::new(),
@@ -516,6 +520,20 @@ impl Service {
         if let Some((connected, _)) = accounts.get_mut(&peer.uid) {
             *connected = connected.saturating_sub(1);
         }
+    }
+
+    /// Remembers whether this account's session is behind the lock, across guard restarts.
+    pub fn set_session_locked(&self, account: &str, locked: bool) {
+        let mut accounts = self.locked_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if locked {
+            accounts.insert(account.to_owned());
+        } else {
+            accounts.remove(account);
+        }
+    }
+
+    pub fn session_locked(&self, account: &str) -> bool {
+        self.locked_accounts.lock().unwrap_or_else(|p| p.into_inner()).contains(account)
     }
 
     pub fn guard_started(&self, peer: &Peer, client: &str) -> Result<(), ServiceError> {

@@ -31,6 +31,8 @@ pub enum LockReason {
     OsSession,
     /// `wardlockd` asked for it (policy, remote "lock now").
     Policy,
+    /// The guard was lost while its session was locked; the new guard locks again at once.
+    GuardRestarted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,10 +13,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use wardlock_core::lock::LockReason;
 use wardlock_core::policy::Escalation;
 use wardlock_core::protocol::local::{
     AdminCredentials, ClientRole, EnrollReply, EnrollRequest, ErrorCode, GuardEvent, GuardPolicy, QuitReply,
-    Request, Response, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    Request, Response, UnlockReply, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::TotpSeed;
@@ -77,6 +78,8 @@ struct Connection {
     peer: Peer,
     writer: OwnedWriteHalf,
     role: Option<ClientRole>,
+    /// Send `lock_now` after the current answer (see `Service::session_locked`).
+    relock: bool,
     /// The guard's OS session, looked up while it is alive.
     os_session: Option<String>,
     quit_approved_by: Option<String>,
@@ -99,6 +102,7 @@ pub async fn run(service: Arc<Service>, stream: UnixStream, shutdown: watch::Rec
         peer,
         writer,
         role: None,
+        relock: false,
         os_session: None,
         quit_approved_by: None,
         ticket: None,
@@ -226,6 +230,13 @@ impl Connection {
         if self.send(&response).await.is_err() {
             return Some(End::Lost("did not take an answer in time".into()));
         }
+        if std::mem::take(&mut self.relock) {
+            // The previous guard left this session locked: the new one must lock before
+            // anything else, whatever it believes.
+            if self.send(&Response::LockNow { reason: LockReason::GuardRestarted }).await.is_err() {
+                return Some(End::Lost("did not take a lock order in time".into()));
+            }
+        }
         None
     }
 
@@ -264,10 +275,19 @@ impl Connection {
                 return Ok(Err(self.fail(ErrorCode::BadRequest, "hello was already sent".into()).await))
             }
             Request::Heartbeat {} => Response::Ack,
-            Request::Policy {} => Response::Policy { policy: GuardPolicy::from(&*service.policy()) },
+            Request::Policy {} => {
+                if role == ClientRole::Guard && service.session_locked(&peer.account) {
+                    self.relock = true;
+                }
+                Response::Policy { policy: GuardPolicy::from(&*service.policy()) }
+            }
             Request::Status {} => Response::Status(blocking(move || service.status()).await?),
             Request::Unlock(unlock) => {
-                Response::Unlock(blocking(move || service.unlock(unlock, &peer)).await?)
+                let reply = blocking(move || service.unlock(unlock, &peer)).await?;
+                if role == ClientRole::Guard && matches!(reply, UnlockReply::Granted { .. }) {
+                    self.service.set_session_locked(&self.peer.account, false);
+                }
+                Response::Unlock(reply)
             }
             Request::Quit(creds) => {
                 if role != ClientRole::Guard {
@@ -293,6 +313,9 @@ impl Connection {
                 if let Admission::Refuse { .. } = self.events.admit(std::time::Instant::now()) {
                     let message = format!("more than {EVENTS_PER_MINUTE} events a minute");
                     return Ok(Err(self.fail(ErrorCode::Busy, message).await));
+                }
+                if let GuardEvent::Locked { .. } = event {
+                    self.service.set_session_locked(&self.peer.account, true);
                 }
                 let failed = matches!(event, GuardEvent::LockFailed { .. });
                 blocking(move || service.record_event(&event, &peer)).await?;

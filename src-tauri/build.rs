@@ -1,0 +1,20 @@
+fn main() {
+    // Every command the front end may call gets allow-/deny- permissions, which the
+    // capabilities in ./capabilities hand out per window (a lock window can only unlock).
+    let commands = &[
+        "lock_screen_state",
+        "unlock",
+        "keep_alive",
+        "enroll_authorize",
+        "enroll_set_pin",
+        "enroll_start_totp",
+        "enroll_confirm_totp",
+        "enroll_close",
+        "admin_quit",
+        "admin_close",
+    ];
+    tauri_build::try_build(
+        tauri_build::Attributes::new().app_manifest(tauri_build::AppManifest::new().commands(commands)),
+    )
+    .expect("tauri-build failed: check tauri.conf.json and capabilities/");
+}

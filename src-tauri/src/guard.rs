@@ -1,0 +1,297 @@
+//! The guard loop: feeds the core state machine with idle readings at the deadlines it
+//! asks for (no fixed fast polling), carries out its actions on the screen and reports
+//! every transition to `wardlockd`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use wardlock_core::clock::MonoTime;
+use wardlock_core::lock::{Action, Guard, GuardState, GuardTimings, LockReason};
+use wardlock_core::protocol::local::{GuardEvent, GuardPolicy};
+
+use crate::idle::{self, IdleSource};
+use crate::link::{LinkEvent, ServiceLink};
+
+/// Without a display backend, the idle source is tried again this often.
+const IDLE_RETRY: Duration = Duration::from_secs(60);
+
+/// What the guard asks of the screen; the Tauri shell implements it.
+pub trait Screen: Send + Sync {
+    fn show_warning(&self, lock_in: Duration);
+    fn hide_warning(&self);
+    /// Builds the lock windows hidden, so that the lock itself is only a map and a grab.
+    fn prepare_lock(&self);
+    fn lock(&self);
+    fn unlock(&self);
+    /// Something in [`Status`] changed (tray text, lock screen notices).
+    fn status_changed(&self, status: &Status);
+}
+
+/// What the tray and the lock screen show.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub state: StateView,
+    /// `wardlockd` answers; without it nobody can unlock.
+    pub service_available: bool,
+    pub service_problem: Option<String>,
+    /// Why idle time cannot be read, if it cannot.
+    pub idle_unavailable: Option<String>,
+    pub policy: Option<GuardPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StateView {
+    Active,
+    Warning { seconds_left: u64 },
+    Locked { reason: LockReason },
+}
+
+#[derive(Debug)]
+pub enum Command {
+    LockNow(LockReason),
+    /// `wardlockd` granted an unlock (its audit entry is durable).
+    Unlocked,
+    Resumed,
+}
+
+/// Built-in timings until `wardlockd` has told the policy: the guard locks even when the
+/// service is down, it only cannot unlock then.
+fn fallback_timings() -> GuardTimings {
+    GuardTimings {
+        idle_timeout: Duration::from_secs(300),
+        warning: Duration::from_secs(30),
+        lock_on_resume: true,
+    }
+}
+
+fn timings_of(policy: &GuardPolicy) -> GuardTimings {
+    GuardTimings {
+        idle_timeout: Duration::from_secs(policy.idle_timeout_secs),
+        warning: Duration::from_secs(policy.warning_secs),
+        lock_on_resume: policy.lock_on_resume,
+    }
+}
+
+pub struct GuardLoop {
+    origin: Instant,
+    guard: Guard,
+    idle: Result<Box<dyn IdleSource>, idle::IdleUnavailable>,
+    screen: Arc<dyn Screen>,
+    link: ServiceLink,
+    status: Arc<Mutex<Status>>,
+}
+
+impl GuardLoop {
+    pub fn new(screen: Arc<dyn Screen>, link: ServiceLink, status: Arc<Mutex<Status>>) -> Self {
+        let origin = Instant::now();
+        let guard = Guard::new(fallback_timings(), MonoTime::from_duration(Duration::ZERO));
+        Self { origin, guard, idle: idle::detect(), screen, link, status }
+    }
+
+    fn now(&self) -> MonoTime {
+        MonoTime::from_duration(self.origin.elapsed())
+    }
+
+    fn read_idle(&mut self) -> Option<Duration> {
+        if self.idle.is_err() {
+            // A display that appears later (a late X server) is picked up.
+            if let Ok(source) = idle::detect() {
+                self.idle = Ok(source);
+            }
+        }
+        let reading = match &mut self.idle {
+            Ok(source) => source.idle(),
+            Err(e) => Err(e.clone()),
+        };
+        match reading {
+            Ok(idle) => {
+                self.set_idle_problem(None);
+                Some(idle)
+            }
+            Err(e) => {
+                self.set_idle_problem(Some(e.0));
+                None
+            }
+        }
+    }
+
+    fn set_idle_problem(&mut self, problem: Option<String>) {
+        let changed = {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if status.idle_unavailable == problem {
+                false
+            } else {
+                status.idle_unavailable = problem.clone();
+                true
+            }
+        };
+        if changed {
+            if let Some(why) = problem {
+                eprintln!("wardlock: idle detection unavailable: {why}");
+                self.link.report(GuardEvent::IdleUnavailable { why });
+            }
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.screen.status_changed(&status);
+    }
+
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut link_events: mpsc::UnboundedReceiver<LinkEvent>,
+    ) {
+        let mut wake_at = Some(self.now());
+        loop {
+            let wait = wake_at.map(|at| at.saturating_since(self.now()));
+            let sleep = async move {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                () = sleep => self.tick(),
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => return,
+                },
+                event = link_events.recv() => match event {
+                    Some(event) => self.link_event(event),
+                    None => return,
+                },
+            };
+            if let Some(next) = step {
+                wake_at = next;
+            }
+        }
+    }
+
+    /// `None`: keep the current deadline. `Some(x)`: the new one.
+    fn tick(&mut self) -> Option<Option<MonoTime>> {
+        let now = self.now();
+        match self.read_idle() {
+            Some(idle) => {
+                let step = self.guard.tick(now, idle);
+                self.execute(&step.actions);
+                self.refresh_state();
+                Some(step.wake_at)
+            }
+            None => Some(Some(now + IDLE_RETRY)),
+        }
+    }
+
+    fn command(&mut self, command: Command) -> Option<Option<MonoTime>> {
+        let now = self.now();
+        let step = match command {
+            Command::LockNow(reason) => self.guard.lock_now(reason),
+            Command::Unlocked => self.guard.unlocked(now),
+            Command::Resumed => {
+                let idle = self.read_idle().unwrap_or_default();
+                self.guard.resumed(now, idle)
+            }
+        };
+        self.execute(&step.actions);
+        self.refresh_state();
+        if step.actions.is_empty() && step.wake_at.is_none() {
+            return None;
+        }
+        Some(step.wake_at)
+    }
+
+    fn link_event(&mut self, event: LinkEvent) -> Option<Option<MonoTime>> {
+        match event {
+            LinkEvent::Connected(policy) | LinkEvent::PolicyChanged(policy) => {
+                {
+                    let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                    status.service_available = true;
+                    status.service_problem = None;
+                    status.policy = Some(policy.clone());
+                }
+                let timings = timings_of(&policy);
+                let result = if timings != self.guard.timings() {
+                    let now = self.now();
+                    let idle = self.read_idle().unwrap_or_default();
+                    let step = self.guard.set_timings(timings, now, idle);
+                    self.execute(&step.actions);
+                    Some(step.wake_at)
+                } else {
+                    None
+                };
+                self.refresh_state();
+                result
+            }
+            LinkEvent::Disconnected(why) => {
+                eprintln!("wardlock: {why}; retrying");
+                {
+                    let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                    status.service_available = false;
+                    status.service_problem = Some(why);
+                }
+                self.publish();
+                None
+            }
+            LinkEvent::LockNow(reason) => self.command(Command::LockNow(reason)),
+        }
+    }
+
+    fn execute(&mut self, actions: &[Action]) {
+        for action in actions {
+            match *action {
+                Action::ShowWarning { lock_at } => {
+                    let lock_in = lock_at.saturating_since(self.now());
+                    self.screen.prepare_lock();
+                    self.screen.show_warning(lock_in);
+                    self.link.report(GuardEvent::WarningShown { seconds_left: lock_in.as_secs() });
+                }
+                Action::CancelWarning => {
+                    self.screen.hide_warning();
+                    if !matches!(self.guard.state(), GuardState::Locked { .. }) {
+                        self.link.report(GuardEvent::WarningCancelled {});
+                    }
+                }
+                Action::Lock { reason } => {
+                    self.screen.lock();
+                    self.link.report(GuardEvent::Locked { reason });
+                }
+                Action::Unlock => self.screen.unlock(),
+            }
+        }
+    }
+
+    fn refresh_state(&mut self) {
+        let view = match self.guard.state() {
+            GuardState::Active => StateView::Active,
+            GuardState::Warning { lock_at } => {
+                StateView::Warning { seconds_left: lock_at.saturating_since(self.now()).as_secs() }
+            }
+            GuardState::Locked { reason } => StateView::Locked { reason },
+        };
+        let changed = {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = status.state != view;
+            status.state = view;
+            changed
+        };
+        if changed {
+            self.publish();
+        }
+    }
+}
+
+pub fn initial_status() -> Status {
+    Status {
+        state: StateView::Active,
+        service_available: false,
+        service_problem: Some("connecting to the Wardlock service".into()),
+        idle_unavailable: None,
+        policy: None,
+    }
+}

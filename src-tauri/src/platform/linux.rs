@@ -1,0 +1,192 @@
+//! X11 glue through GTK/GDK: override-redirect lock windows placed on each monitor, the
+//! input grab, and the native warning banner. Everything here runs on the GTK main thread.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use gtk::gdk;
+use gtk::glib;
+use gtk::prelude::*;
+
+/// One monitor's rectangle in GDK's (logical) coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Area {
+    pub x: i32,
+    pub y: i32,
+    pub width: i32,
+    pub height: i32,
+}
+
+pub fn monitors() -> Vec<Area> {
+    let Some(display) = gdk::Display::default() else { return Vec::new() };
+    (0..display.n_monitors())
+        .filter_map(|i| display.monitor(i))
+        .map(|m| {
+            let g = m.geometry();
+            Area { x: g.x(), y: g.y(), width: g.width(), height: g.height() }
+        })
+        .collect()
+}
+
+/// Index of the primary monitor (where the keyboard goes), 0 if none is marked.
+pub fn primary_monitor() -> usize {
+    let Some(display) = gdk::Display::default() else { return 0 };
+    (0..display.n_monitors())
+        .find(|&i| display.monitor(i).is_some_and(|m| m.is_primary()))
+        .and_then(|i| usize::try_from(i).ok())
+        .unwrap_or(0)
+}
+
+/// Takes the window out of the window manager's hands before it is first mapped: it
+/// cannot then be minimised, moved, hidden by "show desktop" or closed by the WM, each of
+/// which would silently drop the grab.
+pub fn make_override_redirect(window: &gtk::ApplicationWindow) {
+    window.realize();
+    if let Some(gdk_window) = window.window() {
+        gdk_window.set_override_redirect(true);
+    }
+}
+
+pub fn place(window: &gtk::ApplicationWindow, area: Area) {
+    window.move_(area.x, area.y);
+    window.resize(area.width, area.height);
+    if let Some(gdk_window) = window.window() {
+        gdk_window.move_resize(area.x, area.y, area.width, area.height);
+    }
+}
+
+/// Grabs keyboard and pointer for `window`. With `owner_events` the other lock windows
+/// (other monitors) still get their own pointer and touch input; no other client gets any.
+pub fn grab(window: &gtk::ApplicationWindow) -> Result<(), String> {
+    let gdk_window = window.window().ok_or("the lock window has no X window yet")?;
+    if !gdk_window.is_viewable() {
+        return Err("the lock window is not viewable yet".into());
+    }
+    let display = gdk::Display::default().ok_or("no display")?;
+    let seat = display.default_seat().ok_or("the display has no seat")?;
+    match seat.grab(&gdk_window, gdk::SeatCapabilities::ALL, true, None, None, None) {
+        gdk::GrabStatus::Success => {
+            gdk_window.raise();
+            gdk_window.focus(gtk::current_event_time());
+            window.present();
+            Ok(())
+        }
+        other => Err(format!("the input grab failed ({other:?}); another program holds it")),
+    }
+}
+
+pub fn ungrab() {
+    if let Some(seat) = gdk::Display::default().and_then(|d| d.default_seat()) {
+        seat.ungrab();
+    }
+}
+
+pub fn raise(window: &gtk::ApplicationWindow) {
+    if let Some(gdk_window) = window.window() {
+        gdk_window.raise();
+    }
+}
+
+/// The countdown before the lock and short notices after an unlock: a small native
+/// window (no webview, so it costs nothing while hidden) that never takes focus.
+pub struct Banner {
+    window: gtk::Window,
+    label: gtk::Label,
+    countdown: Rc<RefCell<Option<glib::SourceId>>>,
+}
+
+impl std::fmt::Debug for Banner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Banner")
+    }
+}
+
+impl Banner {
+    pub fn new() -> Self {
+        let window = gtk::Window::new(gtk::WindowType::Popup);
+        window.set_title("Wardlock warning");
+        window.set_accept_focus(false);
+        window.set_type_hint(gdk::WindowTypeHint::Notification);
+        window.set_widget_name("wardlock-banner");
+        let label = gtk::Label::new(None);
+        label.set_margin_top(18);
+        label.set_margin_bottom(18);
+        label.set_margin_start(28);
+        label.set_margin_end(28);
+        label.set_justify(gtk::Justification::Center);
+        window.add(&label);
+        let css = gtk::CssProvider::new();
+        let _ = css.load_from_data(
+            b"#wardlock-banner { background: #0c4a60; border: 3px solid #f5c542; }
+              #wardlock-banner label { color: #ffffff; font-size: 20px; }",
+        );
+        gtk::StyleContext::add_provider_for_screen(
+            &gtk::prelude::WidgetExt::screen(&window)
+                .unwrap_or_else(|| gdk::Screen::default().expect("a screen")),
+            &css,
+            gtk::STYLE_PROVIDER_PRIORITY_APPLICATION,
+        );
+        Self { window, label, countdown: Rc::new(RefCell::new(None)) }
+    }
+
+    /// Shows "Locking in m:ss" and counts down itself, once a second, until hidden.
+    pub fn countdown(&self, lock_in: Duration) {
+        self.stop();
+        let deadline = Instant::now() + lock_in;
+        let label = self.label.clone();
+        let render = move || {
+            let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+            label.set_markup(&format!(
+                "<b>This screen locks in {}:{:02}</b>\nMove the mouse, touch the screen or press a key to stay signed in.",
+                left / 60,
+                left % 60
+            ));
+        };
+        render();
+        let id = glib::timeout_add_seconds_local(1, move || {
+            render();
+            glib::ControlFlow::Continue
+        });
+        *self.countdown.borrow_mut() = Some(id);
+        self.show_top_centre();
+    }
+
+    /// A notice that goes away by itself.
+    pub fn notice(&self, markup: &str, for_how_long: Duration) {
+        self.stop();
+        self.label.set_markup(markup);
+        self.show_top_centre();
+        let window = self.window.clone();
+        let slot = self.countdown.clone();
+        let id = glib::timeout_add_local_once(for_how_long, move || {
+            slot.borrow_mut().take();
+            window.hide();
+        });
+        *self.countdown.borrow_mut() = Some(id);
+    }
+
+    pub fn hide(&self) {
+        self.stop();
+        self.window.hide();
+    }
+
+    fn stop(&self) {
+        if let Some(id) = self.countdown.borrow_mut().take() {
+            id.remove();
+        }
+    }
+
+    fn show_top_centre(&self) {
+        let areas = monitors();
+        let area = areas.get(primary_monitor()).or(areas.first()).copied();
+        self.window.show_all();
+        if let Some(area) = area {
+            let (width, _) = self.window.size();
+            self.window.move_(area.x + (area.width - width) / 2, area.y + area.height / 10);
+        }
+        if let Some(gdk_window) = self.window.window() {
+            gdk_window.raise();
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The guard's screen: lock windows on every monitor, the warning banner and the tray
+//! text. All window work is handed to the main thread, where GTK lives.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
+
+use wardlock_core::protocol::local::GuardEvent;
+
+use crate::guard::{Screen, Status};
+use crate::link::ServiceLink;
+use crate::platform::{self, Area};
+
+pub const LOCK_PREFIX: &str = "lock-";
+/// The lock page's background, also the window's: the curtain is opaque from the first
+/// frame, before the page has drawn anything.
+const CURTAIN: tauri::window::Color = tauri::window::Color(12, 30, 38, 255);
+/// Grab attempts, 50 ms apart, before the failure is reported and escalated.
+const GRAB_TRIES: u32 = 40;
+const GRAB_RETRY: Duration = Duration::from_millis(50);
+
+thread_local! {
+    static BANNER: RefCell<Option<platform::Banner>> = const { RefCell::new(None) };
+}
+
+fn with_banner(f: impl FnOnce(&platform::Banner)) {
+    BANNER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let banner = slot.get_or_insert_with(platform::Banner::new);
+        f(banner);
+    });
+}
+
+type StatusListener = Box<dyn Fn(&Status) + Send + Sync>;
+
+pub struct TauriScreen {
+    app: AppHandle,
+    link: ServiceLink,
+    locked: Arc<AtomicBool>,
+    /// Bumped on every lock and unlock, so a stale grab retry of an earlier lock stops.
+    generation: Arc<AtomicU32>,
+    grab_failed: Arc<AtomicBool>,
+    tray_text: Mutex<Option<StatusListener>>,
+}
+
+impl std::fmt::Debug for TauriScreen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TauriScreen").field("locked", &self.locked).finish_non_exhaustive()
+    }
+}
+
+impl TauriScreen {
+    pub fn new(app: AppHandle, link: ServiceLink) -> Self {
+        Self {
+            app,
+            link,
+            locked: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU32::new(0)),
+            grab_failed: Arc::new(AtomicBool::new(false)),
+            tray_text: Mutex::new(None),
+        }
+    }
+
+    pub fn on_status(&self, f: impl Fn(&Status) + Send + Sync + 'static) {
+        *self.tray_text.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::SeqCst)
+    }
+
+    /// Shows a short notice (after an unlock: who was last here, failures since).
+    pub fn notice(&self, markup: String) {
+        let _ = self.app.run_on_main_thread(move || {
+            with_banner(|b| b.notice(&markup, Duration::from_secs(8)));
+        });
+    }
+
+    fn main_thread(&self, f: impl FnOnce(&AppHandle, Ctx) + Send + 'static) {
+        let app = self.app.clone();
+        let ctx = Ctx {
+            link: self.link.clone(),
+            locked: self.locked.clone(),
+            generation: self.generation.clone(),
+            grab_failed: self.grab_failed.clone(),
+        };
+        if let Err(e) = self.app.run_on_main_thread(move || f(&app, ctx)) {
+            eprintln!("wardlock: the window thread is gone: {e}");
+        }
+    }
+}
+
+/// What main-thread closures need of the screen.
+#[derive(Clone)]
+struct Ctx {
+    link: ServiceLink,
+    locked: Arc<AtomicBool>,
+    generation: Arc<AtomicU32>,
+    grab_failed: Arc<AtomicBool>,
+}
+
+impl Screen for TauriScreen {
+    fn show_warning(&self, lock_in: Duration) {
+        self.main_thread(move |_, _| with_banner(|b| b.countdown(lock_in)));
+    }
+
+    fn hide_warning(&self) {
+        self.main_thread(|_, _| with_banner(platform::Banner::hide));
+    }
+
+    fn prepare_lock(&self) {
+        self.main_thread(|app, ctx| {
+            if let Err(e) = ensure_windows(app, &ctx) {
+                eprintln!("wardlock: preparing the lock windows failed: {e}");
+            }
+        });
+    }
+
+    fn lock(&self) {
+        self.locked.store(true, Ordering::SeqCst);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.main_thread(move |app, ctx| {
+            with_banner(platform::Banner::hide);
+            if let Err(e) = ensure_windows(app, &ctx) {
+                report_failure(&ctx, format!("the lock windows could not be built: {e}"));
+                return;
+            }
+            show_all(app);
+            try_grab(app.clone(), ctx, generation, 0);
+        });
+    }
+
+    fn unlock(&self) {
+        self.locked.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.main_thread(|app, _| {
+            platform::ungrab();
+            // Destroyed, not hidden: the web process of each window goes with it, and the
+            // next lock starts from a blank page (no PIN digits left in a field).
+            for window in lock_windows(app) {
+                let _ = window.hide();
+                let _ = window.destroy();
+            }
+        });
+    }
+
+    fn status_changed(&self, status: &Status) {
+        if let Some(f) = &*self.tray_text.lock().unwrap_or_else(|p| p.into_inner()) {
+            f(status);
+        }
+        let _ = self.app.emit_filter("status", status, |target| match target {
+            tauri::EventTarget::WebviewWindow { label } => label.starts_with(LOCK_PREFIX),
+            _ => false,
+        });
+    }
+}
+
+fn lock_windows(app: &AppHandle) -> Vec<WebviewWindow> {
+    let mut windows: Vec<_> =
+        app.webview_windows().into_iter().filter(|(label, _)| label.starts_with(LOCK_PREFIX)).collect();
+    windows.sort_by(|a, b| a.0.cmp(&b.0));
+    windows.into_iter().map(|(_, w)| w).collect()
+}
+
+fn label_of(index: usize) -> String {
+    format!("{LOCK_PREFIX}{index}")
+}
+
+/// One lock window per monitor, built hidden and out of the window manager's reach; more
+/// or fewer when monitors came or went.
+fn ensure_windows(app: &AppHandle, ctx: &Ctx) -> Result<(), String> {
+    let areas = platform::monitors();
+    let areas = if areas.is_empty() { vec![Area { x: 0, y: 0, width: 1024, height: 768 }] } else { areas };
+    let primary = platform::primary_monitor();
+    for (index, area) in areas.iter().enumerate() {
+        let label = label_of(index);
+        if app.get_webview_window(&label).is_some() {
+            continue;
+        }
+        let url = format!("lock.html?screen={index}&primary={}", u8::from(index == primary));
+        let window = WebviewWindowBuilder::new(app, &label, WebviewUrl::App(url.into()))
+            .title("Wardlock")
+            .visible(false)
+            .decorations(false)
+            .resizable(false)
+            .skip_taskbar(true)
+            .always_on_top(true)
+            .focused(index == primary)
+            .background_color(CURTAIN)
+            .position(f64::from(area.x), f64::from(area.y))
+            .inner_size(f64::from(area.width), f64::from(area.height))
+            // The X window's title follows the page's: screen readers and tests read it.
+            .on_document_title_changed(|window, title| {
+                let _ = window.set_title(&title);
+            })
+            .build()
+            .map_err(|e| e.to_string())?;
+        window.on_window_event(|event| {
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                api.prevent_close();
+            }
+        });
+        let gtk_window = window.gtk_window().map_err(|e| e.to_string())?;
+        platform::make_override_redirect(&gtk_window);
+        watch(app, &gtk_window, ctx.clone());
+    }
+    for stale in lock_windows(app).into_iter().skip(areas.len()) {
+        let _ = stale.destroy();
+    }
+    Ok(())
+}
+
+fn show_all(app: &AppHandle) {
+    let areas = platform::monitors();
+    for (index, window) in lock_windows(app).into_iter().enumerate() {
+        let _ = window.show();
+        if let (Ok(gtk_window), Some(area)) = (window.gtk_window(), areas.get(index)) {
+            platform::place(&gtk_window, *area);
+        }
+    }
+}
+
+/// Keeps a lock window on top, mapped and holding the grab while locked.
+fn watch(app: &AppHandle, window: &gtk::ApplicationWindow, ctx: Ctx) {
+    use gtk::prelude::*;
+    window.add_events(gtk::gdk::EventMask::VISIBILITY_NOTIFY_MASK);
+    let raise_ctx = ctx.clone();
+    window.connect_event(move |w, event| {
+        // Something covered part of the curtain (a popup, a notification): back on top.
+        let obscured = event
+            .downcast_ref::<gtk::gdk::EventVisibility>()
+            .is_some_and(|v| v.state() != gtk::gdk::VisibilityState::Unobscured);
+        if obscured && raise_ctx.locked.load(Ordering::SeqCst) {
+            platform::raise(w);
+        }
+        gtk::glib::Propagation::Proceed
+    });
+    let (app_broken, broken_ctx) = (app.clone(), ctx.clone());
+    window.connect_grab_broken_event(move |_, _| {
+        if broken_ctx.locked.load(Ordering::SeqCst) {
+            eprintln!("wardlock: the input grab was broken; taking it back");
+            let generation = broken_ctx.generation.load(Ordering::SeqCst);
+            try_grab(app_broken.clone(), broken_ctx.clone(), generation, 0);
+        }
+        gtk::glib::Propagation::Proceed
+    });
+    let app_unmapped = app.clone();
+    window.connect_unmap_event(move |w, _| {
+        if ctx.locked.load(Ordering::SeqCst) {
+            // Someone unmapped it from outside (XUnmapWindow): map it again and re-grab.
+            eprintln!("wardlock: a lock window was unmapped; showing it again");
+            let (w, app, ctx) = (w.clone(), app_unmapped.clone(), ctx.clone());
+            gtk::glib::idle_add_local_once(move || {
+                w.show();
+                let generation = ctx.generation.load(Ordering::SeqCst);
+                try_grab(app, ctx, generation, 0);
+            });
+        }
+        gtk::glib::Propagation::Proceed
+    });
+}
+
+/// Grabs input for the primary lock window, retrying until it is viewable and nobody
+/// else holds a grab; reports a failure (which `wardlockd` escalates) and keeps trying.
+fn try_grab(app: AppHandle, ctx: Ctx, generation: u32, attempt: u32) {
+    if !ctx.locked.load(Ordering::SeqCst) || ctx.generation.load(Ordering::SeqCst) != generation {
+        return;
+    }
+    let primary = platform::primary_monitor();
+    let windows = lock_windows(&app);
+    let Some(window) = windows.get(primary).or(windows.first()) else { return };
+    let result = window.gtk_window().map_err(|e| e.to_string()).and_then(|w| platform::grab(&w));
+    match result {
+        Ok(()) => {
+            let _ = window.set_focus();
+            if ctx.grab_failed.swap(false, Ordering::SeqCst) {
+                ctx.link.report(GuardEvent::LockRestored {});
+            }
+        }
+        Err(why) => {
+            if attempt + 1 == GRAB_TRIES {
+                report_failure(&ctx, why);
+            }
+            // After the report, keep trying, slower: the grab may come free again.
+            let delay = if attempt + 1 >= GRAB_TRIES { GRAB_RETRY * 20 } else { GRAB_RETRY };
+            gtk::glib::timeout_add_local_once(delay, move || try_grab(app, ctx, generation, attempt + 1));
+        }
+    }
+}
+
+fn report_failure(ctx: &Ctx, what: String) {
+    eprintln!("wardlock: LOCK FAILED: {what}");
+    if !ctx.grab_failed.swap(true, Ordering::SeqCst) {
+        ctx.link.report(GuardEvent::LockFailed { what });
+    }
+}
+
+/// Covers monitors plugged in while locked, and drops windows of monitors that left.
+pub fn watch_monitors(app: &AppHandle, screen: Arc<TauriScreen>) {
+    let Some(display) = gtk::gdk::Display::default() else { return };
+    let relayout = move |app: AppHandle, screen: Arc<TauriScreen>| {
+        if screen.is_locked() {
+            let generation = screen.generation.load(Ordering::SeqCst);
+            screen.main_thread(move |app, ctx| {
+                let _ = ensure_windows(app, &ctx);
+                show_all(app);
+                try_grab(app.clone(), ctx, generation, 0);
+            });
+        }
+        let _ = app;
+    };
+    let (app_added, screen_added, relayout_added) = (app.clone(), screen.clone(), relayout);
+    display.connect_monitor_added(move |_, _| relayout_added(app_added.clone(), screen_added.clone()));
+    let app_removed = app.clone();
+    display.connect_monitor_removed(move |_, _| relayout(app_removed.clone(), screen.clone()));
+}

@@ -1,0 +1,100 @@
+//! The tray icon. Linux delivers no clicks on tray icons (libappindicator), so every
+//! action is in its menu; the first line says what the guard is doing.
+
+use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::TrayIconBuilder;
+use tauri::{AppHandle, Manager, WebviewUrl, WebviewWindowBuilder, Wry};
+
+use wardlock_core::lock::LockReason;
+
+use crate::commands;
+use crate::guard::{Command, StateView, Status};
+
+pub fn status_line(status: &Status) -> String {
+    let state = match status.state {
+        StateView::Active => match &status.policy {
+            Some(p) => format!("Active: locks after {} idle", clock(p.idle_timeout_secs)),
+            None => "Active".to_owned(),
+        },
+        StateView::Warning { seconds_left } => format!("Locking in {}", clock(seconds_left)),
+        StateView::Locked { .. } => "Locked".to_owned(),
+    };
+    let mut line = state;
+    if status.idle_unavailable.is_some() {
+        line.push_str(" · idle detection unavailable");
+    }
+    if !status.service_available {
+        line.push_str(" · service unreachable");
+    }
+    line
+}
+
+fn clock(secs: u64) -> String {
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+pub fn build(app: &AppHandle) -> tauri::Result<MenuItem<Wry>> {
+    let status = MenuItem::with_id(app, "status", "Starting…", false, None::<&str>)?;
+    let lock = MenuItem::with_id(app, "lock", "Lock now", true, None::<&str>)?;
+    let enroll = MenuItem::with_id(app, "enroll", "Enroll a clinician…", true, None::<&str>)?;
+    let about = MenuItem::with_id(
+        app,
+        "about",
+        format!(
+            "Wardlock {} (protocol v{})",
+            env!("CARGO_PKG_VERSION"),
+            wardlock_core::protocol::local::PROTOCOL_VERSION
+        ),
+        false,
+        None::<&str>,
+    )?;
+    let quit = MenuItem::with_id(app, "quit", "Quit (administrator)…", true, None::<&str>)?;
+    let menu = Menu::with_items(
+        app,
+        &[
+            &status,
+            &PredefinedMenuItem::separator(app)?,
+            &lock,
+            &enroll,
+            &PredefinedMenuItem::separator(app)?,
+            &about,
+            &quit,
+        ],
+    )?;
+    let mut tray =
+        TrayIconBuilder::with_id("wardlock").menu(&menu).tooltip("Wardlock").on_menu_event(|app, event| {
+            match event.id().as_ref() {
+                "lock" => {
+                    let _ = commands::state(app).guard.send(Command::LockNow(LockReason::Manual));
+                }
+                "enroll" => open_window(app, "enroll", "Wardlock: enroll a clinician", 560.0, 720.0),
+                "quit" => open_window(app, "admin", "Wardlock: administrator", 440.0, 420.0),
+                _ => {}
+            }
+        });
+    if let Some(icon) = app.default_window_icon() {
+        tray = tray.icon(icon.clone());
+    }
+    tray.build(app)?;
+    Ok(status)
+}
+
+/// Opens (or brings forward) one of the guard's ordinary windows.
+pub fn open_window(app: &AppHandle, label: &str, title: &str, width: f64, height: f64) {
+    if commands::state(app).screen.is_locked() {
+        return;
+    }
+    if let Some(window) = app.get_webview_window(label) {
+        let _ = window.show();
+        let _ = window.set_focus();
+        return;
+    }
+    let built = WebviewWindowBuilder::new(app, label, WebviewUrl::App(format!("{label}.html").into()))
+        .title(title)
+        .inner_size(width, height)
+        .center()
+        .build();
+    if let Err(e) = built {
+        eprintln!("wardlock: the {label} window could not be opened: {e}");
+    }
+}
