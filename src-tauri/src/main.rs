@@ -102,6 +102,7 @@ fn run() -> Result<()> {
             commands::admin_close,
         ])
         .setup(move |app| {
+            platform::survive_x_errors();
             let handle = app.handle().clone();
             let (link_tx, link_rx) = mpsc::unbounded_channel();
             let link = ServiceLink::spawn(socket.clone(), ClientRole::Guard, link_tx);

@@ -21,9 +21,60 @@ const CURTAIN: tauri::window::Color = tauri::window::Color(12, 30, 38, 255);
 /// Grab attempts, 50 ms apart, before the failure is reported and escalated.
 const GRAB_TRIES: u32 = 40;
 const GRAB_RETRY: Duration = Duration::from_millis(50);
+/// How often, while locked, the grab and focus are checked.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(250);
 
 thread_local! {
     static BANNER: RefCell<Option<platform::Banner>> = const { RefCell::new(None) };
+    static ANCHOR: RefCell<Option<platform::Anchor>> = const { RefCell::new(None) };
+}
+
+/// The anchor's X window, shown; a new anchor when the old one was destroyed from outside.
+fn anchor_window(app: &AppHandle, ctx: &Ctx) -> Option<gtk::gdk::Window> {
+    ANCHOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if let Some(window) = slot.as_ref().and_then(platform::Anchor::shown) {
+            return Some(window);
+        }
+        let anchor = platform::Anchor::new();
+        watch_anchor(app, anchor.window(), ctx.clone());
+        let window = anchor.shown();
+        *slot = Some(anchor);
+        window
+    })
+}
+
+fn hide_anchor() {
+    ANCHOR.with(|cell| {
+        if let Some(anchor) = cell.borrow().as_ref() {
+            anchor.hide();
+        }
+    });
+}
+
+/// A lock window is going away (unmapped or destroyed by another program), and the grab
+/// with it: move the grab to the anchor at once, before any key gets through.
+fn hold_with_anchor(app: &AppHandle, ctx: &Ctx) -> bool {
+    anchor_window(app, ctx).is_some_and(|anchor| platform::grab(&anchor).is_ok())
+}
+
+/// An anchor unmapped or destroyed from outside is simply made again at the next use.
+fn watch_anchor(_app: &AppHandle, window: &gtk::Window, _ctx: Ctx) {
+    use gtk::prelude::*;
+    window.connect_destroy_event(move |_, _| {
+        ANCHOR.with(|cell| {
+            if let Ok(mut slot) = cell.try_borrow_mut() {
+                slot.take();
+            }
+        });
+        gtk::glib::Propagation::Proceed
+    });
+}
+
+fn primary_window(app: &AppHandle) -> Option<WebviewWindow> {
+    let windows = lock_windows(app);
+    let primary = platform::primary_monitor();
+    windows.get(primary).or(windows.first()).cloned()
 }
 
 fn with_banner(f: impl FnOnce(&platform::Banner)) {
@@ -43,6 +94,7 @@ pub struct TauriScreen {
     /// Bumped on every lock and unlock, so a stale grab retry of an earlier lock stops.
     generation: Arc<AtomicU32>,
     grab_failed: Arc<AtomicBool>,
+    watchdog: Arc<AtomicU32>,
     tray_text: Mutex<Option<StatusListener>>,
 }
 
@@ -60,6 +112,7 @@ impl TauriScreen {
             locked: Arc::new(AtomicBool::new(false)),
             generation: Arc::new(AtomicU32::new(0)),
             grab_failed: Arc::new(AtomicBool::new(false)),
+            watchdog: Arc::new(AtomicU32::new(0)),
             tray_text: Mutex::new(None),
         }
     }
@@ -86,6 +139,7 @@ impl TauriScreen {
             locked: self.locked.clone(),
             generation: self.generation.clone(),
             grab_failed: self.grab_failed.clone(),
+            watchdog: self.watchdog.clone(),
         };
         if let Err(e) = self.app.run_on_main_thread(move || f(&app, ctx)) {
             eprintln!("wardlock: the window thread is gone: {e}");
@@ -100,6 +154,8 @@ struct Ctx {
     locked: Arc<AtomicBool>,
     generation: Arc<AtomicU32>,
     grab_failed: Arc<AtomicBool>,
+    /// The lock (generation) whose watchdog timer runs.
+    watchdog: Arc<AtomicU32>,
 }
 
 impl Screen for TauriScreen {
@@ -138,6 +194,7 @@ impl Screen for TauriScreen {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.main_thread(|app, _| {
             platform::ungrab();
+            hide_anchor();
             // Destroyed, not hidden: the web process of each window goes with it, and the
             // next lock starts from a blank page (no PIN digits left in a field).
             for window in lock_windows(app) {
@@ -247,10 +304,59 @@ fn watch(app: &AppHandle, window: &gtk::ApplicationWindow, ctx: Ctx) {
         }
         gtk::glib::Propagation::Proceed
     });
+    let (app_focus, focus_ctx) = (app.clone(), ctx.clone());
+    window.connect_focus_out_event(move |_, _| {
+        if focus_ctx.locked.load(Ordering::SeqCst) {
+            // The window manager gave focus to another window (an activated PHI app):
+            // its keys go to our grab window meanwhile; bring the focus back to the page.
+            let (app, ctx) = (app_focus.clone(), focus_ctx.clone());
+            gtk::glib::idle_add_local_once(move || {
+                if ctx.locked.load(Ordering::SeqCst) {
+                    if let Some(window) = primary_window(&app) {
+                        if let Ok(gtk_window) = window.gtk_window() {
+                            let _ = platform::focus(&gtk_window);
+                        }
+                    }
+                }
+            });
+        }
+        gtk::glib::Propagation::Proceed
+    });
+    let (app_destroyed, destroyed_ctx) = (app.clone(), ctx.clone());
+    window.connect_destroy_event(move |_, _| {
+        if destroyed_ctx.locked.load(Ordering::SeqCst) {
+            // Another program destroyed the X window (XDestroyWindow): the grab went with
+            // it. Build the windows again, take the grab back, and report the tampering.
+            hold_with_anchor(&app_destroyed, &destroyed_ctx);
+            eprintln!("wardlock: a lock window was destroyed by another program; rebuilding it");
+            report_failure(&destroyed_ctx, "a lock window was destroyed by another program".into());
+            let (app, ctx) = (app_destroyed.clone(), destroyed_ctx.clone());
+            gtk::glib::idle_add_local_once(move || {
+                for window in lock_windows(&app) {
+                    if window
+                        .gtk_window()
+                        .ok()
+                        .and_then(|w| gtk::prelude::WidgetExt::window(&w))
+                        .is_none_or(|g| g.is_destroyed())
+                    {
+                        let _ = window.destroy();
+                    }
+                }
+                if let Err(e) = ensure_windows(&app, &ctx) {
+                    eprintln!("wardlock: rebuilding the lock windows failed: {e}");
+                }
+                show_all(&app);
+                let generation = ctx.generation.load(Ordering::SeqCst);
+                try_grab(app, ctx, generation, 0);
+            });
+        }
+        gtk::glib::Propagation::Proceed
+    });
     let app_unmapped = app.clone();
     window.connect_unmap_event(move |w, _| {
         if ctx.locked.load(Ordering::SeqCst) {
             // Someone unmapped it from outside (XUnmapWindow): map it again and re-grab.
+            hold_with_anchor(&app_unmapped, &ctx);
             eprintln!("wardlock: a lock window was unmapped; showing it again");
             let (w, app, ctx) = (w.clone(), app_unmapped.clone(), ctx.clone());
             gtk::glib::idle_add_local_once(move || {
@@ -263,21 +369,34 @@ fn watch(app: &AppHandle, window: &gtk::ApplicationWindow, ctx: Ctx) {
     });
 }
 
-/// Grabs input for the primary lock window, retrying until it is viewable and nobody
-/// else holds a grab; reports a failure (which `wardlockd` escalates) and keeps trying.
+/// Grabs input on the anchor and focuses the primary lock window, retrying until both
+/// are viewable and nobody else holds a grab; reports a failure (which `wardlockd`
+/// escalates) and keeps trying.
 fn try_grab(app: AppHandle, ctx: Ctx, generation: u32, attempt: u32) {
     if !ctx.locked.load(Ordering::SeqCst) || ctx.generation.load(Ordering::SeqCst) != generation {
         return;
     }
-    let primary = platform::primary_monitor();
-    let windows = lock_windows(&app);
-    let Some(window) = windows.get(primary).or(windows.first()) else { return };
-    let result = window.gtk_window().map_err(|e| e.to_string()).and_then(|w| platform::grab(&w));
+    // The anchor is mapped now, so that it can hold the grab the instant a lock window
+    // is unmapped or destroyed (see `hold_with_anchor`).
+    let _ = anchor_window(&app, &ctx);
+    let result = primary_window(&app).ok_or_else(|| "no lock window".to_owned()).and_then(|window| {
+        let gtk_window = window.gtk_window().map_err(|e| e.to_string())?;
+        let gdk_window =
+            gtk::prelude::WidgetExt::window(&gtk_window).ok_or("the lock window has no X window yet")?;
+        platform::grab(&gdk_window)?;
+        // With the grab on the lock window every key reaches its page wherever the focus
+        // is; the focus is moved too so the page shows where typing goes.
+        let _ = platform::focus(&gtk_window);
+        let _ = window.set_focus();
+        Ok(())
+    });
     match result {
         Ok(()) => {
-            let _ = window.set_focus();
             if ctx.grab_failed.swap(false, Ordering::SeqCst) {
                 ctx.link.report(GuardEvent::LockRestored {});
+            }
+            if ctx.watchdog.swap(generation, Ordering::SeqCst) != generation {
+                watchdog(app, ctx, generation);
             }
         }
         Err(why) => {
@@ -289,6 +408,32 @@ fn try_grab(app: AppHandle, ctx: Ctx, generation: u32, attempt: u32) {
             gtk::glib::timeout_add_local_once(delay, move || try_grab(app, ctx, generation, attempt + 1));
         }
     }
+}
+
+/// While locked, a few times a second: take the grab again (a no-op while we hold it;
+/// X drops a grab silently in some cases) and take the focus back if the window manager
+/// gave it to another window, whose keys would otherwise be swallowed by the grab.
+fn watchdog(app: AppHandle, ctx: Ctx, generation: u32) {
+    gtk::glib::timeout_add_local(WATCHDOG_EVERY, move || {
+        if !ctx.locked.load(Ordering::SeqCst) || ctx.generation.load(Ordering::SeqCst) != generation {
+            return gtk::glib::ControlFlow::Break;
+        }
+        let primary = primary_window(&app).and_then(|w| w.gtk_window().ok());
+        let on_window = primary.as_ref().and_then(gtk::prelude::WidgetExt::window);
+        let regrabbed = match on_window {
+            Some(gdk_window) if gdk_window.is_viewable() => platform::grab(&gdk_window).is_ok(),
+            _ => hold_with_anchor(&app, &ctx),
+        };
+        if !regrabbed {
+            report_failure(&ctx, "the input grab was lost and could not be taken back".into());
+        }
+        if let Some(gtk_window) = primary {
+            if !platform::has_focus(&gtk_window) {
+                let _ = platform::focus(&gtk_window);
+            }
+        }
+        gtk::glib::ControlFlow::Continue
+    });
 }
 
 fn report_failure(ctx: &Ctx, what: String) {

@@ -38,6 +38,14 @@ pub fn primary_monitor() -> usize {
         .unwrap_or(0)
 }
 
+/// Any program of the session can destroy or unmap our X windows. GDK's default reaction
+/// to the X errors that follow is to abort the process, which would take the lock
+/// windows down with it; an error trap that is never popped makes GDK ignore them, and
+/// the lock windows' own handlers rebuild what was destroyed.
+pub fn survive_x_errors() {
+    gdk::error_trap_push();
+}
+
 /// Takes the window out of the window manager's hands before it is first mapped: it
 /// cannot then be minimised, moved, hidden by "show desktop" or closed by the WM, each of
 /// which would silently drop the grab.
@@ -56,23 +64,118 @@ pub fn place(window: &gtk::ApplicationWindow, area: Area) {
     }
 }
 
-/// Grabs keyboard and pointer for `window`. With `owner_events` the other lock windows
-/// (other monitors) still get their own pointer and touch input; no other client gets any.
-pub fn grab(window: &gtk::ApplicationWindow) -> Result<(), String> {
+/// Grabs keyboard and pointer on `anchor` (see [`Anchor`]). With `owner_events`, input
+/// meant for any of our own windows (the lock windows on every monitor) reaches them as
+/// usual, and input meant for any other client goes to the anchor, which swallows it.
+pub fn grab(anchor: &gdk::Window) -> Result<(), String> {
+    if !anchor.is_viewable() {
+        return Err("the grab window is not viewable yet".into());
+    }
+    let display = gdk::Display::default().ok_or("no display")?;
+    let seat = display.default_seat().ok_or("the display has no seat")?;
+    match seat.grab(anchor, gdk::SeatCapabilities::ALL, true, None, None, None) {
+        gdk::GrabStatus::Success => Ok(()),
+        other => Err(format!("the input grab failed ({other:?}); another program holds it")),
+    }
+}
+
+thread_local! {
+    /// Our own X connection for the one request GDK will not make for an override-redirect
+    /// window: it asks the window manager to focus it, and the WM ignores such windows.
+    static X11: RefCell<Option<x11rb::rust_connection::RustConnection>> = const { RefCell::new(None) };
+}
+
+/// Gives the keyboard focus to a lock window, so typed keys reach its page. Until it has
+/// it (say the WM just focused another window), keys go to the grab window and are lost,
+/// never to another program.
+pub fn focus(window: &gtk::ApplicationWindow) -> Result<(), String> {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConnectionExt, InputFocus};
     let gdk_window = window.window().ok_or("the lock window has no X window yet")?;
     if !gdk_window.is_viewable() {
         return Err("the lock window is not viewable yet".into());
     }
-    let display = gdk::Display::default().ok_or("no display")?;
-    let seat = display.default_seat().ok_or("the display has no seat")?;
-    match seat.grab(&gdk_window, gdk::SeatCapabilities::ALL, true, None, None, None) {
-        gdk::GrabStatus::Success => {
-            gdk_window.raise();
-            gdk_window.focus(gtk::current_event_time());
-            window.present();
-            Ok(())
+    let xid = gdk_window
+        .downcast_ref::<gdkx11::X11Window>()
+        .map(gdkx11::X11Window::xid)
+        .ok_or("the lock window is not an X11 window")?;
+    gdk_window.raise();
+    X11.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(x11rb::connect(None).map_err(|e| format!("cannot open the X display: {e}"))?.0);
         }
-        other => Err(format!("the input grab failed ({other:?}); another program holds it")),
+        let conn = slot.as_ref().ok_or("no X connection")?;
+        let xid = u32::try_from(xid).map_err(|_| "an X window id out of range")?;
+        let sent = conn
+            .set_input_focus(InputFocus::PARENT, xid, x11rb::CURRENT_TIME)
+            .map_err(|e| e.to_string())
+            .and_then(|cookie| cookie.check().map_err(|e| e.to_string()));
+        if let Err(e) = sent {
+            // A broken connection is made again at the next try.
+            *slot = None;
+            return Err(format!("focusing the lock window failed: {e}"));
+        }
+        let _ = conn.flush();
+        Ok(())
+    })?;
+    window.present();
+    Ok(())
+}
+
+/// Whether the X input focus is on `window` now.
+pub fn has_focus(window: &gtk::ApplicationWindow) -> bool {
+    use x11rb::protocol::xproto::ConnectionExt;
+    let Some(xid) = window
+        .window()
+        .and_then(|w| w.downcast_ref::<gdkx11::X11Window>().map(gdkx11::X11Window::xid))
+        .and_then(|xid| u32::try_from(xid).ok())
+    else {
+        return false;
+    };
+    X11.with(|cell| {
+        let slot = cell.borrow();
+        let Some(conn) = slot.as_ref() else { return false };
+        conn.get_input_focus().ok().and_then(|c| c.reply().ok()).is_some_and(|r| r.focus == xid)
+    })
+}
+
+/// The window that holds the grab: a 1×1 override-redirect window off-screen. It is not
+/// the visible lock window, so a program that unmaps or destroys a lock window does not
+/// end the grab (X ends a grab when its window stops being viewable); keys typed in the
+/// meantime go nowhere.
+pub struct Anchor {
+    window: gtk::Window,
+}
+
+impl std::fmt::Debug for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Anchor")
+    }
+}
+
+impl Anchor {
+    pub fn new() -> Self {
+        let window = gtk::Window::new(gtk::WindowType::Popup);
+        window.set_title("Wardlock input guard");
+        window.set_default_size(1, 1);
+        window.move_(-10, -10);
+        Self { window }
+    }
+
+    pub fn window(&self) -> &gtk::Window {
+        &self.window
+    }
+
+    /// The X window, mapped; `None` when it was destroyed from outside.
+    pub fn shown(&self) -> Option<gdk::Window> {
+        self.window.show();
+        self.window.move_(-10, -10);
+        self.window.window().filter(|w| !w.is_destroyed())
+    }
+
+    pub fn hide(&self) {
+        self.window.hide();
     }
 }
 
