@@ -215,6 +215,8 @@ impl GuardLoop {
                     status.service_problem = None;
                     status.policy = Some(policy.clone());
                 }
+                // The service being back changes what the lock screen says.
+                self.publish();
                 let timings = timings_of(&policy);
                 let result = if timings != self.guard.timings() {
                     let now = self.now();

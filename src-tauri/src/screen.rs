@@ -359,8 +359,12 @@ fn watch(app: &AppHandle, window: &gtk::ApplicationWindow, ctx: Ctx) {
             hold_with_anchor(&app_unmapped, &ctx);
             eprintln!("wardlock: a lock window was unmapped; showing it again");
             let (w, app, ctx) = (w.clone(), app_unmapped.clone(), ctx.clone());
-            gtk::glib::idle_add_local_once(move || {
-                w.show();
+            // An unmap also comes first when the window was destroyed; showing a destroyed
+            // window crashes GTK, so check with the X server (the destroy handler rebuilds).
+            gtk::glib::timeout_add_local_once(Duration::from_millis(20), move || {
+                if platform::x_window_exists(&w) {
+                    w.show();
+                }
                 let generation = ctx.generation.load(Ordering::SeqCst);
                 try_grab(app, ctx, generation, 0);
             });

@@ -60,6 +60,29 @@ function render(): void {
   submit.textContent = emergency ? "Unlock for an emergency" : last ? "Unlock" : "Next";
   const waiting = Date.now() < retryUntil;
   submit.disabled = busy || waiting || !serviceUp;
+  ensureFocus();
+}
+
+/** A focused control that is disabled or hidden drops the focus to the page's body, and
+ * WebKit sends no blur for it: the next keys would go nowhere. Put it back. */
+function ensureFocus(): void {
+  if (!focusable(document.activeElement)) restoreFocus();
+}
+
+function focusable(el: Element | null): el is HTMLElement {
+  return (
+    el instanceof HTMLElement &&
+    el !== document.body &&
+    !(el instanceof HTMLButtonElement && el.disabled) &&
+    el.closest("[hidden]") === null
+  );
+}
+
+/** Where the clinician was typing, or else the first empty field. */
+let lastFocused: HTMLElement | null = null;
+function restoreFocus(): void {
+  if (focusable(lastFocused)) lastFocused.focus();
+  else focusFirstEmpty();
 }
 
 function say(text: string, title: string): void {
@@ -174,7 +197,7 @@ function applyStatus(status: Status): void {
     ? ""
     : "Unlock unavailable: the Wardlock service is not answering. The screen stays locked. Call IT if this lasts.";
   if (!serviceUp) document.title = titleFor("unavailable");
-  else if (document.title === titleFor("unavailable")) document.title = titleFor("locked");
+  else if (document.title === titleFor("unavailable") || document.title === titleFor("starting")) document.title = titleFor("locked");
   render();
 }
 
@@ -205,16 +228,32 @@ function focusOrder(): string[] {
 
 function keepFocus(): void {
   document.addEventListener("keydown", (event) => {
-    if (event.key !== "Tab") return;
+    if (event.key === "Escape") {
+      // Start over: a clinician who walked up to a half-filled form.
+      event.preventDefault();
+      userInput.value = "";
+      reset();
+      say("", serviceUp ? titleFor("locked") : titleFor("unavailable"));
+      userInput.focus();
+      return;
+    }
+    if (event.key !== "Tab") {
+      // A key with nowhere to go: give it the field it was meant for.
+      ensureFocus();
+      return;
+    }
     event.preventDefault();
     const id = nextFocus(focusOrder(), document.activeElement?.id ?? null, event.shiftKey);
     if (id) document.getElementById(id)?.focus();
   });
+  document.addEventListener("focusin", (event) => {
+    if (event.target instanceof HTMLElement) lastFocused = event.target;
+  });
   // Something took focus away (a click on the background, the window itself): take it back.
   document.addEventListener("focusout", (event) => {
-    if (event.relatedTarget === null) window.setTimeout(() => { if (document.activeElement === document.body) focusFirstEmpty(); }, 0);
+    if (event.relatedTarget === null) window.setTimeout(ensureFocus, 0);
   });
-  window.addEventListener("focus", () => focusFirstEmpty());
+  window.addEventListener("focus", () => window.setTimeout(ensureFocus, 0));
 }
 
 function startClock(): void {
@@ -263,8 +302,9 @@ async function main(): Promise<void> {
   }
   if (state.recent_users[0]) userInput.placeholder = `e.g. ${state.recent_users[0]}`;
   applyStatus(state.status);
-  if (document.title !== titleFor("unavailable")) document.title = titleFor("locked");
   focusFirstEmpty();
+  // Only now does the title say "locked": the form is ready for typing.
+  if (serviceUp) document.title = titleFor("locked");
 }
 
 main().catch((e: unknown) => {

@@ -48,8 +48,12 @@ export function outcomeMessage(outcome: UnlockOutcome): string {
 }
 
 /** The page title, which the window title follows (screen readers and tests read it). */
-export function titleFor(state: "locked" | "busy" | "refused" | "backoff" | "unavailable" | "unlocked", detail = ""): string {
+export function titleFor(
+  state: "starting" | "locked" | "busy" | "refused" | "backoff" | "unavailable" | "unlocked",
+  detail = "",
+): string {
   const text: Record<typeof state, string> = {
+    starting: "starting",
     locked: "locked",
     busy: "checking",
     refused: "refused",

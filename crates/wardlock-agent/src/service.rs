@@ -522,18 +522,30 @@ impl Service {
         }
     }
 
-    /// Remembers whether this account's session is behind the lock, across guard restarts.
+    /// Remembers whether this account's session is behind the lock, across guard restarts
+    /// and restarts of the service itself (kept in the database too).
     pub fn set_session_locked(&self, account: &str, locked: bool) {
         let mut accounts = self.locked_accounts.lock().unwrap_or_else(|p| p.into_inner());
-        if locked {
-            accounts.insert(account.to_owned());
-        } else {
-            accounts.remove(account);
+        let changed = if locked { accounts.insert(account.to_owned()) } else { accounts.remove(account) };
+        if changed || locked {
+            let value = if locked { "1" } else { "0" };
+            if let Err(e) = self.store().set_meta(&format!("session_locked:{account}"), value) {
+                eprintln!("wardlockd: could not record the lock state of {account}: {e}");
+            }
         }
     }
 
     pub fn session_locked(&self, account: &str) -> bool {
-        self.locked_accounts.lock().unwrap_or_else(|p| p.into_inner()).contains(account)
+        let mut accounts = self.locked_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if accounts.contains(account) {
+            return true;
+        }
+        let stored = self.store().meta(&format!("session_locked:{account}")).ok().flatten();
+        if stored.as_deref() == Some("1") {
+            accounts.insert(account.to_owned());
+            return true;
+        }
+        false
     }
 
     pub fn guard_started(&self, peer: &Peer, client: &str) -> Result<(), ServiceError> {

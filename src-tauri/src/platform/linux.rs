@@ -95,49 +95,58 @@ pub fn focus(window: &gtk::ApplicationWindow) -> Result<(), String> {
     if !gdk_window.is_viewable() {
         return Err("the lock window is not viewable yet".into());
     }
-    let xid = gdk_window
-        .downcast_ref::<gdkx11::X11Window>()
-        .map(gdkx11::X11Window::xid)
-        .ok_or("the lock window is not an X11 window")?;
+    let xid = xid_of(window).ok_or("the lock window is not an X11 window")?;
     gdk_window.raise();
-    X11.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(x11rb::connect(None).map_err(|e| format!("cannot open the X display: {e}"))?.0);
-        }
-        let conn = slot.as_ref().ok_or("no X connection")?;
-        let xid = u32::try_from(xid).map_err(|_| "an X window id out of range")?;
+    let sent = with_x11(|conn| {
         let sent = conn
             .set_input_focus(InputFocus::PARENT, xid, x11rb::CURRENT_TIME)
             .map_err(|e| e.to_string())
             .and_then(|cookie| cookie.check().map_err(|e| e.to_string()));
-        if let Err(e) = sent {
-            // A broken connection is made again at the next try.
-            *slot = None;
-            return Err(format!("focusing the lock window failed: {e}"));
-        }
         let _ = conn.flush();
-        Ok(())
-    })?;
+        sent
+    })
+    .unwrap_or_else(|| Err("cannot open the X display".into()));
+    if let Err(e) = sent {
+        // A broken connection is made again at the next try.
+        X11.with(|cell| cell.borrow_mut().take());
+        return Err(format!("focusing the lock window failed: {e}"));
+    }
     window.present();
     Ok(())
+}
+
+fn xid_of(window: &gtk::ApplicationWindow) -> Option<u32> {
+    window
+        .window()
+        .filter(|w| !w.is_destroyed())
+        .and_then(|w| w.downcast_ref::<gdkx11::X11Window>().map(gdkx11::X11Window::xid))
+        .and_then(|xid| u32::try_from(xid).ok())
+}
+
+/// Whether the X server still has this window (another program may have destroyed it).
+pub fn x_window_exists(window: &gtk::ApplicationWindow) -> bool {
+    use x11rb::protocol::xproto::ConnectionExt;
+    let Some(xid) = xid_of(window) else { return false };
+    with_x11(|conn| conn.get_window_attributes(xid).ok().and_then(|c| c.reply().ok()).is_some())
+        .unwrap_or(false)
+}
+
+fn with_x11<T>(f: impl FnOnce(&x11rb::rust_connection::RustConnection) -> T) -> Option<T> {
+    X11.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = x11rb::connect(None).ok().map(|(conn, _)| conn);
+        }
+        slot.as_ref().map(f)
+    })
 }
 
 /// Whether the X input focus is on `window` now.
 pub fn has_focus(window: &gtk::ApplicationWindow) -> bool {
     use x11rb::protocol::xproto::ConnectionExt;
-    let Some(xid) = window
-        .window()
-        .and_then(|w| w.downcast_ref::<gdkx11::X11Window>().map(gdkx11::X11Window::xid))
-        .and_then(|xid| u32::try_from(xid).ok())
-    else {
-        return false;
-    };
-    X11.with(|cell| {
-        let slot = cell.borrow();
-        let Some(conn) = slot.as_ref() else { return false };
-        conn.get_input_focus().ok().and_then(|c| c.reply().ok()).is_some_and(|r| r.focus == xid)
-    })
+    let Some(xid) = xid_of(window) else { return false };
+    with_x11(|conn| conn.get_input_focus().ok().and_then(|c| c.reply().ok()).is_some_and(|r| r.focus == xid))
+        .unwrap_or(false)
 }
 
 /// The window that holds the grab: a 1×1 override-redirect window off-screen. It is not

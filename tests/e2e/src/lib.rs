@@ -1,0 +1,492 @@
+//! The harness of the end-to-end tests: a private X server (Xvfb) with a window manager
+//! (openbox), the real `wardlockd` in `--dev` mode on a temporary directory, the real
+//! guard, `xdotool` for input and `wardlockctl` for the audit log, all started and
+//! stopped by the test itself.
+//!
+//! Everything waits for an observable event (a window mapped, a title, an audit entry)
+//! with a deadline; nothing sleeps to synchronise.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_debug_implementations)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{self, ConnectionExt, MapState};
+use x11rb::rust_connection::RustConnection;
+
+/// Where cargo put the workspace's binaries (this test runs from target/debug/deps).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// Polls `check` until it gives a value or `within` passes; panics with `what` then.
+#[track_caller]
+pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A private X server with a window manager.
+pub struct Desktop {
+    pub display: String,
+    xvfb: Child,
+    wm: Child,
+    conn: RustConnection,
+    root: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub id: u32,
+    pub name: String,
+    pub x: i16,
+    pub y: i16,
+    pub width: u16,
+    pub height: u16,
+    pub viewable: bool,
+}
+
+impl Desktop {
+    pub fn start(width: u16, height: u16) -> Self {
+        // -displayfd: Xvfb picks a free display number and tells it, so tests can run side by side.
+        let mut xvfb = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", &format!("{width}x{height}x24"), "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is not installed (make setup installs it)");
+        let mut line = String::new();
+        BufReader::new(xvfb.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let display = format!(":{}", line.trim());
+        let (conn, screen) = x11rb::connect(Some(&display)).expect("connect to Xvfb");
+        let root = conn.setup().roots[screen].root;
+        let wm = Command::new("openbox")
+            .env("DISPLAY", &display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openbox is not installed (make setup installs it)");
+        let desktop = Self { display, xvfb, wm, conn, root };
+        // openbox is up once it owns the WM selection.
+        let atom = desktop.atom("WM_S0");
+        wait_for("the window manager", Duration::from_secs(10), || {
+            let owner = desktop.conn.get_selection_owner(atom).ok()?.reply().ok()?.owner;
+            (owner != x11rb::NONE).then_some(())
+        });
+        desktop
+    }
+
+    fn atom(&self, name: &str) -> u32 {
+        self.conn.intern_atom(false, name.as_bytes()).unwrap().reply().unwrap().atom
+    }
+
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DISPLAY", &self.display).env("NO_AT_BRIDGE", "1");
+        cmd
+    }
+
+    /// Runs `xdotool` with these arguments; its errors (a window gone) are not failures.
+    pub fn xdotool(&self, args: &[&str]) -> String {
+        let out = self.command("xdotool").args(args).stderr(Stdio::null()).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn type_text(&self, text: &str) {
+        self.xdotool(&["type", "--delay", "15", text]);
+    }
+
+    pub fn key(&self, key: &str) {
+        self.xdotool(&["key", key]);
+    }
+
+    /// All top-level windows (children of the root), with their titles.
+    pub fn windows(&self) -> Vec<Window> {
+        let net_wm_name = self.atom("_NET_WM_NAME");
+        let utf8 = self.atom("UTF8_STRING");
+        let Ok(tree) = self.conn.query_tree(self.root).unwrap().reply() else { return vec![] };
+        let mut out = Vec::new();
+        for id in tree.children {
+            let Ok(Ok(attrs)) = self.conn.get_window_attributes(id).map(|c| c.reply()) else { continue };
+            let Ok(Ok(geo)) = self.conn.get_geometry(id).map(|c| c.reply()) else { continue };
+            let name = self
+                .conn
+                .get_property(false, id, net_wm_name, utf8, 0, 1024)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .map(|p| String::from_utf8_lossy(&p.value).into_owned())
+                .filter(|n| !n.is_empty())
+                .or_else(|| {
+                    self.conn
+                        .get_property(false, id, xproto::AtomEnum::WM_NAME, xproto::AtomEnum::STRING, 0, 1024)
+                        .ok()
+                        .and_then(|c| c.reply().ok())
+                        .map(|p| String::from_utf8_lossy(&p.value).into_owned())
+                })
+                .unwrap_or_default();
+            out.push(Window {
+                id,
+                name,
+                x: geo.x,
+                y: geo.y,
+                width: geo.width,
+                height: geo.height,
+                viewable: attrs.map_state == MapState::VIEWABLE,
+            });
+        }
+        out
+    }
+
+    /// Viewable lock windows: their titles start with "Wardlock — ".
+    pub fn lock_windows(&self) -> Vec<Window> {
+        self.windows().into_iter().filter(|w| w.viewable && w.name.starts_with("Wardlock — ")).collect()
+    }
+
+    pub fn find(&self, name: &str) -> Option<Window> {
+        self.windows().into_iter().find(|w| w.viewable && w.name == name)
+    }
+
+    /// Like [`wait_for`], and on a timeout saves a screenshot and lists the windows.
+    #[track_caller]
+    pub fn wait<T>(&self, what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let shot = self.save_screenshot(&format!("failed-{}", what.replace(' ', "-")));
+                let windows: Vec<_> = self.windows().into_iter().filter(|w| w.viewable).collect();
+                panic!(
+                    "timed out after {within:?} waiting for {what}; screen: {}; windows: {windows:?}",
+                    shot.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until a lock window's title (which follows the page's state) satisfies `f`.
+    #[track_caller]
+    pub fn wait_lock_title(&self, what: &str, within: Duration, f: impl Fn(&str) -> bool) -> String {
+        self.wait(what, within, || self.lock_windows().into_iter().map(|w| w.name).find(|n| f(n)))
+    }
+
+    #[track_caller]
+    pub fn wait_unlocked(&self, within: Duration) {
+        self.wait("the lock windows to go", within, || self.lock_windows().is_empty().then_some(()));
+    }
+
+    pub fn input_focus(&self) -> u32 {
+        self.conn.get_input_focus().unwrap().reply().unwrap().focus
+    }
+
+    /// The root window's pixels as RGB.
+    pub fn screenshot(&self) -> (u16, u16, Vec<u8>) {
+        let geo = self.conn.get_geometry(self.root).unwrap().reply().unwrap();
+        let image = self
+            .conn
+            .get_image(xproto::ImageFormat::Z_PIXMAP, self.root, 0, 0, geo.width, geo.height, !0)
+            .unwrap()
+            .reply()
+            .unwrap();
+        // 24-bit depth comes as 32 bits per pixel, little-endian BGRX.
+        let rgb = image.data.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0]]).collect();
+        (geo.width, geo.height, rgb)
+    }
+
+    pub fn pixel(&self, x: u16, y: u16) -> [u8; 3] {
+        let image = self
+            .conn
+            .get_image(xproto::ImageFormat::Z_PIXMAP, self.root, x as i16, y as i16, 1, 1, !0)
+            .unwrap()
+            .reply()
+            .unwrap();
+        [image.data[2], image.data[1], image.data[0]]
+    }
+
+    /// Saves the screen as PNG under target/e2e-screenshots (and returns the path).
+    pub fn save_screenshot(&self, name: &str) -> PathBuf {
+        let (width, height, rgb) = self.screenshot();
+        let dir = bin("").parent().unwrap().join("e2e-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width.into(), height.into());
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.write_header().unwrap().write_image_data(&rgb).unwrap();
+        path
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        kill(&mut self.wm);
+        kill(&mut self.xvfb);
+    }
+}
+
+/// The test policy: short timeouts, a quick lockout.
+pub const POLICY: &str = r#"
+[lock]
+idle_timeout = "15s"
+warning = "5s"
+banner = "E2E ward: authorised clinical staff only."
+on_guard_lost = "audit_only"
+on_grab_failure = "audit_only"
+
+[unlock]
+methods = ["pin", "totp", "pin_totp"]
+
+[lockout]
+max_failures = 3
+throttle = "0s"
+lockout = "5s"
+max_lockout = "5s"
+"#;
+
+/// A real `wardlockd --dev` on a temporary directory.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Agent {
+    pub fn start(policy: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let mut agent = Self { dir, child: None };
+        agent.restart();
+        agent
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+
+    /// Starts (again) on the same directory, and waits until it answers.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("wardlockd.log"))
+            .unwrap();
+        let child = Command::new(bin("wardlockd"))
+            .arg("--dev")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for("wardlockd to answer", Duration::from_secs(20), || {
+            self.ctl(&["agent", "status"]).status.success().then_some(())
+        });
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        self.ctl_with_stdin(args, "")
+    }
+
+    pub fn ctl_with_stdin(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(bin("wardlockctl"))
+            .args(args)
+            .env("WARDLOCK_DB", self.dir.path().join("data/wardlock.db"))
+            .env("WARDLOCK_KEY_STORE", format!("file:{}", self.dir.path().join("credentials").display()))
+            .env("WARDLOCK_SOCKET", self.socket())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Adds a user with this PIN (and TOTP: returns the base32 secret).
+    pub fn add_user(&self, id: &str, name: &str, role: &str, pin: &str, totp: bool) -> Option<String> {
+        let mut args = vec!["user", "add", id, "--name", name, "--role", role, "--pin-stdin"];
+        if totp {
+            args.push("--totp");
+        }
+        let out = self.ctl_with_stdin(&args, &format!("{pin}\n"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "user add failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let uri = stdout.split_whitespace().find(|w| w.starts_with("otpauth://"))?;
+        let secret = uri.split(['?', '&']).find_map(|kv| kv.strip_prefix("secret="))?;
+        Some(secret.to_owned())
+    }
+
+    /// Every audit entry's kind, in order.
+    pub fn audit_kinds(&self) -> Vec<String> {
+        self.audit().iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let out = self.ctl(&["audit", "export", "--format", "json"]);
+        assert!(out.status.success(), "audit export failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    #[track_caller]
+    pub fn wait_audit(&self, kind: &str, within: Duration) -> serde_json::Value {
+        wait_for(&format!("a `{kind}` audit entry"), within, || {
+            self.audit().into_iter().find(|e| e["kind"] == kind)
+        })
+    }
+
+    pub fn count(&self, kind: &str) -> usize {
+        self.audit_kinds().iter().filter(|k| *k == kind).count()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The real session guard on a desktop, talking to an agent.
+pub struct Guard {
+    child: Option<Child>,
+    runtime_dir: tempfile::TempDir,
+    display: String,
+    socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Guard {
+    pub fn start(desktop: &Desktop, agent: &Agent) -> Self {
+        let runtime_dir = tempfile::tempdir().unwrap();
+        let log = runtime_dir.path().join("guard.log");
+        let mut guard =
+            Self { child: None, runtime_dir, display: desktop.display.clone(), socket: agent.socket(), log };
+        guard.restart();
+        guard
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("wardlock"));
+        cmd.env("DISPLAY", &self.display)
+            .env("NO_AT_BRIDGE", "1")
+            .env("XDG_RUNTIME_DIR", self.runtime_dir.path())
+            .env_remove("WAYLAND_DISPLAY")
+            .arg("--socket")
+            .arg(&self.socket);
+        cmd
+    }
+
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        self.child = Some(self.command().stdout(Stdio::null()).stderr(log).spawn().unwrap());
+        // Up once its single-instance socket answers.
+        let socket = self.runtime_dir.path().join("wardlock-guard.sock");
+        wait_for("the guard to start", Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(&socket).ok().map(|_| ())
+        });
+    }
+
+    /// `wardlock --lock`, as a keyboard shortcut would run it.
+    pub fn lock_now(&self) {
+        let out = self.command().arg("--lock").output().unwrap();
+        assert!(out.status.success(), "wardlock --lock: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text));
+        text
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The current TOTP code from `oathtool`, an independent implementation.
+pub fn oathtool(secret: &str) -> String {
+    let out = Command::new("oathtool").args(["--totp", "-b", secret]).output().expect("oathtool");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A stand-in PHI application: an xterm in raw mode that writes every key it gets to a file.
+pub struct PhiApp {
+    child: Child,
+    pub file: PathBuf,
+    /// Its X window, for xdotool.
+    pub id: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PhiApp {
+    pub fn start(desktop: &Desktop) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        let ready = dir.path().join("ready");
+        let script = format!("stty raw -echo; touch '{}'; exec cat > '{}'", ready.display(), file.display());
+        let child = desktop
+            .command("xterm")
+            .args(["-title", "PHI chart", "-geometry", "80x20+40+40", "-e", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("xterm is not installed (make setup installs it)");
+        // The window manager reparents it, so it is found by name, not among the root's children.
+        let id = wait_for("the PHI stand-in", Duration::from_secs(20), || {
+            let id = desktop.xdotool(&["search", "--onlyvisible", "--name", "^PHI chart$"]);
+            (ready.exists() && !id.is_empty()).then(|| id.lines().next().unwrap_or_default().to_owned())
+        });
+        Self { child, file, id, _dir: dir }
+    }
+
+    pub fn received(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+}
+
+impl Drop for PhiApp {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// The lock screen's curtain colour (`--bg` in ui/src/style.css).
+pub const CURTAIN: [u8; 3] = [12, 30, 38];

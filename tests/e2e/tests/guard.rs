@@ -1,0 +1,283 @@
+//! The session guard end to end: the real `wardlockd` and the real `wardlock` under Xvfb
+//! with openbox, driven by xdotool as a clinician (or an attacker) at the keyboard.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use wardlock_e2e::{oathtool, wait_for, Agent, Desktop, Guard, PhiApp, CURTAIN, POLICY};
+
+/// Each test runs a desktop, a web engine and a service: one at a time keeps two cores
+/// from timing out under four of them.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn setup() -> (std::sync::MutexGuard<'static, ()>, Desktop, Agent) {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let desktop = Desktop::start(1280, 800);
+    let agent = Agent::start(POLICY);
+    agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
+    (serial, desktop, agent)
+}
+
+/// Starts the lock screen's form over (Escape), types a user ID and PIN, and submits.
+fn type_pin(desktop: &Desktop, user: &str, pin: &str) {
+    desktop.key("Escape");
+    desktop.type_text(user);
+    desktop.key("Tab");
+    desktop.type_text(pin);
+    desktop.key("Return");
+}
+
+#[test]
+fn idle_warns_input_cancels_and_idle_again_locks_the_whole_screen() {
+    let (_serial, desktop, agent) = setup();
+    let guard = Guard::start(&desktop, &agent);
+    desktop.xdotool(&["mousemove", "10", "10"]);
+
+    // 15 s idle timeout, 5 s warning: the countdown appears after 10 s of no input.
+    let banner = wait_for("the warning countdown", SECS(30), || desktop.find("Wardlock warning"));
+    assert!(desktop.lock_windows().is_empty(), "locked during the warning");
+    assert!(banner.width > 100 && banner.height > 20, "{banner:?}");
+    desktop.save_screenshot("warning");
+    agent.wait_audit("warning_shown", SECS(10));
+
+    // Any input cancels it.
+    desktop.xdotool(&["mousemove", "200", "200"]);
+    wait_for("the countdown to go", SECS(5), || desktop.find("Wardlock warning").is_none().then_some(()));
+    agent.wait_audit("warning_cancelled", SECS(10));
+    assert!(desktop.lock_windows().is_empty());
+
+    // Idle again: warning, then the lock over the whole screen.
+    let locked = desktop.wait_lock_title("the idle lock", SECS(40), |t| t.contains("locked"));
+    assert!(locked.contains("locked"), "{locked}");
+    let windows = desktop.lock_windows();
+    assert_eq!(windows.len(), 1, "one monitor, one lock window: {windows:?}");
+    let w = &windows[0];
+    assert_eq!((w.x, w.y, w.width, w.height), (0, 0, 1280, 800), "the lock window covers the screen");
+    let lock = agent.wait_audit("locked", SECS(10));
+    assert_eq!(lock["details"]["reason"], "idle", "{lock}");
+    // The curtain is drawn edge to edge: corners and edges are the lock screen's colour.
+    wait_for("the lock screen to be drawn", SECS(20), || {
+        [(0, 0), (1279, 0), (0, 799), (1279, 799), (640, 2), (2, 400)]
+            .iter()
+            .all(|&(x, y)| desktop.pixel(x, y) == CURTAIN)
+            .then_some(())
+    });
+    desktop.save_screenshot("lock-screen");
+    drop(guard);
+}
+
+#[test]
+fn wrong_pins_are_refused_then_locked_out_and_the_right_pin_unlocks() {
+    let (_serial, desktop, agent) = setup();
+    agent.add_user("d.doc", "Dee Doc", "physician", "582039", false);
+    let guard = Guard::start(&desktop, &agent);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+
+    type_pin(&desktop, "n.nurse", "111111");
+    let title = desktop.wait_lock_title("a refusal", SECS(30), |t| t.contains("refused"));
+    assert_eq!(title, "Wardlock — refused: 2 attempts left");
+    agent.wait_audit("unlock_failed", SECS(10));
+    desktop.save_screenshot("lock-screen-refused");
+
+    // The user ID stays filled; the PIN field was cleared.
+    desktop.type_text("222222");
+    desktop.key("Return");
+    desktop.wait_lock_title("the second refusal", SECS(30), |t| t.ends_with("1 attempts left"));
+    desktop.type_text("333333");
+    desktop.key("Return");
+    let title = desktop.wait_lock_title("the lockout countdown", SECS(30), |t| t.contains("try again later"));
+    assert!(title.contains("0:0"), "a visible countdown: {title}");
+    desktop.save_screenshot("lock-screen-lockout");
+    agent.wait_audit("user_locked_out", SECS(10));
+    assert_eq!(agent.count("unlock_failed"), 3);
+    assert!(!desktop.lock_windows().is_empty(), "still locked");
+
+    // The locked-out user's right PIN is refused until the lockout ends.
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_lock_title("the lockout's refusal", SECS(30), |t| t.contains("try again later"));
+    assert_eq!(agent.count("unlock_succeeded"), 0);
+
+    // Someone else's right PIN unlocks once the countdown is over; the session is theirs.
+    desktop.wait_lock_title("the end of the lockout", SECS(30), |t| t == "Wardlock — locked");
+    type_pin(&desktop, "d.doc", "582039");
+    desktop.wait_unlocked(SECS(30));
+    let granted = agent.wait_audit("unlock_succeeded", SECS(10));
+    assert_eq!(granted["user"], "d.doc", "{granted}");
+    // The guard showed the last-unlock notice.
+    wait_for("the welcome notice", SECS(10), || desktop.find("Wardlock warning"));
+    drop(guard);
+}
+
+#[test]
+fn a_totp_code_from_oathtool_unlocks_once_and_is_refused_the_second_time() {
+    let (_serial, desktop, agent) = setup();
+    let secret = agent.add_user("t.tech", "Tom Tech", "nurse", "640273", true).expect("a TOTP secret");
+    let guard = Guard::start(&desktop, &agent);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+
+    // User ID, then switch to the authenticator code with the keyboard alone.
+    desktop.key("Escape");
+    desktop.type_text("t.tech");
+    desktop.key("Tab"); // PIN
+    desktop.key("Tab"); // Unlock
+    desktop.key("Tab"); // Use authenticator code
+    desktop.key("space");
+    let code = oathtool(&secret);
+    assert_eq!(code.len(), 6, "{code}");
+    desktop.type_text(&code);
+    desktop.key("Return");
+    desktop.wait_unlocked(SECS(30));
+    let granted = agent.wait_audit("unlock_succeeded", SECS(10));
+    assert_eq!(granted["user"], "t.tech");
+
+    // The same code again (within its 30 s step): refused.
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.key("Escape");
+    desktop.type_text("t.tech");
+    desktop.key("Tab");
+    desktop.key("Tab");
+    desktop.key("Tab");
+    desktop.key("space");
+    desktop.type_text(&code);
+    desktop.key("Return");
+    desktop.wait_lock_title("the replay's refusal", SECS(30), |t| t.contains("refused"));
+    agent.wait_audit("unlock_failed", SECS(10));
+    assert!(!desktop.lock_windows().is_empty());
+    drop(guard);
+}
+
+#[test]
+fn escape_attempts_leave_the_lock_in_place_and_no_key_reaches_the_phi_app() {
+    let (_serial, desktop, agent) = setup();
+    let guard = Guard::start(&desktop, &agent);
+    let phi = PhiApp::start(&desktop);
+    let phi_id = phi.id.clone();
+
+    // The leak detector works: unlocked, typed keys arrive.
+    desktop.xdotool(&["windowactivate", "--sync", &phi_id]);
+    desktop.type_text("visible");
+    wait_for("keys in the PHI app", SECS(10), || (phi.received() == "visible").then_some(()));
+
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    let lock = desktop.lock_windows()[0].clone();
+    let lock_id = lock.id.to_string();
+    let attempts: &[&[&str]] = &[
+        &["key", "alt+F4"],
+        &["key", "alt+Tab"],
+        &["key", "ctrl+alt+F1"],
+        &["windowactivate", &phi_id],
+        &["windowfocus", &phi_id],
+        &["windowraise", &phi_id],
+        &["windowminimize", &lock_id],
+        &["windowclose", &lock_id],
+        &["windowunmap", &lock_id],
+        &["set_desktop", "1"],
+    ];
+    for attempt in attempts {
+        desktop.xdotool(attempt);
+        if matches!(attempt[0], "windowclose" | "windowunmap") {
+            // X lets any client of the display do this, and the grab goes with the window
+            // for the milliseconds until the guard takes it again (docs/threat-model.md):
+            // typing starts once the lock is back, which the guard must make happen.
+            desktop.wait("the lock window back", SECS(20), || {
+                desktop.lock_windows().iter().any(|w| w.width == 1280).then_some(())
+            });
+        }
+        desktop.type_text("leak");
+        assert_eq!(phi.received(), "visible", "keys leaked to the PHI app after xdotool {attempt:?}");
+    }
+    let wmctrl = desktop.command("wmctrl").args(["-c", "Wardlock — locked"]).output().unwrap();
+    let _ = wmctrl;
+    desktop.type_text("leak");
+    desktop.command("wmctrl").args(["-k", "on"]).output().unwrap();
+    desktop.type_text("leak");
+
+    // Still locked and covering the screen (rebuilt if a window was destroyed).
+    let windows = desktop.wait("the lock windows back in place", SECS(20), || {
+        let w = desktop.lock_windows();
+        (w.len() == 1 && (w[0].x, w[0].y, w[0].width, w[0].height) == (0, 0, 1280, 800)).then_some(w)
+    });
+    assert_eq!(windows.len(), 1);
+    // The guard itself lived through it.
+    assert!(nix::sys::signal::kill(guard.pid(), None).is_ok(), "the guard died: {}", guard.log_text());
+    assert_eq!(phi.received(), "visible", "keys leaked to the PHI app while locked");
+    // Destroying a lock window is tampering: reported.
+    agent.wait_audit("lock_failed", SECS(10));
+
+    // And the lock screen still takes the clinician's keys.
+    wait_for("the focus back on the lock screen", SECS(10), || {
+        desktop.lock_windows().first().is_some_and(|w| desktop.input_focus() == w.id).then_some(())
+    });
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+    assert_eq!(phi.received(), "visible");
+    drop(guard);
+}
+
+#[test]
+fn killing_the_guards_x_client_is_audited_and_the_restarted_guard_locks_again() {
+    let (_serial, desktop, agent) = setup();
+    let mut guard = Guard::start(&desktop, &agent);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    let lock_id = desktop.lock_windows()[0].id.to_string();
+
+    // XKillClient on the lock window ends the guard's X connection, and so the guard: no
+    // X11 program survives it. The service sees it go and audits it (and, with
+    // `on_guard_lost = "os_lock"`, locks the OS session); the supervisor starts it again.
+    desktop.xdotool(&["windowkill", &lock_id]);
+    let lost = agent.wait_audit("guard_lost", SECS(30));
+    assert_eq!(lost["details"]["alert"], "compliance", "{lost}");
+    guard.kill9(); // reap it, as systemd would
+    guard.restart();
+    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t == "Wardlock — locked");
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+    drop(guard);
+}
+
+#[test]
+fn a_killed_guard_comes_back_locked_and_a_killed_service_keeps_the_screen_locked() {
+    let (_serial, desktop, mut agent) = setup();
+    let mut guard = Guard::start(&desktop, &agent);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    agent.wait_audit("locked", SECS(10));
+
+    guard.kill9();
+    let lost = agent.wait_audit("guard_lost", SECS(30));
+    assert_eq!(lost["details"]["alert"], "compliance", "{lost}");
+    // The restarted guard locks before anything else: the service remembers the lock.
+    guard.restart();
+    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t == "Wardlock — locked");
+    let relock = wait_for("the relock entry", SECS(10), || {
+        agent.audit().into_iter().filter(|e| e["kind"] == "locked").nth(1)
+    });
+    assert_eq!(relock["details"]["reason"], "guard_restarted", "{relock}");
+
+    // wardlockd dies: the screen stays locked and says unlock is unavailable.
+    agent.kill9();
+    desktop.wait_lock_title("unlock unavailable", SECS(30), |t| t.contains("unlock unavailable"));
+    desktop.save_screenshot("lock-screen-service-down");
+    // A right PIN cannot unlock: nobody is there to decide.
+    type_pin(&desktop, "n.nurse", "730284");
+    assert!(!desktop.lock_windows().is_empty(), "unlocked without the service");
+
+    // It comes back: the guard reconnects and the right PIN unlocks.
+    agent.restart();
+    desktop.wait_lock_title("the service back", SECS(30), |t| t == "Wardlock — locked");
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+    agent.wait_audit("unlock_succeeded", SECS(10));
+    // Only that one: nothing was granted while the service was down.
+    assert_eq!(agent.count("unlock_succeeded"), 1);
+    drop(guard);
+}
