@@ -1,22 +1,26 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what is
 # missing first (Debian 12; apt packages need root or sudo).
 
-.PHONY: setup run test check bench
+.PHONY: setup run test check bench ui
 
 setup:
 	@bash scripts/setup.sh
 
-run: setup
+run: setup ui
 	@bash scripts/demo.sh
 
-test: setup
+test: setup ui
 	cd ui && npm run --silent check && npm test --silent
-	# Tests start the other packages' binaries (wardlockd, wardlock-collector): build them all first.
+	# Tests start the other packages' binaries (wardlockd, wardlock-collector, the guard): build them all first.
 	cargo build --workspace --bins --locked
 	cargo test --workspace --locked
 
+# The guard's front end, which its binary embeds: built before anything compiles the guard.
+ui: setup
+	cd ui && npm run --silent build
+
 # Formatting and lints, as CI runs them.
-check: setup
+check: setup ui
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 

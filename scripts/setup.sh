@@ -16,6 +16,9 @@ APT_PACKAGES=(
   postgresql  # the collector's second backend; tests start throwaway clusters on loopback
   python3 python3-venv  # independent checkers (FHIR validation) in .venv-tools
   rsyslog rsyslog-gnutls openssl  # a real SIEM receiver over TLS for the syslog forwarding test
+  # The session guard (Tauri v2 on WebKitGTK) and its end-to-end tests on a private X server.
+  libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxss-dev
+  xvfb openbox xdotool wmctrl xterm x11-utils fonts-dejavu-core
 )
 
 as_root() {
@@ -52,11 +55,13 @@ if command -v rustup >/dev/null; then
   done
 fi
 
-if [ -f ui/package-lock.json ] && [ ! -d ui/node_modules ]; then
+# Again whenever the lock file changed since the last install (the stamp is a copy of it).
+if [ -f ui/package-lock.json ] && ! cmp -s ui/package-lock.json ui/node_modules/.wardlock-installed; then
   echo "setup: installing the front end's packages"
   # Not `npm ci`: npm leaves other platforms' optional packages (rollup's, esbuild's) out of
   # the lock file and `npm ci` then refuses it; `npm install` keeps the locked versions.
   (cd ui && npm install --no-audit --no-fund --loglevel=error)
+  cp ui/package-lock.json ui/node_modules/.wardlock-installed
 fi
 
 # Independent checkers the tests use (FHIR R4 validation), in a venv of their own.
