@@ -1,13 +1,17 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what is
 # missing first (Debian 12; apt packages need root or sudo).
 
-.PHONY: setup run test check bench ui
+.PHONY: setup run test check bench ui demo-headless
 
 setup:
 	@bash scripts/setup.sh
 
 run: setup ui
 	@bash scripts/demo.sh
+
+# The guard where there is no desktop: under Xvfb, with screenshots in demo/screenshots.
+demo-headless: setup ui
+	@bash scripts/demo-headless.sh
 
 test: setup ui
 	cd ui && npm run --silent check && npm test --silent

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet -p wardlockctl -p wardlock-agent -p wardlock-collector
+cargo build --quiet -p wardlockctl -p wardlock-agent -p wardlock-collector -p wardlock
 ctl() { echo; echo "\$ wardlockctl $*"; target/debug/wardlockctl "$@"; }
 
 rm -rf demo && mkdir -p demo
@@ -89,7 +89,8 @@ echo 730284 | target/debug/wardlockctl agent unlock n.nurse --pin-stdin
 ctl audit verify
 
 echo; echo "# IT pushes a signed policy for the group 'default'; the workstation verifies and applies it"
-printf '[lock]\nidle_timeout = "3m"\nbanner = "Ward 4: authorised staff only"\n' > demo/ward4.toml
+# Short timeouts, so the guard started below warns and locks soon enough to watch.
+printf '[lock]\nidle_timeout = "1m"\nwarning = "15s"\nbanner = "Ward 4: authorised staff only"\n' > demo/ward4.toml
 ctl policy sign demo/ward4.toml --key demo/it-keys/policy-signing.key --group default --serial 1 --out demo/ward4.signed.json
 echo "\$ curl -X PUT https://localhost:$port/api/v1/admin/policies/default --data-binary @demo/ward4.signed.json"
 curl -s --cacert demo/collector/tls/cert.pem -H "Authorization: Bearer $token" -X PUT \
@@ -107,6 +108,24 @@ echo "\$ curl -H 'Accept: text/csv' https://localhost:$port/api/v1/events?workst
 curl -s --cacert demo/collector/tls/cert.pem -H "Authorization: Bearer $token" -H "Accept: text/csv" \
   "https://localhost:$port/api/v1/events?workstation=$(hostname)" | cut -d, -f1-7
 
+echo; echo "# The session guard, wardlock: a clinician with a PIN and an authenticator app"
+echo "\$ echo 640273 | wardlockctl user add d.demo --name 'Dana Demo' --role nurse --pin-stdin --totp"
+echo 640273 | target/debug/wardlockctl user add d.demo --name "Dana Demo" --role nurse --pin-stdin --totp
+guard_pid=
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -z "${DEMO_EXIT:-}" ]; then
+  echo "\$ wardlock --socket demo/agent/agent.sock &"
+  target/debug/wardlock --socket demo/agent/agent.sock 2> >(sed -u 's/^/  [wardlock] /' >&2) &
+  guard_pid=$!
+  trap 'kill $guard_pid $agent_pid $collector_pid 2>/dev/null || true' EXIT
+  echo "The guard is in the tray (its menu: Lock now, Enroll a clinician, Quit). Leave the mouse"
+  echo "and keyboard alone for 45 s: a countdown appears, then the lock screen. Unlock as n.nurse"
+  echo "with PIN 730284, or as d.demo with PIN 640273 or a code from the app. To lock at once:"
+  echo "  target/debug/wardlock --lock"
+else
+  echo "No graphical display here (DISPLAY is unset: SSH or a server), so the guard is not started."
+  echo "To see it anyway, 'make demo-headless' runs it under Xvfb and saves screenshots to demo/screenshots."
+fi
+
 echo
 echo "Everything is in ./demo: the service's database (demo/agent/data, owner-only), its sealed data key"
 echo "(demo/agent/credentials), the collector (demo/collector: database, certificate, admin token), the"
@@ -119,5 +138,5 @@ echo "  WARDLOCK_SOCKET=demo/agent/agent.sock target/debug/wardlockctl agent sta
 echo "  curl --cacert demo/collector/tls/cert.pem -H \"Authorization: Bearer \$(cat demo/collector/admin-token)\" \\"
 echo "       https://localhost:$port/api/v1/events"
 echo "  kill -HUP $agent_pid   # after editing demo/agent/policy.toml: reload it"
-echo "Ctrl+C stops both."
+echo "Ctrl+C stops them all."
 wait $agent_pid

@@ -1,6 +1,7 @@
 //! One guard per session. The first guard listens on a socket in the user's runtime
 //! directory; a second `wardlock` hands its request (`--lock`, or just "I was started")
-//! to the first and exits. Anyone in the session may send "lock": that is harmless.
+//! to the first and exits. Anyone in the session may send "lock" or "enroll": both are
+//! harmless (enrolling still needs an administrator's credentials, checked by `wardlockd`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -39,15 +40,26 @@ pub fn claim(message: &str) -> Result<Instance> {
     Ok(Instance::First(listener))
 }
 
-/// Serves other instances' requests: `lock` locks; anything else is ignored.
-pub fn serve(listener: UnixListener, on_lock: impl Fn() + Send + 'static) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Lock,
+    /// Open the enrollment window (which still needs an administrator's credentials).
+    Enroll,
+}
+
+/// Serves other instances' requests: `lock` and `enroll`; anything else is ignored.
+pub fn serve(listener: UnixListener, on_request: impl Fn(Request) + Send + 'static) {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
             let mut line = String::new();
             let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut line).is_ok() && line.trim() == "lock" {
-                on_lock();
+            if reader.read_line(&mut line).is_ok() {
+                match line.trim() {
+                    "lock" => on_request(Request::Lock),
+                    "enroll" => on_request(Request::Enroll),
+                    _ => {}
+                }
             }
             let _ = (&stream).write_all(b"ok\n");
         }

@@ -43,8 +43,11 @@ struct Args {
     #[arg(long, env = "WARDLOCK_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Ask the guard already running in this session to lock now, then exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "enroll")]
     lock: bool,
+    /// Open the running guard's enrollment window (as its tray menu does), then exit.
+    #[arg(long)]
+    enroll: bool,
 }
 
 fn main() {
@@ -56,24 +59,29 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let listener = match instance::claim(if args.lock { "lock" } else { "started" })? {
+    let request = if args.lock {
+        "lock"
+    } else if args.enroll {
+        "enroll"
+    } else {
+        check_display()?;
+        "started"
+    };
+    let listener = match instance::claim(request)? {
         instance::Instance::Forwarded => {
-            eprintln!(
-                "wardlock: {}",
-                if args.lock {
-                    "the running guard was asked to lock"
-                } else {
-                    "a guard already runs in this session"
-                }
-            );
+            let what = match request {
+                "lock" => "the running guard was asked to lock",
+                "enroll" => "the running guard opens its enrollment window",
+                _ => "a guard already runs in this session",
+            };
+            eprintln!("wardlock: {what}");
             return Ok(());
         }
-        instance::Instance::First(_) if args.lock => {
+        instance::Instance::First(_) if request != "started" => {
             anyhow::bail!("no guard runs in this session; start `wardlock` first");
         }
         instance::Instance::First(listener) => listener,
     };
-    check_display()?;
 
     // One worker is plenty for a socket, a timer and the IPC commands, and keeps the
     // guard's footprint small.
@@ -123,9 +131,15 @@ fn run() -> Result<()> {
                 recent_users: Mutex::new(Default::default()),
                 enroll_link: tokio::sync::Mutex::new(None),
             });
-            let lock_tx = guard_tx.clone();
-            instance::serve(listener, move || {
-                let _ = lock_tx.send(Command::LockNow(LockReason::Manual));
+            let (lock_tx, enroll_app) = (guard_tx.clone(), handle.clone());
+            instance::serve(listener, move |request| match request {
+                instance::Request::Lock => {
+                    let _ = lock_tx.send(Command::LockNow(LockReason::Manual));
+                }
+                instance::Request::Enroll => {
+                    let app = enroll_app.clone();
+                    let _ = enroll_app.run_on_main_thread(move || tray::open_enrollment(&app));
+                }
             });
             let guard_loop = GuardLoop::new(screen.clone() as Arc<dyn Screen>, link, status);
             tauri::async_runtime::spawn(guard_loop.run(guard_rx, link_rx));

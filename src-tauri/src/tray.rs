@@ -67,7 +67,7 @@ pub fn build(app: &AppHandle) -> tauri::Result<MenuItem<Wry>> {
                 "lock" => {
                     let _ = commands::state(app).guard.send(Command::LockNow(LockReason::Manual));
                 }
-                "enroll" => open_window(app, "enroll", "Wardlock: enroll a clinician", 560.0, 720.0),
+                "enroll" => open_enrollment(app),
                 "quit" => open_window(app, "admin", "Wardlock: administrator", 440.0, 420.0),
                 _ => {}
             }
@@ -77,6 +77,10 @@ pub fn build(app: &AppHandle) -> tauri::Result<MenuItem<Wry>> {
     }
     tray.build(app)?;
     Ok(status)
+}
+
+pub fn open_enrollment(app: &AppHandle) {
+    open_window(app, "enroll", "Wardlock: enroll a clinician", 560.0, 760.0);
 }
 
 /// Opens (or brings forward) one of the guard's ordinary windows.
@@ -93,6 +97,10 @@ pub fn open_window(app: &AppHandle, label: &str, title: &str, width: f64, height
         .title(title)
         .inner_size(width, height)
         .center()
+        // The window title follows the page's step, for screen readers (and tests).
+        .on_document_title_changed(|window, title| {
+            let _ = window.set_title(&title);
+        })
         .build();
     if let Err(e) = built {
         eprintln!("wardlock: the {label} window could not be opened: {e}");

@@ -160,6 +160,13 @@ impl Desktop {
         self.windows().into_iter().filter(|w| w.viewable && w.name.starts_with("Wardlock — ")).collect()
     }
 
+    /// A window managed (reparented) by the window manager, found by its exact title.
+    pub fn find_managed(&self, name: &str) -> Option<String> {
+        let pattern = format!("^{}$", name.replace('.', "\\."));
+        let id = self.xdotool(&["search", "--onlyvisible", "--name", &pattern]);
+        id.lines().next().map(str::to_owned)
+    }
+
     pub fn find(&self, name: &str) -> Option<Window> {
         self.windows().into_iter().find(|w| w.viewable && w.name == name)
     }
@@ -221,6 +228,16 @@ impl Desktop {
             .reply()
             .unwrap();
         [image.data[2], image.data[1], image.data[0]]
+    }
+
+    /// Waits until the lock page has drawn its text (its text colour is on screen), since
+    /// the curtain shows before the page does.
+    #[track_caller]
+    pub fn wait_drawn(&self) {
+        self.wait("the page drawn", Duration::from_secs(20), || {
+            let (_, _, rgb) = self.screenshot();
+            rgb.chunks_exact(3).any(|p| p == TEXT).then_some(())
+        });
     }
 
     /// Saves the screen as PNG under target/e2e-screenshots (and returns the path).
@@ -418,6 +435,12 @@ impl Guard {
         assert!(out.status.success(), "wardlock --lock: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// `wardlock --enroll`: the running guard opens its enrollment window.
+    pub fn open_enrollment(&self) {
+        let out = self.command().arg("--enroll").output().unwrap();
+        assert!(out.status.success(), "wardlock --enroll: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }
@@ -490,3 +513,5 @@ impl Drop for PhiApp {
 
 /// The lock screen's curtain colour (`--bg` in ui/src/style.css).
 pub const CURTAIN: [u8; 3] = [12, 30, 38];
+/// Its text colour (`--text`).
+pub const TEXT: [u8; 3] = [242, 246, 248];

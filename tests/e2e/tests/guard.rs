@@ -66,6 +66,7 @@ fn idle_warns_input_cancels_and_idle_again_locks_the_whole_screen() {
             .all(|&(x, y)| desktop.pixel(x, y) == CURTAIN)
             .then_some(())
     });
+    desktop.wait_drawn();
     desktop.save_screenshot("lock-screen");
     drop(guard);
 }
@@ -266,6 +267,7 @@ fn a_killed_guard_comes_back_locked_and_a_killed_service_keeps_the_screen_locked
     // wardlockd dies: the screen stays locked and says unlock is unavailable.
     agent.kill9();
     desktop.wait_lock_title("unlock unavailable", SECS(30), |t| t.contains("unlock unavailable"));
+    desktop.wait_drawn();
     desktop.save_screenshot("lock-screen-service-down");
     // A right PIN cannot unlock: nobody is there to decide.
     type_pin(&desktop, "n.nurse", "730284");
@@ -279,5 +281,63 @@ fn a_killed_guard_comes_back_locked_and_a_killed_service_keeps_the_screen_locked
     agent.wait_audit("unlock_succeeded", SECS(10));
     // Only that one: nothing was granted while the service was down.
     assert_eq!(agent.count("unlock_succeeded"), 1);
+    drop(guard);
+}
+
+#[test]
+fn an_administrator_enrolls_a_clinician_whose_new_pin_then_unlocks() {
+    let (_serial, desktop, agent) = setup();
+    agent.add_user("it.admin", "Ida Admin", "admin", "915372", false);
+    let guard = Guard::start(&desktop, &agent);
+    guard.open_enrollment();
+    let window = desktop
+        .wait("the enrollment window", SECS(30), || desktop.find_managed("Wardlock — enroll: authorize"));
+    desktop.xdotool(&["windowactivate", "--sync", &window]);
+
+    // The administrator, then the new clinician; keyboard only.
+    desktop.type_text("it.admin");
+    desktop.key("Tab");
+    desktop.type_text("915372");
+    desktop.key("Tab"); // no authenticator code for this administrator
+    desktop.key("Tab");
+    desktop.type_text("n.new");
+    desktop.key("Tab");
+    desktop.type_text("Nell New");
+    desktop.key("Return");
+    desktop.wait("the PIN step", SECS(30), || desktop.find_managed("Wardlock — enroll: set-pin"));
+    agent.wait_audit("admin_approved", SECS(10));
+    agent.wait_audit("user_added", SECS(10));
+
+    // A common PIN is refused; the step stays. A good one moves on to the authenticator.
+    desktop.type_text("123456");
+    desktop.key("Tab");
+    desktop.type_text("123456");
+    desktop.key("Return");
+    desktop.type_text("583920");
+    desktop.key("Tab");
+    desktop.type_text("583920");
+    desktop.key("Return");
+    desktop.wait("the authenticator step", SECS(30), || desktop.find_managed("Wardlock — enroll: totp"));
+    // The QR code (black on white) is drawn: a white pixel where there was none.
+    desktop.wait("the QR code drawn", SECS(20), || {
+        let (_, _, rgb) = desktop.screenshot();
+        rgb.chunks_exact(3).any(|p| p == [255, 255, 255]).then_some(())
+    });
+    desktop.save_screenshot("enrollment");
+    // Skip the app (the QR code's secret stays between the page and the service).
+    desktop.key("Tab");
+    desktop.key("Tab");
+    desktop.key("Return");
+    desktop.wait("the last step", SECS(30), || desktop.find_managed("Wardlock — enroll: done"));
+
+    // The new PIN unlocks; the refused one does not.
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    type_pin(&desktop, "n.new", "123456");
+    desktop.wait_lock_title("the weak PIN's refusal", SECS(30), |t| t.contains("refused"));
+    type_pin(&desktop, "n.new", "583920");
+    desktop.wait_unlocked(SECS(30));
+    let granted = agent.wait_audit("unlock_succeeded", SECS(10));
+    assert_eq!(granted["user"], "n.new", "{granted}");
     drop(guard);
 }
