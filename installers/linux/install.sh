@@ -25,6 +25,14 @@ for b in wardlockd wardlockctl; do
 done
 
 install -m 0755 "$bin/wardlockd" "$bin/wardlockctl" "$prefix/bin/"
+# The session guard (built only where its desktop libraries are): a user unit that
+# restarts it, and an XDG autostart entry for desktops without graphical-session.target.
+if [[ -x "$bin/wardlock" ]]; then
+    install -m 0755 "$bin/wardlock" "$prefix/bin/"
+    install -D -m 0644 "$here/wardlock-guard.service" /usr/lib/systemd/user/wardlock-guard.service
+    install -D -m 0644 "$here/wardlock-guard.desktop" /etc/xdg/autostart/wardlock-guard.desktop
+    systemctl --global enable wardlock-guard.service 2>/dev/null || true
+fi
 install -D -m 0644 "$here/sysusers-wardlock.conf" /usr/lib/sysusers.d/wardlock.conf
 systemd-sysusers /usr/lib/sysusers.d/wardlock.conf
 install -D -m 0644 "$here/wardlockd.service" /etc/systemd/system/wardlockd.service

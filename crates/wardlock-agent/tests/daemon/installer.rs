@@ -181,3 +181,24 @@ fn the_collector_unit_verifies_too() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
 }
+
+#[test]
+fn the_guards_user_unit_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(installers().join("wardlock-guard.service")).unwrap();
+    let guard = PathBuf::from(env!("CARGO_BIN_EXE_wardlockd")).with_file_name("wardlock");
+    assert!(guard.exists(), "build the workspace first (`make test` does)");
+    assert!(unit.contains("Restart=always"), "the guard must be restarted when it dies");
+    let path = dir.path().join("wardlock-guard.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/wardlock", guard.to_str().unwrap())).unwrap();
+    // A user manager needs a runtime directory; a private one will do.
+    let runtime = tempfile::tempdir().unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["--user", "verify"])
+        .arg(&path)
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze --user verify: {stderr}");
+}

@@ -1,0 +1,310 @@
+//! The guard's numbers, measured on a private Xvfb with the release binaries:
+//!
+//! - lock latency: from the X server's own idle timeout (a `ScreenSaverNotify` with the
+//!   server's screen-saver timeout set to the policy's idle timeout) to the lock window's
+//!   `MapNotify`, and to the keyboard grab held (our own grab attempt gets AlreadyGrabbed);
+//! - the same for xsecurelock, started the way xss-lock starts it (on `ScreenSaverNotify`);
+//! - CPU of the guard and all its processes while it waits, and their memory;
+//! - unlock latency: from the Return key (XTEST) to the lock window's `UnmapNotify`.
+//!
+//! `cargo bench -p wardlock-e2e --bench guard`; knobs: WARDLOCK_BENCH_LOCKS (default 10),
+//! WARDLOCK_BENCH_IDLE_SECS (default 60). Results go into docs/benchmarks.md by hand.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use x11rb::connection::Connection;
+use x11rb::protocol::screensaver::{self, ConnectionExt as _};
+use x11rb::protocol::xproto::{self, ConnectionExt as _, EventMask, GrabMode, GrabStatus};
+use x11rb::protocol::xtest::ConnectionExt as _;
+use x11rb::protocol::Event;
+use x11rb::rust_connection::RustConnection;
+
+use wardlock_e2e::{Agent, Desktop, Guard, POLICY};
+
+const IDLE_TIMEOUT: u16 = 15;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A second X client that watches the server's idle timeout and windows being mapped.
+struct Watcher {
+    conn: RustConnection,
+    root: u32,
+    width: u16,
+}
+
+impl Watcher {
+    fn new(desktop: &Desktop) -> Self {
+        let (conn, screen) = x11rb::connect(Some(&desktop.display)).unwrap();
+        let root = conn.setup().roots[screen].root;
+        let width = conn.setup().roots[screen].width_in_pixels;
+        conn.change_window_attributes(
+            root,
+            &xproto::ChangeWindowAttributesAux::new().event_mask(EventMask::SUBSTRUCTURE_NOTIFY),
+        )
+        .unwrap();
+        conn.screensaver_select_input(root, screensaver::Event::NOTIFY_MASK).unwrap();
+        // The server's own timeout equals the policy's idle timeout: its notification marks
+        // the instant idle crosses it, independently of the guard.
+        conn.set_screen_saver(
+            IDLE_TIMEOUT as i16,
+            0,
+            xproto::Blanking::NOT_PREFERRED,
+            xproto::Exposures::ALLOWED,
+        )
+        .unwrap();
+        conn.flush().unwrap();
+        Self { conn, root, width }
+    }
+
+    fn input(&self) {
+        self.conn
+            .xtest_fake_input(xproto::MOTION_NOTIFY_EVENT, 1, x11rb::CURRENT_TIME, x11rb::NONE, 5, 5, 0)
+            .unwrap();
+        self.conn.flush().unwrap();
+    }
+
+    fn key(&self, keysym_code: u8) {
+        for kind in [xproto::KEY_PRESS_EVENT, xproto::KEY_RELEASE_EVENT] {
+            self.conn.xtest_fake_input(kind, keysym_code, x11rb::CURRENT_TIME, x11rb::NONE, 0, 0, 0).unwrap();
+        }
+        self.conn.flush().unwrap();
+    }
+
+    fn return_keycode(&self) -> u8 {
+        let setup = self.conn.setup();
+        let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let map = self.conn.get_keyboard_mapping(min, max - min + 1).unwrap().reply().unwrap();
+        let per = map.keysyms_per_keycode as usize;
+        let index = map.keysyms.chunks(per).position(|syms| syms.contains(&0xff0d)).unwrap();
+        min + index as u8
+    }
+
+    /// Next event, or `None` after `within`.
+    fn next(&self, within: Duration) -> Option<Event> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(event) = self.conn.poll_for_event().unwrap() {
+                return Some(event);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn wait_saver_on(&self) -> Instant {
+        loop {
+            if let Some(Event::ScreensaverNotify(e)) = self.next(Duration::from_secs(60)) {
+                if e.state == screensaver::State::ON {
+                    return Instant::now();
+                }
+            }
+        }
+    }
+
+    /// The next full-width override-redirect window mapped: the lock.
+    fn wait_lock_mapped(&self) -> (u32, Instant) {
+        loop {
+            if let Some(Event::MapNotify(e)) = self.next(Duration::from_secs(60)) {
+                let at = Instant::now();
+                let full = self
+                    .conn
+                    .get_geometry(e.window)
+                    .ok()
+                    .and_then(|c| c.reply().ok())
+                    .is_some_and(|g| g.width == self.width);
+                if e.override_redirect && full {
+                    return (e.window, at);
+                }
+            }
+        }
+    }
+
+    fn wait_unmapped(&self, window: u32) -> Instant {
+        loop {
+            match self.next(Duration::from_secs(60)) {
+                Some(Event::UnmapNotify(e)) if e.window == window => return Instant::now(),
+                Some(Event::DestroyNotify(e)) if e.window == window => return Instant::now(),
+                _ => {}
+            }
+        }
+    }
+
+    /// Polls until someone else holds the keyboard grab.
+    fn wait_grabbed(&self) -> Instant {
+        loop {
+            let status = self
+                .conn
+                .grab_keyboard(false, self.root, x11rb::CURRENT_TIME, GrabMode::ASYNC, GrabMode::ASYNC)
+                .unwrap()
+                .reply()
+                .unwrap()
+                .status;
+            if status == GrabStatus::ALREADY_GRABBED {
+                return Instant::now();
+            }
+            if status == GrabStatus::SUCCESS {
+                self.conn.ungrab_keyboard(x11rb::CURRENT_TIME).unwrap();
+                self.conn.flush().unwrap();
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+/// The guard's process and every process under it (WebKit's web and network processes).
+fn tree(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        parents.push((pid, ppid));
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
+}
+
+/// (CPU seconds, RSS MiB, PSS MiB, processes) of the tree.
+fn usage(root: u32) -> (f64, f64, f64, usize) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let (mut cpu, mut rss, mut pss) = (0.0, 0.0, 0.0);
+    let pids = tree(root);
+    for pid in &pids {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            let (utime, stime): (f64, f64) = (after[11].parse().unwrap(), after[12].parse().unwrap());
+            cpu += (utime + stime) / ticks;
+        }
+        if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            for line in rollup.lines() {
+                let kib =
+                    |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                if line.starts_with("Rss:") {
+                    rss += kib(line) / 1024.0;
+                } else if line.starts_with("Pss:") {
+                    pss += kib(line) / 1024.0;
+                }
+            }
+        }
+    }
+    (cpu, rss, pss, pids.len())
+}
+
+fn stats(name: &str, mut values: Vec<Duration>) {
+    values.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pct = |p: f64| values[((values.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{name}: n={} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        values.len(),
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(*values.last().unwrap())
+    );
+}
+
+fn waiting(idle_secs: u64) {
+    let desktop = Desktop::start(1280, 800);
+    let agent = Agent::start(&POLICY.replace("idle_timeout = \"15s\"", "idle_timeout = \"8h\""));
+    let guard = Guard::start(&desktop, &agent);
+    std::thread::sleep(Duration::from_secs(5)); // let start-up work finish before measuring
+    let pid = guard.pid().as_raw() as u32;
+    let (cpu0, rss, pss, n) = usage(pid);
+    println!("guard while waiting, never locked: {n} process(es), RSS {rss:.1} MiB, PSS {pss:.1} MiB");
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (cpu1, ..) = usage(pid);
+    let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
+    println!("guard CPU while waiting: {:.3} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
+}
+
+fn locks(iterations: u64) {
+    let desktop = Desktop::start(1280, 800);
+    let agent = Agent::start(POLICY);
+    agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
+    let guard = Guard::start(&desktop, &agent);
+    let pid = guard.pid().as_raw() as u32;
+    let watcher = Watcher::new(&desktop);
+    let enter = watcher.return_keycode();
+    let (mut mapped, mut grabbed, mut unlocked) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..iterations {
+        watcher.input();
+        let crossed = watcher.wait_saver_on();
+        let (window, at_map) = watcher.wait_lock_mapped();
+        let at_grab = watcher.wait_grabbed();
+        mapped.push(at_map - crossed);
+        grabbed.push(at_grab - crossed);
+        desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t == "Wardlock — locked");
+        if i == 0 {
+            let (_, rss, pss, n) = usage(pid);
+            println!("guard locked: {n} processes, RSS {rss:.1} MiB, PSS {pss:.1} MiB");
+        }
+        desktop.key("Escape");
+        desktop.type_text("n.nurse");
+        desktop.key("Tab");
+        desktop.type_text("730284");
+        let pressed = Instant::now();
+        watcher.key(enter);
+        unlocked.push(watcher.wait_unmapped(window) - pressed);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, rss, pss, n) = usage(pid);
+    println!("guard unlocked again: {n} processes, RSS {rss:.1} MiB, PSS {pss:.1} MiB");
+    stats("wardlock: idle timeout -> lock window mapped", mapped);
+    stats("wardlock: idle timeout -> keyboard grabbed", grabbed);
+    stats("wardlock: Return -> lock window unmapped (unlock)", unlocked);
+}
+
+fn xsecurelock(iterations: u64) {
+    let desktop = Desktop::start(1280, 800);
+    let watcher = Watcher::new(&desktop);
+    let (mut mapped, mut grabbed) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        watcher.input();
+        let crossed = watcher.wait_saver_on();
+        // What xss-lock does on this event: start the locker.
+        let mut locker: Child =
+            desktop.command("xsecurelock").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let (window, at_map) = watcher.wait_lock_mapped();
+        let at_grab = watcher.wait_grabbed();
+        mapped.push(at_map - crossed);
+        grabbed.push(at_grab - crossed);
+        let _ = locker.kill();
+        let _ = locker.wait();
+        watcher.wait_unmapped(window);
+    }
+    stats("xsecurelock (as xss-lock starts it): idle timeout -> lock window mapped", mapped);
+    stats("xsecurelock (as xss-lock starts it): idle timeout -> keyboard grabbed", grabbed);
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list; there is nothing to run then
+    }
+    let iterations = env_num("WARDLOCK_BENCH_LOCKS", 10);
+    let idle_secs = env_num("WARDLOCK_BENCH_IDLE_SECS", 60);
+    let only = std::env::var("WARDLOCK_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "waiting" {
+        waiting(idle_secs);
+    }
+    if only.is_empty() || only == "locks" {
+        locks(iterations);
+    }
+    if only.is_empty() || only == "xsecurelock" {
+        xsecurelock(iterations);
+    }
+}
