@@ -4,7 +4,6 @@ fn main() {
     let commands = &[
         "lock_screen_state",
         "unlock",
-        "keep_alive",
         "enroll_authorize",
         "enroll_set_pin",
         "enroll_start_totp",

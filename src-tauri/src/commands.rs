@@ -18,7 +18,7 @@ use wardlock_core::secret::SecretString;
 
 use crate::guard::{Command, Status};
 use crate::link::{LinkError, ServiceLink};
-use crate::screen::{TauriScreen, LOCK_PREFIX};
+use crate::screen::TauriScreen;
 
 /// User IDs offered on the lock screen: the last few who unlocked this session.
 const RECENT_USERS: usize = 5;
@@ -163,13 +163,6 @@ fn local_time(at: UtcMillis) -> String {
         .and_then(|secs| gtk::glib::DateTime::from_unix_local(secs).ok())
         .and_then(|t| t.format("%Y-%m-%d %H:%M").ok())
         .map_or_else(|| at.to_rfc3339(), |t| t.to_string())
-}
-
-/// Nothing but proof of life from the page: the lock screen calls it to learn that the
-/// IPC bridge answers (tests use it too).
-#[tauri::command]
-pub fn keep_alive(window: WebviewWindow) -> bool {
-    window.label().starts_with(LOCK_PREFIX)
 }
 
 // --- Enrollment -----------------------------------------------------------------------

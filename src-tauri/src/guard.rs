@@ -24,6 +24,8 @@ pub trait Screen: Send + Sync {
     fn hide_warning(&self);
     /// Builds the lock windows hidden, so that the lock itself is only a map and a grab.
     fn prepare_lock(&self);
+    /// The countdown was cancelled: drop the prepared windows (and their web process).
+    fn discard_prepared(&self);
     fn lock(&self);
     fn unlock(&self);
     /// Something in [`Status`] changed (tray text, lock screen notices).
@@ -256,6 +258,7 @@ impl GuardLoop {
                 Action::CancelWarning => {
                     self.screen.hide_warning();
                     if !matches!(self.guard.state(), GuardState::Locked { .. }) {
+                        self.screen.discard_prepared();
                         self.link.report(GuardEvent::WarningCancelled {});
                     }
                 }

@@ -100,7 +100,6 @@ fn run() -> Result<()> {
         .invoke_handler(tauri::generate_handler![
             commands::lock_screen_state,
             commands::unlock,
-            commands::keep_alive,
             commands::enroll_authorize,
             commands::enroll_set_pin,
             commands::enroll_start_totp,

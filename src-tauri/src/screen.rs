@@ -175,6 +175,16 @@ impl Screen for TauriScreen {
         });
     }
 
+    fn discard_prepared(&self) {
+        self.main_thread(|app, ctx| {
+            if !ctx.locked.load(Ordering::SeqCst) {
+                for window in lock_windows(app) {
+                    let _ = window.destroy();
+                }
+            }
+        });
+    }
+
     fn lock(&self) {
         self.locked.store(true, Ordering::SeqCst);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -191,6 +201,7 @@ impl Screen for TauriScreen {
 
     fn unlock(&self) {
         self.locked.store(false, Ordering::SeqCst);
+        self.grab_failed.store(false, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.main_thread(|app, _| {
             platform::ungrab();
@@ -245,7 +256,9 @@ fn ensure_windows(app: &AppHandle, ctx: &Ctx) -> Result<(), String> {
             .resizable(false)
             .skip_taskbar(true)
             .always_on_top(true)
-            .focused(index == primary)
+            // Not focused when built: built during the countdown, it must not take the keys
+            // of the application the clinician may still be typing into; the lock focuses it.
+            .focused(false)
             .background_color(CURTAIN)
             .position(f64::from(area.x), f64::from(area.y))
             .inner_size(f64::from(area.width), f64::from(area.height))
@@ -301,6 +314,15 @@ fn watch(app: &AppHandle, window: &gtk::ApplicationWindow, ctx: Ctx) {
             eprintln!("wardlock: the input grab was broken; taking it back");
             let generation = broken_ctx.generation.load(Ordering::SeqCst);
             try_grab(app_broken.clone(), broken_ctx.clone(), generation, 0);
+        }
+        gtk::glib::Propagation::Proceed
+    });
+    // Grab the moment the window is on screen instead of at the next retry.
+    let (app_mapped, mapped_ctx) = (app.clone(), ctx.clone());
+    window.connect_map_event(move |_, _| {
+        if mapped_ctx.locked.load(Ordering::SeqCst) {
+            let generation = mapped_ctx.generation.load(Ordering::SeqCst);
+            try_grab(app_mapped.clone(), mapped_ctx.clone(), generation, 0);
         }
         gtk::glib::Propagation::Proceed
     });

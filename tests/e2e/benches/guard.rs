@@ -1,8 +1,9 @@
 //! The guard's numbers, measured on a private Xvfb with the release binaries:
 //!
-//! - lock latency: from the X server's own idle timeout (a `ScreenSaverNotify` with the
-//!   server's screen-saver timeout set to the policy's idle timeout) to the lock window's
-//!   `MapNotify`, and to the keyboard grab held (our own grab attempt gets AlreadyGrabbed);
+//! - lock latency: from the instant idle crosses the timeout (the last input, once the
+//!   server has it, plus the timeout; the server's screen saver is set to the same
+//!   timeout, and its `ScreenSaverNotify` is what starts xsecurelock) to the lock window's
+//!   `MapNotify`, and to the keyboard taken (the first `FocusOut` on a focused window of ours);
 //! - the same for xsecurelock, started the way xss-lock starts it (on `ScreenSaverNotify`);
 //! - CPU of the guard and all its processes while it waits, and their memory;
 //! - unlock latency: from the Return key (XTEST) to the lock window's `UnmapNotify`.
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use x11rb::connection::Connection;
 use x11rb::protocol::screensaver::{self, ConnectionExt as _};
-use x11rb::protocol::xproto::{self, ConnectionExt as _, EventMask, GrabMode, GrabStatus};
+use x11rb::protocol::xproto::{self, ConnectionExt as _, EventMask};
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
@@ -33,8 +34,9 @@ fn env_num(name: &str, default: u64) -> u64 {
 /// A second X client that watches the server's idle timeout and windows being mapped.
 struct Watcher {
     conn: RustConnection,
-    root: u32,
     width: u16,
+    /// Holds the keyboard focus: another client's grab shows as a FocusOut (mode Grab) here.
+    probe: u32,
 }
 
 impl Watcher {
@@ -57,15 +59,73 @@ impl Watcher {
             xproto::Exposures::ALLOWED,
         )
         .unwrap();
+        let probe = conn.generate_id().unwrap();
+        conn.create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            probe,
+            root,
+            -5,
+            -5,
+            1,
+            1,
+            0,
+            xproto::WindowClass::INPUT_OUTPUT,
+            x11rb::COPY_FROM_PARENT,
+            &xproto::CreateWindowAux::new().override_redirect(1).event_mask(EventMask::FOCUS_CHANGE),
+        )
+        .unwrap();
+        conn.map_window(probe).unwrap();
         conn.flush().unwrap();
-        Self { conn, root, width }
+        Self { conn, width, probe }
     }
 
-    fn input(&self) {
+    fn focus_probe(&self) {
+        self.conn.set_input_focus(xproto::InputFocus::PARENT, self.probe, x11rb::CURRENT_TIME).unwrap();
+        self.conn.flush().unwrap();
+    }
+
+    /// The next full-width override-redirect window mapped (the lock) and the moment
+    /// another client grabbed the keyboard, in whichever order they come.
+    fn wait_lock(&self) -> (u32, Instant, Instant) {
+        let (mut mapped, mut grabbed) = (None, None);
+        loop {
+            match self.next(Duration::from_secs(60)) {
+                Some(Event::MapNotify(e)) if mapped.is_none() && e.override_redirect => {
+                    let at = Instant::now();
+                    let full = self
+                        .conn
+                        .get_geometry(e.window)
+                        .ok()
+                        .and_then(|c| c.reply().ok())
+                        .is_some_and(|g| g.width == self.width);
+                    if full {
+                        mapped = Some((e.window, at));
+                    }
+                }
+                // Keys stop reaching our window: a grab, or the locker taking the focus first.
+                Some(Event::FocusOut(e))
+                    if e.event == self.probe && e.detail != xproto::NotifyDetail::INFERIOR =>
+                {
+                    grabbed.get_or_insert(Instant::now());
+                }
+                None => panic!("no lock within 60 s"),
+                Some(other) if std::env::var_os("WARDLOCK_BENCH_DEBUG").is_some() => eprintln!("{other:?}"),
+                _ => {}
+            }
+            if let (Some((window, map_at)), Some(grab_at)) = (mapped, grabbed) {
+                return (window, map_at, grab_at);
+            }
+        }
+    }
+
+    /// Fake input (idle back to zero) and, once the server has processed it, the instant at
+    /// which idle will cross the timeout: the reference for both lockers.
+    fn input(&self) -> Instant {
         self.conn
             .xtest_fake_input(xproto::MOTION_NOTIFY_EVENT, 1, x11rb::CURRENT_TIME, x11rb::NONE, 5, 5, 0)
             .unwrap();
-        self.conn.flush().unwrap();
+        self.conn.get_input_focus().unwrap().reply().unwrap(); // a round trip: the input is in
+        Instant::now() + Duration::from_secs(IDLE_TIMEOUT.into())
     }
 
     fn key(&self, keysym_code: u8) {
@@ -108,24 +168,6 @@ impl Watcher {
         }
     }
 
-    /// The next full-width override-redirect window mapped: the lock.
-    fn wait_lock_mapped(&self) -> (u32, Instant) {
-        loop {
-            if let Some(Event::MapNotify(e)) = self.next(Duration::from_secs(60)) {
-                let at = Instant::now();
-                let full = self
-                    .conn
-                    .get_geometry(e.window)
-                    .ok()
-                    .and_then(|c| c.reply().ok())
-                    .is_some_and(|g| g.width == self.width);
-                if e.override_redirect && full {
-                    return (e.window, at);
-                }
-            }
-        }
-    }
-
     fn wait_unmapped(&self, window: u32) -> Instant {
         loop {
             match self.next(Duration::from_secs(60)) {
@@ -133,27 +175,6 @@ impl Watcher {
                 Some(Event::DestroyNotify(e)) if e.window == window => return Instant::now(),
                 _ => {}
             }
-        }
-    }
-
-    /// Polls until someone else holds the keyboard grab.
-    fn wait_grabbed(&self) -> Instant {
-        loop {
-            let status = self
-                .conn
-                .grab_keyboard(false, self.root, x11rb::CURRENT_TIME, GrabMode::ASYNC, GrabMode::ASYNC)
-                .unwrap()
-                .reply()
-                .unwrap()
-                .status;
-            if status == GrabStatus::ALREADY_GRABBED {
-                return Instant::now();
-            }
-            if status == GrabStatus::SUCCESS {
-                self.conn.ungrab_keyboard(x11rb::CURRENT_TIME).unwrap();
-                self.conn.flush().unwrap();
-            }
-            std::thread::sleep(Duration::from_micros(500));
         }
     }
 }
@@ -242,12 +263,11 @@ fn locks(iterations: u64) {
     let enter = watcher.return_keycode();
     let (mut mapped, mut grabbed, mut unlocked) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations {
-        watcher.input();
-        let crossed = watcher.wait_saver_on();
-        let (window, at_map) = watcher.wait_lock_mapped();
-        let at_grab = watcher.wait_grabbed();
-        mapped.push(at_map - crossed);
-        grabbed.push(at_grab - crossed);
+        watcher.focus_probe();
+        let crossed = watcher.input();
+        let (window, at_map, at_grab) = watcher.wait_lock();
+        mapped.push(at_map.saturating_duration_since(crossed));
+        grabbed.push(at_grab.saturating_duration_since(crossed));
         desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t == "Wardlock — locked");
         if i == 0 {
             let (_, rss, pss, n) = usage(pid);
@@ -274,15 +294,15 @@ fn xsecurelock(iterations: u64) {
     let watcher = Watcher::new(&desktop);
     let (mut mapped, mut grabbed) = (Vec::new(), Vec::new());
     for _ in 0..iterations {
-        watcher.input();
-        let crossed = watcher.wait_saver_on();
+        watcher.focus_probe();
+        let crossed = watcher.input();
+        watcher.wait_saver_on();
         // What xss-lock does on this event: start the locker.
         let mut locker: Child =
             desktop.command("xsecurelock").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let (window, at_map) = watcher.wait_lock_mapped();
-        let at_grab = watcher.wait_grabbed();
-        mapped.push(at_map - crossed);
-        grabbed.push(at_grab - crossed);
+        let (window, at_map, at_grab) = watcher.wait_lock();
+        mapped.push(at_map.saturating_duration_since(crossed));
+        grabbed.push(at_grab.saturating_duration_since(crossed));
         let _ = locker.kill();
         let _ = locker.wait();
         watcher.wait_unmapped(window);
