@@ -35,11 +35,21 @@ fn type_pin(desktop: &Desktop, user: &str, pin: &str) {
 fn idle_warns_input_cancels_and_idle_again_locks_the_whole_screen() {
     let (_serial, desktop, agent) = setup();
     let guard = Guard::start(&desktop, &agent);
+    // A chart open and focused, as a nurse leaves it.
+    let phi = PhiApp::start(&desktop);
+    desktop.xdotool(&["windowactivate", "--sync", &phi.id]);
     desktop.xdotool(&["mousemove", "10", "10"]);
+    let focus_before = desktop.input_focus();
 
     // 15 s idle timeout, 5 s warning: the countdown appears after 10 s of no input.
     let banner = wait_for("the warning countdown", SECS(30), || desktop.find("Wardlock warning"));
     assert!(desktop.lock_windows().is_empty(), "locked during the warning");
+    // The lock windows are built (hidden) during the countdown, and must not take the
+    // keyboard from whatever the clinician may still be typing into.
+    desktop.wait("the lock windows prepared", SECS(20), || {
+        desktop.windows().iter().any(|w| !w.viewable && w.name.starts_with("Wardlock — ")).then_some(())
+    });
+    assert_eq!(desktop.input_focus(), focus_before, "the prepared lock windows took the focus");
     assert!(banner.width > 100 && banner.height > 20, "{banner:?}");
     desktop.save_screenshot("warning");
     agent.wait_audit("warning_shown", SECS(10));
