@@ -251,6 +251,29 @@ fn waiting(idle_secs: u64) {
     let (cpu1, ..) = usage(pid);
     let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
     println!("guard CPU while waiting: {:.3} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
+
+    // Once it has locked and unlocked, WebKit's network process and the web engine's
+    // libraries stay: the same again in that state.
+    agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t == "Wardlock — locked");
+    desktop.key("Escape");
+    desktop.type_text("n.nurse");
+    desktop.key("Tab");
+    desktop.type_text("730284");
+    desktop.key("Return");
+    desktop.wait_unlocked(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(10)); // the after-unlock notice goes after 8 s
+    let (cpu0, rss, pss, n) = usage(pid);
+    println!("guard while waiting, after a lock: {n} process(es), RSS {rss:.1} MiB, PSS {pss:.1} MiB");
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (cpu1, ..) = usage(pid);
+    let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
+    println!(
+        "guard CPU while waiting after a lock: {:.3} s over {idle_secs} s = {share:.4} % of one core",
+        cpu1 - cpu0
+    );
 }
 
 fn locks(iterations: u64) {
