@@ -15,6 +15,7 @@ use crate::guard::Command;
     default_path = "/org/freedesktop/login1"
 )]
 trait Manager {
+    #[zbus(name = "GetSessionByPID")]
     fn get_session_by_pid(&self, pid: u32) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
     #[zbus(signal)]
     fn prepare_for_sleep(&self, start: bool) -> zbus::Result<()>;
@@ -44,6 +45,10 @@ async fn watch_logind(guard: &mpsc::UnboundedSender<Command>) -> zbus::Result<()
         Some(path) => Some(SessionProxy::builder(&bus).path(path)?.build().await?.receive_lock().await?),
         None => None,
     };
+    eprintln!(
+        "wardlock: following logind: lock on resume{}",
+        if locks.is_some() { " and when the session is locked" } else { " (this process has no session)" }
+    );
     loop {
         tokio::select! {
             signal = sleeps.next() => {

@@ -396,14 +396,21 @@ pub struct Guard {
     display: String,
     socket: PathBuf,
     pub log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Guard {
     pub fn start(desktop: &Desktop, agent: &Agent) -> Self {
         let runtime_dir = tempfile::tempdir().unwrap();
         let log = runtime_dir.path().join("guard.log");
-        let mut guard =
-            Self { child: None, runtime_dir, display: desktop.display.clone(), socket: agent.socket(), log };
+        let mut guard = Self {
+            child: None,
+            runtime_dir,
+            display: desktop.display.clone(),
+            socket: agent.socket(),
+            log,
+            env: Vec::new(),
+        };
         guard.restart();
         guard
     }
@@ -419,9 +426,27 @@ impl Guard {
         cmd
     }
 
+    /// Like `start`, with extra environment (a private system bus, say).
+    pub fn start_with_env(desktop: &Desktop, agent: &Agent, env: &[(&str, &str)]) -> Self {
+        let runtime_dir = tempfile::tempdir().unwrap();
+        let log = runtime_dir.path().join("guard.log");
+        let mut guard = Self {
+            child: None,
+            runtime_dir,
+            display: desktop.display.clone(),
+            socket: agent.socket(),
+            log,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        guard.restart();
+        guard
+    }
+
     pub fn restart(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        self.child = Some(self.command().stdout(Stdio::null()).stderr(log).spawn().unwrap());
+        let mut cmd = self.command();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.child = Some(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap());
         // Up once its single-instance socket answers.
         let socket = self.runtime_dir.path().join("wardlock-guard.sock");
         wait_for("the guard to start", Duration::from_secs(30), || {
@@ -515,3 +540,93 @@ impl Drop for PhiApp {
 pub const CURTAIN: [u8; 3] = [12, 30, 38];
 /// Its text colour (`--text`).
 pub const TEXT: [u8; 3] = [242, 246, 248];
+
+/// A stand-in logind on a private bus: the guard follows its session `Lock` signal and
+/// `PrepareForSleep`, which the test sends.
+pub struct FakeLogind {
+    bus: Child,
+    pub address: String,
+    runtime: tokio::runtime::Runtime,
+    connection: zbus::Connection,
+}
+
+pub const SESSION: &str = "/org/freedesktop/login1/session/c7";
+
+struct LogindManager;
+
+#[zbus::interface(name = "org.freedesktop.login1.Manager")]
+impl LogindManager {
+    #[zbus(name = "GetSessionByPID")]
+    fn get_session_by_pid(&self, _pid: u32) -> zbus::zvariant::OwnedObjectPath {
+        zbus::zvariant::OwnedObjectPath::try_from(SESSION).unwrap()
+    }
+
+    #[zbus(signal)]
+    async fn prepare_for_sleep(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        start: bool,
+    ) -> zbus::Result<()>;
+}
+
+struct LogindSession;
+
+#[zbus::interface(name = "org.freedesktop.login1.Session")]
+impl LogindSession {
+    #[zbus(signal)]
+    async fn lock(emitter: &zbus::object_server::SignalEmitter<'_>) -> zbus::Result<()>;
+}
+
+impl FakeLogind {
+    pub fn start() -> Self {
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon is needed (make setup installs it)");
+        let mut address = String::new();
+        BufReader::new(bus.stdout.take().unwrap()).read_line(&mut address).unwrap();
+        let address = address.trim().to_owned();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let connection = runtime.block_on(async {
+            zbus::connection::Builder::address(address.as_str())
+                .unwrap()
+                .name("org.freedesktop.login1")
+                .unwrap()
+                .serve_at("/org/freedesktop/login1", LogindManager)
+                .unwrap()
+                .serve_at(SESSION, LogindSession)
+                .unwrap()
+                .build()
+                .await
+                .unwrap()
+        });
+        Self { bus, address, runtime, connection }
+    }
+
+    /// `loginctl lock-session`, or the desktop's own locker: the session's `Lock` signal.
+    pub fn lock_session(&self) {
+        self.runtime.block_on(async {
+            let iface = self.connection.object_server().interface::<_, LogindSession>(SESSION).await.unwrap();
+            LogindSession::lock(iface.signal_emitter()).await.unwrap();
+        });
+    }
+
+    /// The machine goes to sleep (`true`) or wakes up (`false`).
+    pub fn prepare_for_sleep(&self, start: bool) {
+        self.runtime.block_on(async {
+            let iface = self
+                .connection
+                .object_server()
+                .interface::<_, LogindManager>("/org/freedesktop/login1")
+                .await
+                .unwrap();
+            LogindManager::prepare_for_sleep(iface.signal_emitter(), start).await.unwrap();
+        });
+    }
+}
+
+impl Drop for FakeLogind {
+    fn drop(&mut self) {
+        kill(&mut self.bus);
+    }
+}

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use wardlock_e2e::{oathtool, wait_for, Agent, Desktop, Guard, PhiApp, CURTAIN, POLICY};
+use wardlock_e2e::{oathtool, wait_for, Agent, Desktop, FakeLogind, Guard, PhiApp, CURTAIN, POLICY};
 
 /// Each test runs a desktop, a web engine and a service: one at a time keeps two cores
 /// from timing out under four of them.
@@ -349,5 +349,35 @@ fn an_administrator_enrolls_a_clinician_whose_new_pin_then_unlocks() {
     desktop.wait_unlocked(SECS(30));
     let granted = agent.wait_audit("unlock_succeeded", SECS(10));
     assert_eq!(granted["user"], "n.new", "{granted}");
+    drop(guard);
+}
+
+#[test]
+fn the_guard_locks_when_the_os_session_is_locked_and_when_the_machine_resumes() {
+    let (_serial, desktop, agent) = setup();
+    let logind = FakeLogind::start();
+    let guard = Guard::start_with_env(&desktop, &agent, &[("DBUS_SYSTEM_BUS_ADDRESS", &logind.address)]);
+    let followed = wait_for("the guard following logind", SECS(30), || {
+        let log = guard.log_text();
+        log.contains("wardlock: following logind").then_some(log)
+    });
+    assert!(followed.contains("when the session is locked"), "{followed}");
+
+    // The session is locked from outside (loginctl lock-session, the desktop's locker).
+    logind.lock_session();
+    desktop.wait_lock_title("the lock on the session's Lock signal", SECS(30), |t| t == "Wardlock — locked");
+    let locked = agent.wait_audit("locked", SECS(10));
+    assert_eq!(locked["details"]["reason"], "os_session", "{locked}");
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+
+    // Suspend and resume: locked on the way back (policy lock_on_resume, the default).
+    logind.prepare_for_sleep(true);
+    logind.prepare_for_sleep(false);
+    desktop.wait_lock_title("the lock on resume", SECS(30), |t| t == "Wardlock — locked");
+    let resumed = wait_for("the resume entry", SECS(10), || {
+        agent.audit().into_iter().filter(|e| e["kind"] == "locked").nth(1)
+    });
+    assert_eq!(resumed["details"]["reason"], "resume", "{resumed}");
     drop(guard);
 }
