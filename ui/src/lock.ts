@@ -111,7 +111,7 @@ function reset(): void {
 
 async function attempt(): Promise<void> {
   if (busy || !policy) return;
-  const reason = emergency ? reasonInput.value : null;
+  const reason = emergency ? reasonInput.value.trim() : null;
   const problem = inputProblem(policy, { user: userInput.value, pin: pinInput.value, totp: totpInput.value, reason }, emergency ? [] : factors());
   // Moving to the next step only needs the current factor.
   if (!emergency && step < factors().length - 1) {
@@ -270,6 +270,13 @@ async function main(): Promise<void> {
   buildPinPad();
   keepFocus();
   startClock();
+  // The reason is one sentence: Enter sends it, as in every other field.
+  reasonInput.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      void attempt();
+    }
+  });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     void attempt();

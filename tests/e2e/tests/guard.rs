@@ -381,3 +381,53 @@ fn the_guard_locks_when_the_os_session_is_locked_and_when_the_machine_resumes() 
     assert_eq!(resumed["details"]["reason"], "resume", "{resumed}");
     drop(guard);
 }
+
+#[test]
+fn another_clinician_takes_the_session_over_and_emergency_access_needs_a_real_reason() {
+    let (_serial, desktop, agent) = setup();
+    agent.add_user("d.doc", "Dee Doc", "physician", "582039", false);
+    let guard = Guard::start(&desktop, &agent);
+
+    // Nora unlocks; later Dee unlocks the same session: it is Dee's now, and the audit says so.
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    type_pin(&desktop, "d.doc", "582039");
+    desktop.wait_unlocked(SECS(30));
+    let switched = wait_for("Dee's unlock", SECS(10), || {
+        agent.audit().into_iter().filter(|e| e["kind"] == "unlock_succeeded").nth(1)
+    });
+    assert_eq!(
+        (&switched["user"], &switched["details"]["switched_from"]),
+        (&"d.doc".into(), &"n.nurse".into())
+    );
+
+    // Emergency access, keyboard only: user ID and PIN, then the emergency button.
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.key("Escape");
+    desktop.type_text("n.nurse");
+    desktop.key("Tab");
+    desktop.type_text("730284");
+    for _ in 0..3 {
+        desktop.key("Tab"); // Unlock, Use authenticator code, Emergency access
+    }
+    desktop.key("space");
+    // Too short a reason is refused on the page (the focus stays in the reason); nothing
+    // reaches the service. Enter sends the reason.
+    desktop.type_text("code");
+    desktop.key("Return");
+    assert!(!desktop.lock_windows().is_empty());
+    desktop.type_text(" blue, bed 4, patient crashing");
+    desktop.key("Return");
+    desktop.wait_unlocked(SECS(30));
+    let entry = agent.wait_audit("emergency_access", SECS(10));
+    assert_eq!(entry["user"], "n.nurse", "{entry}");
+    assert_eq!(entry["details"]["reason"], "code blue, bed 4, patient crashing", "{entry}");
+    assert_eq!(entry["details"]["alert"], "compliance", "{entry}");
+    assert_eq!(agent.count("emergency_access"), 1, "the short reason never reached the service");
+    drop(guard);
+}
