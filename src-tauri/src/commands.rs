@@ -66,8 +66,9 @@ fn unexpected(response: &Response) -> CommandError {
     CommandError::new("protocol", format!("unexpected answer from the service ({kind})"))
 }
 
-fn secret(value: Option<String>) -> Option<SecretString> {
-    value.filter(|v| !v.is_empty()).map(SecretString::new)
+/// An empty field is no factor at all.
+fn secret(value: Option<SecretString>) -> Option<SecretString> {
+    value.filter(|v| !v.is_empty())
 }
 
 #[derive(Debug, Serialize)]
@@ -87,8 +88,9 @@ pub fn lock_screen_state(state: State<'_, AppState>) -> LockScreenState {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UnlockInput {
     user: String,
-    pin: Option<String>,
-    totp: Option<String>,
+    // Secrets arrive as SecretString: wiped on drop, never shown by Debug.
+    pin: Option<SecretString>,
+    totp: Option<SecretString>,
     emergency_reason: Option<String>,
 }
 
@@ -171,8 +173,8 @@ fn local_time(at: UtcMillis) -> String {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AdminInput {
     admin_user: String,
-    admin_pin: Option<String>,
-    admin_totp: Option<String>,
+    admin_pin: Option<SecretString>,
+    admin_totp: Option<SecretString>,
 }
 
 impl AdminInput {
@@ -256,10 +258,10 @@ pub async fn enroll_authorize(
 #[tauri::command]
 pub async fn enroll_set_pin(
     ticket: String,
-    pin: String,
+    pin: SecretString,
     state: State<'_, AppState>,
 ) -> Result<EnrollOutcome, CommandError> {
-    enroll_call(&state, EnrollRequest::SetPin { ticket, pin: SecretString::new(pin) }).await
+    enroll_call(&state, EnrollRequest::SetPin { ticket, pin }).await
 }
 
 #[tauri::command]
@@ -273,10 +275,10 @@ pub async fn enroll_start_totp(
 #[tauri::command]
 pub async fn enroll_confirm_totp(
     ticket: String,
-    code: String,
+    code: SecretString,
     state: State<'_, AppState>,
 ) -> Result<EnrollOutcome, CommandError> {
-    enroll_call(&state, EnrollRequest::ConfirmTotp { ticket, code: SecretString::new(code) }).await
+    enroll_call(&state, EnrollRequest::ConfirmTotp { ticket, code }).await
 }
 
 #[tauri::command]

@@ -102,7 +102,20 @@ pub fn open_window(app: &AppHandle, label: &str, title: &str, width: f64, height
             let _ = window.set_title(&title);
         })
         .build();
-    if let Err(e) = built {
-        eprintln!("wardlock: the {label} window could not be opened: {e}");
+    match built {
+        Ok(window) if label == "enroll" => {
+            // However the window goes (its Close button or the window manager's), the
+            // enrollment connection and its ticket go with it.
+            let app = app.clone();
+            window.on_window_event(move |event| {
+                if let tauri::WindowEvent::Destroyed = event {
+                    if let Ok(mut link) = commands::state(&app).enroll_link.try_lock() {
+                        link.take();
+                    }
+                }
+            });
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("wardlock: the {label} window could not be opened: {e}"),
     }
 }

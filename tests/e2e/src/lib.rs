@@ -401,18 +401,7 @@ pub struct Guard {
 
 impl Guard {
     pub fn start(desktop: &Desktop, agent: &Agent) -> Self {
-        let runtime_dir = tempfile::tempdir().unwrap();
-        let log = runtime_dir.path().join("guard.log");
-        let mut guard = Self {
-            child: None,
-            runtime_dir,
-            display: desktop.display.clone(),
-            socket: agent.socket(),
-            log,
-            env: Vec::new(),
-        };
-        guard.restart();
-        guard
+        Self::start_with_env(desktop, agent, &[])
     }
 
     fn command(&self) -> Command {
