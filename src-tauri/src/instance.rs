@@ -1,7 +1,8 @@
 //! One guard per session. The first guard listens on a socket in the user's runtime
 //! directory; a second `wardlock` hands its request (`--lock`, or just "I was started")
-//! to the first and exits. Anyone in the session may send "lock" or "enroll": both are
-//! harmless (enrolling still needs an administrator's credentials, checked by `wardlockd`).
+//! to the first and exits. Anyone in the session may send "lock", "enroll" or "quit": all
+//! are harmless (enrolling and quitting still need an administrator's credentials, checked
+//! by `wardlockd`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,7 +23,9 @@ pub fn socket_path() -> PathBuf {
     dir.join("wardlock-guard.sock")
 }
 
-pub fn claim(message: &str) -> Result<Instance> {
+/// `None`: this process wants to be the guard; `Some`: it only passes on a request.
+pub fn claim(ask: Option<Request>) -> Result<Instance> {
+    let message = ask.map_or("started", Request::word);
     let path = socket_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -45,21 +48,35 @@ pub enum Request {
     Lock,
     /// Open the enrollment window (which still needs an administrator's credentials).
     Enroll,
+    /// Open the quit window (the same).
+    Quit,
 }
 
-/// Serves other instances' requests: `lock` and `enroll`; anything else is ignored.
+impl Request {
+    fn word(self) -> &'static str {
+        match self {
+            Request::Lock => "lock",
+            Request::Enroll => "enroll",
+            Request::Quit => "quit",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Self> {
+        [Request::Lock, Request::Enroll, Request::Quit].into_iter().find(|r| r.word() == word)
+    }
+}
+
+/// Serves other instances' requests; anything unknown is ignored.
 pub fn serve(listener: UnixListener, on_request: impl Fn(Request) + Send + 'static) {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
             let mut line = String::new();
             let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut line).is_ok() {
-                match line.trim() {
-                    "lock" => on_request(Request::Lock),
-                    "enroll" => on_request(Request::Enroll),
-                    _ => {}
-                }
+            if let Some(request) =
+                reader.read_line(&mut line).ok().and_then(|_| Request::from_word(line.trim()))
+            {
+                on_request(request);
             }
             let _ = (&stream).write_all(b"ok\n");
         }

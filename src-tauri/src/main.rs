@@ -43,11 +43,15 @@ struct Args {
     #[arg(long, env = "WARDLOCK_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Ask the guard already running in this session to lock now, then exit.
-    #[arg(long, conflicts_with = "enroll")]
+    #[arg(long, group = "ask")]
     lock: bool,
     /// Open the running guard's enrollment window (as its tray menu does), then exit.
-    #[arg(long)]
+    #[arg(long, group = "ask")]
     enroll: bool,
+    /// Open the running guard's quit window (as its tray menu does), then exit. Only an
+    /// administrator's credentials, checked by wardlockd, end the guard.
+    #[arg(long, group = "ask")]
+    quit: bool,
 }
 
 fn main() {
@@ -59,28 +63,31 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let request = if args.lock {
-        "lock"
+    let ask = if args.lock {
+        Some(instance::Request::Lock)
     } else if args.enroll {
-        "enroll"
+        Some(instance::Request::Enroll)
+    } else if args.quit {
+        Some(instance::Request::Quit)
     } else {
         check_display()?;
-        "started"
+        None
     };
-    let listener = match instance::claim(request)? {
-        instance::Instance::Forwarded => {
-            let what = match request {
-                "lock" => "the running guard was asked to lock",
-                "enroll" => "the running guard opens its enrollment window",
-                _ => "a guard already runs in this session",
+    let listener = match (instance::claim(ask)?, ask) {
+        (instance::Instance::Forwarded, ask) => {
+            let what = match ask {
+                Some(instance::Request::Lock) => "the running guard was asked to lock",
+                Some(instance::Request::Enroll) => "the running guard opens its enrollment window",
+                Some(instance::Request::Quit) => "the running guard opens its quit window",
+                None => "a guard already runs in this session",
             };
             eprintln!("wardlock: {what}");
             return Ok(());
         }
-        instance::Instance::First(_) if request != "started" => {
+        (instance::Instance::First(_), Some(_)) => {
             anyhow::bail!("no guard runs in this session; start `wardlock` first");
         }
-        instance::Instance::First(listener) => listener,
+        (instance::Instance::First(listener), None) => listener,
     };
 
     // One worker is plenty for a socket, a timer and the IPC commands, and keeps the
@@ -138,6 +145,10 @@ fn run() -> Result<()> {
                 instance::Request::Enroll => {
                     let app = enroll_app.clone();
                     let _ = enroll_app.run_on_main_thread(move || tray::open_enrollment(&app));
+                }
+                instance::Request::Quit => {
+                    let app = enroll_app.clone();
+                    let _ = enroll_app.run_on_main_thread(move || tray::open_quit(&app));
                 }
             });
             let guard_loop = GuardLoop::new(screen.clone() as Arc<dyn Screen>, link, status);

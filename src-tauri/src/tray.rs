@@ -68,7 +68,7 @@ pub fn build(app: &AppHandle) -> tauri::Result<MenuItem<Wry>> {
                     let _ = commands::state(app).guard.send(Command::LockNow(LockReason::Manual));
                 }
                 "enroll" => open_enrollment(app),
-                "quit" => open_window(app, "admin", "Wardlock: administrator", 440.0, 420.0),
+                "quit" => open_quit(app),
                 _ => {}
             }
         });
@@ -77,6 +77,10 @@ pub fn build(app: &AppHandle) -> tauri::Result<MenuItem<Wry>> {
     }
     tray.build(app)?;
     Ok(status)
+}
+
+pub fn open_quit(app: &AppHandle) {
+    open_window(app, "admin", "Wardlock: administrator", 440.0, 460.0);
 }
 
 pub fn open_enrollment(app: &AppHandle) {

@@ -3,6 +3,7 @@ import { call, CommandError, type QuitOutcome } from "./ipc";
 import { formatCountdown } from "./countdown";
 
 const input = (id: string) => document.getElementById(id) as HTMLInputElement;
+document.title = "Wardlock — quit";
 const message = document.getElementById("message") as HTMLParagraphElement;
 
 document.getElementById("quit")?.addEventListener("submit", async (event) => {
@@ -13,6 +14,9 @@ document.getElementById("quit")?.addEventListener("submit", async (event) => {
       input: { adminUser: input("admin-user").value, adminPin: orNull(input("admin-pin").value), adminTotp: orNull(input("admin-totp").value) },
     });
     if (outcome.result === "refused") {
+      document.title = "Wardlock — quit refused";
+      input("admin-user").select();
+      input("admin-user").focus();
       message.textContent = outcome.retry_after_secs
         ? `Not accepted. Try again in ${formatCountdown(outcome.retry_after_secs)}.`
         : `Not accepted (user ID, PIN or role). ${outcome.attempts_left} attempts left.`;

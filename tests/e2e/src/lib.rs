@@ -455,6 +455,17 @@ impl Guard {
         assert!(out.status.success(), "wardlock --enroll: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// `wardlock --quit`: the running guard opens its quit window.
+    pub fn open_quit(&self) {
+        let out = self.command().arg("--quit").output().unwrap();
+        assert!(out.status.success(), "wardlock --quit: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Whether the guard process has ended (and reaps it).
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }

@@ -431,3 +431,33 @@ fn another_clinician_takes_the_session_over_and_emergency_access_needs_a_real_re
     assert_eq!(agent.count("emergency_access"), 1, "the short reason never reached the service");
     drop(guard);
 }
+
+#[test]
+fn only_an_administrator_quits_the_guard_and_the_quit_is_audited() {
+    let (_serial, desktop, agent) = setup();
+    agent.add_user("it.admin", "Ida Admin", "admin", "915372", false);
+    let mut guard = Guard::start(&desktop, &agent);
+    guard.open_quit();
+    let window = desktop.wait("the quit window", SECS(30), || desktop.find_managed("Wardlock — quit"));
+    desktop.xdotool(&["windowactivate", "--sync", &window]);
+
+    // A nurse's right PIN does not quit the guard.
+    desktop.type_text("n.nurse");
+    desktop.key("Tab");
+    desktop.type_text("730284");
+    desktop.key("Return");
+    desktop.wait("the refusal", SECS(30), || desktop.find_managed("Wardlock — quit refused"));
+    let refused = agent.wait_audit("unlock_failed", SECS(10));
+    assert_eq!(refused["details"]["purpose"], "quit", "{refused}");
+    assert!(!guard.exited(), "the guard quit for a nurse");
+
+    // An administrator's does; the service records a clean stop, not a lost guard.
+    desktop.type_text("it.admin");
+    desktop.key("Tab");
+    desktop.type_text("915372");
+    desktop.key("Return");
+    desktop.wait("the guard to quit", SECS(30), || guard.exited().then_some(()));
+    let stopped = agent.wait_audit("guard_stopped", SECS(10));
+    assert_eq!(stopped["details"]["by"], "it.admin", "{stopped}");
+    assert_eq!(agent.count("guard_lost"), 0);
+}
