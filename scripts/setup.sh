@@ -19,6 +19,7 @@ APT_PACKAGES=(
   # The session guard (Tauri v2 on WebKitGTK) and its end-to-end tests on a private X server.
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxss-dev
   xvfb openbox xdotool wmctrl xterm x11-utils fonts-dejavu-core
+  webkit2gtk-driver  # WebKitWebDriver, under tauri-driver, for the WebDriver end-to-end test
 )
 
 as_root() {
@@ -53,6 +54,12 @@ if command -v rustup >/dev/null; then
   for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
   done
+fi
+
+# The WebDriver bridge to the guard's web pages (pinned; built from crates.io).
+if ! command -v tauri-driver >/dev/null; then
+  echo "setup: installing tauri-driver 2.1.0 (cargo install)"
+  cargo install tauri-driver --version 2.1.0 --locked --quiet
 fi
 
 # Again whenever the lock file changed since the last install (the stamp is a copy of it).

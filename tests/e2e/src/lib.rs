@@ -630,3 +630,127 @@ impl Drop for FakeLogind {
         kill(&mut self.bus);
     }
 }
+
+/// The guard started by `tauri-driver` (WebKitWebDriver underneath) and driven over
+/// WebDriver: the page's own elements and texts, which the X server cannot show.
+pub struct WebDriverGuard {
+    driver: Child,
+    base: String,
+    session: String,
+    /// WebKitWebDriver's port, and the guard's socket argument: how their processes are
+    /// found at the end (tauri-driver does not take them down with it).
+    native: u16,
+    guard_socket: PathBuf,
+    _runtime_dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl WebDriverGuard {
+    /// Starts tauri-driver, which starts the guard; the session attaches to the first
+    /// web page the guard shows, so the guard is asked to lock at once.
+    pub fn start_locked(desktop: &Desktop, agent: &Agent) -> Self {
+        let runtime_dir = tempfile::tempdir().unwrap();
+        let (port, native) = (free_port(), free_port());
+        let driver = desktop
+            .command("tauri-driver")
+            .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
+            .env("XDG_RUNTIME_DIR", runtime_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tauri-driver is not installed (make setup installs it)");
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for("tauri-driver", Duration::from_secs(30), || {
+            ureq::get(&format!("{base}/status")).call().ok()
+        });
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "wry",
+            "tauri:options": {
+                "application": bin("wardlock"),
+                "args": ["--socket", agent.socket()],
+            },
+        }}});
+        let url = format!("{base}/session");
+        let request = std::thread::spawn(move || ureq::post(&url).send_json(capabilities));
+        // The guard is up once its single-instance socket answers; then lock it.
+        let socket = runtime_dir.path().join("wardlock-guard.sock");
+        wait_for("the guard under WebDriver", Duration::from_secs(60), || {
+            std::os::unix::net::UnixStream::connect(&socket).ok().map(|_| ())
+        });
+        let lock = Command::new(bin("wardlock"))
+            .arg("--lock")
+            .env("DISPLAY", &desktop.display)
+            .env("XDG_RUNTIME_DIR", runtime_dir.path())
+            .output()
+            .unwrap();
+        assert!(lock.status.success(), "wardlock --lock: {}", String::from_utf8_lossy(&lock.stderr));
+        let answer: serde_json::Value =
+            request.join().unwrap().expect("a WebDriver session").into_json().unwrap();
+        let session = answer["value"]["sessionId"].as_str().expect("a session id").to_owned();
+        Self { driver, base, session, native, guard_socket: agent.socket(), _runtime_dir: runtime_dir }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let response = match body {
+            Some(body) => ureq::request(method, &url).send_json(body),
+            None => ureq::request(method, &url).call(),
+        };
+        match response {
+            Ok(r) => r.into_json::<serde_json::Value>().unwrap()["value"].clone(),
+            Err(ureq::Error::Status(code, r)) => {
+                panic!("WebDriver {method} {path}: {code} {}", r.into_string().unwrap_or_default())
+            }
+            Err(e) => panic!("WebDriver {method} {path}: {e}"),
+        }
+    }
+
+    pub fn title(&self) -> String {
+        self.call("GET", "/title", None).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The element for a CSS selector.
+    pub fn find(&self, css: &str) -> String {
+        let found =
+            self.call("POST", "/element", Some(serde_json::json!({"using": "css selector", "value": css})));
+        found.as_object().and_then(|o| o.values().next()).and_then(|v| v.as_str()).unwrap().to_owned()
+    }
+
+    pub fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css);
+        self.call("POST", &format!("/element/{element}/value"), Some(serde_json::json!({"text": text})));
+    }
+
+    pub fn click(&self, css: &str) {
+        let element = self.find(css);
+        self.call("POST", &format!("/element/{element}/click"), Some(serde_json::json!({})));
+    }
+
+    pub fn text(&self, css: &str) -> String {
+        let element = self.find(css);
+        self.call("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the element's text satisfies `f`.
+    #[track_caller]
+    pub fn wait_text(&self, css: &str, within: Duration, f: impl Fn(&str) -> bool) -> String {
+        wait_for(&format!("the text of {css}"), within, || Some(self.text(css)).filter(|t| f(t)))
+    }
+}
+
+impl Drop for WebDriverGuard {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+        kill(&mut self.driver);
+        let patterns = [
+            format!("WebKitWebDriver --port={}", self.native),
+            format!("--socket {}", self.guard_socket.display()),
+        ];
+        for pattern in patterns {
+            let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(pattern).status();
+        }
+    }
+}

@@ -6,7 +6,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use wardlock_e2e::{oathtool, wait_for, Agent, Desktop, FakeLogind, Guard, PhiApp, CURTAIN, POLICY};
+use wardlock_e2e::{
+    oathtool, wait_for, Agent, Desktop, FakeLogind, Guard, PhiApp, WebDriverGuard, CURTAIN, POLICY,
+};
 
 /// Each test runs a desktop, a web engine and a service: one at a time keeps two cores
 /// from timing out under four of them.
@@ -460,4 +462,31 @@ fn only_an_administrator_quits_the_guard_and_the_quit_is_audited() {
     let stopped = agent.wait_audit("guard_stopped", SECS(10));
     assert_eq!(stopped["details"]["by"], "it.admin", "{stopped}");
     assert_eq!(agent.count("guard_lost"), 0);
+}
+
+#[test]
+fn over_webdriver_the_lock_screen_says_what_happened_in_its_own_words() {
+    let (_serial, desktop, agent) = setup();
+    let page = WebDriverGuard::start_locked(&desktop, &agent);
+    wait_for("the lock page", SECS(30), || (page.title() == "Wardlock — locked").then_some(()));
+    assert_eq!(page.text("#banner"), "E2E ward: authorised clinical staff only.");
+    assert_eq!(page.text("h1"), "This workstation is locked");
+
+    // A wrong PIN, typed through WebDriver and sent with the touch pad's OK button.
+    page.type_into("#user", "n.nurse");
+    page.click("#pinpad button:nth-child(1)"); // 1
+    for _ in 0..5 {
+        page.click("#pinpad button:nth-child(2)"); // 2
+    }
+    page.click("#pinpad button:nth-child(12)"); // OK
+    let said = page.wait_text("#message", SECS(30), |t| t.contains("not accepted"));
+    assert_eq!(said, "User ID or code not accepted. 2 attempts left before a lockout.");
+    agent.wait_audit("unlock_failed", SECS(10));
+    assert!(page.text("#pin").is_empty(), "the PIN field is cleared after a refusal");
+
+    // The right PIN from the keyboard: the page says welcome and the lock goes.
+    page.type_into("#pin", "730284\u{E007}"); // WebDriver's Enter key
+    desktop.wait_unlocked(SECS(30));
+    let granted = agent.wait_audit("unlock_succeeded", SECS(10));
+    assert_eq!(granted["user"], "n.nurse");
 }
