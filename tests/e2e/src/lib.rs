@@ -674,7 +674,7 @@ impl WebDriverGuard {
             },
         }}});
         let url = format!("{base}/session");
-        let request = std::thread::spawn(move || ureq::post(&url).send_json(capabilities));
+        let request = std::thread::spawn(move || ureq::post(&url).send_json(capabilities).map_err(Box::new));
         // The guard is up once its single-instance socket answers; then lock it.
         let socket = runtime_dir.path().join("wardlock-guard.sock");
         wait_for("the guard under WebDriver", Duration::from_secs(60), || {
