@@ -4,20 +4,19 @@
 //!   server has it, plus the timeout; the server's screen saver is set to the same
 //!   timeout, and its `ScreenSaverNotify` is what starts xsecurelock) to the lock window's
 //!   `MapNotify`, and to the keyboard taken (the first `FocusOut` on a focused window of ours);
-//! - the same for xsecurelock, started the way xss-lock starts it (on `ScreenSaverNotify`);
+//! - the same for `xss-lock -- xsecurelock`, and xss-lock's CPU and memory while waiting;
 //! - CPU of the guard and all its processes while it waits, and their memory;
 //! - unlock latency: from the Return key (XTEST) to the lock window's `UnmapNotify`.
 //!
 //! `cargo bench -p wardlock-e2e --bench guard`; knobs: WARDLOCK_BENCH_LOCKS (default 10),
-//! WARDLOCK_BENCH_IDLE_SECS (default 60). Results go into docs/benchmarks.md by hand.
+//! WARDLOCK_BENCH_IDLE_SECS (default 60), WARDLOCK_BENCH_ONLY (waiting, locks, xss-lock). Results go into docs/benchmarks.md by hand.
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use x11rb::connection::Connection;
-use x11rb::protocol::screensaver::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{self, ConnectionExt as _, EventMask};
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::protocol::Event;
@@ -31,7 +30,8 @@ fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A second X client that watches the server's idle timeout and windows being mapped.
+/// A second X client: sets the server's screen-saver timeout (xss-lock's trigger) to the
+/// policy's, makes the input, and watches windows being mapped and the focus it holds.
 struct Watcher {
     conn: RustConnection,
     width: u16,
@@ -49,7 +49,6 @@ impl Watcher {
             &xproto::ChangeWindowAttributesAux::new().event_mask(EventMask::SUBSTRUCTURE_NOTIFY),
         )
         .unwrap();
-        conn.screensaver_select_input(root, screensaver::Event::NOTIFY_MASK).unwrap();
         // The server's own timeout equals the policy's idle timeout: its notification marks
         // the instant idle crosses it, independently of the guard.
         conn.set_screen_saver(
@@ -155,16 +154,6 @@ impl Watcher {
                 return None;
             }
             std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
-    fn wait_saver_on(&self) -> Instant {
-        loop {
-            if let Some(Event::ScreensaverNotify(e)) = self.next(Duration::from_secs(60)) {
-                if e.state == screensaver::State::ON {
-                    return Instant::now();
-                }
-            }
         }
     }
 
@@ -312,26 +301,48 @@ fn locks(iterations: u64) {
     stats("wardlock: Return -> lock window unmapped (unlock)", unlocked);
 }
 
-fn xsecurelock(iterations: u64) {
+/// The Linux admin's alternative, as deployed: `xss-lock -- xsecurelock`, which starts
+/// xsecurelock on the server's screen-saver event (xss-lock runs without logind too; it
+/// then only cannot follow suspend and `loginctl lock-session`).
+fn xss_lock(iterations: u64, idle_secs: u64) {
     let desktop = Desktop::start(1280, 800);
     let watcher = Watcher::new(&desktop);
+    let mut xss = desktop
+        .command("xss-lock")
+        .args(["--", "xsecurelock"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2)); // let it connect and select the events
     let (mut mapped, mut grabbed) = (Vec::new(), Vec::new());
     for _ in 0..iterations {
         watcher.focus_probe();
         let crossed = watcher.input();
-        watcher.wait_saver_on();
-        // What xss-lock does on this event: start the locker.
-        let mut locker: Child =
-            desktop.command("xsecurelock").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let (window, at_map, at_grab) = watcher.wait_lock();
         mapped.push(at_map.saturating_duration_since(crossed));
         grabbed.push(at_grab.saturating_duration_since(crossed));
-        let _ = locker.kill();
-        let _ = locker.wait();
+        let _ = std::process::Command::new("pkill").args(["-KILL", "-x", "xsecurelock"]).status();
         watcher.wait_unmapped(window);
     }
-    stats("xsecurelock (as xss-lock starts it): idle timeout -> lock window mapped", mapped);
-    stats("xsecurelock (as xss-lock starts it): idle timeout -> keyboard grabbed", grabbed);
+    stats("xss-lock + xsecurelock: idle timeout -> lock window mapped", mapped);
+    stats("xss-lock + xsecurelock: idle timeout -> keys taken", grabbed);
+
+    // Waiting: the screen saver pushed far out, xss-lock's CPU over the same time as ours.
+    watcher
+        .conn
+        .set_screen_saver(30000, 0, xproto::Blanking::NOT_PREFERRED, xproto::Exposures::ALLOWED)
+        .unwrap();
+    watcher.input();
+    let pid = xss.id();
+    let (cpu0, rss, pss, _) = usage(pid);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (cpu1, ..) = usage(pid);
+    let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
+    println!("xss-lock while waiting: RSS {rss:.1} MiB, PSS {pss:.1} MiB; CPU {:.3} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
+    let _ = xss.kill();
+    let _ = xss.wait();
 }
 
 fn main() {
@@ -347,7 +358,7 @@ fn main() {
     if only.is_empty() || only == "locks" {
         locks(iterations);
     }
-    if only.is_empty() || only == "xsecurelock" {
-        xsecurelock(iterations);
+    if only.is_empty() || only == "xss-lock" {
+        xss_lock(iterations, idle_secs);
     }
 }
