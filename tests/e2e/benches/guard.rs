@@ -302,13 +302,16 @@ fn locks(iterations: u64) {
 }
 
 /// The Linux admin's alternative, as deployed: `xss-lock -- xsecurelock`, which starts
-/// xsecurelock on the server's screen-saver event (xss-lock runs without logind too; it
-/// then only cannot follow suspend and `loginctl lock-session`).
+/// xsecurelock on the server's screen-saver event. It needs logind (it asserts on a
+/// session when the saver fires), so it gets the tests' stand-in on a private bus.
 fn xss_lock(iterations: u64, idle_secs: u64) {
     let desktop = Desktop::start(1280, 800);
     let watcher = Watcher::new(&desktop);
+    // xss-lock asserts on a logind session when the screen saver fires: a stand-in one.
+    let logind = wardlock_e2e::FakeLogind::start();
     let mut xss = desktop
         .command("xss-lock")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &logind.address)
         .args(["--", "xsecurelock"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

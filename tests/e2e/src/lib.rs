@@ -561,6 +561,17 @@ impl LogindManager {
         zbus::zvariant::OwnedObjectPath::try_from(SESSION).unwrap()
     }
 
+    /// xss-lock asks by `XDG_SESSION_ID` when it is set.
+    fn get_session(&self, _id: &str) -> zbus::zvariant::OwnedObjectPath {
+        zbus::zvariant::OwnedObjectPath::try_from(SESSION).unwrap()
+    }
+
+    /// xss-lock takes a sleep delay lock: any open file will do as the lock.
+    fn inhibit(&self, _what: &str, _who: &str, _why: &str, _mode: &str) -> zbus::zvariant::OwnedFd {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        zbus::zvariant::OwnedFd::from(std::os::fd::OwnedFd::from(file))
+    }
+
     #[zbus(signal)]
     async fn prepare_for_sleep(
         emitter: &zbus::object_server::SignalEmitter<'_>,
@@ -572,6 +583,9 @@ struct LogindSession;
 
 #[zbus::interface(name = "org.freedesktop.login1.Session")]
 impl LogindSession {
+    /// xss-lock reports idleness here (and asserts that it can).
+    fn set_idle_hint(&self, _idle: bool) {}
+
     #[zbus(signal)]
     async fn lock(emitter: &zbus::object_server::SignalEmitter<'_>) -> zbus::Result<()>;
 }
