@@ -33,3 +33,6 @@ bench:
 	cargo bench -p wardlock-core --bench core
 	cargo bench -p wardlock-agent --bench store
 	cargo bench -p wardlock-agent --bench socket
+	# The guard beside xss-lock + xsecurelock on Xvfb: about 8 minutes (WARDLOCK_BENCH_* knobs).
+	cargo build --release --workspace --bins
+	cargo bench -p wardlock-e2e --bench guard
