@@ -30,14 +30,14 @@ thread_local! {
 }
 
 /// The anchor's X window, shown; a new anchor when the old one was destroyed from outside.
-fn anchor_window(app: &AppHandle, ctx: &Ctx) -> Option<gtk::gdk::Window> {
+fn anchor_window() -> Option<gtk::gdk::Window> {
     ANCHOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if let Some(window) = slot.as_ref().and_then(platform::Anchor::shown) {
             return Some(window);
         }
         let anchor = platform::Anchor::new();
-        watch_anchor(app, anchor.window(), ctx.clone());
+        watch_anchor(anchor.window());
         let window = anchor.shown();
         *slot = Some(anchor);
         window
@@ -54,12 +54,12 @@ fn hide_anchor() {
 
 /// A lock window is going away (unmapped or destroyed by another program), and the grab
 /// with it: move the grab to the anchor at once, before any key gets through.
-fn hold_with_anchor(app: &AppHandle, ctx: &Ctx) -> bool {
-    anchor_window(app, ctx).is_some_and(|anchor| platform::grab(&anchor).is_ok())
+fn hold_with_anchor() -> bool {
+    anchor_window().is_some_and(|anchor| platform::grab(&anchor).is_ok())
 }
 
 /// An anchor unmapped or destroyed from outside is simply made again at the next use.
-fn watch_anchor(_app: &AppHandle, window: &gtk::Window, _ctx: Ctx) {
+fn watch_anchor(window: &gtk::Window) {
     use gtk::prelude::*;
     window.connect_destroy_event(move |_, _| {
         ANCHOR.with(|cell| {
@@ -349,7 +349,7 @@ fn watch(app: &AppHandle, window: &gtk::ApplicationWindow, ctx: Ctx) {
         if destroyed_ctx.locked.load(Ordering::SeqCst) {
             // Another program destroyed the X window (XDestroyWindow): the grab went with
             // it. Build the windows again, take the grab back, and report the tampering.
-            hold_with_anchor(&app_destroyed, &destroyed_ctx);
+            hold_with_anchor();
             eprintln!("wardlock: a lock window was destroyed by another program; rebuilding it");
             report_failure(&destroyed_ctx, "a lock window was destroyed by another program".into());
             let (app, ctx) = (app_destroyed.clone(), destroyed_ctx.clone());
@@ -378,7 +378,7 @@ fn watch(app: &AppHandle, window: &gtk::ApplicationWindow, ctx: Ctx) {
     window.connect_unmap_event(move |w, _| {
         if ctx.locked.load(Ordering::SeqCst) {
             // Someone unmapped it from outside (XUnmapWindow): map it again and re-grab.
-            hold_with_anchor(&app_unmapped, &ctx);
+            hold_with_anchor();
             eprintln!("wardlock: a lock window was unmapped; showing it again");
             let (w, app, ctx) = (w.clone(), app_unmapped.clone(), ctx.clone());
             // An unmap also comes first when the window was destroyed; showing a destroyed
@@ -404,7 +404,7 @@ fn try_grab(app: AppHandle, ctx: Ctx, generation: u32, attempt: u32) {
     }
     // The anchor is mapped now, so that it can hold the grab the instant a lock window
     // is unmapped or destroyed (see `hold_with_anchor`).
-    let _ = anchor_window(&app, &ctx);
+    let _ = anchor_window();
     let result = primary_window(&app).ok_or_else(|| "no lock window".to_owned()).and_then(|window| {
         let gtk_window = window.gtk_window().map_err(|e| e.to_string())?;
         let gdk_window =
@@ -448,7 +448,7 @@ fn watchdog(app: AppHandle, ctx: Ctx, generation: u32) {
         let on_window = primary.as_ref().and_then(gtk::prelude::WidgetExt::window);
         let regrabbed = match on_window {
             Some(gdk_window) if gdk_window.is_viewable() => platform::grab(&gdk_window).is_ok(),
-            _ => hold_with_anchor(&app, &ctx),
+            _ => hold_with_anchor(),
         };
         if !regrabbed {
             report_failure(&ctx, "the input grab was lost and could not be taken back".into());
