@@ -35,8 +35,16 @@ fn classify(kind: AuditKind) -> (Value, Option<Value>, &'static str, &'static st
         AuditKind::TamperDetected
         | AuditKind::SyncGap
         | AuditKind::GuardLost
+        | AuditKind::GuardImpostor
+        | AuditKind::EscalationUnconfirmed
+        | AuditKind::SessionTerminateFailed
         | AuditKind::ServiceUncleanStop => (alert, Some(local("Integrity or availability alert")), "E", "8"),
         AuditKind::LockFailed => (alert, Some(local("Lock failure")), "E", "8"),
+        AuditKind::EscalationRequested | AuditKind::EscalationConfirmed => {
+            (alert, Some(local("Unguarded session escalation")), "E", "4")
+        }
+        // HIPAA's automatic logoff, done by the service: a logout, and an alert.
+        AuditKind::SessionTerminated => (alert, Some(coding(DCM, "110123", "Logout")), "E", "4"),
         AuditKind::UserAdded => {
             (coding(DCM, "110137", "User Security Attributes Changed"), Some(local("User added")), "C", "0")
         }

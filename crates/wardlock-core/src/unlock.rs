@@ -232,14 +232,30 @@ pub struct UserAuthState {
     pub last_unlock: Option<UtcMillis>,
     /// Highest TOTP time step accepted; codes of this step or earlier are replays.
     pub last_totp_step: Option<u64>,
+    /// This user's break-glass grants of the last 24 hours, oldest first.
+    #[serde(default)]
+    pub emergency_grants: Vec<UtcMillis>,
 }
 
-/// Workstation-wide unlock state: failures against any user IDs.
+/// Workstation-wide unlock state: failures against any user IDs, over a sliding window
+/// of time. Nothing but time takes a failure out: a success by anyone does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkstationAuthState {
-    pub failures: u32,
+    /// Times of the latest failures within `lockout.workstation_window`, oldest first
+    /// (at most `lockout.workstation_max_failures` of them).
+    #[serde(default)]
+    pub recent_failures: Vec<UtcMillis>,
     pub blocked_until: Option<UtcMillis>,
 }
+
+impl WorkstationAuthState {
+    /// Failures still inside the window at `now`.
+    pub fn failures_in_window(&self, window: Duration, now: UtcMillis) -> usize {
+        self.recent_failures.iter().filter(|t| t.saturating_add(window) > now).count()
+    }
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// What the directory knows of the user an attempt names.
 #[derive(Debug, Clone, Copy)]
@@ -294,7 +310,8 @@ pub enum RefusalReason {
     WorkstationLockedOut,
     EmergencyDisabled,
     EmergencyReasonMissing,
-    EmergencyReasonTooLong,
+    /// The user had `emergency.max_per_user_per_day` break-glass grants in 24 hours.
+    EmergencyLimitReached,
 }
 
 impl RefusalReason {
@@ -311,7 +328,7 @@ impl RefusalReason {
             RefusalReason::WorkstationLockedOut => "workstation_locked_out",
             RefusalReason::EmergencyDisabled => "emergency_disabled",
             RefusalReason::EmergencyReasonMissing => "emergency_reason_missing",
-            RefusalReason::EmergencyReasonTooLong => "emergency_reason_too_long",
+            RefusalReason::EmergencyLimitReached => "emergency_limit_reached",
         }
     }
 }
@@ -343,7 +360,14 @@ pub struct Decision {
 }
 
 /// A break-glass reason is audited and synced with priority; a few sentences at most.
+/// Longer ones are cut here, never refused: nobody should retype in an emergency.
 pub const MAX_EMERGENCY_REASON_CHARS: usize = 1000;
+
+/// A break-glass reason as it is checked and stored: trimmed, control characters out,
+/// at most [`MAX_EMERGENCY_REASON_CHARS`].
+pub fn emergency_reason_text(reason: &str) -> String {
+    reason.trim().chars().filter(|c| !c.is_control()).take(MAX_EMERGENCY_REASON_CHARS).collect()
+}
 
 /// Decides one unlock attempt. `user` is `None` when the ID is not in the directory.
 pub fn decide(
@@ -366,7 +390,10 @@ pub fn decide(
         workstation_state: workstation_state.clone(),
     };
 
-    if let Some(until) = workstation_state.blocked_until.filter(|u| *u > now) {
+    // A workstation lockout is others' doing (someone cycling IDs); a clinician's own
+    // break-glass access still passes it, under their own counters below.
+    let emergency = attempt.emergency_reason.is_some() && policy.emergency.enabled;
+    if let Some(until) = workstation_state.blocked_until.filter(|u| *u > now && !emergency) {
         return unchanged(RefusalReason::WorkstationLockedOut, Some(now.until(until)));
     }
     if let Some(until) = user_state.blocked_until.filter(|u| *u > now) {
@@ -379,12 +406,8 @@ pub fn decide(
         if !policy.emergency.enabled {
             return unchanged(RefusalReason::EmergencyDisabled, None);
         }
-        let length = reason.trim().chars().count();
-        if length < policy.emergency.min_reason_chars {
+        if emergency_reason_text(reason).chars().count() < policy.emergency.min_reason_chars {
             return unchanged(RefusalReason::EmergencyReasonMissing, None);
-        }
-        if length > MAX_EMERGENCY_REASON_CHARS {
-            return unchanged(RefusalReason::EmergencyReasonTooLong, None);
         }
         let pin_ok = if policy.emergency.require_pin {
             check_pin_factor(user, attempt.pin.as_ref())
@@ -418,6 +441,21 @@ pub fn decide(
         verify_factors(user, pin_ok.unwrap_or(true), totp).map(|step| (grant, step))
     };
 
+    let emergency_grants: Vec<UtcMillis> =
+        user_state.emergency_grants.iter().copied().filter(|t| t.saturating_add(DAY) > now).collect();
+    if let Ok((GrantMethod::Emergency, _)) = verified {
+        let cap = policy.emergency.max_per_user_per_day as usize;
+        if emergency_grants.len() >= cap {
+            // The right user with the right PIN: refused, but not counted as a failure.
+            let oldest = emergency_grants[emergency_grants.len() - cap];
+            let mut refused = unchanged(RefusalReason::EmergencyLimitReached, None);
+            if let Outcome::Refused { retry_after, .. } = &mut refused.outcome {
+                *retry_after = Some(now.until(oldest.saturating_add(DAY)));
+            }
+            return refused;
+        }
+    }
+
     match verified {
         Ok((method, totp_step)) => Decision {
             outcome: Outcome::Granted {
@@ -432,8 +470,13 @@ pub fn decide(
                 failures_since_unlock: 0,
                 last_unlock: Some(now),
                 last_totp_step: totp_step.or(user_state.last_totp_step),
+                emergency_grants: if method == GrantMethod::Emergency {
+                    emergency_grants.into_iter().chain([now]).collect()
+                } else {
+                    emergency_grants
+                },
             },
-            workstation_state: WorkstationAuthState::default(),
+            workstation_state: workstation_state.clone(),
         },
         Err(reason) => failure(policy, now, user_state, workstation_state, reason),
     }
@@ -487,7 +530,12 @@ fn failure(
     let mut ws = workstation_state.clone();
     user.failures += 1;
     user.failures_since_unlock = user.failures_since_unlock.saturating_add(1);
-    ws.failures += 1;
+    let limit = rules.workstation_max_failures as usize;
+    ws.recent_failures.retain(|t| t.saturating_add(rules.workstation_window) > now);
+    ws.recent_failures.push(now);
+    if ws.recent_failures.len() > limit {
+        ws.recent_failures.drain(..ws.recent_failures.len() - limit);
+    }
 
     let mut locked_out_now = false;
     let mut attempts_left = rules.max_failures.saturating_sub(user.failures);
@@ -500,9 +548,9 @@ fn failure(
     } else {
         doubled(rules.throttle, user.failures - 1).min(rules.lockout)
     };
-    if ws.failures >= rules.workstation_max_failures {
+    if ws.recent_failures.len() >= limit {
         locked_out_now = true;
-        ws.failures = 0;
+        ws.recent_failures.clear();
         ws.blocked_until = Some(now.saturating_add(rules.workstation_lockout));
         wait = wait.max(rules.workstation_lockout);
     }

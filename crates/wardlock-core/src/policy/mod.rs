@@ -62,10 +62,13 @@ pub struct LockPolicy {
     pub lock_on_resume: bool,
     /// Text shown on the lock screen (organisation, "authorised staff only").
     pub banner: String,
-    /// What to do when the guard cannot grab input or keep its lock window on top.
-    pub on_grab_failure: Escalation,
-    /// What `wardlockd` does when the guard disappears while it should be guarding.
-    pub on_guard_lost: Escalation,
+    /// What `wardlockd` does when no trustworthy guard holds a session that should be
+    /// guarded (the guard lost, its lock failed, no guard at all).
+    pub when_unguarded: Unguarded,
+    /// How long the service waits for a requested lock to be confirmed (by a guard of
+    /// the session, or logind's `LockedHint`) before the next step.
+    #[serde(with = "humantime_serde")]
+    pub escalation_grace: Duration,
     /// Per workstation-group overrides of `idle_timeout` and `warning`.
     pub groups: BTreeMap<String, GroupTiming>,
 }
@@ -77,8 +80,8 @@ impl Default for LockPolicy {
             warning: Duration::from_secs(30),
             lock_on_resume: true,
             banner: "Authorised clinical staff only. Access is logged.".into(),
-            on_grab_failure: Escalation::OsLock,
-            on_guard_lost: Escalation::OsLock,
+            when_unguarded: Unguarded::Logoff,
+            escalation_grace: Duration::from_secs(10),
             groups: BTreeMap::new(),
         }
     }
@@ -93,13 +96,74 @@ pub struct GroupTiming {
     pub warning: Option<Duration>,
 }
 
+/// The end of the ladder `wardlockd` walks for an unguarded session: ask for a lock,
+/// wait `escalation_grace` for a confirmation, then this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Escalation {
-    /// Lock the OS session (logind `LockSession`, `LockWorkStation`) and audit it.
-    OsLock,
-    /// Only audit and alert; the curtain stays as it is.
+pub enum Unguarded {
+    /// End the session (logind `TerminateSession`): HIPAA's automatic logoff. A shared
+    /// ward workstation never stays unguarded.
+    Logoff,
+    /// Ask for the lock and audit (with an alert) whether anyone confirmed it.
+    LockOnly,
+    /// Audit and alert only (tests, kiosks).
     AuditOnly,
+}
+
+impl Unguarded {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unguarded::Logoff => "logoff",
+            Unguarded::LockOnly => "lock_only",
+            Unguarded::AuditOnly => "audit_only",
+        }
+    }
+}
+
+/// `lock.on_guard_lost` / `lock.on_grab_failure` of earlier releases, read as
+/// `lock.when_unguarded`: `"os_lock"` only asked logind to signal a locker, which locks
+/// nothing where the guard was the only one, so it means the ladder that protects.
+const LEGACY_ESCALATION_KEYS: &[&str] = &["on_guard_lost", "on_grab_failure"];
+
+fn legacy_escalation(value: &str) -> Option<Unguarded> {
+    match value {
+        "os_lock" => Some(Unguarded::Logoff),
+        "audit_only" => Some(Unguarded::AuditOnly),
+        _ => None,
+    }
+}
+
+/// Rewrites the legacy keys of a `[lock]` table into `when_unguarded` (unless it is set),
+/// the more protective of the two where they differ. Unknown legacy values are left in
+/// place, so the usual check reports them.
+fn map_legacy_lock_keys(lock: &mut toml::Table) {
+    let mut mapped: Option<Unguarded> = None;
+    for key in LEGACY_ESCALATION_KEYS {
+        let Some(found) = lock.get(*key).and_then(|v| v.as_str()).and_then(legacy_escalation) else {
+            continue;
+        };
+        lock.remove(*key);
+        mapped = Some(mapped.map_or(found, |m| m.more_protective(found)));
+    }
+    if let Some(mapped) = mapped {
+        lock.entry("when_unguarded").or_insert_with(|| toml::Value::String(mapped.as_str().to_owned()));
+    }
+}
+
+impl Unguarded {
+    /// The more protective of two.
+    fn more_protective(self, other: Unguarded) -> Unguarded {
+        let rank = |u: Unguarded| match u {
+            Unguarded::Logoff => 2,
+            Unguarded::LockOnly => 1,
+            Unguarded::AuditOnly => 0,
+        };
+        if rank(self) >= rank(other) {
+            self
+        } else {
+            other
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -162,9 +226,12 @@ pub struct LockoutPolicy {
     pub lockout: Duration,
     #[serde(with = "humantime_serde")]
     pub max_lockout: Duration,
-    /// Failures against any users on this workstation before it refuses all unlocks
-    /// (someone cycling through user IDs).
+    /// Failures against any users on this workstation within `workstation_window`
+    /// before it refuses all unlocks (someone cycling through user IDs). A success does
+    /// not reset the count: only time does.
     pub workstation_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub workstation_window: Duration,
     #[serde(with = "humantime_serde")]
     pub workstation_lockout: Duration,
 }
@@ -177,6 +244,7 @@ impl Default for LockoutPolicy {
             lockout: Duration::from_secs(60),
             max_lockout: Duration::from_secs(30 * 60),
             workstation_max_failures: 20,
+            workstation_window: Duration::from_secs(15 * 60),
             workstation_lockout: Duration::from_secs(5 * 60),
         }
     }
@@ -248,11 +316,13 @@ pub struct EmergencyPolicy {
     /// method rules, never identification). Without it, the user ID and reason suffice.
     pub require_pin: bool,
     pub min_reason_chars: usize,
+    /// Break-glass grants per user in any 24 hours; the next one is refused (and audited).
+    pub max_per_user_per_day: u32,
 }
 
 impl Default for EmergencyPolicy {
     fn default() -> Self {
-        Self { enabled: true, require_pin: true, min_reason_chars: 10 }
+        Self { enabled: true, require_pin: true, min_reason_chars: 10, max_per_user_per_day: 3 }
     }
 }
 
@@ -320,6 +390,11 @@ pub struct ServicePolicy {
     /// connections; the rest are refused unheard (and counted in one audit entry), so a
     /// script cannot fill the disk with refusals.
     pub max_attempts_per_minute: u32,
+    /// The installed guard: only a process running this executable (its
+    /// `/proc/PID/exe`) may connect as the guard. Machine layer only. Not set: the
+    /// service's own default (the packaged path; with `--dev`, the guard beside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard_executable: Option<String>,
 }
 
 impl Default for ServicePolicy {
@@ -329,6 +404,7 @@ impl Default for ServicePolicy {
             allowed_groups: Vec::new(),
             guard_heartbeat_timeout: Duration::from_secs(15),
             max_attempts_per_minute: 30,
+            guard_executable: None,
         }
     }
 }
@@ -350,6 +426,7 @@ const MACHINE_ONLY_KEYS: &[(&str, &str)] = &[
     ("workstation", "group"),
     ("service", "allowed_users"),
     ("service", "allowed_groups"),
+    ("service", "guard_executable"),
 ];
 
 /// One problem in a policy document, located where possible.
@@ -442,7 +519,7 @@ impl PolicyDocument {
             }
             // Each section is checked on its own so that one bad section does not hide
             // the problems of the others.
-            let Some(value) = item.clone().into_value().ok() else {
+            let Some(mut value) = item.clone().into_value().ok() else {
                 bad_sections.push(key.to_owned());
                 problems.push(PolicyProblem {
                     field: key.to_owned(),
@@ -451,6 +528,13 @@ impl PolicyDocument {
                 });
                 continue;
             };
+            if let (true, toml_edit::Value::InlineTable(lock)) = (key == "lock", &mut value) {
+                for legacy in LEGACY_ESCALATION_KEYS {
+                    if lock.get(legacy).and_then(|v| v.as_str()).and_then(legacy_escalation).is_some() {
+                        lock.remove(legacy);
+                    }
+                }
+            }
             if let Err(e) = check_section(key, value) {
                 bad_sections.push(key.to_owned());
                 let message = e.message().trim().to_owned();
@@ -487,6 +571,9 @@ impl PolicyDocument {
         // warning is shorter than the timeout may depend on the layer below it, so that is
         // checked when the layers are merged.
         table.retain(|key, _| !bad_sections.iter().any(|bad| bad == key));
+        if let Some(toml::Value::Table(lock)) = table.get_mut("lock") {
+            map_legacy_lock_keys(lock);
+        }
         let document = Self { source_name: source_name.to_owned(), layer, text: text.to_owned(), table };
         if let Err(e) = Policy::layered_in(std::slice::from_ref(&document), Rules::RangesOnly) {
             problems.extend(e.problems);
@@ -658,6 +745,8 @@ impl Policy {
         range("lockout.workstation_lockout", self.lockout.workstation_lockout, secs(5), secs(24 * 3600));
         range("totp.step", self.totp.step, secs(15), secs(120));
         range("sync.interval", self.sync.interval, secs(5), secs(24 * 3600));
+        range("lock.escalation_grace", self.lock.escalation_grace, secs(2), secs(60));
+        range("lockout.workstation_window", self.lockout.workstation_window, secs(60), secs(24 * 3600));
         range("service.guard_heartbeat_timeout", self.service.guard_heartbeat_timeout, secs(3), secs(300));
         range("audit.retention", self.audit.retention, secs(7 * 24 * 3600), secs(10 * 366 * 24 * 3600));
         if let Some(close) = self.phi.close_after {
@@ -696,6 +785,7 @@ impl Policy {
         count("totp.skew_steps", self.totp.skew_steps.into(), 0, 2);
         count("totp.digits", self.totp.digits.into(), 6, 8);
         count("emergency.min_reason_chars", self.emergency.min_reason_chars as u64, 3, 500);
+        count("emergency.max_per_user_per_day", self.emergency.max_per_user_per_day.into(), 1, 50);
         count("sync.batch_size", self.sync.batch_size.into(), 1, 10_000);
         count("service.max_attempts_per_minute", self.service.max_attempts_per_minute.into(), 5, 600);
         if self.sync.backlog_warning == 0 {

@@ -184,3 +184,46 @@ fn totp_algorithm_names_are_case_insensitive_enough() {
     assert_eq!(p.totp.algorithm, TotpAlgorithm::Sha256);
     assert!(machine("[totp]\nalgorithm = \"md5\"\n").is_err());
 }
+
+#[test]
+fn an_unguarded_session_ends_in_a_logoff_by_default() {
+    let p = Policy::layered(&[]).unwrap();
+    assert_eq!(p.lock.when_unguarded, Unguarded::Logoff);
+    assert_eq!(p.lock.escalation_grace, Duration::from_secs(10));
+    let err = machine("[lock]\nescalation_grace = \"1s\"\n").unwrap_err();
+    assert_eq!(err.problems[0].field, "lock.escalation_grace", "{err}");
+    assert!(machine("[lock]\nwhen_unguarded = \"os_lock\"\n").is_err(), "os_lock is no new value");
+}
+
+#[test]
+fn the_old_escalation_keys_are_read_as_when_unguarded() {
+    let layered = |text: &str| Policy::layered(&[machine(text).unwrap()]).unwrap().lock.when_unguarded;
+    assert_eq!(
+        layered("[lock]\non_guard_lost = \"os_lock\"\non_grab_failure = \"os_lock\"\n"),
+        Unguarded::Logoff
+    );
+    assert_eq!(
+        layered("[lock]\non_guard_lost = \"audit_only\"\non_grab_failure = \"audit_only\"\n"),
+        Unguarded::AuditOnly
+    );
+    assert_eq!(
+        layered("[lock]\non_guard_lost = \"audit_only\"\non_grab_failure = \"os_lock\"\n"),
+        Unguarded::Logoff,
+        "the more protective of the two"
+    );
+    assert_eq!(
+        layered("[lock]\non_guard_lost = \"os_lock\"\nwhen_unguarded = \"lock_only\"\n"),
+        Unguarded::LockOnly,
+        "the new key wins"
+    );
+    let err = machine("[lock]\non_guard_lost = \"shrug\"\n").unwrap_err();
+    assert!(err.problems[0].field.starts_with("lock"), "{err}");
+}
+
+#[test]
+fn only_the_machine_policy_names_the_guard_executable() {
+    let text = "[service]\nguard_executable = \"/tmp/evil\"\n";
+    assert!(machine(text).is_ok());
+    let err = PolicyDocument::parse("central", Layer::Central, text).unwrap_err();
+    assert_eq!(err.problems[0].field, "service.guard_executable", "{err}");
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UtcMillis;
 use crate::lock::LockReason;
-use crate::policy::{Escalation, PhiAction, PhiApp, Policy, UnlockMethod};
+use crate::policy::{PhiAction, PhiApp, Policy, UnlockMethod};
 use crate::secret::SecretString;
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -234,7 +234,6 @@ pub struct GuardPolicy {
     pub emergency_enabled: bool,
     pub emergency_requires_pin: bool,
     pub emergency_min_reason_chars: usize,
-    pub on_grab_failure: Escalation,
     pub phi_apps: Vec<PhiApp>,
     pub phi_on_lock: PhiAction,
     pub phi_close_after_secs: Option<u64>,
@@ -253,7 +252,6 @@ impl From<&Policy> for GuardPolicy {
             emergency_enabled: p.emergency.enabled,
             emergency_requires_pin: p.emergency.require_pin,
             emergency_min_reason_chars: p.emergency.min_reason_chars,
-            on_grab_failure: p.lock.on_grab_failure,
             phi_apps: p.phi.apps.clone(),
             phi_on_lock: p.phi.on_lock,
             phi_close_after_secs: p.phi.close_after.map(|d: Duration| d.as_secs()),
@@ -273,6 +271,11 @@ pub struct ServiceStatus {
     pub collector_reachable: Option<bool>,
     /// Guards connected now.
     pub guards_connected: u32,
+    /// `kernel.yama.ptrace_scope` (`None`: no Yama). At 0 any process of the shared
+    /// account may attach to the guard and speak as it.
+    pub ptrace_scope: Option<u8>,
+    /// Sessions the service is escalating now (asked to lock, not yet confirmed).
+    pub escalations_active: u32,
 }
 
 #[cfg(test)]

@@ -296,9 +296,22 @@ fn emergency_access_requires_a_reason_and_the_pin() {
     let d = decide(&f.policy, t(0), Some(f.user()), &user, &ws, &emergency("482916", "code blue bed 4"));
     assert!(matches!(d.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }));
 
-    let essay = "x".repeat(MAX_EMERGENCY_REASON_CHARS + 1);
+    // Too long is cut for the log, never refused; padding and control characters do not
+    // count towards the minimum.
+    let essay = format!("  {}\n", "x".repeat(MAX_EMERGENCY_REASON_CHARS + 50));
     let d = decide(&f.policy, t(0), Some(f.user()), &user, &ws, &emergency("482916", &essay));
-    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyReasonTooLong, .. }));
+    assert!(matches!(d.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }));
+    assert_eq!(emergency_reason_text(&essay).chars().count(), MAX_EMERGENCY_REASON_CHARS);
+    assert_eq!(emergency_reason_text("  code\u{7}\u{1b} blue \n"), "code blue");
+    let d = decide(
+        &f.policy,
+        t(0),
+        Some(f.user()),
+        &user,
+        &ws,
+        &emergency("482916", "\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}\u{7}x"),
+    );
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyReasonMissing, .. }));
 
     let mut off = Policy::default();
     off.emergency.enabled = false;
@@ -311,8 +324,111 @@ fn audit_names_match_the_serialised_names() {
     for m in [GrantMethod::Pin, GrantMethod::Totp, GrantMethod::PinTotp, GrantMethod::Emergency] {
         assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.as_str()));
     }
-    for r in [RefusalReason::UnknownUser, RefusalReason::TotpReplayed, RefusalReason::EmergencyReasonTooLong]
-    {
+    for r in [RefusalReason::UnknownUser, RefusalReason::TotpReplayed, RefusalReason::EmergencyLimitReached] {
         assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
     }
+}
+
+#[test]
+fn a_successful_unlock_does_not_reset_the_workstation_window() {
+    // 19 wrong guesses and one own unlock, five times over: 95 failures in minutes.
+    let f = Fixture::new();
+    let mut ws = WorkstationAuthState::default();
+    let mut own = UserAuthState::default();
+    let mut now = t(0);
+    let mut tripped = None;
+    'rounds: for round in 0..5 {
+        for i in 0..19 {
+            let attempt =
+                Attempt { user_id: format!("guess{i}"), pin: Some(pin("000001")), ..Attempt::default() };
+            let d = decide(&f.policy, now, None, &UserAuthState::default(), &ws, &attempt);
+            ws = d.workstation_state;
+            if let Outcome::Refused { reason: RefusalReason::WorkstationLockedOut, .. } = d.outcome {
+                tripped = Some((round, i));
+                break 'rounds;
+            }
+            now = now.saturating_add(secs(1));
+        }
+        let d = decide(&f.policy, now, Some(f.user()), &own, &ws, &f.attempt_pin("482916"));
+        if let Outcome::Refused { reason: RefusalReason::WorkstationLockedOut, .. } = d.outcome {
+            tripped = Some((round, 19));
+            break;
+        }
+        assert!(matches!(d.outcome, Outcome::Granted { .. }), "round {round}: {:?}", d.outcome);
+        own = d.user_state;
+        ws = d.workstation_state;
+    }
+    let (round, _) = tripped.expect("the workstation lockout never tripped");
+    assert!(round <= 1, "tripped only in round {round}");
+    assert!(ws.blocked_until.is_some_and(|u| u > now));
+}
+
+#[test]
+fn workstation_failures_leave_the_window_with_time() {
+    let f = Fixture::new();
+    let mut ws = WorkstationAuthState::default();
+    let window = f.policy.lockout.workstation_window;
+    for i in 0..19 {
+        let attempt = Attempt { user_id: format!("g{i}"), pin: Some(pin("000001")), ..Attempt::default() };
+        ws = decide(&f.policy, t(0), None, &UserAuthState::default(), &ws, &attempt).workstation_state;
+    }
+    assert_eq!(ws.failures_in_window(window, t(0)), 19);
+    // One more after the window has passed does not trip it.
+    let later = t(0).saturating_add(window);
+    let attempt = Attempt { user_id: "g-late".into(), pin: Some(pin("000001")), ..Attempt::default() };
+    let d = decide(&f.policy, later, None, &UserAuthState::default(), &ws, &attempt);
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::UnknownUser, .. }));
+    assert_eq!(d.workstation_state.failures_in_window(window, later), 1);
+    assert_eq!(d.workstation_state.blocked_until, None);
+}
+
+#[test]
+fn emergency_access_passes_a_workstation_lockout_three_times_a_day() {
+    let f = Fixture::new();
+    let now = t(1_000_000);
+    let ws =
+        WorkstationAuthState { recent_failures: vec![], blocked_until: Some(now.saturating_add(secs(300))) };
+    let plain =
+        decide(&f.policy, now, Some(f.user()), &UserAuthState::default(), &ws, &f.attempt_pin("482916"));
+    assert!(matches!(plain.outcome, Outcome::Refused { reason: RefusalReason::WorkstationLockedOut, .. }));
+
+    let emergency = |p: &str| Attempt {
+        user_id: "n.nurse".into(),
+        pin: Some(pin(p)),
+        totp: None,
+        emergency_reason: Some("code blue bed 4".into()),
+    };
+    // A wrong PIN is still a failure of this user's own.
+    let wrong = decide(&f.policy, now, Some(f.user()), &UserAuthState::default(), &ws, &emergency("000001"));
+    assert!(matches!(wrong.outcome, Outcome::Refused { reason: RefusalReason::BadCredentials, .. }));
+    assert_eq!(wrong.user_state.failures, 1);
+
+    let mut user = UserAuthState::default();
+    let mut at = now;
+    for _ in 0..3 {
+        let d = decide(&f.policy, at, Some(f.user()), &user, &ws, &emergency("482916"));
+        assert!(
+            matches!(d.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }),
+            "{:?}",
+            d.outcome
+        );
+        user = d.user_state;
+        at = at.saturating_add(secs(3600));
+    }
+    let fourth = decide(&f.policy, at, Some(f.user()), &user, &ws, &emergency("482916"));
+    let Outcome::Refused { reason, retry_after, .. } = fourth.outcome else { panic!("{:?}", fourth.outcome) };
+    assert_eq!(reason, RefusalReason::EmergencyLimitReached);
+    assert_eq!(retry_after, Some(secs(21 * 3600)), "until the first grant is a day old");
+    assert_eq!(fourth.user_state.failures, 0, "the right PIN is no failure");
+    // A day after the first, one more is allowed.
+    let next_day = now.saturating_add(secs(24 * 3600));
+    let d = decide(
+        &f.policy,
+        next_day,
+        Some(f.user()),
+        &user,
+        &WorkstationAuthState::default(),
+        &emergency("482916"),
+    );
+    assert!(matches!(d.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }));
 }
