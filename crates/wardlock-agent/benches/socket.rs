@@ -8,8 +8,8 @@ use std::os::unix::net::UnixStream;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use wardlock_agent::config::ServiceConfig;
-use wardlock_agent::directory::{self, Actor, NewUser};
 use wardlock_agent::secrets::{self, DataKey};
+use wardlock_agent::service::directory::{self, Actor, NewUser};
 use wardlock_agent::service::{utc_now, Service};
 use wardlock_core::policy::Policy;
 use wardlock_core::secret::SecretString;
@@ -35,7 +35,7 @@ fn round_trips(c: &mut Criterion) {
     let mut config = ServiceConfig::dev(dir.path());
     config.key_store = format!("file:{}", dir.path().join("keys").display());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let service = Service::start(config.clone(), wardlock_agent::oslock::platform()).unwrap();
+    let service = Service::start(config.clone(), wardlock_agent::os_session::platform()).unwrap();
     {
         let mut store = wardlock_agent::Store::open(
             &config.db_path(),

@@ -57,9 +57,9 @@ fn verify(c: &mut Criterion) {
 /// A whole unlock decision as `wardlockd` will make it: read the user and counters, verify
 /// the PIN (Argon2id), commit counters and audit entry durably.
 fn unlock(c: &mut Criterion) {
-    use wardlock_agent::auth::{attempt_unlock, Context, Purpose};
-    use wardlock_agent::directory::{add_user, Actor, NewUser};
     use wardlock_agent::secrets::{DataKey, MemorySecretStore};
+    use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose};
+    use wardlock_agent::service::directory::{add_user, Actor, NewUser};
     use wardlock_core::policy::Policy;
     use wardlock_core::secret::SecretString;
     use wardlock_core::unlock::{Attempt, Outcome};

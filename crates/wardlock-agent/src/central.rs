@@ -62,13 +62,19 @@ pub fn check(envelope: &str, machine: &Policy, newer_than: Option<u64>) -> Resul
     Ok(central)
 }
 
-/// The effective policy: the machine file, then the central layer over it.
+/// The effective policy: the service's base layer (`--dev`'s), the machine file, then
+/// the central layer over it.
 pub fn compose(
+    base: Option<&str>,
     machine_source: &str,
     machine_text: &str,
     central: Option<&Central>,
 ) -> Result<Policy, PolicyError> {
-    let mut docs = vec![PolicyDocument::parse(machine_source, Layer::Machine, machine_text)?];
+    let mut docs = Vec::new();
+    if let Some(base) = base {
+        docs.push(PolicyDocument::parse("development defaults (--dev)", Layer::Machine, base)?);
+    }
+    docs.push(PolicyDocument::parse(machine_source, Layer::Machine, machine_text)?);
     if let Some(c) = central {
         docs.push(PolicyDocument::parse(&c.source_name(), Layer::Central, &c.text)?);
     }

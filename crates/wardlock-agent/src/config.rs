@@ -22,7 +22,19 @@ pub struct ServiceConfig {
     /// File with the collector's enrollment secret, read once, when the workstation
     /// first enrolls (`sync.endpoint` set and no node key yet).
     pub enroll_secret: PathBuf,
+    /// The guard executable when the machine policy names none (`service.guard_executable`).
+    pub guard_executable: PathBuf,
+    /// A policy layer under the machine policy file: what `--dev` changes of the built-in
+    /// defaults, so trying Wardlock on one's own desktop never logs anyone off.
+    pub base_policy: Option<String>,
 }
+
+/// Where `install.sh` puts the guard (its default `PREFIX`).
+pub const PACKAGED_GUARD: &str = "/usr/local/bin/wardlock";
+
+/// `--dev`'s layer under the machine policy: an unguarded session is only locked and
+/// audited, never logged off, unless the policy file says otherwise.
+pub const DEV_BASE_POLICY: &str = "[lock]\nwhen_unguarded = \"lock_only\"\n";
 
 /// `--config FILE`, and the same keys given on the command line: every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -34,6 +46,7 @@ pub struct ConfigFile {
     pub key_store: Option<String>,
     pub workstation_id: Option<String>,
     pub enroll_secret: Option<PathBuf>,
+    pub guard_executable: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -82,6 +95,8 @@ impl ServiceConfig {
             key_store: key_store.to_owned(),
             workstation_id: gethostname::gethostname().to_string_lossy().into_owned(),
             enroll_secret,
+            guard_executable: PathBuf::from(PACKAGED_GUARD),
+            base_policy: None,
         }
     }
 
@@ -94,6 +109,12 @@ impl ServiceConfig {
             policy_required: false,
             key_store: format!("file:{}", dir.join("credentials").display()),
             enroll_secret: dir.join("enroll-secret"),
+            // The guard built beside this wardlockd (target/debug, target/release).
+            guard_executable: std::env::current_exe()
+                .ok()
+                .and_then(|exe| Some(exe.parent()?.join("wardlock")))
+                .unwrap_or_else(|| PathBuf::from(PACKAGED_GUARD)),
+            base_policy: Some(DEV_BASE_POLICY.to_owned()),
             ..Self::platform_defaults()
         }
     }
@@ -112,6 +133,8 @@ impl ServiceConfig {
         config.key_store = cli.key_store.or(file.key_store).unwrap_or(config.key_store);
         config.workstation_id = cli.workstation_id.or(file.workstation_id).unwrap_or(config.workstation_id);
         config.enroll_secret = cli.enroll_secret.or(file.enroll_secret).unwrap_or(config.enroll_secret);
+        config.guard_executable =
+            cli.guard_executable.or(file.guard_executable).unwrap_or(config.guard_executable);
         config
     }
 

@@ -1,16 +1,15 @@
-//! The workstation service `wardlockd`: its store, secrets and unlock decisions
-//! (`store`, `secrets`, `auth`, `directory`), the running service (`service`) and its
-//! local socket (`server`). The binary is a thin shell around it, and `wardlockctl`
+//! The workstation service `wardlockd`: its store and secrets (`store`, `secrets`),
+//! the running service and every decision it makes (`service`, with its unlock
+//! decisions `service::auth` and users `service::directory`) and its local socket
+//! (`server`). The binary is a thin shell around it, and `wardlockctl`
 //! uses the store directly when run with the service account's rights.
 //!
 //! Architecture invariant: only this crate (and so only the service account) opens the
 //! workstation database or the data key. The session guard never links it.
 
-pub mod auth;
 pub mod central;
 pub mod config;
-pub mod directory;
-pub mod oslock;
+pub mod os_session;
 pub mod peer;
 pub mod private_fs;
 pub mod secrets;

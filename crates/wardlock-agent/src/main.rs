@@ -19,7 +19,8 @@ use wardlock_agent::service::Service;
                   Signals: SIGHUP reloads the machine policy; SIGTERM/SIGINT stop cleanly."
 )]
 struct Cli {
-    /// Configuration file (TOML: data_dir, socket, policy, key_store, workstation_id)
+    /// Configuration file (TOML: data_dir, socket, policy, key_store, workstation_id,
+    /// enroll_secret, guard_executable)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory of the workstation database [default: /var/lib/wardlock]
@@ -41,7 +42,13 @@ struct Cli {
     /// [default: /etc/wardlock/enroll-secret, or the systemd credential wardlock-enroll-secret]
     #[arg(long, value_name = "FILE")]
     enroll_secret: Option<PathBuf>,
-    /// Development mode: data, socket, policy and key all under DIR, run as any user
+    /// The guard executable, where the machine policy's service.guard_executable names
+    /// none [default: /usr/local/bin/wardlock; with --dev, the wardlock beside wardlockd]
+    #[arg(long, value_name = "FILE")]
+    guard_executable: Option<PathBuf>,
+    /// Development mode: data, socket, policy and key all under DIR, run as any user.
+    /// An unguarded session is then only locked, never logged off, unless the policy
+    /// file sets lock.when_unguarded
     #[arg(long, value_name = "DIR")]
     dev: Option<PathBuf>,
 }
@@ -76,6 +83,7 @@ fn run() -> Result<()> {
             key_store: cli.key_store,
             workstation_id: cli.workstation_id,
             enroll_secret: cli.enroll_secret,
+            guard_executable: cli.guard_executable,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,7 +106,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     // Bind before opening the database: a second instance must not touch it.
     let listener = wardlock_agent::server::bind(&socket).await?;
     let started =
-        tokio::task::spawn_blocking(move || Service::start(config, wardlock_agent::oslock::platform()))
+        tokio::task::spawn_blocking(move || Service::start(config, wardlock_agent::os_session::platform()))
             .await?;
     let service = match started {
         Ok(service) => service,

@@ -26,6 +26,25 @@ impl Peer {
     }
 }
 
+/// The executable process `pid` runs, as the kernel says (`/proc/PID/exe`). Reading it
+/// for another account's process needs `CAP_SYS_PTRACE` (wardlockd.service grants it).
+pub fn executable_of(pid: u32) -> Result<std::path::PathBuf, String> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))
+}
+
+/// Variables in process `pid`'s environment that make the dynamic loader run other code
+/// in it (`LD_PRELOAD`, `LD_AUDIT`): the right executable with them is not the guard.
+pub fn code_injection_vars(pid: u32) -> Result<Vec<String>, String> {
+    const INJECTING: &[&[u8]] = &[b"LD_PRELOAD=", b"LD_AUDIT="];
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))
+        .map_err(|e| format!("cannot read /proc/{pid}/environ: {e}"))?;
+    Ok(environ
+        .split(|b| *b == 0)
+        .filter(|var| INJECTING.iter().any(|p| var.starts_with(p) && var.len() > p.len()))
+        .filter_map(|var| std::str::from_utf8(var).ok()?.split('=').next().map(str::to_owned))
+        .collect())
+}
+
 #[cfg(unix)]
 pub fn of_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
     use nix::unistd::{getgrouplist, Gid, Group, Uid, User};

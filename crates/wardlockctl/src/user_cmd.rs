@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
-use wardlock_agent::directory::{self, Actor, CredentialChange, NewUser};
+use wardlock_agent::service::directory::{self, Actor, CredentialChange, NewUser};
 use wardlock_core::secret::SecretString;
 use zeroize::Zeroizing;
 

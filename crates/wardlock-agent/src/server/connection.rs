@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use wardlock_core::lock::LockReason;
-use wardlock_core::policy::Escalation;
 use wardlock_core::protocol::local::{
     AdminCredentials, ClientRole, EnrollReply, EnrollRequest, ErrorCode, GuardEvent, GuardPolicy, QuitReply,
     Request, Response, UnlockReply, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -24,9 +23,9 @@ use wardlock_core::unlock::TotpSeed;
 
 use super::frame::{FrameError, FrameReader};
 use super::WRITE_TIMEOUT;
-use crate::directory::Actor;
 use crate::peer::{self, Peer};
-use crate::service::{Approval, Service, ServiceError};
+use crate::service::directory::Actor;
+use crate::service::{Approval, GuardRefusal, Service, ServiceError, UnguardedSession};
 use crate::throttle::{Admission, AttemptBudget};
 
 /// Time to send `hello` after connecting.
@@ -37,8 +36,6 @@ const TOOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EVENTS_PER_MINUTE: u32 = 120;
 const TICKET_LIFETIME: Duration = Duration::from_secs(5 * 60);
 const TOTP_CONFIRM_TRIES: u32 = 5;
-/// How long the OS lock (logind over D-Bus) may take before the failure is audited.
-const OS_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn encode(response: &Response) -> Vec<u8> {
     let mut line = serde_json::to_vec(response).unwrap_or_else(|_| {
@@ -242,16 +239,24 @@ impl Connection {
 
     async fn hello(&mut self, role: ClientRole, client: &str) -> Result<(), End> {
         if role == ClientRole::Guard {
-            if let Err(why) = self.service.admit_guard(&self.peer) {
-                eprintln!("wardlockd: refused a guard of {}: {why}", self.peer.account);
-                return Err(self.fail(ErrorCode::Busy, why).await);
+            let (service, peer) = (self.service.clone(), self.peer.clone());
+            let admitted =
+                tokio::task::spawn_blocking(move || service.admit_guard(&peer)).await.unwrap_or_else(|e| {
+                    Err(GuardRefusal {
+                        code: ErrorCode::Internal,
+                        message: format!("a worker thread failed: {e}"),
+                    })
+                });
+            if let Err(GuardRefusal { code, message }) = admitted {
+                eprintln!("wardlockd: refused a guard of {}: {message}", self.peer.account);
+                return Err(self.fail(code, message).await);
             }
         }
         self.role = Some(role);
         if role == ClientRole::Guard {
             if let Some(pid) = self.peer.pid {
                 let lookup =
-                    tokio::time::timeout(Duration::from_secs(2), self.service.locker.session_of(pid));
+                    tokio::time::timeout(Duration::from_secs(2), self.service.sessions.session_of(pid));
                 self.os_session = lookup.await.ok().and_then(Result::ok);
             }
             let (service, peer, client) = (self.service.clone(), self.peer.clone(), client.to_owned());
@@ -317,12 +322,20 @@ impl Connection {
                 if let GuardEvent::Locked { .. } = event {
                     self.service.set_session_locked(&self.peer.account, true);
                 }
-                let failed = matches!(event, GuardEvent::LockFailed { .. });
+                let reported = event.clone();
                 blocking(move || service.record_event(&event, &peer)).await?;
-                if failed && self.service.policy().lock.on_grab_failure == Escalation::OsLock {
-                    let result = lock_os_session(&self.service, self.os_session.clone()).await;
-                    let (service, peer) = (self.service.clone(), self.peer.clone());
-                    blocking(move || service.escalated(&peer, &result)).await?;
+                match reported {
+                    GuardEvent::Locked { .. } | GuardEvent::LockRestored {} => {
+                        self.service.lock_reported(
+                            self.os_session.as_deref(),
+                            &self.peer.account,
+                            self.peer.pid,
+                        );
+                    }
+                    GuardEvent::LockFailed { what } => {
+                        self.service.escalate(self.unguarded(format!("lock_failed: {what}")))
+                    }
+                    _ => {}
                 }
                 Response::Ack
             }
@@ -413,6 +426,15 @@ impl Connection {
         Ok(EnrollReply::Authorized { ticket: id.to_string(), expires_in_secs: TICKET_LIFETIME.as_secs() })
     }
 
+    fn unguarded(&self, why: String) -> UnguardedSession {
+        UnguardedSession {
+            session: self.os_session.clone(),
+            account: self.peer.account.clone(),
+            uid: self.peer.uid,
+            why: crate::service::client_text(&why),
+        }
+    }
+
     fn actor(&self, admin: &str) -> Actor {
         Actor { admin: Some(admin.to_owned()), os_account: Some(self.peer.account.clone()) }
     }
@@ -424,7 +446,7 @@ impl Connection {
         }
         let service = self.service.clone();
         let peer = self.peer.clone();
-        let result = match (end, self.quit_approved_by) {
+        let result = match (end, self.quit_approved_by.clone()) {
             (End::ServiceStopping, _) => Ok(()),
             (End::Closed, Some(admin)) => {
                 let account = peer.account.clone();
@@ -438,15 +460,12 @@ impl Connection {
                 audited
             }
             (End::Closed, None) => {
-                lost(
-                    service,
-                    peer,
-                    self.os_session,
-                    "disconnected without an administrator's approval".into(),
-                )
-                .await
+                let why = "disconnected without an administrator's approval".to_owned();
+                lost(service, peer, self.unguarded(format!("guard_lost: {why}")), why).await
             }
-            (End::Lost(why), _) => lost(service, peer, self.os_session, why).await,
+            (End::Lost(why), _) => {
+                lost(service, peer, self.unguarded(format!("guard_lost: {why}")), why).await
+            }
         };
         if let Err(e) = result {
             eprintln!("wardlockd: could not audit the end of a guard connection: {e}");
@@ -454,32 +473,26 @@ impl Connection {
     }
 }
 
-/// Locks the OS session, giving up after a while: a hung bus must not hold back the
-/// audit entry that says what happened.
-async fn lock_os_session(service: &Service, session: Option<String>) -> Result<String, String> {
-    match tokio::time::timeout(OS_LOCK_TIMEOUT, service.locker.lock(session)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {} s", OS_LOCK_TIMEOUT.as_secs())),
-    }
-}
-
-/// A guard is gone without approval: lock the OS session if policy says so, then audit.
+/// A guard is gone without approval: audited, then the ladder for its session.
 async fn lost(
     service: Arc<Service>,
     peer: Peer,
-    os_session: Option<String>,
+    unguarded: UnguardedSession,
     why: String,
 ) -> Result<(), ServiceError> {
-    let escalation = match service.policy().lock.on_guard_lost {
-        Escalation::OsLock => match lock_os_session(&service, os_session).await {
-            Ok(what) => format!("os_lock: locked {what}"),
-            Err(e) => format!("os_lock failed: {e}"),
-        },
-        Escalation::AuditOnly => "audit_only".to_owned(),
-    };
-    let message = format!("wardlockd: guard of {} lost ({why}); {escalation}", peer.account);
-    let audited = blocking(move || service.guard_lost(&peer, &why, &escalation)).await;
-    eprintln!("{message}");
+    let account = peer.account.clone();
+    let audited = blocking({
+        let service = service.clone();
+        move || service.guard_lost(&peer, &why)
+    })
+    .await;
+    let why = unguarded.why.clone();
+    service.escalate(unguarded);
+    // Logged once audited and escalated: tests (and operators) may rely on both.
+    eprintln!(
+        "wardlockd: guard of {account} lost ({why}); lock.when_unguarded = {}",
+        service.policy().lock.when_unguarded.as_str()
+    );
     audited
 }
 

@@ -1,9 +1,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use wardlock_agent::auth::{attempt_unlock, Context, Purpose, UnlockResult};
-use wardlock_agent::directory::{add_user, disable_user, Actor, NewUser};
 use wardlock_agent::secrets::DataKey;
+use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose, UnlockResult};
+use wardlock_agent::service::directory::{add_user, disable_user, Actor, NewUser};
 use wardlock_agent::Store;
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{Policy, UnlockMethod};

@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wardlock_agent::directory::{self, Actor, NewUser};
 use wardlock_agent::secrets::{self, DataKey};
+use wardlock_agent::service::directory::{self, Actor, NewUser};
 use wardlock_agent::store::OpenOptions;
 use wardlock_agent::Store;
 use wardlock_core::audit::AuditEntry;
@@ -69,6 +69,9 @@ impl Daemon {
             .arg("--dev")
             .arg(self.dir.path())
             .args(["--workstation-id", &self.workstation_id])
+            // This test process speaks as the guard: it is the guard executable here.
+            .arg("--guard-executable")
+            .arg(std::env::current_exe().unwrap())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

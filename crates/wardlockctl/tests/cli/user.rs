@@ -165,8 +165,8 @@ fn names_and_roles_must_be_printable() {
 /// The whole path: a user enrolled with the CLI unlocks with a code from oathtool, once.
 #[test]
 fn cli_enrolled_totp_unlocks_once_even_across_restart() {
-    use wardlock_agent::auth::{attempt_unlock, Context, Purpose};
     use wardlock_agent::secrets::{CredentialFileStore, DataKey};
+    use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose};
     use wardlock_agent::store::OpenOptions;
     use wardlock_agent::Store;
     use wardlock_core::policy::Policy;

@@ -1,0 +1,163 @@
+//! The OS sessions the service protects when no trustworthy guard holds one: find a
+//! guard's session, ask for it to be locked, see whether it really is (`LockedHint`),
+//! and end it. One trait, one implementation per platform.
+//!
+//! A call that returned is never taken as a result: logind's `Lock` only signals
+//! whatever screen locker listens in the session, which may be none.
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub type OsFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+pub trait OsSessions: Send + Sync + std::fmt::Debug {
+    /// The OS session of process `pid`, looked up while the guard is alive: once it is
+    /// gone, its session can no longer be found by its pid.
+    fn session_of(&self, pid: u32) -> OsFuture<'_, String>;
+    /// Asks for `session` to be locked (every session when it is unknown). Answers what
+    /// was asked of whom; it says nothing about whether anything locked.
+    fn request_lock(&self, session: Option<String>) -> OsFuture<'_, String>;
+    /// Whether a screen locker says `session` is locked now.
+    fn locked_hint(&self, session: String) -> OsFuture<'_, bool>;
+    /// Ends `session` with all its processes (every session of `uid` when the session is
+    /// unknown). Answers what was ended.
+    fn terminate(&self, session: Option<String>, uid: u32) -> OsFuture<'_, String>;
+}
+
+/// The platform's sessions.
+pub fn platform() -> Box<dyn OsSessions> {
+    #[cfg(target_os = "linux")]
+    {
+        Box::new(logind::Logind)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Box::new(Unsupported)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+struct Unsupported;
+
+#[cfg(not(target_os = "linux"))]
+impl OsSessions for Unsupported {
+    fn session_of(&self, _pid: u32) -> OsFuture<'_, String> {
+        Box::pin(async { Err("OS sessions are not known on this platform yet".to_owned()) })
+    }
+    fn request_lock(&self, _session: Option<String>) -> OsFuture<'_, String> {
+        Box::pin(async { Err("locking the OS session is not implemented on this platform yet".to_owned()) })
+    }
+    fn locked_hint(&self, _session: String) -> OsFuture<'_, bool> {
+        Box::pin(async { Err("OS sessions are not known on this platform yet".to_owned()) })
+    }
+    fn terminate(&self, _session: Option<String>, _uid: u32) -> OsFuture<'_, String> {
+        Box::pin(async { Err("ending the OS session is not implemented on this platform yet".to_owned()) })
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub mod logind {
+    //! systemd-logind over the system D-Bus (`$DBUS_SYSTEM_BUS_ADDRESS` when set, which
+    //! is how the tests point it at a stand-in login1 on a private bus). polkit decides:
+    //! `lock-sessions` for the lock, `manage` for ending a session
+    //! (installers/linux/polkit-wardlock.rules).
+
+    use zbus::proxy::CacheProperties;
+    use zbus::zvariant::OwnedObjectPath;
+
+    use super::{OsFuture, OsSessions};
+
+    #[zbus::proxy(
+        interface = "org.freedesktop.login1.Manager",
+        default_service = "org.freedesktop.login1",
+        default_path = "/org/freedesktop/login1"
+    )]
+    trait Manager {
+        #[zbus(name = "GetSessionByPID")]
+        fn get_session_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
+        fn lock_sessions(&self) -> zbus::Result<()>;
+        fn terminate_user(&self, uid: u32) -> zbus::Result<()>;
+    }
+
+    #[zbus::proxy(interface = "org.freedesktop.login1.Session", default_service = "org.freedesktop.login1")]
+    trait Session {
+        fn lock(&self) -> zbus::Result<()>;
+        fn terminate(&self) -> zbus::Result<()>;
+        #[zbus(property)]
+        fn locked_hint(&self) -> zbus::Result<bool>;
+    }
+
+    #[derive(Debug)]
+    pub struct Logind;
+
+    fn logind(e: zbus::Error) -> String {
+        format!("logind: {e}")
+    }
+
+    async fn session(bus: &zbus::Connection, path: &str) -> zbus::Result<SessionProxy<'static>> {
+        // Read LockedHint afresh every time: a cached value would be whatever it was.
+        SessionProxy::builder(bus).path(path.to_owned())?.cache_properties(CacheProperties::No).build().await
+    }
+
+    impl OsSessions for Logind {
+        fn session_of(&self, pid: u32) -> OsFuture<'_, String> {
+            Box::pin(async move {
+                let bus = zbus::Connection::system().await.map_err(logind)?;
+                let manager = ManagerProxy::new(&bus).await.map_err(logind)?;
+                let path = manager.get_session_by_pid(pid).await.map_err(logind)?;
+                Ok(path.as_str().to_owned())
+            })
+        }
+
+        fn request_lock(&self, target: Option<String>) -> OsFuture<'_, String> {
+            Box::pin(async move {
+                let bus = zbus::Connection::system().await.map_err(logind)?;
+                match target {
+                    Some(path) => {
+                        session(&bus, &path).await.map_err(logind)?.lock().await.map_err(logind)?;
+                        Ok(format!("session {path}"))
+                    }
+                    None => {
+                        // Not knowing which session is no reason to lock none.
+                        ManagerProxy::new(&bus)
+                            .await
+                            .map_err(logind)?
+                            .lock_sessions()
+                            .await
+                            .map_err(logind)?;
+                        Ok("all sessions".to_owned())
+                    }
+                }
+            })
+        }
+
+        fn locked_hint(&self, path: String) -> OsFuture<'_, bool> {
+            Box::pin(async move {
+                let bus = zbus::Connection::system().await.map_err(logind)?;
+                session(&bus, &path).await.map_err(logind)?.locked_hint().await.map_err(logind)
+            })
+        }
+
+        fn terminate(&self, target: Option<String>, uid: u32) -> OsFuture<'_, String> {
+            Box::pin(async move {
+                let bus = zbus::Connection::system().await.map_err(logind)?;
+                match target {
+                    Some(path) => {
+                        session(&bus, &path).await.map_err(logind)?.terminate().await.map_err(logind)?;
+                        Ok(format!("session {path}"))
+                    }
+                    None => {
+                        ManagerProxy::new(&bus)
+                            .await
+                            .map_err(logind)?
+                            .terminate_user(uid)
+                            .await
+                            .map_err(logind)?;
+                        Ok(format!("every session of uid {uid}"))
+                    }
+                }
+            })
+        }
+    }
+}

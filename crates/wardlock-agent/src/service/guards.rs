@@ -1,0 +1,458 @@
+//! The guards: who may be one, what they report, how their connections end, and what
+//! the service does when no trustworthy guard holds a session that should be guarded:
+//! the escalation ladder (ask for a lock, wait for a confirmation, then end the session).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use wardlock_core::audit::AuditKind;
+use wardlock_core::policy::Unguarded;
+use wardlock_core::protocol::local::{ErrorCode, GuardEvent};
+
+use super::{client_text, Service, ServiceError};
+use crate::peer::{self, Peer};
+use crate::throttle::{Admission, AttemptBudget};
+
+/// A session runs one guard; two allow a restart to overlap the old one's exit.
+const GUARDS_PER_ACCOUNT: u32 = 2;
+const GUARD_STARTS_PER_MINUTE: u32 = 20;
+/// Longest any one logind call of the ladder may take before it counts as failed: a hung
+/// bus must not hold back the entries that say what happened.
+const OS_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `LockedHint` is read while a lock waits for its confirmation.
+const LOCKED_HINT_POLL: Duration = Duration::from_millis(250);
+
+/// Why a connection may not be the guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardRefusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// A session that should be guarded and is not held by a trustworthy guard.
+#[derive(Debug, Clone)]
+pub struct UnguardedSession {
+    /// The logind session, when it was known.
+    pub session: Option<String>,
+    pub account: String,
+    pub uid: u32,
+    /// What happened (`guard_lost: heartbeat missed`, `lock_failed: …`).
+    pub why: String,
+}
+
+impl UnguardedSession {
+    fn key(&self) -> String {
+        session_key(self.session.as_deref(), &self.account)
+    }
+}
+
+fn session_key(session: Option<&str>, account: &str) -> String {
+    session.map_or_else(|| format!("account:{account}"), str::to_owned)
+}
+
+/// Who confirmed that a requested lock is in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Confirmation {
+    Guard { pid: Option<u32> },
+    LockedHint,
+}
+
+/// Escalations in progress, by session.
+#[derive(Debug, Default)]
+pub(super) struct Escalations {
+    active:
+        std::sync::Mutex<std::collections::HashMap<String, (String, watch::Sender<Option<Confirmation>>)>>,
+}
+
+impl Escalations {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (String, watch::Sender<Option<Confirmation>>)>,
+    > {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn count(&self) -> u32 {
+        u32::try_from(self.lock().len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// `/proc/sys/kernel/yama/ptrace_scope`, where the kernel has Yama.
+pub fn ptrace_scope() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok()?.trim().parse().ok()
+}
+
+impl Service {
+    /// The executable a guard must run: the machine policy's, else the configured one.
+    pub fn guard_executable(&self) -> PathBuf {
+        self.policy()
+            .service
+            .guard_executable
+            .clone()
+            .map_or_else(|| self.config.guard_executable.clone(), PathBuf::from)
+    }
+
+    /// Admits a new guard of `peer`'s account, or says why not. Only a process running
+    /// the installed guard executable may be the guard; anything else is audited as an
+    /// impostor (within the account's start budget, so a loop cannot flood the log).
+    pub fn admit_guard(&self, peer: &Peer) -> Result<(), GuardRefusal> {
+        let refuse = |code, message: String| Err(GuardRefusal { code, message });
+        {
+            let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
+            let (connected, starts) = accounts.entry(peer.uid).or_insert_with(|| {
+                (0, AttemptBudget::new(GUARD_STARTS_PER_MINUTE, std::time::Instant::now()))
+            });
+            if *connected >= GUARDS_PER_ACCOUNT {
+                return refuse(
+                    ErrorCode::Busy,
+                    format!("{GUARDS_PER_ACCOUNT} guards of this account are connected already"),
+                );
+            }
+            if let Admission::Refuse { .. } = starts.admit(std::time::Instant::now()) {
+                return refuse(
+                    ErrorCode::Busy,
+                    format!("more than {GUARD_STARTS_PER_MINUTE} guard starts a minute"),
+                );
+            }
+        }
+        if let Err(why) = self.check_guard_process(peer) {
+            let exe = peer.pid.map(peer::executable_of);
+            let shown = match &exe {
+                Some(Ok(path)) => path.display().to_string(),
+                Some(Err(e)) => format!("unknown ({e})"),
+                None => "unknown (no pid)".to_owned(),
+            };
+            let audited = self.audit(
+                self.draft(AuditKind::GuardImpostor, Some(peer))
+                    .detail("exe", client_text(&shown))
+                    .detail("uid", peer.uid)
+                    .detail("pid", pid_text(peer.pid))
+                    .detail("why", &why)
+                    .detail("alert", "compliance"),
+            );
+            if let Err(e) = audited {
+                eprintln!("wardlockd: could not audit a guard impostor: {e}");
+            }
+            eprintln!(
+                "wardlockd: refused a guard impostor of {} (pid {}): {why}",
+                peer.account,
+                pid_text(peer.pid)
+            );
+            return refuse(
+                ErrorCode::NotAllowed,
+                format!("only the installed guard may connect as the guard: {why}"),
+            );
+        }
+        let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((connected, _)) = accounts.get_mut(&peer.uid) {
+            *connected += 1;
+        }
+        Ok(())
+    }
+
+    /// The kernel's word on the peer process: it runs the guard executable, with no
+    /// library preloaded into it.
+    fn check_guard_process(&self, peer: &Peer) -> Result<(), String> {
+        let pid = peer.pid.ok_or("the kernel did not say which process connected")?;
+        let exe = peer::executable_of(pid)?;
+        let expected = self.guard_executable();
+        if !same_executable(&exe, &expected) {
+            return Err(format!("it runs {}, not {}", exe.display(), expected.display()));
+        }
+        let injected = peer::code_injection_vars(pid)?;
+        if !injected.is_empty() {
+            return Err(format!("its environment loads other code into it ({})", injected.join(", ")));
+        }
+        Ok(())
+    }
+
+    fn release_guard(&self, peer: &Peer) {
+        self.guards.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((connected, _)) = accounts.get_mut(&peer.uid) {
+            *connected = connected.saturating_sub(1);
+        }
+    }
+
+    /// Audits what the guard reports, with the pid it came from. Client text is cleaned
+    /// and capped first.
+    pub fn record_event(&self, event: &GuardEvent, peer: &Peer) -> Result<(), ServiceError> {
+        let d = |kind| self.draft(kind, Some(peer)).detail("pid", pid_text(peer.pid));
+        let draft = match event {
+            GuardEvent::WarningShown { seconds_left } => {
+                d(AuditKind::WarningShown).detail("seconds_left", seconds_left)
+            }
+            GuardEvent::WarningCancelled {} => d(AuditKind::WarningCancelled),
+            GuardEvent::Locked { reason } => {
+                let reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned));
+                d(AuditKind::Locked).detail("reason", reason.unwrap_or_default())
+            }
+            GuardEvent::LockFailed { what } => d(AuditKind::LockFailed).detail("what", client_text(what)),
+            GuardEvent::LockRestored {} => {
+                d(AuditKind::LockFailed).detail("what", "restored: the lock holds again")
+            }
+            GuardEvent::PhiAppHidden { app } => d(AuditKind::PhiAppHidden).detail("app", client_text(app)),
+            GuardEvent::PhiAppRestored { app } => {
+                d(AuditKind::PhiAppRestored).detail("app", client_text(app))
+            }
+            GuardEvent::PhiAppClosed { app } => d(AuditKind::PhiAppClosed).detail("app", client_text(app)),
+            GuardEvent::IdleUnavailable { why } => d(AuditKind::LockFailed)
+                .detail("what", "idle detection unavailable")
+                .detail("why", client_text(why)),
+        };
+        let user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let draft = match (event, user) {
+            (GuardEvent::Locked { .. } | GuardEvent::WarningShown { .. }, Some(u)) => draft.user(u),
+            (_, _) => draft,
+        };
+        self.audit(draft)?;
+        Ok(())
+    }
+
+    /// Remembers whether this account's session is behind the lock, across guard restarts
+    /// and restarts of the service itself (kept in the database too).
+    pub fn set_session_locked(&self, account: &str, locked: bool) {
+        let mut accounts = self.locked_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = if locked { accounts.insert(account.to_owned()) } else { accounts.remove(account) };
+        if changed || locked {
+            let value = if locked { "1" } else { "0" };
+            if let Err(e) = self.store().set_meta(&format!("session_locked:{account}"), value) {
+                eprintln!("wardlockd: could not record the lock state of {account}: {e}");
+            }
+        }
+    }
+
+    pub fn session_locked(&self, account: &str) -> bool {
+        let mut accounts = self.locked_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if accounts.contains(account) {
+            return true;
+        }
+        let stored = self.store().meta(&format!("session_locked:{account}")).ok().flatten();
+        if stored.as_deref() == Some("1") {
+            accounts.insert(account.to_owned());
+            return true;
+        }
+        false
+    }
+
+    pub fn guard_started(&self, peer: &Peer, client: &str) -> Result<(), ServiceError> {
+        self.guards.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.audit(
+            self.draft(AuditKind::GuardStarted, Some(peer))
+                .detail("client", client_text(client))
+                .detail("pid", pid_text(peer.pid)),
+        )?;
+        Ok(())
+    }
+
+    /// The guard left with an administrator's approval.
+    pub fn guard_stopped(&self, peer: &Peer, admin: &str) -> Result<(), ServiceError> {
+        self.release_guard(peer);
+        self.audit(
+            self.draft(AuditKind::GuardStopped, Some(peer))
+                .detail("by", admin)
+                .detail("pid", pid_text(peer.pid)),
+        )?;
+        Ok(())
+    }
+
+    /// The guard vanished or fell silent: audited, and the session is escalated per
+    /// policy (the entries of the ladder follow this one).
+    pub fn guard_lost(&self, peer: &Peer, why: &str) -> Result<(), ServiceError> {
+        self.release_guard(peer);
+        self.audit(
+            self.draft(AuditKind::GuardLost, Some(peer))
+                .detail("why", why)
+                .detail("pid", pid_text(peer.pid))
+                .detail("when_unguarded", self.policy().lock.when_unguarded.as_str())
+                .detail("alert", "compliance"),
+        )?;
+        Ok(())
+    }
+
+    /// A trustworthy guard reports the lock in place (`locked`, or its lock holding again
+    /// after a failure): that confirms an escalation of its session.
+    pub fn lock_reported(&self, session: Option<&str>, account: &str, pid: Option<u32>) {
+        let key = session_key(session, account);
+        let escalations = self.escalations.lock();
+        // A guard whose session logind did not name confirms its account's escalations.
+        for (k, (owner, confirm)) in escalations.iter() {
+            if *k == key || (session.is_none() && owner == account) {
+                confirm.send_replace(Some(Confirmation::Guard { pid }));
+            }
+        }
+    }
+
+    /// Starts the escalation ladder for `target`, unless one runs for that session
+    /// already. From here on a guard that (re)connects for this account is told to lock
+    /// before anything else. Needs a tokio runtime.
+    pub fn escalate(self: &Arc<Self>, target: UnguardedSession) {
+        if self.policy().lock.when_unguarded == Unguarded::AuditOnly {
+            return;
+        }
+        let (confirm, confirmed) = watch::channel(None);
+        {
+            let mut escalations = self.escalations.lock();
+            if escalations.contains_key(&target.key()) {
+                return;
+            }
+            escalations.insert(target.key(), (target.account.clone(), confirm));
+        }
+        self.set_session_locked(&target.account, true);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let key = target.key();
+            if let Err(e) = service.clone().walk_ladder(target, confirmed).await {
+                eprintln!("wardlockd: could not audit an escalation step: {e}");
+            }
+            service.escalations.lock().remove(&key);
+        });
+    }
+
+    async fn walk_ladder(
+        self: Arc<Self>,
+        target: UnguardedSession,
+        mut confirmed: watch::Receiver<Option<Confirmation>>,
+    ) -> Result<(), ServiceError> {
+        let policy = self.policy();
+        let (mode, grace) = (policy.lock.when_unguarded, policy.lock.escalation_grace);
+        let started = Instant::now();
+        let deadline = started + grace;
+        let step = |kind| {
+            self.draft(kind, None)
+                .os_account(Some(target.account.clone()))
+                .detail("session", target.session.as_deref().unwrap_or("unknown"))
+                .detail("alert", "compliance")
+        };
+
+        let request = match tokio::time::timeout(
+            OS_CALL_TIMEOUT.min(grace),
+            self.sessions.request_lock(target.session.clone()),
+        )
+        .await
+        {
+            Ok(Ok(what)) => format!("sent to {what}"),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(_) => format!("no answer within {} s", OS_CALL_TIMEOUT.min(grace).as_secs()),
+        };
+        let then = match mode {
+            Unguarded::Logoff => "logoff",
+            _ => "nothing more (lock.when_unguarded = lock_only)",
+        };
+        self.audit_async(
+            step(AuditKind::EscalationRequested)
+                .detail("why", client_text(&target.why))
+                .detail("lock_request", client_text(&request))
+                .detail("grace_secs", grace.as_secs())
+                .detail("unconfirmed_then", then),
+        )
+        .await?;
+        eprintln!("wardlockd: escalating {} ({}): lock requested, {request}", target.key(), target.why);
+
+        let confirmation = loop {
+            if let Some(c) = confirmed.borrow_and_update().clone() {
+                break Some(c);
+            }
+            tokio::select! {
+                _ = confirmed.changed() => {}
+                hint = self.locked_hint_after(target.session.clone(), LOCKED_HINT_POLL), if target.session.is_some() => {
+                    if hint {
+                        break Some(Confirmation::LockedHint);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break None,
+            }
+        };
+        let waited = started.elapsed();
+        match confirmation {
+            Some(by) => {
+                let d = step(AuditKind::EscalationConfirmed).detail("after_ms", waited.as_millis());
+                let d = match by {
+                    Confirmation::Guard { pid } => d.detail("by", "guard").detail("pid", pid_text(pid)),
+                    Confirmation::LockedHint => d.detail("by", "locked_hint"),
+                };
+                self.audit_async(d).await?;
+                eprintln!("wardlockd: escalation of {} confirmed", target.key());
+                return Ok(());
+            }
+            None => {
+                self.audit_async(
+                    step(AuditKind::EscalationUnconfirmed)
+                        .detail("after_secs", waited.as_secs())
+                        .detail("next", then),
+                )
+                .await?;
+                eprintln!(
+                    "wardlockd: escalation of {} unconfirmed after {} s; next: {then}",
+                    target.key(),
+                    waited.as_secs()
+                );
+            }
+        }
+        if mode != Unguarded::Logoff {
+            return Ok(());
+        }
+        let ended = tokio::time::timeout(
+            OS_CALL_TIMEOUT,
+            self.sessions.terminate(target.session.clone(), target.uid),
+        )
+        .await;
+        match ended {
+            Ok(Ok(what)) => {
+                self.audit_async(step(AuditKind::SessionTerminated).detail("ended", client_text(&what)))
+                    .await?;
+                eprintln!("wardlockd: ended {what}: no guard confirmed its lock");
+            }
+            Ok(Err(e)) => {
+                self.audit_async(step(AuditKind::SessionTerminateFailed).detail("error", client_text(&e)))
+                    .await?;
+                eprintln!("wardlockd: could not end {}: {e}", target.key());
+            }
+            Err(_) => {
+                let e = format!("no answer within {} s", OS_CALL_TIMEOUT.as_secs());
+                self.audit_async(step(AuditKind::SessionTerminateFailed).detail("error", &e)).await?;
+                eprintln!("wardlockd: could not end {}: {e}", target.key());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits `pause`, then reads the session's `LockedHint` (false when it cannot be read).
+    async fn locked_hint_after(&self, session: Option<String>, pause: Duration) -> bool {
+        tokio::time::sleep(pause).await;
+        let Some(session) = session else { return false };
+        matches!(
+            tokio::time::timeout(OS_CALL_TIMEOUT, self.sessions.locked_hint(session)).await,
+            Ok(Ok(true))
+        )
+    }
+
+    async fn audit_async(
+        self: &Arc<Self>,
+        draft: wardlock_core::audit::AuditDraft,
+    ) -> Result<u64, ServiceError> {
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.audit(draft))
+            .await
+            .map_err(|e| ServiceError::Worker(e.to_string()))?
+    }
+}
+
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+}
+
+/// The kernel shows a running program whose file was since replaced (a package upgrade)
+/// as `PATH (deleted)`; only whoever may write `PATH` could have put it there.
+fn same_executable(running: &Path, expected: &Path) -> bool {
+    let expected = expected.canonicalize().unwrap_or_else(|_| expected.to_path_buf());
+    let running = running.to_string_lossy();
+    let running = running.strip_suffix(" (deleted)").unwrap_or(&running);
+    Path::new(running) == expected
+}

@@ -1,0 +1,298 @@
+//! The state of a running `wardlockd` and every decision it makes, apart from the
+//! socket. Methods here block (SQLite, Argon2); the server calls them off the async
+//! threads. Each one that changes something audits it in the same transaction.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use wardlock_core::audit::{AuditDraft, AuditKind};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::policy::{Policy, PolicyError};
+use wardlock_core::protocol::local::{AdminCredentials, ServiceStatus, UnlockReply, UnlockRequest};
+use wardlock_core::secret::SecretString;
+use wardlock_core::unlock::{Attempt, GrantMethod, Outcome, TotpCheck, TotpSeed};
+
+use crate::central::{self, Central};
+use crate::config::ServiceConfig;
+use crate::os_session::OsSessions;
+use crate::peer::Peer;
+use crate::secrets::{self, DataKey, SecretError};
+use crate::store::{OpenOptions, Store, StoreError};
+use crate::throttle::{Admission, AttemptBudget};
+use auth::{AuthError, Context, Purpose};
+use directory::{Actor, CredentialChange, DirectoryError, NewUser};
+pub use guards::{GuardRefusal, UnguardedSession};
+
+pub mod auth;
+pub mod directory;
+mod enroll;
+mod guards;
+mod outbox;
+mod policy;
+mod unlock;
+
+const META_RUNNING: &str = "service_running";
+const META_POLICY_TEXT: &str = "machine_policy_last_good";
+const META_POLICY_HASH: &str = "policy_hash_applied";
+const META_CENTRAL: &str = "central_policy_envelope";
+const META_CENTRAL_SERIAL: &str = "central_policy_serial_high_water";
+
+#[derive(Debug, Clone, Default)]
+struct Layers {
+    machine_text: String,
+    central: Option<Central>,
+}
+
+/// What became of a central policy from the collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CentralOutcome {
+    Applied { serial: u64 },
+    Refused { why: String },
+}
+/// Text a client sends that ends up in the audit log (an app name, a failure) is cut here.
+const MAX_CLIENT_TEXT: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Startup(String),
+    #[error("a worker thread failed: {0}")]
+    Worker(String),
+    #[error("the OS random generator failed: {0}")]
+    Random(String),
+}
+
+/// An administrator's approval, as the client may learn it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    Granted,
+    Refused { attempts_left: u32, retry_after_secs: Option<u64> },
+}
+
+#[derive(Debug)]
+pub struct Service {
+    store: Mutex<Store>,
+    key: DataKey,
+    config: ServiceConfig,
+    policy: watch::Sender<Arc<Policy>>,
+    /// The layers the policy in force is made of.
+    layers: Mutex<Layers>,
+    budget: Mutex<AttemptBudget>,
+    /// The clinician the session is attributed to (the last one who unlocked).
+    session_user: Mutex<Option<String>>,
+    /// OS accounts whose guard last reported the session locked and has not unlocked it
+    /// since: a guard that starts again for such an account is told to lock at once.
+    locked_accounts: Mutex<std::collections::HashSet<String>>,
+    guards: AtomicU32,
+    /// Whether the last exchange with the collector worked (`None`: no collector, or
+    /// not tried yet).
+    collector_reachable: Mutex<Option<bool>>,
+    /// Rung when something worth sending soon was audited.
+    pub sync_wakeup: tokio::sync::Notify,
+    /// Guards connected per OS account, and how fast each account starts them: a
+    /// process in the session posing as guards must not flood the audit log.
+    guard_accounts: Mutex<HashMap<u32, (u32, AttemptBudget)>>,
+    pub sessions: Box<dyn OsSessions>,
+    escalations: guards::Escalations,
+}
+
+pub fn utc_now() -> UtcMillis {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UtcMillis::from_unix_millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Client text bound for the audit log: control characters dropped, length capped.
+pub fn client_text(text: &str) -> String {
+    capped(text, MAX_CLIENT_TEXT)
+}
+
+/// A policy's problems for the audit log: every line kept, within reason.
+fn policy_problems(text: &str) -> String {
+    capped(&text.replace('\n', "; "), 2000)
+}
+
+fn capped(text: &str, max_chars: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max_chars).collect()
+}
+
+pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, ServiceError> {
+    let mut bytes = Zeroizing::new([0u8; N]);
+    getrandom::getrandom(&mut bytes[..]).map_err(|e| ServiceError::Random(e.to_string()))?;
+    Ok(bytes)
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Service {
+    /// Opens the database and the data key, loads the policy, and audits the start
+    /// (after an unclean stop, that first).
+    pub fn start(config: ServiceConfig, sessions: Box<dyn OsSessions>) -> Result<Arc<Service>, ServiceError> {
+        let options = OpenOptions { create: true, workstation_id: config.workstation_id.clone() };
+        let mut store = Store::open(&config.db_path(), &options)?;
+        let secret_store = secrets::from_spec(&config.key_store)?;
+        let key = DataKey::open_or_create(secret_store.as_ref(), &store)?;
+        let now = utc_now();
+
+        let source = config.policy.display().to_string();
+        let (machine_text, refusal) = policy::initial_policy(&config, &store)?;
+        let machine = central::compose(config.base_policy.as_deref(), &source, &machine_text, None)?;
+        // The central layer applied before, checked again: the trusted keys may have changed.
+        let (central, central_refusal) = match store.meta(META_CENTRAL)? {
+            None => (None, None),
+            Some(envelope) => match central::check(&envelope, &machine, None).and_then(|c| {
+                central::compose(config.base_policy.as_deref(), &source, &machine_text, Some(&c))
+                    .map(|_| c)
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(c) => (Some(c), None),
+                Err(why) => (None, Some(why)),
+            },
+        };
+        let policy =
+            central::compose(config.base_policy.as_deref(), &source, &machine_text, central.as_ref())?;
+        let hash = policy.hash();
+        let mut tx = store.write()?;
+        if tx.meta(META_RUNNING)?.as_deref() == Some("1") {
+            tx.append(
+                AuditDraft::new(now, AuditKind::ServiceUncleanStop)
+                    .policy_hash(&hash)
+                    .detail("detected", "at the next start; the previous run ended without service_stopped"),
+            )?;
+        }
+        if let Some(why) = refusal {
+            tx.append(
+                AuditDraft::new(now, AuditKind::PolicyRefused)
+                    .policy_hash(&hash)
+                    .detail("source", config.policy.display())
+                    .detail("why", why)
+                    .detail("kept", "last good machine policy"),
+            )?;
+        }
+        if let Some(why) = central_refusal {
+            tx.append(
+                AuditDraft::new(now, AuditKind::PolicyRefused)
+                    .policy_hash(&hash)
+                    .detail("source", "stored central policy")
+                    .detail("why", policy_problems(&why))
+                    .detail("kept", "machine policy alone"),
+            )?;
+        }
+        if tx.meta(META_POLICY_HASH)?.as_deref() != Some(hash.as_str()) {
+            let mut d =
+                AuditDraft::new(now, AuditKind::PolicyApplied).policy_hash(&hash).detail("source", &source);
+            if let Some(c) = &central {
+                d = d.detail("central_serial", c.serial);
+            }
+            tx.append(d)?;
+            tx.set_meta(META_POLICY_HASH, &hash)?;
+        }
+        tx.append(
+            AuditDraft::new(now, AuditKind::ServiceStarted)
+                .policy_hash(&hash)
+                .detail("version", env!("CARGO_PKG_VERSION"))
+                .detail("pid", std::process::id()),
+        )?;
+        tx.set_meta(META_RUNNING, "1")?;
+        tx.commit()?;
+
+        let budget = AttemptBudget::new(policy.service.max_attempts_per_minute, Instant::now());
+        Ok(Arc::new(Service {
+            store: Mutex::new(store),
+            key,
+            config,
+            policy: watch::Sender::new(Arc::new(policy)),
+            layers: Mutex::new(Layers { machine_text, central }),
+            budget: Mutex::new(budget),
+            session_user: Mutex::new(None),
+            locked_accounts: Mutex::new(Default::default()),
+            guards: AtomicU32::new(0),
+            collector_reachable: Mutex::new(None),
+            sync_wakeup: tokio::sync::Notify::new(),
+            guard_accounts: Mutex::new(HashMap::new()),
+            sessions,
+            escalations: guards::Escalations::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.borrow().clone()
+    }
+
+    pub fn subscribe_policy(&self) -> watch::Receiver<Arc<Policy>> {
+        self.policy.subscribe()
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock left no half transaction behind (SQLite rolled
+        // it back), so the store is still usable.
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn draft(&self, kind: AuditKind, peer: Option<&Peer>) -> AuditDraft {
+        AuditDraft::new(utc_now(), kind)
+            .os_account(peer.map(|p| p.account.clone()))
+            .policy_hash(self.policy().hash())
+    }
+
+    pub fn audit(&self, draft: AuditDraft) -> Result<u64, ServiceError> {
+        let seq = self.store().append(draft)?.seq;
+        self.sync_wakeup.notify_one();
+        Ok(seq)
+    }
+
+    pub fn status(&self) -> Result<ServiceStatus, ServiceError> {
+        let policy = self.policy();
+        let store = self.store();
+        let last = store.last_seq()?;
+        let unsent = last.saturating_sub(store.acked_seq()?);
+        Ok(ServiceStatus {
+            workstation_id: store.workstation_id().to_owned(),
+            policy_hash: policy.hash(),
+            audit_last_seq: last,
+            audit_unsent: unsent,
+            backlog_warning: policy.sync.endpoint.is_some() && unsent > policy.sync.backlog_warning,
+            collector_reachable: *self.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()),
+            guards_connected: self.guards.load(Ordering::SeqCst),
+            ptrace_scope: guards::ptrace_scope(),
+            escalations_active: self.escalations.count(),
+        })
+    }
+
+    /// Audits the stop; after this the next start is not an unclean one.
+    pub fn stop(&self, why: &str) -> Result<(), ServiceError> {
+        let suppressed = self.budget.lock().unwrap_or_else(|p| p.into_inner()).take_suppressed();
+        if suppressed > 0 {
+            self.audit_suppressed(suppressed)?;
+        }
+        let mut store = self.store();
+        let mut tx = store.write()?;
+        tx.append(self.draft(AuditKind::ServiceStopped, None).detail("why", why))?;
+        tx.set_meta(META_RUNNING, "0")?;
+        tx.commit()?;
+        Ok(())
+    }
+}

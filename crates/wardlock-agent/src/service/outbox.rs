@@ -1,0 +1,56 @@
+//! What the sync client reads and writes: the log to send, the collector's answers.
+
+use super::*;
+
+impl Service {
+    /// The store, for the sync client (batches out, acknowledgements in).
+    pub fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, ServiceError> {
+        Ok(f(&mut self.store())?)
+    }
+
+    /// The data key, for sealing the collector's node key.
+    pub fn data_key(&self) -> &DataKey {
+        &self.key
+    }
+
+    pub fn set_collector_reachable(&self, reachable: Option<bool>) {
+        *self.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()) = reachable;
+    }
+
+    /// Applies a directory snapshot from the collector (see `super::directory::apply_remote`);
+    /// a user whose secret did not open is left alone and audited as tampering.
+    pub fn apply_directory(
+        &self,
+        remote: &wardlock_core::protocol::collector::Directory,
+    ) -> Result<super::directory::RemoteChanges, ServiceError> {
+        let policy = self.policy();
+        let transport = {
+            let store = self.store();
+            let sealed = store.meta("collector_transport_key")?.and_then(|h| hex::decode(h).ok());
+            match sealed {
+                Some(sealed) => self.key.open(&sealed, b"collector-transport-key")?,
+                None => {
+                    return Err(ServiceError::Startup(
+                        "no transport key: enroll with the collector first".into(),
+                    ))
+                }
+            }
+        };
+        let changes = {
+            let mut store = self.store();
+            super::directory::apply_remote(&mut store, &self.key, &policy, remote, &transport, utc_now())?
+        };
+        for (user, why) in &changes.rejected {
+            self.audit(
+                self.draft(AuditKind::TamperDetected, None)
+                    .user(user)
+                    .detail("what", format!("directory entry refused: {why}"))
+                    .detail("alert", "compliance"),
+            )?;
+        }
+        Ok(changes)
+    }
+}

@@ -1,0 +1,118 @@
+//! Unlocks and administrators' approvals: throttled over all clients, decided by the
+//! core, durable before answered.
+
+use super::*;
+
+impl Service {
+    /// Takes one attempt from the budget; audits what was refused unheard before it.
+    fn admit(&self) -> Result<Option<u64>, ServiceError> {
+        let admission = self.budget.lock().unwrap_or_else(|p| p.into_inner()).admit(Instant::now());
+        match admission {
+            Admission::Admit { suppressed_before } => {
+                if suppressed_before > 0 {
+                    self.audit_suppressed(suppressed_before)?;
+                }
+                Ok(None)
+            }
+            Admission::Refuse { retry_after } => Ok(Some(ceil_secs(retry_after).max(1))),
+        }
+    }
+
+    pub(super) fn audit_suppressed(&self, count: u64) -> Result<(), ServiceError> {
+        let per_minute = self.policy().service.max_attempts_per_minute;
+        self.audit(
+            self.draft(AuditKind::AttemptsRateLimited, None)
+                .detail("count", count)
+                .detail("limit_per_minute", per_minute),
+        )?;
+        Ok(())
+    }
+
+    /// Decides an unlock. A `Granted` answer is only built after its audit entry is on disk.
+    pub fn unlock(&self, request: UnlockRequest, peer: &Peer) -> Result<UnlockReply, ServiceError> {
+        if let Some(retry) = self.admit()? {
+            return Ok(UnlockReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
+        }
+        let attempt = Attempt {
+            user_id: request.user,
+            pin: request.pin,
+            totp: request.totp,
+            emergency_reason: request.emergency_reason,
+        };
+        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let context = Context { os_account: Some(peer.account.clone()), session_user };
+        let result = match self.attempt(&attempt, Purpose::Unlock, &context)? {
+            Ok(result) => result,
+            Err(refused) => return Ok(refused),
+        };
+        Ok(match result.outcome {
+            Outcome::Granted { method, previous_unlock, failures_since_last_unlock } => {
+                *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(attempt.user_id.clone());
+                UnlockReply::Granted {
+                    display_name: result.display_name.unwrap_or_else(|| attempt.user_id.clone()),
+                    user: attempt.user_id,
+                    emergency: method == GrantMethod::Emergency,
+                    last_unlock: previous_unlock,
+                    failures_since_last_unlock,
+                }
+            }
+            Outcome::Refused { attempts_left, retry_after, .. } => {
+                UnlockReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
+            }
+        })
+    }
+
+    /// Runs one attempt; a sealed seed that will not open is audited as tampering and
+    /// answered as a plain refusal.
+    fn attempt(
+        &self,
+        attempt: &Attempt,
+        purpose: Purpose,
+        context: &Context,
+    ) -> Result<Result<super::auth::UnlockResult, UnlockReply>, ServiceError> {
+        let policy = self.policy();
+        let outcome = {
+            let mut store = self.store();
+            super::auth::attempt_unlock(&mut store, &self.key, &policy, attempt, purpose, context, utc_now())
+        };
+        self.sync_wakeup.notify_one();
+        match outcome {
+            Ok(result) => Ok(Ok(result)),
+            Err(AuthError::Secret(SecretError::Unseal)) | Err(AuthError::BadCredentialRecord { .. }) => {
+                self.audit(
+                    self.draft(AuditKind::TamperDetected, None)
+                        .user(&attempt.user_id)
+                        .os_account(context.os_account.clone())
+                        .detail("what", "stored credentials of this user do not open with the data key")
+                        .detail("alert", "compliance"),
+                )?;
+                Ok(Err(UnlockReply::Refused { attempts_left: 0, retry_after_secs: None }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks an administrator's credentials for `action` (throttled and audited like an
+    /// unlock; only the role `admin` passes).
+    pub fn approve(
+        &self,
+        creds: AdminCredentials,
+        action: &'static str,
+        peer: &Peer,
+    ) -> Result<Approval, ServiceError> {
+        if let Some(retry) = self.admit()? {
+            return Ok(Approval::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
+        }
+        let attempt =
+            Attempt { user_id: creds.user, pin: creds.pin, totp: creds.totp, emergency_reason: None };
+        let context = Context { os_account: Some(peer.account.clone()), session_user: None };
+        Ok(match self.attempt(&attempt, Purpose::AdminApproval { action }, &context)? {
+            Ok(super::auth::UnlockResult { outcome: Outcome::Granted { .. }, .. }) => Approval::Granted,
+            Ok(super::auth::UnlockResult {
+                outcome: Outcome::Refused { attempts_left, retry_after, .. },
+                ..
+            }) => Approval::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) },
+            Err(_) => Approval::Refused { attempts_left: 0, retry_after_secs: None },
+        })
+    }
+}
