@@ -64,6 +64,12 @@ const MIGRATIONS: &[&str] = &[
     -- Users that came from the collector's directory: the directory governs them.
     ALTER TABLE users ADD COLUMN from_collector INTEGER NOT NULL DEFAULT 0;
 ",
+    r"
+    -- PIN hashes sealed with the data key, like TOTP seeds: a copied file is no offline
+    -- PIN cracker. The service moves each plain `pin_hash` here at its next start
+    -- (`directory::seal_plain_pin_hashes`), since only it holds the key.
+    ALTER TABLE users ADD COLUMN pin_sealed BLOB;
+",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +123,8 @@ pub struct UserRow {
     pub display_name: String,
     pub role: String,
     pub disabled: bool,
-    /// Argon2id PHC string.
-    pub pin_hash: Option<String>,
+    /// Argon2id PHC string, sealed with the data key (see `directory::seal_pin_hash`).
+    pub pin_sealed: Option<Vec<u8>>,
     /// TOTP seed sealed with the data key (see `secrets::DataKey`).
     pub totp_sealed: Option<Vec<u8>>,
     /// Came from the collector's directory, which then governs it.
@@ -412,10 +418,10 @@ impl StoreTx<'_> {
 
     pub fn put_user(&self, user: &UserRow, now: UtcMillis) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, from_collector)
+            "INSERT INTO users (id, display_name, role, disabled, pin_sealed, totp_sealed, updated_ms, from_collector)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
-                disabled = excluded.disabled, pin_hash = excluded.pin_hash,
+                disabled = excluded.disabled, pin_sealed = excluded.pin_sealed, pin_hash = NULL,
                 totp_sealed = excluded.totp_sealed, updated_ms = excluded.updated_ms,
                 from_collector = excluded.from_collector",
             params![
@@ -423,7 +429,7 @@ impl StoreTx<'_> {
                 user.display_name,
                 user.role,
                 user.disabled,
-                user.pin_hash,
+                user.pin_sealed,
                 user.totp_sealed,
                 now.unix_millis(),
                 user.from_collector
@@ -434,6 +440,24 @@ impl StoreTx<'_> {
 
     pub fn user(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
         fetch_user(&self.tx, id)
+    }
+
+    /// PIN hashes still in the clear (a database of an earlier release), by user ID.
+    pub fn plain_pin_hashes(&self) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, StoreError> {
+        let mut stmt =
+            self.tx.prepare("SELECT id, pin_hash FROM users WHERE pin_hash IS NOT NULL ORDER BY id")?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get(0)?, zeroize::Zeroizing::new(r.get::<_, String>(1)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces a user's plain PIN hash with its sealed form.
+    pub fn seal_pin_hash(&self, id: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE users SET pin_sealed = ?2, pin_hash = NULL WHERE id = ?1",
+            params![id, sealed],
+        )?;
+        Ok(())
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
@@ -500,7 +524,7 @@ fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError>
 }
 
 const USER_COLUMNS: &str =
-    "SELECT id, display_name, role, disabled, pin_hash, totp_sealed, from_collector FROM users";
+    "SELECT id, display_name, role, disabled, pin_sealed, totp_sealed, from_collector FROM users";
 
 fn fetch_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
     let mut stmt = conn.prepare(&format!("{USER_COLUMNS} ORDER BY id"))?;
@@ -543,7 +567,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         display_name: r.get(1)?,
         role: r.get(2)?,
         disabled: r.get(3)?,
-        pin_hash: r.get(4)?,
+        pin_sealed: r.get(4)?,
         totp_sealed: r.get(5)?,
         from_collector: r.get(6)?,
     })

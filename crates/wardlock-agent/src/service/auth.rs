@@ -88,8 +88,12 @@ pub fn attempt_unlock(
     let workstation_state = tx.workstation_auth()?;
 
     let bad = |why: String| AuthError::BadCredentialRecord { user: attempt.user_id.clone(), why };
-    let pin_hash = match row.as_ref().and_then(|r| r.pin_hash.clone()) {
-        Some(phc) => Some(PinHash::from_phc(phc).map_err(|e| bad(e.to_string()))?),
+    let pin_hash = match row.as_ref().and_then(|r| r.pin_sealed.as_deref()) {
+        Some(sealed) => {
+            let phc = super::directory::open_pin_hash(key, &attempt.user_id, sealed)?
+                .ok_or_else(|| bad("its PIN hash is not text once opened".into()))?;
+            Some(PinHash::from_phc(phc.to_string()).map_err(|e| bad(e.to_string()))?)
+        }
         None => None,
     };
     let seed = match (row.as_ref().and_then(|r| r.totp_sealed.as_ref()), &attempt.totp) {
@@ -125,11 +129,16 @@ pub fn attempt_unlock(
                 base(AuditKind::AdminApproved).detail("action", action).detail("method", method.as_str()),
             );
         }
-        (Outcome::Granted { method: GrantMethod::Emergency, .. }, None) => drafts.push(
-            base(AuditKind::EmergencyAccess)
-                .detail("reason", attempt.emergency_reason.as_deref().unwrap_or_default())
-                .detail("alert", "compliance"),
-        ),
+        (Outcome::Granted { method: GrantMethod::Emergency, .. }, None) => {
+            let reason =
+                unlock::emergency_reason_text(attempt.emergency_reason.as_deref().unwrap_or_default());
+            let mut d =
+                base(AuditKind::EmergencyAccess).detail("reason", reason).detail("alert", "compliance");
+            if workstation_state.blocked_until.is_some_and(|until| until > now) {
+                d = d.detail("during_workstation_lockout", "true");
+            }
+            drafts.push(d);
+        }
         (Outcome::Granted { method, .. }, None) => {
             let mut d = base(AuditKind::UnlockSucceeded).detail("method", method.as_str());
             if let Some(previous) =

@@ -107,11 +107,64 @@ fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, DirectoryError> {
     Ok(bytes)
 }
 
-fn hash_pin(pin: &SecretString, policy: &Policy) -> Result<String, DirectoryError> {
+/// Hashes a new PIN (after the policy's rules) and seals the hash for `user_id`.
+fn hash_pin(
+    key: &DataKey,
+    user_id: &str,
+    pin: &SecretString,
+    policy: &Policy,
+) -> Result<Vec<u8>, DirectoryError> {
     unlock::check_pin_rules(pin, &policy.pin)?;
     let salt = random::<16>()?;
     let hash = unlock::hash_pin(pin, &salt).map_err(|e| DirectoryError::Crypto(e.to_string()))?;
-    Ok(hash.as_phc().to_owned())
+    Ok(seal_pin_hash(key, user_id, hash.as_phc())?)
+}
+
+/// What a sealed PIN hash is bound to: its user, and being a PIN hash (a sealed TOTP seed
+/// moved into the PIN column does not open).
+fn pin_context(user_id: &str) -> Vec<u8> {
+    [b"pin-hash\0".as_slice(), user_id.as_bytes()].concat()
+}
+
+/// Seals an Argon2id PHC string with the data key, bound to `user_id`.
+pub fn seal_pin_hash(key: &DataKey, user_id: &str, phc: &str) -> Result<Vec<u8>, SecretError> {
+    key.seal(phc.as_bytes(), &pin_context(user_id))
+}
+
+/// Opens a sealed PIN hash; `None` when it is not valid UTF-8 once opened.
+pub fn open_pin_hash(
+    key: &DataKey,
+    user_id: &str,
+    sealed: &[u8],
+) -> Result<Option<Zeroizing<String>>, SecretError> {
+    let bytes = key.open(sealed, &pin_context(user_id))?;
+    Ok(std::str::from_utf8(&bytes).ok().map(|s| Zeroizing::new(s.to_owned())))
+}
+
+/// Seals the PIN hashes an earlier release kept in the clear, in one transaction with
+/// the audit entry that says so. Returns how many there were.
+pub fn seal_plain_pin_hashes(
+    store: &mut Store,
+    key: &DataKey,
+    policy: &Policy,
+    now: UtcMillis,
+) -> Result<usize, DirectoryError> {
+    let mut tx = store.write()?;
+    let plain = tx.plain_pin_hashes()?;
+    if plain.is_empty() {
+        return Ok(0);
+    }
+    for (id, phc) in &plain {
+        tx.seal_pin_hash(id, &seal_pin_hash(key, id, phc)?)?;
+    }
+    tx.append(
+        AuditDraft::new(now, AuditKind::CredentialsResealed)
+            .policy_hash(policy.hash())
+            .detail("what", "PIN hashes sealed with the data key")
+            .detail("users", plain.len()),
+    )?;
+    tx.commit()?;
+    Ok(plain.len())
 }
 
 /// A new random TOTP seed: 160 bits, as RFC 4226 recommends.
@@ -154,7 +207,7 @@ pub fn add_user(
     validate_user_id(&new.id)?;
     validate_text("name", &new.display_name)?;
     validate_text("role", &new.role)?;
-    let pin_hash = new.pin.as_ref().map(|pin| hash_pin(pin, policy)).transpose()?;
+    let pin_sealed = new.pin.as_ref().map(|pin| hash_pin(key, &new.id, pin, policy)).transpose()?;
     let (totp_sealed, totp_uri) = match new.totp {
         true => new_totp(key, policy, &new.id).map(|(s, u)| (Some(s), Some(u)))?,
         false => (None, None),
@@ -164,7 +217,7 @@ pub fn add_user(
         display_name: new.display_name,
         role: new.role.clone(),
         disabled: false,
-        pin_hash,
+        pin_sealed,
         totp_sealed,
         from_collector: false,
     };
@@ -176,7 +229,7 @@ pub fn add_user(
     tx.append(
         draft(AuditKind::UserAdded, &new.id, actor, policy, now)
             .detail("role", &new.role)
-            .detail("pin", if row.pin_hash.is_some() { "set" } else { "none" })
+            .detail("pin", if row.pin_sealed.is_some() { "set" } else { "none" })
             .detail("totp", if row.totp_sealed.is_some() { "enrolled" } else { "none" }),
     )?;
     tx.commit()?;
@@ -202,13 +255,13 @@ pub fn change_credentials(
     actor: &Actor,
     now: UtcMillis,
 ) -> Result<Enrollment, DirectoryError> {
-    let pin_hash = change.pin.as_ref().map(|p| hash_pin(p, policy)).transpose()?;
+    let pin_sealed = change.pin.as_ref().map(|p| hash_pin(key, user_id, p, policy)).transpose()?;
     let totp = if change.new_totp_seed { Some(new_totp(key, policy, user_id)?) } else { None };
     let mut tx = store.write()?;
     let mut row = tx.user(user_id)?.ok_or_else(|| DirectoryError::UnknownUser(user_id.to_owned()))?;
     let mut d = draft(AuditKind::UserChanged, user_id, actor, policy, now);
-    if let Some(hash) = pin_hash {
-        row.pin_hash = Some(hash);
+    if let Some(sealed) = pin_sealed {
+        row.pin_sealed = Some(sealed);
         d = d.detail("pin", "reset");
     }
     let mut enrollment = Enrollment::default();
@@ -271,7 +324,7 @@ pub fn list_users(store: &Store) -> Result<Vec<UserSummary>, DirectoryError> {
         .users()?
         .into_iter()
         .map(|u| UserSummary {
-            has_pin: u.pin_hash.is_some(),
+            has_pin: u.pin_sealed.is_some(),
             has_totp: u.totp_sealed.is_some(),
             id: u.id,
             display_name: u.display_name,
@@ -339,7 +392,7 @@ pub fn apply_remote(
             display_name: u.display_name.clone(),
             role: u.role.clone(),
             disabled: u.disabled,
-            pin_hash: u.pin_hash.clone(),
+            pin_sealed: u.pin_hash.as_deref().map(|phc| seal_pin_hash(key, &u.id, phc)).transpose()?,
             totp_sealed,
             from_collector: true,
         };
@@ -355,10 +408,14 @@ pub fn apply_remote(
                     }
                     _ => false,
                 };
+                let opened = |sealed: &Option<Vec<u8>>| {
+                    sealed.as_deref().map(|s| open_pin_hash(key, &u.id, s).ok().flatten())
+                };
+                let same_pin = opened(&b.pin_sealed) == opened(&row.pin_sealed);
                 if b.display_name == row.display_name
                     && b.role == row.role
                     && b.disabled == row.disabled
-                    && b.pin_hash == row.pin_hash
+                    && same_pin
                     && same_totp
                     && b.from_collector
                 {

@@ -206,6 +206,13 @@ impl Service {
             tx.append(d)?;
             tx.set_meta(META_POLICY_HASH, &hash)?;
         }
+        tx.commit()?;
+        // A database of an earlier release: its PIN hashes are sealed before any unlock.
+        let resealed = directory::seal_plain_pin_hashes(&mut store, &key, &policy, now)?;
+        if resealed > 0 {
+            eprintln!("wardlockd: sealed the PIN hashes of {resealed} users with the data key");
+        }
+        let mut tx = store.write()?;
         tx.append(
             AuditDraft::new(now, AuditKind::ServiceStarted)
                 .policy_hash(&hash)

@@ -21,6 +21,15 @@ fn account(name: &str) {
         );
         return;
     }
+    // Tests run in parallel (and two binaries may too): one account maker at a time,
+    // machine-wide, and an account made meanwhile by someone else is as good.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join("wardlock-test-accounts.lock"))
+        .unwrap();
+    let _held =
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
     if Command::new("id").arg(name).output().unwrap().status.success() {
         return;
     }
@@ -28,7 +37,12 @@ fn account(name: &str) {
         .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
         .output()
         .unwrap();
-    assert!(out.status.success(), "useradd {name}: {}", String::from_utf8_lossy(&out.stderr));
+    // Exit status 9: the name is taken, by an account made outside this lock.
+    assert!(
+        out.status.success() || out.status.code() == Some(9),
+        "useradd {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn skip() -> bool {

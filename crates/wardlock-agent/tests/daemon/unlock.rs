@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::util::{oathtool, Daemon, FAST_POLICY};
+use crate::util::{contains_bytes, oathtool, Daemon, FAST_POLICY};
 
 #[test]
 fn right_pin_is_granted_and_its_audit_entry_is_on_disk_before_the_answer() {
@@ -193,4 +193,160 @@ fn a_sealed_seed_that_was_tampered_with_is_refused_and_flagged() {
     assert_eq!(tamper.details["alert"], "compliance");
     // The service stays up and answers.
     assert_eq!(c.request(json!({"type": "status"}))["type"], "status");
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 is needed (`make setup` installs it)");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_database_file_holds_no_pin_hash_or_totp_seed_in_the_clear() {
+    let mut d = Daemon::new(FAST_POLICY);
+    let secret = d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), true).unwrap();
+    d.start();
+    assert_eq!(d.client("guard").unlock("n.nurse", Some("730284"), None)["result"], "granted");
+    d.stop();
+    let dump = sqlite(&d.db_path(), ".dump");
+    assert!(dump.contains("INSERT INTO users"), "the dump has the users table");
+    assert!(!dump.contains("argon2"), "a PIN hash in the clear:\n{dump}");
+    let raw = std::fs::read(d.db_path()).unwrap();
+    assert!(!contains_bytes(&raw, b"$argon2id$"), "a PIN hash in the file");
+    let seed = base32_decode(&secret);
+    assert!(!contains_bytes(&raw, &seed), "the TOTP seed in the file");
+    assert!(!contains_bytes(&raw, secret.as_bytes()), "the TOTP seed (base32) in the file");
+}
+
+#[test]
+fn a_database_of_an_earlier_release_has_its_pin_hashes_sealed_and_its_users_still_unlock() {
+    let mut d = Daemon::new(FAST_POLICY);
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    d.stop();
+    // Back to the schema and contents of the earlier release: the PIN hash in the clear.
+    let salt = [7u8; 16];
+    let phc =
+        wardlock_core::unlock::hash_pin(&wardlock_core::secret::SecretString::new("730284"), &salt).unwrap();
+    sqlite(
+        &d.db_path(),
+        &format!(
+            "UPDATE users SET pin_hash = '{}'; ALTER TABLE users DROP COLUMN pin_sealed; UPDATE schema_version SET version = 2;",
+            phc.as_phc()
+        ),
+    );
+    assert!(sqlite(&d.db_path(), "SELECT pin_hash FROM users").contains("$argon2id$"));
+
+    d.start();
+    assert_eq!(sqlite(&d.db_path(), "SELECT count(*) FROM users WHERE pin_hash IS NOT NULL").trim(), "0");
+    assert_eq!(sqlite(&d.db_path(), "SELECT count(*) FROM users WHERE pin_sealed IS NOT NULL").trim(), "1");
+    let resealed = d.audit().into_iter().find(|e| e.kind.as_str() == "credentials_resealed").unwrap();
+    assert_eq!(resealed.details["users"], "1");
+    let mut c = d.client("guard");
+    assert_eq!(c.unlock("n.nurse", Some("000001"), None)["result"], "refused");
+    assert_eq!(c.unlock("n.nurse", Some("730284"), None)["result"], "granted");
+    d.open_store().verify_audit().unwrap();
+}
+
+#[test]
+fn a_pin_hash_moved_to_another_user_does_not_open() {
+    let mut d = Daemon::new(FAST_POLICY);
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.add_user("m.mallory", "Mallory", "nurse", Some("582046"), false);
+    sqlite(
+        &d.db_path(),
+        "UPDATE users SET pin_sealed = (SELECT pin_sealed FROM users WHERE id = 'm.mallory') WHERE id = 'n.nurse'",
+    );
+    d.start();
+    let mut c = d.client("guard");
+    assert_eq!(c.unlock("n.nurse", Some("582046"), None)["result"], "refused", "Mallory's PIN for Nora");
+    assert!(d.kinds().iter().any(|k| k == "tamper_detected"));
+}
+
+#[test]
+fn an_insider_cannot_reset_the_workstation_lockout_with_their_own_unlocks() {
+    let mut d = Daemon::new(
+        "[lockout]\nthrottle = \"0s\"\nmax_failures = 20\n[service]\nmax_attempts_per_minute = 600\n",
+    );
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    let mut c = d.client("guard");
+    let mut tripped = false;
+    'rounds: for _round in 0..5 {
+        for i in 0..19 {
+            let r = c.unlock(&format!("guess{i}"), Some("000001"), None);
+            assert_eq!(r["result"], "refused");
+        }
+        let own = c.unlock("n.nurse", Some("730284"), None);
+        if own["result"] == "refused" {
+            tripped = true;
+            break 'rounds;
+        }
+    }
+    assert!(tripped, "19 wrong IDs + 1 right PIN, five times, never tripped the workstation lockout");
+    assert!(d.kinds().iter().any(|k| k == "workstation_locked_out"));
+}
+
+#[test]
+fn emergency_access_passes_a_workstation_lockout_and_the_fourth_in_a_day_is_refused() {
+    let mut d =
+        Daemon::new("[lockout]\nthrottle = \"0s\"\nmax_failures = 20\nworkstation_max_failures = 5\n");
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    let mut c = d.client("guard");
+    for i in 0..5 {
+        c.unlock(&format!("guess{i}"), Some("000001"), None);
+    }
+    assert_eq!(
+        c.unlock("n.nurse", Some("730284"), None)["result"],
+        "refused",
+        "the workstation is locked out"
+    );
+
+    let reason = format!("  Cardiac arrest bed 4\u{7}, need the chart {}\n", "now ".repeat(400));
+    let mut emergency = || {
+        c.request(json!({"type": "unlock", "user": "n.nurse", "pin": "730284", "totp": null, "emergency_reason": reason}))
+    };
+    for n in 1..=3 {
+        let granted = emergency();
+        assert_eq!(
+            (granted["result"].as_str(), granted["emergency"].as_bool()),
+            (Some("granted"), Some(true)),
+            "#{n}: {granted}"
+        );
+    }
+    let fourth = emergency();
+    assert_eq!(fourth["result"], "refused", "{fourth}");
+    assert!(fourth["retry_after_secs"].as_u64().unwrap() > 23 * 3600);
+
+    let entries = d.audit();
+    let grants: Vec<_> = entries.iter().filter(|e| e.kind.as_str() == "emergency_access").collect();
+    assert_eq!(grants.len(), 3);
+    let stored = &grants[0].details["reason"];
+    assert!(stored.starts_with("Cardiac arrest bed 4, need"), "trimmed, control characters out: {stored:?}");
+    assert_eq!(stored.chars().count(), wardlock_core::unlock::MAX_EMERGENCY_REASON_CHARS);
+    assert!(grants
+        .iter()
+        .all(|g| g.details["alert"] == "compliance" && g.details["during_workstation_lockout"] == "true"));
+    let refused = entries.iter().rev().find(|e| e.kind.as_str() == "unlock_failed").unwrap();
+    assert_eq!(refused.details["reason"], "emergency_limit_reached");
+}
+
+/// RFC 4648 base32 (no padding), for the test's own look at the file.
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u32, Vec::new());
+    for c in text.bytes().filter(|c| *c != b'=') {
+        value = (value << 5) | ALPHABET.iter().position(|a| *a == c.to_ascii_uppercase()).unwrap() as u32;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((value >> bits) as u8);
+        }
+    }
+    out
 }
