@@ -202,3 +202,35 @@ fn the_guards_user_unit_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze --user verify: {stderr}");
 }
+
+#[test]
+fn the_polkit_rule_lets_only_the_service_lock_and_end_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let js = dir.path().join("rules.js");
+    let rules = std::fs::read_to_string(installers().join("polkit-wardlock.rules")).unwrap();
+    let harness = r#"
+var rule;
+var polkit = { addRule: function (f) { rule = f; }, Result: { YES: "yes", NOT_HANDLED: "not_handled" } };
+RULES
+var out = [];
+for (const user of ["wardlock", "ward4"]) {
+  for (const id of ["org.freedesktop.login1.lock-sessions", "org.freedesktop.login1.manage",
+                    "org.freedesktop.login1.power-off"]) {
+    out.push(user + " " + id + " " + rule({ id: id }, { user: user }));
+  }
+}
+console.log(out.join("\n"));
+"#;
+    std::fs::write(&js, harness.replace("RULES", &rules)).unwrap();
+    let out = Command::new("node").arg(&js).output().expect("node is needed (`make setup` installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "wardlock org.freedesktop.login1.lock-sessions yes\n\
+         wardlock org.freedesktop.login1.manage yes\n\
+         wardlock org.freedesktop.login1.power-off not_handled\n\
+         ward4 org.freedesktop.login1.lock-sessions not_handled\n\
+         ward4 org.freedesktop.login1.manage not_handled\n\
+         ward4 org.freedesktop.login1.power-off not_handled"
+    );
+}
