@@ -128,6 +128,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sync = tokio::spawn(wardlock_agent::sync::run(service.clone(), stop_rx.clone()));
+    let watch = tokio::spawn(service.clone().watch_sessions(stop_rx.clone()));
     let server = tokio::spawn(wardlock_agent::server::serve(service.clone(), listener, stop_rx));
     let why = loop {
         tokio::select! {
@@ -146,6 +147,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     let _ = sync.await;
+    let _ = watch.await;
     let _ = std::fs::remove_file(&socket);
     let s = service.clone();
     tokio::task::spawn_blocking(move || s.stop(why)).await?.context("auditing the stop")?;

@@ -10,7 +10,17 @@ use std::pin::Pin;
 
 pub type OsFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
+/// A graphical session logind reports as active (in the foreground of its seat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSession {
+    pub path: String,
+    pub uid: u32,
+    pub account: String,
+}
+
 pub trait OsSessions: Send + Sync + std::fmt::Debug {
+    /// The active graphical (X11, Wayland) user sessions: each should have a guard.
+    fn active_sessions(&self) -> OsFuture<'_, Vec<ActiveSession>>;
     /// The OS session of process `pid`, looked up while the guard is alive: once it is
     /// gone, its session can no longer be found by its pid.
     fn session_of(&self, pid: u32) -> OsFuture<'_, String>;
@@ -42,6 +52,9 @@ struct Unsupported;
 
 #[cfg(not(target_os = "linux"))]
 impl OsSessions for Unsupported {
+    fn active_sessions(&self) -> OsFuture<'_, Vec<super::ActiveSession>> {
+        Box::pin(async { Err("OS sessions are not known on this platform yet".to_owned()) })
+    }
     fn session_of(&self, _pid: u32) -> OsFuture<'_, String> {
         Box::pin(async { Err("OS sessions are not known on this platform yet".to_owned()) })
     }
@@ -66,7 +79,7 @@ pub mod logind {
     use zbus::proxy::CacheProperties;
     use zbus::zvariant::OwnedObjectPath;
 
-    use super::{OsFuture, OsSessions};
+    use super::{ActiveSession, OsFuture, OsSessions};
 
     #[zbus::proxy(
         interface = "org.freedesktop.login1.Manager",
@@ -78,6 +91,9 @@ pub mod logind {
         fn get_session_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
         fn lock_sessions(&self) -> zbus::Result<()>;
         fn terminate_user(&self, uid: u32) -> zbus::Result<()>;
+        /// (id, uid, user, seat, object path) of every session.
+        #[allow(clippy::type_complexity)]
+        fn list_sessions(&self) -> zbus::Result<Vec<(String, u32, String, String, OwnedObjectPath)>>;
     }
 
     #[zbus::proxy(interface = "org.freedesktop.login1.Session", default_service = "org.freedesktop.login1")]
@@ -86,6 +102,12 @@ pub mod logind {
         fn terminate(&self) -> zbus::Result<()>;
         #[zbus(property)]
         fn locked_hint(&self) -> zbus::Result<bool>;
+        #[zbus(property)]
+        fn active(&self) -> zbus::Result<bool>;
+        #[zbus(property)]
+        fn class(&self) -> zbus::Result<String>;
+        #[zbus(property, name = "Type")]
+        fn kind(&self) -> zbus::Result<String>;
     }
 
     #[derive(Debug)]
@@ -101,6 +123,24 @@ pub mod logind {
     }
 
     impl OsSessions for Logind {
+        fn active_sessions(&self) -> OsFuture<'_, Vec<ActiveSession>> {
+            Box::pin(async move {
+                let bus = zbus::Connection::system().await.map_err(logind)?;
+                let listed =
+                    ManagerProxy::new(&bus).await.map_err(logind)?.list_sessions().await.map_err(logind)?;
+                let mut active = Vec::new();
+                for (_id, uid, account, _seat, path) in listed {
+                    let Ok(session) = session(&bus, path.as_str()).await else { continue };
+                    let graphical = matches!(session.kind().await.as_deref(), Ok("x11" | "wayland" | "mir"));
+                    let user = session.class().await.as_deref() == Ok("user");
+                    if graphical && user && session.active().await == Ok(true) {
+                        active.push(ActiveSession { path: path.as_str().to_owned(), uid, account });
+                    }
+                }
+                Ok(active)
+            })
+        }
+
         fn session_of(&self, pid: u32) -> OsFuture<'_, String> {
             Box::pin(async move {
                 let bus = zbus::Connection::system().await.map_err(logind)?;

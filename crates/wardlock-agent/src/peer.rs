@@ -47,13 +47,25 @@ pub fn code_injection_vars(pid: u32) -> Result<Vec<String>, String> {
 
 #[cfg(unix)]
 pub fn of_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+    let cred = stream.peer_cred()?;
+    let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
+    Ok(Peer { pid, ..resolve(cred.uid(), Some(cred.gid())) })
+}
+
+/// The account `uid` with its groups, as a peer without a process (a logind session's).
+#[cfg(unix)]
+pub fn of_account(uid: u32) -> Peer {
+    resolve(uid, None)
+}
+
+#[cfg(unix)]
+fn resolve(uid: u32, gid: Option<u32>) -> Peer {
     use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
 
-    let cred = stream.peer_cred()?;
-    let uid = cred.uid();
     let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
     let account = user.as_ref().map_or_else(|| format!("uid:{uid}"), |u| u.name.clone());
-    let mut gids = vec![Gid::from_raw(cred.gid())];
+    let primary = gid.map(Gid::from_raw).or_else(|| user.as_ref().map(|u| u.gid));
+    let mut gids: Vec<Gid> = primary.into_iter().collect();
     if let Some(user) = &user {
         if let Ok(name) = std::ffi::CString::new(user.name.clone()) {
             gids = getgrouplist(&name, user.gid).unwrap_or(gids);
@@ -61,7 +73,7 @@ pub fn of_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
     }
     let groups =
         gids.into_iter().filter_map(|gid| Group::from_gid(gid).ok().flatten().map(|g| g.name)).collect();
-    Ok(Peer { uid, pid: cred.pid().and_then(|p| u32::try_from(p).ok()), account, groups })
+    Peer { uid, pid: None, account, groups }
 }
 
 #[cfg(test)]

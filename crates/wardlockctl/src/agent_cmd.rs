@@ -113,6 +113,17 @@ pub fn run(args: AgentArgs) -> Result<Verdict> {
                         s.audit_last_seq, s.audit_unsent
                     );
                     println!("guards connected  {}", s.guards_connected);
+                    println!(
+                        "escalations       {} (sessions asked to lock, not yet confirmed)",
+                        s.escalations_active
+                    );
+                    match s.ptrace_scope {
+                        Some(0) => println!(
+                            "WARNING           kernel.yama.ptrace_scope = 0: any process of the session may take over the guard; set it to 1"
+                        ),
+                        Some(scope) => println!("ptrace_scope      {scope}"),
+                        None => println!("ptrace_scope      no Yama in this kernel: nothing stops the session account attaching to the guard"),
+                    }
                     if s.backlog_warning {
                         println!("WARNING           the audit backlog is over the policy's threshold");
                     }

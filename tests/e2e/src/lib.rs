@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_debug_implementations)]
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -268,8 +269,7 @@ pub const POLICY: &str = r#"
 idle_timeout = "15s"
 warning = "5s"
 banner = "E2E ward: authorised clinical staff only."
-on_guard_lost = "audit_only"
-on_grab_failure = "audit_only"
+when_unguarded = "audit_only"
 
 [unlock]
 methods = ["pin", "totp", "pin_totp"]
@@ -285,13 +285,20 @@ max_lockout = "5s"
 pub struct Agent {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
     pub fn start(policy: &str) -> Self {
+        Self::start_with_env(policy, &[])
+    }
+
+    /// Like `start`, with extra environment (a private system bus, say).
+    pub fn start_with_env(policy: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        let mut agent = Self { dir, child: None };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut agent = Self { dir, child: None, env };
         agent.restart();
         agent
     }
@@ -310,6 +317,7 @@ impl Agent {
         let child = Command::new(bin("wardlockd"))
             .arg("--dev")
             .arg(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -510,8 +518,10 @@ impl PhiApp {
         let file = dir.path().join("keys");
         let ready = dir.path().join("ready");
         let script = format!("stty raw -echo; touch '{}'; exec cat > '{}'", ready.display(), file.display());
+        // In a process group of its own: the stand-in logind's "session", which it can end.
         let child = desktop
             .command("xterm")
+            .process_group(0)
             .args(["-title", "PHI chart", "-geometry", "80x20+40+40", "-e", "sh", "-c", &script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -527,6 +537,16 @@ impl PhiApp {
 
     pub fn received(&self) -> String {
         std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+
+    /// Its process group: what the stand-in logind ends as the session.
+    pub fn process_group(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether the chart is still running (reaps it once it ended).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 }
 
@@ -548,6 +568,8 @@ pub struct FakeLogind {
     pub address: String,
     runtime: tokio::runtime::Runtime,
     connection: zbus::Connection,
+    processes: std::sync::Arc<std::sync::Mutex<Option<i32>>>,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub const SESSION: &str = "/org/freedesktop/login1/session/c7";
@@ -579,12 +601,37 @@ impl LogindManager {
     ) -> zbus::Result<()>;
 }
 
-struct LogindSession;
+struct LogindSession {
+    /// The process group that stands for the session: `Terminate` ends it.
+    processes: std::sync::Arc<std::sync::Mutex<Option<i32>>>,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
 
 #[zbus::interface(name = "org.freedesktop.login1.Session")]
 impl LogindSession {
     /// xss-lock reports idleness here (and asserts that it can).
     fn set_idle_hint(&self, _idle: bool) {}
+
+    /// As logind does: nothing but the `Lock` signal, for whatever locker listens.
+    #[zbus(name = "Lock")]
+    async fn request_lock(&self, #[zbus(signal_emitter)] emitter: zbus::object_server::SignalEmitter<'_>) {
+        self.calls.lock().unwrap().push("lock".into());
+        let _ = Self::lock(&emitter).await;
+    }
+
+    fn terminate(&self) {
+        self.calls.lock().unwrap().push("terminate".into());
+        if let Some(pgid) = *self.processes.lock().unwrap() {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// No other locker runs here: nothing ever sets it.
+    #[zbus(property)]
+    fn locked_hint(&self) -> bool {
+        false
+    }
 
     #[zbus(signal)]
     async fn lock(emitter: &zbus::object_server::SignalEmitter<'_>) -> zbus::Result<()>;
@@ -601,6 +648,8 @@ impl FakeLogind {
         BufReader::new(bus.stdout.take().unwrap()).read_line(&mut address).unwrap();
         let address = address.trim().to_owned();
         let runtime = tokio::runtime::Runtime::new().unwrap();
+        let processes = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let connection = runtime.block_on(async {
             zbus::connection::Builder::address(address.as_str())
                 .unwrap()
@@ -608,13 +657,23 @@ impl FakeLogind {
                 .unwrap()
                 .serve_at("/org/freedesktop/login1", LogindManager)
                 .unwrap()
-                .serve_at(SESSION, LogindSession)
+                .serve_at(SESSION, LogindSession { processes: processes.clone(), calls: calls.clone() })
                 .unwrap()
                 .build()
                 .await
                 .unwrap()
         });
-        Self { bus, address, runtime, connection }
+        Self { bus, address, runtime, connection, processes, calls }
+    }
+
+    /// The processes of the session: the process group `Terminate` ends.
+    pub fn set_session_processes(&self, process_group: i32) {
+        *self.processes.lock().unwrap() = Some(process_group);
+    }
+
+    /// What the session was asked so far ("lock", "terminate"), in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
     }
 
     /// `loginctl lock-session`, or the desktop's own locker: the session's `Lock` signal.

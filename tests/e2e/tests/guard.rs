@@ -245,7 +245,7 @@ fn killing_the_guards_x_client_is_audited_and_the_restarted_guard_locks_again() 
 
     // XKillClient on the lock window ends the guard's X connection, and so the guard: no
     // X11 program survives it. The service sees it go and audits it (and, with
-    // `on_guard_lost = "os_lock"`, locks the OS session); the supervisor starts it again.
+    // per `lock.when_unguarded`, escalates the session); the supervisor starts it again.
     desktop.xdotool(&["windowkill", &lock_id]);
     let lost = agent.wait_audit("guard_lost", SECS(30));
     assert_eq!(lost["details"]["alert"], "compliance", "{lost}");
@@ -489,4 +489,75 @@ fn over_webdriver_the_lock_screen_says_what_happened_in_its_own_words() {
     desktop.wait_unlocked(SECS(30));
     let granted = agent.wait_audit("unlock_succeeded", SECS(10));
     assert_eq!(granted["user"], "n.nurse");
+}
+
+/// The policy of the fail-closed tests: an unguarded session is logged off after 3 s.
+fn logoff_policy() -> String {
+    POLICY
+        .replace("when_unguarded = \"audit_only\"", "when_unguarded = \"logoff\"\nescalation_grace = \"3s\"")
+}
+
+/// A desktop whose "session" (the chart's process group) a stand-in logind can end, the
+/// real service and the real guard both on its bus, and the guard locked.
+fn locked_session() -> (std::sync::MutexGuard<'static, ()>, Desktop, Agent, FakeLogind, PhiApp, Guard) {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let desktop = Desktop::start(1280, 800);
+    let logind = FakeLogind::start();
+    let bus = [("DBUS_SYSTEM_BUS_ADDRESS", logind.address.as_str())];
+    let agent = Agent::start_with_env(&logoff_policy(), &bus);
+    agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
+    let chart = PhiApp::start(&desktop);
+    logind.set_session_processes(chart.process_group());
+    let guard = Guard::start_with_env(&desktop, &agent, &bus);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    agent.wait_audit("locked", SECS(10));
+    (serial, desktop, agent, logind, chart, guard)
+}
+
+fn kinds_from(agent: &Agent, first: &str) -> Vec<String> {
+    let kinds = agent.audit_kinds();
+    let from = kinds.iter().position(|k| k == first).unwrap_or(kinds.len());
+    kinds[from..].to_vec()
+}
+
+#[test]
+fn a_guard_killed_while_locked_and_not_restarted_ends_the_session_with_the_chart() {
+    let (_serial, _desktop, agent, logind, mut chart, mut guard) = locked_session();
+    let started = agent.audit().into_iter().find(|e| e["kind"] == "guard_started").unwrap();
+    assert_eq!(started["details"]["pid"], guard.pid().to_string(), "the real guard binary is the guard");
+
+    guard.kill9(); // and nothing starts it again
+    wait_for("the session (the chart) to end", SECS(3 + 2), || (!chart.alive()).then_some(()));
+    agent.wait_audit("session_terminated", SECS(10));
+    let ladder: Vec<_> = kinds_from(&agent, "guard_lost")
+        .into_iter()
+        .filter(|k| k.starts_with("escalation") || k.starts_with("session") || k == "guard_lost")
+        .collect();
+    assert_eq!(
+        ladder,
+        ["guard_lost", "escalation_requested", "escalation_unconfirmed", "session_terminated"]
+    );
+    assert_eq!(logind.calls(), ["lock", "terminate"]);
+    assert!(agent.audit().iter().all(|e| e["kind"] != "escalation_confirmed"));
+}
+
+#[test]
+fn a_guard_killed_and_restarted_within_the_grace_confirms_its_lock_and_nothing_ends() {
+    let (_serial, desktop, agent, logind, mut chart, mut guard) = locked_session();
+    guard.kill9();
+    guard.restart(); // as its systemd user unit does
+    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t == "Wardlock — locked");
+    let confirmed = agent.wait_audit("escalation_confirmed", SECS(10));
+    assert_eq!(confirmed["details"]["by"], "guard", "{confirmed}");
+    assert_eq!(confirmed["details"]["pid"], guard.pid().to_string(), "{confirmed}");
+    // The ladder is over: the service says no escalation is running, and nothing ended.
+    let status = agent.ctl(&["agent", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["escalations_active"], 0, "{status}");
+    assert!(chart.alive(), "the chart was ended although the guard came back");
+    assert!(!logind.calls().contains(&"terminate".to_owned()));
+    assert!(!agent.audit_kinds().iter().any(|k| k == "session_terminated"));
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
 }

@@ -260,10 +260,13 @@ impl Connection {
                 self.os_session = lookup.await.ok().and_then(Result::ok);
             }
             let (service, peer, client) = (self.service.clone(), self.peer.clone(), client.to_owned());
-            blocking(move || service.guard_started(&peer, &client)).await.map_err(|e| {
-                eprintln!("wardlockd: {e}");
-                End::Lost("could not audit the guard's start".into())
-            })?;
+            let session = self.os_session.clone();
+            blocking(move || service.guard_started(&peer, session.as_deref(), &client)).await.map_err(
+                |e| {
+                    eprintln!("wardlockd: {e}");
+                    End::Lost("could not audit the guard's start".into())
+                },
+            )?;
         }
         Ok(())
     }
@@ -452,7 +455,8 @@ impl Connection {
                 let account = peer.account.clone();
                 let audited = blocking({
                     let admin = admin.clone();
-                    move || service.guard_stopped(&peer, &admin)
+                    let session = self.os_session.clone();
+                    move || service.guard_stopped(&peer, session.as_deref(), &admin)
                 })
                 .await;
                 // Logged once audited: tests (and operators) may rely on the entry being there.
@@ -483,7 +487,8 @@ async fn lost(
     let account = peer.account.clone();
     let audited = blocking({
         let service = service.clone();
-        move || service.guard_lost(&peer, &why)
+        let session = unguarded.session.clone();
+        move || service.guard_lost(&peer, session.as_deref(), &why)
     })
     .await;
     let why = unguarded.why.clone();

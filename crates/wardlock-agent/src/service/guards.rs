@@ -172,8 +172,17 @@ impl Service {
         Ok(())
     }
 
-    fn release_guard(&self, peer: &Peer) {
+    fn release_guard(&self, peer: &Peer, session: Option<&str>) {
         self.guards.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(session) = session {
+            let mut guarded = self.guarded_sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = guarded.get_mut(session) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    guarded.remove(session);
+                }
+            }
+        }
         let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((connected, _)) = accounts.get_mut(&peer.uid) {
             *connected = connected.saturating_sub(1);
@@ -241,8 +250,22 @@ impl Service {
         false
     }
 
-    pub fn guard_started(&self, peer: &Peer, client: &str) -> Result<(), ServiceError> {
+    /// A guard of `session` (as logind named it) is connected and admitted.
+    pub fn guard_started(
+        &self,
+        peer: &Peer,
+        session: Option<&str>,
+        client: &str,
+    ) -> Result<(), ServiceError> {
         self.guards.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(session) = session {
+            *self
+                .guarded_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(session.to_owned())
+                .or_default() += 1;
+        }
         self.audit(
             self.draft(AuditKind::GuardStarted, Some(peer))
                 .detail("client", client_text(client))
@@ -252,8 +275,8 @@ impl Service {
     }
 
     /// The guard left with an administrator's approval.
-    pub fn guard_stopped(&self, peer: &Peer, admin: &str) -> Result<(), ServiceError> {
-        self.release_guard(peer);
+    pub fn guard_stopped(&self, peer: &Peer, session: Option<&str>, admin: &str) -> Result<(), ServiceError> {
+        self.release_guard(peer, session);
         self.audit(
             self.draft(AuditKind::GuardStopped, Some(peer))
                 .detail("by", admin)
@@ -264,8 +287,8 @@ impl Service {
 
     /// The guard vanished or fell silent: audited, and the session is escalated per
     /// policy (the entries of the ladder follow this one).
-    pub fn guard_lost(&self, peer: &Peer, why: &str) -> Result<(), ServiceError> {
-        self.release_guard(peer);
+    pub fn guard_lost(&self, peer: &Peer, session: Option<&str>, why: &str) -> Result<(), ServiceError> {
+        self.release_guard(peer, session);
         self.audit(
             self.draft(AuditKind::GuardLost, Some(peer))
                 .detail("why", why)
@@ -421,6 +444,66 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Watches logind's active graphical sessions: one that no guard has held for twice
+    /// `service.guard_heartbeat_timeout` (time enough for a guard to start at login) is
+    /// escalated, once per unguarded spell. Sessions of accounts that policy does not let
+    /// connect cannot have a guard and are left alone. Ends at `shutdown`.
+    pub async fn watch_sessions(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut unguarded_since: std::collections::HashMap<String, Instant> = Default::default();
+        let mut escalated = std::collections::HashSet::new();
+        let mut reported_unreachable = false;
+        loop {
+            let policy = self.policy();
+            let period = policy.service.guard_heartbeat_timeout;
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => return,
+            }
+            let sessions = match tokio::time::timeout(OS_CALL_TIMEOUT, self.sessions.active_sessions()).await
+            {
+                Ok(Ok(sessions)) => {
+                    reported_unreachable = false;
+                    sessions
+                }
+                Ok(Err(e)) => {
+                    if !std::mem::replace(&mut reported_unreachable, true) {
+                        eprintln!("wardlockd: cannot list the OS sessions, so sessions without a guard go unseen: {e}");
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let guarded: std::collections::HashSet<String> =
+                self.guarded_sessions.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+            let now = Instant::now();
+            let unguarded: Vec<_> = sessions
+                .into_iter()
+                .filter(|s| !guarded.contains(&s.path))
+                .filter(|s| {
+                    let (users, groups) = (&policy.service.allowed_users, &policy.service.allowed_groups);
+                    (users.is_empty() && groups.is_empty()) || users.contains(&s.account) || {
+                        let peer = peer::of_account(s.uid);
+                        groups.iter().any(|g| peer.groups.contains(g))
+                    }
+                })
+                .collect();
+            unguarded_since.retain(|path, _| unguarded.iter().any(|s| &s.path == path));
+            escalated.retain(|path: &String| unguarded_since.contains_key(path));
+            for s in unguarded {
+                let since = *unguarded_since.entry(s.path.clone()).or_insert(now);
+                if now.duration_since(since) >= period * 2 && escalated.insert(s.path.clone()) {
+                    eprintln!("wardlockd: no guard holds the active session {} of {}", s.path, s.account);
+                    self.escalate(UnguardedSession {
+                        session: Some(s.path),
+                        account: s.account,
+                        uid: s.uid,
+                        why: "no guard connected for an active session".into(),
+                    });
+                }
+            }
+        }
     }
 
     /// Waits `pause`, then reads the session's `LockedHint` (false when it cannot be read).

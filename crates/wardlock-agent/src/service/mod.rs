@@ -112,6 +112,8 @@ pub struct Service {
     guard_accounts: Mutex<HashMap<u32, (u32, AttemptBudget)>>,
     pub sessions: Box<dyn OsSessions>,
     escalations: guards::Escalations,
+    /// Sessions (logind's path) with a guard connected now, and how many.
+    guarded_sessions: Mutex<HashMap<String, u32>>,
 }
 
 pub fn utc_now() -> UtcMillis {
@@ -238,6 +240,7 @@ impl Service {
             guard_accounts: Mutex::new(HashMap::new()),
             sessions,
             escalations: guards::Escalations::default(),
+            guarded_sessions: Mutex::new(HashMap::new()),
         }))
     }
 

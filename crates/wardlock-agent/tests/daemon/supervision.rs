@@ -37,6 +37,8 @@ struct FakeLogind {
 
 struct Manager {
     calls: mpsc::Sender<Call>,
+    /// Whether `ListSessions` shows the session (active, graphical).
+    listed: bool,
 }
 
 #[zbus::interface(name = "org.freedesktop.login1.Manager")]
@@ -47,6 +49,21 @@ impl Manager {
     }
     fn lock_sessions(&self) {
         self.calls.send(Call::Lock("all".into())).unwrap();
+    }
+    fn list_sessions(&self) -> Vec<(String, u32, String, String, OwnedObjectPath)> {
+        let me = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap();
+        let session = (
+            "c7".into(),
+            me.uid.as_raw(),
+            me.name,
+            "seat0".into(),
+            OwnedObjectPath::try_from(SESSION).unwrap(),
+        );
+        if self.listed {
+            vec![session]
+        } else {
+            vec![]
+        }
     }
 }
 
@@ -78,10 +95,26 @@ impl Session {
     fn locked_hint(&self) -> bool {
         self.locked.load(Ordering::SeqCst)
     }
+    #[zbus(property)]
+    fn active(&self) -> bool {
+        true
+    }
+    #[zbus(property)]
+    fn class(&self) -> String {
+        "user".into()
+    }
+    #[zbus(property, name = "Type")]
+    fn kind(&self) -> String {
+        "x11".into()
+    }
 }
 
 impl FakeLogind {
     fn start(dir: &std::path::Path, locks_itself: bool) -> Self {
+        Self::start_listed(dir, locks_itself, false)
+    }
+
+    fn start_listed(dir: &std::path::Path, locks_itself: bool, listed: bool) -> Self {
         let mut bus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
             .arg(format!("--address=unix:path={}", dir.join("system_bus").display()))
@@ -112,7 +145,7 @@ impl FakeLogind {
                 .unwrap()
                 .name("org.freedesktop.login1")
                 .unwrap()
-                .serve_at("/org/freedesktop/login1", Manager { calls: tx })
+                .serve_at("/org/freedesktop/login1", Manager { calls: tx, listed })
                 .unwrap()
                 .serve_at(SESSION, session)
                 .unwrap()
@@ -490,4 +523,37 @@ fn status_reports_the_kernels_ptrace_scope() {
         .ok()
         .map(|s| serde_json::Value::from(s.trim().parse::<u64>().unwrap()));
     assert_eq!(status["ptrace_scope"], expected.unwrap_or(serde_json::Value::Null), "{status}");
+}
+
+#[test]
+fn an_active_session_that_no_guard_ever_held_is_escalated_too() {
+    let d = Daemon::new(&format!("{}[service]\nguard_heartbeat_timeout = \"3s\"\n", policy("logoff")));
+    let logind = FakeLogind::start_listed(d.dir.path(), false, true);
+    let mut d = d.env("DBUS_SYSTEM_BUS_ADDRESS", &logind.address);
+    d.start();
+    // No guard ever connects: after twice the heartbeat timeout, the ladder.
+    assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
+    assert_eq!(logind.next_call(), Call::Terminate(SESSION.into()));
+    wait_session_ended(&logind, Instant::now());
+    d.wait_for_log("ended session");
+    let requested = last(&d, "escalation_requested");
+    assert_eq!(requested.details["why"], "no guard connected for an active session");
+    assert_eq!(requested.details["session"], SESSION);
+    assert_eq!(ladder(&d), ["escalation_requested", "escalation_unconfirmed", "session_terminated"]);
+}
+
+#[test]
+fn a_session_whose_guard_is_connected_is_left_alone_by_the_watch() {
+    let d = Daemon::new(&format!("{}[service]\nguard_heartbeat_timeout = \"3s\"\n", policy("logoff")));
+    let logind = FakeLogind::start_listed(d.dir.path(), false, true);
+    let mut d = d.env("DBUS_SYSTEM_BUS_ADDRESS", &logind.address);
+    d.start();
+    let mut guard = d.client("guard");
+    // Beats through three watch periods (9 s) past the 6 s allowance.
+    for _ in 0..9 {
+        assert_eq!(guard.request(json!({"type": "heartbeat"}))["type"], "ack");
+        std::thread::sleep(Duration::from_secs(1)); // the guard's own pacing, not synchronisation
+    }
+    assert!(logind.calls.try_recv().is_err(), "a guarded session was escalated");
+    assert!(!d.kinds().iter().any(|k| k.starts_with("escalation")));
 }
