@@ -10,7 +10,6 @@ use std::time::Duration;
 use reqwest::{header, StatusCode};
 use tokio::sync::watch;
 
-use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::policy::Policy;
 use wardlock_core::protocol::collector::{
     AuditAck, AuditBatch, AuditRecord, EnrollRequest, EnrollResponse, Heartbeat,
@@ -304,7 +303,7 @@ async fn node_key(
             st.set_meta(META_TRANSPORT_KEY, &hex::encode(transport))?;
             st.set_meta(META_NODE_ENDPOINT, &endpoint)
         })?;
-        s.audit(AuditDraft::new(utc_now(), AuditKind::CollectorEnrolled).detail("endpoint", &endpoint))
+        s.collector_enrolled(&endpoint)
     })
     .await?;
     eprintln!("wardlockd: enrolled with the collector at {base}");
@@ -363,15 +362,7 @@ async fn upload(
         let ack: AuditAck = ok_or_refused(service, response).await?.json().await?;
         if let Some(at) = ack.chain_break_at.filter(|at| state.reported_break != Some(*at)) {
             state.reported_break = Some(at);
-            blocking(service, move |s| {
-                s.audit(
-                    AuditDraft::new(utc_now(), AuditKind::SyncGap)
-                        .detail("what", "the collector found this log's chain broken")
-                        .detail("seq", at)
-                        .detail("alert", "compliance"),
-                )
-            })
-            .await?;
+            blocking(service, move |s| s.collector_found_chain_break(at)).await?;
         }
         let acknowledged = ack.highest_contiguous_seq.min(last);
         if acknowledged <= acked {
@@ -433,15 +424,7 @@ async fn check_backlog(service: &Arc<Service>, policy: &Policy, state: &mut Stat
     let over = unsent > policy.sync.backlog_warning;
     if over && !state.backlog_warned {
         let threshold = policy.sync.backlog_warning;
-        blocking(service, move |s| {
-            s.audit(
-                AuditDraft::new(utc_now(), AuditKind::SyncBacklog)
-                    .detail("unsent", unsent)
-                    .detail("threshold", threshold)
-                    .detail("note", "entries are kept until the collector has them"),
-            )
-        })
-        .await?;
+        blocking(service, move |s| s.sync_backlog(unsent, threshold)).await?;
         eprintln!("wardlockd: {unsent} audit entries wait for the collector (warning threshold {threshold})");
     }
     state.backlog_warned = over;

@@ -268,7 +268,7 @@ impl Service {
             .policy_hash(self.policy().hash())
     }
 
-    pub fn audit(&self, draft: AuditDraft) -> Result<u64, ServiceError> {
+    fn audit(&self, draft: AuditDraft) -> Result<u64, ServiceError> {
         let seq = self.store().append(draft)?.seq;
         self.sync_wakeup.notify_one();
         Ok(seq)

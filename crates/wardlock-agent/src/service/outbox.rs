@@ -53,4 +53,29 @@ impl Service {
         }
         Ok(changes)
     }
+
+    /// The workstation enrolled with the collector at `endpoint`.
+    pub fn collector_enrolled(&self, endpoint: &str) -> Result<u64, ServiceError> {
+        self.audit(self.draft(AuditKind::CollectorEnrolled, None).detail("endpoint", endpoint))
+    }
+
+    /// The collector says this log's chain breaks at `seq`.
+    pub fn collector_found_chain_break(&self, seq: u64) -> Result<u64, ServiceError> {
+        self.audit(
+            self.draft(AuditKind::SyncGap, None)
+                .detail("what", "the collector found this log's chain broken")
+                .detail("seq", seq)
+                .detail("alert", "compliance"),
+        )
+    }
+
+    /// The unsent backlog crossed the policy's threshold.
+    pub fn sync_backlog(&self, unsent: u64, threshold: u64) -> Result<u64, ServiceError> {
+        self.audit(
+            self.draft(AuditKind::SyncBacklog, None)
+                .detail("unsent", unsent)
+                .detail("threshold", threshold)
+                .detail("note", "entries are kept until the collector has them"),
+        )
+    }
 }
