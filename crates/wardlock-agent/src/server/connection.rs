@@ -5,27 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use wardlock_core::lock::LockReason;
 use wardlock_core::protocol::local::{
-    AdminCredentials, ClientRole, EnrollReply, EnrollRequest, ErrorCode, GuardEvent, GuardPolicy, QuitReply,
-    Request, Response, UnlockReply, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    ClientRole, ErrorCode, GuardEvent, GuardPolicy, QuitReply, Request, Response, UnlockReply,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-use wardlock_core::secret::SecretString;
-use wardlock_core::unlock::TotpSeed;
 
 use super::frame::{FrameError, FrameReader};
 use super::WRITE_TIMEOUT;
 use crate::peer::{self, Peer};
-use crate::service::directory::Actor;
-use crate::service::{Approval, GuardRefusal, Service, ServiceError, UnguardedSession};
+use crate::service::{Approval, Enrollment, GuardRefusal, Service, ServiceError, UnguardedSession};
 use crate::throttle::{Admission, AttemptBudget};
 
 /// Time to send `hello` after connecting.
@@ -34,8 +29,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const TOOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Events a guard may report per minute; more is a misbehaving client.
 const EVENTS_PER_MINUTE: u32 = 120;
-const TICKET_LIFETIME: Duration = Duration::from_secs(5 * 60);
-const TOTP_CONFIRM_TRIES: u32 = 5;
 
 pub fn encode(response: &Response) -> Vec<u8> {
     let mut line = serde_json::to_vec(response).unwrap_or_else(|_| {
@@ -43,23 +36,6 @@ pub fn encode(response: &Response) -> Vec<u8> {
     });
     line.push(b'\n');
     line
-}
-
-/// An enrollment in progress, valid on this connection only.
-struct Ticket {
-    id: Zeroizing<String>,
-    admin: String,
-    user: String,
-    expires: Instant,
-    pending_seed: Option<TotpSeed>,
-    confirm_failures: u32,
-}
-
-/// An enrollment step that needs a ticket.
-enum Step {
-    SetPin(SecretString),
-    StartTotp,
-    ConfirmTotp(SecretString),
 }
 
 /// How a connection ended, for the guard's audit entry.
@@ -81,7 +57,7 @@ struct Connection {
     os_session: Option<String>,
     quit_approved_by: Option<String>,
     events: AttemptBudget,
-    ticket: Option<Ticket>,
+    enrollment: Option<Enrollment>,
 }
 
 pub async fn run(service: Arc<Service>, stream: UnixStream, shutdown: watch::Receiver<bool>) {
@@ -102,7 +78,7 @@ pub async fn run(service: Arc<Service>, stream: UnixStream, shutdown: watch::Rec
         relock: false,
         os_session: None,
         quit_approved_by: None,
-        ticket: None,
+        enrollment: None,
     };
     if !conn.peer.allowed_by(&conn.service.policy().service) {
         let message = format!(
@@ -342,91 +318,17 @@ impl Connection {
                 }
                 Response::Ack
             }
-            Request::Enroll(step) => Response::Enroll(self.enroll(step).await?),
+            Request::Enroll(step) => {
+                let mut enrollment = self.enrollment.take();
+                let (reply, enrollment) = blocking(move || {
+                    let reply = service.enroll(&mut enrollment, step, &peer);
+                    Ok((reply, enrollment))
+                })
+                .await?;
+                self.enrollment = enrollment;
+                Response::Enroll(reply?)
+            }
         }))
-    }
-
-    async fn enroll(&mut self, step: EnrollRequest) -> Result<EnrollReply, ServiceError> {
-        let (ticket, step) = match step {
-            EnrollRequest::Authorize { admin, user, display_name } => {
-                return self.authorize(admin, user, display_name).await;
-            }
-            EnrollRequest::SetPin { ticket, pin } => (ticket, Step::SetPin(pin)),
-            EnrollRequest::StartTotp { ticket } => (ticket, Step::StartTotp),
-            EnrollRequest::ConfirmTotp { ticket, code } => (ticket, Step::ConfirmTotp(code)),
-        };
-        let refused = |message: &str| EnrollReply::Refused { message: message.to_owned() };
-        let valid = self.ticket.as_ref().is_some_and(|t| {
-            bool::from(t.id.as_bytes().ct_eq(ticket.as_bytes())) && Instant::now() < t.expires
-        });
-        let Some(current) = self.ticket.as_mut().filter(|_| valid) else {
-            // A wrong guess also ends the enrollment in progress.
-            self.ticket = None;
-            return Ok(refused(
-                "enrollment ticket unknown or expired; ask the administrator to authorise again",
-            ));
-        };
-        let service = self.service.clone();
-        let actor = Actor { admin: Some(current.admin.clone()), os_account: Some(self.peer.account.clone()) };
-        let user = current.user.clone();
-        match step {
-            Step::SetPin(pin) => Ok(match blocking(move || service.set_pin(&user, pin, &actor)).await? {
-                Ok(()) => EnrollReply::PinSet,
-                Err(message) => EnrollReply::Refused { message },
-            }),
-            Step::StartTotp => {
-                let (seed, uri) = blocking(move || service.new_totp(&user)).await?;
-                current.pending_seed = Some(seed);
-                current.confirm_failures = 0;
-                Ok(EnrollReply::TotpStarted { otpauth_uri: uri.to_string() })
-            }
-            Step::ConfirmTotp(code) => {
-                let Some(seed) = current.pending_seed.clone() else {
-                    return Ok(refused("start TOTP enrollment first"));
-                };
-                if blocking(move || service.confirm_totp(&user, &seed, &code, &actor)).await? {
-                    current.pending_seed = None;
-                    return Ok(EnrollReply::TotpConfirmed);
-                }
-                current.confirm_failures += 1;
-                if current.confirm_failures >= TOTP_CONFIRM_TRIES {
-                    current.pending_seed = None;
-                    return Ok(refused(
-                        "too many wrong codes; start TOTP enrollment again for a new QR code",
-                    ));
-                }
-                Ok(refused("that code does not match; check the phone's clock and enter the current code"))
-            }
-        }
-    }
-
-    /// The administrator's approval; the user to enroll exists (or is added); a ticket.
-    async fn authorize(
-        &mut self,
-        admin: AdminCredentials,
-        user: String,
-        display_name: Option<String>,
-    ) -> Result<EnrollReply, ServiceError> {
-        let admin_id = admin.user.clone();
-        let (service, peer) = (self.service.clone(), self.peer.clone());
-        let approval = blocking(move || service.approve(admin, "enroll", &peer)).await?;
-        if let Approval::Refused { attempts_left, retry_after_secs } = approval {
-            return Ok(EnrollReply::NotAuthorized { attempts_left, retry_after_secs });
-        }
-        let (service, actor, target) = (self.service.clone(), self.actor(&admin_id), user.clone());
-        if let Err(message) = blocking(move || service.enroll_user(&target, display_name, &actor)).await? {
-            return Ok(EnrollReply::Refused { message });
-        }
-        let id = Zeroizing::new(hex::encode(&crate::service::random_bytes::<16>()?[..]));
-        self.ticket = Some(Ticket {
-            id: id.clone(),
-            admin: admin_id,
-            user,
-            expires: Instant::now() + TICKET_LIFETIME,
-            pending_seed: None,
-            confirm_failures: 0,
-        });
-        Ok(EnrollReply::Authorized { ticket: id.to_string(), expires_in_secs: TICKET_LIFETIME.as_secs() })
     }
 
     fn unguarded(&self, why: String) -> UnguardedSession {
@@ -436,10 +338,6 @@ impl Connection {
             uid: self.peer.uid,
             why: crate::service::client_text(&why),
         }
-    }
-
-    fn actor(&self, admin: &str) -> Actor {
-        Actor { admin: Some(admin.to_owned()), os_account: Some(self.peer.account.clone()) }
     }
 
     /// Audits how a guard's connection ended and escalates a loss per policy.

@@ -3,7 +3,6 @@
 //! threads. Each one that changes something audits it in the same transaction.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -14,9 +13,7 @@ use zeroize::Zeroizing;
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{Policy, PolicyError};
-use wardlock_core::protocol::local::{AdminCredentials, ServiceStatus, UnlockReply, UnlockRequest};
-use wardlock_core::secret::SecretString;
-use wardlock_core::unlock::{Attempt, GrantMethod, Outcome, TotpCheck, TotpSeed};
+use wardlock_core::protocol::local::ServiceStatus;
 
 use crate::central::{self, Central};
 use crate::config::ServiceConfig;
@@ -24,9 +21,10 @@ use crate::os_session::OsSessions;
 use crate::peer::Peer;
 use crate::secrets::{self, DataKey, SecretError};
 use crate::store::{OpenOptions, Store, StoreError};
-use crate::throttle::{Admission, AttemptBudget};
-use auth::{AuthError, Context, Purpose};
-use directory::{Actor, CredentialChange, DirectoryError, NewUser};
+use crate::throttle::AttemptBudget;
+use auth::AuthError;
+use directory::DirectoryError;
+pub use enroll::Enrollment;
 pub use guards::{GuardRefusal, UnguardedSession};
 
 pub mod auth;

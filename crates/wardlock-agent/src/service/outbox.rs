@@ -1,6 +1,10 @@
 //! What the sync client reads and writes: the log to send, the collector's answers.
 
-use super::*;
+use wardlock_core::audit::AuditKind;
+
+use super::{utc_now, Service, ServiceError};
+use crate::secrets::DataKey;
+use crate::store::{Store, StoreError};
 
 impl Service {
     /// The store, for the sync client (batches out, acknowledgements in).

@@ -1,7 +1,20 @@
 //! The policy in force: the machine file, the signed central layer, and the last good
 //! one kept when a new one is refused.
 
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wardlock_core::audit::{AuditDraft, AuditKind};
+use wardlock_core::policy::Policy;
+
+use super::{
+    policy_problems, utc_now, CentralOutcome, Layers, Service, ServiceError, META_CENTRAL,
+    META_CENTRAL_SERIAL, META_POLICY_HASH, META_POLICY_TEXT,
+};
+use crate::central;
+use crate::config::ServiceConfig;
+use crate::store::Store;
 
 impl Service {
     /// Reads the machine policy file again. A bad one is refused and audited and the

@@ -1,7 +1,17 @@
 //! Unlocks and administrators' approvals: throttled over all clients, decided by the
 //! core, durable before answered.
 
-use super::*;
+use std::time::Instant;
+
+use wardlock_core::audit::AuditKind;
+use wardlock_core::protocol::local::{AdminCredentials, UnlockReply, UnlockRequest};
+use wardlock_core::unlock::{Attempt, GrantMethod, Outcome};
+
+use super::auth::{AuthError, Context, Purpose};
+use super::{ceil_secs, utc_now, Approval, Service, ServiceError};
+use crate::peer::Peer;
+use crate::secrets::SecretError;
+use crate::throttle::Admission;
 
 impl Service {
     /// Takes one attempt from the budget; audits what was refused unheard before it.
