@@ -9,21 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
+use wardlock_client::{ClientError, Connection, Message, Push};
 use wardlock_core::lock::LockReason;
-use wardlock_core::protocol::local::{
-    ClientRole, GuardEvent, GuardPolicy, Request, Response, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-};
+use wardlock_core::protocol::local::{ClientRole, GuardEvent, GuardPolicy, Request, Response};
 
 /// Well under the service's default silence limit (15 s), so one late beat is harmless.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(4);
-/// An answer that takes longer than this means the service is stuck: reconnect.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Events that happen while the service is away are sent when it is back; beyond this
@@ -146,32 +140,26 @@ enum Ended {
     Lost(String),
 }
 
+/// One connection to the service, through the protocol's one client.
 struct Session {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    line: Vec<u8>,
+    conn: Connection,
+}
+
+fn describe(e: ClientError) -> String {
+    match e {
+        ClientError::Refused { code, message } => format!("the service refused ({code:?}: {message})"),
+        other => other.to_string(),
+    }
 }
 
 impl Session {
     async fn open(socket: &Path, role: ClientRole) -> Result<(Self, GuardPolicy), String> {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-        let (read, writer) = stream.into_split();
-        let mut session = Self { reader: BufReader::new(read), writer, line: Vec::new() };
-        let hello = Request::Hello {
-            version: PROTOCOL_VERSION,
-            client: format!("wardlock {}", env!("CARGO_PKG_VERSION")),
-            role,
-        };
-        match session.exchange(&hello).await? {
-            Response::Hello { .. } => {}
-            Response::Error { code, message } => {
-                return Err(format!("the service refused hello ({code:?}: {message})"))
-            }
-            other => return Err(format!("unexpected answer to hello: {other:?}")),
-        }
-        match session.exchange(&Request::Policy {}).await? {
+        let name = format!("wardlock {}", env!("CARGO_PKG_VERSION"));
+        let conn = Connection::open(socket, &name, role).await.map_err(describe)?;
+        let mut session = Self { conn };
+        // Pushes cannot come before the first answer: the service sends them to a
+        // client that has said hello, and this is the first request after it.
+        match session.conn.call(&Request::Policy {}, |_| {}).await.map_err(describe)? {
             Response::Policy { policy } => Ok((session, policy)),
             other => Err(format!("unexpected answer to policy: {other:?}")),
         }
@@ -196,12 +184,15 @@ impl Session {
             tokio::select! {
                 call = calls.recv() => {
                     let Some(call) = call else { return Ended::Closed };
-                    let result = self.call_and_notify(&call.request, notify).await;
-                    match result {
+                    match self.conn.call(&call.request, |push| forward_push(push, notify)).await {
                         Ok(response) => { let _ = call.reply.send(Ok(response)); }
-                        Err(why) => {
+                        // A refusal is an answer, not a broken link.
+                        Err(ClientError::Refused { code, message }) => {
+                            let _ = call.reply.send(Ok(Response::Error { code, message }));
+                        }
+                        Err(e) => {
                             let _ = call.reply.send(Err(LinkError::Unavailable));
-                            return Ended::Lost(why);
+                            return Ended::Lost(describe(e));
                         }
                     }
                 }
@@ -217,13 +208,15 @@ impl Session {
                         return Ended::Lost(why);
                     }
                 }
-                pushed = read_frame(&mut self.reader, &mut self.line) => match pushed {
-                    Ok(response) => {
-                        if let Err(why) = forward_push(response, notify) {
-                            return Ended::Lost(why);
-                        }
+                pushed = self.conn.next() => match pushed.map(Message::from) {
+                    Ok(Message::Push(push)) => forward_push(push, notify),
+                    Ok(Message::Answer(Response::Error { code, message })) => {
+                        return Ended::Lost(format!("the service closed the connection ({code:?}: {message})"));
                     }
-                    Err(why) => return Ended::Lost(why),
+                    Ok(Message::Answer(other)) => {
+                        return Ended::Lost(format!("unexpected message from the service: {other:?}"))
+                    }
+                    Err(e) => return Ended::Lost(describe(e)),
                 },
             }
         }
@@ -235,70 +228,14 @@ impl Session {
         request: &Request,
         notify: &mpsc::UnboundedSender<LinkEvent>,
     ) -> Result<Response, String> {
-        self.send(request).await?;
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        loop {
-            let response = timeout(deadline.saturating_duration_since(Instant::now()), async {
-                read_frame(&mut self.reader, &mut self.line).await
-            })
-            .await
-            .map_err(|_| "the service did not answer in time".to_owned())??;
-            match response {
-                Response::PolicyChanged { .. } | Response::LockNow { .. } => forward_push(response, notify)?,
-                other => return Ok(other),
-            }
-        }
-    }
-
-    async fn exchange(&mut self, request: &Request) -> Result<Response, String> {
-        self.send(request).await?;
-        timeout(REPLY_TIMEOUT, read_frame(&mut self.reader, &mut self.line))
-            .await
-            .map_err(|_| "the service did not answer in time".to_owned())?
-    }
-
-    async fn send(&mut self, request: &Request) -> Result<(), String> {
-        let mut line = serde_json::to_vec(request).map_err(|e| format!("cannot encode a request: {e}"))?;
-        line.push(b'\n');
-        let written = timeout(REPLY_TIMEOUT, self.writer.write_all(&line)).await;
-        // The request may carry a PIN: wipe the buffer whatever happened.
-        zeroize_vec(&mut line);
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("the connection to the service broke: {e}")),
-            Err(_) => Err("the service stopped reading".to_owned()),
-        }
+        self.conn.call(request, |push| forward_push(push, notify)).await.map_err(describe)
     }
 }
 
-fn forward_push(response: Response, notify: &mpsc::UnboundedSender<LinkEvent>) -> Result<(), String> {
-    let event = match response {
-        Response::PolicyChanged { policy } => LinkEvent::PolicyChanged(policy),
-        Response::LockNow { reason } => LinkEvent::LockNow(reason),
-        Response::Error { code, message } => {
-            return Err(format!("the service closed the connection ({code:?}: {message})"))
-        }
-        other => return Err(format!("unexpected message from the service: {other:?}")),
+fn forward_push(push: Push, notify: &mpsc::UnboundedSender<LinkEvent>) {
+    let event = match push {
+        Push::PolicyChanged(policy) => LinkEvent::PolicyChanged(policy),
+        Push::LockNow(reason) => LinkEvent::LockNow(reason),
     };
     let _ = notify.send(event);
-    Ok(())
-}
-
-async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, line: &mut Vec<u8>) -> Result<Response, String> {
-    line.clear();
-    let mut limited = (&mut *reader).take(MAX_FRAME_BYTES as u64 + 1);
-    let n =
-        limited.read_until(b'\n', line).await.map_err(|e| format!("reading from the service failed: {e}"))?;
-    if n == 0 {
-        return Err("the service closed the connection".to_owned());
-    }
-    if !line.ends_with(b"\n") {
-        return Err("the service sent an oversized or cut-off message".to_owned());
-    }
-    serde_json::from_slice(line).map_err(|e| format!("the service sent something unreadable: {e}"))
-}
-
-fn zeroize_vec(buf: &mut Vec<u8>) {
-    use zeroize::Zeroize;
-    buf.zeroize();
 }

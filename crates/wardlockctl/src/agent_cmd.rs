@@ -1,16 +1,15 @@
 //! Talking to a running `wardlockd` over its socket, as the guard does: a health check
 //! for IT, and a way to try an unlock without the desktop.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use wardlock_core::protocol::local::{
-    ClientRole, Request, Response, UnlockReply, UnlockRequest, PROTOCOL_VERSION,
-};
+use wardlock_client::blocking::Client;
+use wardlock_core::protocol::local::{ClientRole, Request, Response, UnlockReply, UnlockRequest};
 use wardlock_core::secret::SecretString;
 
 use crate::Verdict;
@@ -48,45 +47,9 @@ enum AgentCommand {
     },
 }
 
-struct Client {
-    writer: std::os::unix::net::UnixStream,
-    reader: BufReader<std::os::unix::net::UnixStream>,
-}
-
-impl Client {
-    fn connect(socket: &Path) -> Result<Client> {
-        let stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
-            format!(
-                "connecting to wardlockd at {} (is it running? `systemctl status wardlockd`)",
-                socket.display()
-            )
-        })?;
-        let timeout = Some(std::time::Duration::from_secs(30));
-        stream.set_read_timeout(timeout)?;
-        stream.set_write_timeout(timeout)?;
-        let mut client = Client { reader: BufReader::new(stream.try_clone()?), writer: stream };
-        let client_name = format!("wardlockctl {}", env!("CARGO_PKG_VERSION"));
-        match client.request(&Request::Hello {
-            version: PROTOCOL_VERSION,
-            client: client_name,
-            role: ClientRole::Tool,
-        })? {
-            Response::Hello { .. } => Ok(client),
-            other => bail!("wardlockd refused the connection: {}", describe(&other)),
-        }
-    }
-
-    fn request(&mut self, request: &Request) -> Result<Response> {
-        let mut line = Zeroizing::new(serde_json::to_vec(request)?);
-        line.push(b'\n');
-        self.writer.write_all(&line).context("writing to wardlockd")?;
-        let mut answer = String::new();
-        if self.reader.read_line(&mut answer).context("reading from wardlockd")? == 0 {
-            bail!("wardlockd closed the connection");
-        }
-        serde_json::from_str(&answer)
-            .with_context(|| format!("wardlockd sent something unexpected: {answer}"))
-    }
+fn connect(socket: &Path) -> Result<Client> {
+    let name = format!("wardlockctl {}", env!("CARGO_PKG_VERSION"));
+    Client::open(socket, &name, ClientRole::Tool).context("wardlockd refused the connection")
 }
 
 fn describe(response: &Response) -> String {
@@ -99,9 +62,9 @@ fn describe(response: &Response) -> String {
 }
 
 pub fn run(args: AgentArgs) -> Result<Verdict> {
-    let mut client = Client::connect(&args.socket)?;
+    let mut client = connect(&args.socket)?;
     match args.command {
-        AgentCommand::Status { json } => match client.request(&Request::Status {})? {
+        AgentCommand::Status { json } => match client.call(&Request::Status {})? {
             Response::Status(s) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&s)?);
@@ -140,7 +103,7 @@ pub fn run(args: AgentArgs) -> Result<Verdict> {
                 totp: totp.map(|t| SecretString::new(&t)),
                 emergency_reason: None,
             });
-            match client.request(&request)? {
+            match client.call(&request)? {
                 Response::Unlock(UnlockReply::Granted {
                     user,
                     display_name,

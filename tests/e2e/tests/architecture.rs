@@ -164,6 +164,18 @@ fn dependencies_point_inward() {
             "{shell} must not link the workstation service: {d:?}"
         );
     }
+    // The one client of the local protocol stands between the core and the shells.
+    let client = deps("crates/wardlock-client");
+    assert!(
+        client.contains(&"wardlock-core".to_owned()) && !client.iter().any(|d| d == "wardlock-agent"),
+        "{client:?}"
+    );
+    for user in ["src-tauri", "crates/wardlockctl"] {
+        assert!(
+            deps(user).contains(&"wardlock-client".to_owned()),
+            "{user} talks to wardlockd without the client"
+        );
+    }
     // The guard, in the shared session, holds no database at all.
     let guard = deps("src-tauri");
     assert!(!guard.iter().any(|d| d == "rusqlite" || d == "keyring"), "the guard links storage: {guard:?}");

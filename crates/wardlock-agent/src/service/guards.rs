@@ -61,20 +61,21 @@ enum Confirmation {
     LockedHint,
 }
 
+/// An escalation in progress: whose session it is, and where its confirmation goes.
+#[derive(Debug)]
+struct Escalating {
+    account: String,
+    confirm: watch::Sender<Option<Confirmation>>,
+}
+
 /// Escalations in progress, by session.
 #[derive(Debug, Default)]
 pub(super) struct Escalations {
-    active:
-        std::sync::Mutex<std::collections::HashMap<String, (String, watch::Sender<Option<Confirmation>>)>>,
+    active: std::sync::Mutex<std::collections::HashMap<String, Escalating>>,
 }
 
 impl Escalations {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<String, (String, watch::Sender<Option<Confirmation>>)>,
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Escalating>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -305,9 +306,9 @@ impl Service {
         let key = session_key(session, account);
         let escalations = self.escalations.lock();
         // A guard whose session logind did not name confirms its account's escalations.
-        for (k, (owner, confirm)) in escalations.iter() {
-            if *k == key || (session.is_none() && owner == account) {
-                confirm.send_replace(Some(Confirmation::Guard { pid }));
+        for (k, escalating) in escalations.iter() {
+            if *k == key || (session.is_none() && escalating.account == account) {
+                escalating.confirm.send_replace(Some(Confirmation::Guard { pid }));
             }
         }
     }
@@ -325,7 +326,7 @@ impl Service {
             if escalations.contains_key(&target.key()) {
                 return;
             }
-            escalations.insert(target.key(), (target.account.clone(), confirm));
+            escalations.insert(target.key(), Escalating { account: target.account.clone(), confirm });
         }
         self.set_session_locked(&target.account, true);
         let service = self.clone();

@@ -1,8 +1,7 @@
 //! A real `wardlockd` process in `--dev` mode in a temp dir, and a plain socket client
 //! that speaks the protocol as JSON lines, as any guard would.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -236,21 +235,22 @@ pub fn oathtool(secret: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// The protocol's one client (`wardlock-client`), at the wire level: tests send JSON
+/// as any program might, garbage included, and read what comes back.
 pub struct Client {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
+    inner: wardlock_client::blocking::Client,
 }
 
 impl Client {
     pub fn connect(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).unwrap();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream.set_write_timeout(Some(PATIENCE)).unwrap();
-        Client { reader: BufReader::new(stream.try_clone().unwrap()), stream }
+        Client { inner: wardlock_client::blocking::Client::connect(socket).unwrap() }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
+        self.inner.send_raw(bytes).map_err(|e| match e {
+            wardlock_client::ClientError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })
     }
 
     pub fn send(&mut self, message: Value) {
@@ -261,11 +261,9 @@ impl Client {
 
     /// The next message, or `None` once the service closed the connection.
     pub fn read(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        match self.inner.next_frame(PATIENCE) {
+            Ok(frame) => Some(serde_json::from_slice(&frame).unwrap()),
+            Err(wardlock_client::ClientError::Closed) => None,
             Err(e) => panic!("reading from wardlockd: {e}"),
         }
     }
@@ -283,13 +281,10 @@ impl Client {
 
     /// True once the service has closed the connection (after reading what it still sent).
     pub fn closed(&mut self) -> bool {
-        let mut rest = String::new();
         loop {
-            rest.clear();
-            match self.reader.read_line(&mut rest) {
-                Ok(0) => return true,
+            match self.inner.next_frame(PATIENCE) {
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(wardlock_client::ClientError::Closed) => return true,
                 Err(_) => return false,
             }
         }
