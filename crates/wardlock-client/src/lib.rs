@@ -95,8 +95,13 @@ impl Connection {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|source| ClientError::Connect { socket: socket.display().to_string(), source })?;
+        Ok(Self::from_stream(stream))
+    }
+
+    /// A connection over a stream already connected.
+    pub fn from_stream(stream: UnixStream) -> Self {
         let (read, writer) = stream.into_split();
-        Ok(Self { reader: BufReader::new(read), writer, line: Vec::new() })
+        Self { reader: BufReader::new(read), writer, line: Vec::new() }
     }
 
     /// Sends one request and returns its answer; pushes that come first go to `on_push`.
@@ -237,5 +242,83 @@ pub mod blocking {
             .enable_time()
             .build()
             .map_err(|e| ClientError::Runtime(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn pushes_that_come_before_the_answer_are_handed_over_and_the_answer_returned() {
+        runtime().block_on(async {
+            let (ours, mut service) = UnixStream::pair().unwrap();
+            let mut conn = Connection::from_stream(ours);
+            service
+                .write_all(b"{\"type\":\"lock_now\",\"reason\":\"guard_restarted\"}\n{\"type\":\"ack\"}\n")
+                .await
+                .unwrap();
+            let mut pushes = Vec::new();
+            let answer = conn.call(&Request::Heartbeat {}, |p| pushes.push(p)).await.unwrap();
+            assert_eq!(answer, Response::Ack);
+            assert_eq!(pushes, [Push::LockNow(LockReason::GuardRestarted)]);
+        });
+    }
+
+    #[test]
+    fn an_error_answer_is_a_refusal() {
+        runtime().block_on(async {
+            let (ours, mut service) = UnixStream::pair().unwrap();
+            let mut conn = Connection::from_stream(ours);
+            service
+                .write_all(b"{\"type\":\"error\",\"code\":\"not_allowed\",\"message\":\"no\"}\n")
+                .await
+                .unwrap();
+            let err = conn.call(&Request::Status {}, |_| {}).await.unwrap_err();
+            assert!(matches!(err, ClientError::Refused { code: ErrorCode::NotAllowed, .. }), "{err}");
+        });
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_select_goes_on_where_it_stopped() {
+        runtime().block_on(async {
+            let (ours, mut service) = UnixStream::pair().unwrap();
+            let mut conn = Connection::from_stream(ours);
+            service.write_all(b"{\"type\":").await.unwrap();
+            // Another branch wins while half the frame is in.
+            tokio::select! {
+                _ = conn.next_frame() => panic!("a half frame is no frame"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            service.write_all(b"\"ack\"}\n").await.unwrap();
+            assert_eq!(conn.next().await.unwrap(), Response::Ack);
+        });
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_and_a_closed_service_said_so() {
+        runtime().block_on(async {
+            let (ours, mut service) = UnixStream::pair().unwrap();
+            let mut conn = Connection::from_stream(ours);
+            let big = vec![b'x'; MAX_FRAME_BYTES + 10];
+            let writer = tokio::spawn(async move {
+                let _ = service.write_all(&big).await;
+                drop(service);
+            });
+            assert!(matches!(conn.next_frame().await, Err(ClientError::BadFrame)));
+            writer.await.unwrap();
+
+            let (ours, service) = UnixStream::pair().unwrap();
+            let mut conn = Connection::from_stream(ours);
+            drop(service);
+            assert!(matches!(conn.next().await, Err(ClientError::Closed)));
+        });
     }
 }
