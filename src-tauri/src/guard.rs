@@ -85,13 +85,15 @@ pub struct GuardLoop {
     screen: Arc<dyn Screen>,
     link: ServiceLink,
     status: Arc<Mutex<Status>>,
+    /// `synthetic_input_ignored` was reported in this idle period (real input ends it).
+    synthetic_reported: bool,
 }
 
 impl GuardLoop {
     pub fn new(screen: Arc<dyn Screen>, link: ServiceLink, status: Arc<Mutex<Status>>) -> Self {
         let origin = Instant::now();
         let guard = Guard::new(fallback_timings(), MonoTime::from_duration(Duration::ZERO));
-        Self { origin, guard, idle: idle::detect(), screen, link, status }
+        Self { origin, guard, idle: idle::detect(), screen, link, status, synthetic_reported: false }
     }
 
     fn now(&self) -> MonoTime {
@@ -110,9 +112,24 @@ impl GuardLoop {
             Err(e) => Err(e.clone()),
         };
         match reading {
-            Ok(idle) => {
+            Ok(reading) => {
                 self.set_idle_problem(None);
-                Some(idle)
+                // Until the service says otherwise, the built-in default: real input only.
+                let keeps_awake = {
+                    let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                    status.policy.as_ref().is_some_and(|p| p.synthetic_input_keeps_awake)
+                };
+                match reading.ignored_synthetic(keeps_awake) {
+                    Some(device) if !self.synthetic_reported => {
+                        self.synthetic_reported = true;
+                        eprintln!("wardlock: ignoring synthetic input from {device} (lock.synthetic_input_keeps_awake)");
+                        self.link.report(GuardEvent::SyntheticInputIgnored { device: device.to_owned() });
+                    }
+                    Some(_) => {}
+                    // Real input came after any synthetic: a new idle period.
+                    None => self.synthetic_reported = false,
+                }
+                Some(reading.counted(keeps_awake))
             }
             Err(e) => {
                 self.set_idle_problem(Some(e.0));

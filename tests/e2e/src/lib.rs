@@ -268,6 +268,8 @@ pub const POLICY: &str = r#"
 [lock]
 idle_timeout = "15s"
 warning = "5s"
+# The tests type and move the pointer with xdotool, which is synthetic (XTEST) input.
+synthetic_input_keeps_awake = true
 banner = "E2E ward: authorised clinical staff only."
 when_unguarded = "audit_only"
 
@@ -823,7 +825,7 @@ impl Drop for WebDriverGuard {
             format!("--socket {}", self.guard_socket.display()),
         ];
         for pattern in patterns {
-            let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(pattern).status();
+            let _ = Command::new("pkill").args(["-KILL", "-f", "--"]).arg(pattern).status();
         }
     }
 }

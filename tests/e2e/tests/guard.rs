@@ -56,8 +56,9 @@ fn idle_warns_input_cancels_and_idle_again_locks_the_whole_screen() {
     desktop.save_screenshot("warning");
     agent.wait_audit("warning_shown", SECS(10));
 
-    // Any input cancels it.
-    desktop.xdotool(&["mousemove", "200", "200"]);
+    // Any input cancels it (a relative move is device input; `mousemove` to a point
+    // only warps the pointer, which a program can do, and does not count).
+    desktop.xdotool(&["mousemove_relative", "--", "190", "190"]);
     wait_for("the countdown to go", SECS(5), || desktop.find("Wardlock warning").is_none().then_some(()));
     agent.wait_audit("warning_cancelled", SECS(10));
     assert!(desktop.lock_windows().is_empty());
@@ -560,4 +561,82 @@ fn a_guard_killed_and_restarted_within_the_grace_confirms_its_lock_and_nothing_e
     assert!(!agent.audit_kinds().iter().any(|k| k == "session_terminated"));
     type_pin(&desktop, "n.nurse", "730284");
     desktop.wait_unlocked(SECS(30));
+}
+
+/// Runs `args` every `every` in the background until the returned flag is set (at most
+/// `times` runs): a keep-awake script or a mouse jiggler.
+fn repeat_in_background(
+    desktop: &Desktop,
+    program: &str,
+    args: &[&str],
+    every: Duration,
+    times: u32,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<u32>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let display = desktop.display.clone();
+    let (program, args) = (program.to_owned(), args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>());
+    let handle = std::thread::spawn(move || {
+        let mut runs = 0;
+        while runs < times && !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let ok = std::process::Command::new(&program).args(&args).env("DISPLAY", &display).status();
+            assert!(ok.is_ok_and(|s| s.success()), "{program} failed (make setup installs it)");
+            runs += 1;
+            std::thread::sleep(every); // the script's own pace, not synchronisation
+        }
+        runs
+    });
+    (stop, handle)
+}
+
+#[test]
+fn resetting_the_screen_saver_does_not_keep_the_session_open() {
+    let (_serial, desktop, agent) = setup();
+    let guard = Guard::start(&desktop, &agent);
+    // What video players and keep-awake scripts do: no input, only XResetScreenSaver.
+    let (stop, keeper) = repeat_in_background(&desktop, "xset", &["s", "reset"], SECS(3), 15);
+    desktop
+        .wait_lock_title("the idle lock despite xset s reset", SECS(15 + 10), |t| t == "Wardlock — locked");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(keeper.join().unwrap() >= 3, "the keep-awake loop ran");
+    let locked = agent.wait_audit("locked", SECS(10));
+    assert_eq!(locked["details"]["reason"], "idle", "{locked}");
+    drop(guard);
+}
+
+#[test]
+fn a_mouse_jiggler_does_not_keep_the_session_open_by_default() {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let desktop = Desktop::start(1280, 800);
+    // The built-in default: synthetic input does not count.
+    let agent = Agent::start(&POLICY.replace("synthetic_input_keeps_awake = true\n", ""));
+    let guard = Guard::start(&desktop, &agent);
+    let jiggle = ["mousemove_relative", "--", "5", "5"];
+    let (stop, jiggler) = repeat_in_background(&desktop, "xdotool", &jiggle, SECS(2), 20);
+    desktop.wait_lock_title("the idle lock despite the jiggler", SECS(15 + 10), |t| t == "Wardlock — locked");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(jiggler.join().unwrap() >= 5, "the jiggler ran");
+    let ignored = agent.wait_audit("synthetic_input_ignored", SECS(10));
+    assert_eq!(ignored["details"]["device"], "Virtual core XTEST pointer", "{ignored}");
+    assert_eq!(agent.count("synthetic_input_ignored"), 1, "once per idle period");
+    drop((guard, serial));
+}
+
+#[test]
+fn a_policy_that_lets_synthetic_input_count_keeps_the_jiggled_session_open() {
+    let (_serial, desktop, agent) = setup();
+    let guard = Guard::start(&desktop, &agent);
+    let started = std::time::Instant::now();
+    let jiggle = ["mousemove_relative", "--", "5", "5"];
+    let (stop, jiggler) = repeat_in_background(&desktop, "xdotool", &jiggle, SECS(2), 20);
+    // Past the timeout and its warning, and then some: still open.
+    while started.elapsed() < SECS(15 + 8) {
+        assert!(desktop.lock_windows().is_empty(), "locked although policy counts synthetic input");
+        std::thread::sleep(Duration::from_millis(250)); // watching for a lock that must not come
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    jiggler.join().unwrap();
+    assert_eq!(agent.count("locked"), 0);
+    assert_eq!(agent.count("synthetic_input_ignored"), 0);
+    drop(guard);
 }

@@ -204,6 +204,9 @@ impl Service {
                 d(AuditKind::Locked).detail("reason", reason.unwrap_or_default())
             }
             GuardEvent::LockFailed { what } => d(AuditKind::LockFailed).detail("what", client_text(what)),
+            GuardEvent::SyntheticInputIgnored { device } => {
+                d(AuditKind::SyntheticInputIgnored).detail("device", client_text(device))
+            }
             GuardEvent::LockRestored {} => {
                 d(AuditKind::LockFailed).detail("what", "restored: the lock holds again")
             }

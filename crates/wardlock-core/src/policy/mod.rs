@@ -60,6 +60,10 @@ pub struct LockPolicy {
     #[serde(with = "humantime_serde")]
     pub warning: Duration,
     pub lock_on_resume: bool,
+    /// Whether synthetic input (the XTEST devices that `xdotool` and "mouse jigglers"
+    /// use) keeps the session awake. Idle time is measured from input devices; by
+    /// default only real ones count.
+    pub synthetic_input_keeps_awake: bool,
     /// Text shown on the lock screen (organisation, "authorised staff only").
     pub banner: String,
     /// What `wardlockd` does when no trustworthy guard holds a session that should be
@@ -79,6 +83,7 @@ impl Default for LockPolicy {
             idle_timeout: Duration::from_secs(5 * 60),
             warning: Duration::from_secs(30),
             lock_on_resume: true,
+            synthetic_input_keeps_awake: false,
             banner: "Authorised clinical staff only. Access is logged.".into(),
             when_unguarded: Unguarded::Logoff,
             escalation_grace: Duration::from_secs(10),

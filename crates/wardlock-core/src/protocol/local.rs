@@ -112,6 +112,11 @@ pub enum GuardEvent {
     LockFailed {
         what: String,
     },
+    /// Synthetic input (an XTEST device) came while no real input did, and policy does
+    /// not let it keep the session awake. Once per idle period.
+    SyntheticInputIgnored {
+        device: String,
+    },
     PhiAppHidden {
         app: String,
     },
@@ -229,6 +234,7 @@ pub struct GuardPolicy {
     pub idle_timeout_secs: u64,
     pub warning_secs: u64,
     pub lock_on_resume: bool,
+    pub synthetic_input_keeps_awake: bool,
     pub banner: String,
     pub methods: Vec<UnlockMethod>,
     pub emergency_enabled: bool,
@@ -247,6 +253,7 @@ impl From<&Policy> for GuardPolicy {
             idle_timeout_secs: idle.as_secs(),
             warning_secs: warning.as_secs(),
             lock_on_resume: p.lock.lock_on_resume,
+            synthetic_input_keeps_awake: p.lock.synthetic_input_keeps_awake,
             banner: p.lock.banner.clone(),
             methods: p.unlock.methods.clone(),
             emergency_enabled: p.emergency.enabled,
