@@ -1,4 +1,7 @@
 fn main() {
+    // The pages are embedded at compile time; a rebuilt front end must rebuild the guard
+    // (without this, `make test` after a change to ui/ tests the previous pages).
+    println!("cargo:rerun-if-changed=../ui/dist");
     // Every command the front end may call gets allow-/deny- permissions, which the
     // capabilities in ./capabilities hand out per window (a lock window can only unlock).
     let commands = &[

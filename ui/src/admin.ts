@@ -1,6 +1,7 @@
 /** Quitting the guard: only with an administrator's credentials, checked by wardlockd. */
 import { call, CommandError, type QuitOutcome } from "./ipc";
 import { formatCountdown } from "./countdown";
+import { refuseForeignInput } from "./no-paste";
 
 const input = (id: string) => document.getElementById(id) as HTMLInputElement;
 document.title = "Wardlock — quit";
@@ -29,3 +30,4 @@ document.getElementById("quit")?.addEventListener("submit", async (event) => {
   }
 });
 document.getElementById("close")?.addEventListener("click", () => void call("admin_close"));
+refuseForeignInput(document);

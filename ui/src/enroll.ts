@@ -5,6 +5,7 @@
  */
 import { call, CommandError, type EnrollOutcome } from "./ipc";
 import { formatCountdown } from "./countdown";
+import { refuseForeignInput } from "./no-paste";
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -144,4 +145,5 @@ function finish(totp: boolean): void {
 }
 
 $("close").addEventListener("click", () => void call("enroll_close").catch(() => window.close()));
+refuseForeignInput(document);
 show("authorize");

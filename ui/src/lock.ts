@@ -7,6 +7,7 @@ import { listen } from "@tauri-apps/api/event";
 import { formatCountdown } from "./countdown";
 import { CommandError, lockScreenState, unlock, type GuardPolicy, type Status } from "./ipc";
 import { inputProblem, nextFocus, outcomeMessage, planFor, titleFor, type Factor, type Plan } from "./unlock-flow";
+import { refuseForeignInput } from "./no-paste";
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -267,6 +268,7 @@ function startClock(): void {
 }
 
 async function main(): Promise<void> {
+  refuseForeignInput(document);
   buildPinPad();
   keepFocus();
   startClock();

@@ -706,6 +706,38 @@ impl Drop for FakeLogind {
     }
 }
 
+/// Text held on an X selection (`clipboard` or `primary`) by `xclip`, as a chart's copy
+/// would be, until dropped.
+pub struct Selection {
+    holder: Child,
+}
+
+impl Selection {
+    pub fn hold(desktop: &Desktop, selection: &str, text: &str) -> Self {
+        use std::io::Write;
+        let mut holder = desktop
+            .command("xclip")
+            .args(["-selection", selection, "-quiet", "-i"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("xclip is not installed (make setup installs it)");
+        holder.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        wait_for(&format!("xclip to own the {selection} selection"), Duration::from_secs(10), || {
+            let out = desktop.command("xclip").args(["-selection", selection, "-o"]).output().ok()?;
+            (String::from_utf8_lossy(&out.stdout) == text).then_some(())
+        });
+        Self { holder }
+    }
+}
+
+impl Drop for Selection {
+    fn drop(&mut self) {
+        kill(&mut self.holder);
+    }
+}
+
 /// The guard started by `tauri-driver` (WebKitWebDriver underneath) and driven over
 /// WebDriver: the page's own elements and texts, which the X server cannot show.
 pub struct WebDriverGuard {
@@ -807,6 +839,23 @@ impl WebDriverGuard {
     pub fn text(&self, css: &str) -> String {
         let element = self.find(css);
         self.call("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// An input's current value (its `value` property).
+    pub fn value(&self, css: &str) -> String {
+        let element = self.find(css);
+        self.call("GET", &format!("/element/{element}/property/value"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The centre of an element on the screen (the lock page covers the screen from 0,0).
+    pub fn centre(&self, css: &str) -> (i64, i64) {
+        let element = self.find(css);
+        let rect = self.call("GET", &format!("/element/{element}/rect"), None);
+        let at = |k: &str| rect[k].as_f64().unwrap_or_default();
+        ((at("x") + at("width") / 2.0) as i64, (at("y") + at("height") / 2.0) as i64)
     }
 
     /// Waits until the element's text satisfies `f`.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use wardlock_e2e::{
-    oathtool, wait_for, Agent, Desktop, FakeLogind, Guard, PhiApp, WebDriverGuard, CURTAIN, POLICY,
+    oathtool, wait_for, Agent, Desktop, FakeLogind, Guard, PhiApp, Selection, WebDriverGuard, CURTAIN, POLICY,
 };
 
 /// Each test runs a desktop, a web engine and a service: one at a time keeps two cores
@@ -639,4 +639,33 @@ fn a_policy_that_lets_synthetic_input_count_keeps_the_jiggled_session_open() {
     assert_eq!(agent.count("locked"), 0);
     assert_eq!(agent.count("synthetic_input_ignored"), 0);
     drop(guard);
+}
+
+#[test]
+fn pasting_or_middle_clicking_into_the_lock_page_inserts_nothing() {
+    let (_serial, desktop, agent) = setup();
+    let page = WebDriverGuard::start_locked(&desktop, &agent);
+    wait_for("the lock page", SECS(30), || (page.title() == "Wardlock — locked").then_some(()));
+    // A chart excerpt copied before the lock, on the clipboard and the primary selection.
+    let _clipboard = Selection::hold(&desktop, "clipboard", "MRN 4471 bed 4 730284");
+    let _primary = Selection::hold(&desktop, "primary", "MRN 4471 bed 4 730284");
+
+    for field in ["#user", "#pin"] {
+        page.click(field);
+        desktop.key("ctrl+v");
+        desktop.key("shift+Insert");
+        let (x, y) = page.centre(field);
+        desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "2"]);
+        // Typing still reaches the field, after the paste attempts: they inserted nothing.
+        desktop.type_text("4");
+        let value = wait_for("the typed key in the field", SECS(10), || {
+            Some(page.value(field)).filter(|v| !v.is_empty())
+        });
+        assert_eq!(value, "4", "{field} took pasted text");
+    }
+    assert!(!desktop.lock_windows().is_empty());
+    assert!(
+        agent.audit().iter().all(|e| !e.to_string().contains("4471")),
+        "pasted text reached the audit log"
+    );
 }
