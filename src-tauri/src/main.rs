@@ -5,6 +5,7 @@ mod commands;
 mod guard;
 mod idle;
 mod instance;
+mod keymap;
 mod link;
 mod platform;
 mod screen;

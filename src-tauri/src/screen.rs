@@ -96,6 +96,8 @@ pub struct TauriScreen {
     grab_failed: Arc<AtomicBool>,
     watchdog: Arc<AtomicU32>,
     tray_text: Mutex<Option<StatusListener>>,
+    /// The keymap as it was before the lock hardened it, to load again at the unlock.
+    saved_keymap: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for TauriScreen {
@@ -114,6 +116,7 @@ impl TauriScreen {
             grab_failed: Arc::new(AtomicBool::new(false)),
             watchdog: Arc::new(AtomicU32::new(0)),
             tray_text: Mutex::new(None),
+            saved_keymap: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -187,6 +190,7 @@ impl Screen for TauriScreen {
 
     fn lock(&self) {
         self.locked.store(true, Ordering::SeqCst);
+        harden_keymap(self.saved_keymap.clone(), self.locked.clone(), self.link.clone());
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.main_thread(move |app, ctx| {
             with_banner(platform::Banner::hide);
@@ -201,6 +205,7 @@ impl Screen for TauriScreen {
 
     fn unlock(&self) {
         self.locked.store(false, Ordering::SeqCst);
+        restore_keymap(self.saved_keymap.clone());
         self.grab_failed.store(false, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.main_thread(|app, _| {
@@ -224,6 +229,56 @@ impl Screen for TauriScreen {
             _ => false,
         });
     }
+}
+
+/// Takes the grab-breaking, server-ending and VT-switching actions out of the keymap for
+/// as long as the lock lasts (see `keymap`), off the window thread: the curtain and the
+/// grab come first. Where that fails the lock is reported failed, which `wardlockd`
+/// escalates.
+fn harden_keymap(saved: Arc<Mutex<Option<String>>>, locked: Arc<AtomicBool>, link: ServiceLink) {
+    let display = std::env::var("DISPLAY").unwrap_or_default();
+    std::thread::spawn(move || {
+        let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
+        // Unlocked meanwhile, or hardened already (locked again while locked).
+        if !locked.load(Ordering::SeqCst) || saved.is_some() {
+            return;
+        }
+        let hardened = crate::keymap::read(&display).and_then(|original| {
+            let (hardened, removed) = crate::keymap::harden(&original);
+            if removed.is_empty() {
+                return Ok(None);
+            }
+            crate::keymap::load(&display, &hardened)?;
+            *saved = Some(original);
+            Ok(Some(removed))
+        });
+        match hardened {
+            Ok(Some(removed)) => {
+                eprintln!("wardlock: keymap hardened while locked (took out {})", removed.join(", "));
+                link.report(GuardEvent::KeymapHardened { actions: removed.join(", ") });
+            }
+            Ok(None) => {}
+            Err(why) => {
+                eprintln!("wardlock: the keymap could not be hardened: {why}");
+                link.report(GuardEvent::LockFailed {
+                    what: format!("the keymap could not be hardened: {why}"),
+                });
+            }
+        }
+    });
+}
+
+/// Loads the keymap as it was before the lock (after any hardening still under way).
+fn restore_keymap(saved: Arc<Mutex<Option<String>>>) {
+    let display = std::env::var("DISPLAY").unwrap_or_default();
+    std::thread::spawn(move || {
+        let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(original) = saved.take() {
+            if let Err(why) = crate::keymap::load(&display, &original) {
+                eprintln!("wardlock: the keymap could not be restored after the unlock: {why}");
+            }
+        }
+    });
 }
 
 fn lock_windows(app: &AppHandle) -> Vec<WebviewWindow> {

@@ -669,3 +669,72 @@ fn pasting_or_middle_clicking_into_the_lock_page_inserts_nothing() {
         "pasted text reached the audit log"
     );
 }
+
+/// The keymap in force, as the X server's own compiler writes it.
+fn keymap(desktop: &Desktop) -> String {
+    let out = desktop.command("xkbcomp").args(["-w", "0", "-xkb", &desktop.display, "-"]).output().unwrap();
+    assert!(out.status.success(), "xkbcomp: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every action line of a keymap, in order.
+fn action_lines(keymap: &str) -> Vec<String> {
+    keymap
+        .lines()
+        .filter(|l| l.contains("action=") || l.contains("actions["))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+const SERVER_ACTIONS: &[&str] = &["Private(type=0x86", "Terminate(", "SwitchScreen("];
+
+#[test]
+fn while_locked_the_keymap_cannot_break_the_grab_end_the_server_or_switch_away() {
+    let (_serial, desktop, agent) = setup();
+    // Someone in the session turned the grab-breaking keys on, and ends the server on
+    // Ctrl+Alt+Backspace.
+    let options = [
+        "-rules",
+        "evdev",
+        "-layout",
+        "us",
+        "-option",
+        "grab:break_actions",
+        "-option",
+        "terminate:ctrl_alt_bksp",
+    ];
+    assert!(desktop.command("setxkbmap").args(options).status().unwrap().success());
+    let before = keymap(&desktop);
+    assert!(
+        before.contains("Terminate(") && before.contains("SwitchScreen("),
+        "nothing to harden in this keymap"
+    );
+    let phi = PhiApp::start(&desktop);
+    let mut guard = Guard::start(&desktop, &agent);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    let hardened = agent.wait_audit("keymap_hardened", SECS(10));
+    let actions = hardened["details"]["actions"].as_str().unwrap().to_owned();
+    assert!(actions.contains("Terminate") && actions.contains("SwitchScreen"), "{hardened}");
+    let locked_map = keymap(&desktop);
+    for action in SERVER_ACTIONS {
+        assert!(!locked_map.contains(action), "{action} still in the keymap while locked");
+    }
+
+    for keys in ["ctrl+alt+KP_Divide", "ctrl+alt+KP_Multiply", "ctrl+alt+BackSpace", "ctrl+alt+F1"] {
+        desktop.key(keys);
+        desktop.type_text("leak");
+    }
+    assert!(!guard.exited(), "the guard was killed through the keymap");
+    assert!(!desktop.lock_windows().is_empty(), "the lock went");
+    assert_eq!(phi.received(), "", "keys reached the chart behind the lock");
+
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+    // Loading a keymap renames its sections and drops redundant entries; what must come
+    // back is every action of every key.
+    desktop.wait("the keymap's actions as they were", SECS(10), || {
+        (action_lines(&keymap(&desktop)) == action_lines(&before)).then_some(())
+    });
+    assert!(!agent.audit_kinds().iter().any(|k| k == "lock_failed"));
+}

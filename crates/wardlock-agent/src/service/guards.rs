@@ -204,6 +204,9 @@ impl Service {
                 d(AuditKind::Locked).detail("reason", reason.unwrap_or_default())
             }
             GuardEvent::LockFailed { what } => d(AuditKind::LockFailed).detail("what", client_text(what)),
+            GuardEvent::KeymapHardened { actions } => {
+                d(AuditKind::KeymapHardened).detail("actions", client_text(actions))
+            }
             GuardEvent::SyntheticInputIgnored { device } => {
                 d(AuditKind::SyntheticInputIgnored).detail("device", client_text(device))
             }

@@ -117,6 +117,10 @@ pub enum GuardEvent {
     SyntheticInputIgnored {
         device: String,
     },
+    /// At the lock, these keymap actions were taken out until the unlock.
+    KeymapHardened {
+        actions: String,
+    },
     PhiAppHidden {
         app: String,
     },
