@@ -341,6 +341,7 @@ impl Service {
             if let Err(e) = service.clone().walk_ladder(target, confirmed).await {
                 eprintln!("wardlockd: could not audit an escalation step: {e}");
             }
+            // Also when a step could not be audited and the ladder stopped early.
             service.escalations.lock().remove(&key);
         });
     }
@@ -361,16 +362,13 @@ impl Service {
                 .detail("alert", "compliance")
         };
 
-        let request = match tokio::time::timeout(
-            OS_CALL_TIMEOUT.min(grace),
-            self.sessions.request_lock(target.session.clone()),
-        )
-        .await
-        {
-            Ok(Ok(what)) => format!("sent to {what}"),
-            Ok(Err(e)) => format!("failed: {e}"),
-            Err(_) => format!("no answer within {} s", OS_CALL_TIMEOUT.min(grace).as_secs()),
-        };
+        let request =
+            match os_call(OS_CALL_TIMEOUT.min(grace), self.sessions.request_lock(target.session.clone()))
+                .await
+            {
+                Ok(what) => format!("sent to {what}"),
+                Err(e) => format!("failed: {e}"),
+            };
         let then = match mode {
             Unguarded::Logoff => "logoff",
             _ => "nothing more (lock.when_unguarded = lock_only)",
@@ -400,6 +398,8 @@ impl Service {
             }
         };
         let waited = started.elapsed();
+        // Decided: no longer waiting for a confirmation (status says so from here on).
+        self.escalations.lock().remove(&target.key());
         match confirmation {
             Some(by) => {
                 let d = step(AuditKind::EscalationConfirmed).detail("after_ms", waited.as_millis());
@@ -428,25 +428,15 @@ impl Service {
         if mode != Unguarded::Logoff {
             return Ok(());
         }
-        let ended = tokio::time::timeout(
-            OS_CALL_TIMEOUT,
-            self.sessions.terminate(target.session.clone(), target.uid),
-        )
-        .await;
-        match ended {
-            Ok(Ok(what)) => {
+        match os_call(OS_CALL_TIMEOUT, self.sessions.terminate(target.session.clone(), target.uid)).await {
+            Ok(what) => {
                 self.audit_async(step(AuditKind::SessionTerminated).detail("ended", client_text(&what)))
                     .await?;
                 eprintln!("wardlockd: ended {what}: no guard confirmed its lock");
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 self.audit_async(step(AuditKind::SessionTerminateFailed).detail("error", client_text(&e)))
                     .await?;
-                eprintln!("wardlockd: could not end {}: {e}", target.key());
-            }
-            Err(_) => {
-                let e = format!("no answer within {} s", OS_CALL_TIMEOUT.as_secs());
-                self.audit_async(step(AuditKind::SessionTerminateFailed).detail("error", &e)).await?;
                 eprintln!("wardlockd: could not end {}: {e}", target.key());
             }
         }
@@ -468,19 +458,17 @@ impl Service {
                 _ = tokio::time::sleep(period) => {}
                 _ = shutdown.changed() => return,
             }
-            let sessions = match tokio::time::timeout(OS_CALL_TIMEOUT, self.sessions.active_sessions()).await
-            {
-                Ok(Ok(sessions)) => {
+            let sessions = match os_call(OS_CALL_TIMEOUT, self.sessions.active_sessions()).await {
+                Ok(sessions) => {
                     reported_unreachable = false;
                     sessions
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     if !std::mem::replace(&mut reported_unreachable, true) {
                         eprintln!("wardlockd: cannot list the OS sessions, so sessions without a guard go unseen: {e}");
                     }
                     continue;
                 }
-                Err(_) => continue,
             };
             let guarded: std::collections::HashSet<String> =
                 self.guarded_sessions.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
@@ -517,10 +505,7 @@ impl Service {
     async fn locked_hint_after(&self, session: Option<String>, pause: Duration) -> bool {
         tokio::time::sleep(pause).await;
         let Some(session) = session else { return false };
-        matches!(
-            tokio::time::timeout(OS_CALL_TIMEOUT, self.sessions.locked_hint(session)).await,
-            Ok(Ok(true))
-        )
+        os_call(OS_CALL_TIMEOUT, self.sessions.locked_hint(session)).await == Ok(true)
     }
 
     async fn audit_async(
@@ -532,6 +517,16 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Worker(e.to_string()))?
     }
+}
+
+/// A call to the OS that may hang (a stuck bus): no answer in `limit` is a failure too.
+async fn os_call<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", limit.as_secs())))
 }
 
 fn pid_text(pid: Option<u32>) -> String {

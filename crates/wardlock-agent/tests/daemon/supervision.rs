@@ -129,6 +129,8 @@ impl FakeLogind {
             .args(["-c", "sleep 600 & wait"])
             .process_group(0)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let leader = Arc::new(Mutex::new(leader));
@@ -168,7 +170,12 @@ impl FakeLogind {
 
 impl Drop for FakeLogind {
     fn drop(&mut self) {
-        let _ = self.session_leader.lock().unwrap().kill();
+        // The whole "session": its sleep too, which would otherwise outlive the test.
+        let mut leader = self.session_leader.lock().unwrap();
+        let pgid = nix::unistd::Pid::from_raw(leader.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = leader.wait();
+        drop(leader);
         let _ = self.bus.kill();
         let _ = self.bus.wait();
     }
