@@ -738,3 +738,23 @@ fn while_locked_the_keymap_cannot_break_the_grab_end_the_server_or_switch_away()
     });
     assert!(!agent.audit_kinds().iter().any(|k| k == "lock_failed"));
 }
+
+#[test]
+fn a_guard_stopped_while_the_session_is_unlocked_ends_the_session_too() {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let desktop = Desktop::start(1280, 800);
+    let logind = FakeLogind::start();
+    let bus = [("DBUS_SYSTEM_BUS_ADDRESS", logind.address.as_str())];
+    let agent = Agent::start_with_env(&logoff_policy(), &bus);
+    let mut chart = PhiApp::start(&desktop);
+    logind.set_session_processes(chart.process_group());
+    let mut guard = Guard::start_with_env(&desktop, &agent, &bus);
+    agent.wait_audit("guard_started", SECS(10));
+    assert!(desktop.lock_windows().is_empty(), "the session is open");
+
+    guard.kill9(); // `systemctl --user stop`, the OOM killer: no idle lock any more
+    wait_for("the session (the chart) to end", SECS(3 + 2), || (!chart.alive()).then_some(()));
+    agent.wait_audit("session_terminated", SECS(10));
+    assert_eq!(logind.calls(), ["lock", "terminate"]);
+    drop((guard, serial));
+}
