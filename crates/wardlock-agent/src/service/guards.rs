@@ -64,6 +64,8 @@ enum Confirmation {
 /// An escalation in progress: whose session it is, and where its confirmation goes.
 #[derive(Debug)]
 struct Escalating {
+    /// Tells this ladder from a later one of the same session.
+    id: u64,
     account: String,
     confirm: watch::Sender<Option<Confirmation>>,
 }
@@ -72,6 +74,7 @@ struct Escalating {
 #[derive(Debug, Default)]
 pub(super) struct Escalations {
     active: std::sync::Mutex<std::collections::HashMap<String, Escalating>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Escalations {
@@ -81,6 +84,14 @@ impl Escalations {
 
     pub(super) fn count(&self) -> u32 {
         u32::try_from(self.lock().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Ladder `id` of `key` is decided (or stopped): it no longer waits for anything.
+    fn finish(&self, key: &str, id: u64) {
+        let mut active = self.lock();
+        if active.get(key).is_some_and(|e| e.id == id) {
+            active.remove(key);
+        }
     }
 }
 
@@ -327,22 +338,23 @@ impl Service {
             return;
         }
         let (confirm, confirmed) = watch::channel(None);
+        let id = self.escalations.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         {
             let mut escalations = self.escalations.lock();
             if escalations.contains_key(&target.key()) {
                 return;
             }
-            escalations.insert(target.key(), Escalating { account: target.account.clone(), confirm });
+            escalations.insert(target.key(), Escalating { id, account: target.account.clone(), confirm });
         }
         self.set_session_locked(&target.account, true);
         let service = self.clone();
         tokio::spawn(async move {
             let key = target.key();
-            if let Err(e) = service.clone().walk_ladder(target, confirmed).await {
+            if let Err(e) = service.clone().walk_ladder(target, confirmed, id).await {
                 eprintln!("wardlockd: could not audit an escalation step: {e}");
             }
             // Also when a step could not be audited and the ladder stopped early.
-            service.escalations.lock().remove(&key);
+            service.escalations.finish(&key, id);
         });
     }
 
@@ -350,6 +362,7 @@ impl Service {
         self: Arc<Self>,
         target: UnguardedSession,
         mut confirmed: watch::Receiver<Option<Confirmation>>,
+        id: u64,
     ) -> Result<(), ServiceError> {
         let policy = self.policy();
         let (mode, grace) = (policy.lock.when_unguarded, policy.lock.escalation_grace);
@@ -383,12 +396,13 @@ impl Service {
         .await?;
         eprintln!("wardlockd: escalating {} ({}): lock requested, {request}", target.key(), target.why);
 
+        let mut confirmable = true;
         let confirmation = loop {
             if let Some(c) = confirmed.borrow_and_update().clone() {
                 break Some(c);
             }
             tokio::select! {
-                _ = confirmed.changed() => {}
+                changed = confirmed.changed(), if confirmable => confirmable = changed.is_ok(),
                 hint = self.locked_hint_after(target.session.clone(), LOCKED_HINT_POLL), if target.session.is_some() => {
                     if hint {
                         break Some(Confirmation::LockedHint);
@@ -399,7 +413,7 @@ impl Service {
         };
         let waited = started.elapsed();
         // Decided: no longer waiting for a confirmation (status says so from here on).
-        self.escalations.lock().remove(&target.key());
+        self.escalations.finish(&target.key(), id);
         match confirmation {
             Some(by) => {
                 let d = step(AuditKind::EscalationConfirmed).detail("after_ms", waited.as_millis());
