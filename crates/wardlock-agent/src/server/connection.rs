@@ -216,13 +216,9 @@ impl Connection {
     async fn hello(&mut self, role: ClientRole, client: &str) -> Result<(), End> {
         if role == ClientRole::Guard {
             let (service, peer) = (self.service.clone(), self.peer.clone());
-            let admitted =
-                tokio::task::spawn_blocking(move || service.admit_guard(&peer)).await.unwrap_or_else(|e| {
-                    Err(GuardRefusal {
-                        code: ErrorCode::Internal,
-                        message: format!("a worker thread failed: {e}"),
-                    })
-                });
+            let admitted = blocking(move || Ok(service.admit_guard(&peer)))
+                .await
+                .unwrap_or_else(|e| Err(GuardRefusal { code: ErrorCode::Internal, message: e.to_string() }));
             if let Err(GuardRefusal { code, message }) = admitted {
                 eprintln!("wardlockd: refused a guard of {}: {message}", self.peer.account);
                 return Err(self.fail(code, message).await);
