@@ -9,33 +9,11 @@ use gtk::gdk;
 use gtk::glib;
 use gtk::prelude::*;
 
-/// One monitor's rectangle in GDK's (logical) coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Area {
-    pub x: i32,
-    pub y: i32,
-    pub width: i32,
-    pub height: i32,
-}
+pub use super::randr::Area;
 
+/// The monitors as the X server has them now, primary first (see `randr`).
 pub fn monitors() -> Vec<Area> {
-    let Some(display) = gdk::Display::default() else { return Vec::new() };
-    (0..display.n_monitors())
-        .filter_map(|i| display.monitor(i))
-        .map(|m| {
-            let g = m.geometry();
-            Area { x: g.x(), y: g.y(), width: g.width(), height: g.height() }
-        })
-        .collect()
-}
-
-/// Index of the primary monitor (where the keyboard goes), 0 if none is marked.
-pub fn primary_monitor() -> usize {
-    let Some(display) = gdk::Display::default() else { return 0 };
-    (0..display.n_monitors())
-        .find(|&i| display.monitor(i).is_some_and(|m| m.is_primary()))
-        .and_then(|i| usize::try_from(i).ok())
-        .unwrap_or(0)
+    with_x11(|conn| super::randr::monitors(conn, 0)).unwrap_or_default()
 }
 
 /// Any program of the session can destroy or unmap our X windows. GDK's default reaction
@@ -56,11 +34,15 @@ pub fn make_override_redirect(window: &gtk::ApplicationWindow) {
     }
 }
 
-pub fn place(window: &gtk::ApplicationWindow, area: Area) {
-    window.move_(area.x, area.y);
-    window.resize(area.width, area.height);
+/// Moves and sizes a window onto `area` (X pixels; GTK counts in scaled ones).
+pub fn place(window: &impl IsA<gtk::Window>, area: Area) {
+    let window = window.as_ref();
+    let scale = window.scale_factor().max(1);
+    let (x, y, width, height) = (area.x / scale, area.y / scale, area.width / scale, area.height / scale);
+    window.move_(x, y);
+    window.resize(width, height);
     if let Some(gdk_window) = window.window() {
-        gdk_window.move_resize(area.x, area.y, area.width, area.height);
+        gdk_window.move_resize(x, y, width, height);
     }
 }
 
@@ -115,8 +97,9 @@ pub fn focus(window: &gtk::ApplicationWindow) -> Result<(), String> {
     Ok(())
 }
 
-fn xid_of(window: &gtk::ApplicationWindow) -> Option<u32> {
+fn xid_of(window: &impl IsA<gtk::Widget>) -> Option<u32> {
     window
+        .as_ref()
         .window()
         .filter(|w| !w.is_destroyed())
         .and_then(|w| w.downcast_ref::<gdkx11::X11Window>().map(gdkx11::X11Window::xid))
@@ -124,7 +107,7 @@ fn xid_of(window: &gtk::ApplicationWindow) -> Option<u32> {
 }
 
 /// Whether the X server still has this window (another program may have destroyed it).
-pub fn x_window_exists(window: &gtk::ApplicationWindow) -> bool {
+pub fn x_window_exists(window: &impl IsA<gtk::Widget>) -> bool {
     use x11rb::protocol::xproto::ConnectionExt;
     let Some(xid) = xid_of(window) else { return false };
     with_x11(|conn| conn.get_window_attributes(xid).ok().and_then(|c| c.reply().ok()).is_some())
@@ -194,9 +177,115 @@ pub fn ungrab() {
     }
 }
 
-pub fn raise(window: &gtk::ApplicationWindow) {
-    if let Some(gdk_window) = window.window() {
+pub fn raise(window: &impl IsA<gtk::Widget>) {
+    if let Some(gdk_window) = window.as_ref().window() {
         gdk_window.raise();
+    }
+}
+
+/// Restacks `window` directly below `sibling` (both top-level windows of ours): above
+/// everything else, yet never over the lock page, so raising a curtain cannot start a
+/// raise war with the page it lies under.
+pub fn stack_below(window: &impl IsA<gtk::Widget>, sibling: &impl IsA<gtk::Widget>) -> bool {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConfigureWindowAux, ConnectionExt, StackMode};
+    let (Some(xid), Some(sibling)) = (xid_of(window), xid_of(sibling)) else { return false };
+    with_x11(|conn| {
+        let sent = conn
+            .configure_window(xid, &ConfigureWindowAux::new().sibling(sibling).stack_mode(StackMode::BELOW))
+            .is_ok();
+        sent && conn.flush().is_ok()
+    })
+    .unwrap_or(false)
+}
+
+/// The curtain's colour as an X pixel on a 24-bit TrueColor visual.
+const CURTAIN_PIXEL: u32 = 0x000c_1e26;
+pub const CURTAIN_CSS_COLOUR: &str = "#0c1e26";
+
+/// One monitor's curtain: a native override-redirect window in the curtain colour with a
+/// short "Locked" text, and no webview. It is made ahead of any lock and only mapped at
+/// the lock, so the screen is covered within milliseconds; whatever happens to the lock
+/// page above it (a web process that crashed, hung or never drew), the monitor stays
+/// covered. It has the same X connection as the page, so the one grab serves both.
+pub struct Curtain {
+    window: gtk::Window,
+    area: std::cell::Cell<Option<Area>>,
+}
+
+impl std::fmt::Debug for Curtain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Curtain").field("area", &self.area.get()).finish()
+    }
+}
+
+impl Curtain {
+    pub fn new() -> Self {
+        // A popup is override-redirect on X11: no window manager can minimise, move or
+        // close it.
+        let window = gtk::Window::new(gtk::WindowType::Popup);
+        window.set_title("Wardlock curtain");
+        window.set_widget_name("wardlock-curtain");
+        window.set_accept_focus(false);
+        let label = gtk::Label::new(Some("Locked"));
+        window.add(&label);
+        label.show();
+        let css = gtk::CssProvider::new();
+        let rules = format!(
+            "#wardlock-curtain {{ background: {CURTAIN_CSS_COLOUR}; }}
+             #wardlock-curtain label {{ color: #9fbac6; font-size: 28px; }}"
+        );
+        let _ = css.load_from_data(rules.as_bytes());
+        window.style_context().add_provider(&css, gtk::STYLE_PROVIDER_PRIORITY_APPLICATION);
+        label.style_context().add_provider(&css, gtk::STYLE_PROVIDER_PRIORITY_APPLICATION);
+        window.realize();
+        // The X server paints the background itself before GTK's first frame.
+        if let Some(xid) = xid_of(&window) {
+            use x11rb::connection::Connection;
+            use x11rb::protocol::xproto::{ChangeWindowAttributesAux, ConnectionExt};
+            with_x11(|conn| {
+                let _ = conn.change_window_attributes(
+                    xid,
+                    &ChangeWindowAttributesAux::new().background_pixel(CURTAIN_PIXEL),
+                );
+                let _ = conn.flush();
+            });
+        }
+        Self { window, area: std::cell::Cell::new(None) }
+    }
+
+    pub fn window(&self) -> &gtk::Window {
+        &self.window
+    }
+
+    /// Covers `area`, mapped and on top.
+    pub fn cover(&self, area: Area) {
+        self.area.set(Some(area));
+        place(&self.window, area);
+        self.window.show();
+        place(&self.window, area);
+        raise(&self.window);
+    }
+
+    /// Hidden, and no longer wanted on any monitor.
+    pub fn hide(&self) {
+        self.area.set(None);
+        self.window.hide();
+    }
+
+    /// Meant to cover a monitor now (whether or not it is on screen).
+    pub fn is_wanted(&self) -> bool {
+        self.area.get().is_some()
+    }
+
+    /// Mapped (and not destroyed by another program).
+    pub fn is_shown(&self) -> bool {
+        self.window.window().is_some_and(|w| !w.is_destroyed() && w.is_viewable())
+    }
+
+    /// Destroyed by another program (its X window is gone; GTK drops the widget).
+    pub fn is_destroyed(&self) -> bool {
+        self.window.window().is_none_or(|w| w.is_destroyed())
     }
 }
 
@@ -290,8 +379,7 @@ impl Banner {
     }
 
     fn show_top_centre(&self) {
-        let areas = monitors();
-        let area = areas.get(primary_monitor()).or(areas.first()).copied();
+        let area = monitors().first().copied();
         self.window.show_all();
         if let Some(area) = area {
             let (width, _) = self.window.size();

@@ -4,6 +4,8 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
+#[cfg(target_os = "linux")]
+pub mod randr;
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("the session guard's lock windows are built for Linux (X11) only so far");

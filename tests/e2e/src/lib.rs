@@ -161,6 +161,17 @@ impl Desktop {
         self.windows().into_iter().filter(|w| w.viewable && w.name.starts_with("Wardlock — ")).collect()
     }
 
+    /// Viewable curtains: the guard's native windows under the lock page, one per monitor.
+    pub fn curtains(&self) -> Vec<Window> {
+        self.windows().into_iter().filter(|w| w.viewable && w.name == "Wardlock curtain").collect()
+    }
+
+    /// Whether every pixel of the screen has the curtain's colour or the lock page's
+    /// (the page may be drawn over part of it): nothing of any other window shows.
+    pub fn covered_at(&self, points: &[(u16, u16)]) -> bool {
+        points.iter().all(|&(x, y)| self.pixel(x, y) == CURTAIN)
+    }
+
     /// A window managed (reparented) by the window manager, found by its exact title.
     pub fn find_managed(&self, name: &str) -> Option<String> {
         let pattern = format!("^{}$", name.replace('.', "\\."));
@@ -200,7 +211,9 @@ impl Desktop {
 
     #[track_caller]
     pub fn wait_unlocked(&self, within: Duration) {
-        self.wait("the lock windows to go", within, || self.lock_windows().is_empty().then_some(()));
+        self.wait("the lock windows to go", within, || {
+            (self.lock_windows().is_empty() && self.curtains().is_empty()).then_some(())
+        });
     }
 
     pub fn input_focus(&self) -> u32 {
@@ -484,6 +497,27 @@ impl Guard {
         if let Some(mut child) = self.child.take() {
             kill(&mut child);
         }
+    }
+
+    /// The guard's WebKit web processes (its children of that name), by pid.
+    pub fn web_processes(&self) -> Vec<i32> {
+        let parent = self.pid().as_raw();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
+            let Some((head, tail)) = stat.rsplit_once(')') else { continue };
+            let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+            let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(parent)
+                && comm.starts_with("WebKitWebProces")
+                && !tail.trim_start().starts_with('Z')
+            {
+                found.push(pid);
+            }
+        }
+        found
     }
 
     pub fn log_text(&self) -> String {

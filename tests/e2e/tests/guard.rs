@@ -236,6 +236,70 @@ fn escape_attempts_leave_the_lock_in_place_and_no_key_reaches_the_phi_app() {
     drop(guard);
 }
 
+/// Points along the edges and in the corners, which the lock page leaves in the curtain's
+/// colour too: a frozen or transparent page would show the chart there.
+const EDGES: [(u16, u16); 8] =
+    [(0, 0), (1279, 0), (0, 799), (1279, 799), (640, 2), (2, 400), (1277, 400), (640, 797)];
+
+#[test]
+fn a_killed_or_hung_lock_page_is_rebuilt_under_a_covered_screen_and_the_right_pin_unlocks() {
+    let (_serial, desktop, agent) = setup();
+    let guard = Guard::start(&desktop, &agent);
+    let phi = PhiApp::start(&desktop);
+    desktop.xdotool(&["windowactivate", "--sync", &phi.id]);
+    desktop.type_text("visible");
+    wait_for("keys in the PHI app", SECS(10), || (phi.received() == "visible").then_some(()));
+
+    for (signal, why) in [
+        (nix::sys::signal::Signal::SIGKILL, "crashed or was killed"),
+        // Stopped: alive but answering nothing, as a page stuck in a loop.
+        (nix::sys::signal::Signal::SIGSTOP, "did not answer"),
+    ] {
+        let restarts_before = agent.count("lock_screen_restarted");
+        guard.lock_now();
+        desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+        desktop.wait_drawn();
+        let page = desktop.lock_windows()[0].id;
+        let web = guard.web_processes();
+        assert_eq!(web.len(), 1, "one web process for the lock page: {web:?}");
+        let hit_at = std::time::Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(web[0]), signal).unwrap();
+
+        // While the page is gone or frozen: covered edge to edge, and keys go nowhere.
+        desktop.type_text("leak");
+        assert!(desktop.covered_at(&EDGES), "uncovered: {}", desktop.save_screenshot("page-gone").display());
+        let restarted = desktop.wait("the page restarted", SECS(20), || {
+            let entries = agent.audit();
+            let restarts: Vec<_> =
+                entries.into_iter().filter(|e| e["kind"] == "lock_screen_restarted").collect();
+            (restarts.len() > restarts_before).then(|| restarts.last().cloned()).flatten()
+        });
+        let reason = restarted["details"]["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(reason.contains(why), "after {signal}: {restarted}");
+        assert_eq!(restarted["details"]["pid"], guard.pid().as_raw().to_string(), "{restarted}");
+        assert!(
+            desktop.covered_at(&EDGES),
+            "uncovered: {}",
+            desktop.save_screenshot("page-restarted").display()
+        );
+        desktop.wait("a new lock page", SECS(10), || {
+            desktop.lock_windows().iter().any(|w| w.id != page && w.name == "Wardlock — locked").then_some(())
+        });
+        desktop.type_text("leak");
+        type_pin(&desktop, "n.nurse", "730284");
+        desktop.wait_unlocked(SECS(10));
+        // The hung page is only noticed after its ping deadline (6 s), so that case has
+        // more time; the crash is seen at once.
+        let limit = if signal == nix::sys::signal::Signal::SIGKILL { SECS(10) } else { SECS(16) };
+        assert!(hit_at.elapsed() < limit, "unlocked {:?} after the {signal}", hit_at.elapsed());
+        assert_eq!(phi.received(), "visible", "keys leaked to the PHI app after the {signal}");
+    }
+    wait_for("the web process to end after the unlock", SECS(10), || {
+        guard.web_processes().is_empty().then_some(())
+    });
+    drop(guard);
+}
+
 #[test]
 fn killing_the_guards_x_client_is_audited_and_the_restarted_guard_locks_again() {
     let (_serial, desktop, agent) = setup();

@@ -218,6 +218,9 @@ impl Service {
             GuardEvent::KeymapHardened { actions } => {
                 d(AuditKind::KeymapHardened).detail("actions", client_text(actions))
             }
+            GuardEvent::LockScreenRestarted { reason } => {
+                d(AuditKind::LockScreenRestarted).detail("reason", client_text(reason))
+            }
             GuardEvent::SyntheticInputIgnored { device } => {
                 d(AuditKind::SyntheticInputIgnored).detail("device", client_text(device))
             }

@@ -121,6 +121,11 @@ pub enum GuardEvent {
     KeymapHardened {
         actions: String,
     },
+    /// The lock page's web process died or hung while locked; the native curtain and the
+    /// grab stayed, and the page was built again.
+    LockScreenRestarted {
+        reason: String,
+    },
     PhiAppHidden {
         app: String,
     },
