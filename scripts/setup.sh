@@ -19,9 +19,10 @@ APT_PACKAGES=(
   # The session guard (Tauri v2 on WebKitGTK) and its end-to-end tests on a private X server.
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxss-dev
   xvfb openbox xdotool wmctrl xterm x11-utils fonts-dejavu-core
+  xserver-xorg-core xserver-xorg-video-dummy  # Xorg with sixteen RandR outputs: the tests plug monitors in and out while locked
   x11-xkb-utils  # xkbcomp (the guard hardens the keymap while locked) and setxkbmap for its test
   xclip  # a chart excerpt on the clipboard, which the lock page must not take
-  x11-xserver-utils  # xset: the tests' keep-awake script (xset s reset) must not keep a session open
+  x11-xserver-utils  # xset and xrandr: the tests' keep-awake script (xset s reset) must not keep a session open
   webkit2gtk-driver  # WebKitWebDriver, under tauri-driver, for the WebDriver end-to-end test
 )
 

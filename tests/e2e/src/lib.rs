@@ -48,11 +48,45 @@ fn kill(child: &mut Child) {
 /// A private X server with a window manager.
 pub struct Desktop {
     pub display: String,
-    xvfb: Child,
+    server: Child,
     wm: Child,
     conn: RustConnection,
     root: u32,
+    /// The dummy Xorg server's configuration and log.
+    _server_dir: Option<tempfile::TempDir>,
 }
+
+/// Xorg with the dummy video driver: sixteen RandR outputs (DUMMY0–DUMMY15) that
+/// `xrandr` turns on and off at runtime, as monitors are plugged in and out. Xvfb and
+/// Xephyr have one monitor whatever is done.
+const DUMMY_XORG_CONF: &str = r#"
+Section "ServerFlags"
+  Option "AutoAddDevices" "false"
+  Option "AutoEnableDevices" "false"
+  Option "DontVTSwitch" "true"
+EndSection
+Section "Device"
+  Identifier "dummy"
+  Driver "dummy"
+  VideoRam 256000
+EndSection
+Section "Monitor"
+  Identifier "monitor"
+  HorizSync 5.0-1000.0
+  VertRefresh 5.0-200.0
+EndSection
+Section "Screen"
+  Identifier "screen"
+  Device "dummy"
+  Monitor "monitor"
+  DefaultDepth 24
+  SubSection "Display"
+    Depth 24
+    Modes "1280x800"
+    Virtual 4096 2400
+  EndSubSection
+EndSection
+"#;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
@@ -68,14 +102,40 @@ pub struct Window {
 impl Desktop {
     pub fn start(width: u16, height: u16) -> Self {
         // -displayfd: Xvfb picks a free display number and tells it, so tests can run side by side.
-        let mut xvfb = Command::new("Xvfb")
+        let xvfb = Command::new("Xvfb")
             .args(["-displayfd", "1", "-screen", "0", &format!("{width}x{height}x24"), "-nolisten", "tcp"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("Xvfb is not installed (make setup installs it)");
+        Self::with_server(xvfb, None)
+    }
+
+    /// A desktop on Xorg's dummy driver with one 1280×800 monitor (output DUMMY0, primary);
+    /// more are plugged in with [`Desktop::xrandr`]. Xorg needs root, as the tests have.
+    pub fn start_with_outputs() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("xorg.conf");
+        std::fs::write(&conf, DUMMY_XORG_CONF).unwrap();
+        let xorg = Command::new("Xorg")
+            .args(["-displayfd", "1", "-config"])
+            .arg(&conf)
+            .arg("-logfile")
+            .arg(dir.path().join("xorg.log"))
+            .args(["-noreset", "-nolisten", "tcp", "-novtswitch", "-sharevts"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xorg is not installed (make setup installs xserver-xorg-core and its dummy driver)");
+        let desktop = Self::with_server(xorg, Some(dir));
+        desktop.xrandr(&["--output", "DUMMY0", "--primary"]);
+        desktop
+    }
+
+    fn with_server(mut server: Child, server_dir: Option<tempfile::TempDir>) -> Self {
         let mut line = String::new();
-        BufReader::new(xvfb.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(!line.trim().is_empty(), "the X server did not start (see its log)");
         let display = format!(":{}", line.trim());
         let (conn, screen) = x11rb::connect(Some(&display)).expect("connect to Xvfb");
         let root = conn.setup().roots[screen].root;
@@ -85,7 +145,7 @@ impl Desktop {
             .stderr(Stdio::null())
             .spawn()
             .expect("openbox is not installed (make setup installs it)");
-        let desktop = Self { display, xvfb, wm, conn, root };
+        let desktop = Self { display, server, wm, conn, root, _server_dir: server_dir };
         // openbox is up once it owns the WM selection.
         let atom = desktop.atom("WM_S0");
         wait_for("the window manager", Duration::from_secs(10), || {
@@ -93,6 +153,18 @@ impl Desktop {
             (owner != x11rb::NONE).then_some(())
         });
         desktop
+    }
+
+    /// Runs `xrandr` on this display (it waits for the server's answer) and checks it worked.
+    pub fn xrandr(&self, args: &[&str]) {
+        let out = self.command("xrandr").args(args).output().expect("xrandr (x11-xserver-utils)");
+        assert!(out.status.success(), "xrandr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The root window's size now.
+    pub fn root_size(&self) -> (u16, u16) {
+        let geo = self.conn.get_geometry(self.root).unwrap().reply().unwrap();
+        (geo.width, geo.height)
     }
 
     fn atom(&self, name: &str) -> u32 {
@@ -272,7 +344,7 @@ impl Desktop {
 impl Drop for Desktop {
     fn drop(&mut self) {
         kill(&mut self.wm);
-        kill(&mut self.xvfb);
+        kill(&mut self.server);
     }
 }
 

@@ -300,6 +300,101 @@ fn a_killed_or_hung_lock_page_is_rebuilt_under_a_covered_screen_and_the_right_pi
     drop(guard);
 }
 
+/// Corners and edge midpoints of a monitor, 2 px inside it.
+fn monitor_points(x: u16, y: u16, width: u16, height: u16) -> Vec<(u16, u16)> {
+    let (right, bottom) = (x + width - 3, y + height - 3);
+    let (mid_x, mid_y) = (x + width / 2, y + height / 2);
+    vec![
+        (x + 2, y + 2),
+        (right, y + 2),
+        (x + 2, bottom),
+        (right, bottom),
+        (mid_x, y + 2),
+        (x + 2, mid_y),
+        (right, mid_y),
+        (mid_x, bottom),
+    ]
+}
+
+fn curtain_areas(desktop: &Desktop) -> Vec<(i16, i16, u16, u16)> {
+    let mut areas: Vec<_> = desktop.curtains().iter().map(|w| (w.x, w.y, w.width, w.height)).collect();
+    areas.sort_unstable();
+    areas
+}
+
+#[test]
+fn every_monitor_is_covered_and_monitors_plugged_in_removed_or_resized_while_locked_stay_covered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Xorg's dummy driver: two monitors now, more plugged in at runtime.
+    let desktop = Desktop::start_with_outputs();
+    desktop.xrandr(&["--addmode", "DUMMY1", "1024x768"]);
+    desktop.xrandr(&["--output", "DUMMY1", "--mode", "1024x768", "--right-of", "DUMMY0"]);
+    let agent = Agent::start(POLICY);
+    agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
+    let guard = Guard::start(&desktop, &agent);
+    let phi = PhiApp::start(&desktop);
+    desktop.xdotool(&["windowactivate", "--sync", &phi.id]);
+    desktop.type_text("visible");
+    wait_for("keys in the PHI app", SECS(10), || (phi.received() == "visible").then_some(()));
+
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_drawn();
+    assert_eq!(curtain_areas(&desktop), [(0, 0, 1280, 800), (1280, 0, 1024, 768)], "a curtain per monitor");
+    let page = &desktop.lock_windows()[0];
+    assert_eq!(
+        (page.x, page.y, page.width, page.height),
+        (0, 0, 1280, 800),
+        "the page on the primary monitor"
+    );
+    let both: Vec<_> = [monitor_points(0, 0, 1280, 800), monitor_points(1280, 0, 1024, 768)].concat();
+    assert!(desktop.covered_at(&both), "uncovered: {}", desktop.save_screenshot("two-monitors").display());
+
+    // A third monitor plugged in while locked: covered within 500 ms (the classic bypass).
+    desktop.xrandr(&["--addmode", "DUMMY2", "1280x800"]);
+    let plugged = std::time::Instant::now();
+    desktop.xrandr(&["--output", "DUMMY2", "--mode", "1280x800", "--below", "DUMMY0"]);
+    let third = monitor_points(0, 800, 1280, 800);
+    desktop.wait("the new monitor covered", SECS(5), || desktop.covered_at(&third).then_some(()));
+    let took = plugged.elapsed();
+    eprintln!("the new monitor was covered {took:?} after xrandr began");
+    assert!(took < Duration::from_millis(500), "the new monitor was bare for {took:?}");
+    desktop.type_text("leak");
+    assert_eq!(curtain_areas(&desktop), [(0, 0, 1280, 800), (0, 800, 1280, 800), (1280, 0, 1024, 768)]);
+
+    // One unplugged, and with it the root shrinks.
+    desktop.xrandr(&["--output", "DUMMY1", "--off"]);
+    desktop.type_text("leak");
+    desktop.wait("the curtains re-laid after the removal", SECS(5), || {
+        (curtain_areas(&desktop) == [(0, 0, 1280, 800), (0, 800, 1280, 800)]).then_some(())
+    });
+    assert_eq!(desktop.root_size(), (1280, 1600));
+    let two: Vec<_> = [monitor_points(0, 0, 1280, 800), third.clone()].concat();
+    assert!(desktop.covered_at(&two), "uncovered: {}", desktop.save_screenshot("monitor-removed").display());
+
+    // The primary monitor resized: its curtain and the page follow.
+    desktop.xrandr(&["--output", "DUMMY0", "--mode", "1024x768"]);
+    desktop.type_text("leak");
+    desktop.wait("the page and curtain on the resized monitor", SECS(5), || {
+        let page = desktop.lock_windows().into_iter().next()?;
+        let page_fits = (page.x, page.y, page.width, page.height) == (0, 0, 1024, 768);
+        (page_fits && curtain_areas(&desktop).contains(&(0, 0, 1024, 768))).then_some(())
+    });
+    let resized: Vec<_> = [monitor_points(0, 0, 1024, 768), third].concat();
+    assert!(
+        desktop.covered_at(&resized),
+        "uncovered: {}",
+        desktop.save_screenshot("monitor-resized").display()
+    );
+    desktop.type_text("leak");
+    assert_eq!(phi.received(), "visible", "keys reached the chart while the monitors changed");
+
+    // The PIN pad still works on the resized primary monitor.
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+    drop(guard);
+}
+
 #[test]
 fn killing_the_guards_x_client_is_audited_and_the_restarted_guard_locks_again() {
     let (_serial, desktop, agent) = setup();
