@@ -286,6 +286,7 @@ pub async fn enroll_close(window: WebviewWindow, state: State<'_, AppState>) -> 
     // Dropping the connection ends the ticket with it.
     state.enroll_link.lock().await.take();
     let _ = window.destroy();
+    crate::webkit::end_network_process_when_unused(window.app_handle());
     Ok(())
 }
 
@@ -323,6 +324,7 @@ pub async fn admin_quit(
 #[tauri::command]
 pub fn admin_close(window: WebviewWindow) {
     let _ = window.destroy();
+    crate::webkit::end_network_process_when_unused(window.app_handle());
 }
 
 pub fn state(app: &AppHandle) -> State<'_, AppState> {

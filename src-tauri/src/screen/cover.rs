@@ -41,6 +41,7 @@ pub(super) fn lock(app: &AppHandle, ctx: Ctx, generation: u32) {
 pub(super) fn unlock(app: &AppHandle) {
     platform::ungrab();
     page::discard(app);
+    crate::webkit::end_network_process_when_unused(app);
     CURTAINS.with(|cell| {
         for curtain in cell.borrow().iter() {
             curtain.hide();

@@ -573,6 +573,16 @@ impl Guard {
 
     /// The guard's WebKit web processes (its children of that name), by pid.
     pub fn web_processes(&self) -> Vec<i32> {
+        self.children_named("WebKitWebProces")
+    }
+
+    /// WebKit's network process, which should exist only around a webview.
+    pub fn network_processes(&self) -> Vec<i32> {
+        self.children_named("WebKitNetworkPr")
+    }
+
+    /// The guard's live child processes whose name (`comm`) starts so.
+    fn children_named(&self, prefix: &str) -> Vec<i32> {
         let parent = self.pid().as_raw();
         let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
