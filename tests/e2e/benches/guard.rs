@@ -8,7 +8,7 @@
 //! - CPU of the guard and all its processes while it waits, and their memory;
 //! - unlock latency: from the Return key (XTEST) to the lock window's `UnmapNotify`.
 //!
-//! `cargo bench -p wardlock-e2e --bench guard`; knobs: WARDLOCK_BENCH_LOCKS (default 10),
+//! `cargo bench -p wardlock-e2e --bench guard`; knobs: WARDLOCK_BENCH_LOCKS (default 30),
 //! WARDLOCK_BENCH_IDLE_SECS (default 60), WARDLOCK_BENCH_ONLY (waiting, locks, xss-lock). Results go into docs/benchmarks.md by hand.
 
 #![allow(clippy::unwrap_used)]
@@ -214,9 +214,30 @@ fn usage(root: u32) -> (f64, f64, f64, usize) {
     (cpu, rss, pss, pids.len())
 }
 
+/// The tree's PSS split into anonymous memory (the heap: what the guard holds) and
+/// file-backed pages (library code and data, which the kernel can drop and read again).
+fn pss_kinds(root: u32) -> String {
+    let (mut anon, mut file) = (0.0, 0.0);
+    for pid in tree(root) {
+        let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else { continue };
+        for line in rollup.lines() {
+            let kib = || line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            if line.starts_with("Pss_Anon:") {
+                anon += kib() / 1024.0;
+            } else if line.starts_with("Pss_File:") {
+                file += kib() / 1024.0;
+            }
+        }
+    }
+    format!("anonymous {anon:.1} MiB, file-backed {file:.1} MiB")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 fn stats(name: &str, mut values: Vec<Duration>) {
     values.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pct = |p: f64| values[((values.len() as f64 - 1.0) * p).round() as usize];
     println!(
         "{name}: n={} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -241,8 +262,8 @@ fn waiting(idle_secs: u64) {
     let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
     println!("guard CPU while waiting: {:.3} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
 
-    // Once it has locked and unlocked, WebKit's network process and the web engine's
-    // libraries stay: the same again in that state.
+    println!("  of which {}", pss_kinds(pid));
+    // Once it has locked and unlocked: the same again in that state.
     agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
     guard.lock_now();
     desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t == "Wardlock — locked");
@@ -252,9 +273,11 @@ fn waiting(idle_secs: u64) {
     desktop.type_text("730284");
     desktop.key("Return");
     desktop.wait_unlocked(Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(10)); // the after-unlock notice goes after 8 s
+    // The after-unlock notice goes after 8 s; WebKit's network process 2 s after the page.
+    std::thread::sleep(Duration::from_secs(10));
     let (cpu0, rss, pss, n) = usage(pid);
     println!("guard while waiting, after a lock: {n} process(es), RSS {rss:.1} MiB, PSS {pss:.1} MiB");
+    println!("  of which {}", pss_kinds(pid));
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(idle_secs));
     let (cpu1, ..) = usage(pid);
@@ -292,6 +315,13 @@ fn locks(iterations: u64) {
         let pressed = Instant::now();
         watcher.key(enter);
         unlocked.push(watcher.wait_unmapped(window) - pressed);
+        println!(
+            "wardlock lock {:2}: mapped {:6.1} ms, keys taken {:6.1} ms, unlock {:6.1} ms",
+            i + 1,
+            ms(mapped[mapped.len() - 1]),
+            ms(grabbed[grabbed.len() - 1]),
+            ms(unlocked[unlocked.len() - 1])
+        );
     }
     std::thread::sleep(Duration::from_secs(3));
     let (_, rss, pss, n) = usage(pid);
@@ -319,12 +349,18 @@ fn xss_lock(iterations: u64, idle_secs: u64) {
         .unwrap();
     std::thread::sleep(Duration::from_secs(2)); // let it connect and select the events
     let (mut mapped, mut grabbed) = (Vec::new(), Vec::new());
-    for _ in 0..iterations {
+    for i in 0..iterations {
         watcher.focus_probe();
         let crossed = watcher.input();
         let (window, at_map, at_grab) = watcher.wait_lock();
         mapped.push(at_map.saturating_duration_since(crossed));
         grabbed.push(at_grab.saturating_duration_since(crossed));
+        println!(
+            "xsecurelock lock {:2}: mapped {:6.1} ms, keys taken {:6.1} ms",
+            i + 1,
+            ms(mapped[mapped.len() - 1]),
+            ms(grabbed[grabbed.len() - 1])
+        );
         let _ = std::process::Command::new("pkill").args(["-KILL", "-x", "xsecurelock"]).status();
         watcher.wait_unmapped(window);
     }
@@ -352,7 +388,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; there is nothing to run then
     }
-    let iterations = env_num("WARDLOCK_BENCH_LOCKS", 10);
+    let iterations = env_num("WARDLOCK_BENCH_LOCKS", 30);
     let idle_secs = env_num("WARDLOCK_BENCH_IDLE_SECS", 60);
     let only = std::env::var("WARDLOCK_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "waiting" {

@@ -593,7 +593,7 @@ impl Guard {
             let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
             let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok());
             if ppid == Some(parent)
-                && comm.starts_with("WebKitWebProces")
+                && comm.starts_with(prefix)
                 && !tail.trim_start().starts_with('Z')
             {
                 found.push(pid);

@@ -124,6 +124,10 @@ fn wrong_pins_are_refused_then_locked_out_and_the_right_pin_unlocks() {
     assert_eq!(granted["user"], "d.doc", "{granted}");
     // The guard showed the last-unlock notice.
     wait_for("the welcome notice", SECS(10), || desktop.find("Wardlock warning"));
+    // Waiting again, the guard has no webview, so no WebKit process either.
+    wait_for("WebKit's processes to end after the unlock", SECS(10), || {
+        (guard.web_processes().is_empty() && guard.network_processes().is_empty()).then_some(())
+    });
     drop(guard);
 }
 
@@ -262,6 +266,7 @@ fn a_killed_or_hung_lock_page_is_rebuilt_under_a_covered_screen_and_the_right_pi
         let page = desktop.lock_windows()[0].id;
         let web = guard.web_processes();
         assert_eq!(web.len(), 1, "one web process for the lock page: {web:?}");
+        assert_eq!(guard.network_processes().len(), 1, "WebKit's network process, while there is a page");
         let hit_at = std::time::Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(web[0]), signal).unwrap();
 
