@@ -29,10 +29,11 @@ check: setup ui
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Benchmarks; results go into docs/benchmarks.md by hand, with the machine they ran on.
-bench:
+bench: ui
+	@WARDLOCK_SETUP_BENCH=1 bash scripts/setup.sh
 	cargo bench -p wardlock-core --bench core
 	cargo bench -p wardlock-agent --bench store
 	cargo bench -p wardlock-agent --bench socket
-	# The guard beside xss-lock + xsecurelock on Xvfb: about 8 minutes (WARDLOCK_BENCH_* knobs).
+	# The guard beside xss-lock + xsecurelock on Xvfb, 30 locks each: about 20 minutes (WARDLOCK_BENCH_* knobs).
 	cargo build --release --workspace --bins
 	cargo bench -p wardlock-e2e --bench guard

@@ -25,6 +25,10 @@ APT_PACKAGES=(
   x11-xserver-utils  # xset and xrandr: the tests' keep-awake script (xset s reset) must not keep a session open
   webkit2gtk-driver  # WebKitWebDriver, under tauri-driver, for the WebDriver end-to-end test
 )
+# `make bench` measures the guard beside what a Linux admin would deploy instead.
+if [ "${WARDLOCK_SETUP_BENCH:-0}" = 1 ]; then
+  APT_PACKAGES+=(xss-lock xsecurelock)
+fi
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

@@ -106,6 +106,25 @@ fn xid_of(window: &impl IsA<gtk::Widget>) -> Option<u32> {
         .and_then(|xid| u32::try_from(xid).ok())
 }
 
+/// Maps the window on the X server if it is not mapped there (another program unmapped
+/// it behind GTK's back).
+pub fn map_if_unmapped(window: &impl IsA<gtk::Widget>) {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConnectionExt, MapState};
+    let Some(xid) = xid_of(window) else { return };
+    with_x11(|conn| {
+        let unmapped = conn
+            .get_window_attributes(xid)
+            .ok()
+            .and_then(|c| c.reply().ok())
+            .is_some_and(|a| a.map_state == MapState::UNMAPPED);
+        if unmapped {
+            let _ = conn.map_window(xid);
+            let _ = conn.flush();
+        }
+    });
+}
+
 /// Whether the X server still has this window (another program may have destroyed it).
 pub fn x_window_exists(window: &impl IsA<gtk::Widget>) -> bool {
     use x11rb::protocol::xproto::ConnectionExt;
@@ -263,6 +282,9 @@ impl Curtain {
         self.area.set(Some(area));
         place(&self.window, area);
         self.window.show();
+        // Unmapped by another program, the window is still shown as far as GTK and GDK
+        // know, and `show` does nothing: ask the X server, and map it there.
+        map_if_unmapped(&self.window);
         place(&self.window, area);
         raise(&self.window);
     }
@@ -278,9 +300,18 @@ impl Curtain {
         self.area.get().is_some()
     }
 
-    /// Mapped (and not destroyed by another program).
+    /// Mapped, as the X server has it (GDK does not always learn of an unmap by another
+    /// program).
     pub fn is_shown(&self) -> bool {
-        self.window.window().is_some_and(|w| !w.is_destroyed() && w.is_viewable())
+        use x11rb::protocol::xproto::{ConnectionExt, MapState};
+        let Some(xid) = xid_of(&self.window) else { return false };
+        with_x11(|conn| {
+            conn.get_window_attributes(xid)
+                .ok()
+                .and_then(|c| c.reply().ok())
+                .is_some_and(|a| a.map_state == MapState::VIEWABLE)
+        })
+        .unwrap_or(false)
     }
 
     /// Destroyed by another program (its X window is gone; GTK drops the widget).

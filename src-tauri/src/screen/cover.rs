@@ -62,7 +62,9 @@ fn cover_monitors(app: &AppHandle, ctx: &Ctx) -> Vec<Area> {
     let areas = if areas.is_empty() { vec![Area { x: 0, y: 0, width: 1024, height: 768 }] } else { areas };
     CURTAINS.with(|cell| {
         let mut curtains = cell.borrow_mut();
-        curtains.retain(|c| !c.is_destroyed());
+        // Showing a window another program destroyed crashes GTK: ask the X server too
+        // (its destroy event may not have reached GTK yet).
+        curtains.retain(|c| !c.is_destroyed() && platform::x_window_exists(c.window()));
         while curtains.len() < areas.len() {
             let curtain = Curtain::new();
             watch_curtain(app, curtain.window(), ctx.clone());
@@ -215,6 +217,7 @@ pub(super) fn try_grab(app: AppHandle, ctx: Ctx, generation: u32, attempt: u32) 
     }
     match grab(&app, &ctx) {
         Ok(()) => {
+            page::focus(&app);
             if ctx.grab_failed.swap(false, Ordering::SeqCst) {
                 ctx.link.report(GuardEvent::LockRestored {});
             }
@@ -237,11 +240,7 @@ fn grab(app: &AppHandle, ctx: &Ctx) -> Result<(), String> {
     // The anchor is mapped in any case, to take the grab the instant the page goes.
     let anchor = anchor_window(app, ctx);
     match page::gtk_window(app).and_then(|w| w.window()).filter(gtk::gdk::Window::is_viewable) {
-        Some(page_window) => {
-            platform::grab(&page_window)?;
-            page::focus(app);
-            Ok(())
-        }
+        Some(page_window) => platform::grab(&page_window),
         None => platform::grab(&anchor.ok_or("no grab window")?),
     }
 }

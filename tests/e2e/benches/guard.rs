@@ -78,9 +78,12 @@ impl Watcher {
         Self { conn, width, probe }
     }
 
+    /// Gives the probe the focus and forgets the events of the previous lock (a round
+    /// trip first, so all of them are in), so only this lock's are counted.
     fn focus_probe(&self) {
         self.conn.set_input_focus(xproto::InputFocus::PARENT, self.probe, x11rb::CURRENT_TIME).unwrap();
-        self.conn.flush().unwrap();
+        self.conn.get_input_focus().unwrap().reply().unwrap();
+        while self.conn.poll_for_event().unwrap().is_some() {}
     }
 
     /// The next full-width override-redirect window mapped (the lock) and the moment
@@ -188,16 +191,18 @@ fn tree(root: u32) -> Vec<u32> {
     out
 }
 
-/// (CPU seconds, RSS MiB, PSS MiB, processes) of the tree.
+/// (CPU seconds, RSS MiB, PSS MiB, processes) of the tree. CPU time is the scheduler's
+/// (`/proc/PID/task/TID/schedstat`, nanoseconds on a CPU, every thread): the 10 ms ticks
+/// of `/proc/PID/stat` cannot tell 0.01 % of a core from zero in a minute.
 fn usage(root: u32) -> (f64, f64, f64, usize) {
-    let ticks = 100.0; // USER_HZ on Linux
     let (mut cpu, mut rss, mut pss) = (0.0, 0.0, 0.0);
     let pids = tree(root);
     for pid in &pids {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-            let (utime, stime): (f64, f64) = (after[11].parse().unwrap(), after[12].parse().unwrap());
-            cpu += (utime + stime) / ticks;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            let on_cpu = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()));
+            cpu += on_cpu.unwrap_or(0.0) / 1e9;
         }
         if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
             for line in rollup.lines() {
@@ -232,6 +237,13 @@ fn pss_kinds(root: u32) -> String {
     format!("anonymous {anon:.1} MiB, file-backed {file:.1} MiB")
 }
 
+/// A lock seen before idle crossed the timeout would count as 0 ms: say so instead.
+fn early(i: u64, who: &str, first: Instant, crossed: Instant) {
+    if first < crossed {
+        println!("{who} lock {:2}: EARLY, {:.1} ms before the idle crossing", i + 1, ms(crossed - first));
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -260,7 +272,7 @@ fn waiting(idle_secs: u64) {
     std::thread::sleep(Duration::from_secs(idle_secs));
     let (cpu1, ..) = usage(pid);
     let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
-    println!("guard CPU while waiting: {:.3} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
+    println!("guard CPU while waiting: {:.4} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
 
     println!("  of which {}", pss_kinds(pid));
     // Once it has locked and unlocked: the same again in that state.
@@ -283,7 +295,7 @@ fn waiting(idle_secs: u64) {
     let (cpu1, ..) = usage(pid);
     let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
     println!(
-        "guard CPU while waiting after a lock: {:.3} s over {idle_secs} s = {share:.4} % of one core",
+        "guard CPU while waiting after a lock: {:.4} s over {idle_secs} s = {share:.4} % of one core",
         cpu1 - cpu0
     );
 }
@@ -301,6 +313,7 @@ fn locks(iterations: u64) {
         watcher.focus_probe();
         let crossed = watcher.input();
         let (window, at_map, at_grab) = watcher.wait_lock();
+        early(i, "wardlock", at_map.min(at_grab), crossed);
         mapped.push(at_map.saturating_duration_since(crossed));
         grabbed.push(at_grab.saturating_duration_since(crossed));
         desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t == "Wardlock — locked");
@@ -353,6 +366,7 @@ fn xss_lock(iterations: u64, idle_secs: u64) {
         watcher.focus_probe();
         let crossed = watcher.input();
         let (window, at_map, at_grab) = watcher.wait_lock();
+        early(i, "xsecurelock", at_map.min(at_grab), crossed);
         mapped.push(at_map.saturating_duration_since(crossed));
         grabbed.push(at_grab.saturating_duration_since(crossed));
         println!(
@@ -379,7 +393,7 @@ fn xss_lock(iterations: u64, idle_secs: u64) {
     std::thread::sleep(Duration::from_secs(idle_secs));
     let (cpu1, ..) = usage(pid);
     let share = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
-    println!("xss-lock while waiting: RSS {rss:.1} MiB, PSS {pss:.1} MiB; CPU {:.3} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
+    println!("xss-lock while waiting: RSS {rss:.1} MiB, PSS {pss:.1} MiB; CPU {:.4} s over {idle_secs} s = {share:.4} % of one core", cpu1 - cpu0);
     let _ = xss.kill();
     let _ = xss.wait();
 }

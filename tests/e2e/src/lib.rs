@@ -161,6 +161,43 @@ impl Desktop {
         assert!(out.status.success(), "xrandr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// A client of its own that grabs the keyboard, as any locker does; the grab lasts as
+    /// long as the returned connection.
+    pub fn hold_keyboard_grab(&self) -> RustConnection {
+        let (conn, screen) = x11rb::connect(Some(&self.display)).unwrap();
+        let root = conn.setup().roots[screen].root;
+        let status = conn
+            .grab_keyboard(false, root, x11rb::CURRENT_TIME, xproto::GrabMode::ASYNC, xproto::GrabMode::ASYNC)
+            .unwrap()
+            .reply()
+            .unwrap()
+            .status;
+        assert_eq!(status, xproto::GrabStatus::SUCCESS, "the keyboard is grabbed already");
+        conn
+    }
+
+    /// Whether some client holds the keyboard grab (ours is tried and let go at once).
+    pub fn keyboard_grabbed(&self) -> bool {
+        let status = self
+            .conn
+            .grab_keyboard(
+                false,
+                self.root,
+                x11rb::CURRENT_TIME,
+                xproto::GrabMode::ASYNC,
+                xproto::GrabMode::ASYNC,
+            )
+            .unwrap()
+            .reply()
+            .unwrap()
+            .status;
+        if status == xproto::GrabStatus::SUCCESS {
+            self.conn.ungrab_keyboard(x11rb::CURRENT_TIME).unwrap();
+            self.conn.flush().unwrap();
+        }
+        status == xproto::GrabStatus::ALREADY_GRABBED
+    }
+
     /// The root window's size now.
     pub fn root_size(&self) -> (u16, u16) {
         let geo = self.conn.get_geometry(self.root).unwrap().reply().unwrap();
@@ -592,10 +629,7 @@ impl Guard {
             let Some((head, tail)) = stat.rsplit_once(')') else { continue };
             let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
             let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok());
-            if ppid == Some(parent)
-                && comm.starts_with(prefix)
-                && !tail.trim_start().starts_with('Z')
-            {
+            if ppid == Some(parent) && comm.starts_with(prefix) && !tail.trim_start().starts_with('Z') {
                 found.push(pid);
             }
         }

@@ -212,6 +212,21 @@ fn escape_attempts_leave_the_lock_in_place_and_no_key_reaches_the_phi_app() {
         desktop.type_text("leak");
         assert_eq!(phi.received(), "visible", "keys leaked to the PHI app after xdotool {attempt:?}");
     }
+    // The curtain under the page, too: unmapped, then destroyed; it comes back (made anew).
+    for attack in ["windowunmap", "windowclose"] {
+        let curtain = desktop.wait("the curtain", SECS(20), || desktop.curtains().first().map(|w| w.id));
+        desktop.xdotool(&[attack, &curtain.to_string()]);
+        desktop.wait("the curtain back", SECS(20), || {
+            let back = desktop.curtains().iter().any(|w| (w.x, w.y, w.width, w.height) == (0, 0, 1280, 800));
+            back.then_some(())
+        });
+        desktop.type_text("leak");
+        assert_eq!(
+            phi.received(),
+            "visible",
+            "keys leaked to the PHI app after xdotool {attack} on the curtain"
+        );
+    }
     let wmctrl = desktop.command("wmctrl").args(["-c", "Wardlock — locked"]).output().unwrap();
     let _ = wmctrl;
     desktop.type_text("leak");
@@ -854,7 +869,12 @@ const SERVER_ACTIONS: &[&str] = &["Private(type=0x86", "Terminate(", "SwitchScre
 
 #[test]
 fn while_locked_the_keymap_cannot_break_the_grab_end_the_server_or_switch_away() {
-    let (_serial, desktop, agent) = setup();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Xorg, whose keymap carries the XFree86 private actions that `grab:break_actions`
+    // turns on (Xvfb's compiled keymap leaves them out).
+    let desktop = Desktop::start_with_outputs();
+    let agent = Agent::start(POLICY);
+    agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
     // Someone in the session turned the grab-breaking keys on, and ends the server on
     // Ctrl+Alt+Backspace.
     let options = [
@@ -870,16 +890,29 @@ fn while_locked_the_keymap_cannot_break_the_grab_end_the_server_or_switch_away()
     assert!(desktop.command("setxkbmap").args(options).status().unwrap().success());
     let before = keymap(&desktop);
     assert!(
-        before.contains("Terminate(") && before.contains("SwitchScreen("),
+        before.contains("Terminate(")
+            && before.contains("SwitchScreen(")
+            && before.contains("Private(type=0x86"),
         "nothing to harden in this keymap"
     );
+    // The control: on this server and keymap, Ctrl+Alt+KP_Divide (XF86Ungrab) does break
+    // an ordinary locker's grab.
+    let locker = desktop.hold_keyboard_grab();
+    assert!(desktop.keyboard_grabbed());
+    desktop.key("ctrl+alt+KP_Divide");
+    wait_for("XF86Ungrab to break an ordinary grab", SECS(5), || (!desktop.keyboard_grabbed()).then_some(()));
+    drop(locker);
+
     let phi = PhiApp::start(&desktop);
     let mut guard = Guard::start(&desktop, &agent);
     guard.lock_now();
     desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
     let hardened = agent.wait_audit("keymap_hardened", SECS(10));
     let actions = hardened["details"]["actions"].as_str().unwrap().to_owned();
-    assert!(actions.contains("Terminate") && actions.contains("SwitchScreen"), "{hardened}");
+    for expected in ["Terminate", "SwitchScreen", "XF86 private action Ungrab", "XF86 private action ClsGrb"]
+    {
+        assert!(actions.contains(expected), "{expected} not taken out: {hardened}");
+    }
     let locked_map = keymap(&desktop);
     for action in SERVER_ACTIONS {
         assert!(!locked_map.contains(action), "{action} still in the keymap while locked");
@@ -888,6 +921,7 @@ fn while_locked_the_keymap_cannot_break_the_grab_end_the_server_or_switch_away()
     for keys in ["ctrl+alt+KP_Divide", "ctrl+alt+KP_Multiply", "ctrl+alt+BackSpace", "ctrl+alt+F1"] {
         desktop.key(keys);
         desktop.type_text("leak");
+        assert!(desktop.keyboard_grabbed(), "the grab went after {keys}");
     }
     assert!(!guard.exited(), "the guard was killed through the keymap");
     assert!(!desktop.lock_windows().is_empty(), "the lock went");
