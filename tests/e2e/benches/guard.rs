@@ -81,9 +81,18 @@ impl Watcher {
     /// Gives the probe the focus and forgets the events of the previous lock (a round
     /// trip first, so all of them are in), so only this lock's are counted.
     fn focus_probe(&self) {
-        self.conn.set_input_focus(xproto::InputFocus::PARENT, self.probe, x11rb::CURRENT_TIME).unwrap();
-        self.conn.get_input_focus().unwrap().reply().unwrap();
-        while self.conn.poll_for_event().unwrap().is_some() {}
+        for _ in 0..100 {
+            self.conn.set_input_focus(xproto::InputFocus::PARENT, self.probe, x11rb::CURRENT_TIME).unwrap();
+            self.conn.get_input_focus().unwrap().reply().unwrap();
+            while self.conn.poll_for_event().unwrap().is_some() {}
+            // Still ours after the events were read: no FocusOut of the probe was thrown away.
+            if self.conn.get_input_focus().unwrap().reply().unwrap().focus == self.probe {
+                return;
+            }
+            println!("(the focus was taken from the probe; giving it back)");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the probe cannot keep the focus");
     }
 
     /// The next full-width override-redirect window mapped (the lock) and the moment
@@ -110,7 +119,13 @@ impl Watcher {
                 {
                     grabbed.get_or_insert(Instant::now());
                 }
-                None => panic!("no lock within 60 s"),
+                None => panic!(
+                    "no lock within 60 s (lock window mapped: {}, keys taken: {}; focus on {:#x}, probe {:#x})",
+                    mapped.is_some(),
+                    grabbed.is_some(),
+                    self.conn.get_input_focus().unwrap().reply().unwrap().focus,
+                    self.probe
+                ),
                 Some(other) if std::env::var_os("WARDLOCK_BENCH_DEBUG").is_some() => eprintln!("{other:?}"),
                 _ => {}
             }
