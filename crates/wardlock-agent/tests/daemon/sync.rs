@@ -992,6 +992,52 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
     assert!(csv.lines().nth(1).is_some_and(|l| l.contains("emergency_access")), "{csv}");
 }
 
+/// A refusal of a body that is still arriving reaches the client as its status, over
+/// HTTP/1.1 (reqwest, as the agent's sync client speaks it, and curl) and HTTP/2 (curl):
+/// the agent re-enrolls only on seeing a 401.
+#[test]
+fn early_refusals_reach_curl_and_reqwest_over_http1_and_http2() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let huge = "x".repeat(17 * 1024 * 1024);
+    let (status, body) = collector.call("POST", "/api/v1/audit", Some("0000"), Some(big.clone()));
+    assert_eq!(status, 401, "2 MB, wrong node key: {body}");
+    let (status, body) = collector.call("POST", "/api/v1/audit", Some("0000"), Some(huge.clone()));
+    assert_eq!(status, 413, "17 MiB: {body}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (big_file, huge_file) = (dir.path().join("big.json"), dir.path().join("huge.json"));
+    std::fs::write(&big_file, &big).unwrap();
+    std::fs::write(&huge_file, &huge).unwrap();
+    let url = format!("{}/api/v1/audit", collector.url());
+    for (version, spoken) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        for (file, expected) in [(&big_file, "401"), (&huge_file, "413")] {
+            let out = Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", version, "--cacert"])
+                .arg(collector.cert())
+                .args([
+                    "-H",
+                    "Authorization: Bearer 0000",
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", file.display()))
+                .arg(&url)
+                .output()
+                .expect("curl (make setup installs it)");
+            let answer = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "curl {version} {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(answer, format!("{expected} {spoken}"), "curl {version} with {}", file.display());
+        }
+    }
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
