@@ -78,7 +78,7 @@ fn main() {
     let (elapsed, mut latencies) = runtime.block_on(async move {
         let (cert, key) = wardlock_collector::tls::dev_certificate(&dir.path().join("tls")).unwrap();
         let config = wardlock_collector::tls::server_config(&cert, &key).unwrap();
-        let data_key = Arc::new(secret::DataKey::open_or_create(&dir.path().join("data.key")).unwrap());
+        let data_key = Arc::new(secret::DataKey::create_file(&dir.path().join("data.key")).unwrap());
         let state = AppState {
             store,
             metrics: Arc::new(Metrics::default()),

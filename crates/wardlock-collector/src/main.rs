@@ -43,8 +43,9 @@ enum Command {
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// Key file that seals TOTP secrets in the database (made if missing; back it up
-        /// apart from the database) [default in --dev: DIR/data.key]
+        /// Key file that seals TOTP secrets in the database (made for a database without
+        /// users; missing for one with users, an error; back it up apart from the
+        /// database) [default in --dev: DIR/data.key]
         #[arg(long, value_name = "FILE")]
         data_key: Option<PathBuf>,
         /// Forward every audit entry to a SIEM as RFC 5424 over TLS (RFC 5425)
@@ -145,7 +146,7 @@ fn run() -> Result<()> {
                 (_, Some(path)) => path,
                 (Some(dir), None) => dir.join("data.key"),
                 (None, None) => {
-                    bail!("--data-key FILE is needed: the key that seals TOTP secrets (made if missing)")
+                    bail!("--data-key FILE is needed: the key that seals TOTP secrets (made for a database without users)")
                 }
             };
             let (db, cert, key) = match (&dev, db, tls_cert, tls_key) {
@@ -164,7 +165,7 @@ fn run() -> Result<()> {
             if let Some(dir) = &dev {
                 std::fs::create_dir_all(dir)?;
             }
-            let data_key = Arc::new(secret::DataKey::open_or_create(&data_key)?);
+            let data_key = Arc::new(open_data_key(&data_key, store.as_ref())?);
             if let Some(dir) = &dev {
                 dev_credentials(dir, store.as_ref())?;
             }
@@ -185,6 +186,24 @@ fn run() -> Result<()> {
             served
         }
     }
+}
+
+/// The data key, made only for a database that holds no user yet: a new key for a
+/// database with users would leave every secret sealed with the old one unreadable.
+fn open_data_key(path: &Path, store: &dyn CollectorStore) -> Result<secret::DataKey> {
+    if let Some(key) = secret::DataKey::open_file(path)? {
+        return Ok(key);
+    }
+    let users = store.users()?.len();
+    if users > 0 {
+        bail!(
+            "the data key {} is missing, but the database holds {users} user(s) whose TOTP secrets it sealed. \
+             Restore the key file from its backup (it is kept apart from the database) and start again; \
+             a new key would leave every sealed secret unreadable",
+            path.display()
+        );
+    }
+    Ok(secret::DataKey::create_file(path)?)
 }
 
 /// A fresh enrollment secret and admin token for development, printed and kept in DIR.

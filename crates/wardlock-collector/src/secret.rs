@@ -37,8 +37,8 @@ pub enum KeyError {
 }
 
 impl DataKey {
-    /// Loads the key, or makes it when the file does not exist yet.
-    pub fn open_or_create(path: &std::path::Path) -> Result<DataKey, KeyError> {
+    /// Loads the key; `Ok(None)` when the file does not exist.
+    pub fn open_file(path: &std::path::Path) -> Result<Option<DataKey>, KeyError> {
         use base64::Engine as _;
         let err = |why: String| KeyError::File { path: path.display().to_string(), why };
         match std::fs::read_to_string(path) {
@@ -49,24 +49,28 @@ impl DataKey {
                         .map_err(|e| err(e.to_string()))?,
                 );
                 let key: [u8; 32] = bytes[..].try_into().map_err(|_| err("not a 32-byte key".into()))?;
-                Ok(DataKey(zeroize::Zeroizing::new(key)))
+                Ok(Some(DataKey(zeroize::Zeroizing::new(key))))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = zeroize::Zeroizing::new([0u8; 32]);
-                getrandom::getrandom(&mut key[..]).map_err(|e| err(e.to_string()))?;
-                let text =
-                    zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&key[..]));
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
-                std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| err(e.to_string()))?;
-                file.sync_all().map_err(|e| err(e.to_string()))?;
-                Ok(DataKey(key))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err(e.to_string())),
         }
+    }
+
+    /// Makes a new key in a file that must not exist yet (owner-only, synced).
+    pub fn create_file(path: &std::path::Path) -> Result<DataKey, KeyError> {
+        use base64::Engine as _;
+        let err = |why: String| KeyError::File { path: path.display().to_string(), why };
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(&mut key[..]).map_err(|e| err(e.to_string()))?;
+        let text = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&key[..]));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| err(e.to_string()))?;
+        file.sync_all().map_err(|e| err(e.to_string()))?;
+        Ok(DataKey(key))
     }
 
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, KeyError> {

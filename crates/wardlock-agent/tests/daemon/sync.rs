@@ -1038,6 +1038,49 @@ fn early_refusals_reach_curl_and_reqwest_over_http1_and_http2() {
     }
 }
 
+/// A collector whose data key went missing refuses to start rather than make a new key
+/// that would orphan every sealed TOTP secret, says what to do, and starts again once the
+/// key is back.
+#[test]
+fn a_missing_data_key_with_users_in_the_database_is_an_error_not_a_new_key() {
+    let mut collector = Collector::start_new(Backend::Sqlite);
+    let new_user =
+        json!({"id": "d.central", "display_name": "Dana Central", "role": "physician", "totp": true});
+    let (status, body) = collector.call("POST", "/api/v1/admin/users", None, Some(new_user.to_string()));
+    assert_eq!(status, 201, "{body}");
+    collector.kill9();
+    let key_file = collector.dir.path().join("data.key");
+    let key = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+
+    let mut serve = Command::new(collector_binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", collector.port), "--dev"])
+        .arg(collector.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while serve.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("it started without its data key");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = serve.wait_with_output().unwrap();
+    assert!(!out.status.success(), "it exited well without its data key");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("data key") && said.contains("missing") && said.contains("Restore"), "{said}");
+    assert!(!key_file.exists(), "a new key was made");
+
+    std::fs::write(&key_file, key).unwrap();
+    collector.start();
+    let (status, body) = collector.call("GET", "/api/v1/admin/users", None, None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("d.central"), "{body}");
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
