@@ -161,6 +161,7 @@ impl Screen for TauriScreen {
         self.main_thread(|app, ctx| {
             if !ctx.is_locked() {
                 page::discard(app);
+                crate::webkit::end_network_process_when_unused(app);
             }
         });
     }

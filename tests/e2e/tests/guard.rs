@@ -62,6 +62,10 @@ fn idle_warns_input_cancels_and_idle_again_locks_the_whole_screen() {
     wait_for("the countdown to go", SECS(5), || desktop.find("Wardlock warning").is_none().then_some(()));
     agent.wait_audit("warning_cancelled", SECS(10));
     assert!(desktop.lock_windows().is_empty());
+    // The prepared page went with the countdown, and WebKit's processes with it.
+    wait_for("WebKit's processes to end after the countdown", SECS(10), || {
+        (guard.web_processes().is_empty() && guard.network_processes().is_empty()).then_some(())
+    });
 
     // Idle again: warning, then the lock over the whole screen.
     let locked = desktop.wait_lock_title("the idle lock", SECS(40), |t| t.contains("locked"));
