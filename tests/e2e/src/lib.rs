@@ -114,6 +114,10 @@ impl Desktop {
     /// A desktop on Xorg's dummy driver with one 1280×800 monitor (output DUMMY0, primary);
     /// more are plugged in with [`Desktop::xrandr`]. Xorg needs root, as the tests have.
     pub fn start_with_outputs() -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "Xorg with its own configuration and log file needs root: run the tests as root (CI does)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("xorg.conf");
         std::fs::write(&conf, DUMMY_XORG_CONF).unwrap();
