@@ -36,7 +36,8 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
-        /// Database URL: sqlite://PATH [default in --dev: DIR/collector.db]
+        /// Database URL: sqlite://PATH, or postgres://USER@HOST:PORT/DB (TLS with
+        /// ?sslmode=verify-full&sslrootcert=CA.pem) [default in --dev: DIR/collector.db]
         #[arg(long)]
         db: Option<String>,
         #[arg(long, requires = "tls_key")]

@@ -47,6 +47,15 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        Self::start_serving(None)
+    }
+
+    /// A cluster that also speaks TLS, with this certificate and key (PEM).
+    pub fn start_with_tls(cert: &Path, key: &Path) -> PgCluster {
+        Self::start_serving(Some((cert, key)))
+    }
+
+    fn start_serving(tls: Option<(&Path, &Path)>) -> PgCluster {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL is needed (apt-get install postgresql; `make setup` does it)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -62,8 +71,31 @@ impl PgCluster {
         }
         let cluster = PgCluster { dir, bin, port: free_port(), as_postgres };
         cluster.run("initdb", &["-D", &cluster.data(), "-A", "trust", "-U", "wardlock", "--no-sync"]);
-        let options =
+        let mut options =
             format!("-p {} -k {} -c listen_addresses=127.0.0.1", cluster.port, cluster.dir.path().display());
+        if let Some((cert, key)) = tls {
+            // The server reads them as its own account, and the key only if no one else can.
+            let (server_cert, server_key) =
+                (cluster.dir.path().join("server.crt"), cluster.dir.path().join("server.key"));
+            std::fs::copy(cert, &server_cert).unwrap();
+            std::fs::copy(key, &server_key).unwrap();
+            std::fs::set_permissions(&server_key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if cluster.as_postgres {
+                let status = Command::new("chown")
+                    .arg("postgres")
+                    .arg(&server_cert)
+                    .arg(&server_key)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                server_cert.display(),
+                server_key.display()
+            ));
+        }
         let log = format!("{}/log", cluster.dir.path().display());
         cluster.run("pg_ctl", &["-D", &cluster.data(), "-o", &options, "-l", &log, "-w", "start"]);
         cluster
@@ -1079,6 +1111,110 @@ fn a_missing_data_key_with_users_in_the_database_is_an_error_not_a_new_key() {
     let (status, body) = collector.call("GET", "/api/v1/admin/users", None, None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("d.central"), "{body}");
+}
+
+/// A test CA and, signed by it, a certificate for 127.0.0.1 (openssl, as an admin would).
+fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca_key, ca) = (dir.join(format!("{name}-ca.key")), dir.join(format!("{name}-ca.pem")));
+    let (key, csr, cert) =
+        (dir.join(format!("{name}.key")), dir.join(format!("{name}.csr")), dir.join(format!("{name}.pem")));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().expect("openssl (make setup installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let s = |p: &Path| p.display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&cert),
+    ]);
+    (ca, cert, key)
+}
+
+/// The collector speaks TLS to PostgreSQL when the URL asks (`sslmode=verify-full`,
+/// `sslrootcert`), and refuses, saying why, a server it cannot verify or a TLS URL without
+/// a CA.
+#[test]
+fn the_collector_speaks_tls_to_postgresql_and_refuses_a_server_it_cannot_verify() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(certs.path(), "db");
+    let (other_ca, _, _) = test_ca(certs.path(), "other");
+    let pg = PgCluster::start_with_tls(&cert, &key);
+    let port = pg.port;
+    let plain = pg.database("collector");
+
+    // A server it cannot verify, and a TLS URL without a CA: no start, and why.
+    for (url, why) in [
+        (format!("{plain}?sslmode=verify-full&sslrootcert={}", other_ca.display()), "certificate"),
+        (format!("{plain}?sslmode=require"), "sslrootcert"),
+    ] {
+        let out = Command::new(collector_binary())
+            .args(["enroll-secret", "create", "--db", &url, "--label", "x"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "it used {url}");
+        assert!(said.contains(why), "{url}: {said}");
+    }
+
+    let collector = Collector::start_on(
+        Some(pg),
+        Some(format!("{plain}?sslmode=verify-full&sslrootcert={}", ca.display())),
+    );
+    assert_eq!(collector.call("GET", "/healthz", None, None).0, 200);
+    // Every connection the collector holds is encrypted.
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "wardlock", "-d", "postgres", "-At", "-c"])
+        .arg("SELECT s.ssl, count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = 'collector' GROUP BY s.ssl")
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(rows.starts_with("t|") && !rows.contains("f|"), "connections by ssl: {rows:?}");
 }
 
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.

@@ -3,7 +3,7 @@
 //! workstation (`SELECT … FOR UPDATE`), and entries are inserted with `ON CONFLICT DO
 //! NOTHING`, so two collectors receiving the same batch store it once.
 
-use r2d2_postgres::postgres::{self, NoTls, Transaction};
+use r2d2_postgres::postgres::{self, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, GENESIS_HASH};
@@ -73,11 +73,16 @@ CREATE TABLE users (
 CREATE TABLE forward_state (name TEXT PRIMARY KEY, last_id BIGINT NOT NULL);
 "];
 
-type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>>;
 
-#[derive(Debug)]
 pub struct PgStore {
     pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("connections", &self.pool.state().connections).finish_non_exhaustive()
+    }
 }
 
 impl From<postgres::Error> for StoreError {
@@ -103,11 +108,40 @@ impl From<r2d2_postgres::r2d2::Error> for StoreError {
 impl PgStore {
     /// Connects (`postgres://user@host:port/db`) and brings the schema up to date. Several
     /// collectors starting together migrate once: the migration holds an advisory lock.
+    ///
+    /// TLS is asked for libpq's way, in the URL: `sslmode=require`, `verify-ca` or
+    /// `verify-full` with `sslrootcert=PATH` (the CA that signed the server's
+    /// certificate). Every one of them verifies the certificate and the host name (rustls
+    /// does nothing less); `disable`, `prefer` or no `sslmode` speak plain TCP, as before.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        let config: postgres::Config = url
-            .parse()
-            .map_err(|e: postgres::Error| StoreError::Open { path: redact(url), why: e.to_string() })?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let open_err = |why: String| StoreError::Open { path: redact(url), why };
+        let (url_rest, tls) = split_tls(url).map_err(open_err)?;
+        let mut config: postgres::Config =
+            url_rest.parse().map_err(|e: postgres::Error| open_err(e.to_string()))?;
+        let roots = match &tls {
+            Some(root_cert) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                root_store(root_cert).map_err(open_err)?
+            }
+            None => {
+                config.ssl_mode(postgres::config::SslMode::Disable);
+                rustls::RootCertStore::empty()
+            }
+        };
+        let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let connector = tokio_postgres_rustls::MakeRustlsConnect::new(client);
+        // One connection first, for its own error: the pool would only say it timed out.
+        let first = config.connect(connector.clone()).map_err(|e| {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            open_err(why)
+        })?;
+        drop(first);
+        let manager = PostgresConnectionManager::new(config, connector);
         let pool = r2d2_postgres::r2d2::Pool::builder()
             .max_size(8)
             .connection_timeout(std::time::Duration::from_secs(10))
@@ -141,6 +175,44 @@ impl PgStore {
 }
 
 /// The URL without its password, for messages.
+/// Takes libpq's `sslmode` and `sslrootcert` out of the URL (the driver knows only
+/// `disable`, `prefer` and `require`, and no root certificate): the rest of the URL, and
+/// the CA file when TLS is wanted.
+fn split_tls(url: &str) -> Result<(String, Option<std::path::PathBuf>), String> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), None)) };
+    let (mut wanted, mut root_cert, mut kept) = (false, None, Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", "require" | "verify-ca" | "verify-full")) => wanted = true,
+            Some(("sslmode", "disable" | "allow" | "prefer")) => wanted = false,
+            Some(("sslmode", other)) => return Err(format!(
+                "sslmode={other} is not understood; use disable, prefer, require, verify-ca or verify-full"
+            )),
+            Some(("sslrootcert", path)) => root_cert = Some(std::path::PathBuf::from(path)),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    match (wanted, root_cert) {
+        (true, Some(root_cert)) => Ok((rest, Some(root_cert))),
+        (true, None) => Err("TLS to the database needs sslrootcert=PATH in the URL: the CA file (PEM) that signed the server's certificate".into()),
+        (false, _) => Ok((rest, None)),
+    }
+}
+
+fn root_store(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    use rustls_pki_types::pem::PemObject;
+    let file_err = |why: String| format!("sslrootcert {}: {why}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| file_err(e.to_string()))? {
+        roots.add(cert.map_err(|e| file_err(e.to_string()))?).map_err(|e| file_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(file_err("no certificate in it".into()));
+    }
+    Ok(roots)
+}
+
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
