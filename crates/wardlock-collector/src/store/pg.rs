@@ -185,9 +185,11 @@ fn split_tls(url: &str) -> Result<(String, Option<std::path::PathBuf>), String> 
         match pair.split_once('=') {
             Some(("sslmode", "require" | "verify-ca" | "verify-full")) => wanted = true,
             Some(("sslmode", "disable" | "allow" | "prefer")) => wanted = false,
-            Some(("sslmode", other)) => return Err(format!(
+            Some(("sslmode", other)) => {
+                return Err(format!(
                 "sslmode={other} is not understood; use disable, prefer, require, verify-ca or verify-full"
-            )),
+            ))
+            }
             Some(("sslrootcert", path)) => root_cert = Some(std::path::PathBuf::from(path)),
             _ => kept.push(pair),
         }
