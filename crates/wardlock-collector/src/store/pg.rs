@@ -690,4 +690,26 @@ mod tests {
         assert_eq!(super::redact("postgres://w:s3cret@db:5432/wl"), "postgres://w:***@db:5432/wl");
         assert_eq!(super::redact("postgres://db/wl"), "postgres://db/wl");
     }
+
+    #[test]
+    fn libpq_tls_options_are_taken_out_of_the_url_and_tls_needs_a_ca() {
+        use std::path::PathBuf;
+        let (rest, ca) = super::split_tls(
+            "postgres://w@db/wl?sslmode=verify-full&connect_timeout=5&sslrootcert=/etc/ca.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            (rest.as_str(), ca),
+            ("postgres://w@db/wl?connect_timeout=5", Some(PathBuf::from("/etc/ca.pem")))
+        );
+        assert_eq!(super::split_tls("postgres://w@db/wl").unwrap(), ("postgres://w@db/wl".to_owned(), None));
+        assert_eq!(
+            super::split_tls("postgres://w@db/wl?sslmode=disable&sslrootcert=/ca.pem").unwrap(),
+            ("postgres://w@db/wl".to_owned(), None)
+        );
+        assert!(super::split_tls("postgres://w@db/wl?sslmode=require").unwrap_err().contains("sslrootcert"));
+        assert!(super::split_tls("postgres://w@db/wl?sslmode=sometimes")
+            .unwrap_err()
+            .contains("not understood"));
+    }
 }
