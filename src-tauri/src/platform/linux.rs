@@ -106,31 +106,34 @@ fn xid_of(window: &impl IsA<gtk::Widget>) -> Option<u32> {
         .and_then(|xid| u32::try_from(xid).ok())
 }
 
+/// The window's map state as the X server has it; `None` when the server no longer has
+/// the window (another program destroyed it). GDK does not always learn of an unmap by
+/// another program.
+fn x_map_state(window: &impl IsA<gtk::Widget>) -> Option<x11rb::protocol::xproto::MapState> {
+    use x11rb::protocol::xproto::ConnectionExt;
+    let xid = xid_of(window)?;
+    with_x11(|conn| conn.get_window_attributes(xid).ok().and_then(|c| c.reply().ok()).map(|a| a.map_state))
+        .flatten()
+}
+
 /// Maps the window on the X server if it is not mapped there (another program unmapped
 /// it behind GTK's back).
 pub fn map_if_unmapped(window: &impl IsA<gtk::Widget>) {
     use x11rb::connection::Connection;
     use x11rb::protocol::xproto::{ConnectionExt, MapState};
+    if x_map_state(window) != Some(MapState::UNMAPPED) {
+        return;
+    }
     let Some(xid) = xid_of(window) else { return };
     with_x11(|conn| {
-        let unmapped = conn
-            .get_window_attributes(xid)
-            .ok()
-            .and_then(|c| c.reply().ok())
-            .is_some_and(|a| a.map_state == MapState::UNMAPPED);
-        if unmapped {
-            let _ = conn.map_window(xid);
-            let _ = conn.flush();
-        }
+        let _ = conn.map_window(xid);
+        let _ = conn.flush();
     });
 }
 
 /// Whether the X server still has this window (another program may have destroyed it).
 pub fn x_window_exists(window: &impl IsA<gtk::Widget>) -> bool {
-    use x11rb::protocol::xproto::ConnectionExt;
-    let Some(xid) = xid_of(window) else { return false };
-    with_x11(|conn| conn.get_window_attributes(xid).ok().and_then(|c| c.reply().ok()).is_some())
-        .unwrap_or(false)
+    x_map_state(window).is_some()
 }
 
 fn with_x11<T>(f: impl FnOnce(&x11rb::rust_connection::RustConnection) -> T) -> Option<T> {
@@ -200,6 +203,20 @@ pub fn raise(window: &impl IsA<gtk::Widget>) {
     if let Some(gdk_window) = window.as_ref().window() {
         gdk_window.raise();
     }
+}
+
+/// Calls `f` whenever another window covers part of `window` (X visibility events).
+pub fn on_obscured<W: IsA<gtk::Widget>>(window: &W, f: impl Fn(&W) + 'static) {
+    window.add_events(gdk::EventMask::VISIBILITY_NOTIFY_MASK);
+    window.connect_event(move |w, event| {
+        let obscured = event
+            .downcast_ref::<gdk::EventVisibility>()
+            .is_some_and(|v| v.state() != gdk::VisibilityState::Unobscured);
+        if obscured {
+            f(w);
+        }
+        glib::Propagation::Proceed
+    });
 }
 
 /// Restacks `window` directly below `sibling` (both top-level windows of ours): above
@@ -303,15 +320,7 @@ impl Curtain {
     /// Mapped, as the X server has it (GDK does not always learn of an unmap by another
     /// program).
     pub fn is_shown(&self) -> bool {
-        use x11rb::protocol::xproto::{ConnectionExt, MapState};
-        let Some(xid) = xid_of(&self.window) else { return false };
-        with_x11(|conn| {
-            conn.get_window_attributes(xid)
-                .ok()
-                .and_then(|c| c.reply().ok())
-                .is_some_and(|a| a.map_state == MapState::VIEWABLE)
-        })
-        .unwrap_or(false)
+        x_map_state(&self.window) == Some(x11rb::protocol::xproto::MapState::VIEWABLE)
     }
 
     /// Destroyed by another program (its X window is gone; GTK drops the widget).

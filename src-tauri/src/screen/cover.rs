@@ -106,17 +106,11 @@ fn in_use(window: &gtk::Window) -> bool {
 /// Back on top (below the page) when covered, mapped again when unmapped from outside,
 /// remade when destroyed from outside.
 fn watch_curtain(app: &AppHandle, window: &gtk::Window, ctx: Ctx) {
-    window.add_events(gtk::gdk::EventMask::VISIBILITY_NOTIFY_MASK);
-    let raise_ctx = ctx.clone();
-    let raise_app = app.clone();
-    window.connect_event(move |w, event| {
-        let obscured = event
-            .downcast_ref::<gtk::gdk::EventVisibility>()
-            .is_some_and(|v| v.state() != gtk::gdk::VisibilityState::Unobscured);
-        if obscured && raise_ctx.is_locked() {
+    let (raise_app, raise_ctx) = (app.clone(), ctx.clone());
+    platform::on_obscured(window, move |w| {
+        if raise_ctx.is_locked() {
             restack(&raise_app, w);
         }
-        gtk::glib::Propagation::Proceed
     });
     let (unmap_app, unmap_ctx) = (app.clone(), ctx.clone());
     window.connect_unmap_event(move |w, _| {
@@ -142,8 +136,7 @@ fn watch_curtain(app: &AppHandle, window: &gtk::Window, ctx: Ctx) {
             gtk::glib::idle_add_local_once(move || {
                 if ctx.is_locked() {
                     cover_monitors(&app, &ctx);
-                    let generation = ctx.generation();
-                    try_grab(app, ctx, generation, 0);
+                    regrab(&app, &ctx);
                 }
             });
         }
@@ -192,8 +185,7 @@ fn watch_anchor(app: &AppHandle, window: &gtk::Window, ctx: Ctx) {
     window.connect_grab_broken_event(move |_, _| {
         if ctx.is_locked() {
             eprintln!("wardlock: the input grab was broken; taking it back");
-            let generation = ctx.generation();
-            try_grab(app.clone(), ctx.clone(), generation, 0);
+            regrab(&app, &ctx);
         }
         gtk::glib::Propagation::Proceed
     });
@@ -203,6 +195,11 @@ fn watch_anchor(app: &AppHandle, window: &gtk::Window, ctx: Ctx) {
 /// its window); true when it holds.
 pub(super) fn hold_grab(app: &AppHandle, ctx: &Ctx) -> bool {
     anchor_window(app, ctx).is_some_and(|anchor| platform::grab(&anchor).is_ok())
+}
+
+/// Takes the grab again for the lock in progress (from its first attempt).
+pub(super) fn regrab(app: &AppHandle, ctx: &Ctx) {
+    try_grab(app.clone(), ctx.clone(), ctx.generation(), 0);
 }
 
 /// Grabs keyboard and pointer (with owner events: our curtains and page get their own
@@ -282,8 +279,7 @@ pub fn watch_monitors(app: &AppHandle, screen: Arc<TauriScreen>) {
             let _ = app.run_on_main_thread(move || {
                 if ctx.is_locked() {
                     cover_monitors(&app_main, &ctx);
-                    let generation = ctx.generation();
-                    try_grab(app_main, ctx, generation, 0);
+                    regrab(&app_main, &ctx);
                 } else {
                     prepare_curtains(&app_main, &ctx);
                 }

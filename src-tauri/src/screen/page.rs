@@ -215,7 +215,7 @@ fn rebuild(app: &AppHandle, ctx: &Ctx) -> Result<(), String> {
     if let Some(area) = platform::monitors().first() {
         show(app, *area);
     }
-    cover::try_grab(app.clone(), ctx.clone(), ctx.generation(), 0);
+    cover::regrab(app, ctx);
     Ok(())
 }
 
@@ -297,24 +297,18 @@ pub(super) fn keep_alive(app: &AppHandle, ctx: &Ctx) {
 /// Keeps the page on top, mapped and focused while locked; a page destroyed by another
 /// program is tampering, reported and built again.
 fn watch_window(app: &AppHandle, window: &gtk::ApplicationWindow, label: String, ctx: Ctx) {
-    window.add_events(gtk::gdk::EventMask::VISIBILITY_NOTIFY_MASK);
+    // Something covered part of the page (a popup, a notification): back on top.
     let raise_ctx = ctx.clone();
-    window.connect_event(move |w, event| {
-        // Something covered part of the page (a popup, a notification): back on top.
-        let obscured = event
-            .downcast_ref::<gtk::gdk::EventVisibility>()
-            .is_some_and(|v| v.state() != gtk::gdk::VisibilityState::Unobscured);
-        if obscured && raise_ctx.is_locked() {
+    platform::on_obscured(window, move |w| {
+        if raise_ctx.is_locked() {
             platform::raise(w);
         }
-        gtk::glib::Propagation::Proceed
     });
     let (app_broken, broken_ctx) = (app.clone(), ctx.clone());
     window.connect_grab_broken_event(move |_, _| {
         if broken_ctx.is_locked() {
             eprintln!("wardlock: the input grab was broken; taking it back");
-            let generation = broken_ctx.generation();
-            cover::try_grab(app_broken.clone(), broken_ctx.clone(), generation, 0);
+            cover::regrab(&app_broken, &broken_ctx);
         }
         gtk::glib::Propagation::Proceed
     });
@@ -322,8 +316,7 @@ fn watch_window(app: &AppHandle, window: &gtk::ApplicationWindow, label: String,
     let (app_mapped, mapped_ctx) = (app.clone(), ctx.clone());
     window.connect_map_event(move |_, _| {
         if mapped_ctx.is_locked() {
-            let generation = mapped_ctx.generation();
-            cover::try_grab(app_mapped.clone(), mapped_ctx.clone(), generation, 0);
+            cover::regrab(&app_mapped, &mapped_ctx);
         }
         gtk::glib::Propagation::Proceed
     });
@@ -383,8 +376,7 @@ fn watch_window(app: &AppHandle, window: &gtk::ApplicationWindow, label: String,
                 if platform::x_window_exists(&w) {
                     w.show();
                 }
-                let generation = ctx.generation();
-                cover::try_grab(app, ctx, generation, 0);
+                cover::regrab(&app, &ctx);
             });
         }
         gtk::glib::Propagation::Proceed
