@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod clock;
 pub mod lock;
+pub mod phi;
 pub mod policy;
 pub mod protocol;
 pub mod sealing;

@@ -66,6 +66,9 @@ pub struct LockPolicy {
     pub synthetic_input_keeps_awake: bool,
     /// Text shown on the lock screen (organisation, "authorised staff only").
     pub banner: String,
+    /// The lock screen names whose session it is ("session of Nora N."), so that a
+    /// colleague knows that unlocking takes it over.
+    pub show_session_owner: bool,
     /// What `wardlockd` does when no trustworthy guard holds a session that should be
     /// guarded (the guard lost, its lock failed, no guard at all).
     pub when_unguarded: Unguarded,
@@ -85,6 +88,7 @@ impl Default for LockPolicy {
             lock_on_resume: true,
             synthetic_input_keeps_awake: false,
             banner: "Authorised clinical staff only. Access is logged.".into(),
+            show_session_owner: true,
             when_unguarded: Unguarded::Logoff,
             escalation_grace: Duration::from_secs(10),
             groups: BTreeMap::new(),
@@ -283,34 +287,129 @@ impl Default for TotpPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PhiPolicy {
     /// Applications that show patient data and must not stay readable while locked.
     pub apps: Vec<PhiApp>,
+    /// Timing tiers by name. While a window of an application with a tier is open, the
+    /// strictest such tier (the shortest `idle_timeout`) replaces the group's timing.
+    pub tiers: BTreeMap<String, PhiTier>,
     pub on_lock: PhiAction,
-    /// Close the PHI apps when the session stays locked this long (not set: never).
+    /// What becomes of a clinician's hidden applications when another clinician unlocks.
+    pub on_switch: PhiSwitch,
+    /// How long an application asked to close (`WM_DELETE_WINDOW`) has before it is
+    /// sent `SIGTERM`.
+    #[serde(with = "humantime_serde")]
+    pub close_grace: Duration,
+    /// Close the hidden PHI apps when they stay hidden this long (not set: never):
+    /// HIPAA's automatic logoff for an abandoned session.
     #[serde(with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub close_after: Option<Duration>,
+    /// During the countdown, cover the PHI windows with an opaque panel until input.
+    pub dim_at_warning: bool,
 }
 
+impl Default for PhiPolicy {
+    fn default() -> Self {
+        Self {
+            apps: Vec::new(),
+            tiers: BTreeMap::new(),
+            on_lock: PhiAction::Hide,
+            on_switch: PhiSwitch::Close,
+            close_grace: Duration::from_secs(10),
+            close_after: None,
+            dim_at_warning: false,
+        }
+    }
+}
+
+/// One PHI application. Every matcher given must match a window; at least one is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhiApp {
     /// Name shown in audit entries.
     pub name: String,
-    /// Executable name or window class that identifies the app.
-    #[serde(rename = "match")]
-    pub matches: String,
+    /// X11 `WM_CLASS`: the instance or the class name of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wm_class: Option<String>,
+    /// The executable of the window's process (`_NET_WM_PID` → `/proc/PID/exe`): a full
+    /// path, or a file name that matches in any directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Earlier releases' matcher: a window class or an executable file name, either.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    /// A key of `phi.tiers`; not set: the group's timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// What a window says it is, as the guard reads it from the display server.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WindowIdentity {
+    pub instance: String,
+    pub class: String,
+    /// The path of its process's executable, when it could be read.
+    pub exe: Option<String>,
+}
+
+impl PhiApp {
+    pub fn matches(&self, window: &WindowIdentity) -> bool {
+        let class_is = |want: &str| window.instance == want || window.class == want;
+        let exe_is = |want: &str| {
+            window.exe.as_deref().is_some_and(|exe| {
+                if want.contains('/') {
+                    exe == want
+                } else {
+                    exe.rsplit('/').next() == Some(want)
+                }
+            })
+        };
+        fn named(m: &Option<String>) -> Option<&str> {
+            m.as_deref().map(str::trim).filter(|m| !m.is_empty())
+        }
+        let (wm_class, exe, legacy) = (named(&self.wm_class), named(&self.exe), named(&self.matches));
+        if wm_class.is_none() && exe.is_none() && legacy.is_none() {
+            return false;
+        }
+        wm_class.is_none_or(class_is) && exe.is_none_or(exe_is) && legacy.is_none_or(|m| class_is(m) || exe_is(m))
+    }
+
+    fn has_matcher(&self) -> bool {
+        [&self.wm_class, &self.exe, &self.matches].iter().any(|m| m.as_deref().is_some_and(|m| !m.trim().is_empty()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhiTier {
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub warning: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PhiAction {
+    /// Iconified through the window manager (unmapped without one), so nothing of them
+    /// is on screen even if the curtain went.
     #[default]
+    #[serde(alias = "minimize")]
     Hide,
-    Minimize,
+    /// Left as they are, behind the curtain.
     Nothing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PhiSwitch {
+    /// Closed politely, then by signal after `close_grace`: record locks are released.
+    #[default]
+    Close,
+    /// Kept hidden until their clinician unlocks again (or `close_after`).
+    KeepHidden,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -757,6 +856,11 @@ impl Policy {
         if let Some(close) = self.phi.close_after {
             range("phi.close_after", close, secs(60), secs(24 * 3600));
         }
+        range("phi.close_grace", self.phi.close_grace, secs(1), secs(120));
+        for (name, tier) in &self.phi.tiers {
+            range(&format!("phi.tiers.{name}.idle_timeout"), tier.idle_timeout, secs(15), secs(8 * 3600));
+            range(&format!("phi.tiers.{name}.warning"), tier.warning, secs(0), secs(5 * 60));
+        }
 
         // Only meaningful once the timeout itself is in range; otherwise it repeats that problem.
         let timeout_ok = !problems.iter().any(|(field, _)| field.starts_with("lock."));
@@ -831,8 +935,36 @@ impl Policy {
             }
         }
         for (i, app) in self.phi.apps.iter().enumerate() {
-            if app.name.trim().is_empty() || app.matches.trim().is_empty() {
-                problems.push((format!("phi.apps[{i}]"), "needs a non-empty name and match".into()));
+            if app.name.trim().is_empty() {
+                problems.push((format!("phi.apps[{i}].name"), "must not be empty".into()));
+            }
+            if !app.has_matcher() {
+                problems.push((
+                    format!("phi.apps[{i}]"),
+                    "needs a non-empty wm_class or exe (the window's X11 class, or its program)".into(),
+                ));
+            }
+            if let (true, Some(tier)) = (cross_field, &app.tier) {
+                if !self.phi.tiers.contains_key(tier) {
+                    let known: Vec<&str> = self.phi.tiers.keys().map(String::as_str).collect();
+                    let known = if known.is_empty() { "none is defined".to_owned() } else { known.join(", ") };
+                    problems.push((
+                        format!("phi.apps[{i}].tier"),
+                        format!("unknown tier {tier:?}; define it under [phi.tiers.{tier}] (defined: {known})"),
+                    ));
+                }
+            }
+        }
+        for (name, tier) in &self.phi.tiers {
+            if cross_field && tier.warning >= tier.idle_timeout {
+                problems.push((
+                    format!("phi.tiers.{name}.warning"),
+                    format!(
+                        "must be shorter than the tier's idle timeout ({}), got {}",
+                        human(tier.idle_timeout),
+                        human(tier.warning)
+                    ),
+                ));
             }
         }
         problems

@@ -227,3 +227,123 @@ fn only_the_machine_policy_names_the_guard_executable() {
     let err = PolicyDocument::parse("central", Layer::Central, text).unwrap_err();
     assert_eq!(err.problems[0].field, "service.guard_executable", "{err}");
 }
+
+mod phi {
+    use super::super::*;
+
+    fn check(text: &str) -> Result<Policy, PolicyError> {
+        let doc = PolicyDocument::parse("policy.toml", Layer::Machine, text)?;
+        Policy::layered(&[doc])
+    }
+
+    fn fields(text: &str) -> Vec<String> {
+        check(text).unwrap_err().problems.into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn tiers_and_apps_with_class_and_exe_matchers_are_accepted() {
+        let p = check(
+            r#"
+            [phi]
+            on_switch = "keep_hidden"
+            close_grace = "5s"
+            [phi.tiers.ehr]
+            idle_timeout = "28m"
+            warning = "1m"
+            [phi.tiers.pacs]
+            idle_timeout = "5m"
+            warning = "30s"
+            [[phi.apps]]
+            name = "EHR"
+            wm_class = "EHR"
+            tier = "ehr"
+            [[phi.apps]]
+            name = "PACS"
+            exe = "/opt/pacs/bin/viewer"
+            tier = "pacs"
+            [[phi.apps]]
+            name = "Old"
+            match = "old-client"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.phi.tiers["ehr"].idle_timeout, Duration::from_secs(28 * 60));
+        assert_eq!(p.phi.on_switch, PhiSwitch::KeepHidden);
+        assert_eq!(p.phi.apps[2].matches.as_deref(), Some("old-client"));
+    }
+
+    #[test]
+    fn an_empty_matcher_an_unknown_tier_and_a_tier_out_of_range_are_named() {
+        // A value out of range is found in the layer alone, before the rules across fields.
+        let f = fields("[phi.tiers.pacs]\nidle_timeout = \"5s\"\nwarning = \"0s\"\n");
+        assert_eq!(f, vec!["phi.tiers.pacs.idle_timeout".to_owned()]);
+        let f = fields(
+            r#"
+            [phi.tiers.lab]
+            idle_timeout = "2m"
+            warning = "2m"
+            [[phi.apps]]
+            name = "PACS"
+            wm_class = "Pacs"
+            tier = "pacs-viewer"
+            "#,
+        );
+        assert_eq!(f, vec!["phi.apps[0].tier".to_owned(), "phi.tiers.lab.warning".to_owned()]);
+        let f = fields("[[phi.apps]]\nname = \"EHR\"\nwm_class = \" \"\n");
+        assert_eq!(f, vec!["phi.apps[0]".to_owned()]);
+        let message = check("[[phi.apps]]\nname = \"X\"\nwm_class = \"X\"\ntier = \"nope\"\n").unwrap_err().to_string();
+        assert!(message.contains("unknown tier \"nope\"") && message.contains("[phi.tiers.nope]"), "{message}");
+    }
+
+    #[test]
+    fn a_tier_defined_in_the_machine_layer_may_be_used_by_the_central_one() {
+        let machine = PolicyDocument::parse(
+            "machine",
+            Layer::Machine,
+            "[phi.tiers.ehr]\nidle_timeout = \"28m\"\nwarning = \"1m\"\n",
+        )
+        .unwrap();
+        let central = PolicyDocument::parse(
+            "central",
+            Layer::Central,
+            "[phi]\napps = [{ name = \"EHR\", wm_class = \"EHR\", tier = \"ehr\" }]\n",
+        )
+        .unwrap();
+        assert!(Policy::layered(&[machine, central]).is_ok());
+    }
+
+    #[test]
+    fn minimize_of_earlier_releases_reads_as_hide() {
+        assert_eq!(check("[phi]\non_lock = \"minimize\"\n").unwrap().phi.on_lock, PhiAction::Hide);
+    }
+
+    fn window(instance: &str, class: &str, exe: Option<&str>) -> WindowIdentity {
+        WindowIdentity { instance: instance.into(), class: class.into(), exe: exe.map(str::to_owned) }
+    }
+
+    fn app(wm_class: Option<&str>, exe: Option<&str>, legacy: Option<&str>) -> PhiApp {
+        PhiApp {
+            name: "A".into(),
+            wm_class: wm_class.map(str::to_owned),
+            exe: exe.map(str::to_owned),
+            matches: legacy.map(str::to_owned),
+            tier: None,
+        }
+    }
+
+    #[test]
+    fn matchers_take_instance_or_class_and_an_exe_path_or_file_name_and_all_given_must_match() {
+        let xterm = window("xterm", "EHR", Some("/usr/bin/xterm"));
+        assert!(app(Some("EHR"), None, None).matches(&xterm));
+        assert!(app(Some("xterm"), None, None).matches(&xterm));
+        assert!(!app(Some("ehr"), None, None).matches(&xterm), "case matters, as in X");
+        assert!(app(None, Some("xterm"), None).matches(&xterm));
+        assert!(app(None, Some("/usr/bin/xterm"), None).matches(&xterm));
+        assert!(!app(None, Some("/opt/xterm"), None).matches(&xterm));
+        assert!(!app(Some("EHR"), Some("/opt/ehr"), None).matches(&xterm), "both must match");
+        assert!(app(None, None, Some("EHR")).matches(&xterm));
+        assert!(app(None, None, Some("xterm")).matches(&window("a", "b", Some("/usr/bin/xterm"))));
+        assert!(!app(None, None, None).matches(&xterm), "no matcher matches nothing");
+        assert!(!app(None, Some("xterm"), None).matches(&window("xterm", "EHR", None)), "unknown exe");
+    }
+}

@@ -3,13 +3,14 @@
 //! be `hello`. The guard asks for decisions; it never receives a hash, a seed or an
 //! audit row, and a refusal never says which factor was wrong.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UtcMillis;
 use crate::lock::LockReason;
-use crate::policy::{PhiAction, PhiApp, Policy, UnlockMethod};
+use crate::policy::{PhiAction, PhiApp, PhiSwitch, Policy, UnlockMethod, WindowIdentity};
 use crate::secret::SecretString;
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -240,18 +241,57 @@ pub enum ErrorCode {
 #[serde(deny_unknown_fields)]
 pub struct GuardPolicy {
     pub hash: String,
+    /// The workstation group's timing, in force while no PHI application of a tier is open.
     pub idle_timeout_secs: u64,
     pub warning_secs: u64,
     pub lock_on_resume: bool,
     pub synthetic_input_keeps_awake: bool,
     pub banner: String,
+    #[serde(default)]
+    pub show_session_owner: bool,
     pub methods: Vec<UnlockMethod>,
     pub emergency_enabled: bool,
     pub emergency_requires_pin: bool,
     pub emergency_min_reason_chars: usize,
     pub phi_apps: Vec<PhiApp>,
+    #[serde(default)]
+    pub phi_tiers: BTreeMap<String, TierTiming>,
     pub phi_on_lock: PhiAction,
+    #[serde(default)]
+    pub phi_on_switch: PhiSwitch,
+    #[serde(default)]
+    pub phi_close_grace_secs: u64,
     pub phi_close_after_secs: Option<u64>,
+    #[serde(default)]
+    pub phi_dim_at_warning: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierTiming {
+    pub idle_timeout_secs: u64,
+    pub warning_secs: u64,
+}
+
+impl GuardPolicy {
+    /// The PHI application a window belongs to, if any (the first that matches).
+    pub fn phi_app_for(&self, window: &WindowIdentity) -> Option<&PhiApp> {
+        self.phi_apps.iter().find(|app| app.matches(window))
+    }
+
+    /// Idle timeout and warning while these PHI applications have windows open: the
+    /// strictest of their tiers (shortest timeout, then shortest warning); with no tier
+    /// among them, the group's.
+    pub fn timing_with_open<'a>(&self, open: impl IntoIterator<Item = &'a PhiApp>) -> (Duration, Duration) {
+        let strictest = open
+            .into_iter()
+            .filter_map(|app| app.tier.as_ref().and_then(|t| self.phi_tiers.get(t)))
+            .min_by_key(|t| (t.idle_timeout_secs, t.warning_secs));
+        let (idle, warning) = strictest.map_or((self.idle_timeout_secs, self.warning_secs), |t| {
+            (t.idle_timeout_secs, t.warning_secs)
+        });
+        (Duration::from_secs(idle), Duration::from_secs(warning))
+    }
 }
 
 impl From<&Policy> for GuardPolicy {
@@ -264,13 +304,29 @@ impl From<&Policy> for GuardPolicy {
             lock_on_resume: p.lock.lock_on_resume,
             synthetic_input_keeps_awake: p.lock.synthetic_input_keeps_awake,
             banner: p.lock.banner.clone(),
+            show_session_owner: p.lock.show_session_owner,
             methods: p.unlock.methods.clone(),
             emergency_enabled: p.emergency.enabled,
             emergency_requires_pin: p.emergency.require_pin,
             emergency_min_reason_chars: p.emergency.min_reason_chars,
             phi_apps: p.phi.apps.clone(),
+            phi_tiers: p
+                .phi
+                .tiers
+                .iter()
+                .map(|(name, t)| {
+                    let timing = TierTiming {
+                        idle_timeout_secs: t.idle_timeout.as_secs(),
+                        warning_secs: t.warning.as_secs(),
+                    };
+                    (name.clone(), timing)
+                })
+                .collect(),
             phi_on_lock: p.phi.on_lock,
+            phi_on_switch: p.phi.on_switch,
+            phi_close_grace_secs: p.phi.close_grace.as_secs(),
             phi_close_after_secs: p.phi.close_after.map(|d: Duration| d.as_secs()),
+            phi_dim_at_warning: p.phi.dim_at_warning,
         }
     }
 }
@@ -348,5 +404,45 @@ mod tests {
         let json = serde_json::to_string(&GuardPolicy::from(&p)).unwrap();
         assert!(!json.contains("c2VjcmV0"));
         assert!(json.contains("\"idle_timeout_secs\":300"));
+    }
+
+    #[test]
+    fn the_strictest_tier_of_the_open_apps_sets_the_timing_and_none_leaves_the_groups() {
+        let p = crate::policy::PolicyDocument::parse(
+            "p",
+            crate::policy::Layer::Machine,
+            r#"
+            [lock]
+            idle_timeout = "10m"
+            warning = "30s"
+            [phi.tiers.ehr]
+            idle_timeout = "28m"
+            warning = "1m"
+            [phi.tiers.pacs]
+            idle_timeout = "5m"
+            warning = "20s"
+            [[phi.apps]]
+            name = "EHR"
+            wm_class = "EHR"
+            tier = "ehr"
+            [[phi.apps]]
+            name = "PACS"
+            wm_class = "Pacs"
+            tier = "pacs"
+            [[phi.apps]]
+            name = "Notes"
+            wm_class = "Notes"
+            "#,
+        )
+        .and_then(|d| Policy::layered(&[d]))
+        .unwrap();
+        let g = GuardPolicy::from(&p);
+        let m = |s: u64| Duration::from_secs(s);
+        assert_eq!(g.timing_with_open([]), (m(600), m(30)));
+        assert_eq!(g.timing_with_open([&g.phi_apps[2]]), (m(600), m(30)), "no tier: the group's");
+        assert_eq!(g.timing_with_open([&g.phi_apps[0]]), (m(28 * 60), m(60)));
+        assert_eq!(g.timing_with_open([&g.phi_apps[0], &g.phi_apps[1]]), (m(300), m(20)));
+        let ehr = WindowIdentity { instance: "xterm".into(), class: "EHR".into(), exe: None };
+        assert_eq!(g.phi_app_for(&ehr).map(|a| a.name.as_str()), Some("EHR"));
     }
 }
