@@ -98,7 +98,11 @@ impl<W: Copy + Eq> PhiLedger<W> {
         self.held.retain_mut(|h| {
             if h.owner.as_deref() == Some(user) {
                 if h.restore {
-                    steps.push(PhiStep::Restore { window: h.window, app: h.app.clone(), owner: h.owner.clone() });
+                    steps.push(PhiStep::Restore {
+                        window: h.window,
+                        app: h.app.clone(),
+                        owner: h.owner.clone(),
+                    });
                 }
                 return false;
             }

@@ -269,6 +269,14 @@ impl Connection {
                 }
                 Response::Unlock(reply)
             }
+            Request::SignOut(request) => {
+                if role != ClientRole::Guard {
+                    return Ok(Err(self
+                        .fail(ErrorCode::NotAllowed, "only the guard signs out".into())
+                        .await));
+                }
+                Response::Unlock(blocking(move || service.sign_out(request, &peer)).await?)
+            }
             Request::Quit(creds) => {
                 if role != ClientRole::Guard {
                     return Ok(Err(self.fail(ErrorCode::NotAllowed, "only the guard quits".into()).await));

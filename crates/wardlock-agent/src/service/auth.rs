@@ -46,6 +46,9 @@ pub enum Purpose {
     /// An administrator approves an action at the workstation (`quit`, `enroll`). Only
     /// users with the role [`ADMIN_ROLE`] pass; break-glass does not apply.
     AdminApproval { action: &'static str },
+    /// The clinician signs out at the lock screen: their PHI applications close, the
+    /// lock stays. Break-glass does not apply.
+    SignOut,
 }
 
 /// Directory role of the users who may approve administrative actions at a workstation.
@@ -64,11 +67,12 @@ pub fn attempt_unlock(
 ) -> Result<UnlockResult, AuthError> {
     let approval_of = match purpose {
         Purpose::AdminApproval { action } => Some(action),
-        Purpose::Unlock => None,
+        Purpose::Unlock | Purpose::SignOut => None,
     };
     let admin_only = approval_of.is_some();
+    let sign_out = purpose == Purpose::SignOut;
     let stripped;
-    let attempt = if admin_only && attempt.emergency_reason.is_some() {
+    let attempt = if (admin_only || sign_out) && attempt.emergency_reason.is_some() {
         stripped = Attempt { emergency_reason: None, ..attempt.clone() };
         &stripped
     } else {
@@ -129,6 +133,9 @@ pub fn attempt_unlock(
                 base(AuditKind::AdminApproved).detail("action", action).detail("method", method.as_str()),
             );
         }
+        (Outcome::Granted { method, .. }, None) if sign_out => {
+            drafts.push(base(AuditKind::SignedOut).detail("method", method.as_str()));
+        }
         (Outcome::Granted { method: GrantMethod::Emergency, .. }, None) => {
             let reason =
                 unlock::emergency_reason_text(attempt.emergency_reason.as_deref().unwrap_or_default());
@@ -157,6 +164,9 @@ pub fn attempt_unlock(
             }
             if let Some(action) = approval_of {
                 d = d.detail("purpose", action);
+            }
+            if sign_out {
+                d = d.detail("purpose", "sign_out");
             }
             drafts.push(d);
             // Both can start with the same failure; each is its own event for compliance.

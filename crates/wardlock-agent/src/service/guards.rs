@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use wardlock_core::audit::AuditKind;
+use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::policy::Unguarded;
 use wardlock_core::protocol::local::{ErrorCode, GuardEvent};
 
@@ -227,11 +227,30 @@ impl Service {
             GuardEvent::LockRestored {} => {
                 d(AuditKind::LockFailed).detail("what", "restored: the lock holds again")
             }
-            GuardEvent::PhiAppHidden { app } => d(AuditKind::PhiAppHidden).detail("app", client_text(app)),
-            GuardEvent::PhiAppRestored { app } => {
-                d(AuditKind::PhiAppRestored).detail("app", client_text(app))
+            GuardEvent::PhiAppHidden { app, owner } => {
+                with_owner(d(AuditKind::PhiAppHidden).detail("app", client_text(app)), owner)
             }
-            GuardEvent::PhiAppClosed { app } => d(AuditKind::PhiAppClosed).detail("app", client_text(app)),
+            GuardEvent::PhiAppHideFailed { app, why } => {
+                d(AuditKind::PhiAppHideFailed).detail("app", client_text(app)).detail("why", client_text(why))
+            }
+            GuardEvent::PhiAppRestored { app, owner } => {
+                with_owner(d(AuditKind::PhiAppRestored).detail("app", client_text(app)), owner)
+            }
+            GuardEvent::PhiAppClosed { app, owner, how, reason } => with_owner(
+                d(AuditKind::PhiAppClosed)
+                    .detail("app", client_text(app))
+                    .detail("how", client_text(how))
+                    .detail("reason", client_text(reason)),
+                owner,
+            ),
+            GuardEvent::PhiAppCloseFailed { app, owner, reason, why } => with_owner(
+                d(AuditKind::PhiAppCloseFailed)
+                    .detail("app", client_text(app))
+                    .detail("reason", client_text(reason))
+                    .detail("why", client_text(why))
+                    .detail("alert", "it"),
+                owner,
+            ),
             GuardEvent::IdleUnavailable { why } => d(AuditKind::LockFailed)
                 .detail("what", "idle detection unavailable")
                 .detail("why", client_text(why)),
@@ -557,4 +576,13 @@ fn same_executable(running: &Path, expected: &Path) -> bool {
     let running = running.to_string_lossy();
     let running = running.strip_suffix(" (deleted)").unwrap_or(&running);
     Path::new(running) == expected
+}
+
+/// The clinician a PHI window belonged to, as the guard reports it (the guard's word:
+/// a detail, not the entry's user).
+fn with_owner(draft: AuditDraft, owner: &Option<String>) -> AuditDraft {
+    match owner {
+        Some(owner) => draft.detail("owner", client_text(owner)),
+        None => draft,
+    }
 }

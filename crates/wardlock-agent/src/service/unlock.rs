@@ -72,6 +72,40 @@ impl Service {
         })
     }
 
+    /// Decides a sign-out at the lock screen: checked and throttled like an unlock, audited
+    /// `signed_out`; the session stays locked and is no longer the clinician's.
+    pub fn sign_out(&self, request: UnlockRequest, peer: &Peer) -> Result<UnlockReply, ServiceError> {
+        if let Some(retry) = self.admit()? {
+            return Ok(UnlockReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
+        }
+        let attempt =
+            Attempt { user_id: request.user, pin: request.pin, totp: request.totp, emergency_reason: None };
+        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let context = Context { os_account: Some(peer.account.clone()), session_user };
+        let result = match self.attempt(&attempt, Purpose::SignOut, &context)? {
+            Ok(result) => result,
+            Err(refused) => return Ok(refused),
+        };
+        Ok(match result.outcome {
+            Outcome::Granted { previous_unlock, failures_since_last_unlock, .. } => {
+                let mut session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner());
+                if session_user.as_deref() == Some(attempt.user_id.as_str()) {
+                    *session_user = None;
+                }
+                UnlockReply::Granted {
+                    display_name: result.display_name.unwrap_or_else(|| attempt.user_id.clone()),
+                    user: attempt.user_id,
+                    emergency: false,
+                    last_unlock: previous_unlock,
+                    failures_since_last_unlock,
+                }
+            }
+            Outcome::Refused { attempts_left, retry_after, .. } => {
+                UnlockReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
+            }
+        })
+    }
+
     /// Runs one attempt; a sealed seed that will not open is audited as tampering and
     /// answered as a plain refusal.
     fn attempt(

@@ -350,3 +350,41 @@ fn base32_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn sign_out_checks_the_pin_like_an_unlock_audits_signed_out_and_ends_the_session_ownership() {
+    let mut d = Daemon::new(FAST_POLICY);
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    let mut guard = d.client("guard");
+    let sign_out = |c: &mut crate::util::Client, pin: &str, reason: Option<&str>| {
+        c.request(json!({"type": "sign_out", "user": "n.nurse", "pin": pin, "totp": null, "emergency_reason": reason}))
+    };
+    assert_eq!(guard.unlock("n.nurse", Some("730284"), None)["result"], "granted");
+
+    let wrong = sign_out(&mut guard, "000000", None);
+    assert_eq!(wrong["result"], "refused", "{wrong}");
+    assert_eq!(wrong["attempts_left"], 4, "a wrong PIN counts as for an unlock");
+    // Break-glass does not sign anyone out: the reason is ignored, the PIN still checked.
+    assert_eq!(sign_out(&mut guard, "111111", Some("code blue in bed 4"))["result"], "refused");
+    let granted = sign_out(&mut guard, "730284", None);
+    assert_eq!(granted["result"], "granted", "{granted}");
+
+    let entries = d.audit();
+    let signed_out = entries.iter().find(|e| e.kind.as_str() == "signed_out").expect("signed_out audited");
+    assert_eq!(signed_out.user.as_deref(), Some("n.nurse"));
+    let failed: Vec<_> = entries.iter().filter(|e| e.kind.as_str() == "unlock_failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|e| e.details.get("purpose").map(String::as_str) == Some("sign_out")));
+    assert!(entries.iter().all(|e| e.kind.as_str() != "emergency_access"));
+
+    // The session is nobody's now: the next unlock is not a switch from n.nurse.
+    assert_eq!(guard.unlock("n.nurse", Some("730284"), None)["result"], "granted");
+    let last = d.audit().into_iter().rev().find(|e| e.kind.as_str() == "unlock_succeeded").unwrap();
+    assert_eq!(last.details.get("switched_from"), None);
+
+    // Only the guard signs out.
+    let mut tool = d.client("tool");
+    let refused = sign_out(&mut tool, "730284", None);
+    assert_eq!(refused["type"], "error", "{refused}");
+}

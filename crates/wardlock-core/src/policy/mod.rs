@@ -373,11 +373,15 @@ impl PhiApp {
         if wm_class.is_none() && exe.is_none() && legacy.is_none() {
             return false;
         }
-        wm_class.is_none_or(class_is) && exe.is_none_or(exe_is) && legacy.is_none_or(|m| class_is(m) || exe_is(m))
+        wm_class.is_none_or(class_is)
+            && exe.is_none_or(exe_is)
+            && legacy.is_none_or(|m| class_is(m) || exe_is(m))
     }
 
     fn has_matcher(&self) -> bool {
-        [&self.wm_class, &self.exe, &self.matches].iter().any(|m| m.as_deref().is_some_and(|m| !m.trim().is_empty()))
+        [&self.wm_class, &self.exe, &self.matches]
+            .iter()
+            .any(|m| m.as_deref().is_some_and(|m| !m.trim().is_empty()))
     }
 }
 
@@ -947,10 +951,13 @@ impl Policy {
             if let (true, Some(tier)) = (cross_field, &app.tier) {
                 if !self.phi.tiers.contains_key(tier) {
                     let known: Vec<&str> = self.phi.tiers.keys().map(String::as_str).collect();
-                    let known = if known.is_empty() { "none is defined".to_owned() } else { known.join(", ") };
+                    let known =
+                        if known.is_empty() { "none is defined".to_owned() } else { known.join(", ") };
                     problems.push((
                         format!("phi.apps[{i}].tier"),
-                        format!("unknown tier {tier:?}; define it under [phi.tiers.{tier}] (defined: {known})"),
+                        format!(
+                            "unknown tier {tier:?}; define it under [phi.tiers.{tier}] (defined: {known})"
+                        ),
                     ));
                 }
             }

@@ -291,8 +291,12 @@ mod phi {
         assert_eq!(f, vec!["phi.apps[0].tier".to_owned(), "phi.tiers.lab.warning".to_owned()]);
         let f = fields("[[phi.apps]]\nname = \"EHR\"\nwm_class = \" \"\n");
         assert_eq!(f, vec!["phi.apps[0]".to_owned()]);
-        let message = check("[[phi.apps]]\nname = \"X\"\nwm_class = \"X\"\ntier = \"nope\"\n").unwrap_err().to_string();
-        assert!(message.contains("unknown tier \"nope\"") && message.contains("[phi.tiers.nope]"), "{message}");
+        let message =
+            check("[[phi.apps]]\nname = \"X\"\nwm_class = \"X\"\ntier = \"nope\"\n").unwrap_err().to_string();
+        assert!(
+            message.contains("unknown tier \"nope\"") && message.contains("[phi.tiers.nope]"),
+            "{message}"
+        );
     }
 
     #[test]

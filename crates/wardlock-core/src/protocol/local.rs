@@ -33,6 +33,10 @@ pub enum Request {
         event: GuardEvent,
     },
     Unlock(UnlockRequest),
+    /// "Sign out" at the lock screen: the clinician proves who they are (as for an
+    /// unlock; break-glass does not apply), their PHI applications are closed and the
+    /// lock stays. Answered like an unlock. Guard only.
+    SignOut(UnlockRequest),
     Enroll(EnrollRequest),
     /// The guard asks to quit; only an administrator's credentials allow it. After
     /// `quit authorized` the guard may close its connection without a `guard_lost`.
@@ -127,14 +131,42 @@ pub enum GuardEvent {
     LockScreenRestarted {
         reason: String,
     },
+    /// A PHI application's window was taken off the screen at the lock (the display
+    /// server says it is unmapped). `owner`: the clinician whose session it was.
     PhiAppHidden {
         app: String,
+        #[serde(default)]
+        owner: Option<String>,
     },
+    /// A PHI window could not be taken off the screen (it stays behind the curtain).
+    PhiAppHideFailed {
+        app: String,
+        why: String,
+    },
+    /// Its clinician unlocked and the window is on screen again.
     PhiAppRestored {
         app: String,
+        #[serde(default)]
+        owner: Option<String>,
     },
+    /// The window is gone after the guard closed it: `how` is `wm_delete` (it closed
+    /// when asked) or `sigterm`; `reason` is `user_switch`, `abandoned` or `signed_out`.
     PhiAppClosed {
         app: String,
+        #[serde(default)]
+        owner: Option<String>,
+        #[serde(default)]
+        how: String,
+        #[serde(default)]
+        reason: String,
+    },
+    /// The window was still there after `WM_DELETE_WINDOW`, the grace and `SIGTERM`.
+    PhiAppCloseFailed {
+        app: String,
+        #[serde(default)]
+        owner: Option<String>,
+        reason: String,
+        why: String,
     },
     IdleUnavailable {
         why: String,
@@ -287,9 +319,8 @@ impl GuardPolicy {
             .into_iter()
             .filter_map(|app| app.tier.as_ref().and_then(|t| self.phi_tiers.get(t)))
             .min_by_key(|t| (t.idle_timeout_secs, t.warning_secs));
-        let (idle, warning) = strictest.map_or((self.idle_timeout_secs, self.warning_secs), |t| {
-            (t.idle_timeout_secs, t.warning_secs)
-        });
+        let (idle, warning) = strictest
+            .map_or((self.idle_timeout_secs, self.warning_secs), |t| (t.idle_timeout_secs, t.warning_secs));
         (Duration::from_secs(idle), Duration::from_secs(warning))
     }
 }
