@@ -7,6 +7,7 @@ fn main() {
     let commands = &[
         "lock_screen_state",
         "unlock",
+        "sign_out",
         "enroll_authorize",
         "enroll_set_pin",
         "enroll_start_totp",

@@ -115,11 +115,11 @@ pub async fn unlock(input: UnlockInput, state: State<'_, AppState>) -> Result<Un
     });
     match state.link.call(request).await? {
         Response::Unlock(UnlockReply::Granted {
+            user: granted_user,
             display_name,
             emergency,
             last_unlock,
             failures_since_last_unlock,
-            ..
         }) => {
             {
                 let mut recent = state.recent_users.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,8 +128,36 @@ pub async fn unlock(input: UnlockInput, state: State<'_, AppState>) -> Result<Un
                 recent.truncate(RECENT_USERS);
             }
             // The lock windows go only now: `granted` is sent after the audit entry is durable.
-            let _ = state.guard.send(Command::Unlocked);
+            let _ = state
+                .guard
+                .send(Command::Unlocked { user: granted_user, display_name: display_name.clone() });
             state.screen.notice(welcome(&display_name, emergency, last_unlock, failures_since_last_unlock));
+            Ok(UnlockOutcome::Granted { display_name })
+        }
+        Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
+            Ok(UnlockOutcome::Refused { attempts_left, retry_after_secs })
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// "Sign out" at the lock screen: the clinician's PIN (or code), checked by `wardlockd`;
+/// their PHI applications close and the lock stays for the next clinician.
+#[tauri::command]
+pub async fn sign_out(input: UnlockInput, state: State<'_, AppState>) -> Result<UnlockOutcome, CommandError> {
+    let user = input.user.trim().to_owned();
+    if user.is_empty() {
+        return Err(CommandError::new("bad_input", "Enter your user ID."));
+    }
+    let request = Request::SignOut(UnlockRequest {
+        user,
+        pin: secret(input.pin),
+        totp: secret(input.totp),
+        emergency_reason: None,
+    });
+    match state.link.call(request).await? {
+        Response::Unlock(UnlockReply::Granted { user, display_name, .. }) => {
+            let _ = state.guard.send(Command::SignedOut { user });
             Ok(UnlockOutcome::Granted { display_name })
         }
         Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs }) => {

@@ -14,6 +14,7 @@ use wardlock_core::protocol::local::{GuardEvent, GuardPolicy};
 
 use crate::idle::{self, IdleSource};
 use crate::link::{LinkEvent, ServiceLink};
+use crate::phi::Phi;
 
 /// Without a display backend, the idle source is tried again this often.
 const IDLE_RETRY: Duration = Duration::from_secs(60);
@@ -42,6 +43,12 @@ pub struct Status {
     /// Why idle time cannot be read, if it cannot.
     pub idle_unavailable: Option<String>,
     pub policy: Option<GuardPolicy>,
+    /// The idle timeout in force (the strictest open PHI tier's, else the group's).
+    pub idle_timeout_secs: Option<u64>,
+    /// Whose session it is, shortened ("Nora N."), where policy shows it.
+    pub session_owner: Option<String>,
+    /// What the guard did to the PHI applications that the next clinician should know.
+    pub phi_notice: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -55,9 +62,20 @@ pub enum StateView {
 #[derive(Debug)]
 pub enum Command {
     LockNow(LockReason),
-    /// `wardlockd` granted an unlock (its audit entry is durable).
-    Unlocked,
+    /// `wardlockd` granted `user` an unlock (its audit entry is durable).
+    Unlocked {
+        user: String,
+        display_name: String,
+    },
+    /// `wardlockd` accepted `user`'s sign-out: their PHI applications close, the lock stays.
+    SignedOut {
+        user: String,
+    },
     Resumed,
+    /// The PHI applications with a window open now (by policy name).
+    PhiAppsOpen(Vec<String>),
+    /// Shown on the lock screen until the next unlock.
+    PhiNotice(String),
 }
 
 /// Built-in timings until `wardlockd` has told the policy: the guard locks even when the
@@ -70,12 +88,11 @@ fn fallback_timings() -> GuardTimings {
     }
 }
 
-fn timings_of(policy: &GuardPolicy) -> GuardTimings {
-    GuardTimings {
-        idle_timeout: Duration::from_secs(policy.idle_timeout_secs),
-        warning: Duration::from_secs(policy.warning_secs),
-        lock_on_resume: policy.lock_on_resume,
-    }
+/// The policy's timing while these PHI applications are open.
+fn timings_of(policy: &GuardPolicy, open_apps: &[String]) -> GuardTimings {
+    let open = policy.phi_apps.iter().filter(|app| open_apps.contains(&app.name));
+    let (idle_timeout, warning) = policy.timing_with_open(open);
+    GuardTimings { idle_timeout, warning, lock_on_resume: policy.lock_on_resume }
 }
 
 pub struct GuardLoop {
@@ -87,13 +104,28 @@ pub struct GuardLoop {
     status: Arc<Mutex<Status>>,
     /// `synthetic_input_ignored` was reported in this idle period (real input ends it).
     synthetic_reported: bool,
+    phi: Phi,
+    /// The clinician who unlocked last (ID, display name): whose session it is.
+    owner: Option<(String, String)>,
+    open_apps: Vec<String>,
 }
 
 impl GuardLoop {
-    pub fn new(screen: Arc<dyn Screen>, link: ServiceLink, status: Arc<Mutex<Status>>) -> Self {
+    pub fn new(screen: Arc<dyn Screen>, link: ServiceLink, status: Arc<Mutex<Status>>, phi: Phi) -> Self {
         let origin = Instant::now();
         let guard = Guard::new(fallback_timings(), MonoTime::from_duration(Duration::ZERO));
-        Self { origin, guard, idle: idle::detect(), screen, link, status, synthetic_reported: false }
+        Self {
+            origin,
+            guard,
+            idle: idle::detect(),
+            screen,
+            link,
+            status,
+            synthetic_reported: false,
+            phi,
+            owner: None,
+            open_apps: Vec::new(),
+        }
     }
 
     fn now(&self) -> MonoTime {
@@ -211,10 +243,32 @@ impl GuardLoop {
         let now = self.now();
         let step = match command {
             Command::LockNow(reason) => self.guard.lock_now(reason),
-            Command::Unlocked => self.guard.unlocked(now),
+            Command::Unlocked { user, display_name } => {
+                self.phi.unlocked(&user);
+                self.owner = Some((user, display_name));
+                self.set_phi_notice(None);
+                self.publish_owner();
+                self.guard.unlocked(now)
+            }
+            Command::SignedOut { user } => {
+                self.phi.signed_out(&user);
+                if self.owner.as_ref().is_some_and(|(id, _)| *id == user) {
+                    self.owner = None;
+                    self.publish_owner();
+                }
+                return None;
+            }
             Command::Resumed => {
                 let idle = self.read_idle().unwrap_or_default();
                 self.guard.resumed(now, idle)
+            }
+            Command::PhiAppsOpen(open) => {
+                self.open_apps = open;
+                return self.apply_timings();
+            }
+            Command::PhiNotice(text) => {
+                self.set_phi_notice(Some(text));
+                return None;
             }
         };
         self.execute(&step.actions);
@@ -234,20 +288,10 @@ impl GuardLoop {
                     status.service_problem = None;
                     status.policy = Some(policy.clone());
                 }
+                self.phi.policy(&policy);
                 // The service being back changes what the lock screen says.
-                self.publish();
-                let timings = timings_of(&policy);
-                let result = if timings != self.guard.timings() {
-                    let now = self.now();
-                    let idle = self.read_idle().unwrap_or_default();
-                    let step = self.guard.set_timings(timings, now, idle);
-                    self.execute(&step.actions);
-                    Some(step.wake_at)
-                } else {
-                    None
-                };
-                self.refresh_state();
-                result
+                self.publish_owner();
+                self.apply_timings()
             }
             LinkEvent::Disconnected(why) => {
                 eprintln!("wardlock: {why}; retrying");
@@ -263,6 +307,53 @@ impl GuardLoop {
         }
     }
 
+    /// The timing of the policy and the open PHI applications, from now on.
+    fn apply_timings(&mut self) -> Option<Option<MonoTime>> {
+        let policy = self.status.lock().unwrap_or_else(|p| p.into_inner()).policy.clone()?;
+        let timings = timings_of(&policy, &self.open_apps);
+        {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.idle_timeout_secs = Some(timings.idle_timeout.as_secs());
+        }
+        let result = if timings != self.guard.timings() {
+            eprintln!(
+                "wardlock: idle timeout {} s, warning {} s ({})",
+                timings.idle_timeout.as_secs(),
+                timings.warning.as_secs(),
+                if self.open_apps.is_empty() {
+                    "no PHI application open".to_owned()
+                } else {
+                    format!("open: {}", self.open_apps.join(", "))
+                }
+            );
+            let now = self.now();
+            let idle = self.read_idle().unwrap_or_default();
+            let step = self.guard.set_timings(timings, now, idle);
+            self.execute(&step.actions);
+            Some(step.wake_at)
+        } else {
+            None
+        };
+        self.publish();
+        self.refresh_state();
+        result
+    }
+
+    fn publish_owner(&mut self) {
+        {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let show = status.policy.as_ref().is_some_and(|p| p.show_session_owner);
+            status.session_owner =
+                self.owner.as_ref().filter(|_| show).map(|(_, name)| wardlock_core::phi::short_name(name));
+        }
+        self.publish();
+    }
+
+    fn set_phi_notice(&mut self, notice: Option<String>) {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).phi_notice = notice;
+        self.publish();
+    }
+
     fn execute(&mut self, actions: &[Action]) {
         for action in actions {
             match *action {
@@ -270,10 +361,12 @@ impl GuardLoop {
                     let lock_in = lock_at.saturating_since(self.now());
                     self.screen.prepare_lock();
                     self.screen.show_warning(lock_in);
+                    self.phi.warning(true);
                     self.link.report(GuardEvent::WarningShown { seconds_left: lock_in.as_secs() });
                 }
                 Action::CancelWarning => {
                     self.screen.hide_warning();
+                    self.phi.warning(false);
                     if !matches!(self.guard.state(), GuardState::Locked { .. }) {
                         self.screen.discard_prepared();
                         self.link.report(GuardEvent::WarningCancelled {});
@@ -281,6 +374,8 @@ impl GuardLoop {
                 }
                 Action::Lock { reason } => {
                     self.screen.lock();
+                    // After the curtain: hiding the applications may take a while.
+                    self.phi.lock(self.owner.as_ref().map(|(id, _)| id.clone()));
                     self.link.report(GuardEvent::Locked { reason });
                 }
                 Action::Unlock => self.screen.unlock(),
@@ -315,5 +410,8 @@ pub fn initial_status() -> Status {
         service_problem: Some("connecting to the Wardlock service".into()),
         idle_unavailable: None,
         policy: None,
+        idle_timeout_secs: None,
+        session_owner: None,
+        phi_notice: None,
     }
 }

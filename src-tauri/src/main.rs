@@ -7,6 +7,7 @@ mod idle;
 mod instance;
 mod keymap;
 mod link;
+mod phi;
 mod platform;
 mod screen;
 mod session;
@@ -115,6 +116,7 @@ fn run() -> Result<()> {
         .invoke_handler(tauri::generate_handler![
             commands::lock_screen_state,
             commands::unlock,
+            commands::sign_out,
             commands::enroll_authorize,
             commands::enroll_set_pin,
             commands::enroll_start_totp,
@@ -159,7 +161,8 @@ fn run() -> Result<()> {
                     let _ = enroll_app.run_on_main_thread(move || tray::open_quit(&app));
                 }
             });
-            let guard_loop = GuardLoop::new(screen.clone() as Arc<dyn Screen>, link, status);
+            let phi = phi::Phi::start(link.clone(), guard_tx.clone());
+            let guard_loop = GuardLoop::new(screen.clone() as Arc<dyn Screen>, link, status, phi);
             tauri::async_runtime::spawn(guard_loop.run(guard_rx, link_rx));
             tauri::async_runtime::spawn(session::watch(guard_tx));
             eprintln!("wardlock: guarding this session (service socket {})", socket.display());

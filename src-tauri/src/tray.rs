@@ -13,7 +13,10 @@ use crate::guard::{Command, StateView, Status};
 pub fn status_line(status: &Status) -> String {
     let state = match status.state {
         StateView::Active => match &status.policy {
-            Some(p) => format!("Active: locks after {} idle", clock(p.idle_timeout_secs)),
+            Some(p) => format!(
+                "Active: locks after {} idle",
+                clock(status.idle_timeout_secs.unwrap_or(p.idle_timeout_secs))
+            ),
             None => "Active".to_owned(),
         },
         StateView::Warning { seconds_left } => format!("Locking in {}", clock(seconds_left)),

@@ -14,6 +14,8 @@ export interface GuardPolicy {
   emergency_enabled: boolean;
   emergency_requires_pin: boolean;
   emergency_min_reason_chars: number;
+  show_session_owner: boolean;
+  phi_apps: { name: string }[];
 }
 
 export type StateView =
@@ -27,6 +29,10 @@ export interface Status {
   service_problem: string | null;
   idle_unavailable: string | null;
   policy: GuardPolicy | null;
+  idle_timeout_secs: number | null;
+  /** Whose session it is ("Nora N."), where policy shows it. */
+  session_owner: string | null;
+  phi_notice: string | null;
 }
 
 export interface LockScreenState {
@@ -81,6 +87,8 @@ export interface UnlockInput {
 
 export const lockScreenState = () => call<LockScreenState>("lock_screen_state");
 export const unlock = (input: UnlockInput) => call<UnlockOutcome>("unlock", { input });
+/** Closes the clinician's PHI applications; the lock stays. Answered like an unlock. */
+export const signOut = (input: UnlockInput) => call<UnlockOutcome>("sign_out", { input });
 
 export interface AdminInput {
   adminUser: string;

@@ -5,8 +5,18 @@
  */
 import { listen } from "@tauri-apps/api/event";
 import { formatCountdown } from "./countdown";
-import { CommandError, lockScreenState, unlock, type GuardPolicy, type Status } from "./ipc";
-import { inputProblem, nextFocus, outcomeMessage, planFor, titleFor, type Factor, type Plan } from "./unlock-flow";
+import { CommandError, lockScreenState, signOut, unlock, type GuardPolicy, type Status } from "./ipc";
+import {
+  inputProblem,
+  nextFocus,
+  outcomeMessage,
+  lockHeading,
+  planFor,
+  signedOutMessage,
+  titleFor,
+  type Factor,
+  type Plan,
+} from "./unlock-flow";
 import { refuseForeignInput } from "./no-paste";
 
 const $ = <T extends HTMLElement>(id: string): T => {
@@ -25,6 +35,9 @@ const submit = $<HTMLButtonElement>("submit");
 const switchMethod = $<HTMLButtonElement>("switch-method");
 const emergencyButton = $<HTMLButtonElement>("emergency");
 const cancel = $<HTMLButtonElement>("cancel");
+const signOutButton = $<HTMLButtonElement>("sign-out");
+const owner = $<HTMLParagraphElement>("owner");
+const phiNotice = $<HTMLParagraphElement>("phi-notice");
 const pinStep = $<HTMLDivElement>("pin-step");
 const totpStep = $<HTMLDivElement>("totp-step");
 const emergencyStep = $<HTMLDivElement>("emergency-step");
@@ -58,6 +71,9 @@ function render(): void {
   emergencyButton.hidden = emergency || !policy?.emergency_enabled;
   cancel.hidden = !emergency && step === 0;
   const last = emergency || step >= f.length - 1;
+  // Only where there are PHI applications to close, and with every factor in hand.
+  signOutButton.hidden = emergency || !last || (policy?.phi_apps.length ?? 0) === 0;
+  signOutButton.disabled = busy || Date.now() < retryUntil || !serviceUp;
   submit.textContent = emergency ? "Unlock for an emergency" : last ? "Unlock" : "Next";
   const waiting = Date.now() < retryUntil;
   submit.disabled = busy || waiting || !serviceUp;
@@ -110,7 +126,7 @@ function reset(): void {
   render();
 }
 
-async function attempt(): Promise<void> {
+async function attempt(signingOut = false): Promise<void> {
   if (busy || !policy) return;
   const reason = emergency ? reasonInput.value.trim() : null;
   const problem = inputProblem(policy, { user: userInput.value, pin: pinInput.value, totp: totpInput.value, reason }, emergency ? [] : factors());
@@ -137,13 +153,20 @@ async function attempt(): Promise<void> {
   render();
   say("Checking…", titleFor("busy"));
   try {
-    const outcome = await unlock({
+    const input = {
       user: userInput.value.trim(),
       pin: f.includes("pin") && pinInput.value !== "" ? pinInput.value : null,
       totp: f.includes("totp") ? totpInput.value.trim() : null,
       emergencyReason: reason,
-    });
+    };
+    const outcome = signingOut ? await signOut({ ...input, emergencyReason: null }) : await unlock(input);
     clearSecrets();
+    if (outcome.result === "granted" && signingOut) {
+      userInput.value = "";
+      reset();
+      say(signedOutMessage(outcome.display_name), titleFor("signed out"));
+      return;
+    }
     if (outcome.result === "granted") {
       say(outcomeMessage(outcome), titleFor("unlocked"));
       return;
@@ -192,6 +215,11 @@ function applyStatus(status: Status): void {
     $("banner").textContent = policy.banner;
     if (first) reset();
   }
+  $("title").textContent = lockHeading(status.session_owner);
+  owner.hidden = status.session_owner === null;
+  owner.textContent = "A colleague who unlocks takes this session over.";
+  phiNotice.hidden = status.phi_notice === null;
+  phiNotice.textContent = status.phi_notice ?? "";
   serviceUp = status.service_available;
   service.hidden = serviceUp;
   service.textContent = serviceUp
@@ -222,7 +250,7 @@ function buildPinPad(): void {
 }
 
 function focusOrder(): string[] {
-  return [userInput, pinInput, totpInput, reasonInput, submit, switchMethod, emergencyButton, cancel]
+  return [userInput, pinInput, totpInput, reasonInput, submit, signOutButton, switchMethod, emergencyButton, cancel]
     .filter((el) => !el.hidden && !el.closest("[hidden]") && !(el as HTMLButtonElement).disabled)
     .map((el) => el.id);
 }
@@ -283,6 +311,7 @@ async function main(): Promise<void> {
     event.preventDefault();
     void attempt();
   });
+  signOutButton.addEventListener("click", () => void attempt(true));
   switchMethod.addEventListener("click", () => {
     usingAlternative = !usingAlternative;
     step = 0;

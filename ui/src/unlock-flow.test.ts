@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { inputProblem, nextFocus, outcomeMessage, planFor, titleFor } from "./unlock-flow";
+import { inputProblem, lockHeading, nextFocus, outcomeMessage, planFor, signedOutMessage, titleFor } from "./unlock-flow";
 
 const policy = { emergency_min_reason_chars: 10, emergency_requires_pin: true };
 
@@ -94,5 +94,16 @@ describe("titleFor", () => {
     expect(titleFor("locked")).toBe("Wardlock — locked");
     expect(titleFor("refused", "2 attempts left")).toBe("Wardlock — refused: 2 attempts left");
     expect(titleFor("unavailable")).toBe("Wardlock — unlock unavailable");
+  });
+});
+
+describe("whose session", () => {
+  it("names the shortened owner when there is one, and no one otherwise", () => {
+    expect(lockHeading("Nora N.")).toBe("Locked — session of Nora N.");
+    expect(lockHeading(null)).toBe("This workstation is locked");
+  });
+  it("says after a sign-out that the lock stays", () => {
+    expect(signedOutMessage("Nora Nurse")).toContain("stays locked");
+    expect(titleFor("signed out")).toBe("Wardlock — signed out");
   });
 });

@@ -49,7 +49,7 @@ export function outcomeMessage(outcome: UnlockOutcome): string {
 
 /** The page title, which the window title follows (screen readers and tests read it). */
 export function titleFor(
-  state: "starting" | "locked" | "busy" | "refused" | "backoff" | "unavailable" | "unlocked",
+  state: "starting" | "locked" | "busy" | "refused" | "backoff" | "unavailable" | "unlocked" | "signed out",
   detail = "",
 ): string {
   const text: Record<typeof state, string> = {
@@ -60,8 +60,20 @@ export function titleFor(
     backoff: "try again later",
     unavailable: "unlock unavailable",
     unlocked: "unlocked",
+    "signed out": "signed out",
   };
   return `Wardlock — ${text[state]}${detail ? `: ${detail}` : ""}`;
+}
+
+/** The lock screen's heading: whose session it is, so a colleague knows that unlocking
+ * takes it over. */
+export function lockHeading(owner: string | null): string {
+  return owner ? `Locked — session of ${owner}` : "This workstation is locked";
+}
+
+/** After a sign-out: the lock stays for the next clinician. */
+export function signedOutMessage(displayName: string): string {
+  return `Signed out, ${displayName}. Your applications are closing; the workstation stays locked for the next clinician.`;
 }
 
 /** Checks before sending: a reason long enough for emergency access, digits present. */
