@@ -51,6 +51,12 @@ let emergency = false;
 let busy = false;
 let retryUntil = 0;
 let serviceUp = false;
+let sessionOwner: string | null = null;
+
+/** "locked", and whose session it is: screen readers (and the tests) read the title. */
+function lockedTitle(): string {
+  return titleFor("locked", sessionOwner ? `session of ${sessionOwner}` : "");
+}
 
 function factors(): Factor[] {
   return usingAlternative && plan.alternative ? plan.alternative.factors : plan.factors;
@@ -133,11 +139,11 @@ async function attempt(signingOut = false): Promise<void> {
   // Moving to the next step only needs the current factor.
   if (!emergency && step < factors().length - 1) {
     if (currentFactor() === "pin" && pinInput.value === "") {
-      say("Enter your PIN.", titleFor("locked"));
+      say("Enter your PIN.", lockedTitle());
       return focusFirstEmpty();
     }
     if (userInput.value.trim() === "") {
-      say("Enter your user ID.", titleFor("locked"));
+      say("Enter your user ID.", lockedTitle());
       return focusFirstEmpty();
     }
     step += 1;
@@ -145,7 +151,7 @@ async function attempt(signingOut = false): Promise<void> {
     return focusFirstEmpty();
   }
   if (problem) {
-    say(problem, titleFor("locked"));
+    say(problem, lockedTitle());
     return focusFirstEmpty();
   }
   const f = emergency ? ["pin"] : factors();
@@ -196,7 +202,7 @@ function startBackoff(seconds: number): void {
     const left = (retryUntil - Date.now()) / 1000;
     if (left <= 0) {
       window.clearInterval(backoffTimer);
-      say("You can try again now.", titleFor("locked"));
+      say("You can try again now.", lockedTitle());
       render();
       return;
     }
@@ -215,6 +221,10 @@ function applyStatus(status: Status): void {
     $("banner").textContent = policy.banner;
     if (first) reset();
   }
+  const ownerChanged = sessionOwner !== status.session_owner;
+  const wasLocked = document.title === lockedTitle();
+  sessionOwner = status.session_owner;
+  if (ownerChanged && wasLocked) document.title = lockedTitle();
   $("title").textContent = lockHeading(status.session_owner);
   owner.hidden = status.session_owner === null;
   owner.textContent = "A colleague who unlocks takes this session over.";
@@ -226,7 +236,7 @@ function applyStatus(status: Status): void {
     ? ""
     : "Unlock unavailable: the Wardlock service is not answering. The screen stays locked. Call IT if this lasts.";
   if (!serviceUp) document.title = titleFor("unavailable");
-  else if (document.title === titleFor("unavailable") || document.title === titleFor("starting")) document.title = titleFor("locked");
+  else if (document.title === titleFor("unavailable") || document.title === titleFor("starting")) document.title = lockedTitle();
   render();
 }
 
@@ -262,7 +272,7 @@ function keepFocus(): void {
       event.preventDefault();
       userInput.value = "";
       reset();
-      say("", serviceUp ? titleFor("locked") : titleFor("unavailable"));
+      say("", serviceUp ? lockedTitle() : titleFor("unavailable"));
       userInput.focus();
       return;
     }
@@ -322,12 +332,12 @@ async function main(): Promise<void> {
   emergencyButton.addEventListener("click", () => {
     emergency = true;
     render();
-    say(`Emergency access: give a reason (at least ${policy?.emergency_min_reason_chars ?? 10} characters).`, titleFor("locked"));
+    say(`Emergency access: give a reason (at least ${policy?.emergency_min_reason_chars ?? 10} characters).`, lockedTitle());
     focusFirstEmpty();
   });
   cancel.addEventListener("click", () => {
     reset();
-    say("", titleFor("locked"));
+    say("", lockedTitle());
     focusFirstEmpty();
   });
   await listen<Status>("status", (event) => applyStatus(event.payload));
@@ -342,7 +352,7 @@ async function main(): Promise<void> {
   applyStatus(state.status);
   focusFirstEmpty();
   // Only now does the title say "locked": the form is ready for typing.
-  if (serviceUp) document.title = titleFor("locked");
+  if (serviceUp) document.title = lockedTitle();
 }
 
 main().catch((e: unknown) => {

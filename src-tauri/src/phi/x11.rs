@@ -222,6 +222,7 @@ impl PhiWindows for X11Windows {
             return Ok(());
         }
         // No window manager took it (none runs, or it refuses): unmap it ourselves.
+        eprintln!("wardlock: the window manager did not iconify window {id:#x}; unmapping it");
         self.conn.unmap_window(id).map_err(x)?;
         self.conn.flush().map_err(x)?;
         if self.wait_viewable(id, false) {

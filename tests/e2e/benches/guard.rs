@@ -293,7 +293,7 @@ fn waiting(idle_secs: u64) {
     // Once it has locked and unlocked: the same again in that state.
     agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
     guard.lock_now();
-    desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t.starts_with("Wardlock — locked"));
     desktop.key("Escape");
     desktop.type_text("n.nurse");
     desktop.key("Tab");
@@ -331,7 +331,9 @@ fn locks(iterations: u64) {
         early(i, "wardlock", at_map.min(at_grab), crossed);
         mapped.push(at_map.saturating_duration_since(crossed));
         grabbed.push(at_grab.saturating_duration_since(crossed));
-        desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| t == "Wardlock — locked");
+        desktop.wait_lock_title("the lock page", Duration::from_secs(30), |t| {
+            t.starts_with("Wardlock — locked")
+        });
         if i == 0 {
             let (_, rss, pss, n) = usage(pid);
             println!("guard locked: {n} processes, RSS {rss:.1} MiB, PSS {pss:.1} MiB");

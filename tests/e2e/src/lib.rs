@@ -712,6 +712,89 @@ impl Drop for PhiApp {
     }
 }
 
+/// A window of a stand-in application as the X server has it: whether it is mapped
+/// (viewable) and where it is on the screen. `None` once it is gone.
+pub fn client_state(desktop: &Desktop, id: u32) -> Option<Window> {
+    let attrs = desktop.conn.get_window_attributes(id).ok()?.reply().ok()?;
+    let geo = desktop.conn.get_geometry(id).ok()?.reply().ok()?;
+    let at = desktop.conn.translate_coordinates(id, desktop.root, 0, 0).ok()?.reply().ok()?;
+    Some(Window {
+        id,
+        name: String::new(),
+        x: at.dst_x,
+        y: at.dst_y,
+        width: geo.width,
+        height: geo.height,
+        viewable: attrs.map_state == MapState::VIEWABLE,
+    })
+}
+
+/// A stand-in PHI (or other) application with one window of a chosen `WM_CLASS`.
+pub struct App {
+    child: Child,
+    /// Its client window (not the window manager's frame).
+    pub id: u32,
+}
+
+impl App {
+    /// `xterm -class CLASS`, as a real application would be named.
+    pub fn xterm(desktop: &Desktop, class: &str, title: &str, geometry: &str) -> Self {
+        let child = desktop
+            .command("xterm")
+            .args(["-class", class, "-title", title, "-geometry", geometry])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("xterm is not installed (make setup installs it)");
+        Self::found(desktop, child, title)
+    }
+
+    /// `phi-standin`: a plain red window that closes on `WM_DELETE_WINDOW`, or with
+    /// `ignore_delete` only by signal.
+    pub fn standin(desktop: &Desktop, class: &str, title: &str, at: (u16, u16), ignore_delete: bool) -> Self {
+        let mut cmd = desktop.command(bin("phi-standin"));
+        cmd.args([class, title, &at.0.to_string(), &at.1.to_string()]);
+        if ignore_delete {
+            cmd.arg("--ignore-delete");
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // Named before it is mapped, so found even where the guard hides it at once.
+        Self::found_by(desktop, child, title, &[])
+    }
+
+    fn found(desktop: &Desktop, child: Child, title: &str) -> Self {
+        Self::found_by(desktop, child, title, &["--onlyvisible"])
+    }
+
+    fn found_by(desktop: &Desktop, child: Child, title: &str, options: &[&str]) -> Self {
+        let pattern = format!("^{title}$");
+        let id = wait_for(&format!("the window {title:?}"), Duration::from_secs(20), || {
+            let args = [&["search"], options, &["--name", &pattern]].concat();
+            let id = desktop.xdotool(&args);
+            id.lines().next().and_then(|id| id.parse::<u32>().ok())
+        });
+        Self { child, id }
+    }
+
+    pub fn state(&self, desktop: &Desktop) -> Option<Window> {
+        client_state(desktop, self.id)
+    }
+
+    /// Whether the process still runs (reaps it once it ended).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// The stand-in's colour (`phi-standin`).
+pub const STANDIN: [u8; 3] = [255, 0, 0];
+
 /// The lock screen's curtain colour (`--bg` in ui/src/style.css).
 pub const CURTAIN: [u8; 3] = [12, 30, 38];
 /// Its text colour (`--text`).

@@ -94,7 +94,7 @@ fn wrong_pins_are_refused_then_locked_out_and_the_right_pin_unlocks() {
     agent.add_user("d.doc", "Dee Doc", "physician", "582039", false);
     let guard = Guard::start(&desktop, &agent);
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
 
     type_pin(&desktop, "n.nurse", "111111");
     let title = desktop.wait_lock_title("a refusal", SECS(30), |t| t.contains("refused"));
@@ -121,7 +121,7 @@ fn wrong_pins_are_refused_then_locked_out_and_the_right_pin_unlocks() {
     assert_eq!(agent.count("unlock_succeeded"), 0);
 
     // Someone else's right PIN unlocks once the countdown is over; the session is theirs.
-    desktop.wait_lock_title("the end of the lockout", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the end of the lockout", SECS(30), |t| t.starts_with("Wardlock — locked"));
     type_pin(&desktop, "d.doc", "582039");
     desktop.wait_unlocked(SECS(30));
     let granted = agent.wait_audit("unlock_succeeded", SECS(10));
@@ -141,7 +141,7 @@ fn a_totp_code_from_oathtool_unlocks_once_and_is_refused_the_second_time() {
     let secret = agent.add_user("t.tech", "Tom Tech", "nurse", "640273", true).expect("a TOTP secret");
     let guard = Guard::start(&desktop, &agent);
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
 
     // User ID, then switch to the authenticator code with the keyboard alone.
     desktop.key("Escape");
@@ -160,7 +160,7 @@ fn a_totp_code_from_oathtool_unlocks_once_and_is_refused_the_second_time() {
 
     // The same code again (within its 30 s step): refused.
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     desktop.key("Escape");
     desktop.type_text("t.tech");
     desktop.key("Tab");
@@ -188,7 +188,7 @@ fn escape_attempts_leave_the_lock_in_place_and_no_key_reaches_the_phi_app() {
     wait_for("keys in the PHI app", SECS(10), || (phi.received() == "visible").then_some(()));
 
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     let lock = desktop.lock_windows()[0].clone();
     let lock_id = lock.id.to_string();
     let attempts: &[&[&str]] = &[
@@ -280,7 +280,7 @@ fn a_killed_or_hung_lock_page_is_rebuilt_under_a_covered_screen_and_the_right_pi
     ] {
         let restarts_before = agent.count("lock_screen_restarted");
         guard.lock_now();
-        desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+        desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
         desktop.wait_drawn();
         let page = desktop.lock_windows()[0].id;
         let web = guard.web_processes();
@@ -307,7 +307,11 @@ fn a_killed_or_hung_lock_page_is_rebuilt_under_a_covered_screen_and_the_right_pi
             desktop.save_screenshot("page-restarted").display()
         );
         desktop.wait("a new lock page", SECS(10), || {
-            desktop.lock_windows().iter().any(|w| w.id != page && w.name == "Wardlock — locked").then_some(())
+            desktop
+                .lock_windows()
+                .iter()
+                .any(|w| w.id != page && w.name.starts_with("Wardlock — locked"))
+                .then_some(())
         });
         desktop.type_text("leak");
         type_pin(&desktop, "n.nurse", "730284");
@@ -362,7 +366,7 @@ fn every_monitor_is_covered_and_monitors_plugged_in_removed_or_resized_while_loc
     wait_for("keys in the PHI app", SECS(10), || (phi.received() == "visible").then_some(()));
 
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     desktop.wait_drawn();
     assert_eq!(curtain_areas(&desktop), [(0, 0, 1280, 800), (1280, 0, 1024, 768)], "a curtain per monitor");
     let page = &desktop.lock_windows()[0];
@@ -424,7 +428,7 @@ fn killing_the_guards_x_client_is_audited_and_the_restarted_guard_locks_again() 
     let (_serial, desktop, agent) = setup();
     let mut guard = Guard::start(&desktop, &agent);
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     let lock_id = desktop.lock_windows()[0].id.to_string();
 
     // XKillClient on the lock window ends the guard's X connection, and so the guard: no
@@ -435,7 +439,7 @@ fn killing_the_guards_x_client_is_audited_and_the_restarted_guard_locks_again() 
     assert_eq!(lost["details"]["alert"], "compliance", "{lost}");
     guard.kill9(); // reap it, as systemd would
     guard.restart();
-    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t.starts_with("Wardlock — locked"));
     type_pin(&desktop, "n.nurse", "730284");
     desktop.wait_unlocked(SECS(30));
     drop(guard);
@@ -446,7 +450,7 @@ fn a_killed_guard_comes_back_locked_and_a_killed_service_keeps_the_screen_locked
     let (_serial, desktop, mut agent) = setup();
     let mut guard = Guard::start(&desktop, &agent);
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     agent.wait_audit("locked", SECS(10));
 
     guard.kill9();
@@ -454,7 +458,7 @@ fn a_killed_guard_comes_back_locked_and_a_killed_service_keeps_the_screen_locked
     assert_eq!(lost["details"]["alert"], "compliance", "{lost}");
     // The restarted guard locks before anything else: the service remembers the lock.
     guard.restart();
-    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t.starts_with("Wardlock — locked"));
     let relock = wait_for("the relock entry", SECS(10), || {
         agent.audit().into_iter().filter(|e| e["kind"] == "locked").nth(1)
     });
@@ -471,7 +475,7 @@ fn a_killed_guard_comes_back_locked_and_a_killed_service_keeps_the_screen_locked
 
     // It comes back: the guard reconnects and the right PIN unlocks.
     agent.restart();
-    desktop.wait_lock_title("the service back", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the service back", SECS(30), |t| t.starts_with("Wardlock — locked"));
     type_pin(&desktop, "n.nurse", "730284");
     desktop.wait_unlocked(SECS(30));
     agent.wait_audit("unlock_succeeded", SECS(10));
@@ -528,7 +532,7 @@ fn an_administrator_enrolls_a_clinician_whose_new_pin_then_unlocks() {
 
     // The new PIN unlocks; the refused one does not.
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     type_pin(&desktop, "n.new", "123456");
     desktop.wait_lock_title("the weak PIN's refusal", SECS(30), |t| t.contains("refused"));
     type_pin(&desktop, "n.new", "583920");
@@ -551,7 +555,9 @@ fn the_guard_locks_when_the_os_session_is_locked_and_when_the_machine_resumes() 
 
     // The session is locked from outside (loginctl lock-session, the desktop's locker).
     logind.lock_session();
-    desktop.wait_lock_title("the lock on the session's Lock signal", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock on the session's Lock signal", SECS(30), |t| {
+        t.starts_with("Wardlock — locked")
+    });
     let locked = agent.wait_audit("locked", SECS(10));
     assert_eq!(locked["details"]["reason"], "os_session", "{locked}");
     type_pin(&desktop, "n.nurse", "730284");
@@ -560,7 +566,7 @@ fn the_guard_locks_when_the_os_session_is_locked_and_when_the_machine_resumes() 
     // Suspend and resume: locked on the way back (policy lock_on_resume, the default).
     logind.prepare_for_sleep(true);
     logind.prepare_for_sleep(false);
-    desktop.wait_lock_title("the lock on resume", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock on resume", SECS(30), |t| t.starts_with("Wardlock — locked"));
     let resumed = wait_for("the resume entry", SECS(10), || {
         agent.audit().into_iter().filter(|e| e["kind"] == "locked").nth(1)
     });
@@ -576,11 +582,11 @@ fn another_clinician_takes_the_session_over_and_emergency_access_needs_a_real_re
 
     // Nora unlocks; later Dee unlocks the same session: it is Dee's now, and the audit says so.
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     type_pin(&desktop, "n.nurse", "730284");
     desktop.wait_unlocked(SECS(30));
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     type_pin(&desktop, "d.doc", "582039");
     desktop.wait_unlocked(SECS(30));
     let switched = wait_for("Dee's unlock", SECS(10), || {
@@ -593,7 +599,7 @@ fn another_clinician_takes_the_session_over_and_emergency_access_needs_a_real_re
 
     // Emergency access, keyboard only: user ID and PIN, then the emergency button.
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     desktop.key("Escape");
     desktop.type_text("n.nurse");
     desktop.key("Tab");
@@ -694,7 +700,7 @@ fn locked_session() -> (std::sync::MutexGuard<'static, ()>, Desktop, Agent, Fake
     logind.set_session_processes(chart.process_group());
     let guard = Guard::start_with_env(&desktop, &agent, &bus);
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     agent.wait_audit("locked", SECS(10));
     (serial, desktop, agent, logind, chart, guard)
 }
@@ -731,7 +737,7 @@ fn a_guard_killed_and_restarted_within_the_grace_confirms_its_lock_and_nothing_e
     let (_serial, desktop, agent, logind, mut chart, mut guard) = locked_session();
     guard.kill9();
     guard.restart(); // as its systemd user unit does
-    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the restarted guard's lock", SECS(30), |t| t.starts_with("Wardlock — locked"));
     let confirmed = agent.wait_audit("escalation_confirmed", SECS(10));
     assert_eq!(confirmed["details"]["by"], "guard", "{confirmed}");
     assert_eq!(confirmed["details"]["pid"], guard.pid().to_string(), "{confirmed}");
@@ -778,8 +784,9 @@ fn resetting_the_screen_saver_does_not_keep_the_session_open() {
     let guard = Guard::start(&desktop, &agent);
     // What video players and keep-awake scripts do: no input, only XResetScreenSaver.
     let (stop, keeper) = repeat_in_background(&desktop, "xset", &["s", "reset"], SECS(3), 15);
-    desktop
-        .wait_lock_title("the idle lock despite xset s reset", SECS(15 + 10), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the idle lock despite xset s reset", SECS(15 + 10), |t| {
+        t.starts_with("Wardlock — locked")
+    });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(keeper.join().unwrap() >= 3, "the keep-awake loop ran");
     let locked = agent.wait_audit("locked", SECS(10));
@@ -796,7 +803,9 @@ fn a_mouse_jiggler_does_not_keep_the_session_open_by_default() {
     let guard = Guard::start(&desktop, &agent);
     let jiggle = ["mousemove_relative", "--", "5", "5"];
     let (stop, jiggler) = repeat_in_background(&desktop, "xdotool", &jiggle, SECS(2), 20);
-    desktop.wait_lock_title("the idle lock despite the jiggler", SECS(15 + 10), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the idle lock despite the jiggler", SECS(15 + 10), |t| {
+        t.starts_with("Wardlock — locked")
+    });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(jiggler.join().unwrap() >= 5, "the jiggler ran");
     let ignored = agent.wait_audit("synthetic_input_ignored", SECS(10));
@@ -910,7 +919,7 @@ fn while_locked_the_keymap_cannot_break_the_grab_end_the_server_or_switch_away()
     let phi = PhiApp::start(&desktop);
     let mut guard = Guard::start(&desktop, &agent);
     guard.lock_now();
-    desktop.wait_lock_title("the lock screen", SECS(30), |t| t == "Wardlock — locked");
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     let hardened = agent.wait_audit("keymap_hardened", SECS(10));
     let actions = hardened["details"]["actions"].as_str().unwrap().to_owned();
     for expected in ["Terminate", "SwitchScreen", "XF86 private action Ungrab", "XF86 private action ClsGrb"]

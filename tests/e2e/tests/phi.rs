@@ -1,0 +1,270 @@
+//! PHI applications end to end: the real `wardlockd` and guard under Xvfb with openbox,
+//! stand-in applications named by `WM_CLASS` (an `xterm -class EHR` and `phi-standin`),
+//! and the X server's own word on what is on screen.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wardlock_e2e::{wait_for, Agent, App, Desktop, Guard, CURTAIN, STANDIN};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// The group's timing is 30 s; the EHR tier's 22 s, the PACS tier's 15 s.
+const PHI_POLICY: &str = r#"
+[lock]
+idle_timeout = "30s"
+warning = "3s"
+synthetic_input_keeps_awake = true
+when_unguarded = "audit_only"
+
+[lockout]
+throttle = "0s"
+
+[phi]
+on_switch = "close"
+close_grace = "2s"
+
+[phi.tiers.ehr]
+idle_timeout = "22s"
+warning = "3s"
+
+[phi.tiers.pacs]
+idle_timeout = "15s"
+warning = "3s"
+
+[[phi.apps]]
+name = "EHR"
+wm_class = "EHR"
+tier = "ehr"
+
+[[phi.apps]]
+name = "PACS"
+wm_class = "Pacs"
+tier = "pacs"
+"#;
+
+fn setup(policy: &str) -> (std::sync::MutexGuard<'static, ()>, Desktop, Agent, Guard) {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let desktop = Desktop::start(1280, 800);
+    let agent = Agent::start(policy);
+    agent.add_user("n.nurse", "Nora Nightingale", "nurse", "730284", false);
+    agent.add_user("o.omar", "Omar Said", "nurse", "482913", false);
+    let guard = Guard::start(&desktop, &agent);
+    (serial, desktop, agent, guard)
+}
+
+fn type_pin(desktop: &Desktop, user: &str, pin: &str) {
+    desktop.key("Escape");
+    desktop.type_text(user);
+    desktop.key("Tab");
+    desktop.type_text(pin);
+    desktop.key("Return");
+}
+
+fn unlock(desktop: &Desktop, user: &str, pin: &str) {
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
+    type_pin(desktop, user, pin);
+    desktop.wait_unlocked(SECS(30));
+}
+
+/// Nora unlocks once, so that the session (and what she opens next) is hers.
+fn nora_owns_the_session(desktop: &Desktop, guard: &Guard) {
+    guard.lock_now();
+    unlock(desktop, "n.nurse", "730284");
+}
+
+fn entries(agent: &Agent, kind: &str) -> Vec<serde_json::Value> {
+    agent.audit().into_iter().filter(|e| e["kind"] == kind).collect()
+}
+
+#[track_caller]
+fn wait_entries(agent: &Agent, kind: &str, n: usize, within: Duration) -> Vec<serde_json::Value> {
+    wait_for(&format!("{n} `{kind}` entries"), within, || {
+        let found = entries(agent, kind);
+        (found.len() >= n).then_some(found)
+    })
+}
+
+fn apps_of(found: &[serde_json::Value]) -> Vec<String> {
+    let mut apps: Vec<String> =
+        found.iter().map(|e| e["details"]["app"].as_str().unwrap().to_owned()).collect();
+    apps.sort();
+    apps
+}
+
+#[test]
+fn phi_windows_are_hidden_at_the_lock_given_back_to_their_clinician_and_closed_when_another_unlocks() {
+    let (_serial, desktop, agent, guard) = setup(PHI_POLICY);
+    nora_owns_the_session(&desktop, &guard);
+    let mut ehr = App::xterm(&desktop, "EHR", "EHR chart", "60x10+50+60");
+    // A second PHI application, that ignores WM_DELETE_WINDOW, and one that is not PHI.
+    let mut pacs = App::standin(&desktop, "Pacs", "PACS viewer", (600, 300), true);
+    let notes = App::xterm(&desktop, "Notes", "Ward notes", "40x5+700+40");
+    let (ehr_at, pacs_at) = (ehr.state(&desktop).unwrap(), pacs.state(&desktop).unwrap());
+    assert!(ehr_at.viewable && pacs_at.viewable);
+
+    // The lock: both PHI windows unmapped (the X server says so), the other one left alone.
+    guard.lock_now();
+    desktop.wait("the PHI windows unmapped", SECS(10), || {
+        (!ehr.state(&desktop)?.viewable && !pacs.state(&desktop)?.viewable).then_some(())
+    });
+    assert!(notes.state(&desktop).unwrap().viewable, "a non-PHI window is not touched");
+    let hidden = wait_entries(&agent, "phi_app_hidden", 2, SECS(10));
+    assert_eq!(apps_of(&hidden), ["EHR", "PACS"]);
+    assert!(hidden.iter().all(|e| e["details"]["owner"] == "n.nurse"), "{hidden:?}");
+    let title = desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
+    assert_eq!(title, "Wardlock — locked: session of Nora N.", "whose session it is, shortened");
+
+    // Nora again: both come back where they were.
+    unlock(&desktop, "n.nurse", "730284");
+    desktop.wait("the PHI windows back", SECS(10), || {
+        (ehr.state(&desktop)?.viewable && pacs.state(&desktop)?.viewable).then_some(())
+    });
+    // Where they were (openbox animates the de-iconify, so the frame gets there in steps).
+    for (app, before) in [(&ehr, &ehr_at), (&pacs, &pacs_at)] {
+        let area = |w: &wardlock_e2e::Window| (w.x, w.y, w.width, w.height);
+        desktop.wait("the window back where it was", SECS(5), || {
+            (area(&app.state(&desktop)?) == area(before)).then_some(())
+        });
+    }
+    assert_eq!(apps_of(&wait_entries(&agent, "phi_app_restored", 2, SECS(10))), ["EHR", "PACS"]);
+    assert!(ehr.alive() && pacs.alive());
+
+    // Locked again, and Omar unlocks: Nora's charts close, the EHR when asked, the PACS
+    // viewer (which ignores the request) by SIGTERM after the 2 s grace.
+    guard.lock_now();
+    desktop.wait("the PHI windows unmapped", SECS(10), || {
+        (!ehr.state(&desktop)?.viewable && !pacs.state(&desktop)?.viewable).then_some(())
+    });
+    let asked = Instant::now();
+    unlock(&desktop, "o.omar", "482913");
+    wait_for("the EHR to close", SECS(10), || (!ehr.alive()).then_some(()));
+    wait_for("the PACS viewer to be ended", SECS(15), || (!pacs.alive()).then_some(()));
+    assert!(asked.elapsed() >= SECS(2), "the PACS viewer was ended before its grace");
+    let closed = wait_entries(&agent, "phi_app_closed", 2, SECS(10));
+    let how: Vec<(String, String, String)> = closed
+        .iter()
+        .map(|e| {
+            let d = &e["details"];
+            let text = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+            (text("app"), text("how"), text("reason"))
+        })
+        .collect();
+    assert!(how.contains(&("EHR".into(), "wm_delete".into(), "user_switch".into())), "{how:?}");
+    assert!(how.contains(&("PACS".into(), "sigterm".into(), "user_switch".into())), "{how:?}");
+    assert!(closed.iter().all(|e| e["details"]["owner"] == "n.nurse"));
+    assert!(notes.state(&desktop).unwrap().viewable, "the non-PHI window is still there");
+    assert_eq!(entries(&agent, "phi_app_close_failed").len(), 0);
+}
+
+/// Input now, then the time until the lock windows are up.
+fn time_to_lock(desktop: &Desktop) -> Duration {
+    desktop.xdotool(&["mousemove_relative", "--", "5", "5"]);
+    let start = Instant::now();
+    desktop.wait_lock_title("the idle lock", SECS(60), |t| t.starts_with("Wardlock — locked"));
+    start.elapsed()
+}
+
+#[track_caller]
+fn wait_timeout_in_force(guard: &Guard, secs: u64) {
+    let line = format!("idle timeout {secs} s");
+    wait_for(&format!("the guard to apply a {secs} s timeout"), SECS(10), || {
+        guard.log_text().contains(&line).then_some(())
+    });
+}
+
+#[test]
+fn the_strictest_tier_among_the_open_phi_applications_sets_the_idle_timeout() {
+    let (_serial, desktop, agent, guard) = setup(PHI_POLICY);
+    nora_owns_the_session(&desktop, &guard);
+
+    // Nothing of PHI open: the group's 30 s.
+    let none = time_to_lock(&desktop);
+    assert!((SECS(27)..SECS(36)).contains(&none), "no PHI app: locked after {none:?}, not ~30 s");
+    unlock(&desktop, "n.nurse", "730284");
+
+    // The EHR open: its tier's 22 s.
+    let _ehr = App::xterm(&desktop, "EHR", "EHR chart", "60x10+50+60");
+    wait_timeout_in_force(&guard, 22);
+    let ehr_only = time_to_lock(&desktop);
+    assert!((SECS(19)..SECS(27)).contains(&ehr_only), "EHR open: locked after {ehr_only:?}, not ~22 s");
+    unlock(&desktop, "n.nurse", "730284");
+
+    // And the PACS viewer: the stricter 15 s.
+    let _pacs = App::standin(&desktop, "Pacs", "PACS viewer", (600, 300), false);
+    wait_timeout_in_force(&guard, 15);
+    let both = time_to_lock(&desktop);
+    assert!((SECS(12)..SECS(19)).contains(&both), "EHR and PACS open: locked after {both:?}, not ~15 s");
+    let locks = entries(&agent, "locked");
+    assert_eq!(locks.iter().filter(|e| e["details"]["reason"] == "idle").count(), 3);
+}
+
+#[test]
+fn sign_out_closes_the_clinicians_apps_the_lock_stays_and_abandoned_apps_close_after_close_after() {
+    let policy = PHI_POLICY.replace("close_grace = \"2s\"", "close_grace = \"2s\"\nclose_after = \"1m\"");
+    let (_serial, desktop, agent, guard) = setup(&policy);
+    nora_owns_the_session(&desktop, &guard);
+    let mut ehr = App::xterm(&desktop, "EHR", "EHR chart", "60x10+50+60");
+    guard.lock_now();
+    desktop.wait("the EHR unmapped", SECS(10), || (!ehr.state(&desktop)?.viewable).then_some(()));
+
+    // Sign out: user ID, PIN, then the Sign out button (after Unlock in the tab order).
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
+    desktop.key("Escape");
+    desktop.type_text("n.nurse");
+    desktop.key("Tab");
+    desktop.type_text("730284");
+    desktop.key("Tab");
+    desktop.key("Tab");
+    desktop.key("Return");
+    desktop.wait_lock_title("the sign-out", SECS(30), |t| t == "Wardlock — signed out");
+    wait_for("the EHR to close", SECS(10), || (!ehr.alive()).then_some(()));
+    let signed_out = agent.wait_audit("signed_out", SECS(10));
+    assert_eq!(signed_out["user"], "n.nurse");
+    let closed = wait_entries(&agent, "phi_app_closed", 1, SECS(10));
+    assert_eq!(closed[0]["details"]["reason"], "signed_out", "{closed:?}");
+    assert!(!desktop.lock_windows().is_empty() && !desktop.curtains().is_empty(), "the lock stays");
+    assert_eq!(entries(&agent, "unlock_succeeded").len(), 1, "a sign-out is no unlock");
+
+    // A PHI application that opens behind the lock is hidden at once, and closed when it
+    // has been held for close_after (1 min): nobody came back for it.
+    let mut pacs = App::standin(&desktop, "Pacs", "PACS viewer", (600, 300), true);
+    let held = Instant::now();
+    desktop.wait("the new PHI window hidden", SECS(10), || (!pacs.state(&desktop)?.viewable).then_some(()));
+    wait_for("the abandoned PACS viewer to be ended", SECS(90), || (!pacs.alive()).then_some(()));
+    assert!(held.elapsed() >= SECS(55), "closed after {:?}, before close_after", held.elapsed());
+    let closed = wait_entries(&agent, "phi_app_closed", 2, SECS(10));
+    let last = &closed[1]["details"];
+    assert_eq!((last["app"].as_str(), last["reason"].as_str()), (Some("PACS"), Some("abandoned")), "{last}");
+    assert!(!desktop.lock_windows().is_empty(), "still locked");
+}
+
+#[test]
+fn with_dim_at_warning_the_phi_windows_are_covered_during_the_countdown_until_input() {
+    let policy = PHI_POLICY.replace("[phi]\n", "[phi]\ndim_at_warning = true\n");
+    let (_serial, desktop, agent, _guard) = setup(&policy);
+    let pacs = App::standin(&desktop, "Pacs", "PACS viewer", (600, 300), false);
+    let at = pacs.state(&desktop).unwrap();
+    let centre = ((at.x as u16) + at.width / 2, (at.y as u16) + at.height / 2 + 30);
+    assert_eq!(desktop.pixel(centre.0, centre.1), STANDIN);
+
+    // 15 s PACS tier, 3 s warning: the countdown after 12 s, and the panel with it.
+    wait_for("the warning countdown", SECS(30), || desktop.find("Wardlock warning"));
+    desktop.wait("the PHI window covered", SECS(5), || {
+        (desktop.pixel(centre.0, centre.1) == CURTAIN).then_some(())
+    });
+    assert!(desktop.lock_windows().is_empty(), "not locked yet");
+    assert!(pacs.state(&desktop).unwrap().viewable, "covered, not hidden: the clinician may come back");
+
+    // Input: countdown and panel go, the viewer shows again.
+    desktop.xdotool(&["mousemove_relative", "--", "30", "30"]);
+    wait_for("the countdown to go", SECS(5), || desktop.find("Wardlock warning").is_none().then_some(()));
+    desktop.wait("the PHI window shown again", SECS(5), || {
+        (desktop.pixel(centre.0, centre.1) == STANDIN).then_some(())
+    });
+    agent.wait_audit("warning_cancelled", SECS(10));
+}
