@@ -70,6 +70,7 @@ pub struct Guard {
     state: GuardState,
     /// Input idle is never taken as longer than the time since the last unlock: some
     /// input (a touch screen, the lock screen's own keys) may not reset the OS reading.
+    /// During a hold it lies in the future: idle counts from the hold's end.
     active_since: MonoTime,
 }
 
@@ -117,7 +118,9 @@ impl Guard {
                         wake_at: Some(lock_at.min(now + WARNING_POLL)),
                     }
                 } else {
-                    Step { actions: vec![], wake_at: Some(now + (warn_after - idle)) }
+                    // During a hold, the first warning is due after it.
+                    let wake = (now + (warn_after - idle)).max(self.active_since + warn_after);
+                    Step { actions: vec![], wake_at: Some(wake) }
                 }
             }
             GuardState::Warning { lock_at } => {
@@ -160,6 +163,39 @@ impl Guard {
         self.active_since = now;
         let warn_after = self.timings.idle_timeout.saturating_sub(self.timings.warning);
         Step { actions: vec![Action::Unlock], wake_at: Some(now + warn_after) }
+    }
+
+    /// `wardlockd` granted an unlock with a hold: no warning and no idle lock until
+    /// `hold` has passed; idle counts from its end.
+    pub fn unlocked_held(&mut self, now: MonoTime, hold: Duration) -> Step {
+        let mut step = self.unlocked(now);
+        if !step.actions.is_empty() {
+            self.active_since = now + hold;
+            step.wake_at =
+                Some(self.active_since + self.timings.idle_timeout.saturating_sub(self.timings.warning));
+        }
+        step
+    }
+
+    /// The end of the hold in force, if one is.
+    pub fn held_until(&self, now: MonoTime) -> Option<MonoTime> {
+        (self.active_since > now && matches!(self.state, GuardState::Active)).then_some(self.active_since)
+    }
+
+    /// An application the policy lets keep the session awake has the focus now: as input
+    /// would, this cancels a countdown and starts the idle time again.
+    pub fn kept_awake(&mut self, now: MonoTime) -> Step {
+        if let GuardState::Locked { .. } = self.state {
+            return Step { actions: vec![], wake_at: None };
+        }
+        let mut actions = Vec::new();
+        if let GuardState::Warning { .. } = self.state {
+            self.state = GuardState::Active;
+            actions.push(Action::CancelWarning);
+        }
+        self.active_since = self.active_since.max(now);
+        let warn_after = self.timings.idle_timeout.saturating_sub(self.timings.warning);
+        Step { actions, wake_at: Some(self.active_since + warn_after) }
     }
 
     fn lock(&mut self, reason: LockReason) -> Step {
@@ -274,5 +310,39 @@ mod tests {
         let step = g.set_timings(shorter, at(281), S(281));
         assert_eq!(step.actions, vec![Action::CancelWarning]);
         assert_eq!(step.wake_at, Some(at(281 + 289)));
+    }
+
+    #[test]
+    fn a_hold_keeps_the_session_open_for_its_length_then_idle_counts_from_its_end() {
+        let mut g = guard();
+        g.lock_now(LockReason::Manual);
+        let step = g.unlocked_held(at(100), S(300));
+        assert_eq!(step.actions, vec![Action::Unlock]);
+        assert_eq!(step.wake_at, Some(at(400 + 270)), "first warning 270 s after the hold ends");
+        assert_eq!(g.held_until(at(101)), Some(at(400)));
+        // No input at all during the hold: nothing happens, however idle the OS says.
+        let step = g.tick(at(399), S(299));
+        assert!(step.actions.is_empty(), "{step:?}");
+        assert_eq!(step.wake_at, Some(at(670)));
+        assert_eq!(g.tick(at(669), S(569)).actions, vec![]);
+        assert_eq!(g.tick(at(670), S(570)).actions, vec![Action::ShowWarning { lock_at: at(700) }]);
+        assert_eq!(g.held_until(at(670)), None);
+        // "Lock now" still locks during a hold.
+        let mut g = guard();
+        g.lock_now(LockReason::Manual);
+        g.unlocked_held(at(0), S(300));
+        assert_eq!(g.lock_now(LockReason::Manual).actions, vec![Action::Lock { reason: LockReason::Manual }]);
+    }
+
+    #[test]
+    fn a_focused_keep_awake_app_cancels_the_countdown_and_restarts_idle_like_input() {
+        let mut g = guard();
+        g.tick(at(280), S(280));
+        let step = g.kept_awake(at(285));
+        assert_eq!(step.actions, vec![Action::CancelWarning]);
+        assert_eq!(step.wake_at, Some(at(285 + 270)));
+        assert_eq!(g.tick(at(300), S(300)).actions, vec![], "idle counts from the keep-awake");
+        g.lock_now(LockReason::Manual);
+        assert_eq!(g.kept_awake(at(400)).actions, vec![], "it never unlocks");
     }
 }

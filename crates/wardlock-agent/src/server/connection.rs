@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use wardlock_core::lock::LockReason;
 use wardlock_core::protocol::local::{
-    ClientRole, ErrorCode, GuardEvent, GuardPolicy, QuitReply, Request, Response, UnlockReply,
+    ClientRole, ErrorCode, GuardEvent, GuardPolicy, HoldReply, QuitReply, Request, Response, UnlockReply,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
@@ -276,6 +276,16 @@ impl Connection {
                         .await));
                 }
                 Response::Unlock(blocking(move || service.sign_out(request, &peer)).await?)
+            }
+            Request::Hold(request) => {
+                if role != ClientRole::Guard {
+                    return Ok(Err(self.fail(ErrorCode::NotAllowed, "only the guard holds".into()).await));
+                }
+                let reply = blocking(move || service.hold(request, &peer)).await?;
+                if matches!(reply, HoldReply::Granted { .. }) {
+                    self.service.set_session_locked(&self.peer.account, false);
+                }
+                Response::Hold(reply)
             }
             Request::Quit(creds) => {
                 if role != ClientRole::Guard {

@@ -49,6 +49,17 @@ pub enum Purpose {
     /// The clinician signs out at the lock screen: their PHI applications close, the
     /// lock stays. Break-glass does not apply.
     SignOut,
+    /// An unlock that keeps the session open (`lock.hold`), if policy allows it now.
+    /// Break-glass does not apply.
+    Hold(HoldCheck),
+}
+
+/// Whether policy allows a hold now, decided before the credentials are checked and
+/// audited with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldCheck {
+    Allowed { seconds: u64, in_a_row: u32, max: u32 },
+    Refused { why: &'static str },
 }
 
 /// Directory role of the users who may approve administrative actions at a workstation.
@@ -67,12 +78,16 @@ pub fn attempt_unlock(
 ) -> Result<UnlockResult, AuthError> {
     let approval_of = match purpose {
         Purpose::AdminApproval { action } => Some(action),
-        Purpose::Unlock | Purpose::SignOut => None,
+        Purpose::Unlock | Purpose::SignOut | Purpose::Hold(_) => None,
     };
     let admin_only = approval_of.is_some();
     let sign_out = purpose == Purpose::SignOut;
+    let hold = match purpose {
+        Purpose::Hold(check) => Some(check),
+        _ => None,
+    };
     let stripped;
-    let attempt = if (admin_only || sign_out) && attempt.emergency_reason.is_some() {
+    let attempt = if (admin_only || sign_out || hold.is_some()) && attempt.emergency_reason.is_some() {
         stripped = Attempt { emergency_reason: None, ..attempt.clone() };
         &stripped
     } else {
@@ -136,6 +151,23 @@ pub fn attempt_unlock(
         (Outcome::Granted { method, .. }, None) if sign_out => {
             drafts.push(base(AuditKind::SignedOut).detail("method", method.as_str()));
         }
+        (Outcome::Granted { method, .. }, None) if hold.is_some() => match hold {
+            Some(HoldCheck::Allowed { seconds, in_a_row, max }) => {
+                let mut d = base(AuditKind::HoldStarted)
+                    .detail("method", method.as_str())
+                    .detail("seconds", seconds)
+                    .detail("in_a_row", in_a_row)
+                    .detail("max_in_a_row", max);
+                if let Some(previous) =
+                    context.session_user.as_deref().filter(|p| Some(*p) != known_user.as_deref())
+                {
+                    d = d.detail("switched_from", previous);
+                }
+                drafts.push(d);
+            }
+            Some(HoldCheck::Refused { why }) => drafts.push(base(AuditKind::HoldRefused).detail("why", why)),
+            None => {}
+        },
         (Outcome::Granted { method: GrantMethod::Emergency, .. }, None) => {
             let reason =
                 unlock::emergency_reason_text(attempt.emergency_reason.as_deref().unwrap_or_default());
@@ -167,6 +199,9 @@ pub fn attempt_unlock(
             }
             if sign_out {
                 d = d.detail("purpose", "sign_out");
+            }
+            if hold.is_some() {
+                d = d.detail("purpose", "hold");
             }
             drafts.push(d);
             // Both can start with the same failure; each is its own event for compliance.

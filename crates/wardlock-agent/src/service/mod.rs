@@ -96,6 +96,8 @@ pub struct Service {
     budget: Mutex<AttemptBudget>,
     /// The clinician the session is attributed to (the last one who unlocked).
     session_user: Mutex<Option<String>>,
+    /// Holds granted one after another since the last ordinary unlock (`lock.hold.max_in_a_row`).
+    holds_in_a_row: std::sync::atomic::AtomicU32,
     /// OS accounts whose guard last reported the session locked and has not unlocked it
     /// since: a guard that starts again for such an account is told to lock at once.
     locked_accounts: Mutex<std::collections::HashSet<String>>,
@@ -231,6 +233,7 @@ impl Service {
             layers: Mutex::new(Layers { machine_text, central }),
             budget: Mutex::new(budget),
             session_user: Mutex::new(None),
+            holds_in_a_row: std::sync::atomic::AtomicU32::new(0),
             locked_accounts: Mutex::new(Default::default()),
             guards: AtomicU32::new(0),
             collector_reachable: Mutex::new(None),

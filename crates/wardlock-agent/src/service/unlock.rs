@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use wardlock_core::audit::AuditKind;
-use wardlock_core::protocol::local::{AdminCredentials, UnlockReply, UnlockRequest};
+use wardlock_core::protocol::local::{AdminCredentials, HoldReply, UnlockReply, UnlockRequest};
 use wardlock_core::unlock::{Attempt, GrantMethod, Outcome};
 
-use super::auth::{AuthError, Context, Purpose};
+use super::auth::{AuthError, Context, HoldCheck, Purpose};
 use super::{ceil_secs, utc_now, Approval, Service, ServiceError};
 use crate::peer::Peer;
 use crate::secrets::SecretError;
@@ -58,6 +58,7 @@ impl Service {
         Ok(match result.outcome {
             Outcome::Granted { method, previous_unlock, failures_since_last_unlock } => {
                 *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(attempt.user_id.clone());
+                self.holds_in_a_row.store(0, std::sync::atomic::Ordering::SeqCst);
                 UnlockReply::Granted {
                     display_name: result.display_name.unwrap_or_else(|| attempt.user_id.clone()),
                     user: attempt.user_id,
@@ -102,6 +103,58 @@ impl Service {
             }
             Outcome::Refused { attempts_left, retry_after, .. } => {
                 UnlockReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
+            }
+        })
+    }
+
+    /// Decides a hold: the clinician's credentials as for an unlock, and whether policy
+    /// allows a hold on this workstation now (its group, the holds in a row), audited
+    /// together as `hold_started` or `hold_refused`. A refused hold leaves the session locked.
+    pub fn hold(&self, request: UnlockRequest, peer: &Peer) -> Result<HoldReply, ServiceError> {
+        use std::sync::atomic::Ordering;
+        if let Some(retry) = self.admit()? {
+            return Ok(HoldReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
+        }
+        let policy = self.policy();
+        let hold = &policy.lock.hold;
+        let in_a_row = self.holds_in_a_row.load(Ordering::SeqCst) + 1;
+        let check = if !hold.allowed_in(&policy.workstation.group) {
+            HoldCheck::Refused { why: "holds are not allowed in this workstation's group" }
+        } else if in_a_row > hold.max_in_a_row {
+            HoldCheck::Refused { why: "the holds allowed in a row are used up; unlock normally first" }
+        } else {
+            HoldCheck::Allowed { seconds: hold.length.as_secs(), in_a_row, max: hold.max_in_a_row }
+        };
+        let attempt =
+            Attempt { user_id: request.user, pin: request.pin, totp: request.totp, emergency_reason: None };
+        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let context = Context { os_account: Some(peer.account.clone()), session_user };
+        let result = match self.attempt(&attempt, Purpose::Hold(check), &context)? {
+            Ok(result) => result,
+            Err(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
+                return Ok(HoldReply::Refused { attempts_left, retry_after_secs })
+            }
+            Err(UnlockReply::Granted { .. }) => {
+                return Ok(HoldReply::Refused { attempts_left: 0, retry_after_secs: None })
+            }
+        };
+        Ok(match (result.outcome, check) {
+            (Outcome::Granted { .. }, HoldCheck::Allowed { seconds, in_a_row, max }) => {
+                *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(attempt.user_id.clone());
+                self.holds_in_a_row.store(in_a_row, Ordering::SeqCst);
+                HoldReply::Granted {
+                    display_name: result.display_name.unwrap_or_else(|| attempt.user_id.clone()),
+                    user: attempt.user_id,
+                    hold_secs: seconds,
+                    in_a_row,
+                    max,
+                }
+            }
+            (Outcome::Granted { .. }, HoldCheck::Refused { why }) => {
+                HoldReply::NotAllowed { why: why.into() }
+            }
+            (Outcome::Refused { attempts_left, retry_after, .. }, _) => {
+                HoldReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
             }
         })
     }

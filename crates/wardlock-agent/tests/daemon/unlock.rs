@@ -388,3 +388,54 @@ fn sign_out_checks_the_pin_like_an_unlock_audits_signed_out_and_ends_the_session
     let refused = sign_out(&mut tool, "730284", None);
     assert_eq!(refused["type"], "error", "{refused}");
 }
+
+#[test]
+fn holds_are_refused_where_policy_forbids_them_capped_where_it_allows_them_and_audited_with_the_user() {
+    let hold = |c: &mut crate::util::Client, pin: &str| {
+        c.request(
+            json!({"type": "hold", "user": "n.nurse", "pin": pin, "totp": null, "emergency_reason": null}),
+        )
+    };
+    // Not allowed in this workstation's group (the default: nowhere).
+    let mut d = Daemon::new(FAST_POLICY);
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    let mut guard = d.client("guard");
+    let refused = hold(&mut guard, "730284");
+    assert_eq!(refused["result"], "not_allowed", "{refused}");
+    assert!(refused["why"].as_str().unwrap().contains("group"), "{refused}");
+    let entry = d.audit().into_iter().find(|e| e.kind.as_str() == "hold_refused").expect("hold_refused");
+    assert_eq!(entry.user.as_deref(), Some("n.nurse"));
+    assert!(d.kinds().iter().all(|k| k != "hold_started" && k != "unlock_succeeded"));
+    drop(guard);
+    drop(d);
+
+    // Allowed for the group `icu`, two in a row at most.
+    let policy = format!(
+        "{FAST_POLICY}\n[workstation]\ngroup = \"icu\"\n[lock.hold]\nlength = \"5m\"\nmax_in_a_row = 2\ngroups = [\"icu\"]\n"
+    );
+    let mut d = Daemon::new(&policy);
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    let mut guard = d.client("guard");
+    assert_eq!(hold(&mut guard, "000000")["result"], "refused", "a wrong PIN holds nothing");
+    for n in 1..=2 {
+        let granted = hold(&mut guard, "730284");
+        assert_eq!(granted["result"], "granted", "{granted}");
+        assert_eq!((granted["hold_secs"].as_u64(), granted["in_a_row"].as_u64()), (Some(300), Some(n)));
+    }
+    let third = hold(&mut guard, "730284");
+    assert_eq!(third["result"], "not_allowed", "the third in a row: {third}");
+    // An ordinary unlock starts the count again.
+    assert_eq!(guard.unlock("n.nurse", Some("730284"), None)["result"], "granted");
+    assert_eq!(hold(&mut guard, "730284")["in_a_row"], 1);
+
+    let entries = d.audit();
+    let started: Vec<_> = entries.iter().filter(|e| e.kind.as_str() == "hold_started").collect();
+    assert_eq!(started.len(), 3);
+    assert!(started.iter().all(|e| e.user.as_deref() == Some("n.nurse")));
+    assert_eq!(started[1].details.get("in_a_row").map(String::as_str), Some("2"));
+    assert_eq!(entries.iter().filter(|e| e.kind.as_str() == "hold_refused").count(), 1);
+    let failed = entries.iter().find(|e| e.kind.as_str() == "unlock_failed").unwrap();
+    assert_eq!(failed.details.get("purpose").map(String::as_str), Some("hold"));
+}

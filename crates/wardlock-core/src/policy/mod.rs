@@ -78,6 +78,36 @@ pub struct LockPolicy {
     pub escalation_grace: Duration,
     /// Per workstation-group overrides of `idle_timeout` and `warning`.
     pub groups: BTreeMap<String, GroupTiming>,
+    /// "Keep open" for a procedure: where allowed, a clinician (with their PIN) keeps the
+    /// session from locking for a while, visibly and audited.
+    pub hold: HoldPolicy,
+    /// Applications (X11 `WM_CLASS`, instance or class) that keep the session awake while
+    /// their window has the focus: a vitals display, a procedure video. Nothing else does.
+    pub keep_awake: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HoldPolicy {
+    /// How long one hold keeps the session open.
+    #[serde(with = "humantime_serde")]
+    pub length: Duration,
+    /// Holds granted one after another without an ordinary unlock between them.
+    pub max_in_a_row: u32,
+    /// Workstation groups where holds are allowed; empty: nowhere.
+    pub groups: Vec<String>,
+}
+
+impl Default for HoldPolicy {
+    fn default() -> Self {
+        Self { length: Duration::from_secs(5 * 60), max_in_a_row: 1, groups: Vec::new() }
+    }
+}
+
+impl HoldPolicy {
+    pub fn allowed_in(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
 }
 
 impl Default for LockPolicy {
@@ -92,6 +122,8 @@ impl Default for LockPolicy {
             when_unguarded: Unguarded::Logoff,
             escalation_grace: Duration::from_secs(10),
             groups: BTreeMap::new(),
+            hold: HoldPolicy::default(),
+            keep_awake: Vec::new(),
         }
     }
 }
@@ -861,6 +893,7 @@ impl Policy {
             range("phi.close_after", close, secs(60), secs(24 * 3600));
         }
         range("phi.close_grace", self.phi.close_grace, secs(1), secs(120));
+        range("lock.hold.length", self.lock.hold.length, secs(60), secs(60 * 60));
         for (name, tier) in &self.phi.tiers {
             range(&format!("phi.tiers.{name}.idle_timeout"), tier.idle_timeout, secs(15), secs(8 * 3600));
             range(&format!("phi.tiers.{name}.warning"), tier.warning, secs(0), secs(5 * 60));
@@ -892,6 +925,7 @@ impl Policy {
             }
         };
         count("lockout.max_failures", self.lockout.max_failures.into(), 1, 20);
+        count("lock.hold.max_in_a_row", self.lock.hold.max_in_a_row.into(), 1, 12);
         count("lockout.workstation_max_failures", self.lockout.workstation_max_failures.into(), 1, 1000);
         count("pin.min_length", self.pin.min_length as u64, 4, 32);
         count("pin.max_length", self.pin.max_length as u64, 4, 64);
@@ -936,6 +970,22 @@ impl Policy {
                     if i < self.service.allowed_users.len() { "allowed_users" } else { "allowed_groups" };
                 problems
                     .push((format!("service.{list}"), format!("{name:?} is not an account or group name")));
+            }
+        }
+        for (i, class) in self.lock.keep_awake.iter().enumerate() {
+            if class.trim().is_empty() {
+                problems.push((
+                    format!("lock.keep_awake[{i}]"),
+                    "must name a window class, got an empty one".into(),
+                ));
+            }
+        }
+        for (i, group) in self.lock.hold.groups.iter().enumerate() {
+            if group.trim().is_empty() {
+                problems.push((
+                    format!("lock.hold.groups[{i}]"),
+                    "must name a workstation group, got an empty one".into(),
+                ));
             }
         }
         for (i, app) in self.phi.apps.iter().enumerate() {

@@ -37,6 +37,9 @@ pub enum Request {
     /// unlock; break-glass does not apply), their PHI applications are closed and the
     /// lock stays. Answered like an unlock. Guard only.
     SignOut(UnlockRequest),
+    /// "Keep open": an unlock that also keeps the session from locking for
+    /// `lock.hold.length`, where policy allows it. Answered with `hold`. Guard only.
+    Hold(UnlockRequest),
     Enroll(EnrollRequest),
     /// The guard asks to quit; only an administrator's credentials allow it. After
     /// `quit authorized` the guard may close its connection without a `guard_lost`.
@@ -195,6 +198,7 @@ pub enum Response {
     },
     Ack,
     Unlock(UnlockReply),
+    Hold(HoldReply),
     Enroll(EnrollReply),
     Quit(QuitReply),
     Status(ServiceStatus),
@@ -220,6 +224,18 @@ pub enum UnlockReply {
         attempts_left: u32,
         retry_after_secs: Option<u64>,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HoldReply {
+    /// Unlocked, and held open for `hold_secs` (the `in_a_row`-th hold of at most `max`).
+    Granted { user: String, display_name: String, hold_secs: u64, in_a_row: u32, max: u32 },
+    /// The credentials were refused, as for an unlock.
+    Refused { attempts_left: u32, retry_after_secs: Option<u64> },
+    /// The clinician is who they say, but policy allows no hold now (audited `hold_refused`);
+    /// the session stays locked.
+    NotAllowed { why: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +312,11 @@ pub struct GuardPolicy {
     pub phi_close_after_secs: Option<u64>,
     #[serde(default)]
     pub phi_dim_at_warning: bool,
+    /// Where this workstation's group allows holds: how long one lasts.
+    #[serde(default)]
+    pub hold_secs: Option<u64>,
+    #[serde(default)]
+    pub keep_awake: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,6 +379,8 @@ impl From<&Policy> for GuardPolicy {
             phi_close_grace_secs: p.phi.close_grace.as_secs(),
             phi_close_after_secs: p.phi.close_after.map(|d: Duration| d.as_secs()),
             phi_dim_at_warning: p.phi.dim_at_warning,
+            hold_secs: p.lock.hold.allowed_in(&p.workstation.group).then(|| p.lock.hold.length.as_secs()),
+            keep_awake: p.lock.keep_awake.clone(),
         }
     }
 }
