@@ -8,6 +8,7 @@ fn main() {
         "lock_screen_state",
         "unlock",
         "sign_out",
+        "hold",
         "enroll_authorize",
         "enroll_set_pin",
         "enroll_start_totp",

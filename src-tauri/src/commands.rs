@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::local::{
-    AdminCredentials, ClientRole, EnrollReply, EnrollRequest, QuitReply, Request, Response, UnlockReply,
-    UnlockRequest,
+    AdminCredentials, ClientRole, EnrollReply, EnrollRequest, HoldReply, QuitReply, Request, Response,
+    UnlockReply, UnlockRequest,
 };
 use wardlock_core::secret::SecretString;
 
@@ -163,6 +163,53 @@ pub async fn sign_out(input: UnlockInput, state: State<'_, AppState>) -> Result<
         Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
             Ok(UnlockOutcome::Refused { attempts_left, retry_after_secs })
         }
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum HoldOutcome {
+    Granted { display_name: String, hold_secs: u64 },
+    Refused { attempts_left: u32, retry_after_secs: Option<u64> },
+    NotAllowed { why: String },
+}
+
+/// "Keep open" at the lock screen: an unlock that also holds the session open for the
+/// policy's length, where it allows holds. `wardlockd` decides and audits.
+#[tauri::command]
+pub async fn hold(input: UnlockInput, state: State<'_, AppState>) -> Result<HoldOutcome, CommandError> {
+    let user = input.user.trim().to_owned();
+    if user.is_empty() {
+        return Err(CommandError::new("bad_input", "Enter your user ID."));
+    }
+    let request = Request::Hold(UnlockRequest {
+        user,
+        pin: secret(input.pin),
+        totp: secret(input.totp),
+        emergency_reason: None,
+    });
+    match state.link.call(request).await? {
+        Response::Hold(HoldReply::Granted { user, display_name, hold_secs, .. }) => {
+            {
+                let mut recent = state.recent_users.lock().unwrap_or_else(|p| p.into_inner());
+                recent.retain(|u| u != &user);
+                recent.push_front(user.clone());
+                recent.truncate(RECENT_USERS);
+            }
+            let length = std::time::Duration::from_secs(hold_secs);
+            let _ = state.guard.send(Command::Held { user, display_name: display_name.clone(), length });
+            let minutes = hold_secs.div_ceil(60);
+            let name = gtk::glib::markup_escape_text(&display_name);
+            state
+                .screen
+                .notice(format!("<b>Held open for {minutes} min by {name}.</b>\nThis hold is audited."));
+            Ok(HoldOutcome::Granted { display_name, hold_secs })
+        }
+        Response::Hold(HoldReply::Refused { attempts_left, retry_after_secs }) => {
+            Ok(HoldOutcome::Refused { attempts_left, retry_after_secs })
+        }
+        Response::Hold(HoldReply::NotAllowed { why }) => Ok(HoldOutcome::NotAllowed { why }),
         other => Err(unexpected(&other)),
     }
 }

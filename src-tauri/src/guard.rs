@@ -21,7 +21,8 @@ const IDLE_RETRY: Duration = Duration::from_secs(60);
 
 /// What the guard asks of the screen; the Tauri shell implements it.
 pub trait Screen: Send + Sync {
-    fn show_warning(&self, lock_in: Duration);
+    /// The countdown; with `hold`, a "Keep open" offer of that length.
+    fn show_warning(&self, lock_in: Duration, hold: Option<Duration>);
     fn hide_warning(&self);
     /// Builds the lock windows hidden, so that the lock itself is only a map and a grab.
     fn prepare_lock(&self);
@@ -49,6 +50,16 @@ pub struct Status {
     pub session_owner: Option<String>,
     /// What the guard did to the PHI applications that the next clinician should know.
     pub phi_notice: Option<String>,
+    /// A hold in force.
+    pub hold: Option<HoldView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HoldView {
+    /// Who keeps the session open ("Nora N.").
+    pub by: String,
+    /// How long it was granted for, for the tray ("held open by Nora N., 5 min").
+    pub length_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -71,6 +82,14 @@ pub enum Command {
     SignedOut {
         user: String,
     },
+    /// `wardlockd` granted `user` an unlock with a hold of this length.
+    Held {
+        user: String,
+        display_name: String,
+        length: Duration,
+    },
+    /// A window the policy lets keep the session awake has the focus (or lost it).
+    KeepAwake(bool),
     Resumed,
     /// The PHI applications with a window open now (by policy name).
     PhiAppsOpen(Vec<String>),
@@ -108,6 +127,8 @@ pub struct GuardLoop {
     /// The clinician who unlocked last (ID, display name): whose session it is.
     owner: Option<(String, String)>,
     open_apps: Vec<String>,
+    /// A keep-awake application has the focus.
+    keep_awake: bool,
 }
 
 impl GuardLoop {
@@ -125,6 +146,7 @@ impl GuardLoop {
             phi,
             owner: None,
             open_apps: Vec::new(),
+            keep_awake: false,
         }
     }
 
@@ -230,7 +252,11 @@ impl GuardLoop {
         let now = self.now();
         match self.read_idle() {
             Some(idle) => {
-                let step = self.guard.tick(now, idle);
+                let step =
+                    if self.keep_awake { self.guard.kept_awake(now) } else { self.guard.tick(now, idle) };
+                if self.guard.held_until(now).is_none() {
+                    self.set_hold(None);
+                }
                 self.execute(&step.actions);
                 self.refresh_state();
                 Some(step.wake_at)
@@ -249,6 +275,30 @@ impl GuardLoop {
                 self.set_phi_notice(None);
                 self.publish_owner();
                 self.guard.unlocked(now)
+            }
+            Command::Held { user, display_name, length } => {
+                self.phi.unlocked(&user);
+                let by = wardlock_core::phi::short_name(&display_name);
+                self.owner = Some((user, display_name));
+                self.set_phi_notice(None);
+                self.publish_owner();
+                let step = self.guard.unlocked_held(now, length);
+                self.execute(&step.actions);
+                self.set_hold(Some(HoldView { by, length_secs: length.as_secs() }));
+                self.refresh_state();
+                // Awake at the hold's end, to take its notice off the tray.
+                return Some(Some(now + length));
+            }
+            Command::KeepAwake(on) => {
+                if on != self.keep_awake {
+                    eprintln!(
+                        "wardlock: a keep-awake application {} the focus",
+                        if on { "has" } else { "lost" }
+                    );
+                }
+                self.keep_awake = on;
+                // On as off: the session was in use until now.
+                self.guard.kept_awake(now)
             }
             Command::SignedOut { user } => {
                 self.phi.signed_out(&user);
@@ -307,6 +357,10 @@ impl GuardLoop {
         }
     }
 
+    fn policy(&self) -> Option<GuardPolicy> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).policy.clone()
+    }
+
     /// The timing of the policy and the open PHI applications, from now on.
     fn apply_timings(&mut self) -> Option<Option<MonoTime>> {
         let policy = self.status.lock().unwrap_or_else(|p| p.into_inner()).policy.clone()?;
@@ -349,6 +403,18 @@ impl GuardLoop {
         self.publish();
     }
 
+    fn set_hold(&mut self, hold: Option<HoldView>) {
+        let changed = {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = status.hold != hold;
+            status.hold = hold;
+            changed
+        };
+        if changed {
+            self.publish();
+        }
+    }
+
     fn set_phi_notice(&mut self, notice: Option<String>) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).phi_notice = notice;
         self.publish();
@@ -360,7 +426,8 @@ impl GuardLoop {
                 Action::ShowWarning { lock_at } => {
                     let lock_in = lock_at.saturating_since(self.now());
                     self.screen.prepare_lock();
-                    self.screen.show_warning(lock_in);
+                    let hold = self.policy().and_then(|p| p.hold_secs).map(Duration::from_secs);
+                    self.screen.show_warning(lock_in, hold);
                     self.phi.warning(true);
                     self.link.report(GuardEvent::WarningShown { seconds_left: lock_in.as_secs() });
                 }
@@ -413,5 +480,6 @@ pub fn initial_status() -> Status {
         idle_timeout_secs: None,
         session_owner: None,
         phi_notice: None,
+        hold: None,
     }
 }

@@ -117,6 +117,7 @@ fn run() -> Result<()> {
             commands::lock_screen_state,
             commands::unlock,
             commands::sign_out,
+            commands::hold,
             commands::enroll_authorize,
             commands::enroll_set_pin,
             commands::enroll_start_totp,

@@ -12,6 +12,10 @@ use crate::guard::{Command, StateView, Status};
 
 pub fn status_line(status: &Status) -> String {
     let state = match status.state {
+        StateView::Active if status.hold.is_some() => {
+            let hold = status.hold.as_ref().map(|h| (h.by.as_str(), h.length_secs / 60)).unwrap_or_default();
+            format!("Held open by {} ({} min, audited)", hold.0, hold.1)
+        }
         StateView::Active => match &status.policy {
             Some(p) => format!(
                 "Active: locks after {} idle",

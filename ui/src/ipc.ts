@@ -16,6 +16,8 @@ export interface GuardPolicy {
   emergency_min_reason_chars: number;
   show_session_owner: boolean;
   phi_apps: { name: string }[];
+  /** Where this workstation's group allows holds: how long one lasts. */
+  hold_secs: number | null;
 }
 
 export type StateView =
@@ -43,6 +45,11 @@ export interface LockScreenState {
 export type UnlockOutcome =
   | { result: "granted"; display_name: string }
   | { result: "refused"; attempts_left: number; retry_after_secs: number | null };
+
+export type HoldOutcome =
+  | { result: "granted"; display_name: string; hold_secs: number }
+  | { result: "refused"; attempts_left: number; retry_after_secs: number | null }
+  | { result: "not_allowed"; why: string };
 
 export type EnrollOutcome =
   | { result: "authorized"; ticket: string; expires_in_secs: number }
@@ -87,6 +94,8 @@ export interface UnlockInput {
 
 export const lockScreenState = () => call<LockScreenState>("lock_screen_state");
 export const unlock = (input: UnlockInput) => call<UnlockOutcome>("unlock", { input });
+/** Unlocks and keeps the session open for the policy's hold length, where allowed. */
+export const hold = (input: UnlockInput) => call<HoldOutcome>("hold", { input });
 /** Closes the clinician's PHI applications; the lock stays. Answered like an unlock. */
 export const signOut = (input: UnlockInput) => call<UnlockOutcome>("sign_out", { input });
 

@@ -5,12 +5,13 @@
  */
 import { listen } from "@tauri-apps/api/event";
 import { formatCountdown } from "./countdown";
-import { CommandError, lockScreenState, signOut, unlock, type GuardPolicy, type Status } from "./ipc";
+import { CommandError, hold, lockScreenState, signOut, unlock, type GuardPolicy, type Status, type UnlockOutcome } from "./ipc";
 import {
+  holdLabel,
   inputProblem,
+  lockHeading,
   nextFocus,
   outcomeMessage,
-  lockHeading,
   planFor,
   signedOutMessage,
   titleFor,
@@ -36,6 +37,7 @@ const switchMethod = $<HTMLButtonElement>("switch-method");
 const emergencyButton = $<HTMLButtonElement>("emergency");
 const cancel = $<HTMLButtonElement>("cancel");
 const signOutButton = $<HTMLButtonElement>("sign-out");
+const holdButton = $<HTMLButtonElement>("hold");
 const owner = $<HTMLParagraphElement>("owner");
 const phiNotice = $<HTMLParagraphElement>("phi-notice");
 const pinStep = $<HTMLDivElement>("pin-step");
@@ -80,6 +82,10 @@ function render(): void {
   // Only where there are PHI applications to close, and with every factor in hand.
   signOutButton.hidden = emergency || !last || (policy?.phi_apps.length ?? 0) === 0;
   signOutButton.disabled = busy || Date.now() < retryUntil || !serviceUp;
+  const holdSecs = policy?.hold_secs ?? null;
+  holdButton.hidden = emergency || !last || holdSecs === null;
+  holdButton.textContent = holdSecs === null ? "Keep open" : holdLabel(holdSecs);
+  holdButton.disabled = signOutButton.disabled;
   submit.textContent = emergency ? "Unlock for an emergency" : last ? "Unlock" : "Next";
   const waiting = Date.now() < retryUntil;
   submit.disabled = busy || waiting || !serviceUp;
@@ -132,7 +138,9 @@ function reset(): void {
   render();
 }
 
-async function attempt(signingOut = false): Promise<void> {
+type Purpose = "unlock" | "sign_out" | "hold";
+
+async function attempt(purpose: Purpose = "unlock"): Promise<void> {
   if (busy || !policy) return;
   const reason = emergency ? reasonInput.value.trim() : null;
   const problem = inputProblem(policy, { user: userInput.value, pin: pinInput.value, totp: totpInput.value, reason }, emergency ? [] : factors());
@@ -165,9 +173,20 @@ async function attempt(signingOut = false): Promise<void> {
       totp: f.includes("totp") ? totpInput.value.trim() : null,
       emergencyReason: reason,
     };
-    const outcome = signingOut ? await signOut({ ...input, emergencyReason: null }) : await unlock(input);
+    let outcome: UnlockOutcome;
+    if (purpose === "hold") {
+      const held = await hold({ ...input, emergencyReason: null });
+      if (held.result === "not_allowed") {
+        clearSecrets();
+        say(`No hold now: ${held.why}.`, titleFor("hold refused"));
+        return;
+      }
+      outcome = held.result === "granted" ? { result: "granted", display_name: held.display_name } : held;
+    } else {
+      outcome = purpose === "sign_out" ? await signOut({ ...input, emergencyReason: null }) : await unlock(input);
+    }
     clearSecrets();
-    if (outcome.result === "granted" && signingOut) {
+    if (outcome.result === "granted" && purpose === "sign_out") {
       userInput.value = "";
       reset();
       say(signedOutMessage(outcome.display_name), titleFor("signed out"));
@@ -260,7 +279,7 @@ function buildPinPad(): void {
 }
 
 function focusOrder(): string[] {
-  return [userInput, pinInput, totpInput, reasonInput, submit, signOutButton, switchMethod, emergencyButton, cancel]
+  return [userInput, pinInput, totpInput, reasonInput, submit, holdButton, signOutButton, switchMethod, emergencyButton, cancel]
     .filter((el) => !el.hidden && !el.closest("[hidden]") && !(el as HTMLButtonElement).disabled)
     .map((el) => el.id);
 }
@@ -321,7 +340,8 @@ async function main(): Promise<void> {
     event.preventDefault();
     void attempt();
   });
-  signOutButton.addEventListener("click", () => void attempt(true));
+  signOutButton.addEventListener("click", () => void attempt("sign_out"));
+  holdButton.addEventListener("click", () => void attempt("hold"));
   switchMethod.addEventListener("click", () => {
     usingAlternative = !usingAlternative;
     step = 0;

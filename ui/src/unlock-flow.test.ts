@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { inputProblem, lockHeading, nextFocus, outcomeMessage, planFor, signedOutMessage, titleFor } from "./unlock-flow";
+import { holdLabel, inputProblem, lockHeading, nextFocus, outcomeMessage, planFor, signedOutMessage, titleFor } from "./unlock-flow";
 
 const policy = { emergency_min_reason_chars: 10, emergency_requires_pin: true };
 
@@ -105,5 +105,12 @@ describe("whose session", () => {
   it("says after a sign-out that the lock stays", () => {
     expect(signedOutMessage("Nora Nurse")).toContain("stays locked");
     expect(titleFor("signed out")).toBe("Wardlock — signed out");
+  });
+});
+
+describe("holdLabel", () => {
+  it("offers the policy's hold length in whole minutes", () => {
+    expect(holdLabel(300)).toBe("Keep open 5 min");
+    expect(holdLabel(90)).toBe("Keep open 2 min");
   });
 });

@@ -49,7 +49,7 @@ export function outcomeMessage(outcome: UnlockOutcome): string {
 
 /** The page title, which the window title follows (screen readers and tests read it). */
 export function titleFor(
-  state: "starting" | "locked" | "busy" | "refused" | "backoff" | "unavailable" | "unlocked" | "signed out",
+  state: "starting" | "locked" | "busy" | "refused" | "backoff" | "unavailable" | "unlocked" | "signed out" | "hold refused",
   detail = "",
 ): string {
   const text: Record<typeof state, string> = {
@@ -61,6 +61,7 @@ export function titleFor(
     unavailable: "unlock unavailable",
     unlocked: "unlocked",
     "signed out": "signed out",
+    "hold refused": "hold refused",
   };
   return `Wardlock — ${text[state]}${detail ? `: ${detail}` : ""}`;
 }
@@ -69,6 +70,11 @@ export function titleFor(
  * takes it over. */
 export function lockHeading(owner: string | null): string {
   return owner ? `Locked — session of ${owner}` : "This workstation is locked";
+}
+
+/** The lock screen's "Keep open" button, for the policy's hold length. */
+export function holdLabel(holdSecs: number): string {
+  return `Keep open ${Math.ceil(holdSecs / 60)} min`;
 }
 
 /** After a sign-out: the lock stays for the next clinician. */

@@ -48,6 +48,8 @@ pub trait PhiWindows: Send {
     /// Asks the application to close the window; `Ok(false)`: it does not take such requests.
     fn ask_to_close(&mut self, id: u32) -> Result<bool, String>;
     fn exists(&mut self, id: u32) -> bool;
+    /// What the window with the keyboard focus says it is.
+    fn focused(&mut self) -> Option<WindowIdentity>;
     /// Covers these windows with opaque panels (the countdown's privacy screen).
     fn cover(&mut self, windows: &[u32]);
     fn uncover(&mut self);
@@ -152,6 +154,8 @@ struct Worker {
     origin: Instant,
     /// The PHI applications with a window open, as last told to the guard loop.
     open_apps: Vec<String>,
+    /// A keep-awake application has the focus, as last told to the guard loop.
+    keep_awake: bool,
 }
 
 impl Worker {
@@ -167,6 +171,7 @@ impl Worker {
             closing: Vec::new(),
             origin: Instant::now(),
             open_apps: Vec::new(),
+            keep_awake: false,
         }
     }
 
@@ -289,6 +294,16 @@ impl Worker {
     }
 
     fn changed(&mut self) {
+        let classes = self.policy.as_ref().map(|p| p.keep_awake.clone()).unwrap_or_default();
+        let keep_awake = !classes.is_empty()
+            && self
+                .windows
+                .focused()
+                .is_some_and(|w| classes.iter().any(|c| *c == w.instance || *c == w.class));
+        if keep_awake != self.keep_awake {
+            self.keep_awake = keep_awake;
+            let _ = self.guard.send(Command::KeepAwake(keep_awake));
+        }
         let windows = self.phi_windows();
         let mut open: Vec<String> = windows.iter().map(|(_, app)| app.clone()).collect();
         open.sort();

@@ -268,6 +268,12 @@ impl PhiWindows for X11Windows {
         self.viewable(id).is_some() && self.clients().contains(&id)
     }
 
+    fn focused(&mut self) -> Option<WindowIdentity> {
+        let active = *self.cardinals(self.root, self.atoms._NET_ACTIVE_WINDOW, AtomEnum::WINDOW).first()?;
+        let pid = self.cardinals(active, self.atoms._NET_WM_PID, AtomEnum::CARDINAL).first().copied();
+        self.identity(active, pid)
+    }
+
     fn cover(&mut self, windows: &[u32]) {
         self.uncover();
         for &id in windows {
@@ -309,7 +315,9 @@ pub fn watch(changed: impl Fn() + Send + 'static) -> Result<(), String> {
             };
             let relevant = match event {
                 Event::MapNotify(_) | Event::UnmapNotify(_) | Event::DestroyNotify(_) => true,
-                Event::PropertyNotify(p) => p.atom == atoms._NET_CLIENT_LIST,
+                Event::PropertyNotify(p) => {
+                    p.atom == atoms._NET_CLIENT_LIST || p.atom == atoms._NET_ACTIVE_WINDOW
+                }
                 _ => false,
             };
             if relevant {

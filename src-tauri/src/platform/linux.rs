@@ -334,6 +334,9 @@ impl Curtain {
 pub struct Banner {
     window: gtk::Window,
     label: gtk::Label,
+    /// "Keep open…", shown during the countdown where policy allows holds.
+    hold: gtk::Button,
+    on_hold: Rc<RefCell<Option<Box<dyn Fn()>>>>,
     countdown: Rc<RefCell<Option<glib::SourceId>>>,
 }
 
@@ -356,11 +359,29 @@ impl Banner {
         label.set_margin_start(28);
         label.set_margin_end(28);
         label.set_justify(gtk::Justification::Center);
-        window.add(&label);
+        let hold = gtk::Button::with_label("Keep open");
+        hold.set_widget_name("wardlock-hold");
+        hold.set_margin_bottom(14);
+        hold.set_halign(gtk::Align::Center);
+        hold.set_no_show_all(true);
+        let on_hold: Rc<RefCell<Option<Box<dyn Fn()>>>> = Rc::new(RefCell::new(None));
+        hold.connect_clicked({
+            let on_hold = on_hold.clone();
+            move |_| {
+                if let Some(f) = on_hold.borrow().as_ref() {
+                    f();
+                }
+            }
+        });
+        let column = gtk::Box::new(gtk::Orientation::Vertical, 0);
+        column.add(&label);
+        column.add(&hold);
+        window.add(&column);
         let css = gtk::CssProvider::new();
         let _ = css.load_from_data(
             b"#wardlock-banner { background: #0c4a60; border: 3px solid #f5c542; }
-              #wardlock-banner label { color: #ffffff; font-size: 20px; }",
+              #wardlock-banner label { color: #ffffff; font-size: 20px; }
+              #wardlock-hold { font-size: 18px; padding: 8px 18px; }",
         );
         gtk::StyleContext::add_provider_for_screen(
             &gtk::prelude::WidgetExt::screen(&window)
@@ -368,12 +389,23 @@ impl Banner {
             &css,
             gtk::STYLE_PROVIDER_PRIORITY_APPLICATION,
         );
-        Self { window, label, countdown: Rc::new(RefCell::new(None)) }
+        Self { window, label, hold, on_hold, countdown: Rc::new(RefCell::new(None)) }
     }
 
-    /// Shows "Locking in m:ss" and counts down itself, once a second, until hidden.
-    pub fn countdown(&self, lock_in: Duration) {
+    /// Shows "Locking in m:ss" and counts down itself, once a second, until hidden. With
+    /// `hold` (where policy allows holds), a "Keep open" button that calls `on_hold`.
+    pub fn countdown(&self, lock_in: Duration, hold: Option<(Duration, Box<dyn Fn()>)>) {
         self.stop();
+        *self.on_hold.borrow_mut() = None;
+        match hold {
+            Some((length, on_hold)) => {
+                let minutes = length.as_secs().div_ceil(60);
+                self.hold.set_label(&format!("Keep open {minutes} min (your PIN)"));
+                *self.on_hold.borrow_mut() = Some(on_hold);
+                self.hold.show();
+            }
+            None => self.hold.hide(),
+        }
         let deadline = Instant::now() + lock_in;
         let label = self.label.clone();
         let render = move || {
@@ -396,6 +428,7 @@ impl Banner {
     /// A notice that goes away by itself.
     pub fn notice(&self, markup: &str, for_how_long: Duration) {
         self.stop();
+        self.hold.hide();
         self.label.set_markup(markup);
         self.show_top_centre();
         let window = self.window.clone();

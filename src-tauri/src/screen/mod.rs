@@ -141,8 +141,23 @@ impl Ctx {
 }
 
 impl Screen for TauriScreen {
-    fn show_warning(&self, lock_in: Duration) {
-        self.main_thread(move |_, _| with_banner(|b| b.countdown(lock_in)));
+    fn show_warning(&self, lock_in: Duration, hold: Option<Duration>) {
+        self.main_thread(move |app, _| {
+            // "Keep open" locks at once: the PIN is typed on the lock screen, under the
+            // grab, never into a window anyone can read keys from.
+            let hold = hold.map(|length| {
+                let app = app.clone();
+                let on_hold: Box<dyn Fn()> = Box::new(move || {
+                    use tauri::Manager;
+                    let state = app.state::<crate::commands::AppState>();
+                    let _ = state
+                        .guard
+                        .send(crate::guard::Command::LockNow(wardlock_core::lock::LockReason::Manual));
+                });
+                (length, on_hold)
+            });
+            with_banner(|b| b.countdown(lock_in, hold));
+        });
     }
 
     fn hide_warning(&self) {

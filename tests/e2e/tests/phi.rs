@@ -268,3 +268,107 @@ fn with_dim_at_warning_the_phi_windows_are_covered_during_the_countdown_until_in
     });
     agent.wait_audit("warning_cancelled", SECS(10));
 }
+
+const HOLD_POLICY: &str = r#"
+[workstation]
+group = "icu"
+
+[lock]
+idle_timeout = "15s"
+warning = "5s"
+synthetic_input_keeps_awake = true
+when_unguarded = "audit_only"
+keep_awake = ["Vitals"]
+
+[lock.hold]
+length = "1m"
+max_in_a_row = 1
+groups = ["icu"]
+
+[lockout]
+throttle = "0s"
+"#;
+
+/// Watches for `within`: no countdown starts (the guard audits each one) and no lock.
+/// (The banner's window also shows notices, so its title alone proves nothing.)
+#[track_caller]
+fn no_warning_for(desktop: &Desktop, agent: &Agent, within: Duration, why: &str) {
+    let before = entries(agent, "warning_shown").len();
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        assert!(desktop.lock_windows().is_empty(), "locked: {why}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(entries(agent, "warning_shown").len(), before, "a countdown started: {why}");
+}
+
+/// User ID and PIN, then the n-th button after Unlock in the tab order, pressed.
+fn type_pin_and_press(desktop: &Desktop, user: &str, pin: &str, tabs_after_pin: usize) {
+    desktop.key("Escape");
+    desktop.type_text(user);
+    desktop.key("Tab");
+    desktop.type_text(pin);
+    for _ in 0..tabs_after_pin {
+        desktop.key("Tab");
+    }
+    desktop.key("Return");
+}
+
+#[test]
+fn the_countdown_offers_a_hold_that_keeps_the_session_open_once_in_a_row_and_is_audited_with_the_clinician() {
+    let (_serial, desktop, agent, _guard) = setup(HOLD_POLICY);
+    // The countdown's "Keep open" locks at once, so the PIN is typed under the grab.
+    let banner = wait_for("the warning countdown", SECS(30), || desktop.find("Wardlock warning"));
+    let (x, y) = (banner.x as i32 + banner.width as i32 / 2, banner.y as i32 + banner.height as i32 - 34);
+    desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
+    // Unlock, then "Keep open 1 min".
+    type_pin_and_press(&desktop, "n.nurse", "730284", 2);
+    desktop.wait_unlocked(SECS(30));
+    let held_at = Instant::now();
+    let started = agent.wait_audit("hold_started", SECS(10));
+    assert_eq!(started["user"], "n.nurse");
+    assert_eq!(started["details"]["seconds"], "60");
+    assert_eq!(entries(&agent, "unlock_succeeded").len(), 0, "a hold is audited as a hold");
+
+    // No input at all: no countdown for longer than the 15 s idle timeout.
+    no_warning_for(&desktop, &agent, SECS(25), "during the hold");
+    // After the hold, idle counts from its end: the lock comes at about 1 min + 15 s.
+    desktop.wait_lock_title("the lock after the hold", SECS(60), |t| t.starts_with("Wardlock — locked"));
+    let after = held_at.elapsed();
+    assert!(after >= SECS(70), "locked {after:?} after a 1 min hold with a 15 s timeout");
+
+    // A second hold in a row is refused (max_in_a_row = 1), audited with the clinician,
+    // and the session stays locked.
+    type_pin_and_press(&desktop, "n.nurse", "730284", 2);
+    desktop.wait_lock_title("the refused hold", SECS(30), |t| t == "Wardlock — hold refused");
+    let refused = agent.wait_audit("hold_refused", SECS(10));
+    assert_eq!(refused["user"], "n.nurse");
+    assert!(refused["details"]["why"].as_str().unwrap().contains("in a row"), "{refused}");
+    assert!(!desktop.lock_windows().is_empty(), "still locked");
+    // An ordinary unlock still works.
+    type_pin(&desktop, "n.nurse", "730284");
+    desktop.wait_unlocked(SECS(30));
+}
+
+#[test]
+fn a_keep_awake_application_keeps_the_lock_away_only_while_it_has_the_focus() {
+    let (_serial, desktop, agent, guard) = setup(HOLD_POLICY);
+    let vitals = App::standin(&desktop, "Vitals", "Vitals monitor", (100, 100), false);
+    let notes = App::xterm(&desktop, "Notes", "Ward notes", "40x5+700+40");
+    desktop.xdotool(&["windowactivate", "--sync", &vitals.id.to_string()]);
+    wait_for("the guard to see the vitals display focused", SECS(10), || {
+        guard.log_text().contains("keep-awake application has the focus").then_some(())
+    });
+    no_warning_for(&desktop, &agent, SECS(25), "the vitals display has the focus");
+
+    // The focus elsewhere: idle counts from then, and the lock comes.
+    desktop.xdotool(&["windowactivate", "--sync", &notes.id.to_string()]);
+    let moved = Instant::now();
+    desktop.wait_lock_title("the idle lock", SECS(40), |t| t.starts_with("Wardlock — locked"));
+    assert!(
+        moved.elapsed() >= SECS(9),
+        "locked {:?} after the focus left the vitals display",
+        moved.elapsed()
+    );
+}
