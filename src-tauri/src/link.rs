@@ -160,7 +160,7 @@ impl Session {
         // Pushes cannot come before the first answer: the service sends them to a
         // client that has said hello, and this is the first request after it.
         match session.conn.call(&Request::Policy {}, |_| {}).await.map_err(describe)? {
-            Response::Policy { policy } => Ok((session, policy)),
+            Response::Policy { policy } => Ok((session, *policy)),
             other => Err(format!("unexpected answer to policy: {other:?}")),
         }
     }
@@ -234,7 +234,7 @@ impl Session {
 
 fn forward_push(push: Push, notify: &mpsc::UnboundedSender<LinkEvent>) {
     let event = match push {
-        Push::PolicyChanged(policy) => LinkEvent::PolicyChanged(policy),
+        Push::PolicyChanged(policy) => LinkEvent::PolicyChanged(*policy),
         Push::LockNow(reason) => LinkEvent::LockNow(reason),
     };
     let _ = notify.send(event);

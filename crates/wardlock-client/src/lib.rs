@@ -50,7 +50,7 @@ pub enum ClientError {
 /// Something the service sends unasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Push {
-    PolicyChanged(GuardPolicy),
+    PolicyChanged(Box<GuardPolicy>),
     LockNow(LockReason),
 }
 

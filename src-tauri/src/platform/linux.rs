@@ -331,12 +331,15 @@ impl Curtain {
 
 /// The countdown before the lock and short notices after an unlock: a small native
 /// window (no webview, so it costs nothing while hidden) that never takes focus.
+/// What the banner's "Keep open" button does in the countdown shown now.
+type HoldAction = Rc<RefCell<Option<Box<dyn Fn()>>>>;
+
 pub struct Banner {
     window: gtk::Window,
     label: gtk::Label,
     /// "Keep open…", shown during the countdown where policy allows holds.
     hold: gtk::Button,
-    on_hold: Rc<RefCell<Option<Box<dyn Fn()>>>>,
+    on_hold: HoldAction,
     countdown: Rc<RefCell<Option<glib::SourceId>>>,
 }
 
@@ -364,7 +367,7 @@ impl Banner {
         hold.set_margin_bottom(14);
         hold.set_halign(gtk::Align::Center);
         hold.set_no_show_all(true);
-        let on_hold: Rc<RefCell<Option<Box<dyn Fn()>>>> = Rc::new(RefCell::new(None));
+        let on_hold: HoldAction = Rc::new(RefCell::new(None));
         hold.connect_clicked({
             let on_hold = on_hold.clone();
             move |_| {

@@ -131,7 +131,7 @@ impl Connection {
                     if changed.is_err() {
                         return End::ServiceStopping;
                     }
-                    let policy = GuardPolicy::from(&**policy_rx.borrow_and_update());
+                    let policy = Box::new(GuardPolicy::from(&**policy_rx.borrow_and_update()));
                     if self.send(&Response::PolicyChanged { policy }).await.is_err() {
                         return End::Lost("did not take a policy update".into());
                     }
@@ -259,7 +259,7 @@ impl Connection {
                 if role == ClientRole::Guard && service.session_locked(&peer.account) {
                     self.relock = true;
                 }
-                Response::Policy { policy: GuardPolicy::from(&*service.policy()) }
+                Response::Policy { policy: Box::new(GuardPolicy::from(&*service.policy())) }
             }
             Request::Status {} => Response::Status(blocking(move || service.status()).await?),
             Request::Unlock(unlock) => {

@@ -186,11 +186,11 @@ pub enum Response {
         server: String,
     },
     Policy {
-        policy: GuardPolicy,
+        policy: Box<GuardPolicy>,
     },
     /// Unsolicited: the effective policy changed.
     PolicyChanged {
-        policy: GuardPolicy,
+        policy: Box<GuardPolicy>,
     },
     /// Unsolicited: lock now (remote request, guard escalation).
     LockNow {
@@ -379,7 +379,7 @@ impl From<&Policy> for GuardPolicy {
             phi_close_grace_secs: p.phi.close_grace.as_secs(),
             phi_close_after_secs: p.phi.close_after.map(|d: Duration| d.as_secs()),
             phi_dim_at_warning: p.phi.dim_at_warning,
-            hold_secs: p.lock.hold.allowed_in(&p.workstation.group).then(|| p.lock.hold.length.as_secs()),
+            hold_secs: p.lock.hold.allowed_in(&p.workstation.group).then_some(p.lock.hold.length.as_secs()),
             keep_awake: p.lock.keep_awake.clone(),
         }
     }

@@ -45,6 +45,35 @@ fn check_lists_every_problem() {
     assert!(run.stderr.contains("3 problems"), "{}", run.stderr);
 }
 
+#[test]
+fn check_rejects_bad_phi_entries_naming_the_entry_and_saying_what_to_do() {
+    let ctl = Ctl::new();
+    let cases = [
+        (
+            "no matcher",
+            "[[phi.apps]]\nname = \"EHR\"\n",
+            "phi.apps[0]: needs a non-empty wm_class or exe",
+        ),
+        (
+            "unknown tier",
+            "[phi.tiers.ehr]\nidle_timeout = \"28m\"\nwarning = \"1m\"\n[[phi.apps]]\nname = \"PACS\"\nwm_class = \"Pacs\"\ntier = \"pacs\"\n",
+            "phi.apps[0].tier: unknown tier \"pacs\"; define it under [phi.tiers.pacs] (defined: ehr)",
+        ),
+        (
+            "tier timeout out of range",
+            "[phi.tiers.pacs]\nidle_timeout = \"9h\"\nwarning = \"1m\"\n",
+            "phi.tiers.pacs.idle_timeout: must be between 15s and 8h, got 9h",
+        ),
+        ("unknown matcher key", "[[phi.apps]]\nname = \"EHR\"\nwindow_class = \"EHR\"\n", "window_class"),
+        ("hold too long", "[lock.hold]\nlength = \"2h\"\n", "lock.hold.length: must be between 1m and 1h"),
+    ];
+    for (what, text, expected) in cases {
+        let file = ctl.write("p.toml", text);
+        let run = ctl.run(&["policy", "check", s(&file)]).failed();
+        assert!(run.stderr.contains(expected), "{what}: expected {expected:?} in:\n{}", run.stderr);
+    }
+}
+
 fn signed_fixture(ctl: &Ctl) -> std::path::PathBuf {
     let policy = ctl.write("icu.toml", "[lock]\nidle_timeout = \"2m\"\nwarning = \"20s\"\n");
     ctl.run(&["policy", "keygen", "--out", s(&ctl.path("keys-it"))]).ok();
