@@ -94,6 +94,34 @@ pub struct UnlockInput {
     emergency_reason: Option<String>,
 }
 
+impl UnlockInput {
+    /// What `wardlockd` is asked (an unlock, a sign-out, a hold): an empty user ID is
+    /// refused here, an empty field is no factor. The service ignores a break-glass
+    /// reason where break-glass does not apply.
+    fn request(self) -> Result<UnlockRequest, CommandError> {
+        let user = self.user.trim().to_owned();
+        if user.is_empty() {
+            return Err(CommandError::new("bad_input", "Enter your user ID."));
+        }
+        Ok(UnlockRequest {
+            user,
+            pin: secret(self.pin),
+            totp: secret(self.totp),
+            emergency_reason: self.emergency_reason.filter(|r| !r.trim().is_empty()),
+        })
+    }
+}
+
+impl AppState {
+    /// Offered first on the lock screen next time.
+    fn remember_user(&self, user: &str) {
+        let mut recent = self.recent_users.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|u| u != user);
+        recent.push_front(user.to_owned());
+        recent.truncate(RECENT_USERS);
+    }
+}
+
 #[derive(Debug, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum UnlockOutcome {
@@ -103,34 +131,17 @@ pub enum UnlockOutcome {
 
 #[tauri::command]
 pub async fn unlock(input: UnlockInput, state: State<'_, AppState>) -> Result<UnlockOutcome, CommandError> {
-    let user = input.user.trim().to_owned();
-    if user.is_empty() {
-        return Err(CommandError::new("bad_input", "Enter your user ID."));
-    }
-    let request = Request::Unlock(UnlockRequest {
-        user: user.clone(),
-        pin: secret(input.pin),
-        totp: secret(input.totp),
-        emergency_reason: input.emergency_reason.filter(|r| !r.trim().is_empty()),
-    });
-    match state.link.call(request).await? {
+    match state.link.call(Request::Unlock(input.request()?)).await? {
         Response::Unlock(UnlockReply::Granted {
-            user: granted_user,
+            user,
             display_name,
             emergency,
             last_unlock,
             failures_since_last_unlock,
         }) => {
-            {
-                let mut recent = state.recent_users.lock().unwrap_or_else(|p| p.into_inner());
-                recent.retain(|u| u != &user);
-                recent.push_front(user);
-                recent.truncate(RECENT_USERS);
-            }
+            state.remember_user(&user);
             // The lock windows go only now: `granted` is sent after the audit entry is durable.
-            let _ = state
-                .guard
-                .send(Command::Unlocked { user: granted_user, display_name: display_name.clone() });
+            let _ = state.guard.send(Command::Unlocked { user, display_name: display_name.clone() });
             state.screen.notice(welcome(&display_name, emergency, last_unlock, failures_since_last_unlock));
             Ok(UnlockOutcome::Granted { display_name })
         }
@@ -145,17 +156,7 @@ pub async fn unlock(input: UnlockInput, state: State<'_, AppState>) -> Result<Un
 /// their PHI applications close and the lock stays for the next clinician.
 #[tauri::command]
 pub async fn sign_out(input: UnlockInput, state: State<'_, AppState>) -> Result<UnlockOutcome, CommandError> {
-    let user = input.user.trim().to_owned();
-    if user.is_empty() {
-        return Err(CommandError::new("bad_input", "Enter your user ID."));
-    }
-    let request = Request::SignOut(UnlockRequest {
-        user,
-        pin: secret(input.pin),
-        totp: secret(input.totp),
-        emergency_reason: None,
-    });
-    match state.link.call(request).await? {
+    match state.link.call(Request::SignOut(input.request()?)).await? {
         Response::Unlock(UnlockReply::Granted { user, display_name, .. }) => {
             let _ = state.guard.send(Command::SignedOut { user });
             Ok(UnlockOutcome::Granted { display_name })
@@ -179,24 +180,9 @@ pub enum HoldOutcome {
 /// policy's length, where it allows holds. `wardlockd` decides and audits.
 #[tauri::command]
 pub async fn hold(input: UnlockInput, state: State<'_, AppState>) -> Result<HoldOutcome, CommandError> {
-    let user = input.user.trim().to_owned();
-    if user.is_empty() {
-        return Err(CommandError::new("bad_input", "Enter your user ID."));
-    }
-    let request = Request::Hold(UnlockRequest {
-        user,
-        pin: secret(input.pin),
-        totp: secret(input.totp),
-        emergency_reason: None,
-    });
-    match state.link.call(request).await? {
+    match state.link.call(Request::Hold(input.request()?)).await? {
         Response::Hold(HoldReply::Granted { user, display_name, hold_secs, .. }) => {
-            {
-                let mut recent = state.recent_users.lock().unwrap_or_else(|p| p.into_inner());
-                recent.retain(|u| u != &user);
-                recent.push_front(user.clone());
-                recent.truncate(RECENT_USERS);
-            }
+            state.remember_user(&user);
             let length = std::time::Duration::from_secs(hold_secs);
             let _ = state.guard.send(Command::Held { user, display_name: display_name.clone(), length });
             let minutes = hold_secs.div_ceil(60);

@@ -47,6 +47,7 @@ pub trait PhiWindows: Send {
     fn restore(&mut self, id: u32) -> Result<(), String>;
     /// Asks the application to close the window; `Ok(false)`: it does not take such requests.
     fn ask_to_close(&mut self, id: u32) -> Result<bool, String>;
+    /// Whether the display server still has the window (its application may have quit).
     fn exists(&mut self, id: u32) -> bool;
     /// What the window with the keyboard focus says it is.
     fn focused(&mut self) -> Option<WindowIdentity>;
@@ -327,12 +328,12 @@ impl Worker {
         if self.locked && windows.iter().any(|(w, _)| !self.ledger.is_held(w.id)) {
             self.hold_all();
         }
-        let present: Vec<u32> = windows.iter().map(|(w, _)| w.id).collect();
-        for gone in
-            self.ledger.held().iter().map(|h| h.window).filter(|id| !present.contains(id)).collect::<Vec<_>>()
-        {
-            if !self.closing.iter().any(|c| c.window == gone) {
-                self.ledger.gone(gone);
+        // Held windows whose application quit by itself (a close under way is told apart
+        // below, with how it ended).
+        let held: Vec<u32> = self.ledger.held().iter().map(|h| h.window).collect();
+        for id in held {
+            if !self.closing.iter().any(|c| c.window == id) && !self.windows.exists(id) {
+                self.ledger.gone(id);
             }
         }
         self.check_closing();

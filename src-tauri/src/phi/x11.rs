@@ -265,7 +265,9 @@ impl PhiWindows for X11Windows {
     }
 
     fn exists(&mut self, id: u32) -> bool {
-        self.viewable(id).is_some() && self.clients().contains(&id)
+        // The X server's word: a window unmapped without a window manager, or withdrawn
+        // by one, still exists until its application destroys it.
+        self.viewable(id).is_some()
     }
 
     fn focused(&mut self) -> Option<WindowIdentity> {

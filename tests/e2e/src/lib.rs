@@ -228,6 +228,19 @@ impl Desktop {
         self.xdotool(&["type", "--delay", "15", text]);
     }
 
+    /// At the lock screen: starts its form over (Escape), types the user ID and PIN, moves
+    /// `tabs` buttons on from Unlock (0: Unlock itself) and presses it.
+    pub fn type_pin_and_press(&self, user: &str, pin: &str, tabs: usize) {
+        self.key("Escape");
+        self.type_text(user);
+        self.key("Tab");
+        self.type_text(pin);
+        for _ in 0..tabs {
+            self.key("Tab");
+        }
+        self.key("Return");
+    }
+
     pub fn key(&self, key: &str) {
         self.xdotool(&["key", key]);
     }

@@ -24,13 +24,9 @@ fn setup() -> (std::sync::MutexGuard<'static, ()>, Desktop, Agent) {
     (serial, desktop, agent)
 }
 
-/// Starts the lock screen's form over (Escape), types a user ID and PIN, and submits.
+/// Starts the lock screen's form over, types a user ID and PIN, and submits.
 fn type_pin(desktop: &Desktop, user: &str, pin: &str) {
-    desktop.key("Escape");
-    desktop.type_text(user);
-    desktop.key("Tab");
-    desktop.type_text(pin);
-    desktop.key("Return");
+    desktop.type_pin_and_press(user, pin, 0);
 }
 
 #[test]

@@ -57,17 +57,9 @@ fn setup(policy: &str) -> (std::sync::MutexGuard<'static, ()>, Desktop, Agent, G
     (serial, desktop, agent, guard)
 }
 
-fn type_pin(desktop: &Desktop, user: &str, pin: &str) {
-    desktop.key("Escape");
-    desktop.type_text(user);
-    desktop.key("Tab");
-    desktop.type_text(pin);
-    desktop.key("Return");
-}
-
 fn unlock(desktop: &Desktop, user: &str, pin: &str) {
     desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
-    type_pin(desktop, user, pin);
+    desktop.type_pin_and_press(user, pin, 0);
     desktop.wait_unlocked(SECS(30));
 }
 
@@ -214,13 +206,7 @@ fn sign_out_closes_the_clinicians_apps_the_lock_stays_and_abandoned_apps_close_a
 
     // Sign out: user ID, PIN, then the Sign out button (after Unlock in the tab order).
     desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
-    desktop.key("Escape");
-    desktop.type_text("n.nurse");
-    desktop.key("Tab");
-    desktop.type_text("730284");
-    desktop.key("Tab");
-    desktop.key("Tab");
-    desktop.key("Return");
+    desktop.type_pin_and_press("n.nurse", "730284", 2);
     desktop.wait_lock_title("the sign-out", SECS(30), |t| t == "Wardlock — signed out");
     wait_for("the EHR to close", SECS(10), || (!ehr.alive()).then_some(()));
     let signed_out = agent.wait_audit("signed_out", SECS(10));
@@ -302,18 +288,6 @@ fn no_warning_for(desktop: &Desktop, agent: &Agent, within: Duration, why: &str)
     assert_eq!(entries(agent, "warning_shown").len(), before, "a countdown started: {why}");
 }
 
-/// User ID and PIN, then the n-th button after Unlock in the tab order, pressed.
-fn type_pin_and_press(desktop: &Desktop, user: &str, pin: &str, tabs_after_pin: usize) {
-    desktop.key("Escape");
-    desktop.type_text(user);
-    desktop.key("Tab");
-    desktop.type_text(pin);
-    for _ in 0..tabs_after_pin {
-        desktop.key("Tab");
-    }
-    desktop.key("Return");
-}
-
 #[test]
 fn the_countdown_offers_a_hold_that_keeps_the_session_open_once_in_a_row_and_is_audited_with_the_clinician() {
     let (_serial, desktop, agent, _guard) = setup(HOLD_POLICY);
@@ -323,7 +297,7 @@ fn the_countdown_offers_a_hold_that_keeps_the_session_open_once_in_a_row_and_is_
     desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
     desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     // Unlock, then "Keep open 1 min".
-    type_pin_and_press(&desktop, "n.nurse", "730284", 2);
+    desktop.type_pin_and_press("n.nurse", "730284", 2);
     desktop.wait_unlocked(SECS(30));
     let held_at = Instant::now();
     let started = agent.wait_audit("hold_started", SECS(10));
@@ -340,14 +314,14 @@ fn the_countdown_offers_a_hold_that_keeps_the_session_open_once_in_a_row_and_is_
 
     // A second hold in a row is refused (max_in_a_row = 1), audited with the clinician,
     // and the session stays locked.
-    type_pin_and_press(&desktop, "n.nurse", "730284", 2);
+    desktop.type_pin_and_press("n.nurse", "730284", 2);
     desktop.wait_lock_title("the refused hold", SECS(30), |t| t == "Wardlock — hold refused");
     let refused = agent.wait_audit("hold_refused", SECS(10));
     assert_eq!(refused["user"], "n.nurse");
     assert!(refused["details"]["why"].as_str().unwrap().contains("in a row"), "{refused}");
     assert!(!desktop.lock_windows().is_empty(), "still locked");
     // An ordinary unlock still works.
-    type_pin(&desktop, "n.nurse", "730284");
+    desktop.type_pin_and_press("n.nurse", "730284", 0);
     desktop.wait_unlocked(SECS(30));
 }
 

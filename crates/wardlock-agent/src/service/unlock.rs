@@ -1,6 +1,7 @@
 //! Unlocks and administrators' approvals: throttled over all clients, decided by the
 //! core, durable before answered.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use wardlock_core::audit::AuditKind;
@@ -40,81 +41,39 @@ impl Service {
 
     /// Decides an unlock. A `Granted` answer is only built after its audit entry is on disk.
     pub fn unlock(&self, request: UnlockRequest, peer: &Peer) -> Result<UnlockReply, ServiceError> {
-        if let Some(retry) = self.admit()? {
-            return Ok(UnlockReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
-        }
-        let attempt = Attempt {
-            user_id: request.user,
-            pin: request.pin,
-            totp: request.totp,
-            emergency_reason: request.emergency_reason,
-        };
-        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let context = Context { os_account: Some(peer.account.clone()), session_user };
-        let result = match self.attempt(&attempt, Purpose::Unlock, &context)? {
-            Ok(result) => result,
+        let (user, result) = match self.clinician_attempt(request, Purpose::Unlock, peer)? {
+            Ok(decided) => decided,
             Err(refused) => return Ok(refused),
         };
-        Ok(match result.outcome {
-            Outcome::Granted { method, previous_unlock, failures_since_last_unlock } => {
-                *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(attempt.user_id.clone());
-                self.holds_in_a_row.store(0, std::sync::atomic::Ordering::SeqCst);
-                UnlockReply::Granted {
-                    display_name: result.display_name.unwrap_or_else(|| attempt.user_id.clone()),
-                    user: attempt.user_id,
-                    emergency: method == GrantMethod::Emergency,
-                    last_unlock: previous_unlock,
-                    failures_since_last_unlock,
-                }
-            }
-            Outcome::Refused { attempts_left, retry_after, .. } => {
-                UnlockReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
-            }
-        })
+        let reply = unlock_reply(user, result);
+        if let UnlockReply::Granted { user, .. } = &reply {
+            *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user.clone());
+            self.holds_in_a_row.store(0, Ordering::SeqCst);
+        }
+        Ok(reply)
     }
 
     /// Decides a sign-out at the lock screen: checked and throttled like an unlock, audited
     /// `signed_out`; the session stays locked and is no longer the clinician's.
     pub fn sign_out(&self, request: UnlockRequest, peer: &Peer) -> Result<UnlockReply, ServiceError> {
-        if let Some(retry) = self.admit()? {
-            return Ok(UnlockReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
-        }
-        let attempt =
-            Attempt { user_id: request.user, pin: request.pin, totp: request.totp, emergency_reason: None };
-        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let context = Context { os_account: Some(peer.account.clone()), session_user };
-        let result = match self.attempt(&attempt, Purpose::SignOut, &context)? {
-            Ok(result) => result,
+        let (user, result) = match self.clinician_attempt(request, Purpose::SignOut, peer)? {
+            Ok(decided) => decided,
             Err(refused) => return Ok(refused),
         };
-        Ok(match result.outcome {
-            Outcome::Granted { previous_unlock, failures_since_last_unlock, .. } => {
-                let mut session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner());
-                if session_user.as_deref() == Some(attempt.user_id.as_str()) {
-                    *session_user = None;
-                }
-                UnlockReply::Granted {
-                    display_name: result.display_name.unwrap_or_else(|| attempt.user_id.clone()),
-                    user: attempt.user_id,
-                    emergency: false,
-                    last_unlock: previous_unlock,
-                    failures_since_last_unlock,
-                }
+        let reply = unlock_reply(user, result);
+        if let UnlockReply::Granted { user, .. } = &reply {
+            let mut session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner());
+            if session_user.as_ref() == Some(user) {
+                *session_user = None;
             }
-            Outcome::Refused { attempts_left, retry_after, .. } => {
-                UnlockReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
-            }
-        })
+        }
+        Ok(reply)
     }
 
     /// Decides a hold: the clinician's credentials as for an unlock, and whether policy
     /// allows a hold on this workstation now (its group, the holds in a row), audited
     /// together as `hold_started` or `hold_refused`. A refused hold leaves the session locked.
     pub fn hold(&self, request: UnlockRequest, peer: &Peer) -> Result<HoldReply, ServiceError> {
-        use std::sync::atomic::Ordering;
-        if let Some(retry) = self.admit()? {
-            return Ok(HoldReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
-        }
         let policy = self.policy();
         let hold = &policy.lock.hold;
         let in_a_row = self.holds_in_a_row.load(Ordering::SeqCst) + 1;
@@ -125,12 +84,8 @@ impl Service {
         } else {
             HoldCheck::Allowed { seconds: hold.length.as_secs(), in_a_row, max: hold.max_in_a_row }
         };
-        let attempt =
-            Attempt { user_id: request.user, pin: request.pin, totp: request.totp, emergency_reason: None };
-        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let context = Context { os_account: Some(peer.account.clone()), session_user };
-        let result = match self.attempt(&attempt, Purpose::Hold(check), &context)? {
-            Ok(result) => result,
+        let (user, result) = match self.clinician_attempt(request, Purpose::Hold(check), peer)? {
+            Ok(decided) => decided,
             Err(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
                 return Ok(HoldReply::Refused { attempts_left, retry_after_secs })
             }
@@ -140,11 +95,11 @@ impl Service {
         };
         Ok(match (result.outcome, check) {
             (Outcome::Granted { .. }, HoldCheck::Allowed { seconds, in_a_row, max }) => {
-                *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(attempt.user_id.clone());
+                *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user.clone());
                 self.holds_in_a_row.store(in_a_row, Ordering::SeqCst);
                 HoldReply::Granted {
-                    display_name: result.display_name.unwrap_or_else(|| attempt.user_id.clone()),
-                    user: attempt.user_id,
+                    display_name: result.display_name.unwrap_or_else(|| user.clone()),
+                    user,
                     hold_secs: seconds,
                     in_a_row,
                     max,
@@ -157,6 +112,29 @@ impl Service {
                 HoldReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
             }
         })
+    }
+
+    /// A clinician's attempt at the lock screen (unlock, sign-out, hold): from the budget
+    /// over all clients, then decided and audited for `purpose` (which strips break-glass
+    /// where it does not apply). `Err`: the answer already, a refusal.
+    fn clinician_attempt(
+        &self,
+        request: UnlockRequest,
+        purpose: Purpose,
+        peer: &Peer,
+    ) -> Result<Result<(String, super::auth::UnlockResult), UnlockReply>, ServiceError> {
+        if let Some(retry) = self.admit()? {
+            return Ok(Err(UnlockReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) }));
+        }
+        let attempt = Attempt {
+            user_id: request.user,
+            pin: request.pin,
+            totp: request.totp,
+            emergency_reason: request.emergency_reason,
+        };
+        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let context = Context { os_account: Some(peer.account.clone()), session_user };
+        Ok(self.attempt(&attempt, purpose, &context)?.map(|result| (attempt.user_id, result)))
     }
 
     /// Runs one attempt; a sealed seed that will not open is audited as tampering and
@@ -211,5 +189,21 @@ impl Service {
             }) => Approval::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) },
             Err(_) => Approval::Refused { attempts_left: 0, retry_after_secs: None },
         })
+    }
+}
+
+/// The wire answer to an unlock or a sign-out.
+fn unlock_reply(user: String, result: super::auth::UnlockResult) -> UnlockReply {
+    match result.outcome {
+        Outcome::Granted { method, previous_unlock, failures_since_last_unlock } => UnlockReply::Granted {
+            display_name: result.display_name.unwrap_or_else(|| user.clone()),
+            user,
+            emergency: method == GrantMethod::Emergency,
+            last_unlock: previous_unlock,
+            failures_since_last_unlock,
+        },
+        Outcome::Refused { attempts_left, retry_after, .. } => {
+            UnlockReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
+        }
     }
 }
