@@ -2,6 +2,7 @@
 //! authenticated by node keys, and the people side (admin, compliance) by API tokens
 //! with a role. Handlers check and translate; the store decides and keeps.
 
+mod enrollment;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -18,16 +19,13 @@ use base64::Engine as _;
 use wardlock_core::audit::{AuditEntry, AuditKind};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{PinPolicy, SignedPolicy};
-use wardlock_core::protocol::collector::{
-    AuditBatch, AuditRecord, Directory, DirectoryUser, EnrollRequest, EnrollResponse, Heartbeat,
-};
+use wardlock_core::protocol::collector::{AuditBatch, AuditRecord, Directory, DirectoryUser, Heartbeat};
 use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{self, TotpSeed};
 
 use crate::secret;
 use crate::store::{
-    AdminAction, CollectorStore, EventQuery, NewWorkstation, PolicyPut, Role, StoreError, UserRecord,
-    Workstation,
+    AdminAction, CollectorStore, EventQuery, PolicyPut, Role, StoreError, UserRecord, Workstation,
 };
 
 /// Largest request body: a 10,000-entry batch of ordinary entries fits with room.
@@ -226,12 +224,18 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/enroll", post(enrollment::enroll))
         .route("/api/v1/audit", post(audit))
         .route("/api/v1/policy", get(policy))
         .route("/api/v1/heartbeat", post(heartbeat))
         .route("/api/v1/admin/policies/{group}", put(put_policy))
-        .route("/api/v1/admin/enroll-secrets", post(create_enroll_secret))
+        .route(
+            "/api/v1/admin/enroll-secrets",
+            post(enrollment::create_enroll_secret).get(enrollment::list_enroll_secrets),
+        )
+        .route("/api/v1/admin/enroll-secrets/{id}", delete(enrollment::revoke_enroll_secret))
+        .route("/api/v1/admin/workstations/{id}/re-enroll", post(enrollment::approve_reenroll))
+        .route("/api/v1/admin/workstations/{id}/revoke", post(enrollment::revoke_workstation))
         .route("/api/v1/admin/tokens", post(create_token))
         .route("/api/v1/admin/log", get(admin_log))
         .route("/api/v1/events", get(events))
@@ -292,42 +296,6 @@ fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::bad(format!("{field} must be 1–128 letters, digits, '.', '_', '-' or '@'")))
     }
-}
-
-#[utoipa::path(post, path = "/api/v1/enroll", summary = "Enroll a workstation: enrollment secret in, node key out", request_body = EnrollRequest, responses((status = 200, body = EnrollResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn enroll(State(state): State<AppState>, body: Bytes) -> Result<Json<EnrollResponse>, ApiError> {
-    let req: EnrollRequest = parse(&body)?;
-    check_name("workstation_id", &req.workstation_id)?;
-    check_name("group", &req.group)?;
-    if req.hostname.len() > 255 || req.agent_version.len() > 64 {
-        return Err(ApiError::bad("hostname or agent_version too long"));
-    }
-    let node_key =
-        secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (secret_hash, key_hash) = (secret::hash(&req.enroll_secret), secret::hash(&node_key));
-    let transport_key = B64
-        .decode(&req.transport_key)
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| ApiError::bad("transport_key must be 32 bytes (X25519 public key), base64"))?;
-    let ws = NewWorkstation {
-        id: req.workstation_id.clone(),
-        hostname: req.hostname,
-        group: req.group,
-        agent_version: req.agent_version,
-        transport_key,
-    };
-    let store = state.store.clone();
-    if !blocking(move || store.enroll(&secret_hash, &ws, &key_hash, now())).await? {
-        state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "enrollment secret not recognised; ask IT for the current one",
-        ));
-    }
-    state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-    eprintln!("wardlock-collector: enrolled workstation {:?}", req.workstation_id);
-    Ok(Json(EnrollResponse { node_key }))
 }
 
 #[utoipa::path(post, path = "/api/v1/audit", summary = "Push a batch of audit entries (idempotent by workstation and seq)", request_body = AuditBatch, responses((status = 200, body = wardlock_core::protocol::collector::AuditAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)), security(("node_key" = [])))]
@@ -459,34 +427,6 @@ async fn put_policy(
             Ok((StatusCode::CREATED, Json(PolicyStored { group, serial })).into_response())
         }
     }
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct SecretRequest {
-    label: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct SecretCreated {
-    secret: String,
-}
-
-#[utoipa::path(post, path = "/api/v1/admin/enroll-secrets", summary = "Make an enrollment secret (shown once)", request_body = SecretRequest, responses((status = 201, body = SecretCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
-async fn create_enroll_secret(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    caller.require_admin()?;
-    let req: SecretRequest = parse(&body)?;
-    let secret =
-        secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (hash, label) = (secret::hash(&secret), req.label.clone());
-    let store = state.store.clone();
-    blocking(move || store.add_enroll_secret(&hash, &label, now())).await?;
-    admin_did(&state, &caller, "enroll_secret_create", format!("label {}", req.label)).await?;
-    Ok((StatusCode::CREATED, Json(SecretCreated { secret })).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -1023,7 +963,9 @@ async fn report_stale(
 #[openapi(
     info(title = "Wardlock collector", description = "Workstations enroll, push audit logs and pull signed policies and the directory; compliance queries events and reports."),
     paths(
-        healthz, metrics, enroll, audit, policy, heartbeat, directory, put_policy, create_enroll_secret, create_token,
+        healthz, metrics, enrollment::enroll, audit, policy, heartbeat, directory, put_policy,
+        enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret,
+        enrollment::approve_reenroll, enrollment::revoke_workstation, create_token,
         admin_log, add_user, list_users, disable_user, events, report_chain, report_silent, report_failed,
         report_emergency, report_stale, workstations
     ),

@@ -130,7 +130,9 @@ fn run() -> Result<()> {
         }
         Command::EnrollSecret { action: Create::Create { db, label, .. } } => {
             let value = secret::generate()?;
-            open_store(&db)?.add_enroll_secret(&secret::hash(&value), &label, api::now())?;
+            let new = wardlock_collector::store::NewEnrollSecret::standard(&label, api::now());
+            open_store(&db)?.add_enroll_secret(&secret::hash(&value), &new, api::now())?;
+            eprintln!("enrollment secret {label:?}: valid 30 days, for up to 1000 workstations (wardlockctl enroll-secret list|revoke)");
             println!("{value}");
             Ok(())
         }
@@ -210,7 +212,10 @@ fn open_data_key(path: &Path, store: &dyn CollectorStore) -> Result<secret::Data
 /// A fresh enrollment secret and admin token for development, printed and kept in DIR.
 fn dev_credentials(dir: &Path, store: &dyn CollectorStore) -> Result<()> {
     let secret_value = secret::generate()?;
-    store.add_enroll_secret(&secret::hash(&secret_value), "dev", api::now())?;
+    // For development: no expiry, no use limit.
+    let dev =
+        wardlock_collector::store::NewEnrollSecret { label: "dev".into(), expires: None, max_uses: None };
+    store.add_enroll_secret(&secret::hash(&secret_value), &dev, api::now())?;
     let token = secret::generate()?;
     store.add_token(&secret::hash(&token), Role::Admin, "dev admin", api::now())?;
     for (name, value) in [("enroll-secret", &secret_value), ("admin-token", &token)] {

@@ -63,7 +63,7 @@ pub struct Workstation {
     pub transport_key: Vec<u8>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWorkstation {
     pub id: String,
     pub hostname: String,
@@ -195,7 +195,8 @@ pub struct Finding {
     pub workstation: String,
     pub seq: u64,
     /// `altered`, `broken_link`, `rewritten` (another entry under a stored seq), `truncated`
-    /// (the workstation reports fewer entries than the collector holds).
+    /// (the workstation reports fewer entries than the collector holds), `enroll_conflict`
+    /// (an enrollment under this workstation's ID was refused; seq 0).
     pub kind: String,
     pub detail: String,
     pub found: UtcMillis,
@@ -218,14 +219,183 @@ pub struct AdminAction {
     pub detail: String,
 }
 
+/// A new enrollment secret: who it is for, until when, how many workstations.
+#[derive(Debug, Clone)]
+pub struct NewEnrollSecret {
+    pub label: String,
+    pub expires: Option<UtcMillis>,
+    pub max_uses: Option<u64>,
+}
+
+impl NewEnrollSecret {
+    /// How long a secret enrolls workstations unless its maker says otherwise.
+    pub const DEFAULT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+    /// How many workstations it enrolls unless its maker says otherwise.
+    pub const DEFAULT_USES: u64 = 1000;
+
+    /// A secret with the default expiry and use limit.
+    pub fn standard(label: &str, now: UtcMillis) -> Self {
+        Self {
+            label: label.to_owned(),
+            expires: Some(now.saturating_add(Self::DEFAULT_LIFETIME)),
+            max_uses: Some(Self::DEFAULT_USES),
+        }
+    }
+}
+
+/// A stored enrollment secret (its hash; the secret itself was shown once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollSecret {
+    pub hash: Hash,
+    pub label: String,
+    pub created: UtcMillis,
+    pub expires: Option<UtcMillis>,
+    pub max_uses: Option<u64>,
+    pub uses: u64,
+    pub revoked: Option<UtcMillis>,
+}
+
+impl EnrollSecret {
+    /// What names it in lists and `revoke`: the first 6 bytes of its hash, in hex (the
+    /// hash of a 256-bit random secret; nothing about the secret can be learnt from it).
+    pub fn id(&self) -> String {
+        hex::encode(&self.hash[..6])
+    }
+
+    /// Why it enrolls nothing now, if it does not.
+    pub fn unusable(&self, now: UtcMillis) -> Option<&'static str> {
+        if self.revoked.is_some() {
+            Some("revoked")
+        } else if self.expires.is_some_and(|e| e <= now) {
+            Some("expired")
+        } else if self.max_uses.is_some_and(|max| self.uses >= max) {
+            Some("used up")
+        } else {
+            None
+        }
+    }
+}
+
+/// One enrollment request, as the store sees it.
+#[derive(Debug, Clone)]
+pub struct EnrollAttempt {
+    /// Hash of the presented enrollment secret (or re-enrollment approval code).
+    pub secret: Hash,
+    pub workstation: NewWorkstation,
+    /// Hash of the node key the collector made for it.
+    pub node_key: Hash,
+    /// Hash of the node key the caller presented (`Authorization: Bearer`), if any:
+    /// proof that it is the workstation already enrolled under this ID.
+    pub presented_key: Option<Hash>,
+}
+
+/// An administrator's approval to enroll an ID again (a reinstalled workstation):
+/// one code, once, until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReenrollApproval {
+    pub code: Hash,
+    pub expires: UtcMillis,
+}
+
+/// The workstation already enrolled under an ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub node_key: Hash,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollResult {
+    Enrolled,
+    /// No usable enrollment secret (401).
+    Unauthorized(&'static str),
+    /// The ID is enrolled already, and nothing proves this is that workstation (409); a
+    /// finding `enroll_conflict` was recorded on it.
+    Conflict(String),
+}
+
+/// What an enrollment does, decided from what the store holds (the backends do the SQL,
+/// not this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollPlan {
+    Enroll {
+        use_secret: bool,
+        use_approval: bool,
+    },
+    Unauthorized(&'static str),
+    /// The message for the caller and the finding's detail.
+    Conflict {
+        message: String,
+        finding: String,
+    },
+}
+
+pub fn plan_enroll(
+    attempt: &EnrollAttempt,
+    secret: Option<&EnrollSecret>,
+    approval: Option<&ReenrollApproval>,
+    enrolled: Option<&Enrolled>,
+    now: UtcMillis,
+) -> EnrollPlan {
+    let id = &attempt.workstation.id;
+    if approval.is_some_and(|a| a.code == attempt.secret && a.expires > now) {
+        return EnrollPlan::Enroll { use_secret: false, use_approval: true };
+    }
+    let usable = secret.filter(|s| s.unusable(now).is_none());
+    match enrolled {
+        Some(ws) if !ws.revoked && attempt.presented_key == Some(ws.node_key) => {
+            EnrollPlan::Enroll { use_secret: false, use_approval: false }
+        }
+        _ if usable.is_none() => EnrollPlan::Unauthorized(match secret.and_then(|s| s.unusable(now)) {
+            Some("expired") => "enrollment secret expired; ask IT for a current one",
+            Some("used up") => "enrollment secret used up; ask IT for a current one",
+            Some(_) => "enrollment secret revoked; ask IT for a current one",
+            None => "enrollment secret not recognised; ask IT for the current one",
+        }),
+        Some(ws) => {
+            let state = if ws.revoked { "was revoked" } else { "is enrolled already" };
+            let label = usable.map_or("", |s| s.label.as_str());
+            EnrollPlan::Conflict {
+                message: format!(
+                    "workstation ID {id:?} {state}; enrolling it again needs an administrator's approval for that ID (`wardlockctl workstation re-enroll {id}`, whose code is then the enrollment secret) or the workstation's current node key"
+                ),
+                finding: format!(
+                    "an enrollment under this ID was refused: hostname {:?}, agent {:?}, enrollment secret {label:?}",
+                    attempt.workstation.hostname, attempt.workstation.agent_version
+                ),
+            }
+        }
+        None => EnrollPlan::Enroll { use_secret: true, use_approval: false },
+    }
+}
+
 pub trait CollectorStore: Send + Sync + std::fmt::Debug {
-    fn add_enroll_secret(&self, secret: &Hash, label: &str, now: UtcMillis) -> Result<(), StoreError>;
-    /// Enrolls (or re-enrolls) a workstation when `secret` is a known enrollment secret.
-    fn enroll(
+    fn add_enroll_secret(
         &self,
         secret: &Hash,
-        ws: &NewWorkstation,
-        node_key: &Hash,
+        new: &NewEnrollSecret,
+        now: UtcMillis,
+    ) -> Result<(), StoreError>;
+    fn enroll_secrets(&self) -> Result<Vec<EnrollSecret>, StoreError>;
+    /// `false`: no such secret.
+    fn revoke_enroll_secret(&self, secret: &Hash, now: UtcMillis) -> Result<bool, StoreError>;
+    /// Enrolls a workstation as [`plan_enroll`] decides, in one transaction.
+    fn enroll(&self, attempt: &EnrollAttempt, now: UtcMillis) -> Result<EnrollResult, StoreError>;
+    /// Lets `workstation` be enrolled once more with `code` until `expires` (replacing an
+    /// earlier approval for it).
+    fn approve_reenroll(
+        &self,
+        workstation: &str,
+        code: &Hash,
+        expires: UtcMillis,
+        now: UtcMillis,
+    ) -> Result<(), StoreError>;
+    /// Its node key stops working at once (replaced by `dead_key`, which nobody holds);
+    /// only an approved re-enrollment brings it back. `false`: no such workstation.
+    fn revoke_workstation(
+        &self,
+        workstation: &str,
+        dead_key: &Hash,
         now: UtcMillis,
     ) -> Result<bool, StoreError>;
     fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError>;
@@ -266,4 +436,111 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn set_forward_cursor(&self, name: &str, id: i64) -> Result<(), StoreError>;
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> UtcMillis {
+        UtcMillis::from_unix_millis(ms)
+    }
+
+    fn attempt(secret: u8, presented: Option<u8>) -> EnrollAttempt {
+        EnrollAttempt {
+            secret: [secret; 32],
+            workstation: NewWorkstation {
+                id: "ws-b".into(),
+                hostname: "impostor".into(),
+                group: "default".into(),
+                agent_version: "t".into(),
+                transport_key: vec![0; 32],
+            },
+            node_key: [9; 32],
+            presented_key: presented.map(|p| [p; 32]),
+        }
+    }
+
+    fn fleet(expires: Option<i64>, max_uses: Option<u64>, uses: u64, revoked: bool) -> EnrollSecret {
+        EnrollSecret {
+            hash: [1; 32],
+            label: "ward 4".into(),
+            created: at(0),
+            expires: expires.map(at),
+            max_uses,
+            uses,
+            revoked: revoked.then(|| at(5)),
+        }
+    }
+
+    const ENROLL_NEW: EnrollPlan = EnrollPlan::Enroll { use_secret: true, use_approval: false };
+
+    #[test]
+    fn a_new_id_enrolls_with_a_usable_secret_and_not_with_one_expired_used_up_revoked_or_unknown() {
+        let a = attempt(1, None);
+        assert_eq!(
+            plan_enroll(&a, Some(&fleet(Some(100), Some(2), 1, false)), None, None, at(50)),
+            ENROLL_NEW
+        );
+        for (secret, why) in [
+            (fleet(Some(100), None, 0, false), "expired"),
+            (fleet(None, Some(2), 2, false), "used up"),
+            (fleet(None, None, 0, true), "revoked"),
+        ] {
+            let plan = plan_enroll(&a, Some(&secret), None, None, at(100));
+            assert!(matches!(plan, EnrollPlan::Unauthorized(m) if m.contains(why)), "{why}: {plan:?}");
+        }
+        assert!(
+            matches!(plan_enroll(&a, None, None, None, at(0)), EnrollPlan::Unauthorized(m) if m.contains("not recognised"))
+        );
+    }
+
+    #[test]
+    fn an_enrolled_id_is_a_conflict_for_the_fleet_secret_and_enrolls_with_an_approval_or_its_own_key() {
+        let enrolled = Enrolled { node_key: [7; 32], revoked: false };
+        let secret = fleet(None, None, 0, false);
+        let plan = plan_enroll(&attempt(1, None), Some(&secret), None, Some(&enrolled), at(0));
+        let EnrollPlan::Conflict { message, finding } = plan else { panic!("{plan:?}") };
+        assert!(message.contains("wardlockctl workstation re-enroll ws-b"), "{message}");
+        assert!(finding.contains("impostor") && finding.contains("ward 4"), "{finding}");
+        // Someone else's key is no proof; the workstation's own is.
+        assert!(matches!(
+            plan_enroll(&attempt(1, Some(8)), Some(&secret), None, Some(&enrolled), at(0)),
+            EnrollPlan::Conflict { .. }
+        ));
+        assert_eq!(
+            plan_enroll(&attempt(1, Some(7)), Some(&secret), None, Some(&enrolled), at(0)),
+            EnrollPlan::Enroll { use_secret: false, use_approval: false }
+        );
+        // The approval's code is the secret, once, until it expires.
+        let approval = ReenrollApproval { code: [4; 32], expires: at(100) };
+        assert_eq!(
+            plan_enroll(&attempt(4, None), None, Some(&approval), Some(&enrolled), at(99)),
+            EnrollPlan::Enroll { use_secret: false, use_approval: true }
+        );
+        assert!(matches!(
+            plan_enroll(&attempt(4, None), None, Some(&approval), Some(&enrolled), at(100)),
+            EnrollPlan::Unauthorized(_)
+        ));
+        // Without a usable secret nothing is learnt about the ID: no conflict, no finding.
+        assert!(matches!(
+            plan_enroll(&attempt(3, None), None, None, Some(&enrolled), at(0)),
+            EnrollPlan::Unauthorized(_)
+        ));
+    }
+
+    #[test]
+    fn a_revoked_workstation_comes_back_only_with_an_approval() {
+        let revoked = Enrolled { node_key: [7; 32], revoked: true };
+        let secret = fleet(None, None, 0, false);
+        assert!(matches!(
+            plan_enroll(&attempt(1, Some(7)), Some(&secret), None, Some(&revoked), at(0)),
+            EnrollPlan::Conflict { message, .. } if message.contains("was revoked")
+        ));
+        let approval = ReenrollApproval { code: [4; 32], expires: at(100) };
+        assert!(matches!(
+            plan_enroll(&attempt(4, None), None, Some(&approval), Some(&revoked), at(0)),
+            EnrollPlan::Enroll { use_approval: true, .. }
+        ));
+    }
 }

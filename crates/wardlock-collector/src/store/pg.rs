@@ -12,9 +12,12 @@ use wardlock_core::protocol::collector::Heartbeat;
 
 use super::{
     chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
-    Hash, Ingest, NewWorkstation, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
+    Hash, Ingest, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
-use super::{hash_of, ms, policy_etag};
+use super::{
+    hash_of, ms, plan_enroll, policy_etag, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled,
+    NewEnrollSecret, ReenrollApproval,
+};
 
 const MIGRATIONS: &[&str] = &["
 CREATE TABLE workstations (
@@ -71,6 +74,18 @@ CREATE TABLE users (
 );
 ", "
 CREATE TABLE forward_state (name TEXT PRIMARY KEY, last_id BIGINT NOT NULL);
+", "
+ALTER TABLE enroll_secrets ADD COLUMN expires_ms BIGINT;
+ALTER TABLE enroll_secrets ADD COLUMN max_uses BIGINT;
+ALTER TABLE enroll_secrets ADD COLUMN uses BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE enroll_secrets ADD COLUMN revoked_ms BIGINT;
+ALTER TABLE workstations ADD COLUMN revoked_ms BIGINT;
+CREATE TABLE reenroll_approvals (
+    workstation TEXT PRIMARY KEY,
+    code        BYTEA NOT NULL,
+    expires_ms  BIGINT NOT NULL,
+    created_ms  BIGINT NOT NULL
+);
 "];
 
 type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>>;
@@ -264,6 +279,20 @@ fn workstation_from_row(r: &postgres::Row) -> Workstation {
     }
 }
 
+const SECRET_COLUMNS: &str = "hash, label, created_ms, expires_ms, max_uses, uses, revoked_ms";
+
+fn secret_from_row(r: &postgres::Row) -> EnrollSecret {
+    EnrollSecret {
+        hash: hash_of(r.get(0)),
+        label: r.get(1),
+        created: UtcMillis::from_unix_millis(r.get(2)),
+        expires: r.get::<_, Option<i64>>(3).map(UtcMillis::from_unix_millis),
+        max_uses: r.get::<_, Option<i64>>(4).map(|m| m as u64),
+        uses: r.get::<_, i64>(5) as u64,
+        revoked: r.get::<_, Option<i64>>(6).map(UtcMillis::from_unix_millis),
+    }
+}
+
 const WORKSTATION_COLUMNS: &str =
     "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
 
@@ -297,36 +326,117 @@ fn flag(
 }
 
 impl CollectorStore for PgStore {
-    fn add_enroll_secret(&self, secret: &Hash, label: &str, now: UtcMillis) -> Result<(), StoreError> {
+    fn add_enroll_secret(
+        &self,
+        secret: &Hash,
+        new: &NewEnrollSecret,
+        now: UtcMillis,
+    ) -> Result<(), StoreError> {
         self.pool.get()?.execute(
-            "INSERT INTO enroll_secrets (hash, label, created_ms) VALUES ($1, $2, $3)",
-            &[&&secret[..], &label, &ms(now)],
+            "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses) VALUES ($1, $2, $3, $4, $5)",
+            &[&&secret[..], &new.label, &ms(now), &new.expires.map(ms), &new.max_uses.map(|m| m as i64)],
         )?;
         Ok(())
     }
 
-    fn enroll(
-        &self,
-        secret: &Hash,
-        ws: &NewWorkstation,
-        node_key: &Hash,
-        now: UtcMillis,
-    ) -> Result<bool, StoreError> {
+    fn enroll_secrets(&self) -> Result<Vec<EnrollSecret>, StoreError> {
+        let sql = format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets ORDER BY created_ms");
+        Ok(self.pool.get()?.query(&sql, &[])?.iter().map(secret_from_row).collect())
+    }
+
+    fn revoke_enroll_secret(&self, secret: &Hash, now: UtcMillis) -> Result<bool, StoreError> {
+        let n = self.pool.get()?.execute(
+            "UPDATE enroll_secrets SET revoked_ms = coalesce(revoked_ms, $2) WHERE hash = $1",
+            &[&&secret[..], &ms(now)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn enroll(&self, attempt: &EnrollAttempt, now: UtcMillis) -> Result<EnrollResult, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
-        if tx.query_opt("SELECT 1 FROM enroll_secrets WHERE hash = $1", &[&&secret[..]])?.is_none() {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
-                 grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
-                 transport_key = excluded.transport_key",
-            &[&ws.id, &&node_key[..], &ws.hostname, &ws.group, &ws.agent_version, &ms(now), &&GENESIS_HASH[..], &ws.transport_key],
-        )?;
+        let ws = &attempt.workstation;
+        // Two enrollments of one ID at once: the second waits for the first's decision.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&ws.id])?;
+        let secret = tx
+            .query_opt(
+                &format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets WHERE hash = $1"),
+                &[&&attempt.secret[..]],
+            )?
+            .as_ref()
+            .map(secret_from_row);
+        let approval = tx
+            .query_opt("SELECT code, expires_ms FROM reenroll_approvals WHERE workstation = $1", &[&ws.id])?
+            .map(|r| ReenrollApproval {
+                code: hash_of(r.get(0)),
+                expires: UtcMillis::from_unix_millis(r.get(1)),
+            });
+        let enrolled = tx
+            .query_opt("SELECT node_key, revoked_ms FROM workstations WHERE id = $1", &[&ws.id])?
+            .map(|r| Enrolled { node_key: hash_of(r.get(0)), revoked: r.get::<_, Option<i64>>(1).is_some() });
+        let result = match plan_enroll(attempt, secret.as_ref(), approval.as_ref(), enrolled.as_ref(), now) {
+            EnrollPlan::Unauthorized(why) => return Ok(EnrollResult::Unauthorized(why)),
+            EnrollPlan::Conflict { message, finding } => {
+                tx.execute(
+                    "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES ($1, 0, 'enroll_conflict', $2, $3)
+                     ON CONFLICT (workstation, seq, kind) DO UPDATE SET detail = excluded.detail, found_ms = excluded.found_ms",
+                    &[&ws.id, &finding, &ms(now)],
+                )?;
+                EnrollResult::Conflict(message)
+            }
+            EnrollPlan::Enroll { use_secret, use_approval } => {
+                // Approved or proven: the node key is replaced and the log kept.
+                tx.execute(
+                    "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
+                         grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
+                         transport_key = excluded.transport_key, revoked_ms = NULL",
+                    &[&ws.id, &&attempt.node_key[..], &ws.hostname, &ws.group, &ws.agent_version, &ms(now), &&GENESIS_HASH[..], &ws.transport_key],
+                )?;
+                if use_secret {
+                    tx.execute(
+                        "UPDATE enroll_secrets SET uses = uses + 1 WHERE hash = $1",
+                        &[&&attempt.secret[..]],
+                    )?;
+                }
+                if use_approval {
+                    tx.execute("DELETE FROM reenroll_approvals WHERE workstation = $1", &[&ws.id])?;
+                }
+                EnrollResult::Enrolled
+            }
+        };
         tx.commit()?;
-        Ok(true)
+        Ok(result)
+    }
+
+    fn approve_reenroll(
+        &self,
+        workstation: &str,
+        code: &Hash,
+        expires: UtcMillis,
+        now: UtcMillis,
+    ) -> Result<(), StoreError> {
+        self.pool.get()?.execute(
+            "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workstation) DO UPDATE SET code = excluded.code, expires_ms = excluded.expires_ms,
+                 created_ms = excluded.created_ms",
+            &[&workstation, &&code[..], &ms(expires), &ms(now)],
+        )?;
+        Ok(())
+    }
+
+    fn revoke_workstation(
+        &self,
+        workstation: &str,
+        dead_key: &Hash,
+        now: UtcMillis,
+    ) -> Result<bool, StoreError> {
+        let n = self.pool.get()?.execute(
+            "UPDATE workstations SET node_key = $2, revoked_ms = $3 WHERE id = $1",
+            &[&workstation, &&dead_key[..], &ms(now)],
+        )?;
+        Ok(n > 0)
     }
 
     fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError> {

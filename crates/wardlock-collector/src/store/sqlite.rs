@@ -11,13 +11,30 @@ use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::Heartbeat;
 
 use super::{
-    chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
-    Hash, Ingest, NewWorkstation, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
+    chain_finding, plan_enroll, rewritten, AdminAction, ChainFinding, CollectorStore, EnrollAttempt,
+    EnrollPlan, EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount, Finding, Hash, Ingest,
+    NewEnrollSecret, PolicyPut, ReenrollApproval, Role, StoreError, StoredEvent, UserRecord, Workstation,
 };
 use super::{hash_of, ms, policy_etag};
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+
+/// Enrollment that identifies: secrets expire, run out and can be revoked; a workstation
+/// can be revoked; an administrator approves a re-enrollment of one ID.
+const SCHEMA_V5: &str = "
+ALTER TABLE enroll_secrets ADD COLUMN expires_ms INTEGER;
+ALTER TABLE enroll_secrets ADD COLUMN max_uses INTEGER;
+ALTER TABLE enroll_secrets ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE enroll_secrets ADD COLUMN revoked_ms INTEGER;
+ALTER TABLE workstations ADD COLUMN revoked_ms INTEGER;
+CREATE TABLE reenroll_approvals (
+    workstation TEXT PRIMARY KEY,
+    code        BLOB NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL
+) STRICT;
+";
 
 /// Indexes a batch extends at one place (per workstation, per user within it), not at
 /// hundreds: a fleet's backlogs interleave in time, and an index on time alone made every
@@ -212,45 +229,144 @@ fn workstation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Workstation> 
     })
 }
 
+const SECRET_COLUMNS: &str = "hash, label, created_ms, expires_ms, max_uses, uses, revoked_ms";
+
+fn secret_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollSecret> {
+    Ok(EnrollSecret {
+        hash: hash_of(r.get(0)?),
+        label: r.get(1)?,
+        created: UtcMillis::from_unix_millis(r.get(2)?),
+        expires: r.get::<_, Option<i64>>(3)?.map(UtcMillis::from_unix_millis),
+        max_uses: r.get::<_, Option<i64>>(4)?.map(|m| m as u64),
+        uses: r.get::<_, i64>(5)? as u64,
+        revoked: r.get::<_, Option<i64>>(6)?.map(UtcMillis::from_unix_millis),
+    })
+}
+
 const WORKSTATION_COLUMNS: &str =
     "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
 
 impl CollectorStore for SqliteStore {
-    fn add_enroll_secret(&self, secret: &Hash, label: &str, now: UtcMillis) -> Result<(), StoreError> {
+    fn add_enroll_secret(
+        &self,
+        secret: &Hash,
+        new: &NewEnrollSecret,
+        now: UtcMillis,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO enroll_secrets (hash, label, created_ms) VALUES (?1, ?2, ?3)",
-            params![&secret[..], label, ms(now)],
+            "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&secret[..], new.label, ms(now), new.expires.map(ms), new.max_uses.map(|m| m as i64)],
         )?;
         Ok(())
     }
 
-    fn enroll(
-        &self,
-        secret: &Hash,
-        ws: &NewWorkstation,
-        node_key: &Hash,
-        now: UtcMillis,
-    ) -> Result<bool, StoreError> {
+    fn enroll_secrets(&self) -> Result<Vec<EnrollSecret>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets ORDER BY created_ms"))?;
+        let rows = stmt.query_map([], secret_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn revoke_enroll_secret(&self, secret: &Hash, now: UtcMillis) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE enroll_secrets SET revoked_ms = coalesce(revoked_ms, ?2) WHERE hash = ?1",
+            params![&secret[..], ms(now)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn enroll(&self, attempt: &EnrollAttempt, now: UtcMillis) -> Result<EnrollResult, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let known: bool =
-            tx.query_row("SELECT count(*) FROM enroll_secrets WHERE hash = ?1", [&secret[..]], |r| {
-                r.get::<_, i64>(0)
-            })? > 0;
-        if !known {
-            return Ok(false);
-        }
-        // Re-enrolling (a reinstalled workstation) replaces the node key and keeps the log.
-        tx.execute(
-            "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
-                 grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
-                 transport_key = excluded.transport_key",
-            params![ws.id, &node_key[..], ws.hostname, ws.group, ws.agent_version, ms(now), &GENESIS_HASH[..], ws.transport_key],
-        )?;
+        let ws = &attempt.workstation;
+        let secret = tx
+            .query_row(
+                &format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets WHERE hash = ?1"),
+                [&attempt.secret[..]],
+                secret_from_row,
+            )
+            .optional()?;
+        let approval = tx
+            .query_row(
+                "SELECT code, expires_ms FROM reenroll_approvals WHERE workstation = ?1",
+                [&ws.id],
+                |r| {
+                    Ok(ReenrollApproval {
+                        code: hash_of(r.get(0)?),
+                        expires: UtcMillis::from_unix_millis(r.get(1)?),
+                    })
+                },
+            )
+            .optional()?;
+        let enrolled = tx
+            .query_row("SELECT node_key, revoked_ms FROM workstations WHERE id = ?1", [&ws.id], |r| {
+                Ok(Enrolled { node_key: hash_of(r.get(0)?), revoked: r.get::<_, Option<i64>>(1)?.is_some() })
+            })
+            .optional()?;
+        let result = match plan_enroll(attempt, secret.as_ref(), approval.as_ref(), enrolled.as_ref(), now) {
+            EnrollPlan::Unauthorized(why) => return Ok(EnrollResult::Unauthorized(why)),
+            EnrollPlan::Conflict { message, finding } => {
+                tx.execute(
+                    "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, 0, 'enroll_conflict', ?2, ?3)
+                     ON CONFLICT (workstation, seq, kind) DO UPDATE SET detail = excluded.detail, found_ms = excluded.found_ms",
+                    params![ws.id, finding, ms(now)],
+                )?;
+                EnrollResult::Conflict(message)
+            }
+            EnrollPlan::Enroll { use_secret, use_approval } => {
+                // Approved or proven: the node key is replaced and the log kept.
+                tx.execute(
+                    "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
+                         grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
+                         transport_key = excluded.transport_key, revoked_ms = NULL",
+                    params![ws.id, &attempt.node_key[..], ws.hostname, ws.group, ws.agent_version, ms(now), &GENESIS_HASH[..], ws.transport_key],
+                )?;
+                if use_secret {
+                    tx.execute(
+                        "UPDATE enroll_secrets SET uses = uses + 1 WHERE hash = ?1",
+                        [&attempt.secret[..]],
+                    )?;
+                }
+                if use_approval {
+                    tx.execute("DELETE FROM reenroll_approvals WHERE workstation = ?1", [&ws.id])?;
+                }
+                EnrollResult::Enrolled
+            }
+        };
         tx.commit()?;
-        Ok(true)
+        Ok(result)
+    }
+
+    fn approve_reenroll(
+        &self,
+        workstation: &str,
+        code: &Hash,
+        expires: UtcMillis,
+        now: UtcMillis,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (workstation) DO UPDATE SET code = excluded.code, expires_ms = excluded.expires_ms,
+                 created_ms = excluded.created_ms",
+            params![workstation, &code[..], ms(expires), ms(now)],
+        )?;
+        Ok(())
+    }
+
+    fn revoke_workstation(
+        &self,
+        workstation: &str,
+        dead_key: &Hash,
+        now: UtcMillis,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE workstations SET node_key = ?2, revoked_ms = ?3 WHERE id = ?1",
+            params![workstation, &dead_key[..], ms(now)],
+        )?;
+        Ok(n > 0)
     }
 
     fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError> {

@@ -35,6 +35,59 @@ pub struct EnrollResponse {
     pub node_key: String,
 }
 
+/// `POST /api/v1/admin/enroll-secrets`: an enrollment secret for a fleet of workstations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnrollSecretRequest {
+    /// Who or what it is for (a ward, a rollout).
+    pub label: String,
+    /// How long it enrolls workstations; default 30 days, at most a year.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+    /// How many workstations it may enroll; default 1000.
+    #[serde(default)]
+    pub max_uses: Option<u64>,
+}
+
+/// The new secret, shown once, and what names it from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnrollSecretCreated {
+    pub secret: String,
+    pub id: String,
+    pub expires: UtcMillis,
+    pub max_uses: u64,
+}
+
+/// `GET /api/v1/admin/enroll-secrets`: one secret, never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnrollSecretInfo {
+    pub id: String,
+    pub label: String,
+    pub created: UtcMillis,
+    pub expires: Option<UtcMillis>,
+    pub max_uses: Option<u64>,
+    pub uses: u64,
+    pub revoked: Option<UtcMillis>,
+    /// `usable`, `expired`, `used up` or `revoked`.
+    pub state: String,
+}
+
+/// `POST /api/v1/admin/workstations/{id}/re-enroll`: a one-time code that enrolls that ID
+/// again (as its enrollment secret), shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReenrollApproved {
+    pub workstation: String,
+    pub code: String,
+    pub expires: UtcMillis,
+}
+
 /// `GET /api/v1/policy` answers the envelope as is (ETag, 304 when unchanged).
 pub type PolicyResponse = SignedPolicy;
 
