@@ -37,6 +37,9 @@ enum Command {
     /// Enrollment secrets for workstations (needs --server)
     #[command(subcommand, name = "enroll-secret")]
     EnrollSecret(server::EnrollSecretCommand),
+    /// Workstations at the collector: approve a re-enrollment, revoke (needs --server)
+    #[command(subcommand)]
+    Workstation(server::WorkstationCommand),
     /// Audit events at the collector, as JSON, CSV or FHIR (needs --server)
     Events(server::EventsArgs),
     /// Compliance reports from the collector (needs --server)
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::EnrollSecret(cmd) => cli.server.require().and_then(|s| server::enroll_secret(&s, cmd)),
+        Command::Workstation(cmd) => cli.server.require().and_then(|s| server::workstation(&s, cmd)),
         Command::Events(args) => cli.server.require().and_then(|s| server::events(&s, args)),
         Command::Report(cmd) => cli.server.require().and_then(|s| server::report(&s, cmd)),
         Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd),

@@ -7,6 +7,10 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use wardlock_core::protocol::collector::{
+    EnrollSecretCreated, EnrollSecretInfo, EnrollSecretRequest, ReenrollApproved,
+};
+
 use crate::Verdict;
 
 #[derive(Debug, Args)]
@@ -100,6 +104,18 @@ impl Server {
         })
     }
 
+    /// One request with a typed body and answer (the collector's wire types).
+    pub fn typed<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let body = body.map(serde_json::to_string).transpose()?;
+        let (text, _) = self.call(method, path, body, None)?;
+        serde_json::from_str(&text).with_context(|| format!("the collector's answer to {method} {path}"))
+    }
+
     pub fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let (text, _) = self.call(method, path, body.map(|b| b.to_string()), None)?;
         if text.is_empty() {
@@ -113,12 +129,36 @@ impl Server {
 pub enum EnrollSecretCommand {
     /// Make an enrollment secret for workstations (printed once)
     #[command(
-        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN enroll-secret create --label ward-4"
+        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN enroll-secret create --label ward-4 --expires 7d --uses 40"
     )]
     Create {
+        /// What it is for (a ward, a rollout)
         #[arg(long)]
         label: String,
+        /// How long it enrolls workstations [default: 30d]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// How many workstations it may enroll [default: 1000]
+        #[arg(long)]
+        uses: Option<u64>,
     },
+    /// List the enrollment secrets: id, label, uses, expiry, state (never the secrets)
+    List,
+    /// Revoke one (by the id `list` shows): it enrolls nothing more
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkstationCommand {
+    /// Approve enrolling this ID again (a reinstalled workstation): prints a one-time
+    /// code, valid 24 h, to put where the workstation reads its enrollment secret
+    #[command(
+        name = "re-enroll",
+        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN workstation re-enroll ward4-pc2 > /etc/wardlock/enroll-secret"
+    )]
+    ReEnroll { id: String },
+    /// Revoke a workstation: its node key stops working at once
+    Revoke { id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -199,10 +239,57 @@ fn encode(v: &str) -> String {
 }
 
 pub fn enroll_secret(server: &Server, cmd: EnrollSecretCommand) -> Result<Verdict> {
-    let EnrollSecretCommand::Create { label } = cmd;
-    let created =
-        server.json("POST", "/api/v1/admin/enroll-secrets", Some(serde_json::json!({ "label": label })))?;
-    println!("{}", created["secret"].as_str().unwrap_or_default());
+    match cmd {
+        EnrollSecretCommand::Create { label, expires, uses } => {
+            let request =
+                EnrollSecretRequest { label, expires_in_secs: expires.map(|d| d.as_secs()), max_uses: uses };
+            let created: EnrollSecretCreated =
+                server.typed("POST", "/api/v1/admin/enroll-secrets", Some(&request))?;
+            println!("{}", created.secret);
+            eprintln!(
+                "enrollment secret {}: enrolls up to {} workstations until {}",
+                created.id,
+                created.max_uses,
+                created.expires.to_rfc3339()
+            );
+        }
+        EnrollSecretCommand::List => {
+            let secrets: Vec<EnrollSecretInfo> =
+                server.typed("GET", "/api/v1/admin/enroll-secrets", None::<&()>)?;
+            println!("{:<12}  {:<9}  {:>11}  {:<20}  label", "id", "state", "uses", "expires");
+            for s in secrets {
+                let uses = match s.max_uses {
+                    Some(max) => format!("{}/{max}", s.uses),
+                    None => s.uses.to_string(),
+                };
+                let expires = s.expires.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339());
+                println!("{:<12}  {:<9}  {uses:>11}  {expires:<20}  {}", s.id, s.state, s.label);
+            }
+        }
+        EnrollSecretCommand::Revoke { id } => {
+            server.call("DELETE", &format!("/api/v1/admin/enroll-secrets/{}", encode(&id)), None, None)?;
+            eprintln!("enrollment secret {id} revoked");
+        }
+    }
+    Ok(Verdict::Ok)
+}
+
+pub fn workstation(server: &Server, cmd: WorkstationCommand) -> Result<Verdict> {
+    match cmd {
+        WorkstationCommand::ReEnroll { id } => {
+            let path = format!("/api/v1/admin/workstations/{}/re-enroll", encode(&id));
+            let approved: ReenrollApproved = server.typed("POST", &path, None::<&()>)?;
+            println!("{}", approved.code);
+            eprintln!(
+                "workstation {id} may enroll again once with this code (as its enrollment secret) until {}",
+                approved.expires.to_rfc3339()
+            );
+        }
+        WorkstationCommand::Revoke { id } => {
+            server.call("POST", &format!("/api/v1/admin/workstations/{}/revoke", encode(&id)), None, None)?;
+            eprintln!("workstation {id} revoked: its node key no longer works");
+        }
+    }
     Ok(Verdict::Ok)
 }
 

@@ -1217,6 +1217,138 @@ fn the_collector_speaks_tls_to_postgresql_and_refuses_a_server_it_cannot_verify(
     assert!(rows.starts_with("t|") && !rows.contains("f|"), "connections by ssl: {rows:?}");
 }
 
+fn enroll_as(collector: &Collector, id: &str, secret: &str) -> (u16, String) {
+    let body = json!({
+        "enroll_secret": secret, "workstation_id": id, "hostname": "impostor-pc", "group": "default",
+        "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[5; 32]).1),
+    });
+    // No bearer: an enrollment from a machine that holds no node key.
+    call(
+        &collector.cert(),
+        "POST",
+        &format!("{}/api/v1/enroll", collector.url()),
+        None,
+        Some(body.to_string()),
+    )
+}
+
+fn findings_of(collector: &Collector, id: &str) -> Vec<Value> {
+    let (status, body) = collector.call("GET", "/api/v1/reports/chain", None, None);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Vec<Value>>(&body)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f["workstation"] == id)
+        .collect()
+}
+
+fn a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators_approval(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let key = SigningKey::from_bytes(&[16; 32]);
+    let mut b = workstation(&collector, &key, "").id("ws-b");
+    b.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    b.start();
+    b.wait_for_log("enrolled with the collector");
+
+    // Another machine claims B's ID with the fleet's secret: refused, and noted on B.
+    let (status, body) = enroll_as(&collector, "ws-b", &collector.secret);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("is enrolled already") && body.contains("workstation re-enroll ws-b"), "{body}");
+    let findings = findings_of(&collector, "ws-b");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["kind"] == "enroll_conflict" && f["detail"].as_str().unwrap().contains("impostor-pc")),
+        "{findings:?}"
+    );
+    // B keeps working: what happens there still arrives.
+    assert_eq!(b.client("guard").unlock("n.nurse", Some("000000"), None)["result"], "refused");
+    eventually("B's unlock_failed at the collector", || {
+        collector.all_events().iter().any(|e| e.workstation == "ws-b" && e.kind.as_str() == "unlock_failed")
+    });
+
+    // B is reinstalled: an administrator approves enrolling its ID again, once.
+    let (status, body) = collector.call("POST", "/api/v1/admin/workstations/ws-b/re-enroll", None, None);
+    assert_eq!(status, 201, "{body}");
+    let code = serde_json::from_str::<Value>(&body).unwrap()["code"].as_str().unwrap().to_owned();
+    let mut reinstalled = workstation(&collector, &key, "").id("ws-b");
+    std::fs::write(reinstalled.dir.path().join("enroll-secret"), &code).unwrap();
+    reinstalled.start();
+    reinstalled.wait_for_log("enrolled with the collector");
+    // The old installation's node key stopped working: refused, it tries to enroll with
+    // the fleet secret, and that is a conflict now.
+    b.wait_for_log("is enrolled already");
+    // The code was for one enrollment.
+    let (status, body) = enroll_as(&collector, "ws-b", &code);
+    assert_eq!(status, 401, "{body}");
+
+    // Revoked: the reinstalled workstation's key stops at once, and the fleet secret
+    // does not bring it back.
+    let (status, body) = collector.call("POST", "/api/v1/admin/workstations/ws-b/revoke", None, None);
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = enroll_as(&collector, "ws-b", &collector.secret);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("was revoked"), "{body}");
+    // Its node key refused, it tries its one-time code again, which is spent.
+    reinstalled.wait_for_log("enrollment secret not recognised");
+
+    let (_, log) = collector.call("GET", "/api/v1/admin/log", None, None);
+    for action in ["workstation_reenroll_approve", "workstation_revoke"] {
+        assert!(log.contains(action), "{action} not in the admin log: {log}");
+    }
+}
+
+fn enrollment_secrets_expire_run_out_and_are_revoked(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let make = |body: Value| {
+        let (status, text) =
+            collector.call("POST", "/api/v1/admin/enroll-secrets", None, Some(body.to_string()));
+        assert_eq!(status, 201, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let two = make(json!({"label": "ward 4", "max_uses": 2}));
+    let secret = two["secret"].as_str().unwrap();
+    assert_eq!(enroll_as(&collector, "ws-1", secret).0, 200);
+    assert_eq!(enroll_as(&collector, "ws-2", secret).0, 200);
+    let (status, body) = enroll_as(&collector, "ws-3", secret);
+    assert_eq!((status, body.contains("used up")), (401, true), "{body}");
+
+    let short = make(json!({"label": "today", "expires_in_secs": 1}));
+    let id = short["id"].as_str().unwrap().to_owned();
+    eventually("the secret to expire", || {
+        let (_, list) = collector.call("GET", "/api/v1/admin/enroll-secrets", None, None);
+        serde_json::from_str::<Vec<Value>>(&list)
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id && s["state"] == "expired")
+    });
+    let (status, body) = enroll_as(&collector, "ws-4", short["secret"].as_str().unwrap());
+    assert_eq!((status, body.contains("expired")), (401, true), "{body}");
+
+    let third = make(json!({"label": "spare"}));
+    let (status, _) = collector.call(
+        "DELETE",
+        &format!("/api/v1/admin/enroll-secrets/{}", third["id"].as_str().unwrap()),
+        None,
+        None,
+    );
+    assert_eq!(status, 204);
+    let (status, body) = enroll_as(&collector, "ws-5", third["secret"].as_str().unwrap());
+    assert_eq!((status, body.contains("revoked")), (401, true), "{body}");
+
+    let (_, list) = collector.call("GET", "/api/v1/admin/enroll-secrets", None, None);
+    let list: Vec<Value> = serde_json::from_str(&list).unwrap();
+    let ward4 = list.iter().find(|s| s["label"] == "ward 4").unwrap();
+    assert_eq!(
+        (ward4["uses"].as_u64(), ward4["max_uses"].as_u64(), ward4["state"].as_str()),
+        (Some(2), Some(2), Some("used up"))
+    );
+    assert!(!serde_json::to_string(&list).unwrap().contains(secret), "a listed secret shows itself");
+    // Auditors may not see or make them.
+    let (status, _) = collector.call("GET", "/api/v1/admin/enroll-secrets", Some("not-a-token"), None);
+    assert_eq!(status, 401);
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
@@ -1241,5 +1373,7 @@ on_both_backends!(
     ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart,
     a_batch_that_does_not_chain_on_is_flagged_and_kept,
     bad_requests_get_clear_4xx_answers,
-    the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect
+    the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect,
+    a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators_approval,
+    enrollment_secrets_expire_run_out_and_are_revoked
 );
