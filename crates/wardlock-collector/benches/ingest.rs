@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use wardlock_collector::api::{self, AppState, Metrics};
 use wardlock_collector::secret;
-use wardlock_collector::store::{CollectorStore, NewWorkstation};
+use wardlock_collector::store::{
+    CollectorStore, EnrollAttempt, EnrollResult, NewEnrollSecret, NewWorkstation,
+};
 use wardlock_core::audit::{AuditDraft, AuditEntry, AuditKind};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::AuditRecord;
@@ -39,7 +41,8 @@ fn main() {
 
     // Enrolled workstations and their logs, made before the clock starts.
     let enroll_secret = secret::hash("bench");
-    store.add_enroll_secret(&enroll_secret, "bench", api::now()).unwrap();
+    let unlimited = NewEnrollSecret { label: "bench".into(), expires: None, max_uses: None };
+    store.add_enroll_secret(&enroll_secret, &unlimited, api::now()).unwrap();
     let mut fleet = Vec::new();
     for w in 0..workstations {
         let id = format!("ws-{w:05}");
@@ -51,7 +54,13 @@ fn main() {
             agent_version: "bench".into(),
             transport_key: vec![7; 32],
         };
-        assert!(store.enroll(&enroll_secret, &ws, &secret::hash(&key), api::now()).unwrap());
+        let attempt = EnrollAttempt {
+            secret: enroll_secret,
+            workstation: ws,
+            node_key: secret::hash(&key),
+            presented_key: None,
+        };
+        assert_eq!(store.enroll(&attempt, api::now()).unwrap(), EnrollResult::Enrolled);
         let mut log: Vec<AuditEntry> = Vec::with_capacity(per_workstation);
         for i in 0..per_workstation {
             let prev = log.last().map(|e| (e.seq, e.hash));
