@@ -54,8 +54,37 @@ fn directory_policies_secrets_events_and_reports_through_the_collector() {
     let ca = s(&cert);
     let token = collector.token.as_str();
 
-    let secret = ctl.run(&collector.args(ca, token, &["enroll-secret", "create", "--label", "ward-4"])).ok();
+    let secret = ctl
+        .run(&collector.args(
+            ca,
+            token,
+            &["enroll-secret", "create", "--label", "ward-4", "--expires", "7d", "--uses", "40"],
+        ))
+        .ok();
     assert_eq!(secret.stdout.trim().len(), 64, "{}", secret.stdout);
+    assert!(secret.stderr.contains("up to 40 workstations"), "{}", secret.stderr);
+    let listed = ctl.run(&collector.args(ca, token, &["enroll-secret", "list"])).ok();
+    let ward4 =
+        listed.stdout.lines().find(|l| l.ends_with("ward-4")).unwrap_or_else(|| panic!("{}", listed.stdout));
+    assert!(ward4.contains("usable") && ward4.contains("0/40"), "{ward4}");
+    assert!(!listed.stdout.contains(secret.stdout.trim()), "the list shows no secret");
+    let id = ward4.split_whitespace().next().unwrap().to_owned();
+    ctl.run(&collector.args(ca, token, &["enroll-secret", "revoke", &id])).ok();
+    let listed = ctl.run(&collector.args(ca, token, &["enroll-secret", "list"])).ok();
+    assert!(listed.stdout.lines().any(|l| l.starts_with(&id) && l.contains("revoked")), "{}", listed.stdout);
+    let unknown = ctl.run(&collector.args(ca, token, &["enroll-secret", "revoke", "000000000000"]));
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("404") && unknown.stderr.contains("no enrollment secret"),
+        "{}",
+        unknown.stderr
+    );
+    let code = ctl.run(&collector.args(ca, token, &["workstation", "re-enroll", "ward4-pc2"])).ok();
+    assert_eq!(code.stdout.trim().len(), 64, "{}", code.stdout);
+    assert!(code.stderr.contains("may enroll again once"), "{}", code.stderr);
+    let missing = ctl.run(&collector.args(ca, token, &["workstation", "revoke", "no-such-pc"]));
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("no workstation"), "{}", missing.stderr);
 
     let added = ctl.run_with_stdin(
         &collector.args(
