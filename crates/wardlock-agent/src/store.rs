@@ -70,6 +70,11 @@ const MIGRATIONS: &[&str] = &[
     -- (`directory::seal_plain_pin_hashes`), since only it holds the key.
     ALTER TABLE users ADD COLUMN pin_sealed BLOB;
 ",
+    r"
+    -- Entries the collector answered with a conflict: it holds another entry under the
+    -- seq. They are not delivered; kept here for IT to look at.
+    CREATE TABLE sync_conflicts (seq INTEGER PRIMARY KEY, found_ms INTEGER NOT NULL) STRICT;
+",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +295,22 @@ impl Store {
         self.conn
             .execute("UPDATE sync_state SET acked_seq = max(acked_seq, ?1) WHERE id = 1", [seq as i64])?;
         Ok(())
+    }
+
+    /// Notes that the collector holds another entry under `seq`; `true` the first time.
+    pub fn record_conflict(&self, seq: u64, now: UtcMillis) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO sync_conflicts (seq, found_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![seq as i64, now.unix_millis()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The seqs of this log that the collector did not take as sent (another entry is there).
+    pub fn conflicts(&self) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT seq FROM sync_conflicts ORDER BY seq")?;
+        let seqs = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(seqs.into_iter().map(|s| s as u64).collect())
     }
 
     /// Highest seq the collector has acknowledged (0: none yet).

@@ -364,6 +364,9 @@ async fn upload(
             state.reported_break = Some(at);
             blocking(service, move |s| s.collector_found_chain_break(at)).await?;
         }
+        for seq in ack.conflicts.iter().copied().filter(|seq| (entries[0].seq..=last).contains(seq)) {
+            blocking(service, move |s| s.collector_conflict(seq)).await?;
+        }
         let acknowledged = ack.highest_contiguous_seq.min(last);
         if acknowledged <= acked {
             return Err(SyncError::Http(format!(

@@ -240,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/log", get(admin_log))
         .route("/api/v1/events", get(events))
         .route("/api/v1/reports/chain", get(report_chain))
+        .route("/api/v1/reports/conflicts", get(report_conflicts))
         .route("/api/v1/reports/silent", get(report_silent))
         .route("/api/v1/reports/failed", get(report_failed))
         .route("/api/v1/reports/emergency", get(report_emergency))
@@ -610,6 +611,46 @@ async fn report_chain(State(state): State<AppState>, _caller: Caller) -> Result<
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
+struct ConflictParams {
+    /// Only this workstation's.
+    workstation: Option<String>,
+}
+
+/// Two versions of one entry: what the collector stored first, and what came later
+/// under the same seq.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ConflictOut {
+    workstation: String,
+    seq: u64,
+    stored: AuditRecord,
+    received: AuditRecord,
+    received_at: UtcMillis,
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/conflicts", summary = "Entries received under a stored seq with another content: both versions, in full", params(ConflictParams), responses((status = 200, body = Vec<ConflictOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+async fn report_conflicts(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<ConflictParams>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let conflicts = blocking(move || store.conflicts(params.workstation.as_deref())).await?;
+    let out: Vec<ConflictOut> = conflicts
+        .into_iter()
+        .map(|c| ConflictOut {
+            stored: AuditRecord::from(&c.stored),
+            received: AuditRecord::from(&c.received),
+            workstation: c.workstation,
+            seq: c.seq,
+            received_at: c.received_at,
+        })
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct SilentParams {
     #[param(maximum = 10000000)]
     minutes: u64,
@@ -966,7 +1007,7 @@ async fn report_stale(
         healthz, metrics, enrollment::enroll, audit, policy, heartbeat, directory, put_policy,
         enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret,
         enrollment::approve_reenroll, enrollment::revoke_workstation, create_token,
-        admin_log, add_user, list_users, disable_user, events, report_chain, report_silent, report_failed,
+        admin_log, add_user, list_users, disable_user, events, report_chain, report_conflicts, report_silent, report_failed,
         report_emergency, report_stale, workstations
     ),
     components(schemas(ErrorBody, AuditKind, UtcMillis, crate::store::Role)),
@@ -1022,6 +1063,6 @@ mod tests {
             })
             .sum();
         // The routes in `router` (the OpenAPI document itself aside).
-        assert_eq!(documented, 25);
+        assert_eq!(documented, 26);
     }
 }

@@ -66,6 +66,7 @@ pub enum AuditKind {
     SyncGap,
     SyncBacklog,
     CollectorEnrolled,
+    CollectorConflict,
     TamperDetected,
     Heartbeat,
 }
@@ -115,6 +116,7 @@ impl AuditKind {
         AuditKind::SyncGap,
         AuditKind::SyncBacklog,
         AuditKind::CollectorEnrolled,
+        AuditKind::CollectorConflict,
         AuditKind::TamperDetected,
         AuditKind::Heartbeat,
     ];
@@ -164,6 +166,7 @@ impl AuditKind {
             AuditKind::SyncGap => "sync_gap",
             AuditKind::SyncBacklog => "sync_backlog",
             AuditKind::CollectorEnrolled => "collector_enrolled",
+            AuditKind::CollectorConflict => "collector_conflict",
             AuditKind::TamperDetected => "tamper_detected",
             AuditKind::Heartbeat => "heartbeat",
         }

@@ -63,6 +63,37 @@ impl Service {
         self.audit(self.draft(AuditKind::CollectorEnrolled, None).detail("endpoint", endpoint))
     }
 
+    /// The collector holds another entry under `seq` than this log's: this one is not
+    /// delivered. Recorded and audited once per seq.
+    pub fn collector_conflict(&self, seq: u64) -> Result<(), ServiceError> {
+        let (new, kind) = {
+            let store = self.store();
+            let new = store.record_conflict(seq, utc_now())?;
+            let kind = store
+                .entries_after(seq.saturating_sub(1), 1)?
+                .into_iter()
+                .find(|e| e.seq == seq)
+                .map(|e| e.kind);
+            (new, kind)
+        };
+        if new {
+            eprintln!("wardlockd: the collector holds another entry under seq {seq}; this one is kept here, not delivered");
+            let mut draft = self
+                .draft(AuditKind::CollectorConflict, None)
+                .detail("seq", seq)
+                .detail(
+                    "what",
+                    "the collector holds another entry under this seq; this one is kept here, not delivered",
+                )
+                .detail("alert", "it");
+            if let Some(kind) = kind {
+                draft = draft.detail("entry_kind", kind.as_str());
+            }
+            self.audit(draft)?;
+        }
+        Ok(())
+    }
+
     /// The collector says this log's chain breaks at `seq`.
     pub fn collector_found_chain_break(&self, seq: u64) -> Result<u64, ServiceError> {
         self.audit(

@@ -1349,6 +1349,80 @@ fn enrollment_secrets_expire_run_out_and_are_revoked(backend: Backend) {
     assert_eq!(status, 401);
 }
 
+fn copy_database(from: &Path, to: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let (src, dst) = (format!("{}{suffix}", from.display()), format!("{}{suffix}", to.display()));
+        if Path::new(&src).exists() {
+            std::fs::copy(&src, &dst).unwrap();
+        } else {
+            let _ = std::fs::remove_file(&dst);
+        }
+    }
+}
+
+fn a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let key = SigningKey::from_bytes(&[17; 32]);
+    let mut d = workstation(&collector, &key, "").id("ws-r");
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    d.wait_for_log("enrolled with the collector");
+    let synced = |d: &Daemon| {
+        let last = d.audit().last().unwrap().seq;
+        eventually("the workstation's log at the collector", || {
+            collector.all_events().iter().filter(|e| e.workstation == "ws-r").map(|e| e.seq).max()
+                >= Some(last)
+        });
+        last
+    };
+    synced(&d);
+    d.stop();
+    // A backup of the workstation's database, then more history, all of it delivered.
+    let backup = d.dir.path().join("backup.db");
+    copy_database(&d.db_path(), &backup);
+    d.start();
+    for _ in 0..3 {
+        assert_eq!(d.client("guard").unlock("n.nurse", Some("000000"), None)["result"], "refused");
+    }
+    let delivered_up_to = synced(&d);
+    let originals: Vec<AuditEntry> =
+        collector.all_events().into_iter().filter(|e| e.workstation == "ws-r").collect();
+    d.stop();
+
+    // The backup is restored: the workstation writes other entries under seqs the
+    // collector holds, and sends them.
+    copy_database(&backup, &d.db_path());
+    d.start();
+    assert_eq!(d.client("guard").unlock("n.nurse", Some("730284"), None)["result"], "granted");
+    eventually("the collector to report the conflicts", || {
+        let (_, body) = collector.call("GET", "/api/v1/reports/conflicts?workstation=ws-r", None, None);
+        serde_json::from_str::<Vec<Value>>(&body).is_ok_and(|c| !c.is_empty())
+    });
+    let (status, body) = collector.call("GET", "/api/v1/reports/conflicts?workstation=ws-r", None, None);
+    assert_eq!(status, 200, "{body}");
+    let conflicts: Vec<Value> = serde_json::from_str(&body).unwrap();
+    for c in &conflicts {
+        assert_eq!(c["stored"]["seq"], c["seq"]);
+        assert_eq!(c["received"]["seq"], c["seq"]);
+        assert_ne!(c["stored"]["hash"], c["received"]["hash"], "{c}");
+        assert!(c["seq"].as_u64().unwrap() <= delivered_up_to);
+    }
+    // Nothing of the first version is lost: the collector still holds every original.
+    let now_held: Vec<AuditEntry> =
+        collector.all_events().into_iter().filter(|e| e.workstation == "ws-r").collect();
+    for original in &originals {
+        assert!(now_held.contains(original), "seq {} was replaced", original.seq);
+    }
+    let findings = findings_of(&collector, "ws-r");
+    assert!(findings.iter().any(|f| f["kind"] == "rewritten"), "{findings:?}");
+    // The sender was told, and keeps its version, not counted delivered.
+    let first = conflicts[0]["seq"].as_u64().unwrap();
+    d.wait_for_log(&format!("another entry under seq {first}"));
+    let told: Vec<_> = d.audit().into_iter().filter(|e| e.kind.as_str() == "collector_conflict").collect();
+    assert!(told.iter().any(|e| e.details.get("seq") == Some(&first.to_string())), "{told:?}");
+    assert_eq!(d.open_store().conflicts().unwrap().first(), Some(&first));
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
@@ -1375,5 +1449,6 @@ on_both_backends!(
     bad_requests_get_clear_4xx_answers,
     the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect,
     a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators_approval,
-    enrollment_secrets_expire_run_out_and_are_revoked
+    enrollment_secrets_expire_run_out_and_are_revoked,
+    a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told
 );

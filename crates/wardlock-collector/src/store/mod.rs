@@ -141,8 +141,11 @@ impl Ingest {
         let gaps =
             next_stored.map(|next| vec![SeqRange { first: head + 1, last: next - 1 }]).unwrap_or_default();
         let chain_break_at = findings.iter().map(|(seq, _, _)| *seq).min();
+        // A rewritten entry was kept beside the stored one, not stored as sent.
+        let conflicts =
+            findings.iter().filter(|(_, kind, _)| *kind == "rewritten").map(|(seq, _, _)| *seq).collect();
         Ingest {
-            ack: AuditAck { highest_contiguous_seq: head, gaps, chain_break_at },
+            ack: AuditAck { highest_contiguous_seq: head, gaps, chain_break_at, conflicts },
             stored,
             duplicates,
             findings: findings.len() as u64,
@@ -187,6 +190,27 @@ pub struct StoredEvent {
     pub id: i64,
     pub entry: AuditEntry,
     pub received: UtcMillis,
+}
+
+/// An entry received under a seq at which another one is stored: both, in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub workstation: String,
+    pub seq: u64,
+    pub stored: AuditEntry,
+    pub received: AuditEntry,
+    pub received_at: UtcMillis,
+}
+
+/// The wire form of a received conflicting entry, as the conflicts table keeps it.
+pub fn conflict_record(entry: &AuditEntry) -> String {
+    serde_json::to_string(&wardlock_core::protocol::collector::AuditRecord::from(entry)).unwrap_or_default()
+}
+
+/// A kept conflicting entry read back; `None` if the row was tampered into nonsense.
+pub fn conflict_entry(json: &str) -> Option<AuditEntry> {
+    let record: wardlock_core::protocol::collector::AuditRecord = serde_json::from_str(json).ok()?;
+    AuditEntry::try_from(record).ok()
 }
 
 /// A problem with a workstation's chain, kept for compliance.
@@ -422,6 +446,8 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn token(&self, token: &Hash) -> Result<Option<(Role, String)>, StoreError>;
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
     fn findings(&self) -> Result<Vec<Finding>, StoreError>;
+    /// Entries received under a stored seq with another content, beside what is stored.
+    fn conflicts(&self, workstation: Option<&str>) -> Result<Vec<Conflict>, StoreError>;
     fn log_admin(&self, action: &AdminAction) -> Result<(), StoreError>;
     fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError>;
     fn entry_count(&self) -> Result<u64, StoreError>;

@@ -86,6 +86,14 @@ CREATE TABLE reenroll_approvals (
     expires_ms  BIGINT NOT NULL,
     created_ms  BIGINT NOT NULL
 );
+CREATE TABLE audit_conflicts (
+    workstation TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    hash        BYTEA NOT NULL,
+    record      TEXT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (workstation, seq, hash)
+);
 "];
 
 type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>>;
@@ -529,8 +537,15 @@ impl CollectorStore for PgStore {
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
             for e in &repeated {
-                if let Some(b) = before.get(&(e.seq as i64)) {
-                    findings.extend(rewritten(e.seq, b, &e.hash));
+                if let Some(finding) = before.get(&(e.seq as i64)).and_then(|b| rewritten(e.seq, b, &e.hash))
+                {
+                    // Kept in full beside the stored entry: evidence is never dropped.
+                    tx.execute(
+                        "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT DO NOTHING",
+                        &[&workstation, &(e.seq as i64), &&e.hash[..], &super::conflict_record(e), &ms(now)],
+                    )?;
+                    findings.push(finding);
                 }
             }
         }
@@ -671,6 +686,31 @@ impl CollectorStore for PgStore {
                 StoredEvent { id, entry, received: UtcMillis::from_unix_millis(received) }
             })
             .collect())
+    }
+
+    fn conflicts(&self, workstation: Option<&str>) -> Result<Vec<super::Conflict>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let rows = conn.query(
+            "SELECT workstation, seq, record, received_ms FROM audit_conflicts
+             WHERE $1::TEXT IS NULL OR workstation = $1 ORDER BY workstation, seq, received_ms",
+            &[&workstation],
+        )?;
+        let sql = format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = $1 AND seq = $2");
+        let mut out = Vec::new();
+        for row in rows {
+            let (ws, seq, record, received_ms): (String, i64, String, i64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let stored = entry_from_row(&conn.query_one(&sql, &[&ws, &seq])?).1;
+            let Some(received) = super::conflict_entry(&record) else { continue };
+            out.push(super::Conflict {
+                workstation: ws,
+                seq: seq as u64,
+                stored,
+                received,
+                received_at: UtcMillis::from_unix_millis(received_ms),
+            });
+        }
+        Ok(out)
     }
 
     fn findings(&self) -> Result<Vec<Finding>, StoreError> {

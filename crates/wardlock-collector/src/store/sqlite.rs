@@ -34,6 +34,16 @@ CREATE TABLE reenroll_approvals (
     expires_ms  INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL
 ) STRICT;
+-- An entry received under a stored seq with another content, kept in full: evidence is
+-- never dropped, whichever version is the true one.
+CREATE TABLE audit_conflicts (
+    workstation TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    hash        BLOB NOT NULL,
+    record      TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (workstation, seq, hash)
+) STRICT;
 ";
 
 /// Indexes a batch extends at one place (per workstation, per user within it), not at
@@ -410,6 +420,10 @@ impl CollectorStore for SqliteStore {
             )?;
             let mut stored_hash =
                 tx.prepare_cached("SELECT hash FROM audit WHERE workstation = ?1 AND seq = ?2")?;
+            let mut keep_conflict = tx.prepare_cached(
+                "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+            )?;
             for e in entries {
                 let details = serde_json::to_string(&e.details).unwrap_or_default();
                 let inserted = insert.execute(params![
@@ -435,7 +449,16 @@ impl CollectorStore for SqliteStore {
                 duplicates += 1;
                 let before: Vec<u8> =
                     stored_hash.query_row(params![workstation, e.seq as i64], |r| r.get(0))?;
-                findings.extend(rewritten(e.seq, &before, &e.hash));
+                if let Some(finding) = rewritten(e.seq, &before, &e.hash) {
+                    keep_conflict.execute(params![
+                        workstation,
+                        e.seq as i64,
+                        &e.hash[..],
+                        super::conflict_record(&e),
+                        ms(now)
+                    ])?;
+                    findings.push(finding);
+                }
             }
         }
         // Follow the chain from the contiguous head. Usually the fresh entries are the
@@ -602,6 +625,34 @@ impl CollectorStore for SqliteStore {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn conflicts(&self, workstation: Option<&str>) -> Result<Vec<super::Conflict>, StoreError> {
+        let conn = self.conn();
+        let mut kept = conn.prepare(
+            "SELECT workstation, seq, record, received_ms FROM audit_conflicts
+             WHERE ?1 IS NULL OR workstation = ?1 ORDER BY workstation, seq, received_ms",
+        )?;
+        let rows = kept
+            .query_map([workstation], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stored_entry =
+            conn.prepare(&format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = ?1 AND seq = ?2"))?;
+        let mut out = Vec::new();
+        for (workstation, seq, record, received_ms) in rows {
+            let stored = stored_entry.query_row(params![workstation, seq], entry_from_row)?.1;
+            let Some(received) = super::conflict_entry(&record) else { continue };
+            out.push(super::Conflict {
+                workstation,
+                seq: seq as u64,
+                stored,
+                received,
+                received_at: UtcMillis::from_unix_millis(received_ms),
+            });
+        }
+        Ok(out)
     }
 
     fn findings(&self) -> Result<Vec<Finding>, StoreError> {

@@ -190,11 +190,17 @@ pub struct AuditBatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditAck {
-    /// Every entry up to this seq is stored; the agent may mark them sent.
+    /// Every entry up to this seq is stored, those in `conflicts` aside; the agent may
+    /// mark the others sent.
     pub highest_contiguous_seq: u64,
     /// Seqs the collector found missing or not chaining, for the agent to resend or audit.
     pub gaps: Vec<SeqRange>,
     pub chain_break_at: Option<u64>,
+    /// Seqs at which the collector already holds another entry than the one sent. What was
+    /// sent is kept in full beside it (evidence, never dropped), but it is not stored as
+    /// this workstation's entry: the agent must not count it delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
