@@ -214,8 +214,14 @@ pub enum ReportCommand {
         #[arg(long)]
         since: Option<String>,
     },
-    /// Chain breaks, rewritten histories and truncated logs found at the collector
+    /// Chain breaks, rewritten histories, truncated logs and refused enrollments found at
+    /// the collector
     Chain,
+    /// Entries received under a stored seq with another content: both versions
+    Conflicts {
+        #[arg(long)]
+        workstation: Option<String>,
+    },
 }
 
 fn query(pairs: &[(&str, &Option<String>)]) -> String {
@@ -366,6 +372,9 @@ pub fn report(server: &Server, cmd: ReportCommand) -> Result<Verdict> {
             format!("/api/v1/reports/emergency{}", query(&[("since", &since)]))
         }
         ReportCommand::Chain => "/api/v1/reports/chain".to_owned(),
+        ReportCommand::Conflicts { workstation } => {
+            format!("/api/v1/reports/conflicts{}", query(&[("workstation", &workstation)]))
+        }
     };
     let value = server.json("GET", &path, None)?;
     println!("{}", serde_json::to_string_pretty(&value)?);

@@ -134,6 +134,9 @@ fn directory_policies_secrets_events_and_reports_through_the_collector() {
     // Reports and exports in every format, all pages.
     let chain = ctl.run(&collector.args(ca, token, &["report", "chain"])).ok();
     assert_eq!(chain.stdout.trim(), "[]");
+    let conflicts =
+        ctl.run(&collector.args(ca, token, &["report", "conflicts", "--workstation", "ws-1"])).ok();
+    assert_eq!(conflicts.stdout.trim(), "[]");
     for format in ["json", "csv", "fhir"] {
         let out = ctl.path(&format!("events.{format}"));
         ctl.run(&collector.args(ca, token, &["events", "--format", format, "--out", s(&out)])).ok();
