@@ -70,6 +70,15 @@ enum Command {
         #[command(subcommand)]
         action: Create,
     },
+    /// Make the data key that seals TOTP secrets in the database, before the first start
+    #[command(
+        name = "data-key",
+        after_help = "Example (the unit hands it in with LoadCredentialEncrypted=, apart from the database):\n  wardlock-collector data-key create | systemd-creds encrypt --name=data-key - /etc/credstore.encrypted/wardlock-collector.data-key"
+    )]
+    DataKey {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Make an enrollment secret for workstations (shown once)
     #[command(
         name = "enroll-secret",
@@ -78,6 +87,17 @@ enum Command {
     EnrollSecret {
         #[command(subcommand)]
         action: Create,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Print a new data key (base64) on standard output, for
+    /// `systemd-creds encrypt --name=data-key - /etc/credstore.encrypted/wardlock-collector.data-key`
+    /// (the unit loads it with `LoadCredentialEncrypted=`), or write it to --out (0600)
+    Create {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -126,6 +146,15 @@ fn run() -> Result<()> {
             let token = secret::generate()?;
             open_store(&db)?.add_token(&secret::hash(&token), role, &label, api::now())?;
             println!("{token}");
+            Ok(())
+        }
+        Command::DataKey { action: KeyAction::Create { out: Some(path) } } => {
+            secret::DataKey::create_file(&path)?;
+            eprintln!("data key written to {} (back it up apart from the database)", path.display());
+            Ok(())
+        }
+        Command::DataKey { action: KeyAction::Create { out: None } } => {
+            println!("{}", secret::DataKey::new_encoded()?.as_str());
             Ok(())
         }
         Command::EnrollSecret { action: Create::Create { db, label, .. } } => {
@@ -196,6 +225,17 @@ fn run() -> Result<()> {
 fn open_data_key(path: &Path, store: &dyn CollectorStore) -> Result<secret::DataKey> {
     if let Some(key) = secret::DataKey::open_file(path)? {
         return Ok(key);
+    }
+    // Handed in by systemd (LoadCredential[Encrypted]=): that directory is read-only, and
+    // a key made anew there would not outlive the service.
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    if credentials.is_some_and(|dir| path.starts_with(dir)) {
+        bail!(
+            "the data key credential {} is missing. Make it once, apart from the database: \
+             wardlock-collector data-key create | systemd-creds encrypt --name=data-key - \
+             /etc/credstore.encrypted/wardlock-collector.data-key",
+            path.display()
+        );
     }
     let users = store.users()?.len();
     if users > 0 {

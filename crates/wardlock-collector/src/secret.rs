@@ -56,13 +56,29 @@ impl DataKey {
         }
     }
 
+    /// A new key as its file holds it (base64), for `systemd-creds encrypt` to take from
+    /// a pipe: it never lies on a disk in the clear.
+    pub fn new_encoded() -> Result<zeroize::Zeroizing<String>, KeyError> {
+        let key = Self::random().map_err(|why| KeyError::File { path: "-".into(), why })?;
+        Ok(Self::encode(&key))
+    }
+
+    fn random() -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(&mut key[..]).map_err(|e| e.to_string())?;
+        Ok(key)
+    }
+
+    fn encode(key: &[u8; 32]) -> zeroize::Zeroizing<String> {
+        use base64::Engine as _;
+        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&key[..]))
+    }
+
     /// Makes a new key in a file that must not exist yet (owner-only, synced).
     pub fn create_file(path: &std::path::Path) -> Result<DataKey, KeyError> {
-        use base64::Engine as _;
         let err = |why: String| KeyError::File { path: path.display().to_string(), why };
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(&mut key[..]).map_err(|e| err(e.to_string()))?;
-        let text = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&key[..]));
+        let key = Self::random().map_err(err)?;
+        let text = Self::encode(&key);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]

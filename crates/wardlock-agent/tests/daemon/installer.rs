@@ -234,3 +234,79 @@ console.log(out.join("\n"));
          ward4 org.freedesktop.login1.power-off not_handled"
     );
 }
+
+#[test]
+fn the_collector_takes_its_data_key_from_an_encrypted_credential_apart_from_the_database() {
+    let unit = std::fs::read_to_string(installers().join("wardlock-collector.service")).unwrap();
+    assert!(unit
+        .contains("LoadCredentialEncrypted=data-key:/etc/credstore.encrypted/wardlock-collector.data-key"));
+    assert!(unit.contains("--data-key ${CREDENTIALS_DIRECTORY}/data-key"), "{unit}");
+    assert!(!unit.contains("/var/lib/wardlock-collector/data.key"), "the key beside the database");
+
+    // As the unit's first start would have it: the key made once and encrypted with the
+    // host's credential key (a private one here), then decrypted by systemd into the
+    // service's credentials directory.
+    let dir = tempfile::tempdir().unwrap();
+    let creds_env = [("SYSTEMD_CREDENTIAL_SECRET", dir.path().join("host.secret"))];
+    let run = |cmd: &mut Command| {
+        let out = cmd.envs(creds_env.iter().map(|(k, v)| (k, v))).output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    run(Command::new("systemd-creds").arg("setup"));
+    let collector = PathBuf::from(env!("CARGO_BIN_EXE_wardlockd")).with_file_name("wardlock-collector");
+    let key = run(Command::new(&collector).args(["data-key", "create"]));
+    let key = String::from_utf8(key).unwrap();
+    assert_eq!(key.trim().len(), 44, "a 32-byte key in base64: {key:?}");
+    let encrypted = dir.path().join("wardlock-collector.data-key");
+    let mut encrypt = Command::new("systemd-creds")
+        .args(["encrypt", "--with-key=host", "--name=data-key", "-"])
+        .arg(&encrypted)
+        .envs(creds_env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut encrypt.stdin.take().unwrap(), key.as_bytes()).unwrap();
+    assert!(encrypt.wait().unwrap().success());
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(&encrypted).unwrap()).contains(key.trim()),
+        "stored in the clear"
+    );
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    run(Command::new("systemd-creds")
+        .args(["decrypt", "--name=data-key"])
+        .arg(&encrypted)
+        .arg(credentials.join("data-key")));
+
+    let serve = |dev: &Path| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Command::new(&collector)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dev"])
+            .arg(dev)
+            .arg("--data-key")
+            .arg(credentials.join("data-key"))
+            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let state = dir.path().join("state");
+    let mut child = serve(&state);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("listening on"), "{first}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!state.join("data.key").exists(), "a key was made beside the database");
+
+    // Without the credential the collector stops and says how to make one; it makes none
+    // in the credentials directory.
+    std::fs::remove_file(credentials.join("data-key")).unwrap();
+    let out = serve(&state).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("data key credential") && stderr.contains("systemd-creds encrypt"), "{stderr}");
+    assert!(!credentials.join("data-key").exists());
+}

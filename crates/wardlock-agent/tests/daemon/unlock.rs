@@ -235,7 +235,7 @@ fn a_database_of_an_earlier_release_has_its_pin_hashes_sealed_and_its_users_stil
     sqlite(
         &d.db_path(),
         &format!(
-            "UPDATE users SET pin_hash = '{}'; ALTER TABLE users DROP COLUMN pin_sealed; UPDATE schema_version SET version = 2;",
+            "UPDATE users SET pin_hash = '{}'; ALTER TABLE users DROP COLUMN pin_sealed; DROP TABLE sync_conflicts; UPDATE schema_version SET version = 2;",
             phc.as_phc()
         ),
     );
