@@ -24,12 +24,19 @@ const META_TRANSPORT_KEY: &str = "collector_transport_key";
 /// policy pulls waiting.
 const MAX_BATCHES_PER_CYCLE: usize = 200;
 
+/// A collector's `Retry-After` is honoured up to this; a longer one (a quota of bytes per
+/// day) is asked again after it.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("{0}")]
     Http(String),
     #[error("the collector answered {status}: {message}")]
     Refused { status: StatusCode, message: String },
+    /// Over this workstation's quota at the collector: send again after `retry_after`.
+    #[error("the collector asks to wait {} s: {message}", retry_after.as_secs())]
+    Throttled { retry_after: Duration, message: String },
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error("{0}")]
@@ -60,6 +67,8 @@ struct State {
     backlog_warned: bool,
     reported_break: Option<u64>,
     failures: u32,
+    /// The collector's `Retry-After`, to wait before the next cycle.
+    retry_after: Option<Duration>,
 }
 
 pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
@@ -83,6 +92,16 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
                 state.failures = 0;
                 true
             }
+            Err(SyncError::Throttled { retry_after, message }) => {
+                // Reachable and working, only over its quota: wait as asked, not as for a failure.
+                service.set_collector_reachable(Some(true));
+                eprintln!(
+                    "wardlockd: the collector {endpoint} asks to wait {} s before sending more ({message})",
+                    retry_after.as_secs()
+                );
+                state.retry_after = Some(retry_after.clamp(Duration::from_secs(1), MAX_RETRY_AFTER));
+                true
+            }
             Err(e) => {
                 service.set_collector_reachable(Some(false));
                 state.failures = state.failures.saturating_add(1);
@@ -90,11 +109,17 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
                 false
             }
         };
-        let wait = if ok { policy.sync.interval } else { full_jitter(state.failures, policy.sync.interval) };
+        let asked = state.retry_after.take();
+        let wait = match asked {
+            Some(asked) => asked,
+            None if ok => policy.sync.interval,
+            None => full_jitter(state.failures, policy.sync.interval),
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            // New entries: send them soon, but gather a second's worth first.
-            _ = service.sync_wakeup.notified(), if ok => tokio::time::sleep(Duration::from_secs(1)).await,
+            // New entries: send them soon, but gather a second's worth first (not while
+            // the collector asked to wait).
+            _ = service.sync_wakeup.notified(), if ok && asked.is_none() => tokio::time::sleep(Duration::from_secs(1)).await,
             _ = policy_rx.changed() => {}
             _ = shutdown.changed() => return,
         }
@@ -320,6 +345,12 @@ async fn ok_or_refused(
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         return Ok(response);
     }
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let body = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
@@ -327,6 +358,12 @@ async fn ok_or_refused(
         .unwrap_or(body);
     if status == StatusCode::UNAUTHORIZED {
         blocking(service, |s| s.with_store(|st| st.set_meta(META_NODE_ENDPOINT, ""))).await?;
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(SyncError::Throttled {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(60)),
+            message,
+        });
     }
     Err(SyncError::Refused { status, message })
 }

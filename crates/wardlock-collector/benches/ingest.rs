@@ -93,6 +93,13 @@ fn main() {
             metrics: Arc::new(Metrics::default()),
             data_key,
             stored: Arc::new(tokio::sync::Notify::new()),
+            // The bench is a whole fleet's backlog at once: no per-workstation limit.
+            quota: Arc::new(wardlock_collector::api::quota::Quota::new(
+                wardlock_collector::api::quota::Limits {
+                    entries_per_minute: u32::MAX,
+                    bytes_per_day: u64::MAX,
+                },
+            )),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

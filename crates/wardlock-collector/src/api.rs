@@ -3,6 +3,7 @@
 //! with a role. Handlers check and translate; the store decides and keeps.
 
 mod enrollment;
+pub mod quota;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -44,6 +45,8 @@ pub struct Metrics {
     pub batches: AtomicU64,
     pub enrollments: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Batches refused with 429 (a workstation over its quota).
+    pub throttled: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +56,8 @@ pub struct AppState {
     pub data_key: Arc<secret::DataKey>,
     /// Rung when entries were stored (the syslog forwarder waits on it).
     pub stored: Arc<tokio::sync::Notify>,
+    /// What one workstation may send.
+    pub quota: Arc<quota::Quota>,
 }
 
 pub fn now() -> UtcMillis {
@@ -277,13 +282,15 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
          # HELP wardlock_chain_findings_total Chain problems flagged since start.\n# TYPE wardlock_chain_findings_total counter\nwardlock_chain_findings_total {}\n\
          # HELP wardlock_audit_batches_total Audit batches accepted.\n# TYPE wardlock_audit_batches_total counter\nwardlock_audit_batches_total {}\n\
          # HELP wardlock_enrollments_total Workstation enrollments.\n# TYPE wardlock_enrollments_total counter\nwardlock_enrollments_total {}\n\
-         # HELP wardlock_auth_failures_total Requests refused for a missing or unknown key or token.\n# TYPE wardlock_auth_failures_total counter\nwardlock_auth_failures_total {}\n",
+         # HELP wardlock_auth_failures_total Requests refused for a missing or unknown key or token.\n# TYPE wardlock_auth_failures_total counter\nwardlock_auth_failures_total {}\n\
+         # HELP wardlock_audit_batches_throttled_total Audit batches refused with 429 (a workstation over its quota).\n# TYPE wardlock_audit_batches_throttled_total counter\nwardlock_audit_batches_throttled_total {}\n",
         get(&m.entries_stored),
         get(&m.entries_duplicate),
         get(&m.chain_findings),
         get(&m.batches),
         get(&m.enrollments),
         get(&m.auth_failures),
+        get(&m.throttled),
     );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
@@ -299,7 +306,7 @@ fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/audit", summary = "Push a batch of audit entries (idempotent by workstation and seq)", request_body = AuditBatch, responses((status = 200, body = wardlock_core::protocol::collector::AuditAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)), security(("node_key" = [])))]
+#[utoipa::path(post, path = "/api/v1/audit", summary = "Push a batch of audit entries (idempotent by workstation and seq)", request_body = AuditBatch, responses((status = 200, body = wardlock_core::protocol::collector::AuditAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "over this workstation's quota; `Retry-After` says when to send again", body = ErrorBody)), security(("node_key" = [])))]
 async fn audit(State(state): State<AppState>, Node(ws): Node, body: Bytes) -> Result<Response, ApiError> {
     let batch: AuditBatch = parse(&body)?;
     if batch.workstation_id != ws.id {
@@ -323,6 +330,16 @@ async fn audit(State(state): State<AppState>, Node(ws): Node, body: Bytes) -> Re
             return Err(ApiError::bad("seq starts at 1"));
         }
         entries.push(AuditEntry::try_from(record).map_err(|e| ApiError::bad(e.to_string()))?);
+    }
+    let admitted =
+        state.quota.admit(&ws.id, entries.len(), body.len(), std::time::Instant::now(), now().unix_millis());
+    if let Err(over) = admitted {
+        state.metrics.throttled.fetch_add(1, Ordering::Relaxed);
+        let secs = over.retry_after.as_secs().max(1);
+        let message = format!("{}; send again in {secs} s (nothing is lost: keep the entries)", over.why);
+        let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return Ok(response);
     }
     let store = state.store.clone();
     let id = ws.id.clone();

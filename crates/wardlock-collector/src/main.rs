@@ -55,6 +55,13 @@ enum Command {
         /// CA certificate (PEM) the syslog receiver's certificate must chain to
         #[arg(long, value_name = "FILE", requires = "syslog_tls")]
         syslog_ca: Option<PathBuf>,
+        /// Audit entries one workstation may send per minute (a minute's worth at once);
+        /// more gets 429 with Retry-After, and its agent waits
+        #[arg(long, value_name = "N", default_value_t = api::quota::Limits::default().entries_per_minute)]
+        max_entries_per_minute: u32,
+        /// Bytes of audit batches one workstation may send per UTC day
+        #[arg(long, value_name = "BYTES", default_value_t = api::quota::Limits::default().bytes_per_day)]
+        max_bytes_per_day: u64,
         /// Development mode: database and a self-signed certificate under DIR; prints a
         /// new enrollment secret and admin token (also written to DIR, 0600)
         #[arg(long, value_name = "DIR")]
@@ -165,7 +172,18 @@ fn run() -> Result<()> {
             println!("{value}");
             Ok(())
         }
-        Command::Serve { listen, db, tls_cert, tls_key, data_key, syslog_tls, syslog_ca, dev } => {
+        Command::Serve {
+            listen,
+            db,
+            tls_cert,
+            tls_key,
+            data_key,
+            syslog_tls,
+            syslog_ca,
+            max_entries_per_minute,
+            max_bytes_per_day,
+            dev,
+        } => {
             let syslog = match (syslog_tls, syslog_ca) {
                 (Some(address), Some(ca)) => {
                     let target = syslog::SyslogTarget { address, ca };
@@ -211,6 +229,10 @@ fn run() -> Result<()> {
                 metrics: Arc::new(Metrics::default()),
                 data_key,
                 stored: Arc::new(tokio::sync::Notify::new()),
+                quota: Arc::new(api::quota::Quota::new(api::quota::Limits {
+                    entries_per_minute: max_entries_per_minute,
+                    bytes_per_day: max_bytes_per_day,
+                })),
             };
             let served = runtime.block_on(serve(listen, state, config, syslog));
             drop(runtime);

@@ -198,6 +198,10 @@ impl Collector {
             command.args(["--db", db]);
         }
         command.args(&self.extra_args);
+        // Fault tests push backlogs far above a ward's rate; the quota test sets its own.
+        if !self.extra_args.iter().any(|a| a == "--max-entries-per-minute") {
+            command.args(["--max-entries-per-minute", "10000000"]);
+        }
         let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -1421,6 +1425,93 @@ fn a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_se
     let told: Vec<_> = d.audit().into_iter().filter(|e| e.kind.as_str() == "collector_conflict").collect();
     assert!(told.iter().any(|e| e.details.get("seq") == Some(&first.to_string())), "{told:?}");
     assert_eq!(d.open_store().conflicts().unwrap().first(), Some(&first));
+}
+
+#[test]
+fn a_workstation_over_its_quota_gets_429_waits_as_asked_and_delivers_everything_once() {
+    const N: u64 = 1_000;
+    let mut collector = Collector::start_on(None, None);
+    collector.kill9();
+    // The default: 600 entries a minute (a minute's worth at once, then 10 a second).
+    collector.extra_args = vec!["--max-entries-per-minute".into(), "600".into()];
+    collector.start();
+    let key = SigningKey::from_bytes(&[18; 32]);
+    let mut d = workstation(&collector, &key, "batch_size = 100\n");
+    d.start();
+    d.wait_for_log("enrolled with the collector");
+    {
+        let mut store = d.open_store();
+        let mut tx = store.write().unwrap();
+        for n in 0..N {
+            tx.append(
+                AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_000 + n as i64), AuditKind::Locked)
+                    .detail("quota_test", n),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    d.wait_for_log("asks to wait");
+    let (_, metrics) = collector.call("GET", "/metrics", None, None);
+    let throttled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wardlock_audit_batches_throttled_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(throttled >= 1, "{metrics}");
+    eventually("every entry to be acknowledged", || {
+        let store = d.open_store();
+        store.acked_seq().unwrap() == store.last_seq().unwrap()
+    });
+    let events = collector.all_events();
+    let injected: Vec<u64> =
+        events.iter().filter(|e| e.details.contains_key("quota_test")).map(|e| e.seq).collect();
+    let mut distinct = injected.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!((injected.len() as u64, distinct.len() as u64), (N, N), "none lost, none doubled");
+
+    // What the collector answers, as any client sees it: 429 with Retry-After.
+    let node = json!({
+        "enroll_secret": collector.secret, "workstation_id": "ws-q", "hostname": "h", "group": "default",
+        "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[6; 32]).1),
+    });
+    let (_, body) = collector.call("POST", "/api/v1/enroll", None, Some(node.to_string()));
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+    let mut log: Vec<AuditEntry> = Vec::new();
+    for i in 0..601 {
+        let prev = log.last().map(|e| (e.seq, e.hash));
+        log.push(AuditEntry::chain(
+            AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_000 + i), AuditKind::Locked),
+            "ws-q",
+            prev,
+        ));
+    }
+    let batch = |entries: &[AuditEntry]| {
+        json!({"workstation_id": "ws-q", "entries": entries.iter().map(AuditRecord::from).collect::<Vec<_>>()}).to_string()
+    };
+    assert_eq!(collector.call("POST", "/api/v1/audit", Some(&node_key), Some(batch(&log[..600]))).0, 200);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, retry_after) = runtime.block_on(async {
+        let cert = reqwest::Certificate::from_pem(&std::fs::read(collector.cert()).unwrap()).unwrap();
+        let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
+        let response = client
+            .post(format!("{}/api/v1/audit", collector.url()))
+            .bearer_auth(&node_key)
+            .header("content-type", "application/json")
+            .body(batch(&log[600..]))
+            .send()
+            .await
+            .unwrap();
+        let retry = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (response.status().as_u16(), retry)
+    });
+    assert_eq!(status, 429);
+    assert!(
+        retry_after.as_deref().and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| (1..=60).contains(&r)),
+        "{retry_after:?}"
+    );
 }
 
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
