@@ -125,10 +125,20 @@ impl X11Windows {
         self.conn.flush().map_err(x)
     }
 
+    /// Where the window is on screen with its window manager's frame: the title bar may
+    /// name the patient too.
     fn frame_area(&self, window: Window) -> Option<(i16, i16, u16, u16)> {
-        let geometry = self.conn.get_geometry(window).ok()?.reply().ok()?;
-        let at = self.conn.translate_coordinates(window, self.root, 0, 0).ok()?.reply().ok()?;
-        Some((at.dst_x, at.dst_y, geometry.width, geometry.height))
+        let mut top = window;
+        loop {
+            let tree = self.conn.query_tree(top).ok()?.reply().ok()?;
+            if tree.parent == self.root || tree.parent == x11rb::NONE {
+                break;
+            }
+            top = tree.parent;
+        }
+        let geometry = self.conn.get_geometry(top).ok()?.reply().ok()?;
+        let border = geometry.border_width;
+        Some((geometry.x, geometry.y, geometry.width + 2 * border, geometry.height + 2 * border))
     }
 
     fn panel(&self, (px, py, width, height): (i16, i16, u16, u16)) -> Result<Window, String> {

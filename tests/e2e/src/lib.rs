@@ -793,6 +793,18 @@ impl App {
         client_state(desktop, self.id)
     }
 
+    /// Its state once it is on screen and the window manager has placed it (the same
+    /// position in two readings in a row).
+    pub fn placed(&self, desktop: &Desktop) -> Window {
+        let mut last: Option<Window> = None;
+        wait_for("the window placed", Duration::from_secs(10), || {
+            let now = self.state(desktop).filter(|w| w.viewable);
+            let settled = now.is_some() && now == last;
+            last = now;
+            settled.then(|| last.clone()).flatten()
+        })
+    }
+
     /// Whether the process still runs (reaps it once it ended).
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

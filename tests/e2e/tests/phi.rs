@@ -96,7 +96,7 @@ fn phi_windows_are_hidden_at_the_lock_given_back_to_their_clinician_and_closed_w
     // A second PHI application, that ignores WM_DELETE_WINDOW, and one that is not PHI.
     let mut pacs = App::standin(&desktop, "Pacs", "PACS viewer", (600, 300), true);
     let notes = App::xterm(&desktop, "Notes", "Ward notes", "40x5+700+40");
-    let (ehr_at, pacs_at) = (ehr.state(&desktop).unwrap(), pacs.state(&desktop).unwrap());
+    let (ehr_at, pacs_at) = (ehr.placed(&desktop), pacs.placed(&desktop));
     assert!(ehr_at.viewable && pacs_at.viewable);
 
     // The lock: both PHI windows unmapped (the X server says so), the other one left alone.
@@ -234,15 +234,20 @@ fn with_dim_at_warning_the_phi_windows_are_covered_during_the_countdown_until_in
     let policy = PHI_POLICY.replace("[phi]\n", "[phi]\ndim_at_warning = true\n");
     let (_serial, desktop, agent, _guard) = setup(&policy);
     let pacs = App::standin(&desktop, "Pacs", "PACS viewer", (600, 300), false);
-    let at = pacs.state(&desktop).unwrap();
+    let at = pacs.placed(&desktop);
     let centre = ((at.x as u16) + at.width / 2, (at.y as u16) + at.height / 2 + 30);
-    assert_eq!(desktop.pixel(centre.0, centre.1), STANDIN);
+    desktop.wait("the PACS viewer drawn", SECS(5), || {
+        (desktop.pixel(centre.0, centre.1) == STANDIN).then_some(())
+    });
 
     // 15 s PACS tier, 3 s warning: the countdown after 12 s, and the panel with it.
     wait_for("the warning countdown", SECS(30), || desktop.find("Wardlock warning"));
     desktop.wait("the PHI window covered", SECS(5), || {
         (desktop.pixel(centre.0, centre.1) == CURTAIN).then_some(())
     });
+    // Its title bar too (openbox draws it above the client window): a title may name the patient.
+    let title_bar = ((at.x as u16) + 40, (at.y as u16).saturating_sub(8));
+    assert_eq!(desktop.pixel(title_bar.0, title_bar.1), CURTAIN, "the title bar shows");
     assert!(desktop.lock_windows().is_empty(), "not locked yet");
     assert!(pacs.state(&desktop).unwrap().viewable, "covered, not hidden: the clinician may come back");
 
