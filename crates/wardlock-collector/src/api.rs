@@ -3,6 +3,7 @@
 //! with a role. Handlers check and translate; the store decides and keeps.
 
 mod enrollment;
+mod paging;
 pub mod quota;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -483,11 +484,26 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(TokenCreated { token, role: req.role })).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/log", summary = "What administrators did on this collector", responses((status = 200, body = Vec<crate::store::AdminAction>), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/log", summary = "What administrators did on this collector, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::AdminAction>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
 /// What administrators did here (auditors may read it too).
-async fn admin_log(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+async fn admin_log(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    Ok(Json(blocking(move || store.admin_log()).await?).into_response())
+    let log = blocking(move || store.admin_log()).await?;
+    // In the order written; actions of the same millisecond by their place.
+    let mut same_ms = (i64::MIN, 0u32);
+    let keyed = log
+        .into_iter()
+        .map(|a| {
+            let ms = a.time.unix_millis();
+            same_ms = if same_ms.0 == ms { (ms, same_ms.1 + 1) } else { (ms, 0) };
+            (format!("{}\u{1}{}", paging::ordered(ms), paging::ordered(same_ms.1)), a)
+        })
+        .collect();
+    paging::page(keyed, &paging::after_key(params))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -619,10 +635,19 @@ fn defuse(cell: &str) -> String {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/chain", summary = "Chain breaks, rewritten histories and truncated logs", responses((status = 200, body = Vec<crate::store::Finding>), (status = 401, body = ErrorBody)), security(("token" = [])))]
-async fn report_chain(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/api/v1/reports/chain", summary = "Chain breaks, rewritten histories, truncated logs and refused enrollments, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::Finding>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+async fn report_chain(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    Ok(Json(blocking(move || store.findings()).await?).into_response())
+    let findings = blocking(move || store.findings()).await?;
+    let keyed = findings
+        .into_iter()
+        .map(|f| (format!("{}\u{1}{}\u{1}{}", f.workstation, paging::ordered(f.seq), f.kind), f))
+        .collect();
+    paging::page(keyed, &paging::after_key(params))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -631,6 +656,11 @@ async fn report_chain(State(state): State<AppState>, _caller: Caller) -> Result<
 struct ConflictParams {
     /// Only this workstation's.
     workstation: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
 }
 
 /// Two versions of one entry: what the collector stored first, and what came later
@@ -644,25 +674,36 @@ struct ConflictOut {
     received_at: UtcMillis,
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/conflicts", summary = "Entries received under a stored seq with another content: both versions, in full", params(ConflictParams), responses((status = 200, body = Vec<ConflictOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/conflicts", summary = "Entries received under a stored seq with another content: both versions, in full", params(ConflictParams), responses((status = 200, body = Vec<ConflictOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
 async fn report_conflicts(
     State(state): State<AppState>,
     _caller: Caller,
     Q(params): Q<ConflictParams>,
 ) -> Result<Response, ApiError> {
     let store = state.store.clone();
+    let page_params = paging::after_key(paging::PageParams { after: params.after, limit: params.limit });
     let conflicts = blocking(move || store.conflicts(params.workstation.as_deref())).await?;
-    let out: Vec<ConflictOut> = conflicts
+    let keyed = conflicts
         .into_iter()
-        .map(|c| ConflictOut {
-            stored: AuditRecord::from(&c.stored),
-            received: AuditRecord::from(&c.received),
-            workstation: c.workstation,
-            seq: c.seq,
-            received_at: c.received_at,
+        .map(|c| {
+            let key = format!(
+                "{}\u{1}{}\u{1}{}\u{1}{}",
+                c.workstation,
+                paging::ordered(c.seq),
+                paging::ordered(c.received_at.unix_millis()),
+                hex::encode(c.received.hash)
+            );
+            let out = ConflictOut {
+                stored: AuditRecord::from(&c.stored),
+                received: AuditRecord::from(&c.received),
+                workstation: c.workstation,
+                seq: c.seq,
+                received_at: c.received_at,
+            };
+            (key, out)
         })
         .collect();
-    Ok(Json(out).into_response())
+    paging::page(keyed, &page_params)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -720,12 +761,19 @@ async fn report_silent(
     Ok(Json(silent).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations", responses((status = 200, body = Vec<WorkstationOut>), (status = 401, body = ErrorBody)), security(("token" = [])))]
-async fn workstations(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations, in pages", params(paging::PageParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+async fn workstations(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    let all: Vec<WorkstationOut> =
-        blocking(move || store.workstations()).await?.into_iter().map(Into::into).collect();
-    Ok(Json(all).into_response())
+    let all: Vec<(String, WorkstationOut)> = blocking(move || store.workstations())
+        .await?
+        .into_iter()
+        .map(|w| (w.id.clone(), WorkstationOut::from(w)))
+        .collect();
+    paging::page(all, &paging::after_key(params))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -104,6 +104,30 @@ impl Server {
         })
     }
 
+    /// A report, every page of it (`X-Next-After`), as one JSON array; a report that is
+    /// no list comes back as it is.
+    pub fn all_pages(&self, path: &str) -> Result<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let url = match &after {
+                Some(a) => format!("{path}{sep}limit=10000&after={}", encode(a)),
+                None => path.to_owned(),
+            };
+            let (text, next) = self.call("GET", &url, None, None)?;
+            match serde_json::from_str::<Value>(&text)? {
+                Value::Array(page) => items.extend(page),
+                other if after.is_none() => return Ok(other),
+                other => bail!("page {url} of a list is not a list: {other}"),
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
     /// One request with a typed body and answer (the collector's wire types).
     pub fn typed<B: serde::Serialize, T: serde::de::DeserializeOwned>(
         &self,
@@ -376,7 +400,7 @@ pub fn report(server: &Server, cmd: ReportCommand) -> Result<Verdict> {
             format!("/api/v1/reports/conflicts{}", query(&[("workstation", &workstation)]))
         }
     };
-    let value = server.json("GET", &path, None)?;
+    let value = server.all_pages(&path)?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     // A report that finds something is not a failure of the command.
     Ok(Verdict::Ok)

@@ -1543,3 +1543,49 @@ on_both_backends!(
     enrollment_secrets_expire_run_out_and_are_revoked,
     a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told
 );
+
+#[test]
+fn lists_and_reports_come_in_pages_that_follow_each_other_without_gaps() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    for i in 0..7 {
+        assert_eq!(enroll_as(&collector, &format!("ws-{i:02}"), &collector.secret).0, 200);
+        // A refused claim on each: one finding each.
+        assert_eq!(enroll_as(&collector, &format!("ws-{i:02}"), &collector.secret).0, 409);
+    }
+    for path in ["/api/v1/workstations", "/api/v1/reports/chain"] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let url = match &after {
+                Some(a) => format!("{}{path}?limit=3&after={a}", collector.url()),
+                None => format!("{}{path}?limit=3", collector.url()),
+            };
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (items, next) = runtime.block_on(async {
+                let cert = reqwest::Certificate::from_pem(&std::fs::read(collector.cert()).unwrap()).unwrap();
+                let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
+                let response = client.get(&url).bearer_auth(&collector.token).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{url}");
+                let next = response.headers().get("x-next-after").map(|v| v.to_str().unwrap().to_owned());
+                (response.json::<Vec<Value>>().await.unwrap(), next)
+            });
+            assert!(items.len() <= 3, "{path}: a page of {}", items.len());
+            pages += 1;
+            for item in items {
+                let id = item.get("id").or(item.get("workstation")).unwrap().as_str().unwrap().to_owned();
+                seen.push(id);
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..7).map(|i| format!("ws-{i:02}")).collect();
+        assert_eq!(seen, expected, "{path}: every item once, in order");
+        assert_eq!(pages, 3, "{path}");
+    }
+    let (status, body) = collector.call("GET", "/api/v1/workstations?limit=10001", None, None);
+    assert_eq!(status, 400, "{body}");
+}
