@@ -712,6 +712,11 @@ async fn report_conflicts(
 struct SilentParams {
     #[param(maximum = 10000000)]
     minutes: u64,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -741,7 +746,7 @@ impl From<Workstation> for WorkstationOut {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/silent", summary = "Workstations not heard from for N minutes", params(SilentParams), responses((status = 200, body = Vec<WorkstationOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/silent", summary = "Workstations not heard from for N minutes", params(SilentParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
 async fn report_silent(
     State(state): State<AppState>,
     _caller: Caller,
@@ -752,13 +757,13 @@ async fn report_silent(
     }
     let cutoff = UtcMillis::from_unix_millis(now().unix_millis().saturating_sub((p.minutes * 60_000) as i64));
     let store = state.store.clone();
-    let silent: Vec<WorkstationOut> = blocking(move || store.workstations())
+    let silent: Vec<(String, WorkstationOut)> = blocking(move || store.workstations())
         .await?
         .into_iter()
         .filter(|w| w.last_seen.unwrap_or(w.enrolled) < cutoff)
-        .map(WorkstationOut::from)
+        .map(|w| (w.id.clone(), WorkstationOut::from(w)))
         .collect();
-    Ok(Json(silent).into_response())
+    paging::page(silent, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
 }
 
 #[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations, in pages", params(paging::PageParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
@@ -888,23 +893,30 @@ async fn disable_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/users", summary = "The central directory (no secrets)", responses((status = 200, body = Vec<UserOut>), (status = 401, body = ErrorBody)), security(("token" = [])))]
-async fn list_users(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/api/v1/admin/users", summary = "The central directory (no secrets), in pages", params(paging::PageParams), responses((status = 200, body = Vec<UserOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+async fn list_users(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    let users: Vec<UserOut> = blocking(move || store.users())
+    let users: Vec<(String, UserOut)> = blocking(move || store.users())
         .await?
         .into_iter()
-        .map(|u| UserOut {
-            has_pin: u.pin_hash.is_some(),
-            has_totp: u.totp_sealed.is_some(),
-            id: u.id,
-            display_name: u.display_name,
-            role: u.role,
-            disabled: u.disabled,
-            updated: u.updated,
+        .map(|u| {
+            let out = UserOut {
+                has_pin: u.pin_hash.is_some(),
+                has_totp: u.totp_sealed.is_some(),
+                id: u.id.clone(),
+                display_name: u.display_name,
+                role: u.role,
+                disabled: u.disabled,
+                updated: u.updated,
+            };
+            (u.id, out)
         })
         .collect();
-    Ok(Json(users).into_response())
+    paging::page(users, &paging::after_key(params))
 }
 
 #[utoipa::path(get, path = "/api/v1/directory", summary = "The directory for this workstation, TOTP seeds sealed to its transport key (ETag)", params(("If-None-Match" = Option<String>, Header)), responses((status = 200, body = Directory), (status = 304, description = "unchanged"), (status = 401, body = ErrorBody)), security(("node_key" = [])))]
@@ -969,6 +981,11 @@ struct SinceParams {
     /// RFC 3339; default: 30 days ago.
     #[param(format = DateTime)]
     since: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
 }
 
 fn since_or_default(p: &SinceParams, days: i64) -> Result<UtcMillis, ApiError> {
@@ -976,7 +993,7 @@ fn since_or_default(p: &SinceParams, days: i64) -> Result<UtcMillis, ApiError> {
         .unwrap_or_else(|| UtcMillis::from_unix_millis(now().unix_millis() - days * 24 * 3600 * 1000)))
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/failed", summary = "Failed attempts and lockouts per user", params(SinceParams), responses((status = 200, body = Vec<crate::store::FailureCount>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/failed", summary = "Failed attempts and lockouts per user", params(SinceParams), responses((status = 200, body = Vec<crate::store::FailureCount>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
 /// Failed attempts and lockouts per user and workstation.
 async fn report_failed(
     State(state): State<AppState>,
@@ -985,10 +1002,15 @@ async fn report_failed(
 ) -> Result<Response, ApiError> {
     let since = since_or_default(&p, 30)?;
     let store = state.store.clone();
-    Ok(Json(blocking(move || store.failures_by_user(since)).await?).into_response())
+    let keyed = blocking(move || store.failures_by_user(since))
+        .await?
+        .into_iter()
+        .map(|f| (format!("{}\u{1}{}", f.user, f.workstation), f))
+        .collect();
+    paging::page(keyed, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons", params(SinceParams), responses((status = 200, body = Vec<EventOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons", params(SinceParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
 /// Every break-glass access, with its reason.
 async fn report_emergency(
     State(state): State<AppState>,
@@ -1004,11 +1026,16 @@ async fn report_emergency(
     };
     let store = state.store.clone();
     let rows = blocking(move || store.events(&query)).await?;
-    let out: Vec<EventOut> = rows
+    let out: Vec<(String, EventOut)> = rows
         .iter()
-        .map(|r| EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) })
+        .map(|r| {
+            (
+                paging::ordered(r.id),
+                EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) },
+            )
+        })
         .collect();
-    Ok(Json(out).into_response())
+    paging::page(out, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -1021,6 +1048,11 @@ struct StaleParams {
     /// …or none since this time (RFC 3339).
     #[param(format = DateTime)]
     since: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -1031,7 +1063,7 @@ struct StaleUser {
     last_unlock: Option<UtcMillis>,
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users with no unlock for N days", params(StaleParams), responses((status = 200, body = Vec<StaleUser>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users with no unlock for N days", params(StaleParams), responses((status = 200, body = Vec<StaleUser>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
 /// Directory users who have not unlocked anywhere for `days` (orphaned accounts).
 async fn report_stale(
     State(state): State<AppState>,
@@ -1050,18 +1082,21 @@ async fn report_stale(
     let store = state.store.clone();
     let (users, last) = blocking(move || Ok((store.users()?, store.last_unlocks()?))).await?;
     let last: std::collections::HashMap<String, UtcMillis> = last.into_iter().collect();
-    let stale: Vec<StaleUser> = users
+    let stale: Vec<(String, StaleUser)> = users
         .into_iter()
         .filter(|u| !u.disabled)
         .filter(|u| last.get(&u.id).is_none_or(|t| *t < cutoff) && u.updated < cutoff)
-        .map(|u| StaleUser {
-            last_unlock: last.get(&u.id).copied(),
-            id: u.id,
-            display_name: u.display_name,
-            role: u.role,
+        .map(|u| {
+            let user = StaleUser {
+                last_unlock: last.get(&u.id).copied(),
+                id: u.id.clone(),
+                display_name: u.display_name,
+                role: u.role,
+            };
+            (u.id, user)
         })
         .collect();
-    Ok(Json(stale).into_response())
+    paging::page(stale, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
 }
 
 /// The OpenAPI document, generated from the handlers and types above.

@@ -285,7 +285,7 @@ pub fn enroll_secret(server: &Server, cmd: EnrollSecretCommand) -> Result<Verdic
         }
         EnrollSecretCommand::List => {
             let secrets: Vec<EnrollSecretInfo> =
-                server.typed("GET", "/api/v1/admin/enroll-secrets", None::<&()>)?;
+                serde_json::from_value(server.all_pages("/api/v1/admin/enroll-secrets")?)?;
             println!("{:<12}  {:<9}  {:>11}  {:<20}  label", "id", "state", "uses", "expires");
             for s in secrets {
                 let uses = match s.max_uses {

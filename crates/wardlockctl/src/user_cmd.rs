@@ -208,7 +208,7 @@ pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result
             );
         }
         UserCommand::List { json } => {
-            let users = server.json("GET", "/api/v1/admin/users", None)?;
+            let users = server.all_pages("/api/v1/admin/users")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {

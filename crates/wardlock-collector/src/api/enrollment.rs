@@ -18,7 +18,9 @@ use wardlock_core::protocol::collector::{
     ReenrollApproved,
 };
 
-use super::{admin_did, blocking, check_name, now, parse, ApiError, AppState, Caller, ErrorBody, B64};
+use super::{
+    admin_did, blocking, check_name, now, paging, parse, ApiError, AppState, Caller, ErrorBody, B64, Q,
+};
 use crate::secret;
 use crate::store::{EnrollAttempt, EnrollResult, NewEnrollSecret, NewWorkstation};
 
@@ -113,29 +115,34 @@ pub(super) async fn create_enroll_secret(
     Ok((StatusCode::CREATED, Json(EnrollSecretCreated { secret, id, expires, max_uses })).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/enroll-secrets", summary = "The enrollment secrets (never the secrets themselves)", responses((status = 200, body = Vec<EnrollSecretInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/enroll-secrets", summary = "The enrollment secrets (never the secrets themselves), in pages", params(paging::PageParams), responses((status = 200, body = Vec<EnrollSecretInfo>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
 pub(super) async fn list_enroll_secrets(
     State(state): State<AppState>,
     caller: Caller,
+    Q(params): Q<paging::PageParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let store = state.store.clone();
     let at = now();
-    let secrets: Vec<EnrollSecretInfo> = blocking(move || store.enroll_secrets())
+    let secrets: Vec<(String, EnrollSecretInfo)> = blocking(move || store.enroll_secrets())
         .await?
         .into_iter()
-        .map(|s| EnrollSecretInfo {
-            id: s.id(),
-            state: s.unusable(at).unwrap_or("usable").to_owned(),
-            label: s.label,
-            created: s.created,
-            expires: s.expires,
-            max_uses: s.max_uses,
-            uses: s.uses,
-            revoked: s.revoked,
+        .map(|s| {
+            let key = format!("{}\u{1}{}", paging::ordered(s.created.unix_millis()), s.id());
+            let info = EnrollSecretInfo {
+                id: s.id(),
+                state: s.unusable(at).unwrap_or("usable").to_owned(),
+                label: s.label,
+                created: s.created,
+                expires: s.expires,
+                max_uses: s.max_uses,
+                uses: s.uses,
+                revoked: s.revoked,
+            };
+            (key, info)
         })
         .collect();
-    Ok(Json(secrets).into_response())
+    paging::page(secrets, &paging::after_key(params))
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/enroll-secrets/{id}", summary = "Revoke an enrollment secret: it enrolls nothing more", params(("id" = String, Path, description = "as `GET /api/v1/admin/enroll-secrets` lists it")), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
