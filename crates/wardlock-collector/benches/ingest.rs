@@ -100,6 +100,7 @@ fn main() {
                     bytes_per_day: u64::MAX,
                 },
             )),
+            snapshots: Arc::default(),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

@@ -5,6 +5,7 @@
 mod enrollment;
 mod paging;
 pub mod quota;
+pub mod snapshots;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -59,6 +60,8 @@ pub struct AppState {
     pub stored: Arc<tokio::sync::Notify>,
     /// What one workstation may send.
     pub quota: Arc<quota::Quota>,
+    /// The sealed directories last served.
+    pub snapshots: Arc<snapshots::Snapshots>,
 }
 
 pub fn now() -> UtcMillis {
@@ -942,6 +945,13 @@ async fn directory(
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
+    let json = |body: Arc<Vec<u8>>| {
+        let headers = [(header::ETAG, etag.clone()), (header::CONTENT_TYPE, "application/json".to_owned())];
+        (headers, body.as_ref().clone()).into_response()
+    };
+    if let Some(body) = state.snapshots.get(&ws.id, &version) {
+        return Ok(json(body));
+    }
     let mut out = Vec::with_capacity(users.len());
     let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
     for u in users {
@@ -970,8 +980,12 @@ async fn directory(
             totp_sealed,
         });
     }
-    let body = Directory { version, users: out };
-    Ok(([(header::ETAG, etag)], Json(body)).into_response())
+    let body = Arc::new(
+        serde_json::to_vec(&Directory { version: version.clone(), users: out })
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+    );
+    state.snapshots.put(&ws.id, &version, body.clone());
+    Ok(json(body))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]

@@ -233,6 +233,7 @@ fn run() -> Result<()> {
                     entries_per_minute: max_entries_per_minute,
                     bytes_per_day: max_bytes_per_day,
                 })),
+                snapshots: Arc::default(),
             };
             let served = runtime.block_on(serve(listen, state, config, syslog));
             drop(runtime);

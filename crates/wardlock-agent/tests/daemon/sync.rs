@@ -1589,3 +1589,24 @@ fn lists_and_reports_come_in_pages_that_follow_each_other_without_gaps() {
     let (status, body) = collector.call("GET", "/api/v1/workstations?limit=10001", None, None);
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn the_directory_is_served_from_a_sealed_snapshot_until_it_changes() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let user =
+        |id: &str| json!({"id": id, "display_name": "D", "role": "nurse", "pin": "582046", "totp": true});
+    assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(user("d.one").to_string())).0, 201);
+    let (status, body) = enroll_as(&collector, "ws-dir", &collector.secret);
+    assert_eq!(status, 200, "{body}");
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+    let directory = || collector.call("GET", "/api/v1/directory", Some(&node_key), None);
+    let (first, second) = (directory(), directory());
+    assert_eq!(first.0, 200, "{}", first.1);
+    // Sealing draws a new nonce each time: the same bytes twice are the kept snapshot.
+    assert_eq!(first.1, second.1, "the seeds were sealed again for the same directory");
+    assert!(first.1.contains("totp_sealed"));
+    assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(user("d.two").to_string())).0, 201);
+    let third = directory();
+    assert_ne!(third.1, first.1, "a changed directory is served as it is now");
+    assert!(third.1.contains("d.two"));
+}
