@@ -259,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/directory", get(directory))
         .route("/api/v1/admin/users", post(add_user).get(list_users))
         .route("/api/v1/admin/users/{id}/disable", post(disable_user))
+        .route("/api/v1/admin/users/{id}/admin-grant", post(put_admin_grant))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(body_first))
         .with_state(state)
@@ -867,6 +868,7 @@ async fn add_user(State(state): State<AppState>, caller: Caller, body: Bytes) ->
         pin_hash,
         totp_sealed,
         updated: now(),
+        admin_grant: None,
     };
     let store = state.store.clone();
     if !blocking(move || store.put_user(&record, true)).await? {
@@ -893,6 +895,30 @@ async fn disable_user(
     let store = state.store.clone();
     blocking(move || store.put_user(&user, false)).await?;
     admin_did(&state, &caller, "user_disable", format!("user {id}")).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/admin-grant", summary = "Store IT's signed grant of the admin role for a user (`wardlockctl user grant-admin`); workstations take the role only with it", params(("id" = String, Path)), request_body = wardlock_core::protocol::collector::AdminGrantRequest, responses((status = 204, description = "stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+async fn put_admin_grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: wardlock_core::protocol::collector::AdminGrantRequest = parse(&body)?;
+    match wardlock_core::policy::AdminGrant::unverified_user(&req.grant) {
+        Some(user) if user == id => {}
+        Some(user) => return Err(ApiError::bad(format!("the grant is for {user:?}, not {id:?}"))),
+        None => {
+            return Err(ApiError::bad("not a signed admin grant (wardlockctl user grant-admin makes one)"))
+        }
+    }
+    let (store, user) = (state.store.clone(), id.clone());
+    if !blocking(move || store.set_admin_grant(&user, &req.grant, now())).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user {id:?} in the directory")));
+    }
+    admin_did(&state, &caller, "user_admin_grant", format!("user {id}")).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -971,13 +997,24 @@ async fn directory(
             }
             None => None,
         };
+        let pin_sealed = match &u.pin_hash {
+            Some(phc) => {
+                let context = wardlock_core::protocol::collector::pin_hash_context(&u.id);
+                let sealed =
+                    wardlock_core::transport::seal(&ws.transport_key, phc.as_bytes(), &context, &mut rng)
+                        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Some(B64.encode(sealed))
+            }
+            None => None,
+        };
         out.push(DirectoryUser {
             id: u.id,
             display_name: u.display_name,
             role: u.role,
             disabled: u.disabled,
-            pin_hash: u.pin_hash,
+            pin_sealed,
             totp_sealed,
+            admin_grant: u.admin_grant,
         });
     }
     let body = Arc::new(
@@ -1121,7 +1158,7 @@ async fn report_stale(
         healthz, metrics, enrollment::enroll, audit, policy, heartbeat, directory, put_policy,
         enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret,
         enrollment::approve_reenroll, enrollment::revoke_workstation, create_token,
-        admin_log, add_user, list_users, disable_user, events, report_chain, report_conflicts, report_silent, report_failed,
+        admin_log, add_user, list_users, disable_user, put_admin_grant, events, report_chain, report_conflicts, report_silent, report_failed,
         report_emergency, report_stale, workstations
     ),
     components(schemas(ErrorBody, AuditKind, UtcMillis, crate::store::Role)),
@@ -1177,6 +1214,6 @@ mod tests {
             })
             .sum();
         // The routes in `router` (the OpenAPI document itself aside).
-        assert_eq!(documented, 26);
+        assert_eq!(documented, 27);
     }
 }

@@ -67,6 +67,7 @@ pub enum AuditKind {
     SyncBacklog,
     CollectorEnrolled,
     CollectorConflict,
+    AdminGrantRefused,
     TamperDetected,
     Heartbeat,
 }
@@ -117,6 +118,7 @@ impl AuditKind {
         AuditKind::SyncBacklog,
         AuditKind::CollectorEnrolled,
         AuditKind::CollectorConflict,
+        AuditKind::AdminGrantRefused,
         AuditKind::TamperDetected,
         AuditKind::Heartbeat,
     ];
@@ -167,6 +169,7 @@ impl AuditKind {
             AuditKind::SyncBacklog => "sync_backlog",
             AuditKind::CollectorEnrolled => "collector_enrolled",
             AuditKind::CollectorConflict => "collector_conflict",
+            AuditKind::AdminGrantRefused => "admin_grant_refused",
             AuditKind::TamperDetected => "tamper_detected",
             AuditKind::Heartbeat => "heartbeat",
         }

@@ -125,6 +125,14 @@ fn keygen(out: &Path, force: bool) -> Result<Verdict> {
     Ok(Verdict::Ok)
 }
 
+/// IT's private signing key, as `policy keygen` wrote it.
+pub fn read_signing_key(key_path: &Path) -> Result<SigningKey> {
+    let pem = Zeroizing::new(read(key_path)?);
+    SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+        anyhow::anyhow!("{} is not an Ed25519 private key (PKCS#8 PEM): {e}", key_path.display())
+    })
+}
+
 fn sign(
     file: &Path,
     key_path: &Path,
@@ -138,10 +146,7 @@ fn sign(
         eprintln!("not signed: fix the problems above first");
         return Ok(Verdict::Failed);
     }
-    let pem = Zeroizing::new(read(key_path)?);
-    let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        anyhow::anyhow!("{} is not an Ed25519 private key (PKCS#8 PEM): {e}", key_path.display())
-    })?;
+    let key = read_signing_key(key_path)?;
     let issued_at = now();
     let body = SignedPolicyBody {
         serial: serial.unwrap_or_else(|| issued_at.unix_seconds()),

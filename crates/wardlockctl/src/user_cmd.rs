@@ -42,6 +42,19 @@ pub enum UserCommand {
     /// Disable a user: their next unlock is refused
     #[command(after_help = "Example:\n  wardlockctl user disable n.nurse")]
     Disable { id: String },
+    /// Sign IT's grant of the admin role for a user of the collector's directory (needs
+    /// --server): workstations take the role only with a grant their sync.trusted_keys verify
+    #[command(
+        name = "grant-admin",
+        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN user grant-admin it.oncall --key it-keys/policy-signing.key"
+    )]
+    GrantAdmin {
+        id: String,
+        /// IT's private signing key (`policy keygen`), the one whose public half the
+        /// workstations trust
+        #[arg(long)]
+        key: std::path::PathBuf,
+    },
     /// List users (no secrets are shown)
     #[command(after_help = "Example:\n  wardlockctl user list --json")]
     List {
@@ -119,6 +132,9 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
             if let Some(uri) = enrollment.totp_uri {
                 show_totp(&uri)?;
             }
+        }
+        UserCommand::GrantAdmin { .. } => {
+            bail!("grant-admin signs a grant for the collector's directory: give --server URL --token TOKEN");
         }
         UserCommand::Disable { id } => {
             let policy = global.load_policy()?;
@@ -205,6 +221,17 @@ pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result
             server.json("POST", &format!("/api/v1/admin/users/{id}/disable"), None)?;
             println!(
                 "disabled user {id} in the collector's directory (workstations apply it at their next sync)"
+            );
+        }
+        UserCommand::GrantAdmin { id, key } => {
+            let key = crate::policy_cmd::read_signing_key(&key)?;
+            let grant = wardlock_core::policy::AdminGrant { user: id.clone(), issued_at: now() };
+            let request = wardlock_core::protocol::collector::AdminGrantRequest { grant: grant.sign(&key) };
+            let path = format!("/api/v1/admin/users/{}/admin-grant", crate::server::encode(&id));
+            server.call("POST", &path, Some(serde_json::to_string(&request)?), None)?;
+            println!(
+                "granted the admin role to {id} (signed with key {})",
+                wardlock_core::policy::key_id(&key.verifying_key())
             );
         }
         UserCommand::List { json } => {

@@ -342,6 +342,25 @@ pub struct RemoteChanges {
     pub disabled: u32,
     /// Users left as they were, with why (a bad ID, a secret that did not open).
     pub rejected: Vec<(String, String)>,
+    /// Users the directory calls `admin` without a grant that a trusted key signed: kept
+    /// with the role [`NOT_GRANTED_ROLE`].
+    pub admin_refused: Vec<String>,
+}
+
+/// The role of a directory user whose `admin` role IT did not sign.
+pub const NOT_GRANTED_ROLE: &str = "clinician";
+
+/// Whether the directory user's admin role carries a grant one of `sync.trusted_keys` signed.
+fn admin_granted(policy: &Policy, user: &wardlock_core::protocol::collector::DirectoryUser) -> bool {
+    let trusted: Vec<_> = policy
+        .sync
+        .trusted_keys
+        .iter()
+        .filter_map(|k| wardlock_core::policy::parse_public_key(k).ok())
+        .collect();
+    user.admin_grant
+        .as_deref()
+        .is_some_and(|grant| wardlock_core::policy::AdminGrant::verify(grant, &user.id, &trusted).is_ok())
 }
 
 /// Applies the collector's directory: its users are added or updated (TOTP seeds opened
@@ -386,13 +405,42 @@ pub fn apply_remote(
                 }
             }
         };
+        // The PIN hash comes sealed to this workstation, and is kept sealed with the data key.
+        let pin_sealed = match &u.pin_sealed {
+            None => None,
+            Some(text) => {
+                let context = wardlock_core::protocol::collector::pin_hash_context(&u.id);
+                let opened = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()
+                    .and_then(|b| wardlock_core::transport::open(transport_secret, &b, &context).ok())
+                    .and_then(|phc| String::from_utf8(phc.to_vec()).ok().map(zeroize::Zeroizing::new));
+                match opened {
+                    Some(phc) => Some(seal_pin_hash(key, &u.id, &phc)?),
+                    None => {
+                        changes.rejected.push((
+                            u.id.clone(),
+                            "its PIN hash did not open with this workstation's key".into(),
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        // A collector alone never makes an administrator: the role needs IT's signature.
+        let role = if u.role == super::auth::ADMIN_ROLE && !admin_granted(policy, u) {
+            changes.admin_refused.push(u.id.clone());
+            NOT_GRANTED_ROLE.to_owned()
+        } else {
+            u.role.clone()
+        };
         let before = tx.user(&u.id)?;
         let row = UserRow {
             id: u.id.clone(),
             display_name: u.display_name.clone(),
-            role: u.role.clone(),
+            role,
             disabled: u.disabled,
-            pin_sealed: u.pin_hash.as_deref().map(|phc| seal_pin_hash(key, &u.id, phc)).transpose()?,
+            pin_sealed,
             totp_sealed,
             from_collector: true,
         };

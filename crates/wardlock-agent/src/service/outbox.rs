@@ -47,6 +47,17 @@ impl Service {
             let mut store = self.store();
             super::directory::apply_remote(&mut store, &self.key, &policy, remote, &transport, utc_now())?
         };
+        for user in &changes.admin_refused {
+            self.audit(
+                self.draft(AuditKind::AdminGrantRefused, None)
+                    .user(user)
+                    .detail(
+                        "what",
+                        "the directory gives this user the admin role without a grant signed by a trusted key; kept as a clinician",
+                    )
+                    .detail("alert", "compliance"),
+            )?;
+        }
         for (user, why) in &changes.rejected {
             self.audit(
                 self.draft(AuditKind::TamperDetected, None)

@@ -1541,7 +1541,8 @@ on_both_backends!(
     the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect,
     a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators_approval,
     enrollment_secrets_expire_run_out_and_are_revoked,
-    a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told
+    a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told,
+    the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does
 );
 
 #[test]
@@ -1605,8 +1606,53 @@ fn the_directory_is_served_from_a_sealed_snapshot_until_it_changes() {
     // Sealing draws a new nonce each time: the same bytes twice are the kept snapshot.
     assert_eq!(first.1, second.1, "the seeds were sealed again for the same directory");
     assert!(first.1.contains("totp_sealed"));
+    assert!(!first.1.contains("$argon2id$"), "a PIN hash in the clear: {}", first.1);
+    assert!(first.1.contains("\"pin_sealed\":\""), "{}", first.1);
     assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(user("d.two").to_string())).0, 201);
     let third = directory();
     assert_ne!(third.1, first.1, "a changed directory is served as it is now");
     assert!(third.1.contains("d.two"));
+}
+
+fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let it_key = SigningKey::from_bytes(&[19; 32]);
+    let mut d = workstation(&collector, &it_key, "");
+    d.start();
+    d.wait_for_log("enrolled with the collector");
+    let admin = json!({"id": "it.oncall", "display_name": "IT On-call", "role": "admin", "pin": "582046"});
+    assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(admin.to_string())).0, 201);
+    d.wait_for_log("directory synced: 1 added");
+
+    // Without IT's grant the role is not taken, and that is audited.
+    let mut guard = d.client("guard");
+    let quit = json!({"type": "quit", "user": "it.oncall", "pin": "582046", "totp": null});
+    assert_eq!(
+        guard.request(quit.clone())["result"],
+        "refused",
+        "a collector-made administrator quit the guard"
+    );
+    let refused = d.audit().into_iter().find(|e| e.kind.as_str() == "admin_grant_refused").expect("audited");
+    assert_eq!(refused.user.as_deref(), Some("it.oncall"));
+    // A grant signed by a key the workstation does not trust changes nothing.
+    let stranger = SigningKey::from_bytes(&[20; 32]);
+    let forged =
+        wardlock_core::policy::AdminGrant { user: "it.oncall".into(), issued_at: crate::util::now() };
+    let put = |grant: String| {
+        let body = json!({"grant": grant}).to_string();
+        collector.call("POST", "/api/v1/admin/users/it.oncall/admin-grant", None, Some(body))
+    };
+    assert_eq!(put(forged.sign(&stranger)).0, 204);
+    eventually("the untrusted grant refused too", || {
+        d.audit().iter().filter(|e| e.kind.as_str() == "admin_grant_refused").count() >= 2
+    });
+    assert_eq!(guard.request(quit.clone())["result"], "refused");
+    // A grant for someone else is refused by the collector.
+    let other = wardlock_core::policy::AdminGrant { user: "n.nurse".into(), issued_at: crate::util::now() };
+    assert_eq!(put(other.sign(&it_key)).0, 400);
+
+    // IT's grant: the role is taken at the next sync.
+    assert_eq!(put(forged.sign(&it_key)).0, 204);
+    d.wait_for_log("1 changed");
+    assert_eq!(d.client("guard").request(quit)["result"], "authorized");
 }

@@ -83,6 +83,8 @@ pub struct UserRecord {
     pub pin_hash: Option<String>,
     pub totp_sealed: Option<Vec<u8>>,
     pub updated: UtcMillis,
+    /// IT's signed grant of the admin role (see `wardlock_core::policy::AdminGrant`).
+    pub admin_grant: Option<String>,
 }
 
 /// Milliseconds since the epoch, as both backends store times.
@@ -461,6 +463,9 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn forward_cursor(&self, name: &str) -> Result<i64, StoreError>;
     fn set_forward_cursor(&self, name: &str, id: i64) -> Result<(), StoreError>;
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Stores IT's signed admin grant for `id` (the directory changes with it); `false`:
+    /// no such user.
+    fn set_admin_grant(&self, id: &str, grant: &str, now: UtcMillis) -> Result<bool, StoreError>;
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
 }
 

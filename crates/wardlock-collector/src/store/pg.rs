@@ -86,6 +86,7 @@ CREATE TABLE reenroll_approvals (
     expires_ms  BIGINT NOT NULL,
     created_ms  BIGINT NOT NULL
 );
+ALTER TABLE users ADD COLUMN admin_grant TEXT;
 CREATE TABLE audit_conflicts (
     workstation TEXT NOT NULL,
     seq         BIGINT NOT NULL,
@@ -313,10 +314,11 @@ fn user_from_row(r: &postgres::Row) -> UserRecord {
         pin_hash: r.get(4),
         totp_sealed: r.get(5),
         updated: UtcMillis::from_unix_millis(r.get(6)),
+        admin_grant: r.get(7),
     }
 }
 
-const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms";
+const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, admin_grant";
 
 fn flag(
     tx: &mut Transaction<'_>,
@@ -825,6 +827,14 @@ impl CollectorStore for PgStore {
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         Ok(self.pool.get()?.query_opt(&sql, &[&id])?.as_ref().map(user_from_row))
+    }
+
+    fn set_admin_grant(&self, id: &str, grant: &str, now: UtcMillis) -> Result<bool, StoreError> {
+        let n = self.pool.get()?.execute(
+            "UPDATE users SET admin_grant = $2, updated_ms = $3 WHERE id = $1",
+            &[&id, &grant, &ms(now)],
+        )?;
+        Ok(n > 0)
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {

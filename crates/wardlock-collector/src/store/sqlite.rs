@@ -36,6 +36,7 @@ CREATE TABLE reenroll_approvals (
 ) STRICT;
 -- An entry received under a stored seq with another content, kept in full: evidence is
 -- never dropped, whichever version is the true one.
+ALTER TABLE users ADD COLUMN admin_grant TEXT;
 CREATE TABLE audit_conflicts (
     workstation TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -196,10 +197,11 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         pin_hash: r.get(4)?,
         totp_sealed: r.get(5)?,
         updated: UtcMillis::from_unix_millis(r.get(6)?),
+        admin_grant: r.get(7)?,
     })
 }
 
-const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms";
+const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, admin_grant";
 
 fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEntry, i64)> {
     let kind: String = r.get(4)?;
@@ -773,6 +775,14 @@ impl CollectorStore for SqliteStore {
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
         Ok(self.conn().query_row(&sql, [id], user_from_row).optional()?)
+    }
+
+    fn set_admin_grant(&self, id: &str, grant: &str, now: UtcMillis) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE users SET admin_grant = ?2, updated_ms = ?3 WHERE id = ?1",
+            params![id, grant, ms(now)],
+        )?;
+        Ok(n > 0)
     }
 
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {

@@ -82,12 +82,20 @@ pub fn public_key_pem(key: &VerifyingKey) -> String {
 
 impl SignedPolicy {
     pub fn sign(body: &SignedPolicyBody, key: &SigningKey) -> SignedPolicy {
-        let body_bytes = serde_json::to_vec(body).unwrap_or_default();
-        let signature = key.sign(&message(&body_bytes));
+        Self::sign_bytes(
+            SIGNED_POLICY_FORMAT,
+            SIGNING_CONTEXT,
+            &serde_json::to_vec(body).unwrap_or_default(),
+            key,
+        )
+    }
+
+    fn sign_bytes(format: &str, context: &[u8], body_bytes: &[u8], key: &SigningKey) -> SignedPolicy {
+        let signature = key.sign(&[context, body_bytes].concat());
         SignedPolicy {
-            format: SIGNED_POLICY_FORMAT.to_owned(),
+            format: format.to_owned(),
             key_id: key_id(&key.verifying_key()),
-            body: B64.encode(&body_bytes),
+            body: B64.encode(body_bytes),
             signature: B64.encode(signature.to_bytes()),
         }
     }
@@ -118,6 +126,11 @@ impl SignedPolicy {
     /// Checks the signature against the trusted keys and returns the body. The body is
     /// parsed only after its signature verified.
     pub fn verify(&self, trusted: &[VerifyingKey]) -> Result<SignedPolicyBody, SignatureError> {
+        let body_bytes = self.verified_bytes(SIGNING_CONTEXT, trusted)?;
+        serde_json::from_slice(&body_bytes).map_err(|e| SignatureError::Malformed(e.to_string()))
+    }
+
+    fn verified_bytes(&self, context: &[u8], trusted: &[VerifyingKey]) -> Result<Vec<u8>, SignatureError> {
         let key = trusted
             .iter()
             .find(|k| key_id(k) == self.key_id)
@@ -125,13 +138,66 @@ impl SignedPolicy {
         let body_bytes = B64.decode(&self.body).map_err(|_| SignatureError::BadSignature)?;
         let signature_bytes = B64.decode(&self.signature).map_err(|_| SignatureError::BadSignature)?;
         let signature = Signature::from_slice(&signature_bytes).map_err(|_| SignatureError::BadSignature)?;
-        key.verify(&message(&body_bytes), &signature).map_err(|_| SignatureError::BadSignature)?;
-        serde_json::from_slice(&body_bytes).map_err(|e| SignatureError::Malformed(e.to_string()))
+        key.verify(&[context, &body_bytes].concat(), &signature).map_err(|_| SignatureError::BadSignature)?;
+        Ok(body_bytes)
     }
 }
 
-fn message(body: &[u8]) -> Vec<u8> {
-    [SIGNING_CONTEXT, body].concat()
+pub const ADMIN_GRANT_FORMAT: &str = "wardlock-admin-grant/v1";
+/// Domain separation from policies: a signed policy never verifies as a grant.
+const GRANT_CONTEXT: &[u8] = b"wardlock-admin-grant-v1\n";
+
+/// IT's word that a directory user may act as an administrator at workstations (quit the
+/// guard, enroll clinicians). Without it a collector alone can never make one: a
+/// workstation takes the `admin` role of a directory user only with a grant signed by
+/// one of its `sync.trusted_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminGrant {
+    pub user: String,
+    pub issued_at: UtcMillis,
+}
+
+impl AdminGrant {
+    /// The grant signed, as the JSON envelope the directory carries.
+    pub fn sign(&self, key: &SigningKey) -> String {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        SignedPolicy::sign_bytes(ADMIN_GRANT_FORMAT, GRANT_CONTEXT, &body, key).to_json()
+    }
+
+    /// The grant in `envelope`, if a trusted key signed it for `user`.
+    pub fn verify(
+        envelope: &str,
+        user: &str,
+        trusted: &[VerifyingKey],
+    ) -> Result<AdminGrant, SignatureError> {
+        let signed: SignedPolicy =
+            serde_json::from_str(envelope).map_err(|e| SignatureError::Malformed(e.to_string()))?;
+        if signed.format != ADMIN_GRANT_FORMAT {
+            return Err(SignatureError::Malformed(format!(
+                "format is {:?}, expected {ADMIN_GRANT_FORMAT:?}",
+                signed.format
+            )));
+        }
+        let body = signed.verified_bytes(GRANT_CONTEXT, trusted)?;
+        let grant: AdminGrant =
+            serde_json::from_slice(&body).map_err(|e| SignatureError::Malformed(e.to_string()))?;
+        if grant.user != user {
+            return Err(SignatureError::Malformed(format!(
+                "the grant is for {:?}, not {user:?}",
+                grant.user
+            )));
+        }
+        Ok(grant)
+    }
+
+    /// Who a grant names, without checking it (the collector stores it for that user).
+    pub fn unverified_user(envelope: &str) -> Option<String> {
+        let signed: SignedPolicy = serde_json::from_str(envelope).ok()?;
+        let body = B64.decode(&signed.body).ok()?;
+        (signed.format == ADMIN_GRANT_FORMAT).then_some(())?;
+        serde_json::from_slice::<AdminGrant>(&body).ok().map(|g| g.user)
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +242,28 @@ mod tests {
             );
             bytes[i] ^= 1;
         }
+    }
+
+    #[test]
+    fn an_admin_grant_verifies_only_for_its_user_with_a_trusted_key_and_is_no_policy() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let grant = AdminGrant { user: "it.admin".into(), issued_at: UtcMillis::from_unix_millis(1) };
+        let signed = grant.sign(&key);
+        assert_eq!(AdminGrant::verify(&signed, "it.admin", &[key.verifying_key()]).unwrap(), grant);
+        assert!(AdminGrant::verify(&signed, "n.nurse", &[key.verifying_key()]).is_err(), "another user");
+        assert!(matches!(
+            AdminGrant::verify(&signed, "it.admin", &[other.verifying_key()]),
+            Err(SignatureError::UntrustedKey { .. })
+        ));
+        assert_eq!(AdminGrant::unverified_user(&signed).as_deref(), Some("it.admin"));
+        // A policy signature is not a grant, nor the other way round.
+        let policy = SignedPolicy::sign(&body(), &key);
+        let as_grant = SignedPolicy { format: ADMIN_GRANT_FORMAT.into(), ..policy };
+        assert!(AdminGrant::verify(&as_grant.to_json(), "it.admin", &[key.verifying_key()]).is_err());
+        let as_policy =
+            SignedPolicy { format: SIGNED_POLICY_FORMAT.into(), ..serde_json::from_str(&signed).unwrap() };
+        assert_eq!(as_policy.verify(&[key.verifying_key()]), Err(SignatureError::BadSignature));
     }
 
     #[test]

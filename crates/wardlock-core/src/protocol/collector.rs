@@ -88,6 +88,15 @@ pub struct ReenrollApproved {
     pub expires: UtcMillis,
 }
 
+/// `POST /api/v1/admin/users/{id}/admin-grant`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AdminGrantRequest {
+    /// The signed grant (`AdminGrant`), as `wardlockctl user grant-admin` makes it.
+    pub grant: String,
+}
+
 /// `GET /api/v1/policy` answers the envelope as is (ETag, 304 when unchanged).
 pub type PolicyResponse = SignedPolicy;
 
@@ -109,10 +118,22 @@ pub struct DirectoryUser {
     pub display_name: String,
     pub role: String,
     pub disabled: bool,
-    /// Argon2id PHC string.
-    pub pin_hash: Option<String>,
+    /// The Argon2id PHC string, encrypted for this workstation's transport key (as the
+    /// TOTP seed, bound to the user ID by [`pin_hash_context`]), base64: a copy of the
+    /// directory in transit or in a log is no offline PIN cracker.
+    pub pin_sealed: Option<String>,
     /// TOTP seed encrypted for this workstation's transport key, base64.
     pub totp_sealed: Option<String>,
+    /// For the role `admin`: IT's signed grant (`AdminGrant`, JSON envelope). A
+    /// workstation ignores the role without one that its `sync.trusted_keys` verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_grant: Option<String>,
+}
+
+/// What a sealed PIN hash in the directory is bound to: its user, and being a PIN hash
+/// (so it cannot pass for the user's TOTP seed, nor the other way round).
+pub fn pin_hash_context(user_id: &str) -> Vec<u8> {
+    [b"wardlock-directory-pin-hash\0".as_slice(), user_id.as_bytes()].concat()
 }
 
 /// One audit entry on the wire. Hashes are hex.
