@@ -800,6 +800,10 @@ struct NewUserRequest {
     /// Make a TOTP seed; the answer carries its `otpauth://` URI, once.
     #[serde(default)]
     totp: bool,
+    /// Workstation groups whose directory holds the user; empty or left out: every group.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    groups: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -818,6 +822,8 @@ struct UserOut {
     has_pin: bool,
     has_totp: bool,
     updated: UtcMillis,
+    /// Empty: every group.
+    groups: Vec<String>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -836,6 +842,12 @@ async fn add_user(State(state): State<AppState>, caller: Caller, body: Bytes) ->
         |t: &str| !t.trim().is_empty() && t.chars().count() <= 128 && !t.chars().any(char::is_control);
     if !text_ok(&req.display_name) || !text_ok(&req.role) {
         return Err(ApiError::bad("display_name and role must be 1–128 printable characters"));
+    }
+    if req.groups.len() > 64 {
+        return Err(ApiError::bad("at most 64 groups"));
+    }
+    for group in &req.groups {
+        check_name("group", group)?;
     }
     let pin_hash = match &req.pin {
         Some(pin) => {
@@ -869,6 +881,7 @@ async fn add_user(State(state): State<AppState>, caller: Caller, body: Bytes) ->
         totp_sealed,
         updated: now(),
         admin_grant: None,
+        groups: req.groups.clone(),
     };
     let store = state.store.clone();
     if !blocking(move || store.put_user(&record, true)).await? {
@@ -941,6 +954,7 @@ async fn list_users(
                 role: u.role,
                 disabled: u.disabled,
                 updated: u.updated,
+                groups: u.groups,
             };
             (u.id, out)
         })
@@ -958,7 +972,10 @@ async fn directory(
 ) -> Result<Response, ApiError> {
     use sha2::{Digest, Sha256};
     let store = state.store.clone();
-    let users = blocking(move || store.users()).await?;
+    let group = ws.group.clone();
+    // Only the users who work in this workstation's group reach it.
+    let users: Vec<UserRecord> =
+        blocking(move || store.users()).await?.into_iter().filter(|u| u.works_in(&group)).collect();
     let mut digest = Sha256::new();
     for u in &users {
         digest.update(u.id.as_bytes());

@@ -28,6 +28,10 @@ pub enum UserCommand {
         /// Make a TOTP secret and print its otpauth:// URI and QR code (shown once)
         #[arg(long)]
         totp: bool,
+        /// With --server: the workstation groups whose directory holds the user, comma
+        /// separated [default: every group]
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
     },
     /// Reset a user's PIN and/or issue a new TOTP secret
     #[command(after_help = "Example:\n  wardlockctl user reset n.nurse --pin-prompt")]
@@ -102,7 +106,10 @@ impl PinInput {
 pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
     let actor = Actor { admin: None, os_account: os_account() };
     match cmd {
-        UserCommand::Add { id, name, role, pin, totp } => {
+        UserCommand::Add { id, name, role, pin, totp, groups } => {
+            if !groups.is_empty() {
+                bail!("--groups is for the collector's directory (give --server); a user added here works on this workstation");
+            }
             let policy = global.load_policy()?;
             let pin = pin.read()?;
             if pin.is_none() && !totp {
@@ -199,14 +206,14 @@ fn show_totp(uri: &str) -> Result<()> {
 /// The same commands against the collector's directory (`--server`).
 pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result<Verdict> {
     match cmd {
-        UserCommand::Add { id, name, role, pin, totp } => {
+        UserCommand::Add { id, name, role, pin, totp, groups } => {
             let pin = pin.read()?;
             if pin.is_none() && !totp {
                 bail!("a user needs a PIN (--pin-stdin or --pin-prompt) or --totp to be able to unlock");
             }
             let body = serde_json::json!({
                 "id": id, "display_name": name, "role": role,
-                "pin": pin.as_ref().map(|p| p.expose().to_owned()), "totp": totp,
+                "pin": pin.as_ref().map(|p| p.expose().to_owned()), "totp": totp, "groups": groups,
             });
             let created = server.json("POST", "/api/v1/admin/users", Some(body))?;
             println!("added user {id} to the collector's directory");

@@ -1612,6 +1612,37 @@ fn the_directory_is_served_from_a_sealed_snapshot_until_it_changes() {
     let third = directory();
     assert_ne!(third.1, first.1, "a changed directory is served as it is now");
     assert!(third.1.contains("d.two"));
+    // A user who works only in the ICU reaches no workstation of another group.
+    let icu =
+        json!({"id": "d.icu", "display_name": "D", "role": "nurse", "pin": "582046", "groups": ["icu"]});
+    assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(icu.to_string())).0, 201);
+    let fourth = directory();
+    assert!(!fourth.1.contains("d.icu"), "a user outside this workstation's group: {}", fourth.1);
+    assert_eq!(fourth.1, third.1, "nothing changed for this workstation");
+    let (status, _) = enroll_as_in(&collector, "ws-icu", "icu");
+    assert_eq!(status, 200);
+    let (_, listed) = collector.call("GET", "/api/v1/admin/users", None, None);
+    assert!(listed.contains("\"groups\":[\"icu\"]"), "{listed}");
+}
+
+fn enroll_as_in(collector: &Collector, id: &str, group: &str) -> (u16, String) {
+    let body = json!({
+        "enroll_secret": collector.secret, "workstation_id": id, "hostname": "h", "group": group,
+        "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[7; 32]).1),
+    });
+    let (status, text) = call(
+        &collector.cert(),
+        "POST",
+        &format!("{}/api/v1/enroll", collector.url()),
+        None,
+        Some(body.to_string()),
+    );
+    if status == 200 {
+        let key = serde_json::from_str::<Value>(&text).unwrap()["node_key"].as_str().unwrap().to_owned();
+        let (_, dir) = collector.call("GET", "/api/v1/directory", Some(&key), None);
+        assert!(dir.contains("d.icu"), "the ICU workstation lacks its ICU user: {dir}");
+    }
+    (status, text)
 }
 
 fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backend: Backend) {

@@ -85,6 +85,24 @@ pub struct UserRecord {
     pub updated: UtcMillis,
     /// IT's signed grant of the admin role (see `wardlock_core::policy::AdminGrant`).
     pub admin_grant: Option<String>,
+    /// The workstation groups whose directory holds the user; empty: every group.
+    pub groups: Vec<String>,
+}
+
+impl UserRecord {
+    /// Whether a workstation of `group` receives this user.
+    pub fn works_in(&self, group: &str) -> bool {
+        self.groups.is_empty() || self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// Groups as a column holds them: one line each.
+fn groups_column(groups: &[String]) -> String {
+    groups.join("\n")
+}
+
+fn groups_of(column: Option<String>) -> Vec<String> {
+    column.map(|c| c.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
 }
 
 /// Milliseconds since the epoch, as both backends store times.

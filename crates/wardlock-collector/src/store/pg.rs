@@ -87,6 +87,7 @@ CREATE TABLE reenroll_approvals (
     created_ms  BIGINT NOT NULL
 );
 ALTER TABLE users ADD COLUMN admin_grant TEXT;
+ALTER TABLE users ADD COLUMN groups TEXT;
 CREATE TABLE audit_conflicts (
     workstation TEXT NOT NULL,
     seq         BIGINT NOT NULL,
@@ -315,10 +316,12 @@ fn user_from_row(r: &postgres::Row) -> UserRecord {
         totp_sealed: r.get(5),
         updated: UtcMillis::from_unix_millis(r.get(6)),
         admin_grant: r.get(7),
+        groups: super::groups_of(r.get(8)),
     }
 }
 
-const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, admin_grant";
+const USER_COLUMNS: &str =
+    "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, admin_grant, groups";
 
 fn flag(
     tx: &mut Transaction<'_>,
@@ -808,18 +811,28 @@ impl CollectorStore for PgStore {
 
     fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
         let sql = if must_be_new {
-            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, groups)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
         } else {
-            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, groups)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
                  disabled = excluded.disabled, pin_hash = excluded.pin_hash, totp_sealed = excluded.totp_sealed,
-                 updated_ms = excluded.updated_ms"
+                 updated_ms = excluded.updated_ms, groups = excluded.groups"
         };
+        let groups = super::groups_column(&u.groups);
         let changed = self.pool.get()?.execute(
             sql,
-            &[&u.id, &u.display_name, &u.role, &u.disabled, &u.pin_hash, &u.totp_sealed, &ms(u.updated)],
+            &[
+                &u.id,
+                &u.display_name,
+                &u.role,
+                &u.disabled,
+                &u.pin_hash,
+                &u.totp_sealed,
+                &ms(u.updated),
+                &groups,
+            ],
         )?;
         Ok(changed == 1)
     }

@@ -37,6 +37,7 @@ CREATE TABLE reenroll_approvals (
 -- An entry received under a stored seq with another content, kept in full: evidence is
 -- never dropped, whichever version is the true one.
 ALTER TABLE users ADD COLUMN admin_grant TEXT;
+ALTER TABLE users ADD COLUMN groups TEXT;
 CREATE TABLE audit_conflicts (
     workstation TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -198,10 +199,12 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         totp_sealed: r.get(5)?,
         updated: UtcMillis::from_unix_millis(r.get(6)?),
         admin_grant: r.get(7)?,
+        groups: super::groups_of(r.get(8)?),
     })
 }
 
-const USER_COLUMNS: &str = "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, admin_grant";
+const USER_COLUMNS: &str =
+    "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, admin_grant, groups";
 
 fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEntry, i64)> {
     let kind: String = r.get(4)?;
@@ -756,18 +759,27 @@ impl CollectorStore for SqliteStore {
     fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
         let conn = self.conn();
         let sql = if must_be_new {
-            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING"
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, groups)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO NOTHING"
         } else {
-            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, groups)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
                  disabled = excluded.disabled, pin_hash = excluded.pin_hash, totp_sealed = excluded.totp_sealed,
-                 updated_ms = excluded.updated_ms"
+                 updated_ms = excluded.updated_ms, groups = excluded.groups"
         };
         let changed = conn.execute(
             sql,
-            params![u.id, u.display_name, u.role, u.disabled, u.pin_hash, u.totp_sealed, ms(u.updated)],
+            params![
+                u.id,
+                u.display_name,
+                u.role,
+                u.disabled,
+                u.pin_hash,
+                u.totp_sealed,
+                ms(u.updated),
+                super::groups_column(&u.groups)
+            ],
         )?;
         Ok(changed == 1)
     }
