@@ -1,0 +1,282 @@
+//! The administrators' side: policies, API tokens, the admin log and the central
+//! directory (users, their PINs and TOTP seeds, IT's admin grants).
+
+use super::*;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct PolicyStored {
+    group: String,
+    serial: u64,
+}
+
+#[utoipa::path(put, path = "/api/v1/admin/policies/{group}", summary = "Store a signed policy for a group (the serial must increase)", params(("group" = String, Path)), request_body = SignedPolicy, responses((status = 201, body = PolicyStored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn put_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    check_name("group", &group)?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("the policy envelope is not UTF-8"))?;
+    let envelope = SignedPolicy::from_json(text).map_err(|e| ApiError::bad(e.to_string()))?;
+    let claims = envelope.unverified_body().map_err(|e| ApiError::bad(e.to_string()))?;
+    if let Some(signed_for) = claims.group.as_deref().filter(|g| *g != group) {
+        return Err(ApiError::bad(format!("the policy was signed for group {signed_for:?}, not {group:?}")));
+    }
+    let store = state.store.clone();
+    let (g, serial, json) = (group.clone(), claims.serial, envelope.to_json());
+    match blocking(move || store.put_policy(&g, serial, &json, now())).await? {
+        PolicyPut::Stale { current } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "group {group:?} already has serial {current}; sign the new policy with a higher --serial"
+            ),
+        )),
+        PolicyPut::Stored => {
+            admin_did(
+                &state,
+                &caller,
+                "policy_push",
+                format!("group {group} serial {serial} key {}", envelope.key_id),
+            )
+            .await?;
+            Ok((StatusCode::CREATED, Json(PolicyStored { group, serial })).into_response())
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenRequest {
+    role: Role,
+    /// Who the token is for.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
+    label: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct TokenCreated {
+    token: String,
+    role: Role,
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/tokens", summary = "Make an API token with a role (shown once)", request_body = TokenRequest, responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: TokenRequest = parse(&body)?;
+    if req.label.trim().is_empty() || req.label.len() > 128 {
+        return Err(ApiError::bad("label must be 1–128 characters (who the token is for)"));
+    }
+    let token =
+        secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (hash, role, label) = (secret::hash(&token), req.role, req.label.clone());
+    let store = state.store.clone();
+    blocking(move || store.add_token(&hash, role, &label, now())).await?;
+    admin_did(&state, &caller, "token_create", format!("role {} label {}", req.role.as_str(), req.label))
+        .await?;
+    Ok((StatusCode::CREATED, Json(TokenCreated { token, role: req.role })).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/log", summary = "What administrators did on this collector, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::AdminAction>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+/// What administrators did here (auditors may read it too).
+pub(super) async fn admin_log(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let log = blocking(move || store.admin_log()).await?;
+    // In the order written; actions of the same millisecond by their place.
+    let mut same_ms = (i64::MIN, 0u32);
+    let keyed = log
+        .into_iter()
+        .map(|a| {
+            let ms = a.time.unix_millis();
+            same_ms = if same_ms.0 == ms { (ms, same_ms.1 + 1) } else { (ms, 0) };
+            (format!("{}\u{1}{}", paging::ordered(ms), paging::ordered(same_ms.1)), a)
+        })
+        .collect();
+    paging::page(keyed, &paging::after_key(params))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewUserRequest {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
+    id: String,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f]*\\S[^\\u0000-\\u001f]*$")]
+    display_name: String,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f]*\\S[^\\u0000-\\u001f]*$")]
+    role: String,
+    /// Checked against the built-in PIN rules and stored only as Argon2id.
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{6,12}$")]
+    pin: Option<SecretString>,
+    /// Make a TOTP seed; the answer carries its `otpauth://` URI, once.
+    #[serde(default)]
+    totp: bool,
+    /// Workstation groups whose directory holds the user; empty or left out: every group.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    groups: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct UserCreated {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otpauth_uri: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct UserOut {
+    id: String,
+    display_name: String,
+    role: String,
+    disabled: bool,
+    has_pin: bool,
+    has_totp: bool,
+    updated: UtcMillis,
+    /// Empty: every group.
+    groups: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users", summary = "Add a user to the central directory", request_body = NewUserRequest, responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn add_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: NewUserRequest = parse(&body)?;
+    check_name("id", &req.id)?;
+    if req.id.len() > 64 {
+        return Err(ApiError::bad("id must be at most 64 characters (what workstations accept)"));
+    }
+    let text_ok =
+        |t: &str| !t.trim().is_empty() && t.chars().count() <= 128 && !t.chars().any(char::is_control);
+    if !text_ok(&req.display_name) || !text_ok(&req.role) {
+        return Err(ApiError::bad("display_name and role must be 1–128 printable characters"));
+    }
+    if req.groups.len() > 64 {
+        return Err(ApiError::bad("at most 64 groups"));
+    }
+    for group in &req.groups {
+        check_name("group", group)?;
+    }
+    let pin_hash = match &req.pin {
+        Some(pin) => {
+            unlock::check_pin_rules(pin, &PinPolicy::default())
+                .map_err(|e| ApiError::bad(format!("PIN refused: {e}")))?;
+            let mut salt = [0u8; 16];
+            getrandom::getrandom(&mut salt).map_err(internal)?;
+            let pin = pin.clone();
+            let hash =
+                tokio::task::spawn_blocking(move || unlock::hash_pin(&pin, &salt)).await.map_err(internal)?;
+            Some(hash.map_err(internal)?.as_phc().to_owned())
+        }
+        None => None,
+    };
+    let (totp_sealed, otpauth_uri) = if req.totp {
+        let mut bytes = zeroize::Zeroizing::new(vec![0u8; 20]);
+        getrandom::getrandom(&mut bytes).map_err(internal)?;
+        let seed = TotpSeed::new(bytes.to_vec()).map_err(internal)?;
+        let uri = unlock::totp_uri(&wardlock_core::policy::TotpPolicy::default(), &seed, &req.id)
+            .map_err(internal)?;
+        (Some(state.data_key.seal(seed.expose(), req.id.as_bytes()).map_err(internal)?), Some(uri))
+    } else {
+        (None, None)
+    };
+    let record = UserRecord {
+        id: req.id.clone(),
+        display_name: req.display_name,
+        role: req.role.clone(),
+        disabled: false,
+        pin_hash,
+        totp_sealed,
+        updated: now(),
+        admin_grant: None,
+        groups: req.groups.clone(),
+    };
+    let store = state.store.clone();
+    if !blocking(move || store.put_user(&record, true)).await? {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("user {:?} exists already", req.id)));
+    }
+    admin_did(&state, &caller, "user_add", format!("user {} role {}", req.id, req.role)).await?;
+    Ok((StatusCode::CREATED, Json(UserCreated { id: req.id, otpauth_uri })).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/disable", summary = "Disable a user; workstations refuse them from their next sync", params(("id" = String, Path)), responses((status = 204, description = "disabled"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn disable_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let store = state.store.clone();
+    let lookup = id.clone();
+    let Some(mut user) = blocking(move || store.user(&lookup)).await? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user {id:?} in the directory")));
+    };
+    user.disabled = true;
+    user.updated = now();
+    let store = state.store.clone();
+    blocking(move || store.put_user(&user, false)).await?;
+    admin_did(&state, &caller, "user_disable", format!("user {id}")).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/admin-grant", summary = "Store IT's signed grant of the admin role for a user (`wardlockctl user grant-admin`); workstations take the role only with it", params(("id" = String, Path)), request_body = wardlock_core::protocol::collector::AdminGrantRequest, responses((status = 204, description = "stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn put_admin_grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: wardlock_core::protocol::collector::AdminGrantRequest = parse(&body)?;
+    match wardlock_core::policy::AdminGrant::unverified_user(&req.grant) {
+        Some(user) if user == id => {}
+        Some(user) => return Err(ApiError::bad(format!("the grant is for {user:?}, not {id:?}"))),
+        None => {
+            return Err(ApiError::bad("not a signed admin grant (wardlockctl user grant-admin makes one)"))
+        }
+    }
+    let (store, user) = (state.store.clone(), id.clone());
+    if !blocking(move || store.set_admin_grant(&user, &req.grant, now())).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user {id:?} in the directory")));
+    }
+    admin_did(&state, &caller, "user_admin_grant", format!("user {id}")).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/users", summary = "The central directory (no secrets), in pages", params(paging::PageParams), responses((status = 200, body = Vec<UserOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn list_users(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let users: Vec<(String, UserOut)> = blocking(move || store.users())
+        .await?
+        .into_iter()
+        .map(|u| {
+            let out = UserOut {
+                has_pin: u.pin_hash.is_some(),
+                has_totp: u.totp_sealed.is_some(),
+                id: u.id.clone(),
+                display_name: u.display_name,
+                role: u.role,
+                disabled: u.disabled,
+                updated: u.updated,
+                groups: u.groups,
+            };
+            (u.id, out)
+        })
+        .collect();
+    paging::page(users, &paging::after_key(params))
+}

@@ -1,0 +1,82 @@
+//! Who is calling: a workstation by its node key (`Node`), a person by an API token with
+//! a role (`Caller`); what administrators do is logged (`admin_did`).
+
+use super::*;
+
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
+    parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// A 401, counted for the metrics.
+pub(super) fn unauthorized(state: &AppState, why: &'static str) -> ApiError {
+    state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    ApiError::new(StatusCode::UNAUTHORIZED, why)
+}
+
+/// The hash of the bearer credential, which is all the store ever sees of it.
+pub(super) fn bearer_hash(
+    parts: &Parts,
+    state: &AppState,
+    why: &'static str,
+) -> Result<crate::store::Hash, ApiError> {
+    bearer(parts).map(secret::hash).ok_or_else(|| unauthorized(state, why))
+}
+
+/// A request from an enrolled workstation (`Authorization: Bearer NODE_KEY`).
+#[derive(Debug)]
+pub struct Node(pub Workstation);
+
+impl FromRequestParts<AppState> for Node {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        const WHY: &str = "missing or unknown node key; enroll the workstation again";
+        let hash = bearer_hash(parts, state, WHY)?;
+        let store = state.store.clone();
+        match blocking(move || store.workstation_by_key(&hash)).await? {
+            Some(ws) => Ok(Node(ws)),
+            None => Err(unauthorized(state, WHY)),
+        }
+    }
+}
+
+/// A person or tool with an API token; `role` says what it may do.
+#[derive(Debug)]
+pub struct Caller {
+    pub role: Role,
+    pub label: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        const WHY: &str = "missing or unknown API token (Authorization: Bearer TOKEN)";
+        let hash = bearer_hash(parts, state, WHY)?;
+        let store = state.store.clone();
+        match blocking(move || store.token(&hash)).await? {
+            Some((role, label)) => Ok(Caller { role, label }),
+            None => Err(unauthorized(state, WHY)),
+        }
+    }
+}
+
+impl Caller {
+    pub(super) fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Auditor => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "this needs an admin token; yours is an auditor's"))
+            }
+        }
+    }
+}
+
+pub(super) async fn admin_did(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    detail: String,
+) -> Result<(), ApiError> {
+    let entry = AdminAction { time: now(), actor: caller.label.clone(), action: action.to_owned(), detail };
+    let store = state.store.clone();
+    blocking(move || store.log_admin(&entry)).await
+}

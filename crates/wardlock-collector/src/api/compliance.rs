@@ -1,0 +1,403 @@
+//! The compliance side: events (JSON, CSV, FHIR) and reports, every list in pages.
+
+use super::*;
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventParams {
+    workstation: Option<String>,
+    user: Option<String>,
+    kind: Option<String>,
+    /// Events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Events before this time (RFC 3339).
+    #[param(format = DateTime)]
+    until: Option<String>,
+    /// Cursor: the `next` of the previous page.
+    after: Option<i64>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct EventPage {
+    events: Vec<EventOut>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct EventOut {
+    id: i64,
+    received: UtcMillis,
+    #[serde(flatten)]
+    record: AuditRecord,
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<UtcMillis>, ApiError> {
+    value
+        .map(|v| {
+            UtcMillis::parse_rfc3339(v)
+                .map_err(|e| ApiError::bad(format!("{name}: not an RFC 3339 time ({e})")))
+        })
+        .transpose()
+}
+
+#[utoipa::path(get, path = "/api/v1/events", summary = "Audit events, filtered and paged; JSON, CSV (Accept: text/csv) or a FHIR R4 Bundle (Accept: application/fhir+json)", params(EventParams), responses((status = 200, content((EventPage = "application/json"), (String = "text/csv"), (serde_json::Value = "application/fhir+json"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn events(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    Q(p): Q<EventParams>,
+) -> Result<Response, ApiError> {
+    let limit = p.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad(format!("limit must be 1–{MAX_PAGE}")));
+    }
+    let query = EventQuery {
+        since: time_param("since", p.since.as_deref())?,
+        until: time_param("until", p.until.as_deref())?,
+        workstation: p.workstation,
+        user: p.user,
+        kind: p.kind,
+        after: p.after,
+        limit,
+    };
+    let store = state.store.clone();
+    let rows = blocking(move || store.events(&query)).await?;
+    let next = if rows.len() == limit as usize { rows.last().map(|r| r.id) } else { None };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if accept.contains("text/csv") {
+        return csv_events(&rows, next);
+    }
+    if accept.contains("application/fhir+json") {
+        let entries: Vec<&AuditEntry> = rows.iter().map(|r| &r.entry).collect();
+        let mut response =
+            ([(header::CONTENT_TYPE, "application/fhir+json")], Json(crate::fhir::bundle(&entries)))
+                .into_response();
+        if let Some(v) = next.and_then(|n| n.to_string().parse().ok()) {
+            response.headers_mut().insert("x-next-after", v);
+        }
+        return Ok(response);
+    }
+    let events = rows
+        .iter()
+        .map(|r| EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) })
+        .collect();
+    Ok(Json(EventPage { events, next }).into_response())
+}
+
+/// CSV for spreadsheets: a cell that would run as a formula is prefixed with `'`.
+fn csv_events(rows: &[crate::store::StoredEvent], next: Option<i64>) -> Result<Response, ApiError> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    out.write_record(["id", "workstation", "seq", "time", "kind", "user", "os_account", "details", "hash"])
+        .map_err(fail)?;
+    for r in rows {
+        let e = &r.entry;
+        let details = serde_json::to_string(&e.details).unwrap_or_default();
+        let cells = [
+            r.id.to_string(),
+            e.workstation.clone(),
+            e.seq.to_string(),
+            e.time.to_rfc3339(),
+            e.kind.as_str().to_owned(),
+            e.user.clone().unwrap_or_default(),
+            e.os_account.clone().unwrap_or_default(),
+            details,
+            hex::encode(e.hash),
+        ];
+        out.write_record(cells.iter().map(|c| defuse(c))).map_err(fail)?;
+    }
+    let bytes =
+        out.into_inner().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response();
+    if let Some(next) = next {
+        if let Ok(v) = next.to_string().parse() {
+            response.headers_mut().insert("x-next-after", v);
+        }
+    }
+    Ok(response)
+}
+
+fn defuse(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/chain", summary = "Chain breaks, rewritten histories, truncated logs and refused enrollments, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::Finding>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn report_chain(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let findings = blocking(move || store.findings()).await?;
+    let keyed = findings
+        .into_iter()
+        .map(|f| (format!("{}\u{1}{}\u{1}{}", f.workstation, paging::ordered(f.seq), f.kind), f))
+        .collect();
+    paging::page(keyed, &paging::after_key(params))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConflictParams {
+    /// Only this workstation's.
+    workstation: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+/// Two versions of one entry: what the collector stored first, and what came later
+/// under the same seq.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ConflictOut {
+    workstation: String,
+    seq: u64,
+    stored: AuditRecord,
+    received: AuditRecord,
+    received_at: UtcMillis,
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/conflicts", summary = "Entries received under a stored seq with another content: both versions, in full", params(ConflictParams), responses((status = 200, body = Vec<ConflictOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn report_conflicts(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<ConflictParams>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let page_params = paging::after_key(paging::PageParams { after: params.after, limit: params.limit });
+    let conflicts = blocking(move || store.conflicts(params.workstation.as_deref())).await?;
+    let keyed = conflicts
+        .into_iter()
+        .map(|c| {
+            let key = format!(
+                "{}\u{1}{}\u{1}{}\u{1}{}",
+                c.workstation,
+                paging::ordered(c.seq),
+                paging::ordered(c.received_at.unix_millis()),
+                hex::encode(c.received.hash)
+            );
+            let out = ConflictOut {
+                stored: AuditRecord::from(&c.stored),
+                received: AuditRecord::from(&c.received),
+                workstation: c.workstation,
+                seq: c.seq,
+                received_at: c.received_at,
+            };
+            (key, out)
+        })
+        .collect();
+    paging::page(keyed, &page_params)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SilentParams {
+    #[param(maximum = 10000000)]
+    minutes: u64,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct WorkstationOut {
+    id: String,
+    hostname: String,
+    group: String,
+    agent_version: String,
+    enrolled: UtcMillis,
+    last_seen: Option<UtcMillis>,
+    entries_received: u64,
+    entries_reported: Option<u64>,
+}
+
+impl From<Workstation> for WorkstationOut {
+    fn from(w: Workstation) -> Self {
+        WorkstationOut {
+            id: w.id,
+            hostname: w.hostname,
+            group: w.group,
+            agent_version: w.agent_version,
+            enrolled: w.enrolled,
+            last_seen: w.last_seen,
+            entries_received: w.contiguous_seq,
+            entries_reported: w.reported_last_seq,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/silent", summary = "Workstations not heard from for N minutes", params(SilentParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn report_silent(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(p): Q<SilentParams>,
+) -> Result<Response, ApiError> {
+    if p.minutes > 10_000_000 {
+        return Err(ApiError::bad("minutes must be at most 10000000"));
+    }
+    let cutoff = UtcMillis::from_unix_millis(now().unix_millis().saturating_sub((p.minutes * 60_000) as i64));
+    let store = state.store.clone();
+    let silent: Vec<(String, WorkstationOut)> = blocking(move || store.workstations())
+        .await?
+        .into_iter()
+        .filter(|w| w.last_seen.unwrap_or(w.enrolled) < cutoff)
+        .map(|w| (w.id.clone(), WorkstationOut::from(w)))
+        .collect();
+    paging::page(silent, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+}
+
+#[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations, in pages", params(paging::PageParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+pub(super) async fn workstations(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(params): Q<paging::PageParams>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let all: Vec<(String, WorkstationOut)> = blocking(move || store.workstations())
+        .await?
+        .into_iter()
+        .map(|w| (w.id.clone(), WorkstationOut::from(w)))
+        .collect();
+    paging::page(all, &paging::after_key(params))
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SinceParams {
+    /// RFC 3339; default: 30 days ago.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+fn since_or_default(p: &SinceParams, days: i64) -> Result<UtcMillis, ApiError> {
+    Ok(time_param("since", p.since.as_deref())?
+        .unwrap_or_else(|| UtcMillis::from_unix_millis(now().unix_millis() - days * 24 * 3600 * 1000)))
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/failed", summary = "Failed attempts and lockouts per user", params(SinceParams), responses((status = 200, body = Vec<crate::store::FailureCount>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+/// Failed attempts and lockouts per user and workstation.
+pub(super) async fn report_failed(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(p): Q<SinceParams>,
+) -> Result<Response, ApiError> {
+    let since = since_or_default(&p, 30)?;
+    let store = state.store.clone();
+    let keyed = blocking(move || store.failures_by_user(since))
+        .await?
+        .into_iter()
+        .map(|f| (format!("{}\u{1}{}", f.user, f.workstation), f))
+        .collect();
+    paging::page(keyed, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons", params(SinceParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+/// Every break-glass access, with its reason.
+pub(super) async fn report_emergency(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(p): Q<SinceParams>,
+) -> Result<Response, ApiError> {
+    let since = since_or_default(&p, 30)?;
+    let query = EventQuery {
+        kind: Some("emergency_access".into()),
+        since: Some(since),
+        limit: MAX_PAGE,
+        ..EventQuery::default()
+    };
+    let store = state.store.clone();
+    let rows = blocking(move || store.events(&query)).await?;
+    let out: Vec<(String, EventOut)> = rows
+        .iter()
+        .map(|r| {
+            (
+                paging::ordered(r.id),
+                EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) },
+            )
+        })
+        .collect();
+    paging::page(out, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StaleParams {
+    /// No unlock for this many days (default 90)…
+    #[param(minimum = 0, maximum = 36500)]
+    days: Option<u32>,
+    /// …or none since this time (RFC 3339).
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct StaleUser {
+    id: String,
+    display_name: String,
+    role: String,
+    last_unlock: Option<UtcMillis>,
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users with no unlock for N days", params(StaleParams), responses((status = 200, body = Vec<StaleUser>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+/// Directory users who have not unlocked anywhere for `days` (orphaned accounts).
+pub(super) async fn report_stale(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(p): Q<StaleParams>,
+) -> Result<Response, ApiError> {
+    if p.days.is_some_and(|d| d > 36_500) {
+        return Err(ApiError::bad("days must be at most 36500"));
+    }
+    let cutoff = match time_param("since", p.since.as_deref())? {
+        Some(t) => t,
+        None => UtcMillis::from_unix_millis(
+            now().unix_millis() - i64::from(p.days.unwrap_or(90)) * 24 * 3600 * 1000,
+        ),
+    };
+    let store = state.store.clone();
+    let (users, last) = blocking(move || Ok((store.users()?, store.last_unlocks()?))).await?;
+    let last: std::collections::HashMap<String, UtcMillis> = last.into_iter().collect();
+    let stale: Vec<(String, StaleUser)> = users
+        .into_iter()
+        .filter(|u| !u.disabled)
+        .filter(|u| last.get(&u.id).is_none_or(|t| *t < cutoff) && u.updated < cutoff)
+        .map(|u| {
+            let user = StaleUser {
+                last_unlock: last.get(&u.id).copied(),
+                id: u.id.clone(),
+                display_name: u.display_name,
+                role: u.role,
+            };
+            (u.id, user)
+        })
+        .collect();
+    paging::page(stale, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+}
