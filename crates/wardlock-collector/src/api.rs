@@ -29,7 +29,6 @@ use wardlock_core::audit::{AuditEntry, AuditKind};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{PinPolicy, SignedPolicy};
 use wardlock_core::protocol::collector::{AuditBatch, AuditRecord, Directory, DirectoryUser, Heartbeat};
-use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{self, TotpSeed};
 
 use crate::secret;

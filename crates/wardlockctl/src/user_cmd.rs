@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 use wardlock_agent::service::directory::{self, Actor, CredentialChange, NewUser};
+use wardlock_core::protocol::collector::{NewUserRequest, UserCreated};
 use wardlock_core::secret::SecretString;
 use zeroize::Zeroizing;
 
@@ -211,14 +212,12 @@ pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result
             if pin.is_none() && !totp {
                 bail!("a user needs a PIN (--pin-stdin or --pin-prompt) or --totp to be able to unlock");
             }
-            let body = serde_json::json!({
-                "id": id, "display_name": name, "role": role,
-                "pin": pin.as_ref().map(|p| p.expose().to_owned()), "totp": totp, "groups": groups,
-            });
-            let created = server.json("POST", "/api/v1/admin/users", Some(body))?;
+            // Typed, so the PIN goes out of a SecretString (wiped) and never through a JSON value.
+            let request = NewUserRequest { id: id.clone(), display_name: name, role, pin, totp, groups };
+            let created: UserCreated = server.typed("POST", "/api/v1/admin/users", Some(&request))?;
             println!("added user {id} to the collector's directory");
-            if let Some(uri) = created["otpauth_uri"].as_str() {
-                show_totp(&Zeroizing::new(uri.to_owned()))?;
+            if let Some(uri) = created.otpauth_uri {
+                show_totp(&Zeroizing::new(uri))?;
             }
         }
         UserCommand::Reset { .. } => {

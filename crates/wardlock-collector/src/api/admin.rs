@@ -1,6 +1,8 @@
 //! The administrators' side: policies, API tokens, the admin log and the central
 //! directory (users, their PINs and TOTP seeds, IT's admin grants).
 
+use wardlock_core::protocol::collector::{NewUserRequest, UserCreated, UserOut};
+
 use super::*;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -102,47 +104,6 @@ pub(super) async fn admin_log(
         })
         .collect();
     paging::page(keyed, &paging::after_key(params))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewUserRequest {
-    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
-    id: String,
-    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f]*\\S[^\\u0000-\\u001f]*$")]
-    display_name: String,
-    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f]*\\S[^\\u0000-\\u001f]*$")]
-    role: String,
-    /// Checked against the built-in PIN rules and stored only as Argon2id.
-    #[schema(value_type = Option<String>, pattern = "^[0-9]{6,12}$")]
-    pin: Option<SecretString>,
-    /// Make a TOTP seed; the answer carries its `otpauth://` URI, once.
-    #[serde(default)]
-    totp: bool,
-    /// Workstation groups whose directory holds the user; empty or left out: every group.
-    #[serde(default)]
-    #[schema(max_items = 64)]
-    groups: Vec<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct UserCreated {
-    id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    otpauth_uri: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct UserOut {
-    id: String,
-    display_name: String,
-    role: String,
-    disabled: bool,
-    has_pin: bool,
-    has_totp: bool,
-    updated: UtcMillis,
-    /// Empty: every group.
-    groups: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/users", summary = "Add a user to the central directory", request_body = NewUserRequest, responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]

@@ -88,6 +88,61 @@ pub struct ReenrollApproved {
     pub expires: UtcMillis,
 }
 
+/// `POST /api/v1/admin/users`: a clinician (or administrator) in the central directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewUserRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._@-]{1,64}$"))]
+    pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f]*\\S[^\\u0000-\\u001f]*$")
+    )]
+    pub display_name: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f]*\\S[^\\u0000-\\u001f]*$")
+    )]
+    pub role: String,
+    /// Checked against the built-in PIN rules and stored only as Argon2id.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9]{6,12}$"))]
+    pub pin: Option<crate::secret::SecretString>,
+    /// Make a TOTP seed; the answer carries its `otpauth://` URI, once.
+    #[serde(default)]
+    pub totp: bool,
+    /// Workstation groups whose directory holds the user; empty or left out: every group.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UserCreated {
+    pub id: String,
+    /// Shown once: the TOTP seed, for the clinician's authenticator app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otpauth_uri: Option<String>,
+}
+
+/// `GET /api/v1/admin/users`: a user of the central directory, no secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UserOut {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub disabled: bool,
+    pub has_pin: bool,
+    pub has_totp: bool,
+    pub updated: UtcMillis,
+    /// Empty: every group.
+    pub groups: Vec<String>,
+}
+
 /// `POST /api/v1/admin/users/{id}/admin-grant`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
