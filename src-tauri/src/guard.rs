@@ -58,8 +58,8 @@ pub struct Status {
 pub struct HoldView {
     /// Who keeps the session open ("Nora N.").
     pub by: String,
-    /// How long it was granted for, for the tray ("held open by Nora N., 5 min").
-    pub length_secs: u64,
+    /// When it ends (Unix seconds), for the tray ("held open by Nora N. until 14:35").
+    pub until_unix: i64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -284,7 +284,11 @@ impl GuardLoop {
                 self.publish_owner();
                 let step = self.guard.unlocked_held(now, length);
                 self.execute(&step.actions);
-                self.set_hold(Some(HoldView { by, length_secs: length.as_secs() }));
+                let ends = std::time::SystemTime::now() + length;
+                let until_unix = ends
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                self.set_hold(Some(HoldView { by, until_unix }));
                 self.refresh_state();
                 // Awake at the hold's end, to take its notice off the tray.
                 return Some(Some(now + length));

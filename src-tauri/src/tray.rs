@@ -13,8 +13,12 @@ use crate::guard::{Command, StateView, Status};
 pub fn status_line(status: &Status) -> String {
     let state = match status.state {
         StateView::Active if status.hold.is_some() => {
-            let hold = status.hold.as_ref().map(|h| (h.by.as_str(), h.length_secs / 60)).unwrap_or_default();
-            format!("Held open by {} ({} min, audited)", hold.0, hold.1)
+            let (by, until) = status.hold.as_ref().map(|h| (h.by.as_str(), h.until_unix)).unwrap_or_default();
+            let until = gtk::glib::DateTime::from_unix_local(until)
+                .ok()
+                .and_then(|t| t.format("%H:%M").ok())
+                .map_or_else(|| "its end".to_owned(), |t| t.to_string());
+            format!("Held open by {by} until {until} (audited)")
         }
         StateView::Active => match &status.policy {
             Some(p) => format!(
@@ -128,5 +132,27 @@ pub fn open_window(app: &AppHandle, label: &str, title: &str, width: f64, height
         }
         Ok(_) => {}
         Err(e) => eprintln!("wardlock: the {label} window could not be opened: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::{initial_status, HoldView};
+
+    #[test]
+    fn the_status_line_says_who_holds_the_session_open_and_until_when() {
+        let mut status = initial_status();
+        status.service_available = true;
+        status.hold = Some(HoldView { by: "Nora N.".into(), until_unix: 1_795_000_000 });
+        let line = status_line(&status);
+        let clock = line
+            .strip_prefix("Held open by Nora N. until ")
+            .and_then(|rest| rest.strip_suffix(" (audited)"))
+            .unwrap_or_else(|| panic!("{line}"));
+        let digits: Vec<bool> = clock.chars().map(|c| c.is_ascii_digit()).collect();
+        assert_eq!(digits, [true, true, false, true, true], "HH:MM, got {clock:?}");
+        status.hold = None;
+        assert_eq!(status_line(&status), "Active");
     }
 }
