@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 use wardlock_agent::service::directory::{self, Actor, CredentialChange, NewUser};
-use wardlock_core::protocol::collector::{NewUserRequest, UserCreated};
+use wardlock_core::protocol::collector::{NewUserRequest, UserCreated, UserOut};
 use wardlock_core::secret::SecretString;
 use zeroize::Zeroizing;
 
@@ -245,17 +245,17 @@ pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {
+                let users: Vec<UserOut> =
+                    serde_json::from_value(users).context("the collector's list of users")?;
                 let summaries: Vec<directory::UserSummary> = users
-                    .as_array()
                     .into_iter()
-                    .flatten()
                     .map(|u| directory::UserSummary {
-                        id: u["id"].as_str().unwrap_or_default().to_owned(),
-                        display_name: u["display_name"].as_str().unwrap_or_default().to_owned(),
-                        role: u["role"].as_str().unwrap_or_default().to_owned(),
-                        disabled: u["disabled"].as_bool().unwrap_or(false),
-                        has_pin: u["has_pin"].as_bool().unwrap_or(false),
-                        has_totp: u["has_totp"].as_bool().unwrap_or(false),
+                        id: u.id,
+                        display_name: u.display_name,
+                        role: u.role,
+                        disabled: u.disabled,
+                        has_pin: u.has_pin,
+                        has_totp: u.has_totp,
                     })
                     .collect();
                 print_table(&summaries);

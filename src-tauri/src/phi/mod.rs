@@ -232,7 +232,8 @@ impl Worker {
             Order::Lock { owner } => {
                 self.locked = true;
                 self.owner = owner;
-                self.hold_all();
+                let windows = self.phi_windows();
+                self.hold_all(windows);
                 self.windows.uncover();
             }
             Order::Unlocked { user } => {
@@ -261,12 +262,12 @@ impl Worker {
             .collect()
     }
 
-    /// Takes every PHI window behind the lock: hidden where policy says so and it is on
-    /// screen, held in any case (for a switch, a sign-out or `close_after`).
-    fn hold_all(&mut self) {
+    /// Takes these PHI windows behind the lock: hidden where policy says so and on screen,
+    /// held in any case (for a switch, a sign-out or `close_after`).
+    fn hold_all(&mut self, windows: Vec<(AppWindow, String)>) {
         let hide = self.hides();
         let now = self.now();
-        for (window, app) in self.phi_windows() {
+        for (window, app) in windows {
             if self.ledger.is_held(window.id) {
                 continue;
             }
@@ -326,7 +327,7 @@ impl Worker {
             }
         }
         if self.locked && windows.iter().any(|(w, _)| !self.ledger.is_held(w.id)) {
-            self.hold_all();
+            self.hold_all(windows);
         }
         // Held windows whose application quit by itself (a close under way is told apart
         // below, with how it ended).

@@ -74,8 +74,7 @@ pub(super) async fn create_token(
     if req.label.trim().is_empty() || req.label.len() > 128 {
         return Err(ApiError::bad("label must be 1–128 characters (who the token is for)"));
     }
-    let token =
-        secret::generate().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let token = secret::generate().map_err(internal)?;
     let (hash, role, label) = (secret::hash(&token), req.role, req.label.clone());
     let store = state.store.clone();
     blocking(move || store.add_token(&hash, role, &label, now())).await?;
@@ -103,7 +102,7 @@ pub(super) async fn admin_log(
             (format!("{}\u{1}{}", paging::ordered(ms), paging::ordered(same_ms.1)), a)
         })
         .collect();
-    paging::page(keyed, &paging::after_key(params))
+    paging::page(keyed, params)
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/users", summary = "Add a user to the central directory", request_body = NewUserRequest, responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
@@ -239,5 +238,5 @@ pub(super) async fn list_users(
             (u.id, out)
         })
         .collect();
-    paging::page(users, &paging::after_key(params))
+    paging::page(users, params)
 }

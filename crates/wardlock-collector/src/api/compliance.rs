@@ -112,8 +112,7 @@ fn csv_events(rows: &[crate::store::StoredEvent], next: Option<i64>) -> Result<R
         ];
         out.write_record(cells.iter().map(|c| defuse(c))).map_err(fail)?;
     }
-    let bytes =
-        out.into_inner().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let bytes = out.into_inner().map_err(internal)?;
     let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response();
     if let Some(next) = next {
         if let Ok(v) = next.to_string().parse() {
@@ -143,7 +142,7 @@ pub(super) async fn report_chain(
         .into_iter()
         .map(|f| (format!("{}\u{1}{}\u{1}{}", f.workstation, paging::ordered(f.seq), f.kind), f))
         .collect();
-    paging::page(keyed, &paging::after_key(params))
+    paging::page(keyed, params)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -177,7 +176,7 @@ pub(super) async fn report_conflicts(
     Q(params): Q<ConflictParams>,
 ) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    let page_params = paging::after_key(paging::PageParams { after: params.after, limit: params.limit });
+    let page_params = paging::PageParams { after: params.after, limit: params.limit };
     let conflicts = blocking(move || store.conflicts(params.workstation.as_deref())).await?;
     let keyed = conflicts
         .into_iter()
@@ -199,7 +198,7 @@ pub(super) async fn report_conflicts(
             (key, out)
         })
         .collect();
-    paging::page(keyed, &page_params)
+    paging::page(keyed, page_params)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -259,7 +258,7 @@ pub(super) async fn report_silent(
         .filter(|w| w.last_seen.unwrap_or(w.enrolled) < cutoff)
         .map(|w| (w.id.clone(), WorkstationOut::from(w)))
         .collect();
-    paging::page(silent, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+    paging::page(silent, paging::PageParams { after: p.after, limit: p.limit })
 }
 
 #[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations, in pages", params(paging::PageParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
@@ -274,7 +273,7 @@ pub(super) async fn workstations(
         .into_iter()
         .map(|w| (w.id.clone(), WorkstationOut::from(w)))
         .collect();
-    paging::page(all, &paging::after_key(params))
+    paging::page(all, params)
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -310,7 +309,7 @@ pub(super) async fn report_failed(
         .into_iter()
         .map(|f| (format!("{}\u{1}{}", f.user, f.workstation), f))
         .collect();
-    paging::page(keyed, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+    paging::page(keyed, paging::PageParams { after: p.after, limit: p.limit })
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons", params(SinceParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
@@ -338,7 +337,7 @@ pub(super) async fn report_emergency(
             )
         })
         .collect();
-    paging::page(out, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+    paging::page(out, paging::PageParams { after: p.after, limit: p.limit })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -399,5 +398,5 @@ pub(super) async fn report_stale(
             (u.id, user)
         })
         .collect();
-    paging::page(stale, &paging::after_key(paging::PageParams { after: p.after, limit: p.limit }))
+    paging::page(stale, paging::PageParams { after: p.after, limit: p.limit })
 }

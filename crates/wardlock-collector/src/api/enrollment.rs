@@ -19,7 +19,8 @@ use wardlock_core::protocol::collector::{
 };
 
 use super::{
-    admin_did, blocking, check_name, now, paging, parse, ApiError, AppState, Caller, ErrorBody, B64, Q,
+    admin_did, blocking, check_name, internal, now, paging, parse, ApiError, AppState, Caller, ErrorBody,
+    B64, Q,
 };
 use crate::secret;
 use crate::store::{EnrollAttempt, EnrollResult, NewEnrollSecret, NewWorkstation};
@@ -27,10 +28,6 @@ use crate::store::{EnrollAttempt, EnrollResult, NewEnrollSecret, NewWorkstation}
 const MAX_SECRET_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 /// How long an administrator's approval to re-enroll one workstation lasts.
 const REENROLL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
 
 #[utoipa::path(post, path = "/api/v1/enroll", summary = "Enroll a workstation: enrollment secret in, node key out", description = "An ID that is enrolled already needs an administrator's re-enrollment code for that ID as `enroll_secret`, or the workstation's current node key as `Authorization: Bearer`; otherwise 409, and a finding `enroll_conflict` on that workstation.", request_body = EnrollRequest, responses((status = 200, body = EnrollResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn enroll(
@@ -142,7 +139,7 @@ pub(super) async fn list_enroll_secrets(
             (key, info)
         })
         .collect();
-    paging::page(secrets, &paging::after_key(params))
+    paging::page(secrets, params)
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/enroll-secrets/{id}", summary = "Revoke an enrollment secret: it enrolls nothing more", params(("id" = String, Path, description = "as `GET /api/v1/admin/enroll-secrets` lists it")), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]

@@ -33,10 +33,11 @@ impl PageParams {
 }
 
 /// One page of `items`, each with its cursor key (unique, ordered as the keys sort).
-pub fn page<T: Serialize>(mut items: Vec<(String, T)>, params: &PageParams) -> Result<Response, ApiError> {
+pub fn page<T: Serialize>(mut items: Vec<(String, T)>, params: PageParams) -> Result<Response, ApiError> {
     let limit = params.limit()?;
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    let start = params.after.as_ref().map_or(0, |after| items.partition_point(|(key, _)| key <= after));
+    let after = params.after.map(|cursor| after_key(&cursor));
+    let start = after.as_ref().map_or(0, |after| items.partition_point(|(key, _)| key <= after));
     let rest = items.len().saturating_sub(start);
     let mut page: Vec<(String, T)> = items.into_iter().skip(start).take(limit).collect();
     let next = (rest > limit).then(|| page.last().map(|(key, _)| key.clone())).flatten();
@@ -54,10 +55,8 @@ fn cursor(key: &str) -> String {
 }
 
 /// The key a cursor names; a cursor that is no hex is an empty key (the first page).
-pub fn after_key(params: PageParams) -> PageParams {
-    let after =
-        params.after.map(|a| hex::decode(a).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default());
-    PageParams { after, limit: params.limit }
+fn after_key(cursor: &str) -> String {
+    hex::decode(cursor).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default()
 }
 
 /// A number as a key that sorts as the number does.
@@ -84,8 +83,8 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let params = after_key(PageParams { after: after.clone(), limit: Some(3) });
-            let (items, next) = body(page(keys(10), &params).unwrap()).await;
+            let params = PageParams { after: after.clone(), limit: Some(3) };
+            let (items, next) = body(page(keys(10), params).unwrap()).await;
             seen.extend(items);
             match next {
                 Some(n) => after = Some(n),
@@ -93,8 +92,8 @@ mod tests {
             }
         }
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
-        assert!(page(keys(1), &PageParams { after: None, limit: Some(0) }).is_err());
-        assert!(page(keys(1), &PageParams { after: None, limit: Some(10_001) }).is_err());
+        assert!(page(keys(1), PageParams { after: None, limit: Some(0) }).is_err());
+        assert!(page(keys(1), PageParams { after: None, limit: Some(10_001) }).is_err());
         assert!(ordered(-1) < ordered(0) && ordered(9) < ordered(10));
     }
 }

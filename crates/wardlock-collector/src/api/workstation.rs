@@ -146,7 +146,7 @@ pub(super) async fn directory(
                 })?;
                 let for_ws =
                     wardlock_core::transport::seal(&ws.transport_key, &seed, u.id.as_bytes(), &mut rng)
-                        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                        .map_err(internal)?;
                 Some(B64.encode(for_ws))
             }
             None => None,
@@ -156,7 +156,7 @@ pub(super) async fn directory(
                 let context = wardlock_core::protocol::collector::pin_hash_context(&u.id);
                 let sealed =
                     wardlock_core::transport::seal(&ws.transport_key, phc.as_bytes(), &context, &mut rng)
-                        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                        .map_err(internal)?;
                 Some(B64.encode(sealed))
             }
             None => None,
@@ -171,10 +171,8 @@ pub(super) async fn directory(
             admin_grant: u.admin_grant,
         });
     }
-    let body = Arc::new(
-        serde_json::to_vec(&Directory { version: version.clone(), users: out })
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-    );
+    let body =
+        Arc::new(serde_json::to_vec(&Directory { version: version.clone(), users: out }).map_err(internal)?);
     state.snapshots.put(&ws.id, &version, body.clone());
     Ok(json(body))
 }
