@@ -3,12 +3,15 @@
 //! calls them off the async threads. Secrets (node keys, enrollment secrets, API
 //! tokens) arrive here only as SHA-256 hashes.
 
+pub mod intake;
 pub mod pg;
 pub mod sqlite;
 
+pub use intake::Ingest;
+
 use wardlock_core::audit::AuditEntry;
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::protocol::collector::{AuditAck, Heartbeat, SeqRange};
+use wardlock_core::protocol::collector::Heartbeat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -121,65 +124,6 @@ fn hash_of(blob: Vec<u8>) -> Hash {
 fn policy_etag(envelope: &str) -> String {
     use sha2::{Digest, Sha256};
     format!("\"{}\"", hex::encode(&Sha256::digest(envelope.as_bytes())[..16]))
-}
-
-/// A chain problem found in a batch: (seq, kind, what was seen).
-pub type ChainFinding = (u64, &'static str, String);
-
-/// The finding for a chain error from `continue_chain`.
-pub fn chain_finding(e: &wardlock_core::audit::ChainError) -> ChainFinding {
-    use wardlock_core::audit::ChainError;
-    let kind = match e {
-        ChainError::Altered { .. } => "altered",
-        ChainError::BrokenLink { .. } => "broken_link",
-        ChainError::Missing { .. } => "missing",
-    };
-    (e.seq(), kind, e.to_string())
-}
-
-/// The finding for an entry received again under a stored seq with another content.
-pub fn rewritten(seq: u64, stored_hash: &[u8], received_hash: &[u8]) -> Option<ChainFinding> {
-    (stored_hash != received_hash).then(|| {
-        (
-            seq,
-            "rewritten",
-            format!("stored hash {} but received {}", hex::encode(stored_hash), hex::encode(received_hash)),
-        )
-    })
-}
-
-impl Ingest {
-    /// The answer to a batch: `head` is the contiguous head after it, `next_stored` the
-    /// first seq stored beyond a gap (if any).
-    pub fn new(
-        head: u64,
-        next_stored: Option<u64>,
-        findings: &[ChainFinding],
-        stored: u64,
-        duplicates: u64,
-    ) -> Ingest {
-        let gaps =
-            next_stored.map(|next| vec![SeqRange { first: head + 1, last: next - 1 }]).unwrap_or_default();
-        let chain_break_at = findings.iter().map(|(seq, _, _)| *seq).min();
-        // A rewritten entry was kept beside the stored one, not stored as sent.
-        let conflicts =
-            findings.iter().filter(|(_, kind, _)| *kind == "rewritten").map(|(seq, _, _)| *seq).collect();
-        Ingest {
-            ack: AuditAck { highest_contiguous_seq: head, gaps, chain_break_at, conflicts },
-            stored,
-            duplicates,
-            findings: findings.len() as u64,
-        }
-    }
-}
-
-/// What one audit batch did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ingest {
-    pub ack: AuditAck,
-    pub stored: u64,
-    pub duplicates: u64,
-    pub findings: u64,
 }
 
 /// Whether a pushed policy replaced the group's one.

@@ -3,20 +3,23 @@
 //! workstation (`SELECT … FOR UPDATE`), and entries are inserted with `ON CONFLICT DO
 //! NOTHING`, so two collectors receiving the same batch store it once.
 
+use std::collections::{BTreeSet, HashMap};
+
 use r2d2_postgres::postgres::{self, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
-use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, GENESIS_HASH};
+use wardlock_core::audit::{AuditEntry, AuditKind, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::Heartbeat;
 
-use super::{
-    chain_finding, rewritten, AdminAction, ChainFinding, CollectorStore, EventQuery, FailureCount, Finding,
-    Hash, Ingest, PolicyPut, Role, StoreError, StoredEvent, UserRecord, Workstation,
-};
+use super::intake::{self, ChainFinding, ChainState, IntakeTx};
 use super::{
     hash_of, ms, plan_enroll, policy_etag, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled,
     NewEnrollSecret, ReenrollApproval,
+};
+use super::{
+    AdminAction, CollectorStore, EventQuery, FailureCount, Finding, Hash, Ingest, PolicyPut, Role,
+    StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 const MIGRATIONS: &[&str] = &["
@@ -338,6 +341,130 @@ fn flag(
     Ok(())
 }
 
+/// One workstation's rows in an open transaction; `chain_state` takes the row lock that
+/// serialises this workstation's batches across collectors.
+struct PgIntake<'a, 't> {
+    tx: &'a mut Transaction<'t>,
+    workstation: &'a str,
+}
+
+impl IntakeTx for PgIntake<'_, '_> {
+    fn chain_state(&mut self) -> Result<ChainState, StoreError> {
+        let row = self.tx.query_one(
+            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = $1 FOR UPDATE",
+            &[&self.workstation],
+        )?;
+        Ok(ChainState {
+            contiguous: row.get::<_, i64>(0) as u64,
+            contiguous_hash: hash_of(row.get(1)),
+            max_seq: row.get::<_, i64>(2) as u64,
+        })
+    }
+
+    /// One round trip for the whole batch: arrays in, the seqs actually inserted out.
+    fn insert_new(&mut self, entries: &[AuditEntry], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
+        let n = entries.len();
+        let mut seqs = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
+        let mut users = Vec::with_capacity(n);
+        let mut accounts = Vec::with_capacity(n);
+        let mut policy_hashes = Vec::with_capacity(n);
+        let mut details = Vec::with_capacity(n);
+        let mut prevs = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        for e in entries {
+            seqs.push(e.seq as i64);
+            times.push(ms(e.time));
+            kinds.push(e.kind.as_str());
+            users.push(e.user.as_deref());
+            accounts.push(e.os_account.as_deref());
+            policy_hashes.push(e.policy_hash.as_deref());
+            details.push(serde_json::to_string(&e.details).unwrap_or_default());
+            prevs.push(&e.prev_hash[..]);
+            hashes.push(&e.hash[..]);
+        }
+        let inserted = self
+            .tx
+            .query(
+                "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details, prev_hash, hash, received_ms)
+                 SELECT $1::TEXT, *, $11::BIGINT FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
+                                               $8::TEXT[], $9::BYTEA[], $10::BYTEA[])
+                 ON CONFLICT (workstation, seq) DO NOTHING RETURNING seq",
+                &[&self.workstation, &seqs, &times, &kinds, &users, &accounts, &policy_hashes, &details, &prevs, &hashes, &ms(now)],
+            )?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .collect();
+        Ok(inserted)
+    }
+
+    fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
+        let seqs: Vec<i64> = seqs.iter().map(|&s| s as i64).collect();
+        Ok(self
+            .tx
+            .query(
+                "SELECT seq, hash FROM audit WHERE workstation = $1 AND seq = ANY($2)",
+                &[&self.workstation, &seqs],
+            )?
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    fn keep_conflict(&mut self, entry: &AuditEntry, now: UtcMillis) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[&self.workstation, &(entry.seq as i64), &&entry.hash[..], &super::conflict_record(entry), &ms(now)],
+        )?;
+        Ok(())
+    }
+
+    fn entries_after(&mut self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql =
+            format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = $1 AND seq > $2 ORDER BY seq");
+        Ok(self
+            .tx
+            .query(&sql, &[&self.workstation, &(seq as i64)])?
+            .iter()
+            .map(|r| entry_from_row(r).1)
+            .collect())
+    }
+
+    fn first_stored_after(&mut self, seq: u64) -> Result<Option<u64>, StoreError> {
+        let next: Option<i64> = self
+            .tx
+            .query_one(
+                "SELECT MIN(seq) FROM audit WHERE workstation = $1 AND seq > $2",
+                &[&self.workstation, &(seq as i64)],
+            )?
+            .get(0);
+        Ok(next.map(|n| n as u64))
+    }
+
+    fn set_chain_state(&mut self, state: &ChainState, now: UtcMillis) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE workstations SET contiguous_seq = $2, contiguous_hash = $3, max_seq = $4, last_seen_ms = $5 WHERE id = $1",
+            &[
+                &self.workstation,
+                &(state.contiguous as i64),
+                &&state.contiguous_hash[..],
+                &(state.max_seq as i64),
+                &ms(now),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError> {
+        for (seq, kind, detail) in findings {
+            flag(self.tx, self.workstation, *seq, kind, detail, now)?;
+        }
+        Ok(())
+    }
+}
+
 impl CollectorStore for PgStore {
     fn add_enroll_secret(
         &self,
@@ -465,130 +592,14 @@ impl CollectorStore for PgStore {
     fn ingest(
         &self,
         workstation: &str,
-        mut entries: Vec<AuditEntry>,
+        entries: Vec<AuditEntry>,
         now: UtcMillis,
     ) -> Result<Ingest, StoreError> {
-        entries.sort_by_key(|e| e.seq);
-        entries.dedup_by_key(|e| e.seq);
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
-        // The row lock serialises this workstation's batches across collectors.
-        let head = tx.query_one(
-            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = $1 FOR UPDATE",
-            &[&workstation],
-        )?;
-        let (contiguous, contiguous_hash, max_seq) =
-            (head.get::<_, i64>(0) as u64, hash_of(head.get(1)), head.get::<_, i64>(2) as u64);
-        // One round trip for the whole batch: arrays in, the seqs actually inserted out.
-        let n = entries.len();
-        let (
-            mut seqs,
-            mut times,
-            mut kinds,
-            mut users,
-            mut accounts,
-            mut hashes_p,
-            mut details,
-            mut prevs,
-            mut hashes,
-        ) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for e in &entries {
-            seqs.push(e.seq as i64);
-            times.push(ms(e.time));
-            kinds.push(e.kind.as_str());
-            users.push(e.user.clone());
-            accounts.push(e.os_account.clone());
-            hashes_p.push(e.policy_hash.clone());
-            details.push(serde_json::to_string(&e.details).unwrap_or_default());
-            prevs.push(e.prev_hash.to_vec());
-            hashes.push(e.hash.to_vec());
-        }
-        let inserted: std::collections::HashSet<i64> = tx
-            .query(
-                "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details, prev_hash, hash, received_ms)
-                 SELECT $1::TEXT, *, $11::BIGINT FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
-                                               $8::TEXT[], $9::BYTEA[], $10::BYTEA[])
-                 ON CONFLICT (workstation, seq) DO NOTHING RETURNING seq",
-                &[&workstation, &seqs, &times, &kinds, &users, &accounts, &hashes_p, &details, &prevs, &hashes, &ms(now)],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let stored = inserted.len() as u64;
-        let duplicates = entries.len() as u64 - stored;
-        let mut findings: Vec<ChainFinding> = Vec::new();
-        let (fresh, repeated): (Vec<AuditEntry>, Vec<AuditEntry>) =
-            entries.into_iter().partition(|e| inserted.contains(&(e.seq as i64)));
-        if !repeated.is_empty() {
-            // Sent before (a lost acknowledgement): the same entry is a no-op, a different
-            // one under the same seq is a rewritten history.
-            let repeated_seqs: Vec<i64> = repeated.iter().map(|e| e.seq as i64).collect();
-            let before: std::collections::HashMap<i64, Vec<u8>> = tx
-                .query(
-                    "SELECT seq, hash FROM audit WHERE workstation = $1 AND seq = ANY($2)",
-                    &[&workstation, &repeated_seqs],
-                )?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            for e in &repeated {
-                if let Some(finding) = before.get(&(e.seq as i64)).and_then(|b| rewritten(e.seq, b, &e.hash))
-                {
-                    // Kept in full beside the stored entry: evidence is never dropped.
-                    tx.execute(
-                        "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT DO NOTHING",
-                        &[&workstation, &(e.seq as i64), &&e.hash[..], &super::conflict_record(e), &ms(now)],
-                    )?;
-                    findings.push(finding);
-                }
-            }
-        }
-        let continuation = if max_seq <= contiguous {
-            continue_chain((contiguous, contiguous_hash), &fresh)
-        } else {
-            let sql =
-                format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = $1 AND seq > $2 ORDER BY seq");
-            let beyond: Vec<AuditEntry> = tx
-                .query(&sql, &[&workstation, &(contiguous as i64)])?
-                .iter()
-                .map(|r| entry_from_row(r).1)
-                .collect();
-            continue_chain((contiguous, contiguous_hash), &beyond)
-        };
-        findings.extend(continuation.findings.iter().map(chain_finding));
-        let new_max = fresh.last().map_or(max_seq, |e| e.seq.max(max_seq));
-        let (head, head_hash) = continuation.head;
-        tx.execute(
-            "UPDATE workstations SET contiguous_seq = $2, contiguous_hash = $3, max_seq = $4, last_seen_ms = $5 WHERE id = $1",
-            &[&workstation, &(head as i64), &&head_hash[..], &(new_max as i64), &ms(now)],
-        )?;
-        for (seq, kind, detail) in &findings {
-            flag(&mut tx, workstation, *seq, kind, detail, now)?;
-        }
-        let next_stored = if new_max > head {
-            let next: i64 = tx
-                .query_one(
-                    "SELECT MIN(seq) FROM audit WHERE workstation = $1 AND seq > $2",
-                    &[&workstation, &(head as i64)],
-                )?
-                .get(0);
-            Some(next as u64)
-        } else {
-            None
-        };
+        let done = intake::ingest(&mut PgIntake { tx: &mut tx, workstation }, entries, now)?;
         tx.commit()?;
-        Ok(Ingest::new(head, next_stored, &findings, stored, duplicates))
+        Ok(done)
     }
 
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {

@@ -1,21 +1,23 @@
 //! The embedded backend: one SQLite file in WAL mode, `synchronous=FULL`. One batch is
 //! one transaction with prepared statements, so intake costs one fsync per batch.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use wardlock_core::audit::{continue_chain, AuditEntry, AuditKind, GENESIS_HASH};
+use wardlock_core::audit::{AuditEntry, AuditKind, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::Heartbeat;
 
-use super::{
-    chain_finding, plan_enroll, rewritten, AdminAction, ChainFinding, CollectorStore, EnrollAttempt,
-    EnrollPlan, EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount, Finding, Hash, Ingest,
-    NewEnrollSecret, PolicyPut, ReenrollApproval, Role, StoreError, StoredEvent, UserRecord, Workstation,
-};
+use super::intake::{self, ChainFinding, ChainState, IntakeTx};
 use super::{hash_of, ms, policy_etag};
+use super::{
+    plan_enroll, AdminAction, CollectorStore, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret,
+    Enrolled, EventQuery, FailureCount, Finding, Hash, Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval,
+    Role, StoreError, StoredEvent, UserRecord, Workstation,
+};
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
@@ -261,6 +263,133 @@ fn secret_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollSecret> {
 const WORKSTATION_COLUMNS: &str =
     "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
 
+/// One workstation's rows in an open (IMMEDIATE, so already write-locked) transaction.
+struct SqliteIntake<'t> {
+    tx: &'t rusqlite::Transaction<'t>,
+    workstation: &'t str,
+}
+
+impl IntakeTx for SqliteIntake<'_> {
+    fn chain_state(&mut self) -> Result<ChainState, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = ?1",
+            [self.workstation],
+            |r| {
+                Ok(ChainState {
+                    contiguous: r.get::<_, i64>(0)? as u64,
+                    contiguous_hash: hash_of(r.get(1)?),
+                    max_seq: r.get::<_, i64>(2)? as u64,
+                })
+            },
+        )?)
+    }
+
+    fn insert_new(&mut self, entries: &[AuditEntry], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO audit (workstation, seq, time_ms, kind, user, os_account, policy_hash, details,
+                                prev_hash, hash, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (workstation, seq) DO NOTHING",
+        )?;
+        let mut inserted = BTreeSet::new();
+        for e in entries {
+            let details = serde_json::to_string(&e.details).unwrap_or_default();
+            let rows = insert.execute(params![
+                self.workstation,
+                e.seq as i64,
+                ms(e.time),
+                e.kind.as_str(),
+                e.user,
+                e.os_account,
+                e.policy_hash,
+                details,
+                &e.prev_hash[..],
+                &e.hash[..],
+                ms(now),
+            ])?;
+            if rows == 1 {
+                inserted.insert(e.seq);
+            }
+        }
+        Ok(inserted)
+    }
+
+    fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
+        let mut stmt =
+            self.tx.prepare_cached("SELECT hash FROM audit WHERE workstation = ?1 AND seq = ?2")?;
+        let mut hashes = HashMap::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(hash) =
+                stmt.query_row(params![self.workstation, seq as i64], |r| r.get(0)).optional()?
+            {
+                hashes.insert(seq, hash);
+            }
+        }
+        Ok(hashes)
+    }
+
+    fn keep_conflict(&mut self, entry: &AuditEntry, now: UtcMillis) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                self.workstation,
+                entry.seq as i64,
+                &entry.hash[..],
+                super::conflict_record(entry),
+                ms(now)
+            ])?;
+        Ok(())
+    }
+
+    fn entries_after(&mut self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = ?1 AND seq > ?2 ORDER BY seq"
+        ))?;
+        let entries = stmt
+            .query_map(params![self.workstation, seq as i64], entry_from_row)?
+            .map(|r| r.map(|(_, e, _)| e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(entries)
+    }
+
+    fn first_stored_after(&mut self, seq: u64) -> Result<Option<u64>, StoreError> {
+        let next: Option<i64> = self.tx.query_row(
+            "SELECT MIN(seq) FROM audit WHERE workstation = ?1 AND seq > ?2",
+            params![self.workstation, seq as i64],
+            |r| r.get(0),
+        )?;
+        Ok(next.map(|n| n as u64))
+    }
+
+    fn set_chain_state(&mut self, state: &ChainState, now: UtcMillis) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE workstations SET contiguous_seq = ?2, contiguous_hash = ?3, max_seq = ?4, last_seen_ms = ?5 WHERE id = ?1",
+            params![
+                self.workstation,
+                state.contiguous as i64,
+                &state.contiguous_hash[..],
+                state.max_seq as i64,
+                ms(now)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError> {
+        let mut flag = self.tx.prepare_cached(
+            "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for (seq, kind, detail) in findings {
+            flag.execute(params![self.workstation, *seq as i64, kind, detail, ms(now)])?;
+        }
+        Ok(())
+    }
+}
+
 impl CollectorStore for SqliteStore {
     fn add_enroll_secret(
         &self,
@@ -400,114 +529,14 @@ impl CollectorStore for SqliteStore {
     fn ingest(
         &self,
         workstation: &str,
-        mut entries: Vec<AuditEntry>,
+        entries: Vec<AuditEntry>,
         now: UtcMillis,
     ) -> Result<Ingest, StoreError> {
-        entries.sort_by_key(|e| e.seq);
-        entries.dedup_by_key(|e| e.seq);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (contiguous, contiguous_hash, max_seq): (u64, Hash, u64) = tx.query_row(
-            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = ?1",
-            [workstation],
-            |r| Ok((r.get::<_, i64>(0)? as u64, hash_of(r.get(1)?), r.get::<_, i64>(2)? as u64)),
-        )?;
-        let mut stored = 0;
-        let mut duplicates = 0;
-        let mut findings: Vec<ChainFinding> = Vec::new();
-        let mut fresh = Vec::with_capacity(entries.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO audit (workstation, seq, time_ms, kind, user, os_account, policy_hash, details,
-                                    prev_hash, hash, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (workstation, seq) DO NOTHING",
-            )?;
-            let mut stored_hash =
-                tx.prepare_cached("SELECT hash FROM audit WHERE workstation = ?1 AND seq = ?2")?;
-            let mut keep_conflict = tx.prepare_cached(
-                "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO NOTHING",
-            )?;
-            for e in entries {
-                let details = serde_json::to_string(&e.details).unwrap_or_default();
-                let inserted = insert.execute(params![
-                    workstation,
-                    e.seq as i64,
-                    ms(e.time),
-                    e.kind.as_str(),
-                    e.user,
-                    e.os_account,
-                    e.policy_hash,
-                    details,
-                    &e.prev_hash[..],
-                    &e.hash[..],
-                    ms(now),
-                ])?;
-                if inserted == 1 {
-                    stored += 1;
-                    fresh.push(e);
-                    continue;
-                }
-                // Sent before (a lost acknowledgement): the same entry is a no-op, a
-                // different one under the same seq is a rewritten history.
-                duplicates += 1;
-                let before: Vec<u8> =
-                    stored_hash.query_row(params![workstation, e.seq as i64], |r| r.get(0))?;
-                if let Some(finding) = rewritten(e.seq, &before, &e.hash) {
-                    keep_conflict.execute(params![
-                        workstation,
-                        e.seq as i64,
-                        &e.hash[..],
-                        super::conflict_record(&e),
-                        ms(now)
-                    ])?;
-                    findings.push(finding);
-                }
-            }
-        }
-        // Follow the chain from the contiguous head. Usually the fresh entries are the
-        // continuation; after a gap, what was stored beyond it is read back.
-        let continuation = if max_seq <= contiguous {
-            continue_chain((contiguous, contiguous_hash), &fresh)
-        } else {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = ?1 AND seq > ?2 ORDER BY seq"
-            ))?;
-            let beyond = stmt
-                .query_map(params![workstation, contiguous as i64], entry_from_row)?
-                .map(|r| r.map(|(_, e, _)| e))
-                .collect::<Result<Vec<_>, _>>()?;
-            continue_chain((contiguous, contiguous_hash), &beyond)
-        };
-        findings.extend(continuation.findings.iter().map(chain_finding));
-        let new_max = fresh.last().map_or(max_seq, |e| e.seq.max(max_seq));
-        let (head, head_hash) = continuation.head;
-        tx.execute(
-            "UPDATE workstations SET contiguous_seq = ?2, contiguous_hash = ?3, max_seq = ?4, last_seen_ms = ?5 WHERE id = ?1",
-            params![workstation, head as i64, &head_hash[..], new_max as i64, ms(now)],
-        )?;
-        {
-            let mut flag = tx.prepare_cached(
-                "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO NOTHING",
-            )?;
-            for (seq, kind, detail) in &findings {
-                flag.execute(params![workstation, *seq as i64, kind, detail, ms(now)])?;
-            }
-        }
-        let next_stored = if new_max > head {
-            let next: i64 = tx.query_row(
-                "SELECT MIN(seq) FROM audit WHERE workstation = ?1 AND seq > ?2",
-                params![workstation, head as i64],
-                |r| r.get(0),
-            )?;
-            Some(next as u64)
-        } else {
-            None
-        };
+        let done = intake::ingest(&mut SqliteIntake { tx: &tx, workstation }, entries, now)?;
         tx.commit()?;
-        Ok(Ingest::new(head, next_stored, &findings, stored, duplicates))
+        Ok(done)
     }
 
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {

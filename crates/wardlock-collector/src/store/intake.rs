@@ -1,0 +1,280 @@
+//! Intake of one audit batch, written once for every backend: store what is new, keep
+//! what conflicts beside what is stored, follow the chain from the contiguous head and
+//! flag what is wrong. A backend only answers the narrow questions of [`IntakeTx`]
+//! inside one transaction that it opens before and commits after.
+
+use std::collections::{BTreeSet, HashMap};
+
+use wardlock_core::audit::{continue_chain, AuditEntry, ChainError};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::protocol::collector::{AuditAck, SeqRange};
+
+use super::{Hash, StoreError};
+
+/// Where a workstation's chain stands at the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainState {
+    /// Every seq up to here is stored and links.
+    pub contiguous: u64,
+    /// The hash of the entry at `contiguous` (the genesis hash at 0).
+    pub contiguous_hash: Hash,
+    /// The highest seq stored, beyond a gap or not.
+    pub max_seq: u64,
+}
+
+/// A chain problem found in a batch: (seq, kind, what was seen).
+pub type ChainFinding = (u64, &'static str, String);
+
+/// One workstation's rows inside one open transaction.
+pub trait IntakeTx {
+    /// The chain's state, locked against other batches of the workstation until commit.
+    fn chain_state(&mut self) -> Result<ChainState, StoreError>;
+    /// Inserts the entries whose seq is not stored yet (`entries` ascend by seq) and
+    /// answers which seqs it inserted.
+    fn insert_new(&mut self, entries: &[AuditEntry], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError>;
+    /// The stored hashes at these seqs.
+    fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError>;
+    /// Keeps a received entry in full beside the other one stored under its seq.
+    fn keep_conflict(&mut self, entry: &AuditEntry, now: UtcMillis) -> Result<(), StoreError>;
+    /// Every stored entry after `seq`, ascending.
+    fn entries_after(&mut self, seq: u64) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The lowest stored seq after `seq`.
+    fn first_stored_after(&mut self, seq: u64) -> Result<Option<u64>, StoreError>;
+    /// Records the new state and that the workstation was heard from.
+    fn set_chain_state(&mut self, state: &ChainState, now: UtcMillis) -> Result<(), StoreError>;
+    /// Records findings (a finding already recorded is not recorded twice).
+    fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError>;
+}
+
+/// What one audit batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingest {
+    pub ack: AuditAck,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub findings: u64,
+}
+
+/// Takes in one batch. Never drops an entry: a seq received again with the same content
+/// is a no-op (a lost acknowledgement); with another content it is kept beside the
+/// stored one, flagged `rewritten` and named in the acknowledgement's `conflicts`.
+pub fn ingest(
+    tx: &mut impl IntakeTx,
+    mut entries: Vec<AuditEntry>,
+    now: UtcMillis,
+) -> Result<Ingest, StoreError> {
+    entries.sort_by_key(|e| e.seq);
+    entries.dedup_by_key(|e| e.seq);
+    let before = tx.chain_state()?;
+    let inserted = tx.insert_new(&entries, now)?;
+    let (fresh, repeated): (Vec<AuditEntry>, Vec<AuditEntry>) =
+        entries.into_iter().partition(|e| inserted.contains(&e.seq));
+    let mut findings: Vec<ChainFinding> = Vec::new();
+    if !repeated.is_empty() {
+        let seqs: Vec<u64> = repeated.iter().map(|e| e.seq).collect();
+        let stored = tx.stored_hashes(&seqs)?;
+        for e in &repeated {
+            if let Some(finding) = stored.get(&e.seq).and_then(|s| rewritten(e.seq, s, &e.hash)) {
+                tx.keep_conflict(e, now)?;
+                findings.push(finding);
+            }
+        }
+    }
+    // Usually the fresh entries continue the chain; after a gap, what was stored beyond
+    // it is read back.
+    let from = (before.contiguous, before.contiguous_hash);
+    let continuation = if before.max_seq <= before.contiguous {
+        continue_chain(from, &fresh)
+    } else {
+        continue_chain(from, &tx.entries_after(before.contiguous)?)
+    };
+    findings.extend(continuation.findings.iter().map(chain_finding));
+    let (head, head_hash) = continuation.head;
+    let after = ChainState {
+        contiguous: head,
+        contiguous_hash: head_hash,
+        max_seq: fresh.last().map_or(before.max_seq, |e| e.seq.max(before.max_seq)),
+    };
+    tx.set_chain_state(&after, now)?;
+    tx.flag(&findings, now)?;
+    let next_stored = if after.max_seq > head { tx.first_stored_after(head)? } else { None };
+    let stored = fresh.len() as u64;
+    Ok(Ingest {
+        ack: ack(head, next_stored, &findings),
+        stored,
+        duplicates: repeated.len() as u64,
+        findings: findings.len() as u64,
+    })
+}
+
+/// The acknowledgement: the contiguous head, the gap before the next stored seq (if any),
+/// the first chain break and the seqs whose entry was kept beside another (never stored
+/// as sent).
+fn ack(head: u64, next_stored: Option<u64>, findings: &[ChainFinding]) -> AuditAck {
+    let gaps = next_stored.map(|next| vec![SeqRange { first: head + 1, last: next - 1 }]).unwrap_or_default();
+    AuditAck {
+        highest_contiguous_seq: head,
+        gaps,
+        chain_break_at: findings.iter().map(|(seq, _, _)| *seq).min(),
+        conflicts: findings
+            .iter()
+            .filter(|(_, kind, _)| *kind == "rewritten")
+            .map(|(seq, _, _)| *seq)
+            .collect(),
+    }
+}
+
+/// The finding for a chain error from `continue_chain`.
+fn chain_finding(e: &ChainError) -> ChainFinding {
+    let kind = match e {
+        ChainError::Altered { .. } => "altered",
+        ChainError::BrokenLink { .. } => "broken_link",
+        ChainError::Missing { .. } => "missing",
+    };
+    (e.seq(), kind, e.to_string())
+}
+
+/// The finding for an entry received again under a stored seq with another content.
+fn rewritten(seq: u64, stored_hash: &[u8], received_hash: &[u8]) -> Option<ChainFinding> {
+    (stored_hash != received_hash).then(|| {
+        (
+            seq,
+            "rewritten",
+            format!("stored hash {} but received {}", hex::encode(stored_hash), hex::encode(received_hash)),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use wardlock_core::audit::{AuditDraft, AuditKind, GENESIS_HASH};
+
+    use super::*;
+
+    /// The narrow interface over plain maps: the algorithm without a database.
+    #[derive(Default)]
+    struct Memory {
+        state: Option<ChainState>,
+        rows: BTreeMap<u64, AuditEntry>,
+        conflicts: Vec<AuditEntry>,
+        findings: BTreeSet<(u64, &'static str)>,
+    }
+
+    impl IntakeTx for Memory {
+        fn chain_state(&mut self) -> Result<ChainState, StoreError> {
+            Ok(*self.state.get_or_insert(ChainState {
+                contiguous: 0,
+                contiguous_hash: GENESIS_HASH,
+                max_seq: 0,
+            }))
+        }
+        fn insert_new(&mut self, entries: &[AuditEntry], _: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
+            let mut inserted = BTreeSet::new();
+            for e in entries {
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.rows.entry(e.seq) {
+                    slot.insert(e.clone());
+                    inserted.insert(e.seq);
+                }
+            }
+            Ok(inserted)
+        }
+        fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
+            Ok(seqs.iter().filter_map(|s| self.rows.get(s).map(|e| (*s, e.hash.to_vec()))).collect())
+        }
+        fn keep_conflict(&mut self, entry: &AuditEntry, _: UtcMillis) -> Result<(), StoreError> {
+            self.conflicts.push(entry.clone());
+            Ok(())
+        }
+        fn entries_after(&mut self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
+            Ok(self.rows.range(seq + 1..).map(|(_, e)| e.clone()).collect())
+        }
+        fn first_stored_after(&mut self, seq: u64) -> Result<Option<u64>, StoreError> {
+            Ok(self.rows.range(seq + 1..).next().map(|(s, _)| *s))
+        }
+        fn set_chain_state(&mut self, state: &ChainState, _: UtcMillis) -> Result<(), StoreError> {
+            self.state = Some(*state);
+            Ok(())
+        }
+        fn flag(&mut self, findings: &[ChainFinding], _: UtcMillis) -> Result<(), StoreError> {
+            self.findings.extend(findings.iter().map(|(seq, kind, _)| (*seq, *kind)));
+            Ok(())
+        }
+    }
+
+    fn log(n: u64, user: &str) -> Vec<AuditEntry> {
+        let mut log: Vec<AuditEntry> = Vec::new();
+        for i in 0..n {
+            let prev = log.last().map(|e| (e.seq, e.hash));
+            let draft =
+                AuditDraft::new(UtcMillis::from_unix_millis(1_000 + i as i64), AuditKind::Locked).user(user);
+            log.push(AuditEntry::chain(draft, "ws-a", prev));
+        }
+        log
+    }
+
+    fn now() -> UtcMillis {
+        UtcMillis::from_unix_millis(5_000)
+    }
+
+    #[test]
+    fn a_batch_in_any_order_with_repeats_is_stored_once_and_acknowledged_to_its_end() {
+        let mut tx = Memory::default();
+        let mut batch = log(5, "n.nurse");
+        batch.reverse();
+        batch.push(batch[0].clone());
+        let done = ingest(&mut tx, batch, now()).expect("ingest");
+        assert_eq!((done.stored, done.duplicates, done.findings), (5, 0, 0));
+        assert_eq!(
+            done.ack,
+            AuditAck { highest_contiguous_seq: 5, gaps: vec![], chain_break_at: None, conflicts: vec![] }
+        );
+        // Sent again after a lost acknowledgement: nothing new, nothing flagged.
+        let again = ingest(&mut tx, log(5, "n.nurse"), now()).expect("ingest");
+        assert_eq!((again.stored, again.duplicates, again.findings), (0, 5, 0));
+        assert_eq!(again.ack.highest_contiguous_seq, 5);
+        assert!(tx.conflicts.is_empty());
+    }
+
+    #[test]
+    fn a_gap_is_acknowledged_as_a_gap_and_closes_when_its_entries_arrive() {
+        let mut tx = Memory::default();
+        let full = log(6, "n.nurse");
+        let first =
+            ingest(&mut tx, vec![full[0].clone(), full[4].clone(), full[5].clone()], now()).expect("ingest");
+        assert_eq!(first.ack.highest_contiguous_seq, 1);
+        assert_eq!(first.ack.gaps, vec![SeqRange { first: 2, last: 4 }]);
+        assert_eq!(first.findings, 0, "a gap is not yet a finding");
+        let filled = ingest(&mut tx, full[1..4].to_vec(), now()).expect("ingest");
+        assert_eq!(filled.ack.highest_contiguous_seq, 6, "the entries stored beyond the gap are followed");
+        assert!(filled.ack.gaps.is_empty());
+    }
+
+    #[test]
+    fn another_entry_under_a_stored_seq_is_kept_beside_it_flagged_and_named_in_the_ack() {
+        let mut tx = Memory::default();
+        ingest(&mut tx, log(3, "n.nurse"), now()).expect("ingest");
+        let forged = log(3, "someone.else");
+        let done = ingest(&mut tx, forged.clone(), now()).expect("ingest");
+        assert_eq!(done.ack.conflicts, vec![1, 2, 3]);
+        assert_eq!(done.ack.chain_break_at, Some(1));
+        assert_eq!(tx.conflicts, forged, "every received version is kept in full");
+        assert_eq!(tx.rows[&2].user.as_deref(), Some("n.nurse"), "the stored version stays");
+        assert!(tx.findings.contains(&(2, "rewritten")));
+        assert_eq!(done.ack.highest_contiguous_seq, 3);
+    }
+
+    #[test]
+    fn an_entry_that_does_not_link_is_stored_flagged_and_named_as_the_chain_break() {
+        let mut tx = Memory::default();
+        let mut batch = log(4, "n.nurse");
+        batch[2].prev_hash = [9; 32];
+        let done = ingest(&mut tx, batch, now()).expect("ingest");
+        assert_eq!(done.stored, 4, "stored all the same: evidence is never dropped");
+        // The head is about contiguity; the break is what tells the sender and compliance.
+        assert_eq!(done.ack.highest_contiguous_seq, 4);
+        assert_eq!(done.ack.chain_break_at, Some(3));
+        assert!(tx.findings.iter().all(|(seq, _)| *seq == 3) && !tx.findings.is_empty(), "{:?}", tx.findings);
+    }
+}
