@@ -34,7 +34,7 @@ use wardlock_core::unlock::{self, TotpSeed};
 use crate::secret;
 
 use crate::store::{
-    AdminAction, CollectorStore, EventQuery, PolicyPut, Role, StoreError, UserRecord, Workstation,
+    AdminAction, CollectorStore, EventQuery, PolicyPut, Received, Role, StoreError, UserRecord, Workstation,
 };
 use auth::{admin_did, bearer};
 pub use auth::{Caller, Node};

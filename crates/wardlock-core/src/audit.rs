@@ -393,13 +393,22 @@ pub fn continue_chain<'a>(
     head: (u64, [u8; 32]),
     entries: impl IntoIterator<Item = &'a AuditEntry>,
 ) -> Continuation {
+    continue_checked_chain(head, entries.into_iter().map(|e| (e, e.compute_hash() == e.hash)))
+}
+
+/// [`continue_chain`] over entries whose own hashes were checked before (`intact`), so a
+/// receiver can hash on many threads and follow the links on one.
+pub fn continue_checked_chain<'a>(
+    head: (u64, [u8; 32]),
+    entries: impl IntoIterator<Item = (&'a AuditEntry, bool)>,
+) -> Continuation {
     let (mut seq, mut hash) = head;
     let mut findings = Vec::new();
-    for e in entries {
+    for (e, intact) in entries {
         if e.seq != seq + 1 {
             break;
         }
-        if e.compute_hash() != e.hash {
+        if !intact {
             findings.push(ChainError::Altered { seq: e.seq });
         }
         if e.prev_hash != hash {

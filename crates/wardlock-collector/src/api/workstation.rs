@@ -30,7 +30,7 @@ pub(super) async fn audit(
         if record.seq == 0 {
             return Err(ApiError::bad("seq starts at 1"));
         }
-        entries.push(AuditEntry::try_from(record).map_err(|e| ApiError::bad(e.to_string()))?);
+        entries.push(Received::new(AuditEntry::try_from(record).map_err(|e| ApiError::bad(e.to_string()))?));
     }
     let admitted =
         state.quota.admit(&ws.id, entries.len(), body.len(), std::time::Instant::now(), now().unix_millis());

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use wardlock_core::audit::{continue_chain, AuditEntry, ChainError};
+use wardlock_core::audit::{continue_chain, continue_checked_chain, AuditEntry, ChainError};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::{AuditAck, SeqRange};
 
@@ -25,13 +25,44 @@ pub struct ChainState {
 /// A chain problem found in a batch: (seq, kind, what was seen).
 pub type ChainFinding = (u64, &'static str, String);
 
+/// An entry as received, with the work that needs no database done already: the
+/// handlers prepare entries on many threads, the SQLite writer stores them on one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    entry: AuditEntry,
+    details_json: String,
+    intact: bool,
+}
+
+impl Received {
+    pub fn new(entry: AuditEntry) -> Self {
+        let details_json = serde_json::to_string(&entry.details).unwrap_or_default();
+        let intact = entry.compute_hash() == entry.hash;
+        Self { entry, details_json, intact }
+    }
+
+    pub fn entry(&self) -> &AuditEntry {
+        &self.entry
+    }
+
+    /// The details as the `details` column holds them.
+    pub fn details_json(&self) -> &str {
+        &self.details_json
+    }
+
+    /// Whether the entry's hash is the hash of its content.
+    pub fn intact(&self) -> bool {
+        self.intact
+    }
+}
+
 /// One workstation's rows inside one open transaction.
 pub trait IntakeTx {
     /// The chain's state, locked against other batches of the workstation until commit.
     fn chain_state(&mut self) -> Result<ChainState, StoreError>;
     /// Inserts the entries whose seq is not stored yet (`entries` ascend by seq) and
     /// answers which seqs it inserted.
-    fn insert_new(&mut self, entries: &[AuditEntry], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError>;
+    fn insert_new(&mut self, entries: &[Received], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError>;
     /// The stored hashes at these seqs.
     fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError>;
     /// Keeps a received entry in full beside the other one stored under its seq.
@@ -58,22 +89,25 @@ pub struct Ingest {
 /// Takes in one batch. Never drops an entry: a seq received again with the same content
 /// is a no-op (a lost acknowledgement); with another content it is kept beside the
 /// stored one, flagged `rewritten` and named in the acknowledgement's `conflicts`.
+///
+/// `entries` are left sorted by seq, without repeats: a backend may run the same batch
+/// again after a failed transaction.
 pub fn ingest(
     tx: &mut impl IntakeTx,
-    mut entries: Vec<AuditEntry>,
+    entries: &mut Vec<Received>,
     now: UtcMillis,
 ) -> Result<Ingest, StoreError> {
-    entries.sort_by_key(|e| e.seq);
-    entries.dedup_by_key(|e| e.seq);
+    entries.sort_by_key(|r| r.entry.seq);
+    entries.dedup_by_key(|r| r.entry.seq);
     let before = tx.chain_state()?;
-    let inserted = tx.insert_new(&entries, now)?;
-    let (fresh, repeated): (Vec<AuditEntry>, Vec<AuditEntry>) =
-        entries.into_iter().partition(|e| inserted.contains(&e.seq));
+    let inserted = tx.insert_new(entries, now)?;
+    let (fresh, repeated): (Vec<&Received>, Vec<&Received>) =
+        entries.iter().partition(|r| inserted.contains(&r.entry.seq));
     let mut findings: Vec<ChainFinding> = Vec::new();
     if !repeated.is_empty() {
-        let seqs: Vec<u64> = repeated.iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = repeated.iter().map(|r| r.entry.seq).collect();
         let stored = tx.stored_hashes(&seqs)?;
-        for e in &repeated {
+        for e in repeated.iter().map(|r| &r.entry) {
             if let Some(finding) = stored.get(&e.seq).and_then(|s| rewritten(e.seq, s, &e.hash)) {
                 tx.keep_conflict(e, now)?;
                 findings.push(finding);
@@ -84,7 +118,7 @@ pub fn ingest(
     // it is read back.
     let from = (before.contiguous, before.contiguous_hash);
     let continuation = if before.max_seq <= before.contiguous {
-        continue_chain(from, &fresh)
+        continue_checked_chain(from, fresh.iter().map(|r| (&r.entry, r.intact)))
     } else {
         continue_chain(from, &tx.entries_after(before.contiguous)?)
     };
@@ -93,7 +127,7 @@ pub fn ingest(
     let after = ChainState {
         contiguous: head,
         contiguous_hash: head_hash,
-        max_seq: fresh.last().map_or(before.max_seq, |e| e.seq.max(before.max_seq)),
+        max_seq: fresh.last().map_or(before.max_seq, |r| r.entry.seq.max(before.max_seq)),
     };
     tx.set_chain_state(&after, now)?;
     tx.flag(&findings, now)?;
@@ -170,9 +204,9 @@ mod tests {
                 max_seq: 0,
             }))
         }
-        fn insert_new(&mut self, entries: &[AuditEntry], _: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
+        fn insert_new(&mut self, entries: &[Received], _: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
             let mut inserted = BTreeSet::new();
-            for e in entries {
+            for e in entries.iter().map(Received::entry) {
                 if let std::collections::btree_map::Entry::Vacant(slot) = self.rows.entry(e.seq) {
                     slot.insert(e.clone());
                     inserted.insert(e.seq);
@@ -203,6 +237,10 @@ mod tests {
         }
     }
 
+    fn received(entries: &[AuditEntry]) -> Vec<Received> {
+        entries.iter().cloned().map(Received::new).collect()
+    }
+
     fn log(n: u64, user: &str) -> Vec<AuditEntry> {
         let mut log: Vec<AuditEntry> = Vec::new();
         for i in 0..n {
@@ -224,14 +262,14 @@ mod tests {
         let mut batch = log(5, "n.nurse");
         batch.reverse();
         batch.push(batch[0].clone());
-        let done = ingest(&mut tx, batch, now()).expect("ingest");
+        let done = ingest(&mut tx, &mut received(&batch), now()).expect("ingest");
         assert_eq!((done.stored, done.duplicates, done.findings), (5, 0, 0));
         assert_eq!(
             done.ack,
             AuditAck { highest_contiguous_seq: 5, gaps: vec![], chain_break_at: None, conflicts: vec![] }
         );
         // Sent again after a lost acknowledgement: nothing new, nothing flagged.
-        let again = ingest(&mut tx, log(5, "n.nurse"), now()).expect("ingest");
+        let again = ingest(&mut tx, &mut received(&log(5, "n.nurse")), now()).expect("ingest");
         assert_eq!((again.stored, again.duplicates, again.findings), (0, 5, 0));
         assert_eq!(again.ack.highest_contiguous_seq, 5);
         assert!(tx.conflicts.is_empty());
@@ -242,11 +280,12 @@ mod tests {
         let mut tx = Memory::default();
         let full = log(6, "n.nurse");
         let first =
-            ingest(&mut tx, vec![full[0].clone(), full[4].clone(), full[5].clone()], now()).expect("ingest");
+            ingest(&mut tx, &mut received(&[full[0].clone(), full[4].clone(), full[5].clone()]), now())
+                .expect("ingest");
         assert_eq!(first.ack.highest_contiguous_seq, 1);
         assert_eq!(first.ack.gaps, vec![SeqRange { first: 2, last: 4 }]);
         assert_eq!(first.findings, 0, "a gap is not yet a finding");
-        let filled = ingest(&mut tx, full[1..4].to_vec(), now()).expect("ingest");
+        let filled = ingest(&mut tx, &mut received(&full[1..4]), now()).expect("ingest");
         assert_eq!(filled.ack.highest_contiguous_seq, 6, "the entries stored beyond the gap are followed");
         assert!(filled.ack.gaps.is_empty());
     }
@@ -254,9 +293,9 @@ mod tests {
     #[test]
     fn another_entry_under_a_stored_seq_is_kept_beside_it_flagged_and_named_in_the_ack() {
         let mut tx = Memory::default();
-        ingest(&mut tx, log(3, "n.nurse"), now()).expect("ingest");
+        ingest(&mut tx, &mut received(&log(3, "n.nurse")), now()).expect("ingest");
         let forged = log(3, "someone.else");
-        let done = ingest(&mut tx, forged.clone(), now()).expect("ingest");
+        let done = ingest(&mut tx, &mut received(&forged), now()).expect("ingest");
         assert_eq!(done.ack.conflicts, vec![1, 2, 3]);
         assert_eq!(done.ack.chain_break_at, Some(1));
         assert_eq!(tx.conflicts, forged, "every received version is kept in full");
@@ -270,7 +309,7 @@ mod tests {
         let mut tx = Memory::default();
         let mut batch = log(4, "n.nurse");
         batch[2].prev_hash = [9; 32];
-        let done = ingest(&mut tx, batch, now()).expect("ingest");
+        let done = ingest(&mut tx, &mut received(&batch), now()).expect("ingest");
         assert_eq!(done.stored, 4, "stored all the same: evidence is never dropped");
         // The head is about contiguity; the break is what tells the sender and compliance.
         assert_eq!(done.ack.highest_contiguous_seq, 4);

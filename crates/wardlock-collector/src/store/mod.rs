@@ -7,7 +7,7 @@ pub mod intake;
 pub mod pg;
 pub mod sqlite;
 
-pub use intake::Ingest;
+pub use intake::{Ingest, Received};
 
 use wardlock_core::audit::AuditEntry;
 use wardlock_core::clock::UtcMillis;
@@ -390,12 +390,8 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn workstations(&self) -> Result<Vec<Workstation>, StoreError>;
     /// Stores a batch idempotently by (workstation, seq), follows the chain, flags
     /// problems (never dropping an entry), all in one transaction.
-    fn ingest(
-        &self,
-        workstation: &str,
-        entries: Vec<AuditEntry>,
-        now: UtcMillis,
-    ) -> Result<Ingest, StoreError>;
+    fn ingest(&self, workstation: &str, entries: Vec<Received>, now: UtcMillis)
+        -> Result<Ingest, StoreError>;
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError>;
     fn put_policy(
         &self,

@@ -12,7 +12,7 @@ use wardlock_core::audit::{AuditEntry, AuditKind, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::Heartbeat;
 
-use super::intake::{self, ChainFinding, ChainState, IntakeTx};
+use super::intake::{self, ChainFinding, ChainState, IntakeTx, Received};
 use super::{
     hash_of, ms, plan_enroll, policy_etag, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled,
     NewEnrollSecret, ReenrollApproval,
@@ -99,6 +99,13 @@ CREATE TABLE audit_conflicts (
     received_ms BIGINT NOT NULL,
     PRIMARY KEY (workstation, seq, hash)
 );
+", "
+-- By user (or kind), then in arrival order, as the events query walks them; a batch
+-- appends to each of its users' ranges instead of one place per user and workstation.
+DROP INDEX audit_user;
+DROP INDEX audit_kind;
+CREATE INDEX audit_user ON audit (usr, id);
+CREATE INDEX audit_kind ON audit (kind, id);
 "];
 
 type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>>;
@@ -362,7 +369,7 @@ impl IntakeTx for PgIntake<'_, '_> {
     }
 
     /// One round trip for the whole batch: arrays in, the seqs actually inserted out.
-    fn insert_new(&mut self, entries: &[AuditEntry], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
+    fn insert_new(&mut self, entries: &[Received], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
         let n = entries.len();
         let mut seqs = Vec::with_capacity(n);
         let mut times = Vec::with_capacity(n);
@@ -373,14 +380,15 @@ impl IntakeTx for PgIntake<'_, '_> {
         let mut details = Vec::with_capacity(n);
         let mut prevs = Vec::with_capacity(n);
         let mut hashes = Vec::with_capacity(n);
-        for e in entries {
+        for received in entries {
+            let e = received.entry();
             seqs.push(e.seq as i64);
             times.push(ms(e.time));
             kinds.push(e.kind.as_str());
             users.push(e.user.as_deref());
             accounts.push(e.os_account.as_deref());
             policy_hashes.push(e.policy_hash.as_deref());
-            details.push(serde_json::to_string(&e.details).unwrap_or_default());
+            details.push(received.details_json());
             prevs.push(&e.prev_hash[..]);
             hashes.push(&e.hash[..]);
         }
@@ -592,12 +600,12 @@ impl CollectorStore for PgStore {
     fn ingest(
         &self,
         workstation: &str,
-        entries: Vec<AuditEntry>,
+        mut entries: Vec<Received>,
         now: UtcMillis,
     ) -> Result<Ingest, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
-        let done = intake::ingest(&mut PgIntake { tx: &mut tx, workstation }, entries, now)?;
+        let done = intake::ingest(&mut PgIntake { tx: &mut tx, workstation }, &mut entries, now)?;
         tx.commit()?;
         Ok(done)
     }

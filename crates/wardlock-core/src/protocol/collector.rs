@@ -236,7 +236,8 @@ impl TryFrom<AuditRecord> for AuditEntry {
     type Error = BadHash;
     fn try_from(r: AuditRecord) -> Result<Self, BadHash> {
         let decode = |text: &str, field| -> Result<[u8; 32], BadHash> {
-            hex::decode(text).ok().and_then(|b| b.try_into().ok()).ok_or(BadHash { seq: r.seq, field })
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(text, &mut bytes).map(|()| bytes).map_err(|_| BadHash { seq: r.seq, field })
         };
         Ok(AuditEntry {
             prev_hash: decode(&r.prev_hash, "prev_hash")?,
