@@ -23,6 +23,9 @@ pub enum StoreError {
     Open { path: String, why: String },
     #[error("{0}")]
     Conflict(String),
+    /// Written, but the flush to disk failed: the batch is not acknowledged.
+    #[error("collector database: could not flush {0}; the batch is not acknowledged, send it again")]
+    NotDurable(String),
 }
 
 pub type Hash = [u8; 32];

@@ -1,10 +1,11 @@
-//! The embedded backend: one SQLite file in WAL mode, `synchronous=FULL`. One batch is
-//! one transaction with prepared statements, so intake costs one fsync per batch.
+//! The embedded backend: one SQLite file in WAL mode. Audit intake has its own writer
+//! (`writer.rs`: group commit, the log flushed outside the write lock, checkpoints on a
+//! thread of their own); everything else commits with `synchronous=FULL`.
 
-use std::collections::VecDeque;
-use std::collections::{BTreeSet, HashMap};
+mod writer;
+
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -12,7 +13,7 @@ use wardlock_core::audit::{AuditEntry, AuditKind, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::Heartbeat;
 
-use super::intake::{self, ChainFinding, ChainState, IntakeTx, Received};
+use super::intake::Received;
 use super::{hash_of, ms, policy_etag};
 use super::{
     plan_enroll, AdminAction, CollectorStore, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret,
@@ -156,33 +157,11 @@ CREATE TABLE IF NOT EXISTS admin_log (
 
 #[derive(Debug)]
 pub struct SqliteStore {
+    /// Everything but audit intake: reads, and writes that commit with an fsync each.
     conn: Mutex<Connection>,
-    /// Batches waiting for the next group commit, and their answers.
-    intake: Mutex<Intake>,
-    intake_done: Condvar,
+    /// Audit intake, on its own connection (see `writer`).
+    writer: writer::IntakeWriter,
 }
-
-/// Group commit: a batch that arrives while another group is being committed waits and
-/// goes into the next group, which is one transaction with one fsync for all of it; each
-/// is answered only after that commit.
-#[derive(Debug, Default)]
-struct Intake {
-    waiting: VecDeque<Batch>,
-    committing: bool,
-    answers: HashMap<u64, Result<Ingest, StoreError>>,
-    next_id: u64,
-}
-
-#[derive(Debug)]
-struct Batch {
-    id: u64,
-    workstation: String,
-    entries: Vec<Received>,
-    now: UtcMillis,
-}
-
-/// Most entries one group commit takes: bounds a transaction's size and a batch's wait.
-const GROUP_ENTRIES: usize = 20_000;
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -204,37 +183,13 @@ impl SqliteStore {
         )?;
         let mut conn = conn;
         migrate(&mut conn).map_err(|e| open_err(format!("cannot set up the schema: {e}")))?;
-        Ok(SqliteStore { conn: Mutex::new(conn), intake: Mutex::default(), intake_done: Condvar::new() })
+        let writer =
+            writer::IntakeWriter::open(path).map_err(|e| open_err(format!("cannot open for intake: {e}")))?;
+        Ok(SqliteStore { conn: Mutex::new(conn), writer })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Commits the batches as one transaction. If anything in it fails, nothing of it is
-    /// stored, and each batch is tried again alone, so one bad batch fails only itself.
-    fn commit_group(&self, mut group: Vec<Batch>) -> Vec<(u64, Result<Ingest, StoreError>)> {
-        let mut conn = self.conn();
-        if group.len() > 1 {
-            if let Ok(done) = Self::commit(&mut conn, &mut group) {
-                return group.iter().map(|b| b.id).zip(done.into_iter().map(Ok)).collect();
-            }
-        }
-        group
-            .chunks_mut(1)
-            .map(|one| (one[0].id, Self::commit(&mut conn, one).map(|mut done| done.remove(0))))
-            .collect()
-    }
-
-    fn commit(conn: &mut Connection, group: &mut [Batch]) -> Result<Vec<Ingest>, StoreError> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut done = Vec::with_capacity(group.len());
-        for batch in group.iter_mut() {
-            let mut rows = SqliteIntake { conn: &tx, workstation: &batch.workstation };
-            done.push(intake::ingest(&mut rows, &mut batch.entries, batch.now)?);
-        }
-        tx.commit()?;
-        Ok(done)
     }
 }
 
@@ -325,133 +280,6 @@ fn secret_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollSecret> {
 
 const WORKSTATION_COLUMNS: &str =
     "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
-
-/// One workstation's rows in an open (IMMEDIATE, so already write-locked) transaction.
-struct SqliteIntake<'t> {
-    conn: &'t Connection,
-    workstation: &'t str,
-}
-
-impl IntakeTx for SqliteIntake<'_> {
-    fn chain_state(&mut self) -> Result<ChainState, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = ?1",
-            [self.workstation],
-            |r| {
-                Ok(ChainState {
-                    contiguous: r.get::<_, i64>(0)? as u64,
-                    contiguous_hash: hash_of(r.get(1)?),
-                    max_seq: r.get::<_, i64>(2)? as u64,
-                })
-            },
-        )?)
-    }
-
-    fn insert_new(&mut self, entries: &[Received], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
-        let mut insert = self.conn.prepare_cached(
-            "INSERT INTO audit (workstation, seq, time_ms, kind, user, os_account, policy_hash, details,
-                                prev_hash, hash, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (workstation, seq) DO NOTHING",
-        )?;
-        let mut inserted = BTreeSet::new();
-        for received in entries {
-            let e = received.entry();
-            let rows = insert.execute(params![
-                self.workstation,
-                e.seq as i64,
-                ms(e.time),
-                e.kind.as_str(),
-                e.user,
-                e.os_account,
-                e.policy_hash,
-                received.details_json(),
-                &e.prev_hash[..],
-                &e.hash[..],
-                ms(now),
-            ])?;
-            if rows == 1 {
-                inserted.insert(e.seq);
-            }
-        }
-        Ok(inserted)
-    }
-
-    fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT hash FROM audit WHERE workstation = ?1 AND seq = ?2")?;
-        let mut hashes = HashMap::with_capacity(seqs.len());
-        for &seq in seqs {
-            if let Some(hash) =
-                stmt.query_row(params![self.workstation, seq as i64], |r| r.get(0)).optional()?
-            {
-                hashes.insert(seq, hash);
-            }
-        }
-        Ok(hashes)
-    }
-
-    fn keep_conflict(&mut self, entry: &AuditEntry, now: UtcMillis) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                self.workstation,
-                entry.seq as i64,
-                &entry.hash[..],
-                super::conflict_record(entry),
-                ms(now)
-            ])?;
-        Ok(())
-    }
-
-    fn entries_after(&mut self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = ?1 AND seq > ?2 ORDER BY seq"
-        ))?;
-        let entries = stmt
-            .query_map(params![self.workstation, seq as i64], entry_from_row)?
-            .map(|r| r.map(|(_, e, _)| e))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(entries)
-    }
-
-    fn first_stored_after(&mut self, seq: u64) -> Result<Option<u64>, StoreError> {
-        let next: Option<i64> = self.conn.query_row(
-            "SELECT MIN(seq) FROM audit WHERE workstation = ?1 AND seq > ?2",
-            params![self.workstation, seq as i64],
-            |r| r.get(0),
-        )?;
-        Ok(next.map(|n| n as u64))
-    }
-
-    fn set_chain_state(&mut self, state: &ChainState, now: UtcMillis) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE workstations SET contiguous_seq = ?2, contiguous_hash = ?3, max_seq = ?4, last_seen_ms = ?5 WHERE id = ?1",
-            params![
-                self.workstation,
-                state.contiguous as i64,
-                &state.contiguous_hash[..],
-                state.max_seq as i64,
-                ms(now)
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError> {
-        let mut flag = self.conn.prepare_cached(
-            "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT DO NOTHING",
-        )?;
-        for (seq, kind, detail) in findings {
-            flag.execute(params![self.workstation, *seq as i64, kind, detail, ms(now)])?;
-        }
-        Ok(())
-    }
-}
 
 impl CollectorStore for SqliteStore {
     fn add_enroll_secret(
@@ -595,37 +423,7 @@ impl CollectorStore for SqliteStore {
         entries: Vec<Received>,
         now: UtcMillis,
     ) -> Result<Ingest, StoreError> {
-        let lock = || self.intake.lock().unwrap_or_else(|p| p.into_inner());
-        let mut intake = lock();
-        let id = intake.next_id;
-        intake.next_id += 1;
-        intake.waiting.push_back(Batch { id, workstation: workstation.to_owned(), entries, now });
-        loop {
-            if let Some(answer) = intake.answers.remove(&id) {
-                return answer;
-            }
-            if intake.committing {
-                intake = self.intake_done.wait(intake).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            // Nobody is committing: this thread commits what waits (its own batch among it).
-            intake.committing = true;
-            let mut group = Vec::new();
-            let mut size = 0;
-            while let Some(batch) = intake.waiting.front() {
-                if !group.is_empty() && size + batch.entries.len() > GROUP_ENTRIES {
-                    break;
-                }
-                size += batch.entries.len();
-                group.extend(intake.waiting.pop_front());
-            }
-            drop(intake);
-            let answers = self.commit_group(group);
-            intake = lock();
-            intake.answers.extend(answers);
-            intake.committing = false;
-            self.intake_done.notify_all();
-        }
+        self.writer.ingest(workstation, entries, now)
     }
 
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {
@@ -997,5 +795,23 @@ mod tests {
             }
         }
         assert_eq!(store.entry_count().expect("count"), 12 * 90, "every entry of every good batch, once");
+    }
+
+    #[test]
+    fn a_batch_whose_flush_to_disk_fails_is_not_acknowledged_and_sending_it_again_is_safe() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(&dir.path().join("c.db")).expect("open");
+        enrolled(&store, "ws-a");
+        store.writer.flush_to(dir.path().join("no-such-dir/c.db-wal"));
+        let refused = store.ingest("ws-a", log("ws-a", 5), at(9_000));
+        assert!(
+            matches!(&refused, Err(StoreError::NotDurable(why)) if why.contains("no-such-dir")),
+            "{refused:?}"
+        );
+        store.writer.flush_to(dir.path().join("c.db-wal"));
+        let again = store.ingest("ws-a", log("ws-a", 5), at(9_001)).expect("stored");
+        assert_eq!(again.ack.highest_contiguous_seq, 5);
+        assert_eq!(again.findings, 0, "the same entries again are no conflict");
+        assert_eq!(store.entry_count().expect("count"), 5);
     }
 }
