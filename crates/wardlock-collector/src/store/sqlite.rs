@@ -800,7 +800,7 @@ mod tests {
     #[test]
     fn a_batch_whose_flush_to_disk_fails_is_not_acknowledged_and_sending_it_again_is_safe() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SqliteStore::open(&dir.path().join("c.db")).expect("open");
+        let store = SqliteStore::open(&dir.path().join("c.db")).expect("open");
         enrolled(&store, "ws-a");
         store.writer.flush_to(dir.path().join("no-such-dir/c.db-wal"));
         let refused = store.ingest("ws-a", log("ws-a", 5), at(9_000));

@@ -1,9 +1,9 @@
-//! Audit intake into SQLite as a log-structured database does it: batches that arrive
-//! while a group is being written share the next transaction (group commit); the
-//! transaction is written to the WAL under SQLite's write lock, but the fsync that makes
-//! it durable happens after the lock is released, while the next group is written; and
-//! checkpoints (copying the WAL into the database) run on a thread of their own. No batch
-//! is answered before the fsync that covers it has returned.
+//! Audit intake into SQLite as a log-structured database does it, on three threads of
+//! its own: the writer takes every batch waiting and writes them as one transaction to
+//! the WAL (group commit); the flush thread makes what was written durable with one
+//! `fdatasync` of the WAL while the writer goes on with the next group, and only then
+//! answers; the checkpoint thread copies the WAL into the database. No batch is answered
+//! before the fsync that covers it has returned.
 //!
 //! Why that is as durable as `synchronous=FULL` for every answered batch: a commit in WAL
 //! mode only appends frames to the WAL, and `fdatasync` of the WAL after the commit makes
@@ -11,10 +11,10 @@
 //! `synchronous=FULL` syncs the WAL before copying it and the database after, and the WAL
 //! is only rewritten from its start once everything in it is in the (synced) database.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -32,158 +32,151 @@ const GROUP_ENTRIES: usize = 20_000;
 /// behind (64 MiB of 4 KiB pages).
 const WAL_SAFETY_PAGES: u32 = 16_384;
 
+/// The writer's side of intake: batches go in, each comes back answered once durable.
 #[derive(Debug)]
 pub(super) struct IntakeWriter {
-    conn: Mutex<Connection>,
-    queue: Mutex<Queue>,
-    answered: Condvar,
-    wal: PathBuf,
+    batches: mpsc::Sender<Batch>,
+    /// The WAL's path as the flush thread syncs it (a test changes it).
+    #[cfg(test)]
+    wal: Arc<Mutex<PathBuf>>,
     checkpoints: Arc<Checkpoints>,
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    waiting: VecDeque<Batch>,
-    writing: bool,
-    answers: HashMap<u64, Result<Ingest, StoreError>>,
-    next_id: u64,
-}
+type Answer = Result<Ingest, StoreError>;
 
 #[derive(Debug)]
 struct Batch {
-    id: u64,
     workstation: String,
     entries: Vec<Received>,
     now: UtcMillis,
+    answer: mpsc::SyncSender<Answer>,
 }
 
+/// A group written to the WAL, not yet synced: each batch's answer and where it goes.
+type Written = Vec<(mpsc::SyncSender<Answer>, Answer)>;
+
 impl IntakeWriter {
-    /// Opens the intake connection to a database already migrated.
+    /// Opens the intake connection to a database already migrated, and starts the writer,
+    /// flush and checkpoint threads.
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // NORMAL: a commit writes the WAL without syncing it; `flush` syncs it before any
-        // answer. The page cache keeps a fleet's index pages in memory.
+        // NORMAL: a commit writes the WAL without syncing it; the flush thread syncs it
+        // before any answer. The page cache keeps a fleet's index pages in memory.
         conn.execute_batch(&format!(
             "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY;
              PRAGMA wal_autocheckpoint = {WAL_SAFETY_PAGES}; PRAGMA journal_size_limit = 67108864;"
         ))?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
+        let wal = Arc::new(Mutex::new(PathBuf::from(wal)));
+        let checkpoints = Checkpoints::start(path)?;
+        let spawn_error =
+            |e: std::io::Error| StoreError::Open { path: path.display().to_string(), why: e.to_string() };
+        let (batches, incoming) = mpsc::channel();
+        let (written, to_flush) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-intake".into())
+            .spawn(move || write_groups(conn, &incoming, &written))
+            .map_err(spawn_error)?;
+        let (flush_wal, flush_checkpoints) = (Arc::clone(&wal), checkpoints.clone());
+        std::thread::Builder::new()
+            .name("sqlite-flush".into())
+            .spawn(move || flush_groups(&to_flush, &flush_wal, &flush_checkpoints))
+            .map_err(spawn_error)?;
         Ok(Self {
-            conn: Mutex::new(conn),
-            queue: Mutex::default(),
-            answered: Condvar::new(),
-            wal: wal.into(),
-            checkpoints: Checkpoints::start(path)?,
+            batches,
+            #[cfg(test)]
+            wal,
+            checkpoints,
         })
     }
 
     /// Stores one batch, in whatever group it lands in, and answers once it is durable.
-    pub(super) fn ingest(
-        &self,
-        workstation: &str,
-        entries: Vec<Received>,
-        now: UtcMillis,
-    ) -> Result<Ingest, StoreError> {
-        let mut queue = self.queue();
-        let id = queue.next_id;
-        queue.next_id += 1;
-        queue.waiting.push_back(Batch { id, workstation: workstation.to_owned(), entries, now });
-        loop {
-            if let Some(answer) = queue.answers.remove(&id) {
-                return answer;
-            }
-            if queue.writing || queue.waiting.is_empty() {
-                // Another thread writes, or flushes the group this batch is in.
-                queue = self.answered.wait(queue).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            // Nobody writes: this thread writes what waits (its own batch, if still waiting).
-            queue.writing = true;
-            let group = take_group(&mut queue.waiting);
-            drop(queue);
-            let written = self.write_group(group);
-            queue = self.queue();
-            queue.writing = false;
-            self.answered.notify_all();
-            drop(queue);
-            // The next group is written while this one goes to disk.
-            let answers = self.flush(written);
-            self.checkpoints.wake();
-            queue = self.queue();
-            queue.answers.extend(answers);
-            self.answered.notify_all();
-        }
-    }
-
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Writes the batches as one transaction. If anything in it fails, nothing of it is
-    /// stored, and each batch is tried again alone, so one bad batch fails only itself.
-    fn write_group(&self, mut group: Vec<Batch>) -> Vec<(u64, Result<Ingest, StoreError>)> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if group.len() > 1 {
-            if let Ok(done) = write(&mut conn, &mut group) {
-                return group.iter().map(|b| b.id).zip(done.into_iter().map(Ok)).collect();
-            }
-        }
-        group
-            .chunks_mut(1)
-            .map(|one| (one[0].id, write(&mut conn, one).map(|mut done| done.remove(0))))
-            .collect()
-    }
-
-    /// Makes the written groups durable: `fdatasync` of the WAL. If that fails, the batches
-    /// are reported as failed, and the agents send them again (a no-op if they were kept).
-    fn flush(
-        &self,
-        written: Vec<(u64, Result<Ingest, StoreError>)>,
-    ) -> Vec<(u64, Result<Ingest, StoreError>)> {
-        if written.iter().all(|(_, r)| r.is_err()) {
-            return written;
-        }
-        match std::fs::File::open(&self.wal).and_then(|wal| wal.sync_data()) {
-            Ok(()) => written,
-            Err(e) => {
-                let why = format!("{}: {e}", self.wal.display());
-                written
-                    .into_iter()
-                    .map(|(id, r)| (id, r.and(Err(StoreError::NotDurable(why.clone())))))
-                    .collect()
-            }
-        }
+    pub(super) fn ingest(&self, workstation: &str, entries: Vec<Received>, now: UtcMillis) -> Answer {
+        let (answer, answered) = mpsc::sync_channel(1);
+        let stopped = || StoreError::NotDurable("the intake writer has stopped".into());
+        self.batches
+            .send(Batch { workstation: workstation.to_owned(), entries, now, answer })
+            .map_err(|_| stopped())?;
+        answered.recv().map_err(|_| stopped())?
     }
 }
 
 #[cfg(test)]
 impl IntakeWriter {
     /// Points the flush elsewhere: a test's way to make it fail.
-    pub(super) fn flush_to(&mut self, wal: PathBuf) {
-        self.wal = wal;
+    pub(super) fn flush_to(&self, wal: PathBuf) {
+        *self.wal.lock().unwrap_or_else(|p| p.into_inner()) = wal;
     }
 }
 
 impl Drop for IntakeWriter {
     fn drop(&mut self) {
+        // The writer and flush threads end when their channels close.
         self.checkpoints.stop();
     }
 }
 
-/// The front of the queue, up to `GROUP_ENTRIES` entries (at least one batch).
-fn take_group(waiting: &mut VecDeque<Batch>) -> Vec<Batch> {
-    let mut group = Vec::new();
-    let mut size = 0;
-    while let Some(batch) = waiting.front() {
-        if !group.is_empty() && size + batch.entries.len() > GROUP_ENTRIES {
-            break;
+/// The writer thread: takes what waits (up to `GROUP_ENTRIES` entries), writes it as one
+/// transaction and hands it to the flush thread, while the next batches arrive.
+fn write_groups(mut conn: Connection, incoming: &mpsc::Receiver<Batch>, written: &mpsc::Sender<Written>) {
+    while let Ok(first) = incoming.recv() {
+        let mut size = first.entries.len();
+        let mut group = vec![first];
+        while size < GROUP_ENTRIES {
+            match incoming.try_recv() {
+                Ok(batch) => {
+                    size += batch.entries.len();
+                    group.push(batch);
+                }
+                Err(_) => break,
+            }
         }
-        size += batch.entries.len();
-        group.extend(waiting.pop_front());
+        if written.send(write_group(&mut conn, group)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes the batches as one transaction. If anything in it fails, nothing of it is
+/// stored, and each batch is tried again alone, so one bad batch fails only itself.
+fn write_group(conn: &mut Connection, mut group: Vec<Batch>) -> Written {
+    if group.len() > 1 {
+        if let Ok(done) = write(conn, &mut group) {
+            return group.into_iter().map(|b| b.answer).zip(done.into_iter().map(Ok)).collect();
+        }
     }
     group
+        .into_iter()
+        .map(|mut one| {
+            let answer = write(conn, std::slice::from_mut(&mut one)).map(|mut done| done.remove(0));
+            (one.answer, answer)
+        })
+        .collect()
+}
+
+/// The flush thread: one `fdatasync` of the WAL for every group written since the last,
+/// then the answers. If the sync fails, the batches are reported as failed, and the agents
+/// send them again (a no-op where they were kept).
+fn flush_groups(to_flush: &mpsc::Receiver<Written>, wal: &Mutex<PathBuf>, checkpoints: &Checkpoints) {
+    while let Ok(first) = to_flush.recv() {
+        let mut groups = vec![first];
+        groups.extend(to_flush.try_iter());
+        let wal = wal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let synced = std::fs::File::open(&wal)
+            .and_then(|file| file.sync_data())
+            .map_err(|e| format!("{}: {e}", wal.display()));
+        for (answer, result) in groups.into_iter().flatten() {
+            let result = match &synced {
+                Ok(()) => result,
+                Err(why) => result.and(Err(StoreError::NotDurable(why.clone()))),
+            };
+            // A caller that gave up waiting is no reason to stop.
+            let _ = answer.send(result);
+        }
+        checkpoints.wake();
+    }
 }
 
 fn write(conn: &mut Connection, group: &mut [Batch]) -> Result<Vec<Ingest>, StoreError> {
