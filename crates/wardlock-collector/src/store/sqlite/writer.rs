@@ -52,8 +52,9 @@ struct Batch {
     answer: mpsc::SyncSender<Answer>,
 }
 
-/// A group written to the WAL, not yet synced: each batch's answer and where it goes.
-type Written = Vec<(mpsc::SyncSender<Answer>, Answer)>;
+/// A group written to the WAL, not yet synced: each batch with its answer. The batches
+/// go along so that they are freed on the flush thread, not the writer.
+type Written = Vec<(Batch, Answer)>;
 
 impl IntakeWriter {
     /// Opens the intake connection to a database already migrated, and starts the writer,
@@ -144,14 +145,14 @@ fn write_groups(mut conn: Connection, incoming: &mpsc::Receiver<Batch>, written:
 fn write_group(conn: &mut Connection, mut group: Vec<Batch>) -> Written {
     if group.len() > 1 {
         if let Ok(done) = write(conn, &mut group) {
-            return group.into_iter().map(|b| b.answer).zip(done.into_iter().map(Ok)).collect();
+            return group.into_iter().zip(done.into_iter().map(Ok)).collect();
         }
     }
     group
         .into_iter()
         .map(|mut one| {
             let answer = write(conn, std::slice::from_mut(&mut one)).map(|mut done| done.remove(0));
-            (one.answer, answer)
+            (one, answer)
         })
         .collect()
 }
@@ -167,13 +168,13 @@ fn flush_groups(to_flush: &mpsc::Receiver<Written>, wal: &Mutex<PathBuf>, checkp
         let synced = std::fs::File::open(&wal)
             .and_then(|file| file.sync_data())
             .map_err(|e| format!("{}: {e}", wal.display()));
-        for (answer, result) in groups.into_iter().flatten() {
+        for (batch, result) in groups.into_iter().flatten() {
             let result = match &synced {
                 Ok(()) => result,
                 Err(why) => result.and(Err(StoreError::NotDurable(why.clone()))),
             };
             // A caller that gave up waiting is no reason to stop.
-            let _ = answer.send(result);
+            let _ = batch.answer.send(result);
         }
         checkpoints.wake();
     }
