@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use wardlock_core::protocol::collector::{
-    EnrollSecretCreated, EnrollSecretInfo, EnrollSecretRequest, ReenrollApproved,
+    ConflictOut, EnrollSecretCreated, EnrollSecretInfo, EnrollSecretRequest, EventOut, EventPage,
+    FailureCount, Finding, PolicyStored, ReenrollApproved, StaleUser, WorkstationOut,
 };
 
 use crate::Verdict;
@@ -104,9 +105,8 @@ impl Server {
         })
     }
 
-    /// A report, every page of it (`X-Next-After`), as one JSON array; a report that is
-    /// no list comes back as it is.
-    pub fn all_pages(&self, path: &str) -> Result<Value> {
+    /// A list, every page of it (`X-Next-After`): each page is a JSON array of `T`.
+    pub fn all_pages<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut items = Vec::new();
         let mut after: Option<String> = None;
@@ -116,14 +116,12 @@ impl Server {
                 None => path.to_owned(),
             };
             let (text, next) = self.call("GET", &url, None, None)?;
-            match serde_json::from_str::<Value>(&text)? {
-                Value::Array(page) => items.extend(page),
-                other if after.is_none() => return Ok(other),
-                other => bail!("page {url} of a list is not a list: {other}"),
-            }
+            let page: Vec<T> = serde_json::from_str(&text)
+                .with_context(|| format!("the collector's answer to GET {url}"))?;
+            items.extend(page);
             match next {
                 Some(n) => after = Some(n),
-                None => return Ok(Value::Array(items)),
+                None => return Ok(items),
             }
         }
     }
@@ -138,14 +136,6 @@ impl Server {
         let body = body.map(serde_json::to_string).transpose()?;
         let (text, _) = self.call(method, path, body, None)?;
         serde_json::from_str(&text).with_context(|| format!("the collector's answer to {method} {path}"))
-    }
-
-    pub fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let (text, _) = self.call(method, path, body.map(|b| b.to_string()), None)?;
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        Ok(serde_json::from_str(&text)?)
     }
 }
 
@@ -284,8 +274,7 @@ pub fn enroll_secret(server: &Server, cmd: EnrollSecretCommand) -> Result<Verdic
             );
         }
         EnrollSecretCommand::List => {
-            let secrets: Vec<EnrollSecretInfo> =
-                serde_json::from_value(server.all_pages("/api/v1/admin/enroll-secrets")?)?;
+            let secrets: Vec<EnrollSecretInfo> = server.all_pages("/api/v1/admin/enroll-secrets")?;
             println!("{:<12}  {:<9}  {:>11}  {:<20}  label", "id", "state", "uses", "expires");
             for s in secrets {
                 let uses = match s.max_uses {
@@ -340,7 +329,8 @@ pub fn events(server: &Server, args: EventsArgs) -> Result<Verdict> {
     // Follow the pages; JSON and FHIR pages are merged, CSV pages concatenated.
     let mut after: Option<String> = None;
     let mut csv = String::new();
-    let mut items: Vec<Value> = Vec::new();
+    let mut events: Vec<EventOut> = Vec::new();
+    let mut fhir_entries: Vec<Value> = Vec::new();
     loop {
         let page = match &after {
             Some(a) => format!("/api/v1/events{filters}{sep}limit=10000&after={a}"),
@@ -355,14 +345,16 @@ pub fn events(server: &Server, args: EventsArgs) -> Result<Verdict> {
                 next_header
             }
             EventFormat::Fhir => {
-                let v: Value = serde_json::from_str(&text)?;
-                items.extend(v["entry"].as_array().cloned().unwrap_or_default());
+                let bundle: FhirBundle =
+                    serde_json::from_str(&text).context("the collector's FHIR bundle")?;
+                fhir_entries.extend(bundle.entry);
                 next_header
             }
             EventFormat::Json => {
-                let v: Value = serde_json::from_str(&text)?;
-                items.extend(v["events"].as_array().cloned().unwrap_or_default());
-                v["next"].as_i64().map(|n| n.to_string())
+                let page: EventPage =
+                    serde_json::from_str(&text).context("the collector's page of events")?;
+                events.extend(page.events);
+                page.next.map(|n| n.to_string())
             }
         };
         match next {
@@ -372,10 +364,8 @@ pub fn events(server: &Server, args: EventsArgs) -> Result<Verdict> {
     }
     let output = match args.format {
         EventFormat::Csv => csv,
-        EventFormat::Json => serde_json::to_string_pretty(&items)?,
-        EventFormat::Fhir => serde_json::to_string_pretty(&serde_json::json!({
-            "resourceType": "Bundle", "type": "collection", "entry": items
-        }))?,
+        EventFormat::Json => serde_json::to_string_pretty(&events)?,
+        EventFormat::Fhir => serde_json::to_string_pretty(&FhirBundle::collection(fhir_entries))?,
     };
     match args.out {
         Some(path) => {
@@ -388,22 +378,54 @@ pub fn events(server: &Server, args: EventsArgs) -> Result<Verdict> {
 }
 
 pub fn report(server: &Server, cmd: ReportCommand) -> Result<Verdict> {
-    let path = match cmd {
-        ReportCommand::Silent { minutes } => format!("/api/v1/reports/silent?minutes={minutes}"),
-        ReportCommand::Failed { since } => format!("/api/v1/reports/failed{}", query(&[("since", &since)])),
-        ReportCommand::Stale { days } => format!("/api/v1/reports/stale?days={days}"),
-        ReportCommand::Emergency { since } => {
-            format!("/api/v1/reports/emergency{}", query(&[("since", &since)]))
+    match cmd {
+        ReportCommand::Silent { minutes } => {
+            print_list::<WorkstationOut>(server, &format!("/api/v1/reports/silent?minutes={minutes}"))
         }
-        ReportCommand::Chain => "/api/v1/reports/chain".to_owned(),
-        ReportCommand::Conflicts { workstation } => {
-            format!("/api/v1/reports/conflicts{}", query(&[("workstation", &workstation)]))
+        ReportCommand::Failed { since } => print_list::<FailureCount>(
+            server,
+            &format!("/api/v1/reports/failed{}", query(&[("since", &since)])),
+        ),
+        ReportCommand::Stale { days } => {
+            print_list::<StaleUser>(server, &format!("/api/v1/reports/stale?days={days}"))
         }
-    };
-    let value = server.all_pages(&path)?;
-    println!("{}", serde_json::to_string_pretty(&value)?);
+        ReportCommand::Emergency { since } => print_list::<EventOut>(
+            server,
+            &format!("/api/v1/reports/emergency{}", query(&[("since", &since)])),
+        ),
+        ReportCommand::Chain => print_list::<Finding>(server, "/api/v1/reports/chain"),
+        ReportCommand::Conflicts { workstation } => print_list::<ConflictOut>(
+            server,
+            &format!("/api/v1/reports/conflicts{}", query(&[("workstation", &workstation)])),
+        ),
+    }?;
     // A report that finds something is not a failure of the command.
     Ok(Verdict::Ok)
+}
+
+/// Every page of a report, read as the collector's wire type, printed as one JSON array.
+fn print_list<T: serde::de::DeserializeOwned + serde::Serialize>(server: &Server, path: &str) -> Result<()> {
+    let items: Vec<T> = server.all_pages(path)?;
+    println!("{}", serde_json::to_string_pretty(&items)?);
+    Ok(())
+}
+
+/// A FHIR R4 Bundle of AuditEvents, as `GET /api/v1/events` gives it (HL7's format, so its
+/// entries stay JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FhirBundle {
+    #[serde(rename = "resourceType")]
+    resource_type: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    entry: Vec<Value>,
+}
+
+impl FhirBundle {
+    fn collection(entry: Vec<Value>) -> Self {
+        Self { resource_type: "Bundle".into(), kind: "collection".into(), entry }
+    }
 }
 
 pub fn policy_push(server: &Server, file: &std::path::Path, group: &str) -> Result<Verdict> {
@@ -412,7 +434,7 @@ pub fn policy_push(server: &Server, file: &std::path::Path, group: &str) -> Resu
     // Sent as written: the signature covers the body bytes, not a re-encoding.
     let (answer, _) =
         server.call("PUT", &format!("/api/v1/admin/policies/{}", encode(group)), Some(text), None)?;
-    let stored: Value = serde_json::from_str(&answer)?;
-    println!("pushed serial {} for group {}", stored["serial"], stored["group"].as_str().unwrap_or(group));
+    let stored: PolicyStored = serde_json::from_str(&answer).context("the collector's answer to the push")?;
+    println!("pushed serial {} for group {}", stored.serial, stored.group);
     Ok(Verdict::Ok)
 }

@@ -154,13 +154,15 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
             let store = global.open_store(false)?;
             let users = directory::list_users(&store)?;
             if json {
-                let rows: Vec<_> = users
+                let rows: Vec<UserRow<'_>> = users
                     .iter()
-                    .map(|u| {
-                        serde_json::json!({
-                            "id": u.id, "name": u.display_name, "role": u.role,
-                            "disabled": u.disabled, "pin": u.has_pin, "totp": u.has_totp,
-                        })
+                    .map(|u| UserRow {
+                        id: &u.id,
+                        name: &u.display_name,
+                        role: &u.role,
+                        disabled: u.disabled,
+                        pin: u.has_pin,
+                        totp: u.has_totp,
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -170,6 +172,18 @@ pub fn run(global: &Global, cmd: UserCommand) -> Result<Verdict> {
         }
     }
     Ok(Verdict::Ok)
+}
+
+/// A local user as `user list --json` prints it (no secrets: whether there is a PIN or a
+/// TOTP seed, never either).
+#[derive(Debug, serde::Serialize)]
+struct UserRow<'a> {
+    id: &'a str,
+    name: &'a str,
+    role: &'a str,
+    disabled: bool,
+    pin: bool,
+    totp: bool,
 }
 
 /// Prints the authenticator URI and its QR code. They are the secret itself: shown once.
@@ -224,7 +238,8 @@ pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result
             bail!("resetting credentials at the collector is not supported yet; disable the user and add a new one")
         }
         UserCommand::Disable { id } => {
-            server.json("POST", &format!("/api/v1/admin/users/{id}/disable"), None)?;
+            let path = format!("/api/v1/admin/users/{}/disable", crate::server::encode(&id));
+            server.call("POST", &path, None, None)?;
             println!(
                 "disabled user {id} in the collector's directory (workstations apply it at their next sync)"
             );
@@ -241,12 +256,10 @@ pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result
             );
         }
         UserCommand::List { json } => {
-            let users = server.all_pages("/api/v1/admin/users")?;
+            let users: Vec<UserOut> = server.all_pages("/api/v1/admin/users")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {
-                let users: Vec<UserOut> =
-                    serde_json::from_value(users).context("the collector's list of users")?;
                 let summaries: Vec<directory::UserSummary> = users
                     .into_iter()
                     .map(|u| directory::UserSummary {

@@ -1,15 +1,11 @@
 //! The administrators' side: policies, API tokens, the admin log and the central
 //! directory (users, their PINs and TOTP seeds, IT's admin grants).
 
-use wardlock_core::protocol::collector::{NewUserRequest, UserCreated, UserOut};
+use wardlock_core::protocol::collector::{
+    NewUserRequest, PolicyStored, TokenCreated, TokenRequest, UserCreated, UserOut,
+};
 
 use super::*;
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct PolicyStored {
-    group: String,
-    serial: u64,
-}
 
 #[utoipa::path(put, path = "/api/v1/admin/policies/{group}", summary = "Store a signed policy for a group (the serial must increase)", params(("group" = String, Path)), request_body = SignedPolicy, responses((status = 201, body = PolicyStored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
 pub(super) async fn put_policy(
@@ -46,21 +42,6 @@ pub(super) async fn put_policy(
             Ok((StatusCode::CREATED, Json(PolicyStored { group, serial })).into_response())
         }
     }
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TokenRequest {
-    role: Role,
-    /// Who the token is for.
-    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
-    label: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct TokenCreated {
-    token: String,
-    role: Role,
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/tokens", summary = "Make an API token with a role (shown once)", request_body = TokenRequest, responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]

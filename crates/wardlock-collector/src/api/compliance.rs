@@ -1,5 +1,7 @@
 //! The compliance side: events (JSON, CSV, FHIR) and reports, every list in pages.
 
+use wardlock_core::protocol::collector::{ConflictOut, EventOut, EventPage, StaleUser, WorkstationOut};
+
 use super::*;
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -20,21 +22,6 @@ pub(super) struct EventParams {
     /// Page size (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct EventPage {
-    events: Vec<EventOut>,
-    /// Pass as `after` for the next page; absent on the last page.
-    next: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct EventOut {
-    id: i64,
-    received: UtcMillis,
-    #[serde(flatten)]
-    record: AuditRecord,
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<UtcMillis>, ApiError> {
@@ -158,17 +145,6 @@ pub(super) struct ConflictParams {
     limit: Option<u32>,
 }
 
-/// Two versions of one entry: what the collector stored first, and what came later
-/// under the same seq.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct ConflictOut {
-    workstation: String,
-    seq: u64,
-    stored: AuditRecord,
-    received: AuditRecord,
-    received_at: UtcMillis,
-}
-
 #[utoipa::path(get, path = "/api/v1/reports/conflicts", summary = "Entries received under a stored seq with another content: both versions, in full", params(ConflictParams), responses((status = 200, body = Vec<ConflictOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
 pub(super) async fn report_conflicts(
     State(state): State<AppState>,
@@ -212,18 +188,6 @@ pub(super) struct SilentParams {
     /// Page size (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct WorkstationOut {
-    id: String,
-    hostname: String,
-    group: String,
-    agent_version: String,
-    enrolled: UtcMillis,
-    last_seen: Option<UtcMillis>,
-    entries_received: u64,
-    entries_reported: Option<u64>,
 }
 
 impl From<Workstation> for WorkstationOut {
@@ -355,14 +319,6 @@ pub(super) struct StaleParams {
     /// Page size (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct StaleUser {
-    id: String,
-    display_name: String,
-    role: String,
-    last_unlock: Option<UtcMillis>,
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users with no unlock for N days", params(StaleParams), responses((status = 200, body = Vec<StaleUser>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]

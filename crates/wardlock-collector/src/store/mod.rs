@@ -30,30 +30,9 @@ pub enum StoreError {
 
 pub type Hash = [u8; 32];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Policy, users, enrollment secrets, tokens; and everything an auditor may do.
-    Admin,
-    /// Read-only: events and reports.
-    Auditor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
-    }
-}
+/// What an API token may do (the wire type, named so in the store).
+pub use wardlock_core::protocol::collector::TokenRole as Role;
+pub use wardlock_core::protocol::collector::{AdminAction, FailureCount, Finding};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workstation {
@@ -178,36 +157,6 @@ pub fn conflict_record(entry: &AuditEntry) -> String {
 pub fn conflict_entry(json: &str) -> Option<AuditEntry> {
     let record: wardlock_core::protocol::collector::AuditRecord = serde_json::from_str(json).ok()?;
     AuditEntry::try_from(record).ok()
-}
-
-/// A problem with a workstation's chain, kept for compliance.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Finding {
-    pub workstation: String,
-    pub seq: u64,
-    /// `altered`, `broken_link`, `rewritten` (another entry under a stored seq), `truncated`
-    /// (the workstation reports fewer entries than the collector holds), `enroll_conflict`
-    /// (an enrollment under this workstation's ID was refused; seq 0).
-    pub kind: String,
-    pub detail: String,
-    pub found: UtcMillis,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct FailureCount {
-    pub user: String,
-    pub workstation: String,
-    pub failed_attempts: u64,
-    pub lockouts: u64,
-    pub last: UtcMillis,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct AdminAction {
-    pub time: UtcMillis,
-    pub actor: String,
-    pub action: String,
-    pub detail: String,
 }
 
 /// A new enrollment secret: who it is for, until when, how many workstations.

@@ -300,6 +300,153 @@ pub struct Heartbeat {
     pub guard_connected: bool,
 }
 
+// --- The administrators' and compliance's answers (wardlockctl reads them typed). ---
+// Answers do not deny unknown fields: a newer collector may add some.
+
+/// `PUT /api/v1/admin/policies/{group}`: the signed policy stored for the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyStored {
+    pub group: String,
+    pub serial: u64,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// Policy, users, enrollment secrets, tokens; and everything an auditor may do.
+    Admin,
+    /// Read-only: events and reports.
+    Auditor,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Auditor => "auditor",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TokenRole> {
+        match s {
+            "admin" => Some(TokenRole::Admin),
+            "auditor" => Some(TokenRole::Auditor),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /api/v1/admin/tokens`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub role: TokenRole,
+    /// Who the token is for.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, pattern = "\\S"))]
+    pub label: String,
+}
+
+/// The new token, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreated {
+    pub token: String,
+    pub role: TokenRole,
+}
+
+/// `GET /api/v1/admin/log`: one thing an administrator did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminAction {
+    pub time: UtcMillis,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// `GET /api/v1/events` (JSON): a page of stored entries in the order received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventPage {
+    pub events: Vec<EventOut>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<i64>,
+}
+
+/// A stored entry, its cursor and when the collector received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventOut {
+    pub id: i64,
+    pub received: UtcMillis,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+/// `GET /api/v1/reports/conflicts`: two versions of one entry, what the collector stored
+/// first and what came later under the same seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConflictOut {
+    pub workstation: String,
+    pub seq: u64,
+    pub stored: AuditRecord,
+    pub received: AuditRecord,
+    pub received_at: UtcMillis,
+}
+
+/// `GET /api/v1/workstations`, `GET /api/v1/reports/silent`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkstationOut {
+    pub id: String,
+    pub hostname: String,
+    pub group: String,
+    pub agent_version: String,
+    pub enrolled: UtcMillis,
+    pub last_seen: Option<UtcMillis>,
+    pub entries_received: u64,
+    pub entries_reported: Option<u64>,
+}
+
+/// `GET /api/v1/reports/chain`: a problem with a workstation's chain, kept for compliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Finding {
+    pub workstation: String,
+    pub seq: u64,
+    /// `altered`, `broken_link`, `rewritten` (another entry under a stored seq), `truncated`
+    /// (the workstation reports fewer entries than the collector holds), `enroll_conflict`
+    /// (an enrollment under this workstation's ID was refused; seq 0).
+    pub kind: String,
+    pub detail: String,
+    pub found: UtcMillis,
+}
+
+/// `GET /api/v1/reports/failed`: failed attempts and lockouts of a user on a workstation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FailureCount {
+    pub user: String,
+    pub workstation: String,
+    pub failed_attempts: u64,
+    pub lockouts: u64,
+    pub last: UtcMillis,
+}
+
+/// `GET /api/v1/reports/stale`: a directory user with no unlock for the time asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StaleUser {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub last_unlock: Option<UtcMillis>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +466,21 @@ mod tests {
         let back = AuditEntry::try_from(back).unwrap();
         assert_eq!(back, entry);
         assert_eq!(back.compute_hash(), entry.hash);
+    }
+
+    #[test]
+    fn an_event_reads_back_as_it_was_written_with_its_record_flattened() {
+        let draft = crate::audit::AuditDraft::new(UtcMillis::from_unix_millis(1_000), AuditKind::Locked)
+            .user("n.nurse");
+        let entry = AuditEntry::chain(draft, "ws-a", None);
+        let event = EventOut {
+            id: 7,
+            received: UtcMillis::from_unix_millis(2_000),
+            record: AuditRecord::from(&entry),
+        };
+        let json = serde_json::to_value(&event).expect("json");
+        assert_eq!(json["seq"], 1, "the record's fields sit beside id and received: {json}");
+        let back: EventOut = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, event);
     }
 }
