@@ -176,6 +176,17 @@ fn dependencies_point_inward() {
             "{user} talks to wardlockd without the client"
         );
     }
+    // The test kit starts real processes for tests; nothing shipped links it.
+    for shipped in [
+        "crates/wardlock-core",
+        "crates/wardlock-agent",
+        "crates/wardlock-client",
+        "crates/wardlockctl",
+        "crates/wardlock-collector",
+        "src-tauri",
+    ] {
+        assert!(!deps(shipped).iter().any(|d| d == "wardlock-testkit"), "{shipped} links the test kit");
+    }
     // The guard, in the shared session, holds no database at all.
     let guard = deps("src-tauri");
     assert!(!guard.iter().any(|d| d == "rusqlite" || d == "keyring"), "the guard links storage: {guard:?}");

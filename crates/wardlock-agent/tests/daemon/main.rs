@@ -11,6 +11,5 @@ mod fuzz;
 mod installer;
 mod protocol;
 mod supervision;
-mod sync;
 mod unlock;
 mod util;

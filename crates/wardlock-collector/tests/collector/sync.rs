@@ -2,10 +2,9 @@
 //! enrollment, signed policies end to end, and a fault run where nothing may be lost or
 //! doubled.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -15,292 +14,12 @@ use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{public_key_pem, SignedPolicy, SignedPolicyBody};
 use wardlock_core::protocol::collector::AuditRecord;
 
-use crate::util::{Daemon, PATIENCE};
-
-/// `wardlock-collector` sits beside `wardlockd` once the workspace is built (`cargo test
-/// --workspace` builds every binary before running any test).
-fn collector_binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_wardlockd")).with_file_name("wardlock-collector");
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` (or `make test`)", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Which database the collector runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A throwaway PostgreSQL cluster (Debian's `postgresql` package) on a loopback port,
-/// stopped when dropped.
-pub struct PgCluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    pub port: u16,
-    as_postgres: bool,
-}
-
-impl PgCluster {
-    pub fn start() -> PgCluster {
-        Self::start_serving(None)
-    }
-
-    /// A cluster that also speaks TLS, with this certificate and key (PEM).
-    pub fn start_with_tls(cert: &Path, key: &Path) -> PgCluster {
-        Self::start_serving(Some((cert, key)))
-    }
-
-    fn start_serving(tls: Option<(&Path, &Path)>) -> PgCluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL is needed (apt-get install postgresql; `make setup` does it)")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|p| p.join("initdb").exists())
-            .max()
-            .expect("no initdb under /usr/lib/postgresql/*/bin");
-        let dir = tempfile::tempdir().unwrap();
-        // PostgreSQL refuses to run as root; CI is root, so there it runs as `postgres`.
-        let as_postgres = nix::unistd::geteuid().is_root();
-        if as_postgres {
-            let status = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
-            assert!(status.success());
-        }
-        let cluster = PgCluster { dir, bin, port: free_port(), as_postgres };
-        cluster.run("initdb", &["-D", &cluster.data(), "-A", "trust", "-U", "wardlock", "--no-sync"]);
-        let mut options =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1", cluster.port, cluster.dir.path().display());
-        if let Some((cert, key)) = tls {
-            // The server reads them as its own account, and the key only if no one else can.
-            let (server_cert, server_key) =
-                (cluster.dir.path().join("server.crt"), cluster.dir.path().join("server.key"));
-            std::fs::copy(cert, &server_cert).unwrap();
-            std::fs::copy(key, &server_key).unwrap();
-            std::fs::set_permissions(&server_key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap();
-            if cluster.as_postgres {
-                let status = Command::new("chown")
-                    .arg("postgres")
-                    .arg(&server_cert)
-                    .arg(&server_key)
-                    .status()
-                    .unwrap();
-                assert!(status.success());
-            }
-            options.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
-                server_cert.display(),
-                server_key.display()
-            ));
-        }
-        let log = format!("{}/log", cluster.dir.path().display());
-        cluster.run("pg_ctl", &["-D", &cluster.data(), "-o", &options, "-l", &log, "-w", "start"]);
-        cluster
-    }
-
-    fn data(&self) -> String {
-        format!("{}/data", self.dir.path().display())
-    }
-
-    fn command(&self, tool: &str) -> Command {
-        let exe = self.bin.join(tool);
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let out = self.command(tool).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A new, empty database and its URL.
-    pub fn database(&self, name: &str) -> String {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "wardlock", "-d", "postgres", "-c"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        format!("postgres://wardlock@127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        let data = self.data();
-        let _ = self.command("pg_ctl").args(["-D", data.as_str(), "-m", "immediate", "stop"]).output();
-    }
-}
-
-pub struct Collector {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Option<Child>,
-    pub token: String,
-    pub secret: String,
-    pub db: Option<String>,
-    /// More arguments for `serve`.
-    pub extra_args: Vec<String>,
-    /// Kept running as long as this collector.
-    _pg: Option<PgCluster>,
-}
-
-impl Collector {
-    pub fn start_new(backend: Backend) -> Collector {
-        match backend {
-            Backend::Sqlite => Self::start_on(None, None),
-            Backend::Postgres => {
-                let pg = PgCluster::start();
-                let url = pg.database("collector");
-                Self::start_on(Some(pg), Some(url))
-            }
-        }
-    }
-
-    /// A collector on `db` (`None`: its own SQLite file), keeping `pg` running.
-    pub fn start_on(pg: Option<PgCluster>, db: Option<String>) -> Collector {
-        let mut c = Collector {
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            child: None,
-            token: String::new(),
-            secret: String::new(),
-            db,
-            extra_args: Vec::new(),
-            _pg: pg,
-        };
-        c.start();
-        c.token = std::fs::read_to_string(c.dir.path().join("admin-token")).unwrap();
-        c.secret = std::fs::read_to_string(c.dir.path().join("enroll-secret")).unwrap();
-        c
-    }
-
-    /// Starts it (again, on the same database and certificate) and waits until it listens.
-    pub fn start(&mut self) {
-        let mut command = Command::new(collector_binary());
-        command
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--dev"])
-            .arg(self.dir.path());
-        if let Some(db) = &self.db {
-            command.args(["--db", db]);
-        }
-        command.args(&self.extra_args);
-        // Fault tests push backlogs far above a ward's rate; the quota test sets its own.
-        if !self.extra_args.iter().any(|a| a == "--max-entries-per-minute") {
-            command.args(["--max-entries-per-minute", "10000000"]);
-        }
-        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[collector] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx.recv_timeout(PATIENCE).expect("the collector never said it was listening");
-            if line.contains("listening on") {
-                break;
-            }
-        }
-        self.child = Some(child);
-    }
-
-    pub fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    pub fn cert(&self) -> PathBuf {
-        self.dir.path().join("tls/cert.pem")
-    }
-
-    pub fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
-    /// One HTTPS request with the admin token (or `token`): status and body.
-    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {
-        call(&self.cert(), method, &format!("{}{path}", self.url()), Some(token.unwrap_or(&self.token)), body)
-    }
-
-    /// Every event the collector holds, through the paginated API.
-    pub fn all_events(&self) -> Vec<AuditEntry> {
-        let mut out = Vec::new();
-        let mut after: Option<i64> = None;
-        loop {
-            let path = match after {
-                Some(a) => format!("/api/v1/events?limit=5000&after={a}"),
-                None => "/api/v1/events?limit=5000".to_owned(),
-            };
-            let (status, body) = self.call("GET", &path, None, None);
-            assert_eq!(status, 200, "{body}");
-            let page: Value = serde_json::from_str(&body).unwrap();
-            for e in page["events"].as_array().unwrap() {
-                let mut e = e.clone();
-                let obj = e.as_object_mut().unwrap();
-                obj.remove("id");
-                obj.remove("received");
-                let record: AuditRecord = serde_json::from_value(e).unwrap();
-                out.push(AuditEntry::try_from(record).unwrap());
-            }
-            match page["next"].as_i64() {
-                Some(n) => after = Some(n),
-                None => return out,
-            }
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-pub fn call(ca: &Path, method: &str, url: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let cert = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
-        let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
-        let mut request = client.request(method.parse().unwrap(), url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
-        }
-        let response = request.send().await.unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    })
-}
+use wardlock_testkit::agent::{contains_bytes, now, oathtool, totp_secret, Daemon, PATIENCE};
+use wardlock_testkit::collector::{call, free_port, Backend, Collector, PgCluster};
 
 fn sign(key: &SigningKey, serial: u64, group: &str, policy: &str) -> SignedPolicy {
-    let body = SignedPolicyBody {
-        serial,
-        issued_at: crate::util::now(),
-        group: Some(group.into()),
-        policy: policy.into(),
-    };
+    let body =
+        SignedPolicyBody { serial, issued_at: now(), group: Some(group.into()), policy: policy.into() };
     SignedPolicy::sign(&body, key)
 }
 
@@ -609,7 +328,7 @@ fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_t
         (granted["result"].as_str(), granted["display_name"].as_str()),
         (Some("granted"), Some("Dee Central"))
     );
-    let code = crate::util::oathtool(&crate::util::totp_secret(&uri));
+    let code = oathtool(&totp_secret(&uri));
     assert_eq!(
         guard.unlock("d.central", None, Some(&code))["result"],
         "granted",
@@ -634,8 +353,8 @@ fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_t
         .collect();
     assert_eq!(by_collector, ["user_added", "user_disabled"]);
     // The seed never sits in the workstation's database in a form that opens without the data key.
-    let secret = crate::util::totp_secret(&uri);
-    assert!(!crate::util::contains_bytes(&std::fs::read(d.db_path()).unwrap(), secret.as_bytes()));
+    let secret = totp_secret(&uri);
+    assert!(!contains_bytes(&std::fs::read(d.db_path()).unwrap(), secret.as_bytes()));
 }
 
 #[test]
@@ -945,7 +664,7 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
         assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(user.to_string())).0, 201);
     }
     std::thread::sleep(Duration::from_millis(20)); // so the cut-off below falls strictly between
-    let accounts_made = crate::util::now();
+    let accounts_made = now();
     let mut guard = d.client("guard");
     for pin in ["111111", "222222", "333333"] {
         assert_eq!(guard.unlock("n.nurse", Some(pin), None)["result"], "refused");
@@ -1089,7 +808,7 @@ fn a_missing_data_key_with_users_in_the_database_is_an_error_not_a_new_key() {
     let key = std::fs::read(&key_file).unwrap();
     std::fs::remove_file(&key_file).unwrap();
 
-    let mut serve = Command::new(collector_binary())
+    let mut serve = Command::new(wardlock_testkit::bin("wardlock-collector"))
         .args(["serve", "--listen", &format!("127.0.0.1:{}", collector.port), "--dev"])
         .arg(collector.dir.path())
         .stdout(Stdio::null())
@@ -1197,7 +916,7 @@ fn the_collector_speaks_tls_to_postgresql_and_refuses_a_server_it_cannot_verify(
         (format!("{plain}?sslmode=verify-full&sslrootcert={}", other_ca.display()), "certificate"),
         (format!("{plain}?sslmode=require"), "sslrootcert"),
     ] {
-        let out = Command::new(collector_binary())
+        let out = Command::new(wardlock_testkit::bin("wardlock-collector"))
             .args(["enroll-secret", "create", "--db", &url, "--label", "x"])
             .output()
             .unwrap();
@@ -1667,8 +1386,7 @@ fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backen
     assert_eq!(refused.user.as_deref(), Some("it.oncall"));
     // A grant signed by a key the workstation does not trust changes nothing.
     let stranger = SigningKey::from_bytes(&[20; 32]);
-    let forged =
-        wardlock_core::policy::AdminGrant { user: "it.oncall".into(), issued_at: crate::util::now() };
+    let forged = wardlock_core::policy::AdminGrant { user: "it.oncall".into(), issued_at: now() };
     let put = |grant: String| {
         let body = json!({"grant": grant}).to_string();
         collector.call("POST", "/api/v1/admin/users/it.oncall/admin-grant", None, Some(body))
@@ -1679,7 +1397,7 @@ fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backen
     });
     assert_eq!(guard.request(quit.clone())["result"], "refused");
     // A grant for someone else is refused by the collector.
-    let other = wardlock_core::policy::AdminGrant { user: "n.nurse".into(), issued_at: crate::util::now() };
+    let other = wardlock_core::policy::AdminGrant { user: "n.nurse".into(), issued_at: now() };
     assert_eq!(put(other.sign(&it_key)).0, 400);
 
     // IT's grant: the role is taken at the next sync.

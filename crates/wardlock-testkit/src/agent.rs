@@ -1,0 +1,297 @@
+//! A real `wardlockd` process in `--dev` mode in a temp dir, and a plain socket client
+//! that speaks the protocol as JSON lines, as any guard would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wardlock_agent::secrets::{self, DataKey};
+use wardlock_agent::service::directory::{self, Actor, NewUser};
+use wardlock_agent::store::OpenOptions;
+use wardlock_agent::Store;
+use wardlock_core::audit::AuditEntry;
+use wardlock_core::policy::Policy;
+use wardlock_core::secret::SecretString;
+
+/// Longest any single step of a test may wait for the service.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Machine policy for tests: no throttle between attempts, so tests need not wait.
+pub const FAST_POLICY: &str = "[lockout]\nthrottle = \"0s\"\n";
+
+#[derive(Debug)]
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: Option<mpsc::Receiver<String>>,
+    env: Vec<(String, String)>,
+    workstation_id: String,
+}
+
+impl Daemon {
+    /// A workstation directory with `policy` as its machine policy; not started yet.
+    pub fn new(policy: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        Self { dir, child: None, log: None, env: Vec::new(), workstation_id: "ws-test".into() }
+    }
+
+    /// Another workstation ID (set before the first start: the database keeps it).
+    pub fn id(mut self, id: &str) -> Self {
+        self.workstation_id = id.into();
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("wardlock.db")
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
+    }
+
+    /// Starts the service and returns once it says it is listening.
+    pub fn start(&mut self) -> &mut Self {
+        assert!(self.child.is_none(), "already running");
+        let mut child = Command::new(crate::bin("wardlockd"))
+            .arg("--dev")
+            .arg(self.dir.path())
+            .args(["--workstation-id", &self.workstation_id])
+            // This test process speaks as the guard: it is the guard executable here.
+            .arg("--guard-executable")
+            .arg(std::env::current_exe().unwrap())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[wardlockd] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.child = Some(child);
+        self.log = Some(rx);
+        self.wait_for_log("listening on");
+        self
+    }
+
+    /// Waits for a line of the service's log containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let log = self.log.as_ref().expect("not started");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("wardlockd never logged {needle:?}: {e}"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().expect("not running").id() as i32)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).unwrap();
+    }
+
+    /// `kill -9`: no chance to write anything more.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("not running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.log = None;
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.child.take().unwrap().wait().unwrap();
+        assert!(status.success(), "wardlockd exited with {status}");
+        self.log = None;
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    pub fn open_store(&self) -> Store {
+        Store::open(
+            &self.db_path(),
+            &OpenOptions { create: true, workstation_id: self.workstation_id.clone() },
+        )
+        .unwrap()
+    }
+
+    fn key(&self, store: &Store) -> DataKey {
+        let spec = format!("file:{}", self.dir.path().join("credentials").display());
+        DataKey::open_or_create(secrets::from_spec(&spec).unwrap().as_ref(), store).unwrap()
+    }
+
+    /// Enrolls a user straight into the database, as IT does with `wardlockctl`.
+    /// Returns the TOTP secret (base32) when `totp`.
+    pub fn add_user(
+        &self,
+        id: &str,
+        name: &str,
+        role: &str,
+        pin: Option<&str>,
+        totp: bool,
+    ) -> Option<String> {
+        let mut store = self.open_store();
+        let key = self.key(&store);
+        let new = NewUser {
+            id: id.into(),
+            display_name: name.into(),
+            role: role.into(),
+            pin: pin.map(SecretString::new),
+            totp,
+        };
+        let policy = Policy::default();
+        let enrollment =
+            directory::add_user(&mut store, &key, &policy, new, &Actor::default(), now()).unwrap();
+        enrollment.totp_uri.map(|uri| totp_secret(&uri))
+    }
+
+    /// Every audit entry so far (the service may be running: WAL readers do not block it).
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        let store = self.open_store();
+        let mut entries = Vec::new();
+        store
+            .for_each_entry::<wardlock_agent::StoreError>(1, |e| {
+                entries.push(e);
+                Ok(())
+            })
+            .unwrap();
+        entries
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.audit().iter().map(|e| e.kind.as_str().to_owned()).collect()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.socket())
+    }
+
+    /// A client that has said hello in `role` ("guard" or "tool").
+    pub fn client(&self, role: &str) -> Client {
+        let mut c = self.connect();
+        let hello = c.request(json!({"type": "hello", "version": 1, "client": "test", "role": role}));
+        assert_eq!(hello["type"], "hello", "{hello}");
+        c
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn now() -> wardlock_core::clock::UtcMillis {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    wardlock_core::clock::UtcMillis::from_unix_millis(since.as_millis() as i64)
+}
+
+/// The base32 secret of an `otpauth://` URI.
+pub fn totp_secret(uri: &str) -> String {
+    let query = uri.split_once('?').unwrap().1;
+    query.split('&').find_map(|kv| kv.strip_prefix("secret=")).unwrap().to_owned()
+}
+
+/// The current code by an independent implementation (`oathtool`).
+pub fn oathtool(secret: &str) -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", secret])
+        .output()
+        .expect("oathtool is needed (apt-get install oathtool; `make setup` does it)");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The protocol's one client (`wardlock-client`), at the wire level: tests send JSON
+/// as any program might, garbage included, and read what comes back.
+#[derive(Debug)]
+pub struct Client {
+    inner: wardlock_client::blocking::Client,
+}
+
+impl Client {
+    pub fn connect(socket: &Path) -> Client {
+        Client { inner: wardlock_client::blocking::Client::connect(socket).unwrap() }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.send_raw(bytes).map_err(|e| match e {
+            wardlock_client::ClientError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })
+    }
+
+    pub fn send(&mut self, message: Value) {
+        let mut line = serde_json::to_vec(&message).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line).unwrap();
+    }
+
+    /// The next message, or `None` once the service closed the connection.
+    pub fn read(&mut self) -> Option<Value> {
+        match self.inner.next_frame(PATIENCE) {
+            Ok(frame) => Some(serde_json::from_slice(&frame).unwrap()),
+            Err(wardlock_client::ClientError::Closed) => None,
+            Err(e) => panic!("reading from wardlockd: {e}"),
+        }
+    }
+
+    pub fn request(&mut self, message: Value) -> Value {
+        self.send(message);
+        self.read().expect("wardlockd closed the connection")
+    }
+
+    pub fn unlock(&mut self, user: &str, pin: Option<&str>, totp: Option<&str>) -> Value {
+        self.request(
+            json!({"type": "unlock", "user": user, "pin": pin, "totp": totp, "emergency_reason": null}),
+        )
+    }
+
+    /// True once the service has closed the connection (after reading what it still sent).
+    pub fn closed(&mut self) -> bool {
+        loop {
+            match self.inner.next_frame(PATIENCE) {
+                Ok(_) => continue,
+                Err(wardlock_client::ClientError::Closed) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
