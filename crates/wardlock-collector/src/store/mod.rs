@@ -341,7 +341,8 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError>;
     fn workstations(&self) -> Result<Vec<Workstation>, StoreError>;
     /// Stores a batch idempotently by (workstation, seq), follows the chain, flags
-    /// problems (never dropping an entry), all in one transaction.
+    /// problems (never dropping an entry), all in one transaction (on SQLite perhaps
+    /// shared with other batches), and answers once that is on disk.
     fn ingest(&self, workstation: &str, entries: Vec<Received>, now: UtcMillis)
         -> Result<Ingest, StoreError>;
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError>;

@@ -78,12 +78,18 @@ impl IntakeWriter {
         let (written, to_flush) = mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-intake".into())
-            .spawn(move || write_groups(conn, &incoming, &written))
+            .spawn(move || {
+                let _fatal = StopOnPanic("writer");
+                write_groups(conn, &incoming, &written);
+            })
             .map_err(spawn_error)?;
         let (flush_wal, flush_checkpoints) = (Arc::clone(&wal), checkpoints.clone());
         std::thread::Builder::new()
             .name("sqlite-flush".into())
-            .spawn(move || flush_groups(&to_flush, &flush_wal, &flush_checkpoints))
+            .spawn(move || {
+                let _fatal = StopOnPanic("flush");
+                flush_groups(&to_flush, &flush_wal, &flush_checkpoints);
+            })
             .map_err(spawn_error)?;
         Ok(Self {
             batches,
@@ -116,6 +122,23 @@ impl Drop for IntakeWriter {
     fn drop(&mut self) {
         // The writer and flush threads end when their channels close.
         self.checkpoints.stop();
+    }
+}
+
+/// Without its writer or flush thread the collector would refuse every batch for good:
+/// a panic there ends the process instead, and the service manager (`Restart=always`)
+/// starts a whole one. The agents keep what was not acknowledged and send it again.
+struct StopOnPanic(&'static str);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "wardlock-collector: the SQLite intake {} thread failed; stopping so that it is restarted",
+                self.0
+            );
+            std::process::abort();
+        }
     }
 }
 
