@@ -5,7 +5,8 @@
 //! ratio. Numbers: docs/benchmarks.md.
 //!
 //!   cargo bench -p wardlock-collector --bench ingest                      # SQLite
-//!   WARDLOCK_BENCH_DB=postgres://wardlock@127.0.0.1:5432/bench cargo bench -p wardlock-collector --bench ingest
+//!   WARDLOCK_BENCH_DB=postgres://wardlock@127.0.0.1:5432/bench WARDLOCK_BENCH_RUNS=1 cargo bench -p wardlock-collector --bench ingest
+//!     (an empty database for each collector run: a second run would find the IDs enrolled)
 //!   knobs: WARDLOCK_BENCH_WORKSTATIONS (1000), _ENTRIES per workstation (500), _BATCH (500),
 //!          _CONNECTIONS (128: a fleet reconnecting after an outage), _RUNS (3, the median is compared), _ONLY=collector|rsyslog
 
