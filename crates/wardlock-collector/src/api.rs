@@ -228,6 +228,14 @@ fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A label that says who or what something is for: 1–128 bytes, not blank.
+fn check_label(label: &str, for_what: &str) -> Result<(), ApiError> {
+    if label.trim().is_empty() || label.len() > 128 {
+        return Err(ApiError::bad(format!("label must be 1–128 characters ({for_what})")));
+    }
+    Ok(())
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }

@@ -52,9 +52,7 @@ pub(super) async fn create_token(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let req: TokenRequest = parse(&body)?;
-    if req.label.trim().is_empty() || req.label.len() > 128 {
-        return Err(ApiError::bad("label must be 1–128 characters (who the token is for)"));
-    }
+    check_label(&req.label, "who the token is for")?;
     let token = secret::generate().map_err(internal)?;
     let (hash, role, label) = (secret::hash(&token), req.role, req.label.clone());
     let store = state.store.clone();

@@ -19,8 +19,8 @@ use wardlock_core::protocol::collector::{
 };
 
 use super::{
-    admin_did, blocking, check_name, internal, now, paging, parse, ApiError, AppState, Caller, ErrorBody,
-    B64, Q,
+    admin_did, blocking, check_label, check_name, internal, now, paging, parse, ApiError, AppState, Caller,
+    ErrorBody, B64, Q,
 };
 use crate::secret;
 use crate::store::{EnrollAttempt, EnrollResult, NewEnrollSecret, NewWorkstation};
@@ -88,9 +88,7 @@ pub(super) async fn create_enroll_secret(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let req: EnrollSecretRequest = parse(&body)?;
-    if req.label.trim().is_empty() || req.label.len() > 128 {
-        return Err(ApiError::bad("label must be 1–128 characters (what the secret is for)"));
-    }
+    check_label(&req.label, "what the secret is for")?;
     let lifetime = req.expires_in_secs.map_or(NewEnrollSecret::DEFAULT_LIFETIME, Duration::from_secs);
     if lifetime.is_zero() || lifetime > MAX_SECRET_LIFETIME {
         return Err(ApiError::bad("expires_in_secs must be between 1 and 31622400 (a year)"));

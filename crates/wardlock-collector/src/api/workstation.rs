@@ -10,9 +10,7 @@ pub(super) async fn audit(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let batch: AuditBatch = parse(&body)?;
-    if batch.workstation_id != ws.id {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "this node key belongs to another workstation"));
-    }
+    is_workstation(&ws, &batch.workstation_id)?;
     if batch.entries.len() > MAX_BATCH_ENTRIES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -91,9 +89,7 @@ pub(super) async fn heartbeat(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let beat: Heartbeat = parse(&body)?;
-    if beat.workstation_id != ws.id {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "this node key belongs to another workstation"));
-    }
+    is_workstation(&ws, &beat.workstation_id)?;
     let store = state.store.clone();
     blocking(move || store.heartbeat(&ws.id, &beat, now())).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -175,4 +171,12 @@ pub(super) async fn directory(
         Arc::new(serde_json::to_vec(&Directory { version: version.clone(), users: out }).map_err(internal)?);
     state.snapshots.put(&ws.id, &version, body.clone());
     Ok(json(body))
+}
+
+/// A body that names a workstation must name the one whose node key sent it.
+fn is_workstation(ws: &Workstation, claimed: &str) -> Result<(), ApiError> {
+    if claimed != ws.id {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this node key belongs to another workstation"));
+    }
+    Ok(())
 }
