@@ -63,7 +63,11 @@ export WARDLOCK_SOCKET=demo/agent/agent.sock
 mkdir -p demo/agent
 cp demo/collector/enroll-secret demo/agent/enroll-secret
 {
-  sed '/^\[sync\]/,/^\[audit\]/{/^\[audit\]/!d}' installers/linux/policy.toml
+  # The demo runs as you, not as a ward account in wardlock-session, and shows
+  # `wardlockctl agent unlock`: both are the template's to loosen here, never on a ward.
+  sed -e '/^\[sync\]/,/^\[audit\]/{/^\[audit\]/!d}' \
+      -e 's/^allowed_groups = .*/allowed_groups = []/' \
+      -e 's/^tool_unlock = false.*/tool_unlock = true/' installers/linux/policy.toml
   echo '[sync]'
   echo "endpoint = \"https://localhost:$port\""
   echo "ca_file = \"$PWD/demo/collector/tls/cert.pem\""

@@ -5,6 +5,8 @@
 # To sync with a collector, set sync.endpoint, sync.ca_file and sync.trusted_keys in
 # /etc/wardlock/policy.toml and pass the enrollment secret once:
 #   sudo WARDLOCK_ENROLL_SECRET=./enroll-secret installers/linux/install.sh
+# WARDLOCK_SESSION_USERS="ward4 ward5" adds the ward's shared accounts to the group the
+# shipped policy lets talk to wardlockd.
 # Safe to run again: it keeps an existing policy, key and database.
 set -euo pipefail
 
@@ -35,6 +37,14 @@ if [[ -x "$bin/wardlock" ]]; then
 fi
 install -D -m 0644 "$here/sysusers-wardlock.conf" /usr/lib/sysusers.d/wardlock.conf
 systemd-sysusers /usr/lib/sysusers.d/wardlock.conf
+# The ward's shared accounts, which the shipped policy lets talk to wardlockd.
+for account in ${WARDLOCK_SESSION_USERS:-}; do
+    usermod -aG wardlock-session "$account"
+done
+if [[ -z "${WARDLOCK_SESSION_USERS:-}" ]]; then
+    echo "install.sh: add the ward's shared account(s) to the group wardlock-session" \
+        "(usermod -aG wardlock-session ACCOUNT); the shipped policy lets only them use wardlockd"
+fi
 install -D -m 0644 "$here/wardlockd.service" /etc/systemd/system/wardlockd.service
 if [[ -d /etc/polkit-1/rules.d ]]; then
     install -m 0644 "$here/polkit-wardlock.rules" /etc/polkit-1/rules.d/50-wardlock.rules

@@ -125,8 +125,15 @@ impl AppState {
 #[derive(Debug, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum UnlockOutcome {
-    Granted { display_name: String },
-    Refused { attempts_left: u32, retry_after_secs: Option<u64> },
+    Granted {
+        display_name: String,
+    },
+    Refused {
+        attempts_left: u32,
+        retry_after_secs: Option<u64>,
+        /// Break-glass is closed here until the workstation's lockout ends.
+        emergency_closed: bool,
+    },
 }
 
 #[tauri::command]
@@ -145,8 +152,8 @@ pub async fn unlock(input: UnlockInput, state: State<'_, AppState>) -> Result<Un
             state.screen.notice(welcome(&display_name, emergency, last_unlock, failures_since_last_unlock));
             Ok(UnlockOutcome::Granted { display_name })
         }
-        Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
-            Ok(UnlockOutcome::Refused { attempts_left, retry_after_secs })
+        Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs, emergency_closed }) => {
+            Ok(UnlockOutcome::Refused { attempts_left, retry_after_secs, emergency_closed })
         }
         other => Err(unexpected(&other)),
     }
@@ -161,8 +168,8 @@ pub async fn sign_out(input: UnlockInput, state: State<'_, AppState>) -> Result<
             let _ = state.guard.send(Command::SignedOut { user });
             Ok(UnlockOutcome::Granted { display_name })
         }
-        Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
-            Ok(UnlockOutcome::Refused { attempts_left, retry_after_secs })
+        Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs, emergency_closed }) => {
+            Ok(UnlockOutcome::Refused { attempts_left, retry_after_secs, emergency_closed })
         }
         other => Err(unexpected(&other)),
     }

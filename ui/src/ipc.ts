@@ -13,6 +13,8 @@ export interface GuardPolicy {
   methods: UnlockMethod[];
   emergency_enabled: boolean;
   emergency_requires_pin: boolean;
+  /** Break-glass asks for an authenticator code too (MFA wards). */
+  emergency_requires_totp: boolean;
   emergency_min_reason_chars: number;
   show_session_owner: boolean;
   phi_apps: { name: string }[];
@@ -44,7 +46,13 @@ export interface LockScreenState {
 
 export type UnlockOutcome =
   | { result: "granted"; display_name: string }
-  | { result: "refused"; attempts_left: number; retry_after_secs: number | null };
+  | {
+      result: "refused";
+      attempts_left: number;
+      retry_after_secs: number | null;
+      /** Break-glass is closed here until the workstation's lockout ends. */
+      emergency_closed?: boolean;
+    };
 
 export type HoldOutcome =
   | { result: "granted"; display_name: string; hold_secs: number }

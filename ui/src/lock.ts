@@ -64,6 +64,11 @@ function factors(): Factor[] {
   return usingAlternative && plan.alternative ? plan.alternative.factors : plan.factors;
 }
 
+/** Break-glass: the PIN, and the authenticator code where policy keeps MFA in an emergency. */
+function emergencyFactors(): Factor[] {
+  return policy?.emergency_requires_totp === true ? ["pin", "totp"] : ["pin"];
+}
+
 function currentFactor(): Factor | undefined {
   return factors()[step];
 }
@@ -72,7 +77,7 @@ function render(): void {
   const f = factors();
   const factor = currentFactor();
   pinStep.hidden = !(emergency ? policy?.emergency_requires_pin !== false : factor === "pin");
-  totpStep.hidden = emergency || factor !== "totp";
+  totpStep.hidden = emergency ? !emergencyFactors().includes("totp") : factor !== "totp";
   emergencyStep.hidden = !emergency;
   switchMethod.hidden = emergency || plan.alternative === null || step > 0;
   switchMethod.textContent = usingAlternative ? "Use my PIN" : "Use authenticator code";
@@ -143,7 +148,7 @@ type Purpose = "unlock" | "sign_out" | "hold";
 async function attempt(purpose: Purpose = "unlock"): Promise<void> {
   if (busy || !policy) return;
   const reason = emergency ? reasonInput.value.trim() : null;
-  const problem = inputProblem(policy, { user: userInput.value, pin: pinInput.value, totp: totpInput.value, reason }, emergency ? [] : factors());
+  const problem = inputProblem(policy, { user: userInput.value, pin: pinInput.value, totp: totpInput.value, reason }, emergency ? emergencyFactors().filter((f) => f === "totp") : factors());
   // Moving to the next step only needs the current factor.
   if (!emergency && step < factors().length - 1) {
     if (currentFactor() === "pin" && pinInput.value === "") {
@@ -162,7 +167,7 @@ async function attempt(purpose: Purpose = "unlock"): Promise<void> {
     say(problem, lockedTitle());
     return focusFirstEmpty();
   }
-  const f = emergency ? ["pin"] : factors();
+  const f = emergency ? emergencyFactors() : factors();
   busy = true;
   render();
   say("Checking…", titleFor("busy"));

@@ -24,6 +24,16 @@ describe("planFor", () => {
   });
 });
 
+describe("outcomeMessage when break-glass is closed", () => {
+  it("says emergency access is closed here, until when, and what to do instead", () => {
+    const text = outcomeMessage({ result: "refused", attempts_left: 0, retry_after_secs: 240, emergency_closed: true });
+    expect(text).toContain("Emergency access is closed on this workstation");
+    expect(text).toContain("4:00");
+    expect(text).toContain("another workstation");
+    expect(text).not.toMatch(/PIN|code was/);
+  });
+});
+
 describe("outcomeMessage", () => {
   it("never says which factor was wrong", () => {
     const text = outcomeMessage({ result: "refused", attempts_left: 2, retry_after_secs: null });

@@ -39,6 +39,14 @@ export function outcomeMessage(outcome: UnlockOutcome): string {
   if (outcome.result === "granted") {
     return `Welcome, ${outcome.display_name}.`;
   }
+  if (outcome.emergency_closed === true) {
+    const wait = outcome.retry_after_secs ?? 0;
+    return (
+      "Emergency access is closed on this workstation: too many failed attempts during its lockout. " +
+      (wait > 0 ? `It opens again in ${formatCountdown(wait)}. ` : "") +
+      "Use another workstation, or ask IT."
+    );
+  }
   if (outcome.retry_after_secs !== null && outcome.retry_after_secs > 0) {
     return `Not accepted. Too many attempts: try again in ${formatCountdown(outcome.retry_after_secs)}.`;
   }

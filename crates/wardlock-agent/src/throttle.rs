@@ -1,9 +1,37 @@
-//! A token bucket over all clients of the service: how many unlock and enrollment
-//! attempts `wardlockd` considers per minute. Attempts past it are refused without being
-//! checked or audited one by one; their number goes into one audit entry, so a script
-//! hammering the socket can neither guess faster nor fill the disk.
+//! Token buckets: how many unlock and enrollment attempts `wardlockd` considers per
+//! minute. Attempts past one are refused without being checked or audited one by one;
+//! their number goes into one audit entry, so a script hammering the socket can neither
+//! guess faster nor fill the disk. The admitted guards have a bucket of their own that
+//! no other client can empty: a script cannot starve the clinician at the lock screen.
 
 use std::time::{Duration, Instant};
+
+use wardlock_core::protocol::local::ClientRole;
+
+/// One bucket per kind of client.
+#[derive(Debug)]
+pub struct AttemptBudgets {
+    guards: AttemptBudget,
+    tools: AttemptBudget,
+}
+
+impl AttemptBudgets {
+    pub fn new(per_minute: u32, now: Instant) -> Self {
+        Self { guards: AttemptBudget::new(per_minute, now), tools: AttemptBudget::new(per_minute, now) }
+    }
+
+    pub fn of(&mut self, role: ClientRole) -> &mut AttemptBudget {
+        match role {
+            ClientRole::Guard => &mut self.guards,
+            ClientRole::Tool => &mut self.tools,
+        }
+    }
+
+    pub fn set_rate(&mut self, per_minute: u32, now: Instant) {
+        self.guards.set_rate(per_minute, now);
+        self.tools.set_rate(per_minute, now);
+    }
+}
 
 #[derive(Debug)]
 pub struct AttemptBudget {
@@ -87,6 +115,17 @@ mod tests {
         assert!(matches!(budget.admit(t0 + Duration::from_secs(10)), Admission::Refuse { .. }));
         assert_eq!(budget.take_suppressed(), 1);
         assert_eq!(budget.take_suppressed(), 0);
+    }
+
+    #[test]
+    fn tools_emptying_their_bucket_leave_the_guards_alone() {
+        let t0 = Instant::now();
+        let mut budgets = AttemptBudgets::new(5, t0);
+        for _ in 0..5 {
+            assert!(matches!(budgets.of(ClientRole::Tool).admit(t0), Admission::Admit { .. }));
+        }
+        assert!(matches!(budgets.of(ClientRole::Tool).admit(t0), Admission::Refuse { .. }));
+        assert_eq!(budgets.of(ClientRole::Guard).admit(t0), Admission::Admit { suppressed_before: 0 });
     }
 
     #[test]

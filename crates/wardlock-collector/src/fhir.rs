@@ -29,7 +29,7 @@ fn classify(kind: AuditKind) -> (Value, Option<Value>, &'static str, &'static st
         AuditKind::EmergencyAccess => {
             (alert, Some(coding(DCM, "110127", "Emergency Override Started")), "E", "0")
         }
-        AuditKind::UserLockedOut | AuditKind::WorkstationLockedOut => {
+        AuditKind::UserLockedOut | AuditKind::WorkstationLockedOut | AuditKind::EmergencyAccessClosed => {
             (alert, Some(local("Lockout")), "E", "4")
         }
         AuditKind::TamperDetected

@@ -164,6 +164,7 @@ async fn blocking<T: Send + 'static>(
 fn priority(kind: AuditKind) -> u8 {
     let severity = match kind {
         AuditKind::EmergencyAccess
+        | AuditKind::EmergencyAccessClosed
         | AuditKind::TamperDetected
         | AuditKind::GuardLost
         | AuditKind::SyncGap

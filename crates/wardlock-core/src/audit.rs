@@ -52,6 +52,9 @@ pub enum AuditKind {
     UserLockedOut,
     WorkstationLockedOut,
     EmergencyAccess,
+    /// Break-glass closed until the workstation's lockout ends (failed break-glass
+    /// attempts during it).
+    EmergencyAccessClosed,
     PhiAppHidden,
     PhiAppRestored,
     PhiAppClosed,
@@ -103,6 +106,7 @@ impl AuditKind {
         AuditKind::UserLockedOut,
         AuditKind::WorkstationLockedOut,
         AuditKind::EmergencyAccess,
+        AuditKind::EmergencyAccessClosed,
         AuditKind::PhiAppHidden,
         AuditKind::PhiAppRestored,
         AuditKind::PhiAppClosed,
@@ -154,6 +158,7 @@ impl AuditKind {
             AuditKind::UserLockedOut => "user_locked_out",
             AuditKind::WorkstationLockedOut => "workstation_locked_out",
             AuditKind::EmergencyAccess => "emergency_access",
+            AuditKind::EmergencyAccessClosed => "emergency_access_closed",
             AuditKind::PhiAppHidden => "phi_app_hidden",
             AuditKind::PhiAppRestored => "phi_app_restored",
             AuditKind::PhiAppClosed => "phi_app_closed",

@@ -246,12 +246,27 @@ pub struct WorkstationAuthState {
     #[serde(default)]
     pub recent_failures: Vec<UtcMillis>,
     pub blocked_until: Option<UtcMillis>,
+    /// Break-glass attempts that failed during the lockout in force (`blocked_until`);
+    /// at `emergency.max_failures_during_lockout` break-glass is closed until it ends.
+    #[serde(default)]
+    pub emergency_failures_in_lockout: u32,
 }
 
 impl WorkstationAuthState {
     /// Failures still inside the window at `now`.
     pub fn failures_in_window(&self, window: Duration, now: UtcMillis) -> usize {
         self.recent_failures.iter().filter(|t| t.saturating_add(window) > now).count()
+    }
+
+    /// Whether the workstation is locked out at `now`.
+    pub fn locked_out(&self, now: UtcMillis) -> bool {
+        self.blocked_until.is_some_and(|until| until > now)
+    }
+
+    /// Whether break-glass is closed at `now`: during a lockout, after `max_failures`
+    /// failed break-glass attempts.
+    pub fn emergency_closed(&self, max_failures: u32, now: UtcMillis) -> bool {
+        self.locked_out(now) && self.emergency_failures_in_lockout >= max_failures
     }
 }
 
@@ -312,6 +327,9 @@ pub enum RefusalReason {
     EmergencyReasonMissing,
     /// The user had `emergency.max_per_user_per_day` break-glass grants in 24 hours.
     EmergencyLimitReached,
+    /// Break-glass during a workstation lockout, after
+    /// `emergency.max_failures_during_lockout` failed ones: refused unchecked.
+    EmergencyClosedDuringLockout,
 }
 
 impl RefusalReason {
@@ -329,6 +347,7 @@ impl RefusalReason {
             RefusalReason::EmergencyDisabled => "emergency_disabled",
             RefusalReason::EmergencyReasonMissing => "emergency_reason_missing",
             RefusalReason::EmergencyLimitReached => "emergency_limit_reached",
+            RefusalReason::EmergencyClosedDuringLockout => "emergency_closed_during_lockout",
         }
     }
 }
@@ -391,10 +410,18 @@ pub fn decide(
     };
 
     // A workstation lockout is others' doing (someone cycling IDs); a clinician's own
-    // break-glass access still passes it, under their own counters below.
+    // break-glass access still passes it, under their own counters below, but only
+    // until a few break-glass attempts have failed in it: otherwise typing a reason
+    // would let the guesser go on.
     let emergency = attempt.emergency_reason.is_some() && policy.emergency.enabled;
-    if let Some(until) = workstation_state.blocked_until.filter(|u| *u > now && !emergency) {
-        return unchanged(RefusalReason::WorkstationLockedOut, Some(now.until(until)));
+    if let Some(until) = workstation_state.blocked_until.filter(|u| *u > now) {
+        let retry = Some(now.until(until));
+        if !emergency {
+            return unchanged(RefusalReason::WorkstationLockedOut, retry);
+        }
+        if workstation_state.emergency_closed(policy.emergency.max_failures_during_lockout, now) {
+            return unchanged(RefusalReason::EmergencyClosedDuringLockout, retry);
+        }
     }
     if let Some(until) = user_state.blocked_until.filter(|u| *u > now) {
         let reason =
@@ -409,12 +436,17 @@ pub fn decide(
         if emergency_reason_text(reason).chars().count() < policy.emergency.min_reason_chars {
             return unchanged(RefusalReason::EmergencyReasonMissing, None);
         }
-        let pin_ok = if policy.emergency.require_pin {
-            check_pin_factor(user, attempt.pin.as_ref())
-        } else {
-            user.is_some()
-        };
-        verify_factors(user, pin_ok, None).map(|_| (GrantMethod::Emergency, None))
+        // Validation keeps `require_pin` true; the PIN is checked whatever it says.
+        let pin_ok = check_pin_factor(user, attempt.pin.as_ref());
+        let totp = policy.emergency.requires_totp(&policy.unlock).then(|| {
+            match (attempt.totp.as_ref(), user.and_then(|u| u.totp_seed)) {
+                (Some(code), Some(seed)) => {
+                    check_totp(&policy.totp, seed, code, now, user_state.last_totp_step)
+                }
+                _ => TotpCheck::Wrong,
+            }
+        });
+        verify_factors(user, pin_ok, totp).map(|step| (GrantMethod::Emergency, step))
     } else {
         let method = match (&attempt.pin, &attempt.totp) {
             (Some(_), Some(_)) => UnlockMethod::PinTotp,
@@ -447,10 +479,11 @@ pub fn decide(
         let cap = policy.emergency.max_per_user_per_day as usize;
         if emergency_grants.len() >= cap {
             // The right user with the right PIN: refused, but not counted as a failure.
-            let oldest = emergency_grants[emergency_grants.len() - cap];
+            // (A cap of 0 never passes validation; here it refuses with no retry time.)
+            let oldest = emergency_grants.get(emergency_grants.len() - cap).copied();
             let mut refused = unchanged(RefusalReason::EmergencyLimitReached, None);
             if let Outcome::Refused { retry_after, .. } = &mut refused.outcome {
-                *retry_after = Some(now.until(oldest.saturating_add(DAY)));
+                *retry_after = oldest.map(|t| now.until(t.saturating_add(DAY)));
             }
             return refused;
         }
@@ -478,7 +511,16 @@ pub fn decide(
             },
             workstation_state: workstation_state.clone(),
         },
-        Err(reason) => failure(policy, now, user_state, workstation_state, reason),
+        Err(reason) => {
+            let mut decision = failure(policy, now, user_state, workstation_state, reason);
+            // A break-glass failure inside a lockout counts toward closing break-glass
+            // (the lockout started before it: a lockout this failure starts counts anew).
+            if emergency && workstation_state.locked_out(now) {
+                let ws = &mut decision.workstation_state;
+                ws.emergency_failures_in_lockout = workstation_state.emergency_failures_in_lockout + 1;
+            }
+            decision
+        }
     }
 }
 
@@ -548,6 +590,9 @@ fn failure(
     } else {
         doubled(rules.throttle, user.failures - 1).min(rules.lockout)
     };
+    if !workstation_state.locked_out(now) {
+        ws.emergency_failures_in_lockout = 0;
+    }
     if ws.recent_failures.len() >= limit {
         locked_out_now = true;
         ws.recent_failures.clear();

@@ -108,6 +108,24 @@ impl Daemon {
         }
     }
 
+    /// Waits until the audit log holds at least `count` entries of `kind`; returns them.
+    /// Reads the database (the service's word on disk), never its log wording.
+    pub fn wait_for_audit(&self, kind: &str, count: usize) -> Vec<AuditEntry> {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let found: Vec<_> = self.audit().into_iter().filter(|e| e.kind.as_str() == kind).collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the audit log never held {count} {kind} entries (it has {})",
+                found.len()
+            );
+            std::thread::sleep(Duration::from_millis(50)); // polling a file another process writes
+        }
+    }
+
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.as_ref().expect("not running").id() as i32)
     }

@@ -119,14 +119,22 @@ pub fn run(args: AgentArgs) -> Result<Verdict> {
                     println!("  failed attempts since then: {failures_since_last_unlock}");
                     Ok(Verdict::Ok)
                 }
-                Response::Unlock(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
+                Response::Unlock(UnlockReply::Refused {
+                    attempts_left,
+                    retry_after_secs,
+                    emergency_closed,
+                }) => {
                     print!("refused: {attempts_left} attempt(s) left");
+                    if emergency_closed {
+                        print!(" (emergency access is closed here until the workstation's lockout ends)");
+                    }
                     match retry_after_secs {
                         Some(s) if s > 0 => println!(", try again in {s} s"),
                         _ => println!(),
                     }
                     Ok(Verdict::Failed)
                 }
+                Response::Error { message, .. } => bail!("wardlockd refused the request: {message}"),
                 other => bail!("unexpected answer: {}", describe(&other)),
             }
         }

@@ -191,6 +191,9 @@ impl Connection {
             (Some(role), request) => match self.request(role, request).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(end)) => return Some(end),
+                Err(ServiceError::NotAllowed(message)) => {
+                    Response::Error { code: ErrorCode::NotAllowed, message }
+                }
                 Err(e) => {
                     eprintln!("wardlockd: request from {} failed: {e}", self.peer.account);
                     Response::Error {
@@ -263,7 +266,7 @@ impl Connection {
             }
             Request::Status {} => Response::Status(blocking(move || service.status()).await?),
             Request::Unlock(unlock) => {
-                let reply = blocking(move || service.unlock(unlock, &peer)).await?;
+                let reply = blocking(move || service.unlock(unlock, &peer, role)).await?;
                 if role == ClientRole::Guard && matches!(reply, UnlockReply::Granted { .. }) {
                     self.service.set_session_locked(&self.peer.account, false);
                 }
@@ -292,7 +295,7 @@ impl Connection {
                     return Ok(Err(self.fail(ErrorCode::NotAllowed, "only the guard quits".into()).await));
                 }
                 let admin = creds.user.clone();
-                match blocking(move || service.approve(creds, "quit", &peer)).await? {
+                match blocking(move || service.approve(creds, "quit", &peer, role)).await? {
                     Approval::Granted => {
                         self.quit_approved_by = Some(admin);
                         Response::Quit(QuitReply::Authorized)
@@ -335,7 +338,7 @@ impl Connection {
             Request::Enroll(step) => {
                 let mut enrollment = self.enrollment.take();
                 let (reply, enrollment) = blocking(move || {
-                    let reply = service.enroll(&mut enrollment, step, &peer);
+                    let reply = service.enroll(&mut enrollment, step, &peer, role);
                     Ok((reply, enrollment))
                 })
                 .await?;

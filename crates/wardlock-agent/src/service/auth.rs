@@ -36,6 +36,8 @@ pub struct Context {
     pub os_account: Option<String>,
     /// The clinician the session is attributed to now; another user's unlock is a switch.
     pub session_user: Option<String>,
+    /// A tool checked the credentials (`wardlockctl agent unlock`): no screen unlocked.
+    pub via_tool: bool,
 }
 
 /// What the credentials are checked for.
@@ -135,7 +137,11 @@ pub fn attempt_unlock(
     let known_user = row.as_ref().map(|r| r.id.clone());
     let policy_hash = policy.hash();
     let base = |kind| {
-        let d = AuditDraft::new(now, kind).os_account(context.os_account.clone()).policy_hash(&policy_hash);
+        let mut d =
+            AuditDraft::new(now, kind).os_account(context.os_account.clone()).policy_hash(&policy_hash);
+        if context.via_tool {
+            d = d.detail("client", "tool");
+        }
         match &known_user {
             Some(id) => d.user(id),
             None => d,
@@ -213,6 +219,18 @@ pub fn attempt_unlock(
                 let until = decision.workstation_state.blocked_until.unwrap_or(now);
                 drafts.push(
                     base(AuditKind::WorkstationLockedOut).detail("seconds", now.until(until).as_secs()),
+                );
+            }
+            let max = policy.emergency.max_failures_during_lockout;
+            if decision.workstation_state.emergency_closed(max, now)
+                && !workstation_state.emergency_closed(max, now)
+            {
+                let until = decision.workstation_state.blocked_until.unwrap_or(now);
+                drafts.push(
+                    base(AuditKind::EmergencyAccessClosed)
+                        .detail("failures", decision.workstation_state.emergency_failures_in_lockout)
+                        .detail("seconds", now.until(until).as_secs())
+                        .detail("alert", "compliance"),
                 );
             }
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use wardlock_core::protocol::local::{AdminCredentials, EnrollReply, EnrollRequest};
+use wardlock_core::protocol::local::{AdminCredentials, ClientRole, EnrollReply, EnrollRequest};
 use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{self, TotpCheck, TotpSeed};
 
@@ -48,10 +48,11 @@ impl Service {
         current: &mut Option<Enrollment>,
         request: EnrollRequest,
         peer: &Peer,
+        role: ClientRole,
     ) -> Result<EnrollReply, ServiceError> {
         let (ticket, step) = match request {
             EnrollRequest::Authorize { admin, user, display_name } => {
-                return self.authorize_enrollment(current, admin, user, display_name, peer);
+                return self.authorize_enrollment(current, admin, user, display_name, peer, role);
             }
             EnrollRequest::SetPin { ticket, pin } => (ticket, Step::SetPin(pin)),
             EnrollRequest::StartTotp { ticket } => (ticket, Step::StartTotp),
@@ -109,9 +110,12 @@ impl Service {
         user: String,
         display_name: Option<String>,
         peer: &Peer,
+        role: ClientRole,
     ) -> Result<EnrollReply, ServiceError> {
         let admin_id = admin.user.clone();
-        if let Approval::Refused { attempts_left, retry_after_secs } = self.approve(admin, "enroll", peer)? {
+        if let Approval::Refused { attempts_left, retry_after_secs } =
+            self.approve(admin, "enroll", peer, role)?
+        {
             return Ok(EnrollReply::NotAuthorized { attempts_left, retry_after_secs });
         }
         let actor = Actor { admin: Some(admin_id.clone()), os_account: Some(peer.account.clone()) };

@@ -23,8 +23,10 @@ const GUARD_STARTS_PER_MINUTE: u32 = 20;
 /// Longest any one logind call of the ladder may take before it counts as failed: a hung
 /// bus must not hold back the entries that say what happened.
 const OS_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often `LockedHint` is read while a lock waits for its confirmation.
-const LOCKED_HINT_POLL: Duration = Duration::from_millis(250);
+/// The longest pause between two escalations of a session that stays unguarded: the
+/// watch escalates again after twice the heartbeat timeout, then at doubling intervals up
+/// to this, for as long as no guard holds the session.
+const REESCALATE_AT_MOST_EVERY: Duration = Duration::from_secs(300);
 
 /// Why a connection may not be the guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +56,12 @@ fn session_key(session: Option<&str>, account: &str) -> String {
     session.map_or_else(|| format!("account:{account}"), str::to_owned)
 }
 
-/// Who confirmed that a requested lock is in place.
+/// Who confirmed that a requested lock is in place: only an admitted guard of the
+/// session. logind's `LockedHint` is no confirmation: the session's own account may set
+/// it (`SetLockedHint` needs no privilege), so it is recorded as seen, never trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Confirmation {
     Guard { pid: Option<u32> },
-    LockedHint,
 }
 
 /// An escalation in progress: whose session it is, and where its confirmation goes.
@@ -425,11 +428,6 @@ impl Service {
             }
             tokio::select! {
                 changed = confirmed.changed(), if confirmable => confirmable = changed.is_ok(),
-                hint = self.locked_hint_after(target.session.clone(), LOCKED_HINT_POLL), if target.session.is_some() => {
-                    if hint {
-                        break Some(Confirmation::LockedHint);
-                    }
-                }
                 _ = tokio::time::sleep_until(deadline) => break None,
             }
         };
@@ -437,20 +435,23 @@ impl Service {
         // Decided: no longer waiting for a confirmation (status says so from here on).
         self.escalations.finish(&target.key(), id);
         match confirmation {
-            Some(by) => {
-                let d = step(AuditKind::EscalationConfirmed).detail("after_ms", waited.as_millis());
-                let d = match by {
-                    Confirmation::Guard { pid } => d.detail("by", "guard").detail("pid", pid_text(pid)),
-                    Confirmation::LockedHint => d.detail("by", "locked_hint"),
-                };
-                self.audit_async(d).await?;
+            Some(Confirmation::Guard { pid }) => {
+                self.audit_async(
+                    step(AuditKind::EscalationConfirmed)
+                        .detail("after_ms", waited.as_millis())
+                        .detail("by", "guard")
+                        .detail("pid", pid_text(pid)),
+                )
+                .await?;
                 eprintln!("wardlockd: escalation of {} confirmed", target.key());
                 return Ok(());
             }
             None => {
+                let hint = self.locked_hint_seen(target.session.clone()).await;
                 self.audit_async(
                     step(AuditKind::EscalationUnconfirmed)
                         .detail("after_secs", waited.as_secs())
+                        .detail("locked_hint", hint)
                         .detail("next", then),
                 )
                 .await?;
@@ -481,11 +482,15 @@ impl Service {
 
     /// Watches logind's active graphical sessions: one that no guard has held for twice
     /// `service.guard_heartbeat_timeout` (time enough for a guard to start at login) is
-    /// escalated, once per unguarded spell. Sessions of accounts that policy does not let
-    /// connect cannot have a guard and are left alone. Ends at `shutdown`.
+    /// escalated, and escalated again while it stays unguarded (after the same allowance,
+    /// then at doubling intervals up to `REESCALATE_AT_MOST_EVERY`): a ladder that ended
+    /// without a logoff (`lock_only`, a failed `Terminate`) is never the last word.
+    /// Sessions of accounts that policy does not let connect cannot have a guard and are
+    /// left alone. Ends at `shutdown`.
     pub async fn watch_sessions(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut unguarded_since: std::collections::HashMap<String, Instant> = Default::default();
-        let mut escalated = std::collections::HashSet::new();
+        // Per session: when to escalate next, and the pause after that.
+        let mut next_escalation: std::collections::HashMap<String, (Instant, Duration)> = Default::default();
         let mut reported_unreachable = false;
         loop {
             let policy = self.policy();
@@ -521,27 +526,37 @@ impl Service {
                 })
                 .collect();
             unguarded_since.retain(|path, _| unguarded.iter().any(|s| &s.path == path));
-            escalated.retain(|path: &String| unguarded_since.contains_key(path));
+            next_escalation.retain(|path, _| unguarded_since.contains_key(path));
             for s in unguarded {
                 let since = *unguarded_since.entry(s.path.clone()).or_insert(now);
-                if now.duration_since(since) >= period * 2 && escalated.insert(s.path.clone()) {
-                    eprintln!("wardlockd: no guard holds the active session {} of {}", s.path, s.account);
-                    self.escalate(UnguardedSession {
-                        session: Some(s.path),
-                        account: s.account,
-                        uid: s.uid,
-                        why: "no guard connected for an active session".into(),
-                    });
+                let allowance = period * 2;
+                let (due, pause) =
+                    *next_escalation.entry(s.path.clone()).or_insert((since + allowance, allowance));
+                if now < due {
+                    continue;
                 }
+                next_escalation
+                    .insert(s.path.clone(), (now + pause, (pause * 2).min(REESCALATE_AT_MOST_EVERY)));
+                eprintln!("wardlockd: no guard holds the active session {} of {}", s.path, s.account);
+                self.escalate(UnguardedSession {
+                    session: Some(s.path),
+                    account: s.account,
+                    uid: s.uid,
+                    why: "no guard connected for an active session".into(),
+                });
             }
         }
     }
 
-    /// Waits `pause`, then reads the session's `LockedHint` (false when it cannot be read).
-    async fn locked_hint_after(&self, session: Option<String>, pause: Duration) -> bool {
-        tokio::time::sleep(pause).await;
-        let Some(session) = session else { return false };
-        os_call(OS_CALL_TIMEOUT, self.sessions.locked_hint(session)).await == Ok(true)
+    /// What logind's `LockedHint` of the session says, for the audit only: the session's
+    /// own account can set it, so it confirms nothing.
+    async fn locked_hint_seen(&self, session: Option<String>) -> String {
+        let Some(session) = session else { return "unknown (no session)".to_owned() };
+        match os_call(OS_CALL_TIMEOUT, self.sessions.locked_hint(session)).await {
+            Ok(true) => "true (settable by the session's own account: not evidence)".to_owned(),
+            Ok(false) => "false".to_owned(),
+            Err(e) => client_text(&format!("unreadable: {e}")),
+        }
     }
 
     async fn audit_async(

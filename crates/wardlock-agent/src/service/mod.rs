@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{Policy, PolicyError};
-use wardlock_core::protocol::local::ServiceStatus;
+use wardlock_core::protocol::local::{ClientRole, ServiceStatus};
 
 use crate::central::{self, Central};
 use crate::config::ServiceConfig;
@@ -21,7 +21,7 @@ use crate::os_session::OsSessions;
 use crate::peer::Peer;
 use crate::secrets::{self, DataKey, SecretError};
 use crate::store::{OpenOptions, Store, StoreError};
-use crate::throttle::AttemptBudget;
+use crate::throttle::{AttemptBudget, AttemptBudgets};
 use auth::AuthError;
 use directory::DirectoryError;
 pub use enroll::Enrollment;
@@ -72,6 +72,9 @@ pub enum ServiceError {
     Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Startup(String),
+    /// The request is not for this client (its role, or what policy lets tools do).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("a worker thread failed: {0}")]
     Worker(String),
     #[error("the OS random generator failed: {0}")]
@@ -93,7 +96,8 @@ pub struct Service {
     policy: watch::Sender<Arc<Policy>>,
     /// The layers the policy in force is made of.
     layers: Mutex<Layers>,
-    budget: Mutex<AttemptBudget>,
+    /// Attempts considered per minute: the admitted guards' and the other clients'.
+    budgets: Mutex<AttemptBudgets>,
     /// The clinician the session is attributed to (the last one who unlocked).
     session_user: Mutex<Option<String>>,
     /// Holds granted one after another since the last ordinary unlock (`lock.hold.max_in_a_row`).
@@ -224,14 +228,14 @@ impl Service {
         tx.set_meta(META_RUNNING, "1")?;
         tx.commit()?;
 
-        let budget = AttemptBudget::new(policy.service.max_attempts_per_minute, Instant::now());
+        let budgets = AttemptBudgets::new(policy.service.max_attempts_per_minute, Instant::now());
         Ok(Arc::new(Service {
             store: Mutex::new(store),
             key,
             config,
             policy: watch::Sender::new(Arc::new(policy)),
             layers: Mutex::new(Layers { machine_text, central }),
-            budget: Mutex::new(budget),
+            budgets: Mutex::new(budgets),
             session_user: Mutex::new(None),
             holds_in_a_row: std::sync::atomic::AtomicU32::new(0),
             locked_accounts: Mutex::new(Default::default()),
@@ -295,9 +299,12 @@ impl Service {
 
     /// Audits the stop; after this the next start is not an unclean one.
     pub fn stop(&self, why: &str) -> Result<(), ServiceError> {
-        let suppressed = self.budget.lock().unwrap_or_else(|p| p.into_inner()).take_suppressed();
-        if suppressed > 0 {
-            self.audit_suppressed(suppressed)?;
+        for role in [ClientRole::Guard, ClientRole::Tool] {
+            let suppressed =
+                self.budgets.lock().unwrap_or_else(|p| p.into_inner()).of(role).take_suppressed();
+            if suppressed > 0 {
+                self.audit_suppressed(role, suppressed)?;
+            }
         }
         let mut store = self.store();
         let mut tx = store.write()?;

@@ -151,7 +151,7 @@ impl Service {
         tx.set_meta(META_POLICY_HASH, &hash)?;
         tx.commit()?;
         drop(store);
-        self.budget
+        self.budgets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .set_rate(policy.service.max_attempts_per_minute, Instant::now());

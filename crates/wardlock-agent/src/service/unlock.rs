@@ -1,12 +1,12 @@
-//! Unlocks and administrators' approvals: throttled over all clients, decided by the
-//! core, durable before answered.
+//! Unlocks and administrators' approvals: throttled per kind of client (the admitted
+//! guards have their own allowance), decided by the core, durable before answered.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use wardlock_core::audit::AuditKind;
-use wardlock_core::protocol::local::{AdminCredentials, HoldReply, UnlockReply, UnlockRequest};
-use wardlock_core::unlock::{Attempt, GrantMethod, Outcome};
+use wardlock_core::protocol::local::{AdminCredentials, ClientRole, HoldReply, UnlockReply, UnlockRequest};
+use wardlock_core::unlock::{Attempt, GrantMethod, Outcome, RefusalReason};
 
 use super::auth::{AuthError, Context, HoldCheck, Purpose};
 use super::{ceil_secs, utc_now, Approval, Service, ServiceError};
@@ -15,13 +15,13 @@ use crate::secrets::SecretError;
 use crate::throttle::Admission;
 
 impl Service {
-    /// Takes one attempt from the budget; audits what was refused unheard before it.
-    fn admit(&self) -> Result<Option<u64>, ServiceError> {
-        let admission = self.budget.lock().unwrap_or_else(|p| p.into_inner()).admit(Instant::now());
+    /// Takes one attempt from `role`'s budget; audits what was refused unheard before it.
+    fn admit(&self, role: ClientRole) -> Result<Option<u64>, ServiceError> {
+        let admission = self.budgets.lock().unwrap_or_else(|p| p.into_inner()).of(role).admit(Instant::now());
         match admission {
             Admission::Admit { suppressed_before } => {
                 if suppressed_before > 0 {
-                    self.audit_suppressed(suppressed_before)?;
+                    self.audit_suppressed(role, suppressed_before)?;
                 }
                 Ok(None)
             }
@@ -29,24 +29,45 @@ impl Service {
         }
     }
 
-    pub(super) fn audit_suppressed(&self, count: u64) -> Result<(), ServiceError> {
+    pub(super) fn audit_suppressed(&self, role: ClientRole, count: u64) -> Result<(), ServiceError> {
         let per_minute = self.policy().service.max_attempts_per_minute;
         self.audit(
             self.draft(AuditKind::AttemptsRateLimited, None)
                 .detail("count", count)
-                .detail("limit_per_minute", per_minute),
+                .detail("limit_per_minute", per_minute)
+                .detail("clients", role_name(role)),
         )?;
         Ok(())
     }
 
     /// Decides an unlock. A `Granted` answer is only built after its audit entry is on disk.
-    pub fn unlock(&self, request: UnlockRequest, peer: &Peer) -> Result<UnlockReply, ServiceError> {
-        let (user, result) = match self.clinician_attempt(request, Purpose::Unlock, peer)? {
+    /// Only a guard's unlock opens a screen, so only it makes the session its clinician's;
+    /// tools may check credentials only where policy lets them (`service.tool_unlock`),
+    /// never for break-glass.
+    pub fn unlock(
+        &self,
+        request: UnlockRequest,
+        peer: &Peer,
+        role: ClientRole,
+    ) -> Result<UnlockReply, ServiceError> {
+        if role == ClientRole::Tool {
+            if !self.policy().service.tool_unlock {
+                return Err(ServiceError::NotAllowed(
+                    "unlock is the guard's; tools may check credentials only where the machine policy \
+                     sets service.tool_unlock = true"
+                        .into(),
+                ));
+            }
+            if request.emergency_reason.is_some() {
+                return Err(ServiceError::NotAllowed("break-glass is for the lock screen only".into()));
+            }
+        }
+        let (user, result) = match self.clinician_attempt(request, Purpose::Unlock, peer, role)? {
             Ok(decided) => decided,
             Err(refused) => return Ok(refused),
         };
         let reply = unlock_reply(user, result);
-        if let UnlockReply::Granted { user, .. } = &reply {
+        if let (UnlockReply::Granted { user, .. }, ClientRole::Guard) = (&reply, role) {
             *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user.clone());
             self.holds_in_a_row.store(0, Ordering::SeqCst);
         }
@@ -56,10 +77,11 @@ impl Service {
     /// Decides a sign-out at the lock screen: checked and throttled like an unlock, audited
     /// `signed_out`; the session stays locked and is no longer the clinician's.
     pub fn sign_out(&self, request: UnlockRequest, peer: &Peer) -> Result<UnlockReply, ServiceError> {
-        let (user, result) = match self.clinician_attempt(request, Purpose::SignOut, peer)? {
-            Ok(decided) => decided,
-            Err(refused) => return Ok(refused),
-        };
+        let (user, result) =
+            match self.clinician_attempt(request, Purpose::SignOut, peer, ClientRole::Guard)? {
+                Ok(decided) => decided,
+                Err(refused) => return Ok(refused),
+            };
         let reply = unlock_reply(user, result);
         if let UnlockReply::Granted { user, .. } = &reply {
             let mut session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,15 +106,16 @@ impl Service {
         } else {
             HoldCheck::Allowed { seconds: hold.length.as_secs(), in_a_row, max: hold.max_in_a_row }
         };
-        let (user, result) = match self.clinician_attempt(request, Purpose::Hold(check), peer)? {
-            Ok(decided) => decided,
-            Err(UnlockReply::Refused { attempts_left, retry_after_secs }) => {
-                return Ok(HoldReply::Refused { attempts_left, retry_after_secs })
-            }
-            Err(UnlockReply::Granted { .. }) => {
-                return Ok(HoldReply::Refused { attempts_left: 0, retry_after_secs: None })
-            }
-        };
+        let (user, result) =
+            match self.clinician_attempt(request, Purpose::Hold(check), peer, ClientRole::Guard)? {
+                Ok(decided) => decided,
+                Err(UnlockReply::Refused { attempts_left, retry_after_secs, .. }) => {
+                    return Ok(HoldReply::Refused { attempts_left, retry_after_secs })
+                }
+                Err(UnlockReply::Granted { .. }) => {
+                    return Ok(HoldReply::Refused { attempts_left: 0, retry_after_secs: None })
+                }
+            };
         Ok(match (result.outcome, check) {
             (Outcome::Granted { .. }, HoldCheck::Allowed { seconds, in_a_row, max }) => {
                 *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user.clone());
@@ -114,17 +137,22 @@ impl Service {
         })
     }
 
-    /// A clinician's attempt at the lock screen (unlock, sign-out, hold): from the budget
-    /// over all clients, then decided and audited for `purpose` (which strips break-glass
-    /// where it does not apply). `Err`: the answer already, a refusal.
+    /// A clinician's attempt (unlock, sign-out, hold): from `role`'s budget, then decided
+    /// and audited for `purpose` (which strips break-glass where it does not apply).
+    /// `Err`: the answer already, a refusal.
     fn clinician_attempt(
         &self,
         request: UnlockRequest,
         purpose: Purpose,
         peer: &Peer,
+        role: ClientRole,
     ) -> Result<Result<(String, super::auth::UnlockResult), UnlockReply>, ServiceError> {
-        if let Some(retry) = self.admit()? {
-            return Ok(Err(UnlockReply::Refused { attempts_left: 0, retry_after_secs: Some(retry) }));
+        if let Some(retry) = self.admit(role)? {
+            return Ok(Err(UnlockReply::Refused {
+                attempts_left: 0,
+                retry_after_secs: Some(retry),
+                emergency_closed: false,
+            }));
         }
         let attempt = Attempt {
             user_id: request.user,
@@ -132,8 +160,16 @@ impl Service {
             totp: request.totp,
             emergency_reason: request.emergency_reason,
         };
-        let session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let context = Context { os_account: Some(peer.account.clone()), session_user };
+        // A tool's check takes over no session, so it is no switch from anyone either.
+        let session_user = match role {
+            ClientRole::Guard => self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            ClientRole::Tool => None,
+        };
+        let context = Context {
+            os_account: Some(peer.account.clone()),
+            session_user,
+            via_tool: role == ClientRole::Tool,
+        };
         Ok(self.attempt(&attempt, purpose, &context)?.map(|result| (attempt.user_id, result)))
     }
 
@@ -161,7 +197,11 @@ impl Service {
                         .detail("what", "stored credentials of this user do not open with the data key")
                         .detail("alert", "compliance"),
                 )?;
-                Ok(Err(UnlockReply::Refused { attempts_left: 0, retry_after_secs: None }))
+                Ok(Err(UnlockReply::Refused {
+                    attempts_left: 0,
+                    retry_after_secs: None,
+                    emergency_closed: false,
+                }))
             }
             Err(e) => Err(e.into()),
         }
@@ -174,13 +214,18 @@ impl Service {
         creds: AdminCredentials,
         action: &'static str,
         peer: &Peer,
+        role: ClientRole,
     ) -> Result<Approval, ServiceError> {
-        if let Some(retry) = self.admit()? {
+        if let Some(retry) = self.admit(role)? {
             return Ok(Approval::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
         }
         let attempt =
             Attempt { user_id: creds.user, pin: creds.pin, totp: creds.totp, emergency_reason: None };
-        let context = Context { os_account: Some(peer.account.clone()), session_user: None };
+        let context = Context {
+            os_account: Some(peer.account.clone()),
+            session_user: None,
+            via_tool: role == ClientRole::Tool,
+        };
         Ok(match self.attempt(&attempt, Purpose::AdminApproval { action }, &context)? {
             Ok(super::auth::UnlockResult { outcome: Outcome::Granted { .. }, .. }) => Approval::Granted,
             Ok(super::auth::UnlockResult {
@@ -202,8 +247,17 @@ fn unlock_reply(user: String, result: super::auth::UnlockResult) -> UnlockReply 
             last_unlock: previous_unlock,
             failures_since_last_unlock,
         },
-        Outcome::Refused { attempts_left, retry_after, .. } => {
-            UnlockReply::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) }
-        }
+        Outcome::Refused { attempts_left, retry_after, reason, .. } => UnlockReply::Refused {
+            attempts_left,
+            retry_after_secs: retry_after.map(ceil_secs),
+            emergency_closed: reason == RefusalReason::EmergencyClosedDuringLockout,
+        },
+    }
+}
+
+fn role_name(role: ClientRole) -> &'static str {
+    match role {
+        ClientRole::Guard => "guard",
+        ClientRole::Tool => "tools",
     }
 }

@@ -55,7 +55,7 @@ impl Fixture {
             &self.policy,
             &attempt,
             Purpose::Unlock,
-            &Context { os_account: Some("ward4".into()), session_user: None },
+            &Context { os_account: Some("ward4".into()), ..Context::default() },
             at,
         )
         .unwrap()

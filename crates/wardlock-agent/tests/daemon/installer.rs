@@ -73,6 +73,14 @@ fn sysusers_makes_the_service_account() {
     let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
     let entry = passwd.lines().find(|l| l.starts_with("wardlock:")).expect("no wardlock account");
     assert!(entry.ends_with(":/var/lib/wardlock:/usr/sbin/nologin"), "{entry}");
+    // The group the shipped policy lets talk to wardlockd.
+    let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+    assert!(group.lines().any(|l| l.starts_with("wardlock-session:")), "{group}");
+    let template = std::fs::read_to_string(installers().join("policy.toml")).unwrap();
+    assert!(
+        template.contains("allowed_groups = [\"wardlock-session\"]"),
+        "the template restricts who may connect"
+    );
 }
 
 #[test]

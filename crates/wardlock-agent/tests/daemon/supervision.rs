@@ -70,8 +70,6 @@ impl Manager {
 struct Session {
     calls: mpsc::Sender<Call>,
     leader: Arc<Mutex<Child>>,
-    /// Set by "another locker" when the session is asked to lock.
-    locks_itself: bool,
     locked: Arc<AtomicBool>,
 }
 
@@ -79,9 +77,6 @@ struct Session {
 impl Session {
     fn lock(&self) {
         self.calls.send(Call::Lock(SESSION.into())).unwrap();
-        if self.locks_itself {
-            self.locked.store(true, Ordering::SeqCst);
-        }
     }
 
     fn terminate(&self) {
@@ -89,6 +84,11 @@ impl Session {
         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL)
             .unwrap();
         self.calls.send(Call::Terminate(SESSION.into())).unwrap();
+    }
+
+    /// As logind: the session's owner may call it, with no polkit check.
+    fn set_locked_hint(&self, locked: bool) {
+        self.locked.store(locked, Ordering::SeqCst);
     }
 
     #[zbus(property)]
@@ -110,11 +110,11 @@ impl Session {
 }
 
 impl FakeLogind {
-    fn start(dir: &std::path::Path, locks_itself: bool) -> Self {
-        Self::start_listed(dir, locks_itself, false)
+    fn start(dir: &std::path::Path) -> Self {
+        Self::start_listed(dir, false)
     }
 
-    fn start_listed(dir: &std::path::Path, locks_itself: bool, listed: bool) -> Self {
+    fn start_listed(dir: &std::path::Path, listed: bool) -> Self {
         let mut bus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
             .arg(format!("--address=unix:path={}", dir.join("system_bus").display()))
@@ -136,12 +136,8 @@ impl FakeLogind {
         let leader = Arc::new(Mutex::new(leader));
         let (tx, calls) = mpsc::channel();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let session = Session {
-            calls: tx.clone(),
-            leader: leader.clone(),
-            locks_itself,
-            locked: Arc::new(AtomicBool::new(false)),
-        };
+        let session =
+            Session { calls: tx.clone(), leader: leader.clone(), locked: Arc::new(AtomicBool::new(false)) };
         let connection = runtime.block_on(async {
             zbus::connection::Builder::address(address.as_str())
                 .unwrap()
@@ -189,9 +185,9 @@ fn policy(when_unguarded: &str) -> String {
     )
 }
 
-fn daemon_with_logind(policy: &str, locks_itself: bool) -> (Daemon, FakeLogind) {
+fn daemon_with_logind(policy: &str) -> (Daemon, FakeLogind) {
     let d = Daemon::new(policy);
-    let logind = FakeLogind::start(d.dir.path(), locks_itself);
+    let logind = FakeLogind::start(d.dir.path());
     let mut d = d.env("DBUS_SYSTEM_BUS_ADDRESS", &logind.address);
     d.start();
     (d, logind)
@@ -224,7 +220,7 @@ fn wait_session_ended(logind: &FakeLogind, from: Instant) -> Duration {
 
 #[test]
 fn a_guard_killed_while_locked_and_not_restarted_ends_the_session_after_the_grace() {
-    let (d, logind) = daemon_with_logind(&policy("logoff"), false);
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
     let mut guard = d.client("guard");
     assert_eq!(last(&d, "guard_started").details["client"], "test");
     let ack = guard.request(json!({"type": "event", "event": {"kind": "locked", "reason": "idle"}}));
@@ -261,7 +257,7 @@ fn a_guard_killed_while_locked_and_not_restarted_ends_the_session_after_the_grac
 
 #[test]
 fn a_guard_stopped_while_unlocked_walks_the_same_ladder() {
-    let (d, logind) = daemon_with_logind(&policy("logoff"), false);
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
     let guard = d.client("guard");
     drop(guard); // `systemctl --user stop`: the session was unlocked
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
@@ -276,7 +272,7 @@ fn a_guard_stopped_while_unlocked_walks_the_same_ladder() {
 
 #[test]
 fn a_guard_restarted_within_the_grace_confirms_the_lock_and_nothing_is_ended() {
-    let (d, logind) = daemon_with_logind(&policy("logoff"), false);
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
     drop(d.client("guard"));
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
 
@@ -299,20 +295,59 @@ fn a_guard_restarted_within_the_grace_confirms_the_lock_and_nothing_is_ended() {
     assert!(!d.kinds().iter().any(|k| k == "session_terminated" || k == "escalation_unconfirmed"));
 }
 
+/// The shared account stops its guard and says "locked" itself, as anyone at the
+/// workstation can: `busctl call … SetLockedHint b true` on its own session.
+fn set_locked_hint_as_the_session(logind: &FakeLogind) {
+    let status = Command::new("busctl")
+        .arg(format!("--address={}", logind.address))
+        .args(["call", "org.freedesktop.login1", SESSION, "org.freedesktop.login1.Session"])
+        .args(["SetLockedHint", "b", "true"])
+        .status()
+        .expect("busctl is needed (systemd; `make setup` installs it)");
+    assert!(status.success());
+}
+
 #[test]
-fn another_lockers_locked_hint_confirms_the_lock() {
-    let (d, logind) = daemon_with_logind(&policy("logoff"), true);
-    drop(d.client("guard"));
+fn a_locked_hint_the_session_sets_itself_confirms_nothing_and_the_session_ends() {
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
+    drop(d.client("guard")); // `systemctl --user stop wardlock-guard`
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
-    d.wait_for_log(" confirmed");
-    assert_eq!(last(&d, "escalation_confirmed").details["by"], "locked_hint");
-    assert_eq!(escalations_active(&d), 0);
-    assert!(!logind.session_ended());
+    set_locked_hint_as_the_session(&logind);
+    assert_eq!(logind.next_call(), Call::Terminate(SESSION.into()), "the hint must not stop the logoff");
+    wait_session_ended(&logind, Instant::now());
+    d.wait_for_audit("session_terminated", 1);
+    assert_eq!(
+        ladder(&d),
+        ["guard_lost", "escalation_requested", "escalation_unconfirmed", "session_terminated"]
+    );
+    let unconfirmed = last(&d, "escalation_unconfirmed");
+    assert_eq!(
+        unconfirmed.details["locked_hint"], "true (settable by the session's own account: not evidence)",
+        "the audit names what was seen, and what it is worth"
+    );
+}
+
+#[test]
+fn an_active_session_that_stays_unguarded_is_escalated_again_and_again() {
+    let d = Daemon::new(&format!("{}[service]\nguard_heartbeat_timeout = \"3s\"\n", policy("lock_only")));
+    let logind = FakeLogind::start_listed(d.dir.path(), true);
+    let mut d = d.env("DBUS_SYSTEM_BUS_ADDRESS", &logind.address);
+    d.start();
+    set_locked_hint_as_the_session(&logind);
+    // No guard ever connects, and the session says it is locked: every ladder is still
+    // unconfirmed, and the watch does not stop looking after the first.
+    for _ in 0..2 {
+        assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
+    }
+    let unconfirmed = d.wait_for_audit("escalation_unconfirmed", 2);
+    assert!(unconfirmed.iter().all(|e| e.details["locked_hint"].starts_with("true (")), "{unconfirmed:?}");
+    assert!(!d.kinds().iter().any(|k| k == "escalation_confirmed"));
+    assert!(!logind.session_ended(), "lock_only never ends the session");
 }
 
 #[test]
 fn a_lock_failure_nobody_recovers_ends_the_session() {
-    let (d, logind) = daemon_with_logind(&policy("logoff"), false);
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
     let mut guard = d.client("guard");
     let ack = guard
         .request(json!({"type": "event", "event": {"kind": "lock_failed", "what": "keyboard grab refused"}}));
@@ -329,7 +364,7 @@ fn a_lock_failure_nobody_recovers_ends_the_session() {
 
 #[test]
 fn lock_only_asks_and_audits_that_nobody_confirmed() {
-    let (d, logind) = daemon_with_logind(&policy("lock_only"), false);
+    let (d, logind) = daemon_with_logind(&policy("lock_only"));
     drop(d.client("guard"));
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
     d.wait_for_log("unconfirmed");
@@ -344,7 +379,7 @@ fn lock_only_asks_and_audits_that_nobody_confirmed() {
 
 #[test]
 fn audit_only_audits_and_asks_nothing_of_logind() {
-    let (d, logind) = daemon_with_logind(&policy("audit_only"), false);
+    let (d, logind) = daemon_with_logind(&policy("audit_only"));
     drop(d.client("guard"));
     d.wait_for_log("lost");
     assert_eq!(last(&d, "guard_lost").details["when_unguarded"], "audit_only");
@@ -355,7 +390,7 @@ fn audit_only_audits_and_asks_nothing_of_logind() {
 
 #[test]
 fn dev_mode_defaults_to_lock_only() {
-    let (d, logind) = daemon_with_logind(FAST_POLICY, false);
+    let (d, logind) = daemon_with_logind(FAST_POLICY);
     drop(d.client("guard"));
     d.wait_for_log("unconfirmed");
     assert_eq!(last(&d, "guard_lost").details["when_unguarded"], "lock_only");
@@ -385,7 +420,7 @@ fn without_logind_the_failed_logoff_is_an_alert_and_the_service_goes_on() {
 
 #[test]
 fn a_script_posing_as_the_guard_is_refused_and_audited_as_an_impostor() {
-    let (d, logind) = daemon_with_logind(&policy("logoff"), false);
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
     let script = r#"
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -412,7 +447,7 @@ print(s.makefile().readline().strip())
 
 #[test]
 fn the_right_executable_with_a_preloaded_library_is_no_guard() {
-    let (d, _logind) = daemon_with_logind(&policy("audit_only"), false);
+    let (d, _logind) = daemon_with_logind(&policy("audit_only"));
     // This test binary is the guard executable here; the same binary with LD_PRELOAD is not.
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "supervision::helper_hello_as_guard", "--nocapture", "--include-ignored"])
@@ -436,7 +471,7 @@ fn helper_hello_as_guard() {
 
 #[test]
 fn only_an_administrator_lets_the_guard_quit_cleanly() {
-    let (d, logind) = daemon_with_logind(&policy("logoff"), false);
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
     d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
     d.add_user("it.admin", "Ida Admin", "admin", Some("915372"), false);
     let mut guard = d.client("guard");
@@ -458,10 +493,8 @@ fn only_an_administrator_lets_the_guard_quit_cleanly() {
 
 #[test]
 fn a_silent_guard_is_lost_after_its_heartbeat_timeout() {
-    let (d, logind) = daemon_with_logind(
-        &format!("{}[service]\nguard_heartbeat_timeout = \"3s\"\n", policy("lock_only")),
-        false,
-    );
+    let (d, logind) =
+        daemon_with_logind(&format!("{}[service]\nguard_heartbeat_timeout = \"3s\"\n", policy("lock_only")));
     let mut guard = d.client("guard");
     // Heartbeats keep it alive past the timeout...
     for _ in 0..3 {
@@ -535,7 +568,7 @@ fn status_reports_the_kernels_ptrace_scope() {
 #[test]
 fn an_active_session_that_no_guard_ever_held_is_escalated_too() {
     let d = Daemon::new(&format!("{}[service]\nguard_heartbeat_timeout = \"3s\"\n", policy("logoff")));
-    let logind = FakeLogind::start_listed(d.dir.path(), false, true);
+    let logind = FakeLogind::start_listed(d.dir.path(), true);
     let mut d = d.env("DBUS_SYSTEM_BUS_ADDRESS", &logind.address);
     d.start();
     // No guard ever connects: after twice the heartbeat timeout, the ladder.
@@ -552,7 +585,7 @@ fn an_active_session_that_no_guard_ever_held_is_escalated_too() {
 #[test]
 fn a_session_whose_guard_is_connected_is_left_alone_by_the_watch() {
     let d = Daemon::new(&format!("{}[service]\nguard_heartbeat_timeout = \"3s\"\n", policy("logoff")));
-    let logind = FakeLogind::start_listed(d.dir.path(), false, true);
+    let logind = FakeLogind::start_listed(d.dir.path(), true);
     let mut d = d.env("DBUS_SYSTEM_BUS_ADDRESS", &logind.address);
     d.start();
     let mut guard = d.client("guard");

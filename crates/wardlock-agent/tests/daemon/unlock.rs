@@ -439,3 +439,100 @@ fn holds_are_refused_where_policy_forbids_them_capped_where_it_allows_them_and_a
     let failed = entries.iter().find(|e| e.kind.as_str() == "unlock_failed").unwrap();
     assert_eq!(failed.details.get("purpose").map(String::as_str), Some("hold"));
 }
+
+fn emergency_unlock(c: &mut crate::util::Client, user: &str, pin: &str) -> serde_json::Value {
+    c.request(json!({"type": "unlock", "user": user, "pin": pin, "totp": null, "emergency_reason": "code blue bed 4, need the chart"}))
+}
+
+#[test]
+fn a_guesser_who_locked_the_workstation_gets_three_break_glass_tries_then_none_until_it_ends() {
+    let mut d =
+        Daemon::new("[lockout]\nthrottle = \"0s\"\nmax_failures = 20\nworkstation_max_failures = 5\n");
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    let mut c = d.client("guard");
+    for i in 0..5 {
+        c.unlock(&format!("guess{i}"), Some("000001"), None);
+    }
+    // The same guesser types a reason and goes on guessing: three are checked...
+    for i in 0..3 {
+        let r = emergency_unlock(&mut c, &format!("guess{i}"), "000002");
+        assert_eq!((r["result"].as_str(), r.get("emergency_closed")), (Some("refused"), None), "{r}");
+    }
+    // ...then not even a real clinician's right PIN is, and the lock screen is told why.
+    let closed = emergency_unlock(&mut c, "n.nurse", "730284");
+    assert_eq!(closed["result"], "refused", "{closed}");
+    assert_eq!(closed["emergency_closed"], true, "{closed}");
+    let wait = closed["retry_after_secs"].as_u64().unwrap();
+    assert!((1..=300).contains(&wait), "until the workstation lockout ends: {wait}");
+
+    let entries = d.audit();
+    let alert = entries.iter().find(|e| e.kind.as_str() == "emergency_access_closed").expect("no alert");
+    assert_eq!((alert.details["failures"].as_str(), alert.details["alert"].as_str()), ("3", "compliance"));
+    let last = entries.iter().rev().find(|e| e.kind.as_str() == "unlock_failed").unwrap();
+    assert_eq!(last.details["reason"], "emergency_closed_during_lockout");
+    assert_eq!(last.user.as_deref(), Some("n.nurse"));
+    assert!(entries.iter().all(|e| e.kind.as_str() != "emergency_access"), "nothing was granted");
+}
+
+#[test]
+fn a_script_hammering_unlock_as_a_tool_cannot_starve_the_lock_screen() {
+    let policy = "[lockout]\nthrottle = \"0s\"\nworkstation_max_failures = 1000\nmax_failures = 20\n\
+                  [service]\nmax_attempts_per_minute = 5\ntool_unlock = true\n";
+    let mut d = Daemon::new(policy);
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.add_user("d.doctor", "Dan Doctor", "physician", Some("915372"), false);
+    d.start();
+    let mut script = d.client("tool");
+    for i in 0..40 {
+        assert_eq!(script.unlock(&format!("bogus{i}"), Some("123456"), None)["result"], "refused");
+    }
+    assert_eq!(
+        script.unlock("n.nurse", Some("730284"), None)["retry_after_secs"].as_u64().map(|s| s > 0),
+        Some(true),
+        "the tools' own budget is spent"
+    );
+    // The clinician at the lock screen is still heard.
+    let mut guard = d.client("guard");
+    assert_eq!(guard.unlock("n.nurse", Some("730284"), None)["result"], "granted");
+    d.stop();
+    let entries = d.audit();
+    let limited: Vec<_> = entries.iter().filter(|e| e.kind.as_str() == "attempts_rate_limited").collect();
+    assert!(limited.iter().all(|e| e.details["clients"] == "tools"), "{limited:?}");
+    assert!(limited.iter().map(|e| e.details["count"].parse::<u32>().unwrap()).sum::<u32>() >= 30);
+}
+
+#[test]
+fn a_tool_may_not_unlock_unless_the_machine_policy_says_so_and_its_check_takes_over_no_session() {
+    let mut d = Daemon::new(FAST_POLICY);
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.start();
+    let mut tool = d.client("tool");
+    let refused = tool.unlock("n.nurse", Some("730284"), None);
+    assert_eq!(refused["code"], "not_allowed", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("service.tool_unlock"), "{refused}");
+    assert!(d.kinds().iter().all(|k| k != "unlock_succeeded" && k != "unlock_failed"), "nothing was checked");
+    drop(tool);
+    drop(d);
+
+    let mut d = Daemon::new(&format!("{FAST_POLICY}[service]\ntool_unlock = true\n"));
+    d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d.add_user("d.doctor", "Dan Doctor", "physician", Some("915372"), false);
+    d.start();
+    let mut guard = d.client("guard");
+    assert_eq!(guard.unlock("d.doctor", Some("915372"), None)["result"], "granted");
+    let mut tool = d.client("tool");
+    assert_eq!(tool.unlock("n.nurse", Some("730284"), None)["result"], "granted");
+    let break_glass = emergency_unlock(&mut tool, "n.nurse", "730284");
+    assert_eq!(break_glass["code"], "not_allowed", "break-glass is the lock screen's: {break_glass}");
+    // The session is still the doctor's: the guard's next lock is attributed to him.
+    let ack = guard.request(json!({"type": "event", "event": {"kind": "locked", "reason": "idle"}}));
+    assert_eq!(ack["type"], "ack");
+    let entries = d.audit();
+    let by_tool = entries.iter().rev().find(|e| e.kind.as_str() == "unlock_succeeded").unwrap();
+    assert_eq!(by_tool.user.as_deref(), Some("n.nurse"));
+    assert_eq!(by_tool.details.get("client").map(String::as_str), Some("tool"));
+    assert_eq!(by_tool.details.get("switched_from"), None, "a tool's check switches no session");
+    let locked = entries.iter().rev().find(|e| e.kind.as_str() == "locked").unwrap();
+    assert_eq!(locked.user.as_deref(), Some("d.doctor"));
+}

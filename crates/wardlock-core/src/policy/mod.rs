@@ -452,17 +452,40 @@ pub enum PhiSwitch {
 #[serde(default, deny_unknown_fields)]
 pub struct EmergencyPolicy {
     pub enabled: bool,
-    /// Break-glass still asks for the user's PIN (it waives the second factor and
-    /// method rules, never identification). Without it, the user ID and reason suffice.
+    /// Break-glass asks for the user's PIN: it waives method rules, never
+    /// identification. Must be true (validation refuses `false`): an ID and a reason
+    /// alone would let anyone who knows a colleague's ID in.
     pub require_pin: bool,
+    /// Break-glass also asks for a TOTP code. Not set: only where `pin_totp` is the one
+    /// allowed unlock method (an MFA ward stays MFA in an emergency).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_totp: Option<bool>,
     pub min_reason_chars: usize,
     /// Break-glass grants per user in any 24 hours; the next one is refused (and audited).
     pub max_per_user_per_day: u32,
+    /// During a workstation lockout (someone cycling user IDs), break-glass attempts are
+    /// still checked until this many of them have failed; then every attempt is refused
+    /// until the lockout ends, so a guesser cannot type a reason to go on guessing.
+    pub max_failures_during_lockout: u32,
 }
 
 impl Default for EmergencyPolicy {
     fn default() -> Self {
-        Self { enabled: true, require_pin: true, min_reason_chars: 10, max_per_user_per_day: 3 }
+        Self {
+            enabled: true,
+            require_pin: true,
+            require_totp: None,
+            min_reason_chars: 10,
+            max_per_user_per_day: 3,
+            max_failures_during_lockout: 3,
+        }
+    }
+}
+
+impl EmergencyPolicy {
+    /// Whether break-glass needs a TOTP code too under these unlock rules.
+    pub fn requires_totp(&self, unlock: &UnlockPolicy) -> bool {
+        self.require_totp.unwrap_or(unlock.methods == [UnlockMethod::PinTotp])
     }
 }
 
@@ -526,10 +549,14 @@ pub struct ServicePolicy {
     /// A guard that sends nothing for this long is taken as lost (`guard_lost`).
     #[serde(with = "humantime_serde")]
     pub guard_heartbeat_timeout: Duration,
-    /// Unlock and enrollment attempts the service considers per minute, over all
-    /// connections; the rest are refused unheard (and counted in one audit entry), so a
-    /// script cannot fill the disk with refusals.
+    /// Unlock and enrollment attempts the service considers per minute, for the admitted
+    /// guards and, apart, for every other client; the rest are refused unheard (and
+    /// counted in one audit entry), so a script can neither fill the disk with refusals
+    /// nor spend the lock screen's allowance.
     pub max_attempts_per_minute: u32,
+    /// Whether clients other than the guard (`wardlockctl agent unlock`) may have a
+    /// clinician's credentials checked. Off: only the lock screen asks. Machine layer only.
+    pub tool_unlock: bool,
     /// The installed guard: only a process running this executable (its
     /// `/proc/PID/exe`) may connect as the guard. Machine layer only. Not set: the
     /// service's own default (the packaged path; with `--dev`, the guard beside it).
@@ -544,6 +571,7 @@ impl Default for ServicePolicy {
             allowed_groups: Vec::new(),
             guard_heartbeat_timeout: Duration::from_secs(15),
             max_attempts_per_minute: 30,
+            tool_unlock: false,
             guard_executable: None,
         }
     }
@@ -567,6 +595,7 @@ const MACHINE_ONLY_KEYS: &[(&str, &str)] = &[
     ("service", "allowed_users"),
     ("service", "allowed_groups"),
     ("service", "guard_executable"),
+    ("service", "tool_unlock"),
 ];
 
 /// One problem in a policy document, located where possible.
@@ -933,6 +962,12 @@ impl Policy {
         count("totp.digits", self.totp.digits.into(), 6, 8);
         count("emergency.min_reason_chars", self.emergency.min_reason_chars as u64, 3, 500);
         count("emergency.max_per_user_per_day", self.emergency.max_per_user_per_day.into(), 1, 50);
+        count(
+            "emergency.max_failures_during_lockout",
+            self.emergency.max_failures_during_lockout.into(),
+            1,
+            5,
+        );
         count("sync.batch_size", self.sync.batch_size.into(), 1, 10_000);
         count("service.max_attempts_per_minute", self.service.max_attempts_per_minute.into(), 5, 600);
         if self.sync.backlog_warning == 0 {
@@ -949,6 +984,14 @@ impl Policy {
         }
         if cross_field && self.lockout.max_lockout < self.lockout.lockout {
             problems.push(("lockout.max_lockout".into(), "must be at least lockout.lockout".into()));
+        }
+        if !self.emergency.require_pin {
+            problems.push((
+                "emergency.require_pin".into(),
+                "must be true: break-glass identifies the clinician by their PIN (a user ID and a reason \
+                 alone would let anyone who knows a colleague's ID in)"
+                    .into(),
+            ));
         }
         if self.unlock.methods.is_empty() {
             problems.push((

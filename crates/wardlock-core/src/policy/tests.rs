@@ -351,3 +351,22 @@ mod phi {
         assert!(!app(None, Some("xterm"), None).matches(&window("xterm", "EHR", None)), "unknown exe");
     }
 }
+
+#[test]
+fn break_glass_without_a_pin_and_an_open_ended_lockout_allowance_are_refused() {
+    let err = machine("[emergency]\nrequire_pin = false\nmax_failures_during_lockout = 6\n").unwrap_err();
+    let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["emergency.max_failures_during_lockout", "emergency.require_pin"], "{err}");
+    assert!(err.to_string().contains("must be between 1 and 5, got 6"), "{err}");
+    assert!(err.to_string().contains("must be true"), "{err}");
+
+    let p = Policy::layered(&[machine("[unlock]\nmethods = [\"pin_totp\"]\n").unwrap()]).unwrap();
+    assert!(p.emergency.requires_totp(&p.unlock), "an MFA ward stays MFA in an emergency");
+    assert!(!Policy::default().emergency.requires_totp(&Policy::default().unlock));
+    let p = Policy::layered(&[machine(
+        "[unlock]\nmethods = [\"pin_totp\"]\n[emergency]\nrequire_totp = false\n",
+    )
+    .unwrap()])
+    .unwrap();
+    assert!(!p.emergency.requires_totp(&p.unlock), "IT may decide otherwise, explicitly");
+}

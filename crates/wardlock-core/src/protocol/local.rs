@@ -223,6 +223,10 @@ pub enum UnlockReply {
     Refused {
         attempts_left: u32,
         retry_after_secs: Option<u64>,
+        /// Break-glass is closed on this workstation until its lockout ends (too many
+        /// failed break-glass attempts in it): the lock screen says so.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        emergency_closed: bool,
     },
 }
 
@@ -300,6 +304,10 @@ pub struct GuardPolicy {
     pub methods: Vec<UnlockMethod>,
     pub emergency_enabled: bool,
     pub emergency_requires_pin: bool,
+    /// Break-glass asks for a TOTP code too (`emergency.require_totp`, by default in
+    /// `pin_totp`-only wards).
+    #[serde(default)]
+    pub emergency_requires_totp: bool,
     pub emergency_min_reason_chars: usize,
     pub phi_apps: Vec<PhiApp>,
     #[serde(default)]
@@ -360,6 +368,7 @@ impl From<&Policy> for GuardPolicy {
             methods: p.unlock.methods.clone(),
             emergency_enabled: p.emergency.enabled,
             emergency_requires_pin: p.emergency.require_pin,
+            emergency_requires_totp: p.emergency.requires_totp(&p.unlock),
             emergency_min_reason_chars: p.emergency.min_reason_chars,
             phi_apps: p.phi.apps.clone(),
             phi_tiers: p

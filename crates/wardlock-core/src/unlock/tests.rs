@@ -386,8 +386,10 @@ fn workstation_failures_leave_the_window_with_time() {
 fn emergency_access_passes_a_workstation_lockout_three_times_a_day() {
     let f = Fixture::new();
     let now = t(1_000_000);
-    let ws =
-        WorkstationAuthState { recent_failures: vec![], blocked_until: Some(now.saturating_add(secs(300))) };
+    let ws = WorkstationAuthState {
+        blocked_until: Some(now.saturating_add(secs(300))),
+        ..WorkstationAuthState::default()
+    };
     let plain =
         decide(&f.policy, now, Some(f.user()), &UserAuthState::default(), &ws, &f.attempt_pin("482916"));
     assert!(matches!(plain.outcome, Outcome::Refused { reason: RefusalReason::WorkstationLockedOut, .. }));
@@ -431,4 +433,108 @@ fn emergency_access_passes_a_workstation_lockout_three_times_a_day() {
         &emergency("482916"),
     );
     assert!(matches!(d.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }));
+}
+
+fn emergency_attempt(p: &str, totp: Option<&str>) -> Attempt {
+    Attempt {
+        user_id: "n.nurse".into(),
+        pin: Some(pin(p)),
+        totp: totp.map(pin),
+        emergency_reason: Some("code blue bed 4".into()),
+    }
+}
+
+#[test]
+fn break_glass_during_a_workstation_lockout_closes_after_three_failures_until_it_ends() {
+    let f = Fixture::new();
+    let now = t(1_000_000);
+    let until = now.saturating_add(secs(300));
+    let mut ws = WorkstationAuthState { blocked_until: Some(until), ..WorkstationAuthState::default() };
+    // The guesser who locked the workstation types a reason: three guesses are checked...
+    for n in 1..=3 {
+        let d =
+            decide(&f.policy, now, None, &UserAuthState::default(), &ws, &emergency_attempt("000001", None));
+        assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::UnknownUser, .. }));
+        assert_eq!(d.workstation_state.emergency_failures_in_lockout, n);
+        assert_eq!(d.workstation_state.blocked_until, Some(until), "the lockout is not restarted");
+        ws = d.workstation_state;
+    }
+    // ...then nothing is, not even the right PIN of a real clinician, until the lockout ends.
+    let closed = decide(
+        &f.policy,
+        now,
+        Some(f.user()),
+        &UserAuthState::default(),
+        &ws,
+        &emergency_attempt("482916", None),
+    );
+    let Outcome::Refused { reason, retry_after, .. } = closed.outcome else { panic!("{:?}", closed.outcome) };
+    assert_eq!(reason, RefusalReason::EmergencyClosedDuringLockout);
+    assert_eq!(retry_after, Some(secs(300)));
+    assert_eq!(closed.user_state, UserAuthState::default(), "refused unchecked: nobody's failure");
+    assert!(ws.emergency_closed(f.policy.emergency.max_failures_during_lockout, now));
+
+    let after = until.saturating_add(secs(1));
+    assert!(!ws.emergency_closed(3, after));
+    let open = decide(
+        &f.policy,
+        after,
+        Some(f.user()),
+        &UserAuthState::default(),
+        &ws,
+        &emergency_attempt("482916", None),
+    );
+    assert!(
+        matches!(open.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }),
+        "{:?}",
+        open.outcome
+    );
+
+    // A failure after the lockout ended starts no count toward the next one.
+    let wrong =
+        decide(&f.policy, after, None, &UserAuthState::default(), &ws, &emergency_attempt("000001", None));
+    assert_eq!(wrong.workstation_state.emergency_failures_in_lockout, 0);
+}
+
+#[test]
+fn break_glass_in_a_pin_totp_ward_needs_the_second_factor_too() {
+    let f = Fixture::new();
+    let mut mfa = f.policy.clone();
+    mfa.unlock.methods = vec![UnlockMethod::PinTotp];
+    let now = t(1_795_000_000_000);
+    let (user, ws) = (UserAuthState::default(), WorkstationAuthState::default());
+    let pin_only = decide(&mfa, now, Some(f.user()), &user, &ws, &emergency_attempt("482916", None));
+    assert!(matches!(pin_only.outcome, Outcome::Refused { reason: RefusalReason::BadCredentials, .. }));
+    let code = totp_code(&mfa.totp, &f.seed, now).unwrap();
+    let both = decide(&mfa, now, Some(f.user()), &user, &ws, &emergency_attempt("482916", Some(&code)));
+    assert!(
+        matches!(both.outcome, Outcome::Granted { method: GrantMethod::Emergency, .. }),
+        "{:?}",
+        both.outcome
+    );
+    assert!(both.user_state.last_totp_step.is_some(), "the code is used up like any other");
+
+    // Where PIN alone is allowed, break-glass asks for the PIN only (unless policy says otherwise).
+    let d = decide(&f.policy, now, Some(f.user()), &user, &ws, &emergency_attempt("482916", None));
+    assert!(matches!(d.outcome, Outcome::Granted { .. }));
+    let mut strict = f.policy.clone();
+    strict.emergency.require_totp = Some(true);
+    let d = decide(&strict, now, Some(f.user()), &user, &ws, &emergency_attempt("482916", None));
+    assert!(matches!(d.outcome, Outcome::Refused { .. }));
+}
+
+#[test]
+fn an_unvalidated_emergency_cap_of_zero_refuses_without_panicking() {
+    let f = Fixture::new();
+    let mut policy = f.policy.clone();
+    policy.emergency.max_per_user_per_day = 0;
+    let d = decide(
+        &policy,
+        t(1_000),
+        Some(f.user()),
+        &UserAuthState::default(),
+        &WorkstationAuthState::default(),
+        &emergency_attempt("482916", None),
+    );
+    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyLimitReached, .. }));
 }

@@ -21,7 +21,9 @@ fn wardlockd() -> PathBuf {
 #[test]
 fn status_and_unlock_through_the_running_service() {
     let ctl = Ctl::new();
-    std::fs::write(ctl.path("policy.toml"), "[lockout]\nthrottle = \"0s\"\n").unwrap();
+    // Checking credentials from a tool is off unless the machine policy turns it on.
+    std::fs::write(ctl.path("policy.toml"), "[lockout]\nthrottle = \"0s\"\n[service]\ntool_unlock = true\n")
+        .unwrap();
     // The same layout `wardlockd --dev DIR` uses, so both work on one database and key.
     std::fs::create_dir_all(ctl.path("data")).unwrap();
     // The CLI never creates the workstation database; the service does.
@@ -59,6 +61,26 @@ fn status_and_unlock_through_the_running_service() {
 
     daemon.kill().unwrap();
     daemon.wait().unwrap();
+
+    // Without `tool_unlock` the service says no, and says how to change that.
+    std::fs::write(ctl.path("policy.toml"), "[lockout]\nthrottle = \"0s\"\n").unwrap();
+    let mut daemon = Command::new(wardlockd())
+        .arg("--dev")
+        .arg(ctl.dir.path())
+        .args(["--key-store", &format!("file:{}", ctl.path("keys").display())])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(daemon.stderr.take().unwrap()).lines();
+    assert!(log.next().unwrap().unwrap().contains("listening on"));
+    let off = ctl
+        .run_with_stdin(&["agent", "--socket", s(&socket), "unlock", "n.nurse", "--pin-stdin"], "730284\n")
+        .failed();
+    assert!(off.stderr.contains("service.tool_unlock = true"), "{}", off.stderr);
+    assert!(!off.stdout.contains("granted"), "{}", off.stdout);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
     let down = ctl.run(&["agent", "--socket", s(&socket), "status"]);
     assert_eq!(down.code, 1);
     assert!(down.stderr.contains("is it running?"), "{}", down.stderr);
