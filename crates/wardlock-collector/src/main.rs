@@ -89,7 +89,7 @@ enum Command {
     /// Make an enrollment secret for workstations (shown once)
     #[command(
         name = "enroll-secret",
-        after_help = "Example:\n  wardlock-collector enroll-secret create --db sqlite:///var/lib/wardlock-collector/collector.db --label ward-4"
+        after_help = "Example:\n  wardlock-collector enroll-secret create --db sqlite:///var/lib/wardlock-collector/collector.db --label ward-4 --group ward4"
     )]
     EnrollSecret {
         #[command(subcommand)]
@@ -118,6 +118,9 @@ enum Create {
         /// For tokens: admin or auditor
         #[arg(long, default_value = "auditor")]
         role: String,
+        /// For enrollment secrets: the workstation group it enrolls into
+        #[arg(long)]
+        group: Option<String>,
     },
 }
 
@@ -141,13 +144,15 @@ fn open_store(url: &str) -> Result<Arc<dyn CollectorStore>> {
 
 fn run() -> Result<()> {
     tls::install_crypto_provider();
+    // Everything the collector writes (database, keys, certificates, tokens) is its own.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     match Cli::parse().command {
         Command::Openapi => {
             use utoipa::OpenApi as _;
             println!("{}", api::ApiDoc::openapi().to_pretty_json()?);
             Ok(())
         }
-        Command::Token { action: Create::Create { db, label, role } } => {
+        Command::Token { action: Create::Create { db, label, role, .. } } => {
             let role =
                 Role::parse(&role).with_context(|| format!("--role {role:?}: use admin or auditor"))?;
             let token = secret::generate()?;
@@ -164,11 +169,14 @@ fn run() -> Result<()> {
             println!("{}", secret::DataKey::new_encoded()?.as_str());
             Ok(())
         }
-        Command::EnrollSecret { action: Create::Create { db, label, .. } } => {
+        Command::EnrollSecret { action: Create::Create { db, label, group, .. } } => {
+            let group = group.context(
+                "--group is needed: the workstation group this secret enrolls into (a workstation cannot choose its own)",
+            )?;
             let value = secret::generate()?;
-            let new = wardlock_collector::store::NewEnrollSecret::standard(&label, api::now());
+            let new = wardlock_collector::store::NewEnrollSecret::standard(&label, &group, api::now());
             open_store(&db)?.add_enroll_secret(&secret::hash(&value), &new, api::now())?;
-            eprintln!("enrollment secret {label:?}: valid 30 days, for up to 1000 workstations (wardlockctl enroll-secret list|revoke)");
+            eprintln!("enrollment secret {label:?}: group {group:?}, valid 30 days, for up to 1000 workstations (wardlockctl enroll-secret list|revoke)");
             println!("{value}");
             Ok(())
         }
@@ -216,6 +224,14 @@ fn run() -> Result<()> {
                 std::fs::create_dir_all(dir)?;
             }
             let data_key = Arc::new(open_data_key(&data_key, store.as_ref())?);
+            // Earlier releases kept PIN hashes in the clear: sealed before anything is served.
+            let sealed = secret::seal_plain_pin_hashes(store.as_ref(), &data_key)
+                .map_err(|e| anyhow::anyhow!("sealing the directory's PIN hashes: {e}"))?;
+            if sealed > 0 {
+                eprintln!(
+                    "wardlock-collector: sealed {sealed} PIN hash(es) an earlier release kept in the clear"
+                );
+            }
             if let Some(dir) = &dev {
                 dev_credentials(dir, store.as_ref())?;
             }
@@ -275,9 +291,13 @@ fn open_data_key(path: &Path, store: &dyn CollectorStore) -> Result<secret::Data
 /// A fresh enrollment secret and admin token for development, printed and kept in DIR.
 fn dev_credentials(dir: &Path, store: &dyn CollectorStore) -> Result<()> {
     let secret_value = secret::generate()?;
-    // For development: no expiry, no use limit.
-    let dev =
-        wardlock_collector::store::NewEnrollSecret { label: "dev".into(), expires: None, max_uses: None };
+    // For development: no expiry, no use limit; the group every workstation has by default.
+    let dev = wardlock_collector::store::NewEnrollSecret {
+        label: "dev".into(),
+        group: "default".into(),
+        expires: None,
+        max_uses: None,
+    };
     store.add_enroll_secret(&secret::hash(&secret_value), &dev, api::now())?;
     let token = secret::generate()?;
     store.add_token(&secret::hash(&token), Role::Admin, "dev admin", api::now())?;

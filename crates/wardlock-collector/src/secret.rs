@@ -99,3 +99,74 @@ impl DataKey {
         sealing::open(&self.0, sealed, context).map_err(|_| KeyError::Unseal)
     }
 }
+
+const SEALED_PIN_PREFIX: &str = "sealed:v1:";
+
+/// What a sealed PIN hash is bound to: its user, and being a PIN hash (it cannot pass for
+/// another user's, nor for a TOTP seed, which is sealed to the user ID alone).
+fn pin_context(user: &str) -> Vec<u8> {
+    [b"wardlock-collector-pin-hash\0".as_slice(), user.as_bytes()].concat()
+}
+
+/// A PIN hash (PHC string) as the directory stores it: sealed with the data key.
+pub fn seal_pin_hash(key: &DataKey, user: &str, phc: &str) -> Result<String, KeyError> {
+    use base64::Engine as _;
+    let sealed = key.seal(phc.as_bytes(), &pin_context(user))?;
+    Ok(format!("{SEALED_PIN_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed)))
+}
+
+/// The PHC string of a stored PIN hash; only to seal it again for a workstation (or to
+/// compute what an admin grant binds). A plain hash is refused: since the start seals
+/// every hash, one in the clear was written there by someone else.
+pub fn open_pin_hash(
+    key: &DataKey,
+    user: &str,
+    stored: &str,
+) -> Result<zeroize::Zeroizing<String>, KeyError> {
+    use base64::Engine as _;
+    let sealed = stored
+        .strip_prefix(SEALED_PIN_PREFIX)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .ok_or(KeyError::Unseal)?;
+    let opened = key.open(&sealed, &pin_context(user))?;
+    String::from_utf8(opened.to_vec()).map(zeroize::Zeroizing::new).map_err(|_| KeyError::Unseal)
+}
+
+/// Whether a stored PIN hash is in the clear (a database of an earlier release).
+pub fn is_plain_pin_hash(stored: &str) -> bool {
+    !stored.starts_with(SEALED_PIN_PREFIX)
+}
+
+/// Seals the PIN hashes an earlier release stored in the clear; returns how many.
+pub fn seal_plain_pin_hashes(
+    store: &dyn crate::store::CollectorStore,
+    key: &DataKey,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let mut sealed = 0;
+    for mut user in store.users()? {
+        let Some(plain) = user.pin_sealed.as_deref().filter(|s| is_plain_pin_hash(s)) else { continue };
+        let plain = zeroize::Zeroizing::new(plain.to_owned());
+        user.pin_sealed = Some(seal_pin_hash(key, &user.id, &plain)?);
+        store.put_user(&user, false)?;
+        sealed += 1;
+    }
+    Ok(sealed)
+}
+
+/// What an admin grant for this user binds ([`wardlock_core::policy::admin_credential_digest`]),
+/// from the credentials as stored; `None` when a stored secret does not open.
+pub fn credential_digest(key: &DataKey, user: &crate::store::UserRecord) -> Option<String> {
+    let phc = match &user.pin_sealed {
+        Some(stored) => Some(open_pin_hash(key, &user.id, stored).ok()?),
+        None => None,
+    };
+    let seed = match &user.totp_sealed {
+        Some(sealed) => Some(key.open(sealed, user.id.as_bytes()).ok()?),
+        None => None,
+    };
+    Some(wardlock_core::policy::admin_credential_digest(
+        &user.id,
+        phc.as_ref().map(|p| p.as_str()),
+        seed.as_deref().map(|s| &s[..]),
+    ))
+}

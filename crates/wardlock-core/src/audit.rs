@@ -71,6 +71,8 @@ pub enum AuditKind {
     CollectorEnrolled,
     CollectorConflict,
     AdminGrantRefused,
+    /// The directory names a user who exists here as a local user: the local one stays.
+    DirectoryConflict,
     TamperDetected,
     Heartbeat,
 }
@@ -123,6 +125,7 @@ impl AuditKind {
         AuditKind::CollectorEnrolled,
         AuditKind::CollectorConflict,
         AuditKind::AdminGrantRefused,
+        AuditKind::DirectoryConflict,
         AuditKind::TamperDetected,
         AuditKind::Heartbeat,
     ];
@@ -175,6 +178,7 @@ impl AuditKind {
             AuditKind::CollectorEnrolled => "collector_enrolled",
             AuditKind::CollectorConflict => "collector_conflict",
             AuditKind::AdminGrantRefused => "admin_grant_refused",
+            AuditKind::DirectoryConflict => "directory_conflict",
             AuditKind::TamperDetected => "tamper_detected",
             AuditKind::Heartbeat => "heartbeat",
         }

@@ -210,6 +210,28 @@ impl Collector {
         self.child = Some(child);
     }
 
+    /// Runs `statement` on its database directly, as someone who has the database (not
+    /// the API) would; answers what it printed.
+    pub fn sql(&self, statement: &str) -> String {
+        let out = match (&self._pg, &self.db) {
+            (Some(pg), Some(url)) => Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "wardlock", "-At", "-d"])
+                .arg(url.rsplit('/').next().unwrap_or("collector"))
+                .args(["-c", statement])
+                .output(),
+            _ => Command::new("sqlite3").arg(self.dir.path().join("collector.db")).arg(statement).output(),
+        }
+        .unwrap();
+        assert!(out.status.success(), "{statement}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops it and starts it again on the same database.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.start();
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();

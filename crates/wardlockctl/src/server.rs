@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use wardlock_core::protocol::collector::{
     ConflictOut, EnrollSecretCreated, EnrollSecretInfo, EnrollSecretRequest, EventOut, EventPage,
-    FailureCount, Finding, PolicyStored, ReenrollApproved, StaleUser, WorkstationOut,
+    FailureCount, Finding, PolicyStored, ReenrollApproved, ReenrollRequest, StaleUser, WorkstationOut,
 };
 
 use crate::Verdict;
@@ -143,12 +143,16 @@ impl Server {
 pub enum EnrollSecretCommand {
     /// Make an enrollment secret for workstations (printed once)
     #[command(
-        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN enroll-secret create --label ward-4 --expires 7d --uses 40"
+        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN enroll-secret create --label ward-4 --group ward4 --expires 7d --uses 40"
     )]
     Create {
         /// What it is for (a ward, a rollout)
         #[arg(long)]
         label: String,
+        /// The workstation group it enrolls into (a workstation whose policy names
+        /// another group is refused)
+        #[arg(long)]
+        group: String,
         /// How long it enrolls workstations [default: 30d]
         #[arg(long, value_parser = humantime::parse_duration)]
         expires: Option<std::time::Duration>,
@@ -164,13 +168,19 @@ pub enum EnrollSecretCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkstationCommand {
-    /// Approve enrolling this ID again (a reinstalled workstation): prints a one-time
-    /// code, valid 24 h, to put where the workstation reads its enrollment secret
+    /// Approve enrolling this ID again (a reinstalled workstation, a move to another
+    /// group): prints a one-time code, valid 24 h, to put where the workstation reads its
+    /// enrollment secret
     #[command(
         name = "re-enroll",
-        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN workstation re-enroll ward4-pc2 > /etc/wardlock/enroll-secret"
+        after_help = "Example:\n  wardlockctl --server https://collector:8443 --token $TOKEN workstation re-enroll ward4-pc2 --group icu > /etc/wardlock/enroll-secret"
     )]
-    ReEnroll { id: String },
+    ReEnroll {
+        id: String,
+        /// Move it to this group [default: the group it has]
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// Revoke a workstation: its node key stops working at once
     Revoke { id: String },
 }
@@ -260,9 +270,13 @@ pub fn encode(v: &str) -> String {
 
 pub fn enroll_secret(server: &Server, cmd: EnrollSecretCommand) -> Result<Verdict> {
     match cmd {
-        EnrollSecretCommand::Create { label, expires, uses } => {
-            let request =
-                EnrollSecretRequest { label, expires_in_secs: expires.map(|d| d.as_secs()), max_uses: uses };
+        EnrollSecretCommand::Create { label, group, expires, uses } => {
+            let request = EnrollSecretRequest {
+                label,
+                group,
+                expires_in_secs: expires.map(|d| d.as_secs()),
+                max_uses: uses,
+            };
             let created: EnrollSecretCreated =
                 server.typed("POST", "/api/v1/admin/enroll-secrets", Some(&request))?;
             println!("{}", created.secret);
@@ -275,14 +289,18 @@ pub fn enroll_secret(server: &Server, cmd: EnrollSecretCommand) -> Result<Verdic
         }
         EnrollSecretCommand::List => {
             let secrets: Vec<EnrollSecretInfo> = server.all_pages("/api/v1/admin/enroll-secrets")?;
-            println!("{:<12}  {:<9}  {:>11}  {:<20}  label", "id", "state", "uses", "expires");
+            println!(
+                "{:<12}  {:<9}  {:>11}  {:<20}  {:<12}  label",
+                "id", "state", "uses", "expires", "group"
+            );
             for s in secrets {
                 let uses = match s.max_uses {
                     Some(max) => format!("{}/{max}", s.uses),
                     None => s.uses.to_string(),
                 };
                 let expires = s.expires.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339());
-                println!("{:<12}  {:<9}  {uses:>11}  {expires:<20}  {}", s.id, s.state, s.label);
+                let group = s.group.as_deref().unwrap_or("(none)");
+                println!("{:<12}  {:<9}  {uses:>11}  {expires:<20}  {group:<12}  {}", s.id, s.state, s.label);
             }
         }
         EnrollSecretCommand::Revoke { id } => {
@@ -295,9 +313,9 @@ pub fn enroll_secret(server: &Server, cmd: EnrollSecretCommand) -> Result<Verdic
 
 pub fn workstation(server: &Server, cmd: WorkstationCommand) -> Result<Verdict> {
     match cmd {
-        WorkstationCommand::ReEnroll { id } => {
+        WorkstationCommand::ReEnroll { id, group } => {
             let path = format!("/api/v1/admin/workstations/{}/re-enroll", encode(&id));
-            let approved: ReenrollApproved = server.typed("POST", &path, None::<&()>)?;
+            let approved: ReenrollApproved = server.typed("POST", &path, Some(&ReenrollRequest { group }))?;
             println!("{}", approved.code);
             eprintln!(
                 "workstation {id} may enroll again once with this code (as its enrollment secret) until {}",

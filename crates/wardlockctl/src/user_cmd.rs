@@ -59,6 +59,9 @@ pub enum UserCommand {
         /// workstations trust
         #[arg(long)]
         key: std::path::PathBuf,
+        /// How long the role holds [default: 365d]; sign a new grant before then
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
     },
     /// List users (no secrets are shown)
     #[command(after_help = "Example:\n  wardlockctl user list --json")]
@@ -244,14 +247,36 @@ pub fn run_on_server(server: &crate::server::Server, cmd: UserCommand) -> Result
                 "disabled user {id} in the collector's directory (workstations apply it at their next sync)"
             );
         }
-        UserCommand::GrantAdmin { id, key } => {
+        UserCommand::GrantAdmin { id, key, expires } => {
             let key = crate::policy_cmd::read_signing_key(&key)?;
-            let grant = wardlock_core::policy::AdminGrant { user: id.clone(), issued_at: now() };
+            // The grant binds the credentials the directory holds now: a later change at
+            // the collector (a new PIN hash, another seed) is no administrator's.
+            let users: Vec<UserOut> = server.all_pages("/api/v1/admin/users")?;
+            let Some(user) = users.into_iter().find(|u| u.id == id) else {
+                bail!("no user {id:?} in the collector's directory: add them first (user add {id} --role admin …)");
+            };
+            if !user.has_pin && !user.has_totp {
+                bail!("user {id:?} has no PIN and no TOTP: a grant binds an administrator's credentials");
+            }
+            let Some(credential) = user.credential_digest else {
+                bail!("the collector could not open {id:?}'s stored credentials; see its log");
+            };
+            let issued_at = now();
+            let lifetime = expires.unwrap_or(std::time::Duration::from_secs(365 * 24 * 3600));
+            let grant = wardlock_core::policy::AdminGrant {
+                user: id.clone(),
+                issued_at,
+                expires: issued_at.saturating_add(lifetime),
+                // Later grants have larger serials; a workstation refuses an older one.
+                serial: u64::try_from(issued_at.unix_millis()).unwrap_or(0),
+                credential,
+            };
             let request = wardlock_core::protocol::collector::AdminGrantRequest { grant: grant.sign(&key) };
             let path = format!("/api/v1/admin/users/{}/admin-grant", crate::server::encode(&id));
             server.call("POST", &path, Some(serde_json::to_string(&request)?), None)?;
             println!(
-                "granted the admin role to {id} (signed with key {})",
+                "granted the admin role to {id} with their current PIN and TOTP until {} (signed with key {})",
+                grant.expires.to_rfc3339(),
                 wardlock_core::policy::key_id(&key.verifying_key())
             );
         }

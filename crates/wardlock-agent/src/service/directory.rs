@@ -342,25 +342,60 @@ pub struct RemoteChanges {
     pub disabled: u32,
     /// Users left as they were, with why (a bad ID, a secret that did not open).
     pub rejected: Vec<(String, String)>,
-    /// Users the directory calls `admin` without a grant that a trusted key signed: kept
-    /// with the role [`NOT_GRANTED_ROLE`].
-    pub admin_refused: Vec<String>,
+    /// Administrators (or users the directory calls `admin`) whose role or credentials
+    /// IT's grant does not cover, with why: not made administrators, and their
+    /// credentials not taken from the directory.
+    pub admin_refused: Vec<(String, String)>,
+    /// Users the directory names that exist here as local users (enrolled at this
+    /// workstation): left as they are.
+    pub local_kept: Vec<String>,
 }
 
 /// The role of a directory user whose `admin` role IT did not sign.
 pub const NOT_GRANTED_ROLE: &str = "clinician";
 
-/// Whether the directory user's admin role carries a grant one of `sync.trusted_keys` signed.
-fn admin_granted(policy: &Policy, user: &wardlock_core::protocol::collector::DirectoryUser) -> bool {
+/// Where the newest admin grant serial taken for a user is kept.
+fn grant_serial_key(user: &str) -> String {
+    format!("admin_grant_serial:{user}")
+}
+
+/// What IT's grant says of a directory user's admin role and credentials.
+#[derive(Debug)]
+enum AdminCheck {
+    /// A trusted key granted the role with exactly these credentials, valid now.
+    Granted { serial: u64 },
+    /// IT signed these credentials, but the role does not hold now (expired, rolled back).
+    CredentialsOnly(String),
+    /// Nothing IT signed covers these credentials.
+    Refused(String),
+}
+
+/// IT's grant for `user`, checked against the credentials the directory brings.
+fn check_admin(
+    policy: &Policy,
+    user: &wardlock_core::protocol::collector::DirectoryUser,
+    credential: &str,
+    newest: Option<u64>,
+    now: UtcMillis,
+) -> AdminCheck {
     let trusted: Vec<_> = policy
         .sync
         .trusted_keys
         .iter()
         .filter_map(|k| wardlock_core::policy::parse_public_key(k).ok())
         .collect();
-    user.admin_grant
-        .as_deref()
-        .is_some_and(|grant| wardlock_core::policy::AdminGrant::verify(grant, &user.id, &trusted).is_ok())
+    let Some(envelope) = user.admin_grant.as_deref() else {
+        return AdminCheck::Refused("no grant signed by a trusted key".into());
+    };
+    let grant = match wardlock_core::policy::AdminGrant::verify(envelope, &user.id, &trusted) {
+        Ok(grant) => grant,
+        Err(e) => return AdminCheck::Refused(format!("its grant does not verify: {e}")),
+    };
+    match grant.holds(credential, newest, now) {
+        Ok(()) => AdminCheck::Granted { serial: grant.serial },
+        Err(e @ wardlock_core::policy::GrantRefusal::CredentialChanged) => AdminCheck::Refused(e.to_string()),
+        Err(e) => AdminCheck::CredentialsOnly(e.to_string()),
+    }
 }
 
 /// Applies the collector's directory: its users are added or updated (TOTP seeds opened
@@ -386,6 +421,13 @@ pub fn apply_remote(
             continue;
         }
         seen.insert(u.id.clone());
+        let before = tx.user(&u.id)?;
+        if before.as_ref().is_some_and(|b| !b.from_collector) {
+            // Enrolled here by an administrator: the directory does not replace them.
+            changes.local_kept.push(u.id.clone());
+            continue;
+        }
+        let mut totp_opened = None;
         let totp_sealed = match &u.totp_sealed {
             None => None,
             Some(text) => {
@@ -394,7 +436,11 @@ pub fn apply_remote(
                     .ok()
                     .and_then(|b| wardlock_core::transport::open(transport_secret, &b, u.id.as_bytes()).ok());
                 match opened {
-                    Some(seed) => Some(key.seal(&seed, u.id.as_bytes())?),
+                    Some(seed) => {
+                        let sealed = key.seal(&seed, u.id.as_bytes())?;
+                        totp_opened = Some(seed);
+                        Some(sealed)
+                    }
                     None => {
                         changes.rejected.push((
                             u.id.clone(),
@@ -406,6 +452,7 @@ pub fn apply_remote(
             }
         };
         // The PIN hash comes sealed to this workstation, and is kept sealed with the data key.
+        let mut pin_opened = None;
         let pin_sealed = match &u.pin_sealed {
             None => None,
             Some(text) => {
@@ -416,7 +463,11 @@ pub fn apply_remote(
                     .and_then(|b| wardlock_core::transport::open(transport_secret, &b, &context).ok())
                     .and_then(|phc| String::from_utf8(phc.to_vec()).ok().map(zeroize::Zeroizing::new));
                 match opened {
-                    Some(phc) => Some(seal_pin_hash(key, &u.id, &phc)?),
+                    Some(phc) => {
+                        let sealed = seal_pin_hash(key, &u.id, &phc)?;
+                        pin_opened = Some(phc);
+                        Some(sealed)
+                    }
                     None => {
                         changes.rejected.push((
                             u.id.clone(),
@@ -427,14 +478,44 @@ pub fn apply_remote(
                 }
             }
         };
-        // A collector alone never makes an administrator: the role needs IT's signature.
-        let role = if u.role == super::auth::ADMIN_ROLE && !admin_granted(policy, u) {
-            changes.admin_refused.push(u.id.clone());
-            NOT_GRANTED_ROLE.to_owned()
-        } else {
-            u.role.clone()
-        };
-        let before = tx.user(&u.id)?;
+        // A collector alone never makes an administrator, nor changes one's credentials:
+        // both need IT's signature over exactly these credentials. An administrator
+        // here stays one until a grant says otherwise.
+        let is_admin_here = before.as_ref().is_some_and(|b| b.role == super::auth::ADMIN_ROLE);
+        let (mut role, mut pin_sealed, mut totp_sealed) = (u.role.clone(), pin_sealed, totp_sealed);
+        if u.role == super::auth::ADMIN_ROLE || is_admin_here {
+            let credential = wardlock_core::policy::admin_credential_digest(
+                &u.id,
+                pin_opened.as_ref().map(|p| p.as_str()),
+                totp_opened.as_deref().map(|s| &s[..]),
+            );
+            let newest = tx.meta(&grant_serial_key(&u.id))?.and_then(|s| s.parse().ok());
+            match check_admin(policy, u, &credential, newest, now) {
+                AdminCheck::Granted { serial } if u.role == super::auth::ADMIN_ROLE => {
+                    tx.set_meta(&grant_serial_key(&u.id), &serial.to_string())?;
+                }
+                AdminCheck::Granted { .. } => {}
+                AdminCheck::CredentialsOnly(why) => {
+                    changes
+                        .admin_refused
+                        .push((u.id.clone(), format!("{why}; kept as a {NOT_GRANTED_ROLE}")));
+                    role = NOT_GRANTED_ROLE.to_owned();
+                }
+                AdminCheck::Refused(why) => {
+                    // Never the unsigned directory's credentials for an administrator: the
+                    // ones held here stay (a new user gets none, and cannot unlock).
+                    changes.admin_refused.push((
+                        u.id.clone(),
+                        format!(
+                            "{why}; not an administrator, and the directory's credentials were not taken"
+                        ),
+                    ));
+                    role = NOT_GRANTED_ROLE.to_owned();
+                    pin_sealed = before.as_ref().and_then(|b| b.pin_sealed.clone());
+                    totp_sealed = before.as_ref().and_then(|b| b.totp_sealed.clone());
+                }
+            }
+        }
         let row = UserRow {
             id: u.id.clone(),
             display_name: u.display_name.clone(),
@@ -465,7 +546,6 @@ pub fn apply_remote(
                     && b.disabled == row.disabled
                     && same_pin
                     && same_totp
-                    && b.from_collector
                 {
                     continue;
                 }

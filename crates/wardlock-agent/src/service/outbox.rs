@@ -47,15 +47,20 @@ impl Service {
             let mut store = self.store();
             super::directory::apply_remote(&mut store, &self.key, &policy, remote, &transport, utc_now())?
         };
-        for user in &changes.admin_refused {
+        for (user, why) in &changes.admin_refused {
             self.audit(
                 self.draft(AuditKind::AdminGrantRefused, None)
                     .user(user)
-                    .detail(
-                        "what",
-                        "the directory gives this user the admin role without a grant signed by a trusted key; kept as a clinician",
-                    )
+                    .detail("what", super::client_text(why))
                     .detail("alert", "compliance"),
+            )?;
+        }
+        for user in &changes.local_kept {
+            self.audit(
+                self.draft(AuditKind::DirectoryConflict, None)
+                    .user(user)
+                    .detail("what", "a local user of this ID exists here; the directory's was not taken (an administrator decides: remove the local user to let the directory's in)")
+                    .detail("alert", "it"),
             )?;
         }
         for (user, why) in &changes.rejected {

@@ -116,7 +116,8 @@ pub(super) async fn add_user(
             let pin = pin.clone();
             let hash =
                 tokio::task::spawn_blocking(move || unlock::hash_pin(&pin, &salt)).await.map_err(internal)?;
-            Some(hash.map_err(internal)?.as_phc().to_owned())
+            let hash = hash.map_err(internal)?;
+            Some(crate::secret::seal_pin_hash(&state.data_key, &req.id, hash.as_phc()).map_err(internal)?)
         }
         None => None,
     };
@@ -135,7 +136,7 @@ pub(super) async fn add_user(
         display_name: req.display_name,
         role: req.role.clone(),
         disabled: false,
-        pin_hash,
+        pin_sealed: pin_hash,
         totp_sealed,
         updated: now(),
         admin_grant: None,
@@ -199,13 +200,14 @@ pub(super) async fn list_users(
     _caller: Caller,
     Q(params): Q<paging::PageParams>,
 ) -> Result<Response, ApiError> {
-    let store = state.store.clone();
+    let (store, key) = (state.store.clone(), state.data_key.clone());
     let users: Vec<(String, UserOut)> = blocking(move || store.users())
         .await?
         .into_iter()
         .map(|u| {
             let out = UserOut {
-                has_pin: u.pin_hash.is_some(),
+                credential_digest: crate::secret::credential_digest(&key, &u),
+                has_pin: u.pin_sealed.is_some(),
                 has_totp: u.totp_sealed.is_some(),
                 id: u.id.clone(),
                 display_name: u.display_name,

@@ -15,7 +15,7 @@ use base64::Engine as _;
 
 use wardlock_core::protocol::collector::{
     EnrollRequest, EnrollResponse, EnrollSecretCreated, EnrollSecretInfo, EnrollSecretRequest,
-    ReenrollApproved,
+    ReenrollApproved, ReenrollRequest,
 };
 
 use super::{
@@ -29,7 +29,7 @@ const MAX_SECRET_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 /// How long an administrator's approval to re-enroll one workstation lasts.
 const REENROLL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-#[utoipa::path(post, path = "/api/v1/enroll", summary = "Enroll a workstation: enrollment secret in, node key out", description = "An ID that is enrolled already needs an administrator's re-enrollment code for that ID as `enroll_secret`, or the workstation's current node key as `Authorization: Bearer`; otherwise 409, and a finding `enroll_conflict` on that workstation.", request_body = EnrollRequest, responses((status = 200, body = EnrollResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/enroll", summary = "Enroll a workstation: enrollment secret in, node key out", description = "The workstation's group is the enrollment secret's (or an approval's): a request naming another group is refused (403). An ID that is enrolled already needs an administrator's re-enrollment code for that ID as `enroll_secret`, or the workstation's current node key as `Authorization: Bearer`; otherwise 409, and a finding `enroll_conflict` on that workstation.", request_body = EnrollRequest, responses((status = 200, body = EnrollResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn enroll(
     State(state): State<AppState>,
     parts: Parts,
@@ -70,6 +70,10 @@ pub(super) async fn enroll(
             state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
             Err(ApiError::new(StatusCode::UNAUTHORIZED, why))
         }
+        EnrollResult::WrongGroup(message) => {
+            state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            Err(ApiError::new(StatusCode::FORBIDDEN, message))
+        }
         EnrollResult::Conflict(message) => {
             eprintln!(
                 "wardlock-collector: refused an enrollment as {:?}: enrolled already",
@@ -89,6 +93,7 @@ pub(super) async fn create_enroll_secret(
     caller.require_admin()?;
     let req: EnrollSecretRequest = parse(&body)?;
     check_label(&req.label, "what the secret is for")?;
+    check_name("group", &req.group)?;
     let lifetime = req.expires_in_secs.map_or(NewEnrollSecret::DEFAULT_LIFETIME, Duration::from_secs);
     if lifetime.is_zero() || lifetime > MAX_SECRET_LIFETIME {
         return Err(ApiError::bad("expires_in_secs must be between 1 and 31622400 (a year)"));
@@ -101,11 +106,21 @@ pub(super) async fn create_enroll_secret(
     let hash = secret::hash(&secret);
     let created = now();
     let expires = created.saturating_add(lifetime);
-    let new = NewEnrollSecret { label: req.label.clone(), expires: Some(expires), max_uses: Some(max_uses) };
+    let new = NewEnrollSecret {
+        label: req.label.clone(),
+        group: req.group.clone(),
+        expires: Some(expires),
+        max_uses: Some(max_uses),
+    };
     let store = state.store.clone();
     blocking(move || store.add_enroll_secret(&hash, &new, created)).await?;
     let id = hex::encode(&hash[..6]);
-    let detail = format!("id {id} label {} expires {} max_uses {max_uses}", req.label, expires.to_rfc3339());
+    let detail = format!(
+        "id {id} label {} group {} expires {} max_uses {max_uses}",
+        req.label,
+        req.group,
+        expires.to_rfc3339()
+    );
     admin_did(&state, &caller, "enroll_secret_create", detail).await?;
     Ok((StatusCode::CREATED, Json(EnrollSecretCreated { secret, id, expires, max_uses })).into_response())
 }
@@ -128,6 +143,7 @@ pub(super) async fn list_enroll_secrets(
                 id: s.id(),
                 state: s.unusable(at).unwrap_or("usable").to_owned(),
                 label: s.label,
+                group: s.group,
                 created: s.created,
                 expires: s.expires,
                 max_uses: s.max_uses,
@@ -158,22 +174,33 @@ pub(super) async fn revoke_enroll_secret(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/workstations/{id}/re-enroll", summary = "Approve enrolling this workstation ID again (a reinstalled machine): a one-time code, valid 24 h, to use as its enrollment secret", params(("id" = String, Path)), responses((status = 201, body = ReenrollApproved), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/workstations/{id}/re-enroll", summary = "Approve enrolling this workstation ID again (a reinstalled machine, a move to another group): a one-time code, valid 24 h, to use as its enrollment secret", params(("id" = String, Path)), request_body(content = Option<ReenrollRequest>, description = "the group to enroll it into; empty body: the group it has"), responses((status = 201, body = ReenrollApproved), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
 pub(super) async fn approve_reenroll(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     check_name("workstation id", &id)?;
+    let req: ReenrollRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { ReenrollRequest::default() } else { parse(&body)? };
+    if let Some(group) = &req.group {
+        check_name("group", group)?;
+    }
     let code = secret::generate().map_err(internal)?;
     let hash = secret::hash(&code);
     let created = now();
     let expires = created.saturating_add(REENROLL_LIFETIME);
-    let (store, ws) = (state.store.clone(), id.clone());
-    blocking(move || store.approve_reenroll(&ws, &hash, expires, created)).await?;
-    admin_did(&state, &caller, "workstation_reenroll_approve", format!("workstation {id}")).await?;
-    Ok((StatusCode::CREATED, Json(ReenrollApproved { workstation: id, code, expires })).into_response())
+    let (store, ws, group) = (state.store.clone(), id.clone(), req.group.clone());
+    blocking(move || store.approve_reenroll(&ws, &hash, group.as_deref(), expires, created)).await?;
+    let detail = match &req.group {
+        Some(group) => format!("workstation {id} into group {group}"),
+        None => format!("workstation {id} (its group unchanged)"),
+    };
+    admin_did(&state, &caller, "workstation_reenroll_approve", detail).await?;
+    Ok((StatusCode::CREATED, Json(ReenrollApproved { workstation: id, group: req.group, code, expires }))
+        .into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/workstations/{id}/revoke", summary = "Revoke a workstation: its node key stops working at once; only an approved re-enrollment brings it back", params(("id" = String, Path)), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]

@@ -147,8 +147,15 @@ pub(super) async fn directory(
             }
             None => None,
         };
-        let pin_sealed = match &u.pin_hash {
-            Some(phc) => {
+        let pin_sealed = match &u.pin_sealed {
+            Some(stored) => {
+                let phc = crate::secret::open_pin_hash(&state.data_key, &u.id, stored).map_err(|e| {
+                    eprintln!("wardlock-collector: user {:?}: its PIN hash: {e}", u.id);
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the PIN hash of user {:?} does not open; see the collector's log", u.id),
+                    )
+                })?;
                 let context = wardlock_core::protocol::collector::pin_hash_context(&u.id);
                 let sealed =
                     wardlock_core::transport::seal(&ws.transport_key, phc.as_bytes(), &context, &mut rng)

@@ -57,15 +57,18 @@ pub struct NewWorkstation {
     pub transport_key: Vec<u8>,
 }
 
-/// A user in the central directory. Secrets stay protected: the PIN as an Argon2id
-/// PHC string, the TOTP seed sealed with the collector's data key.
+/// A user in the central directory. Secrets stay protected: the PIN's Argon2id PHC
+/// string and the TOTP seed both sealed with the collector's data key (see
+/// `crate::secret::seal_pin_hash`), so a copied database is no offline PIN cracker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     pub id: String,
     pub display_name: String,
     pub role: String,
     pub disabled: bool,
-    pub pin_hash: Option<String>,
+    /// Stored in the column `pin_hash`: `sealed:v1:` and base64 of the sealed PHC string
+    /// (a plain `$argon2id$…` only in databases of earlier releases, until the next start).
+    pub pin_sealed: Option<String>,
     pub totp_sealed: Option<Vec<u8>>,
     pub updated: UtcMillis,
     /// IT's signed grant of the admin role (see `wardlock_core::policy::AdminGrant`).
@@ -159,10 +162,17 @@ pub fn conflict_entry(json: &str) -> Option<AuditEntry> {
     AuditEntry::try_from(record).ok()
 }
 
+/// One line of an enrollment finding: when, then what (lines are appended to the finding).
+pub fn finding_line(now: UtcMillis, detail: &str) -> String {
+    format!("{} {detail}", now.to_rfc3339())
+}
+
 /// A new enrollment secret: who it is for, until when, how many workstations.
 #[derive(Debug, Clone)]
 pub struct NewEnrollSecret {
     pub label: String,
+    /// The workstation group it enrolls into.
+    pub group: String,
     pub expires: Option<UtcMillis>,
     pub max_uses: Option<u64>,
 }
@@ -174,9 +184,10 @@ impl NewEnrollSecret {
     pub const DEFAULT_USES: u64 = 1000;
 
     /// A secret with the default expiry and use limit.
-    pub fn standard(label: &str, now: UtcMillis) -> Self {
+    pub fn standard(label: &str, group: &str, now: UtcMillis) -> Self {
         Self {
             label: label.to_owned(),
+            group: group.to_owned(),
             expires: Some(now.saturating_add(Self::DEFAULT_LIFETIME)),
             max_uses: Some(Self::DEFAULT_USES),
         }
@@ -188,6 +199,9 @@ impl NewEnrollSecret {
 pub struct EnrollSecret {
     pub hash: Hash,
     pub label: String,
+    /// The group it enrolls into; `None` for secrets made before groups were bound to
+    /// them, which enroll nothing.
+    pub group: Option<String>,
     pub created: UtcMillis,
     pub expires: Option<UtcMillis>,
     pub max_uses: Option<u64>,
@@ -235,6 +249,8 @@ pub struct EnrollAttempt {
 pub struct ReenrollApproval {
     pub code: Hash,
     pub expires: UtcMillis,
+    /// The group the administrator put it in; `None`: the group it has.
+    pub group: Option<String>,
 }
 
 /// The workstation already enrolled under an ID.
@@ -242,6 +258,8 @@ pub struct ReenrollApproval {
 pub struct Enrolled {
     pub node_key: Hash,
     pub revoked: bool,
+    pub group: String,
+    pub transport_key: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,9 +267,13 @@ pub enum EnrollResult {
     Enrolled,
     /// No usable enrollment secret (401).
     Unauthorized(&'static str),
-    /// The ID is enrolled already, and nothing proves this is that workstation (409); a
-    /// finding `enroll_conflict` was recorded on it.
+    /// The ID is enrolled already, and nothing proves this is that workstation, or its
+    /// own key asked for what only an administrator may change (409); a finding
+    /// `enroll_conflict` was recorded on it.
     Conflict(String),
+    /// The group IT decided (by the secret or an approval) is not the one the
+    /// workstation's machine policy names (403): nothing enrolled.
+    WrongGroup(String),
 }
 
 /// What an enrollment does, decided from what the store holds (the backends do the SQL,
@@ -261,6 +283,10 @@ pub enum EnrollPlan {
     Enroll {
         use_secret: bool,
         use_approval: bool,
+        /// The group it is enrolled into: the secret's, the approval's, or the one it had.
+        group: String,
+        /// A finding to record on it (its group changed by an approval).
+        finding: Option<(&'static str, String)>,
     },
     Unauthorized(&'static str),
     /// The message for the caller and the finding's detail.
@@ -268,8 +294,12 @@ pub enum EnrollPlan {
         message: String,
         finding: String,
     },
+    WrongGroup(String),
 }
 
+/// A workstation's group is IT's decision: the enrollment secret's group for a new ID, an
+/// administrator's approval for a change. Its own node key proves who it is, never that
+/// it may move to another group or swap the key its directory is sealed to.
 pub fn plan_enroll(
     attempt: &EnrollAttempt,
     secret: Option<&EnrollSecret>,
@@ -278,13 +308,59 @@ pub fn plan_enroll(
     now: UtcMillis,
 ) -> EnrollPlan {
     let id = &attempt.workstation.id;
-    if approval.is_some_and(|a| a.code == attempt.secret && a.expires > now) {
-        return EnrollPlan::Enroll { use_secret: false, use_approval: true };
+    let claimed = &attempt.workstation.group;
+    let wrong_group = |decided: &str, by: &str| {
+        EnrollPlan::WrongGroup(format!(
+            "{by} enrolls workstation {id:?} into group {decided:?}, but its machine policy says {claimed:?}: \
+             set workstation.group = {decided:?} in its policy file, or ask IT for one for group {claimed:?}"
+        ))
+    };
+    if let Some(approval) = approval.filter(|a| a.code == attempt.secret && a.expires > now) {
+        let group = approval
+            .group
+            .clone()
+            .or_else(|| enrolled.map(|e| e.group.clone()))
+            .unwrap_or_else(|| claimed.clone());
+        if group != *claimed {
+            return wrong_group(&group, "the administrator's re-enrollment approval");
+        }
+        let finding = enrolled.filter(|e| e.group != group).map(|e| {
+            (
+                "group_changed",
+                format!("group {:?} -> {group:?}, by an administrator's re-enrollment approval", e.group),
+            )
+        });
+        return EnrollPlan::Enroll { use_secret: false, use_approval: true, group, finding };
     }
     let usable = secret.filter(|s| s.unusable(now).is_none());
     match enrolled {
         Some(ws) if !ws.revoked && attempt.presented_key == Some(ws.node_key) => {
-            EnrollPlan::Enroll { use_secret: false, use_approval: false }
+            let changes: Vec<String> = [
+                (ws.group != *claimed).then(|| format!("group {:?} -> {claimed:?}", ws.group)),
+                (ws.transport_key != attempt.workstation.transport_key).then(|| "its transport key".to_owned()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if changes.is_empty() {
+                return EnrollPlan::Enroll {
+                    use_secret: false,
+                    use_approval: false,
+                    group: ws.group.clone(),
+                    finding: None,
+                };
+            }
+            EnrollPlan::Conflict {
+                message: format!(
+                    "workstation {id:?} may not change {} with its own node key; that needs an administrator's approval (`wardlockctl workstation re-enroll {id} --group GROUP`, whose code is then the enrollment secret)",
+                    changes.join(" and ")
+                ),
+                finding: format!(
+                    "a re-enrollment with this workstation's own node key asked to change {}: refused (hostname {:?})",
+                    changes.join(" and "),
+                    attempt.workstation.hostname
+                ),
+            }
         }
         _ if usable.is_none() => EnrollPlan::Unauthorized(match secret.and_then(|s| s.unusable(now)) {
             Some("expired") => "enrollment secret expired; ask IT for a current one",
@@ -305,7 +381,15 @@ pub fn plan_enroll(
                 ),
             }
         }
-        None => EnrollPlan::Enroll { use_secret: true, use_approval: false },
+        None => match usable.and_then(|s| s.group.as_deref()) {
+            None => EnrollPlan::Unauthorized(
+                "enrollment secret names no group (made before groups were bound to secrets); ask IT for a new one (`wardlockctl enroll-secret create --group GROUP`)",
+            ),
+            Some(group) if group != claimed => wrong_group(group, "this enrollment secret"),
+            Some(group) => {
+                EnrollPlan::Enroll { use_secret: true, use_approval: false, group: group.to_owned(), finding: None }
+            }
+        },
     }
 }
 
@@ -327,6 +411,7 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         &self,
         workstation: &str,
         code: &Hash,
+        group: Option<&str>,
         expires: UtcMillis,
         now: UtcMillis,
     ) -> Result<(), StoreError>;
@@ -407,6 +492,7 @@ mod tests {
         EnrollSecret {
             hash: [1; 32],
             label: "ward 4".into(),
+            group: Some("default".into()),
             created: at(0),
             expires: expires.map(at),
             max_uses,
@@ -415,14 +501,24 @@ mod tests {
         }
     }
 
-    const ENROLL_NEW: EnrollPlan = EnrollPlan::Enroll { use_secret: true, use_approval: false };
+    fn enroll_new() -> EnrollPlan {
+        EnrollPlan::Enroll { use_secret: true, use_approval: false, group: "default".into(), finding: None }
+    }
+
+    fn enrolled_in(group: &str, revoked: bool) -> Enrolled {
+        Enrolled { node_key: [7; 32], revoked, group: group.into(), transport_key: vec![0; 32] }
+    }
+
+    fn approval(group: Option<&str>) -> ReenrollApproval {
+        ReenrollApproval { code: [4; 32], expires: at(100), group: group.map(str::to_owned) }
+    }
 
     #[test]
     fn a_new_id_enrolls_with_a_usable_secret_and_not_with_one_expired_used_up_revoked_or_unknown() {
         let a = attempt(1, None);
         assert_eq!(
             plan_enroll(&a, Some(&fleet(Some(100), Some(2), 1, false)), None, None, at(50)),
-            ENROLL_NEW
+            enroll_new()
         );
         for (secret, why) in [
             (fleet(Some(100), None, 0, false), "expired"),
@@ -439,7 +535,7 @@ mod tests {
 
     #[test]
     fn an_enrolled_id_is_a_conflict_for_the_fleet_secret_and_enrolls_with_an_approval_or_its_own_key() {
-        let enrolled = Enrolled { node_key: [7; 32], revoked: false };
+        let enrolled = enrolled_in("default", false);
         let secret = fleet(None, None, 0, false);
         let plan = plan_enroll(&attempt(1, None), Some(&secret), None, Some(&enrolled), at(0));
         let EnrollPlan::Conflict { message, finding } = plan else { panic!("{plan:?}") };
@@ -452,13 +548,23 @@ mod tests {
         ));
         assert_eq!(
             plan_enroll(&attempt(1, Some(7)), Some(&secret), None, Some(&enrolled), at(0)),
-            EnrollPlan::Enroll { use_secret: false, use_approval: false }
+            EnrollPlan::Enroll {
+                use_secret: false,
+                use_approval: false,
+                group: "default".into(),
+                finding: None
+            }
         );
         // The approval's code is the secret, once, until it expires.
-        let approval = ReenrollApproval { code: [4; 32], expires: at(100) };
+        let approval = approval(None);
         assert_eq!(
             plan_enroll(&attempt(4, None), None, Some(&approval), Some(&enrolled), at(99)),
-            EnrollPlan::Enroll { use_secret: false, use_approval: true }
+            EnrollPlan::Enroll {
+                use_secret: false,
+                use_approval: true,
+                group: "default".into(),
+                finding: None
+            }
         );
         assert!(matches!(
             plan_enroll(&attempt(4, None), None, Some(&approval), Some(&enrolled), at(100)),
@@ -473,16 +579,64 @@ mod tests {
 
     #[test]
     fn a_revoked_workstation_comes_back_only_with_an_approval() {
-        let revoked = Enrolled { node_key: [7; 32], revoked: true };
+        let revoked = enrolled_in("default", true);
         let secret = fleet(None, None, 0, false);
         assert!(matches!(
             plan_enroll(&attempt(1, Some(7)), Some(&secret), None, Some(&revoked), at(0)),
             EnrollPlan::Conflict { message, .. } if message.contains("was revoked")
         ));
-        let approval = ReenrollApproval { code: [4; 32], expires: at(100) };
+        let approval = approval(None);
         assert!(matches!(
             plan_enroll(&attempt(4, None), None, Some(&approval), Some(&revoked), at(0)),
             EnrollPlan::Enroll { use_approval: true, .. }
         ));
+    }
+
+    fn claiming(group: &str, presented: Option<u8>, transport: u8) -> EnrollAttempt {
+        let mut a = attempt(1, presented);
+        a.workstation.group = group.into();
+        a.workstation.transport_key = vec![transport; 32];
+        a
+    }
+
+    #[test]
+    fn a_workstation_cannot_choose_its_group_with_the_fleet_secret_or_its_own_key() {
+        // A new ID: the secret's group, not the one it claims.
+        let plan =
+            plan_enroll(&claiming("icu", None, 0), Some(&fleet(None, None, 0, false)), None, None, at(0));
+        assert!(
+            matches!(&plan, EnrollPlan::WrongGroup(m) if m.contains("\"default\"") && m.contains("\"icu\"")),
+            "{plan:?}"
+        );
+        // A secret from before groups were bound enrolls nothing.
+        let mut old = fleet(None, None, 0, false);
+        old.group = None;
+        assert!(
+            matches!(plan_enroll(&attempt(1, None), Some(&old), None, None, at(0)), EnrollPlan::Unauthorized(m) if m.contains("no group"))
+        );
+        // Its own node key: neither another group nor another transport key.
+        let ward4 = enrolled_in("ward4", false);
+        for (who, what) in
+            [(claiming("icu", Some(7), 0), "group"), (claiming("ward4", Some(7), 9), "transport key")]
+        {
+            let plan = plan_enroll(&who, None, None, Some(&ward4), at(0));
+            let EnrollPlan::Conflict { message, finding } = plan else { panic!("{what}: {plan:?}") };
+            assert!(
+                message.contains("administrator's approval") && finding.contains(what),
+                "{message} / {finding}"
+            );
+        }
+        // An administrator's approval (its code is the secret) may move it, and the move is a finding.
+        let mut approved = claiming("icu", None, 9);
+        approved.secret = [4; 32];
+        let plan = plan_enroll(&approved, None, Some(&approval(Some("icu"))), Some(&ward4), at(0));
+        let EnrollPlan::Enroll { group, finding: Some(("group_changed", detail)), .. } = plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(group, "icu");
+        assert!(detail.contains("\"ward4\" -> \"icu\""), "{detail}");
+        // An approval without a group keeps the one it has, whatever the workstation says.
+        let plan = plan_enroll(&approved, None, Some(&approval(None)), Some(&ward4), at(0));
+        assert!(matches!(plan, EnrollPlan::WrongGroup(_)), "{plan:?}");
     }
 }

@@ -14,8 +14,8 @@ use wardlock_core::protocol::collector::Heartbeat;
 
 use super::intake::{self, ChainFinding, ChainState, IntakeTx, Received};
 use super::{
-    hash_of, ms, plan_enroll, policy_etag, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled,
-    NewEnrollSecret, ReenrollApproval,
+    finding_line, hash_of, ms, plan_enroll, policy_etag, EnrollAttempt, EnrollPlan, EnrollResult,
+    EnrollSecret, Enrolled, NewEnrollSecret, ReenrollApproval,
 };
 use super::{
     AdminAction, CollectorStore, EventQuery, FailureCount, Finding, Hash, Ingest, PolicyPut, Role,
@@ -106,7 +106,19 @@ DROP INDEX audit_user;
 DROP INDEX audit_kind;
 CREATE INDEX audit_user ON audit (usr, id);
 CREATE INDEX audit_kind ON audit (kind, id);
+", "
+-- A workstation's group is IT's decision: an enrollment secret enrolls into one group,
+-- an administrator's approval may move a workstation to another.
+ALTER TABLE enroll_secrets ADD COLUMN grp TEXT;
+ALTER TABLE reenroll_approvals ADD COLUMN grp TEXT;
 "];
+
+/// An enrollment finding (seq 0) is appended to what is there, never overwritten: the
+/// earlier refusals stay evidence. Capped at 1 MB a row (then the first ones are kept).
+const APPEND_ENROLL_FINDING: &str =
+    "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES ($1, 0, $2, $3, $4)
+     ON CONFLICT (workstation, seq, kind) DO UPDATE SET detail = CASE WHEN length(findings.detail) < 1000000
+         THEN findings.detail || chr(10) || excluded.detail ELSE findings.detail END";
 
 type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>>;
 
@@ -299,7 +311,7 @@ fn workstation_from_row(r: &postgres::Row) -> Workstation {
     }
 }
 
-const SECRET_COLUMNS: &str = "hash, label, created_ms, expires_ms, max_uses, uses, revoked_ms";
+const SECRET_COLUMNS: &str = "hash, label, created_ms, expires_ms, max_uses, uses, revoked_ms, grp";
 
 fn secret_from_row(r: &postgres::Row) -> EnrollSecret {
     EnrollSecret {
@@ -310,6 +322,7 @@ fn secret_from_row(r: &postgres::Row) -> EnrollSecret {
         max_uses: r.get::<_, Option<i64>>(4).map(|m| m as u64),
         uses: r.get::<_, i64>(5) as u64,
         revoked: r.get::<_, Option<i64>>(6).map(UtcMillis::from_unix_millis),
+        group: r.get(7),
     }
 }
 
@@ -322,7 +335,7 @@ fn user_from_row(r: &postgres::Row) -> UserRecord {
         display_name: r.get(1),
         role: r.get(2),
         disabled: r.get(3),
-        pin_hash: r.get(4),
+        pin_sealed: r.get(4),
         totp_sealed: r.get(5),
         updated: UtcMillis::from_unix_millis(r.get(6)),
         admin_grant: r.get(7),
@@ -481,8 +494,8 @@ impl CollectorStore for PgStore {
         now: UtcMillis,
     ) -> Result<(), StoreError> {
         self.pool.get()?.execute(
-            "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses) VALUES ($1, $2, $3, $4, $5)",
-            &[&&secret[..], &new.label, &ms(now), &new.expires.map(ms), &new.max_uses.map(|m| m as i64)],
+            "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses, grp) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&&secret[..], &new.label, &ms(now), &new.expires.map(ms), &new.max_uses.map(|m| m as i64), &new.group],
         )?;
         Ok(())
     }
@@ -514,25 +527,43 @@ impl CollectorStore for PgStore {
             .as_ref()
             .map(secret_from_row);
         let approval = tx
-            .query_opt("SELECT code, expires_ms FROM reenroll_approvals WHERE workstation = $1", &[&ws.id])?
+            .query_opt(
+                "SELECT code, expires_ms, grp FROM reenroll_approvals WHERE workstation = $1",
+                &[&ws.id],
+            )?
             .map(|r| ReenrollApproval {
                 code: hash_of(r.get(0)),
                 expires: UtcMillis::from_unix_millis(r.get(1)),
+                group: r.get(2),
             });
         let enrolled = tx
-            .query_opt("SELECT node_key, revoked_ms FROM workstations WHERE id = $1", &[&ws.id])?
-            .map(|r| Enrolled { node_key: hash_of(r.get(0)), revoked: r.get::<_, Option<i64>>(1).is_some() });
+            .query_opt(
+                "SELECT node_key, revoked_ms, grp, transport_key FROM workstations WHERE id = $1",
+                &[&ws.id],
+            )?
+            .map(|r| Enrolled {
+                node_key: hash_of(r.get(0)),
+                revoked: r.get::<_, Option<i64>>(1).is_some(),
+                group: r.get(2),
+                transport_key: r.get(3),
+            });
         let result = match plan_enroll(attempt, secret.as_ref(), approval.as_ref(), enrolled.as_ref(), now) {
             EnrollPlan::Unauthorized(why) => return Ok(EnrollResult::Unauthorized(why)),
+            EnrollPlan::WrongGroup(why) => return Ok(EnrollResult::WrongGroup(why)),
             EnrollPlan::Conflict { message, finding } => {
                 tx.execute(
-                    "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES ($1, 0, 'enroll_conflict', $2, $3)
-                     ON CONFLICT (workstation, seq, kind) DO UPDATE SET detail = excluded.detail, found_ms = excluded.found_ms",
-                    &[&ws.id, &finding, &ms(now)],
+                    APPEND_ENROLL_FINDING,
+                    &[&ws.id, &"enroll_conflict", &finding_line(now, &finding), &ms(now)],
                 )?;
                 EnrollResult::Conflict(message)
             }
-            EnrollPlan::Enroll { use_secret, use_approval } => {
+            EnrollPlan::Enroll { use_secret, use_approval, group, finding } => {
+                if let Some((kind, detail)) = finding {
+                    tx.execute(
+                        APPEND_ENROLL_FINDING,
+                        &[&ws.id, &kind, &finding_line(now, &detail), &ms(now)],
+                    )?;
+                }
                 // Approved or proven: the node key is replaced and the log kept.
                 tx.execute(
                     "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
@@ -540,7 +571,7 @@ impl CollectorStore for PgStore {
                      ON CONFLICT (id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
                          grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
                          transport_key = excluded.transport_key, revoked_ms = NULL",
-                    &[&ws.id, &&attempt.node_key[..], &ws.hostname, &ws.group, &ws.agent_version, &ms(now), &&GENESIS_HASH[..], &ws.transport_key],
+                    &[&ws.id, &&attempt.node_key[..], &ws.hostname, &group, &ws.agent_version, &ms(now), &&GENESIS_HASH[..], &ws.transport_key],
                 )?;
                 if use_secret {
                     tx.execute(
@@ -562,14 +593,15 @@ impl CollectorStore for PgStore {
         &self,
         workstation: &str,
         code: &Hash,
+        group: Option<&str>,
         expires: UtcMillis,
         now: UtcMillis,
     ) -> Result<(), StoreError> {
         self.pool.get()?.execute(
-            "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms) VALUES ($1, $2, $3, $4)
+            "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms, grp) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (workstation) DO UPDATE SET code = excluded.code, expires_ms = excluded.expires_ms,
-                 created_ms = excluded.created_ms",
-            &[&workstation, &&code[..], &ms(expires), &ms(now)],
+                 created_ms = excluded.created_ms, grp = excluded.grp",
+            &[&workstation, &&code[..], &ms(expires), &ms(now), &group],
         )?;
         Ok(())
     }
@@ -847,7 +879,7 @@ impl CollectorStore for PgStore {
                 &u.display_name,
                 &u.role,
                 &u.disabled,
-                &u.pin_hash,
+                &u.pin_sealed,
                 &u.totp_sealed,
                 &ms(u.updated),
                 &groups,

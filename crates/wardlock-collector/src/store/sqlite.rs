@@ -14,7 +14,7 @@ use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::Heartbeat;
 
 use super::intake::Received;
-use super::{hash_of, ms, policy_etag};
+use super::{finding_line, hash_of, ms, policy_etag};
 use super::{
     plan_enroll, AdminAction, CollectorStore, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret,
     Enrolled, EventQuery, FailureCount, Finding, Hash, Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval,
@@ -22,7 +22,14 @@ use super::{
 };
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
+
+/// A workstation's group is IT's decision: an enrollment secret enrolls into one group,
+/// an administrator's approval may move a workstation to another.
+const SCHEMA_V7: &str = "
+ALTER TABLE enroll_secrets ADD COLUMN grp TEXT;
+ALTER TABLE reenroll_approvals ADD COLUMN grp TEXT;
+";
 
 /// The user and kind indexes as the events query walks them: by user (or kind), then in
 /// arrival order (`id`, the rowid every SQLite index ends with). A batch appends to each
@@ -163,12 +170,29 @@ pub struct SqliteStore {
     writer: writer::IntakeWriter,
 }
 
+/// The database is the collector's alone, whatever the umask of whoever opens it first
+/// (`--dev`, an administrator's `token create`): folders it makes are 0700, the file and
+/// its WAL and shared-memory files 0600 (SQLite gives those the database's mode), and a
+/// file a restore or copy loosened is tightened again.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |why: String| StoreError::Open { path: path.display().to_string(), why };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        }
+        owner_only(path).map_err(|e| open_err(e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mode: String = conn
@@ -215,7 +239,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         display_name: r.get(1)?,
         role: r.get(2)?,
         disabled: r.get(3)?,
-        pin_hash: r.get(4)?,
+        pin_sealed: r.get(4)?,
         totp_sealed: r.get(5)?,
         updated: UtcMillis::from_unix_millis(r.get(6)?),
         admin_grant: r.get(7)?,
@@ -264,7 +288,14 @@ fn workstation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Workstation> 
     })
 }
 
-const SECRET_COLUMNS: &str = "hash, label, created_ms, expires_ms, max_uses, uses, revoked_ms";
+/// An enrollment finding (seq 0) is appended to what is there, never overwritten: the
+/// earlier refusals stay evidence. Capped at 1 MB a row (then the first ones are kept).
+const APPEND_ENROLL_FINDING: &str =
+    "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, 0, ?2, ?3, ?4)
+     ON CONFLICT (workstation, seq, kind) DO UPDATE SET detail = CASE WHEN length(findings.detail) < 1000000
+         THEN findings.detail || char(10) || excluded.detail ELSE findings.detail END";
+
+const SECRET_COLUMNS: &str = "hash, label, created_ms, expires_ms, max_uses, uses, revoked_ms, grp";
 
 fn secret_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollSecret> {
     Ok(EnrollSecret {
@@ -275,6 +306,7 @@ fn secret_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollSecret> {
         max_uses: r.get::<_, Option<i64>>(4)?.map(|m| m as u64),
         uses: r.get::<_, i64>(5)? as u64,
         revoked: r.get::<_, Option<i64>>(6)?.map(UtcMillis::from_unix_millis),
+        group: r.get(7)?,
     })
 }
 
@@ -289,8 +321,8 @@ impl CollectorStore for SqliteStore {
         now: UtcMillis,
     ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![&secret[..], new.label, ms(now), new.expires.map(ms), new.max_uses.map(|m| m as i64)],
+            "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses, grp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![&secret[..], new.label, ms(now), new.expires.map(ms), new.max_uses.map(|m| m as i64), new.group],
         )?;
         Ok(())
     }
@@ -324,32 +356,48 @@ impl CollectorStore for SqliteStore {
             .optional()?;
         let approval = tx
             .query_row(
-                "SELECT code, expires_ms FROM reenroll_approvals WHERE workstation = ?1",
+                "SELECT code, expires_ms, grp FROM reenroll_approvals WHERE workstation = ?1",
                 [&ws.id],
                 |r| {
                     Ok(ReenrollApproval {
                         code: hash_of(r.get(0)?),
                         expires: UtcMillis::from_unix_millis(r.get(1)?),
+                        group: r.get(2)?,
                     })
                 },
             )
             .optional()?;
         let enrolled = tx
-            .query_row("SELECT node_key, revoked_ms FROM workstations WHERE id = ?1", [&ws.id], |r| {
-                Ok(Enrolled { node_key: hash_of(r.get(0)?), revoked: r.get::<_, Option<i64>>(1)?.is_some() })
-            })
+            .query_row(
+                "SELECT node_key, revoked_ms, grp, transport_key FROM workstations WHERE id = ?1",
+                [&ws.id],
+                |r| {
+                    Ok(Enrolled {
+                        node_key: hash_of(r.get(0)?),
+                        revoked: r.get::<_, Option<i64>>(1)?.is_some(),
+                        group: r.get(2)?,
+                        transport_key: r.get(3)?,
+                    })
+                },
+            )
             .optional()?;
         let result = match plan_enroll(attempt, secret.as_ref(), approval.as_ref(), enrolled.as_ref(), now) {
             EnrollPlan::Unauthorized(why) => return Ok(EnrollResult::Unauthorized(why)),
+            EnrollPlan::WrongGroup(why) => return Ok(EnrollResult::WrongGroup(why)),
             EnrollPlan::Conflict { message, finding } => {
                 tx.execute(
-                    "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, 0, 'enroll_conflict', ?2, ?3)
-                     ON CONFLICT (workstation, seq, kind) DO UPDATE SET detail = excluded.detail, found_ms = excluded.found_ms",
-                    params![ws.id, finding, ms(now)],
+                    APPEND_ENROLL_FINDING,
+                    params![ws.id, "enroll_conflict", finding_line(now, &finding), ms(now)],
                 )?;
                 EnrollResult::Conflict(message)
             }
-            EnrollPlan::Enroll { use_secret, use_approval } => {
+            EnrollPlan::Enroll { use_secret, use_approval, group, finding } => {
+                if let Some((kind, detail)) = finding {
+                    tx.execute(
+                        APPEND_ENROLL_FINDING,
+                        params![ws.id, kind, finding_line(now, &detail), ms(now)],
+                    )?;
+                }
                 // Approved or proven: the node key is replaced and the log kept.
                 tx.execute(
                     "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms, contiguous_hash, transport_key)
@@ -357,7 +405,7 @@ impl CollectorStore for SqliteStore {
                      ON CONFLICT(id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
                          grp = excluded.grp, agent_version = excluded.agent_version, enrolled_ms = excluded.enrolled_ms,
                          transport_key = excluded.transport_key, revoked_ms = NULL",
-                    params![ws.id, &attempt.node_key[..], ws.hostname, ws.group, ws.agent_version, ms(now), &GENESIS_HASH[..], ws.transport_key],
+                    params![ws.id, &attempt.node_key[..], ws.hostname, group, ws.agent_version, ms(now), &GENESIS_HASH[..], ws.transport_key],
                 )?;
                 if use_secret {
                     tx.execute(
@@ -379,14 +427,15 @@ impl CollectorStore for SqliteStore {
         &self,
         workstation: &str,
         code: &Hash,
+        group: Option<&str>,
         expires: UtcMillis,
         now: UtcMillis,
     ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms, grp) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (workstation) DO UPDATE SET code = excluded.code, expires_ms = excluded.expires_ms,
-                 created_ms = excluded.created_ms",
-            params![workstation, &code[..], ms(expires), ms(now)],
+                 created_ms = excluded.created_ms, grp = excluded.grp",
+            params![workstation, &code[..], ms(expires), ms(now), group],
         )?;
         Ok(())
     }
@@ -691,7 +740,7 @@ impl CollectorStore for SqliteStore {
                 u.display_name,
                 u.role,
                 u.disabled,
-                u.pin_hash,
+                u.pin_sealed,
                 u.totp_sealed,
                 ms(u.updated),
                 super::groups_column(&u.groups)
@@ -736,7 +785,8 @@ mod tests {
 
     fn enrolled(store: &SqliteStore, id: &str) {
         let secret = [1; 32];
-        let fleet = NewEnrollSecret { label: "t".into(), expires: None, max_uses: None };
+        let fleet =
+            NewEnrollSecret { label: "t".into(), group: "default".into(), expires: None, max_uses: None };
         let _ = store.add_enroll_secret(&secret, &fleet, at(0));
         let workstation = NewWorkstation {
             id: id.into(),

@@ -917,7 +917,7 @@ fn the_collector_speaks_tls_to_postgresql_and_refuses_a_server_it_cannot_verify(
         (format!("{plain}?sslmode=require"), "sslrootcert"),
     ] {
         let out = Command::new(wardlock_testkit::bin("wardlock-collector"))
-            .args(["enroll-secret", "create", "--db", &url, "--label", "x"])
+            .args(["enroll-secret", "create", "--db", &url, "--label", "x", "--group", "default"])
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&out.stderr);
@@ -1029,14 +1029,14 @@ fn enrollment_secrets_expire_run_out_and_are_revoked(backend: Backend) {
         assert_eq!(status, 201, "{text}");
         serde_json::from_str::<Value>(&text).unwrap()
     };
-    let two = make(json!({"label": "ward 4", "max_uses": 2}));
+    let two = make(json!({"label": "ward 4", "group": "default", "max_uses": 2}));
     let secret = two["secret"].as_str().unwrap();
     assert_eq!(enroll_as(&collector, "ws-1", secret).0, 200);
     assert_eq!(enroll_as(&collector, "ws-2", secret).0, 200);
     let (status, body) = enroll_as(&collector, "ws-3", secret);
     assert_eq!((status, body.contains("used up")), (401, true), "{body}");
 
-    let short = make(json!({"label": "today", "expires_in_secs": 1}));
+    let short = make(json!({"label": "today", "group": "default", "expires_in_secs": 1}));
     let id = short["id"].as_str().unwrap().to_owned();
     eventually("the secret to expire", || {
         let (_, list) = collector.call("GET", "/api/v1/admin/enroll-secrets", None, None);
@@ -1048,7 +1048,7 @@ fn enrollment_secrets_expire_run_out_and_are_revoked(backend: Backend) {
     let (status, body) = enroll_as(&collector, "ws-4", short["secret"].as_str().unwrap());
     assert_eq!((status, body.contains("expired")), (401, true), "{body}");
 
-    let third = make(json!({"label": "spare"}));
+    let third = make(json!({"label": "spare", "group": "default"}));
     let (status, _) = collector.call(
         "DELETE",
         &format!("/api/v1/admin/enroll-secrets/{}", third["id"].as_str().unwrap()),
@@ -1233,6 +1233,79 @@ fn a_workstation_over_its_quota_gets_429_waits_as_asked_and_delivers_everything_
     );
 }
 
+fn a_ward_pc_cannot_move_itself_into_another_group_only_an_administrator_can(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let user = |id: &str, group: &str| json!({"id": id, "display_name": "D", "role": "nurse", "pin": "582046", "totp": true, "groups": [group]});
+    for (id, group) in [("icu.nurse", "icu"), ("w.nurse", "ward4")] {
+        assert_eq!(
+            collector.call("POST", "/api/v1/admin/users", None, Some(user(id, group).to_string())).0,
+            201
+        );
+    }
+    let (status, made) = collector.call(
+        "POST",
+        "/api/v1/admin/enroll-secrets",
+        None,
+        Some(json!({"label": "ward 4", "group": "ward4"}).to_string()),
+    );
+    assert_eq!(status, 201, "{made}");
+    let ward4_secret = serde_json::from_str::<Value>(&made).unwrap()["secret"].as_str().unwrap().to_owned();
+    let enroll = |secret: &str, group: &str, transport: u8, bearer: Option<&str>| {
+        let body = json!({
+            "enroll_secret": secret, "workstation_id": "ws-w4", "hostname": "ward4-pc", "group": group,
+            "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[transport; 32]).1),
+        });
+        call(
+            &collector.cert(),
+            "POST",
+            &format!("{}/api/v1/enroll", collector.url()),
+            bearer,
+            Some(body.to_string()),
+        )
+    };
+    let node_key =
+        |body: &str| serde_json::from_str::<Value>(body).unwrap()["node_key"].as_str().unwrap().to_owned();
+    // The ward 4 secret does not enroll into the ICU, nor the fleet's into anything but its group.
+    assert_eq!(enroll(&ward4_secret, "icu", 5, None).0, 403);
+    assert_eq!(enroll(&collector.secret, "icu", 5, None).0, 403);
+    let (status, body) = enroll(&ward4_secret, "ward4", 5, None);
+    assert_eq!(status, 200, "{body}");
+    let key = node_key(&body);
+    let directory = |key: &str| collector.call("GET", "/api/v1/directory", Some(key), None).1;
+    assert!(directory(&key).contains("w.nurse") && !directory(&key).contains("icu.nurse"));
+
+    // Its own node key proves who it is, not that it may change group or transport key.
+    for (group, transport) in [("icu", 6), ("ward4", 6), ("icu", 5)] {
+        let (status, body) = enroll("", group, transport, Some(&key));
+        assert_eq!(status, 409, "{group} {transport}: {body}");
+        assert!(body.contains("administrator's approval"), "{body}");
+    }
+    assert!(!directory(&key).contains("icu.nurse"), "a refused move opened the ICU's directory");
+    let conflict =
+        findings_of(&collector, "ws-w4").into_iter().find(|f| f["kind"] == "enroll_conflict").unwrap();
+    let detail = conflict["detail"].as_str().unwrap();
+    assert_eq!(detail.lines().count(), 3, "each refusal appended, none overwritten: {detail}");
+    assert!(detail.contains("group \"ward4\" -> \"icu\"") && detail.contains("transport key"), "{detail}");
+
+    // An administrator moves it: audited, and a finding on the workstation.
+    let (status, approved) = collector.call(
+        "POST",
+        "/api/v1/admin/workstations/ws-w4/re-enroll",
+        None,
+        Some(json!({"group": "icu"}).to_string()),
+    );
+    assert_eq!(status, 201, "{approved}");
+    let code = serde_json::from_str::<Value>(&approved).unwrap()["code"].as_str().unwrap().to_owned();
+    let (status, body) = enroll(&code, "icu", 6, None);
+    assert_eq!(status, 200, "{body}");
+    let key = node_key(&body);
+    assert!(directory(&key).contains("icu.nurse") && !directory(&key).contains("w.nurse"));
+    let moved = findings_of(&collector, "ws-w4").into_iter().find(|f| f["kind"] == "group_changed").unwrap();
+    assert!(moved["detail"].as_str().unwrap().contains("\"ward4\" -> \"icu\""), "{moved}");
+    let (_, log) = collector.call("GET", "/api/v1/admin/log", None, None);
+    assert!(log.contains("ws-w4 into group icu"), "{log}");
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
@@ -1261,7 +1334,8 @@ on_both_backends!(
     a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators_approval,
     enrollment_secrets_expire_run_out_and_are_revoked,
     a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told,
-    the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does
+    the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does,
+    a_ward_pc_cannot_move_itself_into_another_group_only_an_administrator_can
 );
 
 #[test]
@@ -1338,15 +1412,26 @@ fn the_directory_is_served_from_a_sealed_snapshot_until_it_changes() {
     let fourth = directory();
     assert!(!fourth.1.contains("d.icu"), "a user outside this workstation's group: {}", fourth.1);
     assert_eq!(fourth.1, third.1, "nothing changed for this workstation");
-    let (status, _) = enroll_as_in(&collector, "ws-icu", "icu");
+    // The fleet's secret enrolls into its own group only; the ICU's secret into the ICU.
+    let (status, body) = enroll_as_in(&collector, "ws-icu", "icu", &collector.secret);
+    assert_eq!(status, 403, "{body}");
+    let (status, made) = collector.call(
+        "POST",
+        "/api/v1/admin/enroll-secrets",
+        None,
+        Some(json!({"label": "icu", "group": "icu"}).to_string()),
+    );
+    assert_eq!(status, 201, "{made}");
+    let icu_secret = serde_json::from_str::<Value>(&made).unwrap()["secret"].as_str().unwrap().to_owned();
+    let (status, _) = enroll_as_in(&collector, "ws-icu", "icu", &icu_secret);
     assert_eq!(status, 200);
     let (_, listed) = collector.call("GET", "/api/v1/admin/users", None, None);
     assert!(listed.contains("\"groups\":[\"icu\"]"), "{listed}");
 }
 
-fn enroll_as_in(collector: &Collector, id: &str, group: &str) -> (u16, String) {
+fn enroll_as_in(collector: &Collector, id: &str, group: &str, secret: &str) -> (u16, String) {
     let body = json!({
-        "enroll_secret": collector.secret, "workstation_id": id, "hostname": "h", "group": group,
+        "enroll_secret": secret, "workstation_id": id, "hostname": "h", "group": group,
         "agent_version": "t", "transport_key": base64_encode(&wardlock_core::transport::keypair(&[7; 32]).1),
     });
     let (status, text) = call(
@@ -1365,7 +1450,7 @@ fn enroll_as_in(collector: &Collector, id: &str, group: &str) -> (u16, String) {
 }
 
 fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backend: Backend) {
-    let collector = Collector::start_new(backend);
+    let mut collector = Collector::start_new(backend);
     let it_key = SigningKey::from_bytes(&[19; 32]);
     let mut d = workstation(&collector, &it_key, "");
     d.start();
@@ -1373,6 +1458,8 @@ fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backen
     let admin = json!({"id": "it.oncall", "display_name": "IT On-call", "role": "admin", "pin": "582046"});
     assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(admin.to_string())).0, 201);
     d.wait_for_log("directory synced: 1 added");
+    let stored = collector.sql("SELECT pin_hash FROM users");
+    assert!(!stored.contains("$argon2"), "a PIN hash in the clear at the collector: {stored}");
 
     // Without IT's grant the role is not taken, and that is audited.
     let mut guard = d.client("guard");
@@ -1386,7 +1473,20 @@ fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backen
     assert_eq!(refused.user.as_deref(), Some("it.oncall"));
     // A grant signed by a key the workstation does not trust changes nothing.
     let stranger = SigningKey::from_bytes(&[20; 32]);
-    let forged = wardlock_core::policy::AdminGrant { user: "it.oncall".into(), issued_at: now() };
+    let (_, users) = collector.call("GET", "/api/v1/admin/users", None, None);
+    let users: Vec<Value> = serde_json::from_str(&users).unwrap();
+    let credential = users.iter().find(|u| u["id"] == "it.oncall").unwrap()["credential_digest"]
+        .as_str()
+        .expect("the directory says what a grant binds")
+        .to_owned();
+    let grant_for = |user: &str, serial: u64| wardlock_core::policy::AdminGrant {
+        user: user.into(),
+        issued_at: now(),
+        expires: now().saturating_add(Duration::from_secs(3600)),
+        serial,
+        credential: credential.clone(),
+    };
+    let forged = grant_for("it.oncall", 2);
     let put = |grant: String| {
         let body = json!({"grant": grant}).to_string();
         collector.call("POST", "/api/v1/admin/users/it.oncall/admin-grant", None, Some(body))
@@ -1397,11 +1497,84 @@ fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backen
     });
     assert_eq!(guard.request(quit.clone())["result"], "refused");
     // A grant for someone else is refused by the collector.
-    let other = wardlock_core::policy::AdminGrant { user: "n.nurse".into(), issued_at: now() };
-    assert_eq!(put(other.sign(&it_key)).0, 400);
+    assert_eq!(put(grant_for("n.nurse", 2).sign(&it_key)).0, 400);
 
     // IT's grant: the role is taken at the next sync.
     assert_eq!(put(forged.sign(&it_key)).0, 204);
     d.wait_for_log("1 changed");
-    assert_eq!(d.client("guard").request(quit)["result"], "authorized");
+    assert_eq!(guard.request(quit.clone())["result"], "authorized");
+    let refusals = |d: &Daemon| d.audit().iter().filter(|e| e.kind.as_str() == "admin_grant_refused").count();
+    let before = refusals(&d);
+
+    // Someone with the collector's database (and its key: the collector seals what it
+    // finds at its start) puts a PIN hash of their own on the administrator.
+    let theirs =
+        wardlock_core::unlock::hash_pin(&wardlock_core::secret::SecretString::new("193846"), &[3; 16])
+            .unwrap();
+    collector.sql(&format!(
+        "UPDATE users SET pin_hash = '{}', updated_ms = updated_ms + 1 WHERE id = 'it.oncall'",
+        theirs.as_phc()
+    ));
+    collector.restart();
+    let stored = collector.sql("SELECT pin_hash FROM users WHERE id = 'it.oncall'");
+    assert!(stored.starts_with("sealed:v1:") && !stored.contains("argon2"), "sealed at the start: {stored}");
+    eventually("the changed credentials refused", || refusals(&d) > before);
+    let refused = d.audit().into_iter().rev().find(|e| e.kind.as_str() == "admin_grant_refused").unwrap();
+    assert!(refused.details["what"].contains("not the one IT granted"), "{:?}", refused.details);
+    let theirs_quit = json!({"type": "quit", "user": "it.oncall", "pin": "193846", "totp": null});
+    assert_eq!(guard.request(theirs_quit)["result"], "refused", "the collector's PIN made an administrator");
+    assert_eq!(guard.unlock("it.oncall", Some("193846"), None)["result"], "refused", "nor even a clinician");
+    // No administrator while the directory disagrees with IT's grant; the credentials
+    // IT granted are the ones still held here.
+    assert_eq!(guard.request(quit)["result"], "refused");
+    assert_eq!(guard.unlock("it.oncall", Some("582046"), None)["result"], "granted");
+}
+
+#[test]
+fn the_collector_database_and_its_folder_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("made-by-hand/collector.db");
+    // An administrator bootstrapping by hand, with the usual umask.
+    let out = Command::new("sh")
+        .args(["-c", "umask 022; exec \"$0\" token create --db \"sqlite://$1\" --label boot --role admin"])
+        .arg(wardlock_testkit::bin("wardlock-collector"))
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(db.parent().unwrap()), 0o700);
+    for file in ["collector.db", "collector.db-wal", "collector.db-shm"] {
+        let path = db.with_file_name(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
+    // A copy restored loosely is tightened at the next open.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(wardlock_testkit::bin("wardlock-collector"))
+        .args(["token", "create", "--db", &format!("sqlite://{}", db.display()), "--label", "two"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&db), 0o600);
+    // And --dev makes its folder, keys and database the same way.
+    let dev = dir.path().join("dev");
+    let mut collector = Command::new("sh")
+        .args(["-c", "umask 022; exec \"$0\" serve --dev \"$1\" --listen 127.0.0.1:0"])
+        .arg(wardlock_testkit::bin("wardlock-collector"))
+        .arg(&dev)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(collector.stderr.take().unwrap()));
+    assert!(lines.any(|l| l.unwrap().contains("listening on")), "the dev collector never listened");
+    let _ = collector.kill();
+    let _ = collector.wait();
+    assert_eq!(mode(&dev), 0o700);
+    for file in ["collector.db", "data.key", "admin-token", "enroll-secret"] {
+        assert_eq!(mode(&dev.join(file)) & 0o077, 0, "{file} is readable by others");
+    }
 }

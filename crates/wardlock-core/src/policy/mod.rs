@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use signed::{
-    key_id, parse_public_key, public_key_pem, AdminGrant, SignatureError, SignedPolicy, SignedPolicyBody,
-    ADMIN_GRANT_FORMAT, SIGNED_POLICY_FORMAT,
+    admin_credential_digest, key_id, parse_public_key, public_key_pem, AdminGrant, GrantRefusal,
+    SignatureError, SignedPolicy, SignedPolicyBody, ADMIN_GRANT_FORMAT, SIGNED_POLICY_FORMAT,
 };
 
 /// The effective policy. `Default` is the built-in layer: safe for a hospital ward.

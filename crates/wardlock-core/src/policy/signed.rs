@@ -143,19 +143,77 @@ impl SignedPolicy {
     }
 }
 
-pub const ADMIN_GRANT_FORMAT: &str = "wardlock-admin-grant/v1";
-/// Domain separation from policies: a signed policy never verifies as a grant.
-const GRANT_CONTEXT: &[u8] = b"wardlock-admin-grant-v1\n";
+pub const ADMIN_GRANT_FORMAT: &str = "wardlock-admin-grant/v2";
+/// Domain separation from policies (and from the first grants, which bound no
+/// credential): a signed policy never verifies as a grant.
+const GRANT_CONTEXT: &[u8] = b"wardlock-admin-grant-v2\n";
 
 /// IT's word that a directory user may act as an administrator at workstations (quit the
-/// guard, enroll clinicians). Without it a collector alone can never make one: a
-/// workstation takes the `admin` role of a directory user only with a grant signed by
-/// one of its `sync.trusted_keys`.
+/// guard, enroll clinicians) **with these credentials**, until `expires`. Without it a
+/// collector alone can never make one: a workstation takes the `admin` role of a
+/// directory user only with a grant signed by one of its `sync.trusted_keys`, and takes
+/// an administrator's PIN hash and TOTP seed only while they match `credential`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminGrant {
     pub user: String,
     pub issued_at: UtcMillis,
+    pub expires: UtcMillis,
+    /// Grows with each grant for this user: a workstation refuses one older than the
+    /// newest it has taken, so an old grant (an old PIN) cannot be replayed.
+    pub serial: u64,
+    /// [`admin_credential_digest`] of the PIN hash and TOTP seed granted.
+    pub credential: String,
+}
+
+/// What an admin grant binds: SHA-256 over the user ID, the PIN hash (its PHC string,
+/// salt included) and the TOTP seed, each length-prefixed, hex. Reveals nothing a PIN
+/// guess could be checked against without the PHC string itself.
+pub fn admin_credential_digest(user: &str, pin_phc: Option<&str>, totp_seed: Option<&[u8]>) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"wardlock-admin-credential-v1\0");
+    let mut part = |tag: u8, bytes: Option<&[u8]>| {
+        digest.update([tag, u8::from(bytes.is_some())]);
+        let bytes = bytes.unwrap_or_default();
+        digest.update((bytes.len() as u64).to_be_bytes());
+        digest.update(bytes);
+    };
+    part(b'u', Some(user.as_bytes()));
+    part(b'p', pin_phc.map(str::as_bytes));
+    part(b't', totp_seed);
+    hex::encode(digest.finalize())
+}
+
+/// Why a verified grant does not make its user an administrator now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantRefusal {
+    #[error("the directory's PIN hash or TOTP seed is not the one IT granted the role to")]
+    CredentialChanged,
+    #[error("the grant expired at {0}")]
+    Expired(String),
+    #[error("grant serial {serial} is older than serial {newest} already taken here")]
+    Replayed { serial: u64, newest: u64 },
+}
+
+impl AdminGrant {
+    /// Whether this (verified) grant makes its user an administrator at `now` with the
+    /// credentials whose digest is `credential`, on a workstation that took serial
+    /// `newest` last.
+    pub fn holds(&self, credential: &str, newest: Option<u64>, now: UtcMillis) -> Result<(), GrantRefusal> {
+        use subtle::ConstantTimeEq;
+        if !bool::from(self.credential.as_bytes().ct_eq(credential.as_bytes())) {
+            return Err(GrantRefusal::CredentialChanged);
+        }
+        if self.expires <= now {
+            return Err(GrantRefusal::Expired(self.expires.to_rfc3339()));
+        }
+        match newest {
+            Some(newest) if self.serial < newest => {
+                Err(GrantRefusal::Replayed { serial: self.serial, newest })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl AdminGrant {
@@ -248,7 +306,13 @@ mod tests {
     fn an_admin_grant_verifies_only_for_its_user_with_a_trusted_key_and_is_no_policy() {
         let key = SigningKey::from_bytes(&[7; 32]);
         let other = SigningKey::from_bytes(&[8; 32]);
-        let grant = AdminGrant { user: "it.admin".into(), issued_at: UtcMillis::from_unix_millis(1) };
+        let grant = AdminGrant {
+            user: "it.admin".into(),
+            issued_at: UtcMillis::from_unix_millis(1),
+            expires: UtcMillis::from_unix_millis(1_000),
+            serial: 5,
+            credential: admin_credential_digest("it.admin", Some("$argon2id$x"), None),
+        };
         let signed = grant.sign(&key);
         assert_eq!(AdminGrant::verify(&signed, "it.admin", &[key.verifying_key()]).unwrap(), grant);
         assert!(AdminGrant::verify(&signed, "n.nurse", &[key.verifying_key()]).is_err(), "another user");
@@ -264,6 +328,36 @@ mod tests {
         let as_policy =
             SignedPolicy { format: SIGNED_POLICY_FORMAT.into(), ..serde_json::from_str(&signed).unwrap() };
         assert_eq!(as_policy.verify(&[key.verifying_key()]), Err(SignatureError::BadSignature));
+    }
+
+    #[test]
+    fn an_admin_grant_holds_only_for_the_granted_credentials_before_it_expires_and_never_rolled_back() {
+        let at = UtcMillis::from_unix_millis;
+        let granted = admin_credential_digest("it.admin", Some("$argon2id$v=19$a"), Some(&[1; 20]));
+        let grant = AdminGrant {
+            user: "it.admin".into(),
+            issued_at: at(0),
+            expires: at(100),
+            serial: 7,
+            credential: granted.clone(),
+        };
+        assert_eq!(grant.holds(&granted, None, at(50)), Ok(()));
+        assert_eq!(grant.holds(&granted, Some(7), at(50)), Ok(()));
+        for other in [
+            admin_credential_digest("it.admin", Some("$argon2id$v=19$b"), Some(&[1; 20])),
+            admin_credential_digest("it.admin", Some("$argon2id$v=19$a"), Some(&[2; 20])),
+            admin_credential_digest("it.admin", Some("$argon2id$v=19$a"), None),
+            admin_credential_digest("other", Some("$argon2id$v=19$a"), Some(&[1; 20])),
+        ] {
+            assert_eq!(grant.holds(&other, None, at(50)), Err(GrantRefusal::CredentialChanged));
+        }
+        assert!(matches!(grant.holds(&granted, None, at(100)), Err(GrantRefusal::Expired(_))));
+        assert_eq!(
+            grant.holds(&granted, Some(8), at(50)),
+            Err(GrantRefusal::Replayed { serial: 7, newest: 8 })
+        );
+        // Parts cannot slide into each other.
+        assert_ne!(admin_credential_digest("a", Some("b"), None), admin_credential_digest("ab", None, None));
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct EnrollResponse {
 pub struct EnrollSecretRequest {
     /// Who or what it is for (a ward, a rollout).
     pub label: String,
+    /// The workstation group it enrolls into: a workstation's group is IT's decision,
+    /// never the workstation's word. One whose machine policy names another group is
+    /// refused.
+    pub group: String,
     /// How long it enrolls workstations; default 30 days, at most a year.
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
@@ -68,6 +72,9 @@ pub struct EnrollSecretCreated {
 pub struct EnrollSecretInfo {
     pub id: String,
     pub label: String,
+    /// The group it enrolls into; none for secrets made before groups were bound to
+    /// them (such a secret enrolls nothing).
+    pub group: Option<String>,
     pub created: UtcMillis,
     pub expires: Option<UtcMillis>,
     pub max_uses: Option<u64>,
@@ -77,6 +84,16 @@ pub struct EnrollSecretInfo {
     pub state: String,
 }
 
+/// `POST /api/v1/admin/workstations/{id}/re-enroll` (body optional): the group the
+/// workstation is enrolled into from then on; not given, the group it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReenrollRequest {
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
 /// `POST /api/v1/admin/workstations/{id}/re-enroll`: a one-time code that enrolls that ID
 /// again (as its enrollment secret), shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +101,9 @@ pub struct EnrollSecretInfo {
 #[serde(deny_unknown_fields)]
 pub struct ReenrollApproved {
     pub workstation: String,
+    /// The group it is approved into (none: the group it has).
+    #[serde(default)]
+    pub group: Option<String>,
     pub code: String,
     pub expires: UtcMillis,
 }
@@ -138,6 +158,11 @@ pub struct UserOut {
     pub disabled: bool,
     pub has_pin: bool,
     pub has_totp: bool,
+    /// What an admin grant for this user binds now (`admin_credential_digest` of the
+    /// PIN hash and TOTP seed), for `wardlockctl user grant-admin`; none when a stored
+    /// secret does not open.
+    #[serde(default)]
+    pub credential_digest: Option<String>,
     pub updated: UtcMillis,
     /// Empty: every group.
     pub groups: Vec<String>,

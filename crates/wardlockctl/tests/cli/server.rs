@@ -58,7 +58,18 @@ fn directory_policies_secrets_events_and_reports_through_the_collector() {
         .run(&collector.args(
             ca,
             token,
-            &["enroll-secret", "create", "--label", "ward-4", "--expires", "7d", "--uses", "40"],
+            &[
+                "enroll-secret",
+                "create",
+                "--label",
+                "ward-4",
+                "--group",
+                "ward4",
+                "--expires",
+                "7d",
+                "--uses",
+                "40",
+            ],
         ))
         .ok();
     assert_eq!(secret.stdout.trim().len(), 64, "{}", secret.stdout);
@@ -66,7 +77,7 @@ fn directory_policies_secrets_events_and_reports_through_the_collector() {
     let listed = ctl.run(&collector.args(ca, token, &["enroll-secret", "list"])).ok();
     let ward4 =
         listed.stdout.lines().find(|l| l.ends_with("ward-4")).unwrap_or_else(|| panic!("{}", listed.stdout));
-    assert!(ward4.contains("usable") && ward4.contains("0/40"), "{ward4}");
+    assert!(ward4.contains("usable") && ward4.contains("0/40") && ward4.contains(" ward4 "), "{ward4}");
     assert!(!listed.stdout.contains(secret.stdout.trim()), "the list shows no secret");
     let id = ward4.split_whitespace().next().unwrap().to_owned();
     ctl.run(&collector.args(ca, token, &["enroll-secret", "revoke", &id])).ok();
@@ -79,7 +90,9 @@ fn directory_policies_secrets_events_and_reports_through_the_collector() {
         "{}",
         unknown.stderr
     );
-    let code = ctl.run(&collector.args(ca, token, &["workstation", "re-enroll", "ward4-pc2"])).ok();
+    let code = ctl
+        .run(&collector.args(ca, token, &["workstation", "re-enroll", "ward4-pc2", "--group", "icu"]))
+        .ok();
     assert_eq!(code.stdout.trim().len(), 64, "{}", code.stdout);
     assert!(code.stderr.contains("may enroll again once"), "{}", code.stderr);
     let missing = ctl.run(&collector.args(ca, token, &["workstation", "revoke", "no-such-pc"]));
