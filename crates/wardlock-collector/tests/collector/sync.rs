@@ -1578,3 +1578,21 @@ fn the_collector_database_and_its_folder_are_owner_only_whatever_the_umask() {
         assert_eq!(mode(&dev.join(file)) & 0o077, 0, "{file} is readable by others");
     }
 }
+
+#[test]
+fn a_directory_user_never_replaces_a_local_user_of_the_same_id() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let mut d = workstation(&collector, &SigningKey::from_bytes(&[21; 32]), "");
+    // Enrolled here by the ward's administrator.
+    d.add_user("it.local", "Local Admin", "admin", Some("730284"), false);
+    let same = json!({"id": "it.local", "display_name": "Someone Else", "role": "nurse", "pin": "582046"});
+    assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(same.to_string())).0, 201);
+    d.start();
+    let conflict = d.wait_for_audit("directory_conflict", 1);
+    assert_eq!(conflict[0].user.as_deref(), Some("it.local"));
+    let mut guard = d.client("guard");
+    assert_eq!(guard.unlock("it.local", Some("582046"), None)["result"], "refused", "the directory's PIN");
+    assert_eq!(guard.unlock("it.local", Some("730284"), None)["result"], "granted", "the local one stays");
+    let quit = json!({"type": "quit", "user": "it.local", "pin": "730284", "totp": null});
+    assert_eq!(guard.request(quit)["result"], "authorized", "still the local administrator");
+}
