@@ -195,6 +195,18 @@ impl fmt::Display for AuditKind {
     }
 }
 
+/// A CSV cell a spreadsheet will not run: one that starts like a formula (`=`, `+`, `-`,
+/// `@`) or with a tab, carriage return or line feed (which some spreadsheets skip before
+/// reading a formula) gets a leading `'`. One rule for every CSV export (OWASP CSV
+/// injection).
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
 /// An event to be recorded, before the log gives it a place (seq) and a hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditDraft {
@@ -440,6 +452,16 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_defused() {
+        for cell in ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "\n=1"] {
+            assert_eq!(spreadsheet_safe(cell), format!("'{cell}"), "{cell:?}");
+        }
+        for cell in ["n.nurse", "1-2", "", " =1"] {
+            assert_eq!(spreadsheet_safe(cell), cell);
+        }
+    }
 
     fn log(n: u64) -> Vec<AuditEntry> {
         let mut entries: Vec<AuditEntry> = Vec::new();

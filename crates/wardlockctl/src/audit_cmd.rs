@@ -100,14 +100,10 @@ fn export_json(store: &wardlock_agent::Store, from: u64, out: &mut impl Write) -
     Ok(count)
 }
 
-/// Spreadsheets run cells that start like a formula; such cells get a leading `'`.
-/// The JSON export is the exact form.
+/// Spreadsheets run cells that start like a formula (the core's rule); the JSON export
+/// is the exact form.
 fn csv_cell(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    }
+    wardlock_core::audit::spreadsheet_safe(value).into_owned()
 }
 
 fn export_csv(store: &wardlock_agent::Store, from: u64, out: &mut impl Write) -> Result<u64> {

@@ -17,6 +17,13 @@ pub(super) struct EventParams {
     /// Events before this time (RFC 3339).
     #[param(format = DateTime)]
     until: Option<String>,
+    /// Events the collector received at or after this time (RFC 3339): unlike an entry's
+    /// own time, no workstation can set it.
+    #[param(format = DateTime)]
+    received_since: Option<String>,
+    /// Events the collector received before this time (RFC 3339).
+    #[param(format = DateTime)]
+    received_until: Option<String>,
     /// Cursor: the `next` of the previous page.
     after: Option<i64>,
     /// Page size (default 1000).
@@ -47,6 +54,8 @@ pub(super) async fn events(
     let query = EventQuery {
         since: time_param("since", p.since.as_deref())?,
         until: time_param("until", p.until.as_deref())?,
+        received_since: time_param("received_since", p.received_since.as_deref())?,
+        received_until: time_param("received_until", p.received_until.as_deref())?,
         workstation: p.workstation,
         user: p.user,
         kind: p.kind,
@@ -77,7 +86,8 @@ pub(super) async fn events(
     Ok(Json(EventPage { events, next }).into_response())
 }
 
-/// CSV for spreadsheets: a cell that would run as a formula is prefixed with `'`.
+/// CSV for spreadsheets: a cell that would run as a formula is prefixed with `'`
+/// (`wardlock_core::audit::spreadsheet_safe`).
 fn csv_events(rows: &[crate::store::StoredEvent], next: Option<i64>) -> Result<Response, ApiError> {
     let mut out = csv::Writer::from_writer(Vec::new());
     let fail = |e: csv::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
@@ -97,7 +107,8 @@ fn csv_events(rows: &[crate::store::StoredEvent], next: Option<i64>) -> Result<R
             details,
             hex::encode(e.hash),
         ];
-        out.write_record(cells.iter().map(|c| defuse(c))).map_err(fail)?;
+        out.write_record(cells.iter().map(|c| wardlock_core::audit::spreadsheet_safe(c).into_owned()))
+            .map_err(fail)?;
     }
     let bytes = out.into_inner().map_err(internal)?;
     let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response();
@@ -107,14 +118,6 @@ fn csv_events(rows: &[crate::store::StoredEvent], next: Option<i64>) -> Result<R
         }
     }
     Ok(response)
-}
-
-fn defuse(cell: &str) -> String {
-    if cell.starts_with(['=', '+', '-', '@']) {
-        format!("'{cell}")
-    } else {
-        cell.to_owned()
-    }
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/chain", summary = "Chain breaks, rewritten histories, truncated logs and refused enrollments, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::Finding>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
@@ -276,32 +279,57 @@ pub(super) async fn report_failed(
     paging::page(keyed, paging::PageParams { after: p.after, limit: p.limit })
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons", params(SinceParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
-/// Every break-glass access, with its reason.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EmergencyParams {
+    /// RFC 3339; default: 30 days ago.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// What `since` is compared with: `time` (default), the entry's own time, or
+    /// `received`, when the collector received it (which no workstation can set).
+    by: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons, in arrival order, paged in the database", params(EmergencyParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+/// Every break-glass access, with its reason. Paged by arrival in the database: no
+/// number of entries (dated in the future, say) can push a later one off every page.
 pub(super) async fn report_emergency(
     State(state): State<AppState>,
     _caller: Caller,
-    Q(p): Q<SinceParams>,
+    Q(p): Q<EmergencyParams>,
 ) -> Result<Response, ApiError> {
-    let since = since_or_default(&p, 30)?;
+    let since = time_param("since", p.since.as_deref())?
+        .unwrap_or_else(|| UtcMillis::from_unix_millis(now().unix_millis() - 30 * 24 * 3600 * 1000));
+    let by_received = match p.by.as_deref() {
+        None | Some("time") => false,
+        Some("received") => true,
+        Some(other) => {
+            return Err(ApiError::bad(format!("by: {other:?} is neither \"time\" nor \"received\"")))
+        }
+    };
+    let (after, limit) = paging::id_after(&paging::PageParams { after: p.after, limit: p.limit })?;
     let query = EventQuery {
         kind: Some("emergency_access".into()),
-        since: Some(since),
-        limit: MAX_PAGE,
+        since: (!by_received).then_some(since),
+        received_since: by_received.then_some(since),
+        after,
+        limit,
         ..EventQuery::default()
     };
     let store = state.store.clone();
     let rows = blocking(move || store.events(&query)).await?;
-    let out: Vec<(String, EventOut)> = rows
+    let last = rows.last().map(|r| r.id);
+    let out: Vec<EventOut> = rows
         .iter()
-        .map(|r| {
-            (
-                paging::ordered(r.id),
-                EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) },
-            )
-        })
+        .map(|r| EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) })
         .collect();
-    paging::page(out, paging::PageParams { after: p.after, limit: p.limit })
+    Ok(paging::by_id(out, last, limit))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

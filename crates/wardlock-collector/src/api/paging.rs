@@ -49,6 +49,31 @@ pub fn page<T: Serialize>(mut items: Vec<(String, T)>, params: PageParams) -> Re
     Ok(response)
 }
 
+/// One page read in SQL by arrival (`id`): the body a JSON array, `X-Next-After` the
+/// cursor of the next page when this one is full.
+pub fn by_id<T: Serialize>(items: Vec<T>, last_id: Option<i64>, limit: u32) -> Response {
+    let full = items.len() == limit as usize;
+    let mut response = Json(items).into_response();
+    if let Some(next) =
+        last_id.filter(|_| full).and_then(|id| HeaderValue::from_str(&cursor(&ordered(id))).ok())
+    {
+        response.headers_mut().insert("x-next-after", next);
+    }
+    response
+}
+
+/// The `id` a cursor of [`by_id`] names (none: the first page).
+pub fn id_after(params: &PageParams) -> Result<(Option<i64>, u32), ApiError> {
+    let limit = params.limit()? as u32;
+    let Some(cursor) = &params.after else { return Ok((None, limit)) };
+    let id = after_key(cursor)
+        .parse::<i128>()
+        .ok()
+        .and_then(|n| i64::try_from(n - (1i128 << 100)).ok())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "after: not a cursor this list gave"))?;
+    Ok((Some(id), limit))
+}
+
 /// Cursors go into a header and a query string: hex, whatever the key holds.
 fn cursor(key: &str) -> String {
     hex::encode(key.as_bytes())

@@ -28,6 +28,15 @@ pub(super) async fn audit(
         if record.seq == 0 {
             return Err(ApiError::bad("seq starts at 1"));
         }
+        // Names with control characters would forge lines in logs, CSV and syslog.
+        for (field, value) in [("user", &record.user), ("os_account", &record.os_account)] {
+            if value.as_deref().is_some_and(|v| v.chars().any(char::is_control)) {
+                return Err(ApiError::bad(format!(
+                    "entry {}: {field} contains control characters",
+                    record.seq
+                )));
+            }
+        }
         entries.push(Received::new(AuditEntry::try_from(record).map_err(|e| ApiError::bad(e.to_string()))?));
     }
     let admitted =

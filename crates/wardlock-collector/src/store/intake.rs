@@ -86,23 +86,46 @@ pub struct Ingest {
     pub findings: u64,
 }
 
+/// An entry dated this far after it was received is flagged (`time_ahead`): a clock or
+/// a sender that dates entries in the future could otherwise keep them at the top of
+/// every report asked by entry time.
+pub const MAX_TIME_AHEAD: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Takes in one batch. Never drops an entry: a seq received again with the same content
-/// is a no-op (a lost acknowledgement); with another content it is kept beside the
-/// stored one, flagged `rewritten` and named in the acknowledgement's `conflicts`.
+/// is a no-op (a lost acknowledgement); with another content (in an earlier batch or
+/// earlier in this one) it is kept beside the stored one, flagged `rewritten` and named
+/// in the acknowledgement's `conflicts`.
 ///
-/// `entries` are left sorted by seq, without repeats: a backend may run the same batch
-/// again after a failed transaction.
+/// `entries` are left sorted by seq (stably, repeats kept): a backend may run the same
+/// batch again after a failed transaction.
 pub fn ingest(
     tx: &mut impl IntakeTx,
-    entries: &mut Vec<Received>,
+    entries: &mut [Received],
     now: UtcMillis,
 ) -> Result<Ingest, StoreError> {
     entries.sort_by_key(|r| r.entry.seq);
-    entries.dedup_by_key(|r| r.entry.seq);
+    let has_repeats = entries.windows(2).any(|w| w[0].entry.seq == w[1].entry.seq);
+    // The first entry of each seq is the one offered for storing; later ones of the same
+    // seq are compared with what is stored, like an entry sent again.
+    let (firsts, in_batch_repeats): (Vec<Received>, Vec<Received>) = if has_repeats {
+        let mut firsts: Vec<Received> = Vec::with_capacity(entries.len());
+        let mut repeats = Vec::new();
+        for r in entries.iter() {
+            match firsts.last() {
+                Some(last) if last.entry.seq == r.entry.seq => repeats.push(r.clone()),
+                _ => firsts.push(r.clone()),
+            }
+        }
+        (firsts, repeats)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let unique: &[Received] = if has_repeats { &firsts } else { entries };
     let before = tx.chain_state()?;
-    let inserted = tx.insert_new(entries, now)?;
-    let (fresh, repeated): (Vec<&Received>, Vec<&Received>) =
-        entries.iter().partition(|r| inserted.contains(&r.entry.seq));
+    let inserted = tx.insert_new(unique, now)?;
+    let (fresh, mut repeated): (Vec<&Received>, Vec<&Received>) =
+        unique.iter().partition(|r| inserted.contains(&r.entry.seq));
+    repeated.extend(in_batch_repeats.iter());
     let mut findings: Vec<ChainFinding> = Vec::new();
     if !repeated.is_empty() {
         let seqs: Vec<u64> = repeated.iter().map(|r| r.entry.seq).collect();
@@ -131,6 +154,27 @@ pub fn ingest(
     };
     tx.set_chain_state(&after, now)?;
     tx.flag(&findings, now)?;
+    // Dated in the future: flagged for compliance, not a chain problem for the sender.
+    let ahead: Vec<ChainFinding> = fresh
+        .iter()
+        .map(|r| &r.entry)
+        .filter(|e| e.time > now.saturating_add(MAX_TIME_AHEAD))
+        .map(|e| {
+            let by =
+                std::time::Duration::from_millis((e.time.unix_millis() - now.unix_millis()).max(0) as u64);
+            (
+                e.seq,
+                "time_ahead",
+                format!(
+                    "entry dated {} was received at {}, {} earlier",
+                    e.time.to_rfc3339(),
+                    now.to_rfc3339(),
+                    humantime::format_duration(std::time::Duration::from_secs(by.as_secs()))
+                ),
+            )
+        })
+        .collect();
+    tx.flag(&ahead, now)?;
     let next_stored = if after.max_seq > head { tx.first_stored_after(head)? } else { None };
     let stored = fresh.len() as u64;
     Ok(Ingest {
@@ -263,7 +307,7 @@ mod tests {
         batch.reverse();
         batch.push(batch[0].clone());
         let done = ingest(&mut tx, &mut received(&batch), now()).expect("ingest");
-        assert_eq!((done.stored, done.duplicates, done.findings), (5, 0, 0));
+        assert_eq!((done.stored, done.duplicates, done.findings), (5, 1, 0), "the repeat is a duplicate");
         assert_eq!(
             done.ack,
             AuditAck { highest_contiguous_seq: 5, gaps: vec![], chain_break_at: None, conflicts: vec![] }
@@ -315,5 +359,43 @@ mod tests {
         assert_eq!(done.ack.highest_contiguous_seq, 4);
         assert_eq!(done.ack.chain_break_at, Some(3));
         assert!(tx.findings.iter().all(|(seq, _)| *seq == 3) && !tx.findings.is_empty(), "{:?}", tx.findings);
+    }
+
+    #[test]
+    fn two_versions_of_a_seq_in_one_batch_are_both_kept_and_the_second_is_a_conflict() {
+        let mut tx = Memory::default();
+        let mut batch = log(3, "n.nurse");
+        let other = log(3, "someone.else")[1].clone();
+        batch.push(other.clone());
+        let mut entries = received(&batch);
+        let done = ingest(&mut tx, &mut entries, now()).expect("ingest");
+        assert_eq!(done.stored, 3);
+        assert_eq!(tx.conflicts, vec![other], "the second version is kept, not dropped");
+        assert_eq!(done.ack.conflicts, vec![2]);
+        assert!(tx.findings.contains(&(2, "rewritten")));
+        assert_eq!(entries.len(), 4, "a backend that runs the batch again still has every entry");
+    }
+
+    #[test]
+    fn an_entry_dated_in_the_future_is_flagged_but_is_no_chain_problem_for_its_sender() {
+        let mut tx = Memory::default();
+        let mut batch = log(2, "n.nurse");
+        let prev = Some((batch[1].seq, batch[1].hash));
+        let ahead = AuditDraft::new(now().saturating_add(MAX_TIME_AHEAD * 100), AuditKind::EmergencyAccess);
+        batch.push(AuditEntry::chain(ahead, "ws-a", prev));
+        let done = ingest(&mut tx, &mut received(&batch), now()).expect("ingest");
+        assert_eq!((done.stored, done.ack.chain_break_at), (3, None));
+        assert_eq!(tx.findings.iter().collect::<Vec<_>>(), [&(3, "time_ahead")]);
+        // Within the allowance (a clock a little ahead): nothing.
+        let mut tx = Memory::default();
+        let mut batch = log(1, "n.nurse");
+        let prev = Some((batch[0].seq, batch[0].hash));
+        batch.push(AuditEntry::chain(
+            AuditDraft::new(now().saturating_add(MAX_TIME_AHEAD), AuditKind::Locked),
+            "ws-a",
+            prev,
+        ));
+        ingest(&mut tx, &mut received(&batch), now()).expect("ingest");
+        assert!(tx.findings.is_empty(), "{:?}", tx.findings);
     }
 }

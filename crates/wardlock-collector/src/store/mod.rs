@@ -128,6 +128,9 @@ pub struct EventQuery {
     pub kind: Option<String>,
     pub since: Option<UtcMillis>,
     pub until: Option<UtcMillis>,
+    /// When the collector received it (which no workstation can set).
+    pub received_since: Option<UtcMillis>,
+    pub received_until: Option<UtcMillis>,
     /// Keyset pagination: events after this cursor (`id` of the last one seen).
     pub after: Option<i64>,
     pub limit: u32,

@@ -717,14 +717,17 @@ impl CollectorStore for PgStore {
         // Only the filters given, so the planner can use the index that fits.
         let after = q.after.unwrap_or(0);
         let (since, until, limit) = (q.since.map(ms), q.until.map(ms), i64::from(q.limit));
+        let (received_since, received_until) = (q.received_since.map(ms), q.received_until.map(ms));
         let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE id > $1");
         let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&after];
-        let filters: [(&str, Option<&(dyn postgres::types::ToSql + Sync)>); 5] = [
+        let filters: [(&str, Option<&(dyn postgres::types::ToSql + Sync)>); 7] = [
             ("workstation =", q.workstation.as_ref().map(|v| v as _)),
             ("usr =", q.user.as_ref().map(|v| v as _)),
             ("kind =", q.kind.as_ref().map(|v| v as _)),
             ("time_ms >=", since.as_ref().map(|v| v as _)),
             ("time_ms <", until.as_ref().map(|v| v as _)),
+            ("received_ms >=", received_since.as_ref().map(|v| v as _)),
+            ("received_ms <", received_until.as_ref().map(|v| v as _)),
         ];
         for (clause, value) in filters {
             if let Some(value) = value {

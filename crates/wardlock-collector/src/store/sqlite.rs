@@ -580,6 +580,12 @@ impl CollectorStore for SqliteStore {
         if let Some(t) = q.until {
             add("time_ms <", ms(t).into());
         }
+        if let Some(t) = q.received_since {
+            add("received_ms >=", ms(t).into());
+        }
+        if let Some(t) = q.received_until {
+            add("received_ms <", ms(t).into());
+        }
         args.push(i64::from(q.limit).into());
         sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
         let conn = self.conn();

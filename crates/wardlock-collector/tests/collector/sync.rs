@@ -1306,6 +1306,91 @@ fn a_ward_pc_cannot_move_itself_into_another_group_only_an_administrator_can(bac
     assert!(log.contains("ws-w4 into group icu"), "{log}");
 }
 
+fn ten_thousand_break_glass_entries_dated_in_the_future_cannot_hide_a_real_one(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let (status, body) = enroll_as(&collector, "ws-rogue", &collector.secret);
+    assert_eq!(status, 200, "{body}");
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+    // A rogue ward PC fills the report's window with break-glass entries dated next year...
+    let next_year = now().saturating_add(Duration::from_secs(365 * 24 * 3600));
+    let mut log: Vec<AuditEntry> = Vec::new();
+    for i in 0..10_050 {
+        let prev = log.last().map(|e| (e.seq, e.hash));
+        let draft =
+            AuditDraft::new(next_year.saturating_add(Duration::from_millis(i)), AuditKind::EmergencyAccess)
+                .user("x.decoy")
+                .detail("reason", "decoy");
+        log.push(AuditEntry::chain(draft, "ws-rogue", prev));
+    }
+    // ...and then a real one happens.
+    let prev = log.last().map(|e| (e.seq, e.hash));
+    let real = AuditDraft::new(now(), AuditKind::EmergencyAccess)
+        .user("n.nurse")
+        .detail("reason", "code blue bed 4");
+    log.push(AuditEntry::chain(real, "ws-rogue", prev));
+    for part in log.chunks(5_000) {
+        let batch = json!({"workstation_id": "ws-rogue", "entries": part.iter().map(AuditRecord::from).collect::<Vec<_>>()});
+        let (status, body) =
+            collector.call("POST", "/api/v1/audit", Some(&node_key), Some(batch.to_string()));
+        assert_eq!(status, 200, "{body}");
+    }
+    // Every page of the report, by entry time: the real access is on one of them.
+    let mut seen = 0;
+    let mut found = false;
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/v1/reports/emergency?limit=10000&after={a}"),
+            None => "/api/v1/reports/emergency?limit=10000".to_owned(),
+        };
+        let (page, next) = get_page(&collector, &path);
+        seen += page.len();
+        found |= page.iter().any(|e| e["user"] == "n.nurse");
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 10_051, "every access on some page");
+    assert!(found, "the real access was pushed off every page");
+    // By the time the collector received them, nothing the workstation says counts.
+    let since = now().saturating_add(Duration::from_secs(0)).unix_millis() - 10 * 60 * 1000;
+    let since = UtcMillis::from_unix_millis(since).to_rfc3339();
+    let (status, body) = collector.call(
+        "GET",
+        &format!("/api/v1/reports/emergency?by=received&since={since}&limit=10000"),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 10_000, "a full first page");
+    // The dates in the future are findings for compliance.
+    let ahead = findings_of(&collector, "ws-rogue").iter().filter(|f| f["kind"] == "time_ahead").count();
+    assert!(ahead >= 1000, "{ahead} time_ahead findings");
+}
+
+/// One page of a list (a GET with the admin token): its items and `X-Next-After`.
+fn get_page(collector: &Collector, path: &str) -> (Vec<Value>, Option<String>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let pem = std::fs::read(collector.cert()).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("{}{path}", collector.url()))
+            .bearer_auth(&collector.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let next = response.headers().get("x-next-after").map(|v| v.to_str().unwrap().to_owned());
+        (response.json::<Vec<Value>>().await.unwrap(), next)
+    })
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
@@ -1335,7 +1420,8 @@ on_both_backends!(
     enrollment_secrets_expire_run_out_and_are_revoked,
     a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told,
     the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does,
-    a_ward_pc_cannot_move_itself_into_another_group_only_an_administrator_can
+    a_ward_pc_cannot_move_itself_into_another_group_only_an_administrator_can,
+    ten_thousand_break_glass_entries_dated_in_the_future_cannot_hide_a_real_one
 );
 
 #[test]
@@ -1595,4 +1681,22 @@ fn a_directory_user_never_replaces_a_local_user_of_the_same_id() {
     assert_eq!(guard.unlock("it.local", Some("730284"), None)["result"], "granted", "the local one stays");
     let quit = json!({"type": "quit", "user": "it.local", "pin": "730284", "totp": null});
     assert_eq!(guard.request(quit)["result"], "authorized", "still the local administrator");
+}
+
+#[test]
+fn names_with_control_characters_are_refused_at_intake() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let (status, body) = enroll_as(&collector, "ws-ctl", &collector.secret);
+    assert_eq!(status, 200, "{body}");
+    let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+    for (user, account) in [("n.nurse\nforged line", "ward4"), ("n.nurse", "\tward4"), ("=cmd\r", "ward4")] {
+        let draft = AuditDraft::new(now(), AuditKind::Locked).user(user).os_account(Some(account.into()));
+        let entry = AuditEntry::chain(draft, "ws-ctl", None);
+        let batch = json!({"workstation_id": "ws-ctl", "entries": [AuditRecord::from(&entry)]});
+        let (status, body) =
+            collector.call("POST", "/api/v1/audit", Some(&node_key), Some(batch.to_string()));
+        assert_eq!(status, 400, "{user:?}/{account:?}: {body}");
+        assert!(body.contains("control characters"), "{body}");
+    }
+    assert!(collector.all_events().is_empty(), "nothing was stored");
 }
