@@ -16,20 +16,44 @@ pub enum Instance {
     Forwarded,
 }
 
-pub fn socket_path() -> PathBuf {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("wardlock-{}", nix::unistd::getuid())));
-    dir.join("wardlock-guard.sock")
+/// A folder only this account may use: `$XDG_RUNTIME_DIR` (logind's, 0700), or else
+/// one of its own in the temporary folder, which is refused when someone else made it or
+/// may write it (another account could otherwise stand in for the running guard).
+pub fn runtime_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let me = nix::unistd::getuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let dir = std::env::temp_dir().join(format!("wardlock-{me}"));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+            }
+            dir
+        }
+    };
+    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is not a folder of this account alone (owner uid {}, mode {:o}); remove it, or run in a session with XDG_RUNTIME_DIR",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(dir)
+}
+
+pub fn socket_path() -> Result<PathBuf> {
+    Ok(runtime_dir()?.join("wardlock-guard.sock"))
 }
 
 /// `None`: this process wants to be the guard; `Some`: it only passes on a request.
 pub fn claim(ask: Option<Request>) -> Result<Instance> {
     let message = ask.map_or("started", Request::word);
-    let path = socket_path();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let path = socket_path()?;
     if let Ok(mut stream) = UnixStream::connect(&path) {
         writeln!(stream, "{message}").context("cannot reach the running guard")?;
         let mut answer = String::new();

@@ -64,10 +64,45 @@ fn main() {
     // (94 → 61 MB PSS). A thin client's GPU memory is not spent on a PIN pad.
     std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
     std::env::set_var("GDK_GL", "disable");
-    if let Err(e) = run() {
+    if let Err(e) = only_the_systems_modules().and_then(|()| run()) {
         eprintln!("wardlock: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Variables that make GTK, GIO, GDK-Pixbuf, GStreamer or WebKit load code (or a web
+/// process) from where they say: the process that holds the lock runs only its own code
+/// and the system's. (wardlockd refuses a guard with any user-writable code mapped in.)
+const MODULE_VARIABLES: &[&str] = &[
+    "GTK_MODULES",
+    "GTK3_MODULES",
+    "GTK_PATH",
+    "GTK_EXE_PREFIX",
+    "GTK_DATA_PREFIX",
+    "GTK_IM_MODULE_FILE",
+    "GIO_EXTRA_MODULES",
+    "GIO_MODULE_DIR",
+    "GDK_PIXBUF_MODULE_FILE",
+    "GDK_PIXBUF_MODULEDIR",
+    "GST_PLUGIN_PATH",
+    "GST_PLUGIN_PATH_1_0",
+    "GST_PLUGIN_SYSTEM_PATH",
+    "GST_PLUGIN_SYSTEM_PATH_1_0",
+    "WEBKIT_EXEC_PATH",
+    "WEBKIT_INJECTED_BUNDLE_PATH",
+];
+
+/// GTK also loads the modules its settings name (`gtk-modules` in `settings.ini` under
+/// `$XDG_CONFIG_HOME`, which the shared account writes, and any folder the guard made
+/// would be the shared account's too): the guard's configuration comes from the
+/// system's folder only (`/etc/xdg`, root's). Runs before any thread exists.
+fn only_the_systems_modules() -> Result<()> {
+    for variable in MODULE_VARIABLES {
+        std::env::remove_var(variable);
+    }
+    std::env::set_var("XDG_CONFIG_HOME", "/etc/xdg");
+    std::env::set_var("XDG_CONFIG_DIRS", "/etc/xdg");
+    Ok(())
 }
 
 fn run() -> Result<()> {

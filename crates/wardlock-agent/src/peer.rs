@@ -32,6 +32,114 @@ pub fn executable_of(pid: u32) -> Result<std::path::PathBuf, String> {
     std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("cannot read /proc/{pid}/exe: {e}"))
 }
 
+/// A file as the kernel knows it: device and inode (a path can be bind-mounted over in
+/// another mount namespace; the file a process runs cannot be), and its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub uid: u32,
+}
+
+impl std::fmt::Display for FileIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device {} inode {}", self.dev, self.ino)
+    }
+}
+
+/// The file process `pid` runs, whatever path its mount namespace shows for it
+/// (`stat` through `/proc/PID/exe` reaches the file itself).
+pub fn running_file(pid: u32) -> Result<FileIdentity, String> {
+    identity(std::path::Path::new(&format!("/proc/{pid}/exe")))
+}
+
+/// The file at `path`, as this service sees it.
+pub fn identity(path: &std::path::Path) -> Result<FileIdentity, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    Ok(FileIdentity { dev: meta.dev(), ino: meta.ino(), uid: meta.uid() })
+}
+
+/// Why process `pid` lives apart from the desktop sessions, if it does: in another user
+/// namespace than the service's (an unprivileged account makes a mount namespace only
+/// inside a user namespace of its own), or in another mount namespace than PID 1's where
+/// that can be read (the service's own is private: `ProtectSystem=`, `PrivateTmp=`).
+pub fn foreign_namespaces(pid: u32) -> Result<Option<String>, String> {
+    let ns = |who: &str, kind: &str| {
+        std::fs::read_link(format!("/proc/{who}/ns/{kind}")).map(|l| l.to_string_lossy().into_owned())
+    };
+    let theirs =
+        |kind| ns(&pid.to_string(), kind).map_err(|e| format!("cannot read /proc/{pid}/ns/{kind}: {e}"));
+    let (their_user, their_mnt) = (theirs("user")?, theirs("mnt")?);
+    let our_user =
+        ns("self", "user").map_err(|e| format!("cannot read this service's user namespace: {e}"))?;
+    if their_user != our_user {
+        return Ok(Some(format!("it runs in another user namespace ({their_user}, not {our_user})")));
+    }
+    if let Ok(init_mnt) = ns("1", "mnt") {
+        if their_mnt != init_mnt {
+            return Ok(Some(format!("it runs in another mount namespace ({their_mnt}, not {init_mnt})")));
+        }
+    }
+    Ok(None)
+}
+
+/// Code mapped into process `pid` that nobody but root (or whoever installed `own`, the
+/// guard executable itself) could have written: a library preloaded, a GTK, GIO or
+/// input-method module loaded from the user's files, whatever put it there and whatever
+/// the environment says now. Answers the first foreign file found.
+pub fn foreign_code(pid: u32, own: FileIdentity) -> Result<Option<String>, String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| format!("cannot read /proc/{pid}/maps: {e}"))?;
+    let mut seen = std::collections::HashSet::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let mut fields = line.splitn(6, ' ');
+        let (Some(_), Some(perms), Some(_), Some(_), Some(inode)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = fields.next().unwrap_or("").trim_start();
+        if !perms.contains('x') || inode == "0" || !path.starts_with('/') || !seen.insert(path.to_owned()) {
+            continue;
+        }
+        if let Some(why) = foreign_file(path, inode, own) {
+            return Ok(Some(why));
+        }
+    }
+    Ok(None)
+}
+
+/// Why the mapped file at `path` (inode `inode` as the mapping says) is not trusted code.
+fn foreign_file(path: &str, inode: &str, own: FileIdentity) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let root_only = |meta: &std::fs::Metadata| meta.uid() == 0 && meta.mode() & 0o022 == 0;
+    if path.starts_with("/memfd:") {
+        return Some(format!("it runs code from memory no file holds ({path})"));
+    }
+    if let Some(gone) = path.strip_suffix(" (deleted)") {
+        // Replaced since it was mapped (a package upgrade): trusted if only root could
+        // have put a file where it was.
+        let dir = std::path::Path::new(gone).parent()?;
+        return match std::fs::metadata(dir) {
+            Ok(meta) if root_only(&meta) => None,
+            _ => Some(format!("it runs code from {path}, in a folder others than root may write")),
+        };
+    }
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("it runs code from {path}, which this service cannot see ({e})")),
+    };
+    if meta.ino().to_string() != inode {
+        return Some(format!("it runs code from a file that is not {path} as this service sees it"));
+    }
+    if (meta.dev(), meta.ino()) == (own.dev, own.ino) || root_only(&meta) {
+        return None;
+    }
+    Some(format!("it runs code from {path}, which others than root may write"))
+}
+
 /// Variables in process `pid`'s environment that make the dynamic loader run other code
 /// in it (`LD_PRELOAD`, `LD_AUDIT`): the right executable with them is not the guard.
 pub fn code_injection_vars(pid: u32) -> Result<Vec<String>, String> {

@@ -40,6 +40,14 @@ pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Opti
     }
 }
 
+/// A session's runtime folder as logind makes it: the account's alone (0700).
+fn private_runtime_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -566,7 +574,7 @@ impl Guard {
 
     /// Like `start`, with extra environment (a private system bus, say).
     pub fn start_with_env(desktop: &Desktop, agent: &Agent, env: &[(&str, &str)]) -> Self {
-        let runtime_dir = tempfile::tempdir().unwrap();
+        let runtime_dir = private_runtime_dir();
         let log = runtime_dir.path().join("guard.log");
         let mut guard = Self {
             child: None,
@@ -585,11 +593,16 @@ impl Guard {
         let mut cmd = self.command();
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap());
-        // Up once its single-instance socket answers.
+        // Up once its single-instance socket answers; if it never does, what it said.
         let socket = self.runtime_dir.path().join("wardlock-guard.sock");
-        wait_for("the guard to start", Duration::from_secs(30), || {
-            std::os::unix::net::UnixStream::connect(&socket).ok().map(|_| ())
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if Instant::now() >= deadline || self.exited() {
+                let said = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("the guard did not start within 30 s; its log:\n{said}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `wardlock --lock`, as a keyboard shortcut would run it.
@@ -1021,7 +1034,7 @@ impl WebDriverGuard {
     /// Starts tauri-driver, which starts the guard; the session attaches to the first
     /// web page the guard shows, so the guard is asked to lock at once.
     pub fn start_locked(desktop: &Desktop, agent: &Agent) -> Self {
-        let runtime_dir = tempfile::tempdir().unwrap();
+        let runtime_dir = private_runtime_dir();
         let (port, native) = (free_port(), free_port());
         let driver = desktop
             .command("tauri-driver")

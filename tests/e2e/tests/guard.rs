@@ -965,3 +965,52 @@ fn a_guard_stopped_while_the_session_is_unlocked_ends_the_session_too() {
     assert_eq!(logind.calls(), ["lock", "terminate"]);
     drop((guard, serial));
 }
+
+#[test]
+fn gtk_modules_named_by_the_user_are_never_loaded_into_the_guard() {
+    let (_serial, desktop, agent) = setup();
+    // A module of the shared account's: its constructor leaves a mark if it is loaded.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("loaded");
+    let source = dir.path().join("module.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void mark(void) {{ close(open(\"{}\", O_CREAT | O_WRONLY, 0644)); }}\n\
+             void gtk_module_init(int *argc, char ***argv) {{ (void)argc; (void)argv; }}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let module = dir.path().join("libevil.so");
+    let cc = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&module)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(cc.success(), "cc (build-essential) is needed");
+    // Named in the user's GTK settings and in the environment.
+    std::fs::create_dir_all(dir.path().join("gtk-3.0")).unwrap();
+    std::fs::write(
+        dir.path().join("gtk-3.0/settings.ini"),
+        format!("[Settings]\ngtk-modules={}\n", module.display()),
+    )
+    .unwrap();
+    let config = dir.path().display().to_string();
+    let named = module.display().to_string();
+    let guard = Guard::start_with_env(
+        &desktop,
+        &agent,
+        &[("XDG_CONFIG_HOME", &config), ("GTK_MODULES", &named), ("GTK3_MODULES", &named)],
+    );
+    agent.wait_audit("guard_started", SECS(30));
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
+    agent.wait_audit("locked", SECS(30));
+    assert!(!marker.exists(), "the user's GTK module ran inside the guard");
+    assert_eq!(agent.count("guard_impostor"), 0, "the guard itself stayed the installed guard");
+    type_pin(&desktop, "n.nurse", "730284");
+    agent.wait_audit("unlock_succeeded", SECS(30));
+}

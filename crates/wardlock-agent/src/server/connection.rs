@@ -257,7 +257,12 @@ impl Connection {
             Request::Hello { .. } => {
                 return Ok(Err(self.fail(ErrorCode::BadRequest, "hello was already sent".into()).await))
             }
-            Request::Heartbeat {} => Response::Ack,
+            Request::Heartbeat {} => {
+                if let Some(end) = self.still_the_guard(role).await {
+                    return Ok(Err(end));
+                }
+                Response::Ack
+            }
             Request::Policy {} => {
                 if role == ClientRole::Guard && service.session_locked(&peer.account) {
                     self.relock = true;
@@ -315,6 +320,9 @@ impl Connection {
                     let message = format!("more than {EVENTS_PER_MINUTE} events a minute");
                     return Ok(Err(self.fail(ErrorCode::Busy, message).await));
                 }
+                if let Some(end) = self.still_the_guard(role).await {
+                    return Ok(Err(end));
+                }
                 if let GuardEvent::Locked { .. } = event {
                     self.service.set_session_locked(&self.peer.account, true);
                 }
@@ -346,6 +354,22 @@ impl Connection {
                 Response::Enroll(reply?)
             }
         }))
+    }
+
+    /// For a guard: whether it still runs nothing but the installed guard (checked at
+    /// every heartbeat and event). `Some`: it does not; the connection ends as lost.
+    async fn still_the_guard(&mut self, role: ClientRole) -> Option<End> {
+        if role != ClientRole::Guard {
+            return None;
+        }
+        let (service, peer) = (self.service.clone(), self.peer.clone());
+        match blocking(move || Ok(service.recheck_guard(&peer))).await {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => {
+                Some(self.fail(ErrorCode::NotAllowed, format!("no longer the installed guard: {why}")).await)
+            }
+            Err(e) => Some(self.fail(ErrorCode::Internal, format!("could not check the guard: {e}")).await),
+        }
     }
 
     fn unguarded(&self, why: String) -> UnguardedSession {

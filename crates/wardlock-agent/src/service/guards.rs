@@ -28,6 +28,28 @@ const OS_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// to this, for as long as no guard holds the session.
 const REESCALATE_AT_MOST_EVERY: Duration = Duration::from_secs(300);
 
+/// Impostor entries audited per minute and account; the rest are counted in the next.
+const IMPOSTOR_AUDITS_PER_MINUTE: u32 = 20;
+
+/// The guards of one OS account: how many are connected, how fast real ones start, and
+/// how many impostors are audited.
+#[derive(Debug)]
+pub(super) struct GuardAccount {
+    connected: u32,
+    starts: AttemptBudget,
+    impostors: AttemptBudget,
+}
+
+impl GuardAccount {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            connected: 0,
+            starts: AttemptBudget::new(GUARD_STARTS_PER_MINUTE, now),
+            impostors: AttemptBudget::new(IMPOSTOR_AUDITS_PER_MINUTE, now),
+        }
+    }
+}
+
 /// Why a connection may not be the guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardRefusal {
@@ -115,44 +137,39 @@ impl Service {
 
     /// Admits a new guard of `peer`'s account, or says why not. Only a process running
     /// the installed guard executable may be the guard; anything else is audited as an
-    /// impostor (within the account's start budget, so a loop cannot flood the log).
+    /// impostor (within a budget of its own per account, so a loop can neither flood the
+    /// log nor spend the start budget the real guard's restart needs).
     pub fn admit_guard(&self, peer: &Peer) -> Result<(), GuardRefusal> {
         let refuse = |code, message: String| Err(GuardRefusal { code, message });
-        {
-            let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
-            let (connected, starts) = accounts.entry(peer.uid).or_insert_with(|| {
-                (0, AttemptBudget::new(GUARD_STARTS_PER_MINUTE, std::time::Instant::now()))
-            });
-            if *connected >= GUARDS_PER_ACCOUNT {
-                return refuse(
-                    ErrorCode::Busy,
-                    format!("{GUARDS_PER_ACCOUNT} guards of this account are connected already"),
-                );
-            }
-            if let Admission::Refuse { .. } = starts.admit(std::time::Instant::now()) {
-                return refuse(
-                    ErrorCode::Busy,
-                    format!("more than {GUARD_STARTS_PER_MINUTE} guard starts a minute"),
-                );
-            }
+        let connected = self.with_guard_account(peer.uid, |account| account.connected);
+        if connected >= GUARDS_PER_ACCOUNT {
+            return refuse(
+                ErrorCode::Busy,
+                format!("{GUARDS_PER_ACCOUNT} guards of this account are connected already"),
+            );
         }
         if let Err(why) = self.check_guard_process(peer) {
-            let exe = peer.pid.map(peer::executable_of);
-            let shown = match &exe {
-                Some(Ok(path)) => path.display().to_string(),
-                Some(Err(e)) => format!("unknown ({e})"),
-                None => "unknown (no pid)".to_owned(),
-            };
-            let audited = self.audit(
-                self.draft(AuditKind::GuardImpostor, Some(peer))
-                    .detail("exe", client_text(&shown))
-                    .detail("uid", peer.uid)
-                    .detail("pid", pid_text(peer.pid))
-                    .detail("why", &why)
-                    .detail("alert", "compliance"),
-            );
-            if let Err(e) = audited {
-                eprintln!("wardlockd: could not audit a guard impostor: {e}");
+            let admitted =
+                self.with_guard_account(peer.uid, |a| a.impostors.admit(std::time::Instant::now()));
+            if let Admission::Admit { suppressed_before } = admitted {
+                let exe = peer.pid.map(peer::executable_of);
+                let shown = match &exe {
+                    Some(Ok(path)) => path.display().to_string(),
+                    Some(Err(e)) => format!("unknown ({e})"),
+                    None => "unknown (no pid)".to_owned(),
+                };
+                let audited = self.audit(
+                    self.draft(AuditKind::GuardImpostor, Some(peer))
+                        .detail("exe", client_text(&shown))
+                        .detail("uid", peer.uid)
+                        .detail("pid", pid_text(peer.pid))
+                        .detail("why", client_text(&why))
+                        .detail("refused_unaudited_before", suppressed_before)
+                        .detail("alert", "compliance"),
+                );
+                if let Err(e) = audited {
+                    eprintln!("wardlockd: could not audit a guard impostor: {e}");
+                }
             }
             eprintln!(
                 "wardlockd: refused a guard impostor of {} (pid {}): {why}",
@@ -164,21 +181,76 @@ impl Service {
                 format!("only the installed guard may connect as the guard: {why}"),
             );
         }
-        let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((connected, _)) = accounts.get_mut(&peer.uid) {
-            *connected += 1;
-        }
-        Ok(())
+        self.with_guard_account(peer.uid, |account| {
+            if let Admission::Refuse { .. } = account.starts.admit(std::time::Instant::now()) {
+                return refuse(
+                    ErrorCode::Busy,
+                    format!("more than {GUARD_STARTS_PER_MINUTE} guard starts a minute"),
+                );
+            }
+            if account.connected >= GUARDS_PER_ACCOUNT {
+                return refuse(
+                    ErrorCode::Busy,
+                    format!("{GUARDS_PER_ACCOUNT} guards of this account are connected already"),
+                );
+            }
+            account.connected += 1;
+            Ok(())
+        })
     }
 
-    /// The kernel's word on the peer process: it runs the guard executable, with no
-    /// library preloaded into it.
+    /// Whether an admitted guard is still the installed guard and nothing else: code
+    /// loaded into it since (a GTK module pushed over XSETTINGS, a library opened by
+    /// one) makes it an impostor, audited, and its connection is then lost.
+    pub fn recheck_guard(&self, peer: &Peer) -> Result<(), String> {
+        let checked = self.check_guard_process(peer);
+        if let Err(why) = &checked {
+            let audited = self.audit(
+                self.draft(AuditKind::GuardImpostor, Some(peer))
+                    .detail("uid", peer.uid)
+                    .detail("pid", pid_text(peer.pid))
+                    .detail("why", client_text(&format!("after it was admitted: {why}")))
+                    .detail("alert", "compliance"),
+            );
+            if let Err(e) = audited {
+                eprintln!("wardlockd: could not audit a guard turned impostor: {e}");
+            }
+        }
+        checked
+    }
+
+    /// Runs `f` on the guard bookkeeping of OS account `uid`.
+    fn with_guard_account<T>(&self, uid: u32, f: impl FnOnce(&mut GuardAccount) -> T) -> T {
+        let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
+        f(accounts.entry(uid).or_insert_with(|| GuardAccount::new(std::time::Instant::now())))
+    }
+
+    /// The kernel's word on the peer process: it runs the installed guard's file (by
+    /// device and inode, not by path), in the sessions' namespaces, with no library
+    /// preloaded into it.
     fn check_guard_process(&self, peer: &Peer) -> Result<(), String> {
         let pid = peer.pid.ok_or("the kernel did not say which process connected")?;
         let exe = peer::executable_of(pid)?;
         let expected = self.guard_executable();
-        if !same_executable(&exe, &expected) {
-            return Err(format!("it runs {}, not {}", exe.display(), expected.display()));
+        let running = peer::running_file(pid)?;
+        let installed = peer::identity(&expected)?;
+        // A package upgrade replaces the file under a running guard: the kernel then shows
+        // its path as `PATH (deleted)`, and only whoever owns the installed one made it.
+        let upgraded = same_executable(&exe, &expected)
+            && exe.to_string_lossy().ends_with(" (deleted)")
+            && running.uid == installed.uid;
+        if running != installed && !upgraded {
+            return Err(format!(
+                "it runs {} ({running}), not the installed {} ({installed})",
+                exe.display(),
+                expected.display()
+            ));
+        }
+        if let Some(why) = peer::foreign_namespaces(pid)? {
+            return Err(why);
+        }
+        if let Some(why) = peer::foreign_code(pid, installed)? {
+            return Err(why);
         }
         let injected = peer::code_injection_vars(pid)?;
         if !injected.is_empty() {
@@ -198,10 +270,7 @@ impl Service {
                 }
             }
         }
-        let mut accounts = self.guard_accounts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((connected, _)) = accounts.get_mut(&peer.uid) {
-            *connected = connected.saturating_sub(1);
-        }
+        self.with_guard_account(peer.uid, |account| account.connected = account.connected.saturating_sub(1));
     }
 
     /// Audits what the guard reports, with the pid it came from. Client text is cleaned

@@ -21,7 +21,7 @@ use crate::os_session::OsSessions;
 use crate::peer::Peer;
 use crate::secrets::{self, DataKey, SecretError};
 use crate::store::{OpenOptions, Store, StoreError};
-use crate::throttle::{AttemptBudget, AttemptBudgets};
+use crate::throttle::AttemptBudgets;
 use auth::AuthError;
 use directory::DirectoryError;
 pub use enroll::Enrollment;
@@ -113,7 +113,7 @@ pub struct Service {
     pub sync_wakeup: tokio::sync::Notify,
     /// Guards connected per OS account, and how fast each account starts them: a
     /// process in the session posing as guards must not flood the audit log.
-    guard_accounts: Mutex<HashMap<u32, (u32, AttemptBudget)>>,
+    guard_accounts: Mutex<HashMap<u32, guards::GuardAccount>>,
     pub sessions: Box<dyn OsSessions>,
     escalations: guards::Escalations,
     /// Sessions (logind's path) with a guard connected now, and how many.

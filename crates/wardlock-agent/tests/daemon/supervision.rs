@@ -460,6 +460,143 @@ fn the_right_executable_with_a_preloaded_library_is_no_guard() {
     assert!(last(&d, "guard_impostor").details["why"].contains("LD_PRELOAD"));
 }
 
+const HELLO_AS_GUARD: &str = r#"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"type": "hello", "version": 1, "client": "wardlock 0.1.0", "role": "guard"}).encode() + b"\n")
+print(s.makefile().readline().strip())
+"#;
+
+#[test]
+fn a_program_bind_mounted_over_the_guards_path_in_a_namespace_of_its_own_is_no_guard() {
+    let (d, logind) = daemon_with_logind(&policy("logoff"));
+    let guard_path = std::env::current_exe().unwrap();
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    // As an unprivileged account can: a user and mount namespace of its own, python3
+    // mounted over the installed guard's path, and that path run.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$0" && exec "$0" -c "$2" "$3""#)
+        .arg(&guard_path)
+        .arg(&python)
+        .arg(HELLO_AS_GUARD)
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"not_allowed\""), "admitted: {text} {}", String::from_utf8_lossy(&out.stderr));
+    let impostor = last(&d, "guard_impostor");
+    assert!(impostor.details["why"].contains("inode"), "{:?}", impostor.details);
+    assert!(!d.kinds().iter().any(|k| k == "guard_started"));
+    assert!(logind.calls.try_recv().is_err());
+}
+
+#[test]
+fn the_real_guard_binary_in_a_user_namespace_of_its_own_is_no_guard() {
+    let (d, _logind) = daemon_with_logind(&policy("audit_only"));
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "supervision::helper_hello_as_guard", "--nocapture", "--include-ignored"])
+        .env("WARDLOCK_HELPER_SOCKET", d.socket())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"not_allowed\""), "{text}");
+    assert!(last(&d, "guard_impostor").details["why"].contains("user namespace"));
+}
+
+#[test]
+fn impostors_cannot_spend_the_real_guards_start_budget() {
+    let (d, _logind) = daemon_with_logind(&policy("audit_only"));
+    for _ in 0..25 {
+        let out = Command::new("python3").args(["-c", HELLO_AS_GUARD]).arg(d.socket()).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"not_allowed\""));
+    }
+    // The real guard (re)starting after the flood is admitted at once.
+    let _guard = d.client("guard");
+    let impostors = d.kinds().iter().filter(|k| *k == "guard_impostor").count();
+    assert_eq!(impostors, 20, "audited up to the impostor budget, the rest counted later");
+}
+
+/// A library of the shared account's own, in a folder it writes.
+fn users_library(dir: &std::path::Path) -> std::path::PathBuf {
+    let source = dir.join("module.c");
+    std::fs::write(&source, "int wardlock_test_module(void) { return 42; }\n").unwrap();
+    let module = dir.join("module.so");
+    let cc = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&module).arg(&source).status().unwrap();
+    assert!(cc.success(), "cc (build-essential) is needed");
+    nix::unistd::chown(&module, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    module
+}
+
+#[test]
+fn the_guard_with_code_of_the_users_own_mapped_into_it_is_no_guard() {
+    let (d, _logind) = daemon_with_logind(&policy("audit_only"));
+    let dir = tempfile::tempdir().unwrap();
+    let module = users_library(dir.path());
+    // However it got there (a preload that then rewrites its environment, a GTK module
+    // from the user's settings): the mapped file is what counts.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "supervision::helper_hello_as_guard", "--nocapture", "--include-ignored"])
+        .env("WARDLOCK_HELPER_SOCKET", d.socket())
+        .env("LD_PRELOAD", &module)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"not_allowed\""), "{text}");
+    let why = &last(&d, "guard_impostor").details["why"];
+    assert!(why.contains("module.so") && why.contains("others than root"), "{why}");
+}
+
+#[test]
+fn an_admitted_guard_whose_file_is_not_the_installed_one_any_more_is_lost_at_its_next_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("wardlock");
+    std::fs::copy(std::env::current_exe().unwrap(), &installed).unwrap();
+    let (d, logind) = daemon_with_logind(&format!(
+        "{}[service]\nguard_executable = \"{}\"\n",
+        policy("lock_only"),
+        installed.display()
+    ));
+    let mut guard = Command::new(&installed)
+        .args(["--exact", "supervision::helper_guard_that_waits", "--nocapture", "--include-ignored"])
+        .env("WARDLOCK_HELPER_SOCKET", d.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(guard.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let admitted = said.find(|l| l.starts_with("admitted:")).unwrap();
+    assert!(admitted.contains("\"hello\""), "{admitted}");
+    // Someone else's file now stands where the installed guard was.
+    std::fs::remove_file(&installed).unwrap();
+    std::fs::write(&installed, b"#!/bin/sh\n").unwrap();
+    nix::unistd::chown(&installed, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    std::io::Write::write_all(guard.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    let beat = said.find(|l| l.starts_with("heartbeat:")).unwrap();
+    assert!(beat.contains("not_allowed"), "{beat}");
+    let _ = guard.wait();
+    let impostor = last(&d, "guard_impostor");
+    assert!(impostor.details["why"].starts_with("after it was admitted"), "{:?}", impostor.details);
+    d.wait_for_audit("escalation_requested", 1);
+    assert!(last(&d, "guard_lost").details["why"].contains("no longer the installed guard"));
+    assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
+}
+
+/// Run by the test above in a child process: admitted, then a heartbeat once told to.
+#[test]
+fn helper_guard_that_waits() {
+    let Some(socket) = std::env::var_os("WARDLOCK_HELPER_SOCKET") else { return };
+    let mut c = crate::util::Client::connect(std::path::Path::new(&socket));
+    let hello = c.request(json!({"type": "hello", "version": 1, "client": "test", "role": "guard"}));
+    println!("admitted: {hello}");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    println!("heartbeat: {}", c.request(json!({"type": "heartbeat"})));
+}
+
 /// Run by the test above in a child process; does nothing on its own.
 #[test]
 fn helper_hello_as_guard() {
