@@ -18,10 +18,16 @@ pub struct Area {
 }
 
 /// The monitors, primary first, with duplicates (mirrored outputs) once. Without RandR
-/// monitors, the whole root window is one.
+/// monitors, the whole root window is one, at its size now (the connection's setup keeps
+/// the size it had when the guard connected, which a resize leaves behind).
 pub fn monitors(conn: &RustConnection, screen: usize) -> Vec<Area> {
     let root = &conn.setup().roots[screen];
-    let whole = Area { x: 0, y: 0, width: root.width_in_pixels.into(), height: root.height_in_pixels.into() };
+    let (width, height) = conn
+        .get_geometry(root.root)
+        .ok()
+        .and_then(|cookie| cookie.reply().ok())
+        .map_or((root.width_in_pixels, root.height_in_pixels), |g| (g.width, g.height));
+    let whole = Area { x: 0, y: 0, width: width.into(), height: height.into() };
     let listed = conn
         .extension_information(randr::X11_EXTENSION_NAME)
         .ok()

@@ -109,8 +109,12 @@ pub(super) async fn add_user(
     }
     let pin_hash = match &req.pin {
         Some(pin) => {
-            unlock::check_pin_rules(pin, &PinPolicy::default())
-                .map_err(|e| ApiError::bad(format!("PIN refused: {e}")))?;
+            let (store, groups) = (state.store.clone(), req.groups.clone());
+            let rules = blocking(move || pin_rules_reached(store.as_ref(), &groups)).await?;
+            for (whose, rules) in rules {
+                unlock::check_pin_rules(pin, &rules)
+                    .map_err(|e| ApiError::bad(format!("PIN refused by the PIN rules of {whose}: {e}")))?;
+            }
             let mut salt = [0u8; 16];
             getrandom::getrandom(&mut salt).map_err(internal)?;
             let pin = pin.clone();
@@ -220,4 +224,42 @@ pub(super) async fn list_users(
         })
         .collect();
     paging::page(users, params)
+}
+
+/// The PIN rules the user's PIN must meet: the built-in ones, and those of the central
+/// policy pushed for each group the user reaches (every group a workstation is enrolled
+/// in, when the user names none). A workstation holds only the hash, so this is the one
+/// place a PIN can be checked against its ward's rules. (A ward's machine layer may be
+/// stricter still; the collector cannot see it.)
+fn pin_rules_reached(
+    store: &dyn crate::store::CollectorStore,
+    groups: &[String],
+) -> Result<Vec<(String, PinPolicy)>, crate::store::StoreError> {
+    let mut reached: Vec<String> = groups.to_vec();
+    if reached.is_empty() {
+        reached = store.workstations()?.into_iter().map(|w| w.group).collect();
+        reached.sort();
+        reached.dedup();
+    }
+    let mut rules = vec![("the built-in defaults".to_owned(), PinPolicy::default())];
+    for group in reached {
+        let Some((envelope, _)) = store.policy(&group)? else { continue };
+        // IT signed it; the collector reads it only to refuse a PIN the ward would not take.
+        let text = wardlock_core::policy::SignedPolicy::from_json(&envelope)
+            .and_then(|signed| signed.unverified_body())
+            .map(|body| body.policy);
+        let policy = text.ok().and_then(|text| {
+            let doc = wardlock_core::policy::PolicyDocument::parse(
+                "central",
+                wardlock_core::policy::Layer::Central,
+                &text,
+            )
+            .ok()?;
+            wardlock_core::policy::Policy::layered(&[doc]).ok()
+        });
+        if let Some(policy) = policy {
+            rules.push((format!("group {group:?}"), policy.pin));
+        }
+    }
+    Ok(rules)
 }

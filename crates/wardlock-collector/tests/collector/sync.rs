@@ -1700,3 +1700,22 @@ fn names_with_control_characters_are_refused_at_intake() {
     }
     assert!(collector.all_events().is_empty(), "nothing was stored");
 }
+
+#[test]
+fn a_directory_pin_must_meet_the_pin_rules_of_every_group_it_reaches() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let it_key = SigningKey::from_bytes(&[23; 32]);
+    let icu = sign(&it_key, 1, "icu", "[pin]\nmin_length = 8\n");
+    let (status, body) =
+        collector.call("PUT", "/api/v1/admin/policies/icu", None, Some(serde_json::to_string(&icu).unwrap()));
+    assert_eq!(status, 201, "{body}");
+    let add = |id: &str, pin: &str, groups: &[&str]| {
+        let user = json!({"id": id, "display_name": "D", "role": "nurse", "pin": pin, "groups": groups});
+        collector.call("POST", "/api/v1/admin/users", None, Some(user.to_string()))
+    };
+    let (status, body) = add("d.icu", "582046", &["icu"]);
+    assert_eq!(status, 400, "a six-digit PIN in a ward that asks for eight: {body}");
+    assert!(body.contains("group \\\"icu\\\"") && body.contains("at least 8"), "{body}");
+    assert_eq!(add("d.icu", "58204613", &["icu"]).0, 201);
+    assert_eq!(add("d.ward", "582046", &["ward4"]).0, 201, "ward 4 keeps the default rules");
+}
