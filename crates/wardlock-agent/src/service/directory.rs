@@ -479,8 +479,8 @@ pub fn apply_remote(
             }
         };
         // A collector alone never makes an administrator, nor changes one's credentials:
-        // both need IT's signature over exactly these credentials. An administrator
-        // here stays one until a grant says otherwise.
+        // both need IT's signature over exactly these credentials. Without it, an
+        // administrator here keeps the credentials held here and loses the role.
         let is_admin_here = before.as_ref().is_some_and(|b| b.role == super::auth::ADMIN_ROLE);
         let (mut role, mut pin_sealed, mut totp_sealed) = (u.role.clone(), pin_sealed, totp_sealed);
         if u.role == super::auth::ADMIN_ROLE || is_admin_here {
