@@ -166,7 +166,17 @@ async fn cycle(
         .json(&beat)
         .send()
         .await?;
-    ok_or_refused(service, response).await?;
+    let response = ok_or_refused(service, response).await?;
+    // An older collector answers 204 without a body.
+    if response.status() == StatusCode::OK {
+        let ack: wardlock_core::protocol::collector::HeartbeatAck = response.json().await?;
+        if !ack.used_totp_steps.is_empty() {
+            let taken = blocking(service, move |s| s.used_elsewhere(&ack.used_totp_steps)).await?;
+            if taken > 0 {
+                eprintln!("wardlockd: {taken} TOTP step(s) used at other workstations are refused here too");
+            }
+        }
+    }
 
     pull_policy(service, &client, base, &auth, state).await?;
     pull_directory(service, &client, base, &auth, state).await

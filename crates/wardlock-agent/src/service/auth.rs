@@ -236,6 +236,17 @@ pub fn attempt_unlock(
         }
     }
 
+    // A TOTP step used here: the grant's entry says which (as the step's start), so the
+    // collector can tell the other workstations to refuse that code too.
+    if let (Outcome::Granted { .. }, Some(step)) = (&decision.outcome, decision.user_state.last_totp_step) {
+        if user_state.last_totp_step != Some(step) && !drafts.is_empty() {
+            let step_start = step.saturating_mul(policy.totp.step.as_millis() as u64);
+            let grant = drafts
+                .remove(0)
+                .detail("totp_step_at", UtcMillis::from_unix_millis(step_start as i64).to_rfc3339());
+            drafts.insert(0, grant);
+        }
+    }
     tx.save_user_auth(&counter_key, &decision.user_state)?;
     tx.save_workstation_auth(&decision.workstation_state)?;
     let mut audit_seq = 0;

@@ -74,6 +74,37 @@ impl Service {
         Ok(changes)
     }
 
+    /// TOTP steps the collector says were used at other workstations: codes of those
+    /// steps (and earlier) are refused here too. Only for users of this directory, and
+    /// never a step beyond what the clock allows now (a collector cannot lock a user's
+    /// codes out for good).
+    pub fn used_elsewhere(
+        &self,
+        steps: &[wardlock_core::protocol::collector::UsedTotpStep],
+    ) -> Result<u32, ServiceError> {
+        let policy = self.policy();
+        let step_ms = (policy.totp.step.as_millis() as u64).max(1);
+        let now_step = (utc_now().unix_millis().max(0) as u64) / step_ms;
+        let latest = now_step + u64::from(policy.totp.skew_steps);
+        let mut store = self.store();
+        let tx = store.write()?;
+        let mut taken = 0;
+        for used in steps {
+            let step = (used.at.unix_millis().max(0) as u64) / step_ms;
+            if step > latest || tx.user(&used.user)?.is_none() {
+                continue;
+            }
+            let mut state = tx.user_auth(&used.user)?;
+            if state.last_totp_step.is_none_or(|last| last < step) {
+                state.last_totp_step = Some(step);
+                tx.save_user_auth(&used.user, &state)?;
+                taken += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(taken)
+    }
+
     /// The workstation enrolled with the collector at `endpoint`.
     pub fn collector_enrolled(&self, endpoint: &str) -> Result<u64, ServiceError> {
         self.audit(self.draft(AuditKind::CollectorEnrolled, None).detail("endpoint", endpoint))

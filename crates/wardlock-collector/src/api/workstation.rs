@@ -49,9 +49,17 @@ pub(super) async fn audit(
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         return Ok(response);
     }
+    let used = used_totp_steps(&entries, now());
     let store = state.store.clone();
     let id = ws.id.clone();
-    let ingest = blocking(move || store.ingest(&id, entries, now())).await?;
+    let ingest = blocking(move || {
+        let ingest = store.ingest(&id, entries, now())?;
+        if !used.is_empty() {
+            store.note_totp_steps(&used, now())?;
+        }
+        Ok(ingest)
+    })
+    .await?;
     let m = &state.metrics;
     m.batches.fetch_add(1, Ordering::Relaxed);
     m.entries_stored.fetch_add(ingest.stored, Ordering::Relaxed);
@@ -91,17 +99,52 @@ pub(super) async fn policy(
         .into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/heartbeat", summary = "A workstation says it is alive and how long its log is", request_body = Heartbeat, responses((status = 204, description = "noted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("node_key" = [])))]
+/// How long a TOTP step used somewhere is passed on to the other workstations: longer
+/// than any code stays valid (a step of at most 2 minutes, two steps of skew).
+const USED_TOTP_STEPS_FOR: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+#[utoipa::path(post, path = "/api/v1/heartbeat", summary = "A workstation says it is alive and how long its log is; the answer lists TOTP steps used lately at any workstation by users of its group", request_body = Heartbeat, responses((status = 200, body = wardlock_core::protocol::collector::HeartbeatAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("node_key" = [])))]
 pub(super) async fn heartbeat(
     State(state): State<AppState>,
     Node(ws): Node,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<wardlock_core::protocol::collector::HeartbeatAck>, ApiError> {
+    use wardlock_core::protocol::collector::{HeartbeatAck, UsedTotpStep};
     let beat: Heartbeat = parse(&body)?;
     is_workstation(&ws, &beat.workstation_id)?;
     let store = state.store.clone();
-    blocking(move || store.heartbeat(&ws.id, &beat, now())).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let used = blocking(move || {
+        let at = now();
+        store.heartbeat(&ws.id, &beat, at)?;
+        let since = UtcMillis::from_unix_millis(at.unix_millis() - USED_TOTP_STEPS_FOR.as_millis() as i64);
+        let mut used = Vec::new();
+        for (user, at) in store.recent_totp_steps(since)? {
+            // Only users who work in this workstation's group: others are none of its business.
+            if store.user(&user)?.is_some_and(|u| u.works_in(&ws.group)) {
+                used.push(UsedTotpStep { user, at });
+            }
+        }
+        Ok(used)
+    })
+    .await?;
+    Ok(Json(HeartbeatAck { used_totp_steps: used }))
+}
+
+/// TOTP steps the batch says were used (`totp_step_at` on a grant), within
+/// [`USED_TOTP_STEPS_FOR`] of now. A workstation's word: a rogue one can at most make a
+/// user's codes of the next minute or so useless elsewhere (workstations take no step
+/// beyond what their clock allows now), never lock their codes out for long.
+fn used_totp_steps(entries: &[Received], now: UtcMillis) -> Vec<(String, UtcMillis)> {
+    let window = USED_TOTP_STEPS_FOR.as_millis() as i64;
+    entries
+        .iter()
+        .map(Received::entry)
+        .filter_map(|e| {
+            let at = UtcMillis::parse_rfc3339(e.details.get("totp_step_at")?).ok()?;
+            let near = (at.unix_millis() - now.unix_millis()).abs() <= window;
+            Some((e.user.clone()?, at)).filter(|_| near)
+        })
+        .collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/directory", summary = "The directory for this workstation, TOTP seeds sealed to its transport key (ETag)", params(("If-None-Match" = Option<String>, Header)), responses((status = 200, body = Directory), (status = 304, description = "unchanged"), (status = 401, body = ErrorBody)), security(("node_key" = [])))]

@@ -434,6 +434,10 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn ingest(&self, workstation: &str, entries: Vec<Received>, now: UtcMillis)
         -> Result<Ingest, StoreError>;
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError>;
+    /// Notes TOTP steps used (user, the step's start), keeping the latest per user.
+    fn note_totp_steps(&self, steps: &[(String, UtcMillis)], now: UtcMillis) -> Result<(), StoreError>;
+    /// The latest TOTP step of every user who used one since `since` (noted then).
+    fn recent_totp_steps(&self, since: UtcMillis) -> Result<Vec<(String, UtcMillis)>, StoreError>;
     fn put_policy(
         &self,
         group: &str,

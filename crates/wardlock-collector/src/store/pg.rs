@@ -111,6 +111,10 @@ CREATE INDEX audit_kind ON audit (kind, id);
 -- an administrator's approval may move a workstation to another.
 ALTER TABLE enroll_secrets ADD COLUMN grp TEXT;
 ALTER TABLE reenroll_approvals ADD COLUMN grp TEXT;
+", "
+-- The latest TOTP step each user used anywhere, for the other workstations to refuse.
+CREATE TABLE totp_steps (usr TEXT PRIMARY KEY, step_ms BIGINT NOT NULL, noted_ms BIGINT NOT NULL);
+CREATE INDEX totp_steps_noted ON totp_steps (noted_ms);
 "];
 
 /// An enrollment finding (seq 0) is appended to what is there, never overwritten: the
@@ -640,6 +644,29 @@ impl CollectorStore for PgStore {
         let done = intake::ingest(&mut PgIntake { tx: &mut tx, workstation }, &mut entries, now)?;
         tx.commit()?;
         Ok(done)
+    }
+
+    fn note_totp_steps(&self, steps: &[(String, UtcMillis)], now: UtcMillis) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        for (user, at) in steps {
+            tx.execute(
+                "INSERT INTO totp_steps (usr, step_ms, noted_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (usr) DO UPDATE SET step_ms = excluded.step_ms, noted_ms = excluded.noted_ms
+                 WHERE excluded.step_ms > totp_steps.step_ms",
+                &[user, &ms(*at), &ms(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn recent_totp_steps(&self, since: UtcMillis) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+        let rows = self
+            .pool
+            .get()?
+            .query("SELECT usr, step_ms FROM totp_steps WHERE noted_ms >= $1", &[&ms(since)])?;
+        Ok(rows.iter().map(|r| (r.get(0), UtcMillis::from_unix_millis(r.get(1)))).collect())
     }
 
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {

@@ -22,7 +22,14 @@ use super::{
 };
 
 /// Each migration runs once, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
+const MIGRATIONS: &[&str] =
+    &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8];
+
+/// The latest TOTP step each user used anywhere, for the other workstations to refuse.
+const SCHEMA_V8: &str = "
+CREATE TABLE totp_steps (usr TEXT PRIMARY KEY, step_ms INTEGER NOT NULL, noted_ms INTEGER NOT NULL) STRICT;
+CREATE INDEX totp_steps_noted ON totp_steps (noted_ms);
+";
 
 /// A workstation's group is IT's decision: an enrollment secret enrolls into one group,
 /// an administrator's approval may move a workstation to another.
@@ -473,6 +480,30 @@ impl CollectorStore for SqliteStore {
         now: UtcMillis,
     ) -> Result<Ingest, StoreError> {
         self.writer.ingest(workstation, entries, now)
+    }
+
+    fn note_totp_steps(&self, steps: &[(String, UtcMillis)], now: UtcMillis) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (user, at) in steps {
+            tx.execute(
+                "INSERT INTO totp_steps (usr, step_ms, noted_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (usr) DO UPDATE SET step_ms = excluded.step_ms, noted_ms = excluded.noted_ms
+                 WHERE excluded.step_ms > totp_steps.step_ms",
+                params![user, ms(*at), ms(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn recent_totp_steps(&self, since: UtcMillis) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT usr, step_ms FROM totp_steps WHERE noted_ms >= ?1")?;
+        let rows = stmt
+            .query_map([ms(since)], |r| Ok((r.get(0)?, UtcMillis::from_unix_millis(r.get(1)?))))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {

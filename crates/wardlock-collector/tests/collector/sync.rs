@@ -1391,6 +1391,34 @@ fn get_page(collector: &Collector, path: &str) -> (Vec<Value>, Option<String>) {
     })
 }
 
+fn a_totp_code_used_at_one_workstation_is_refused_at_another_once_it_hears_of_it(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let key = SigningKey::from_bytes(&[24; 32]);
+    let user =
+        json!({"id": "d.totp", "display_name": "Dee Totp", "role": "nurse", "pin": "582046", "totp": true});
+    let (status, body) = collector.call("POST", "/api/v1/admin/users", None, Some(user.to_string()));
+    assert_eq!(status, 201, "{body}");
+    let uri = serde_json::from_str::<Value>(&body).unwrap()["otpauth_uri"].as_str().unwrap().to_owned();
+    let mut a = workstation(&collector, &key, "");
+    a.start();
+    let mut b = workstation(&collector, &key, "").id("ws-b");
+    b.start();
+    a.wait_for_audit("user_added", 1);
+    b.wait_for_audit("user_added", 1);
+
+    // Someone watches the code typed at A, and walks to B.
+    let code = oathtool(&totp_secret(&uri));
+    assert_eq!(a.client("guard").unlock("d.totp", None, Some(&code))["result"], "granted");
+    let used = a.wait_for_audit("unlock_succeeded", 1);
+    assert!(used[0].details.contains_key("totp_step_at"), "{:?}", used[0].details);
+    eventually("B to hear of the step used at A", || {
+        b.open_store().user_auth("d.totp").unwrap().last_totp_step.is_some()
+    });
+    assert_eq!(b.client("guard").unlock("d.totp", None, Some(&code))["result"], "refused");
+    let refused = b.wait_for_audit("unlock_failed", 1);
+    assert_eq!(refused[0].details["reason"], "totp_replayed");
+}
+
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
@@ -1421,7 +1449,8 @@ on_both_backends!(
     a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_sender_told,
     the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does,
     a_ward_pc_cannot_move_itself_into_another_group_only_an_administrator_can,
-    ten_thousand_break_glass_entries_dated_in_the_future_cannot_hide_a_real_one
+    ten_thousand_break_glass_entries_dated_in_the_future_cannot_hide_a_real_one,
+    a_totp_code_used_at_one_workstation_is_refused_at_another_once_it_hears_of_it
 );
 
 #[test]

@@ -325,6 +325,24 @@ pub struct Heartbeat {
     pub guard_connected: bool,
 }
 
+/// The answer to a heartbeat: TOTP time steps used lately at any workstation by users of
+/// this workstation's group, so a code seen at one is refused at the others too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeartbeatAck {
+    #[serde(default)]
+    pub used_totp_steps: Vec<UsedTotpStep>,
+}
+
+/// A user's TOTP code accepted somewhere: the start of its time step (`at`, UTC). A
+/// workstation refuses codes of that step and earlier for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsedTotpStep {
+    pub user: String,
+    pub at: UtcMillis,
+}
+
 // --- The administrators' and compliance's answers (wardlockctl reads them typed). ---
 // Answers do not deny unknown fields: a newer collector may add some.
 
