@@ -137,7 +137,12 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for Q<T> 
 }
 
 /// The JSON body, with a clear 400 (not axum's plain text) when it does not parse.
+/// Every request body of this API is a JSON object: serde would also build a struct from
+/// an array of its fields, which the schema does not allow.
 fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad("request body: expected a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request body: {e}")))
 }
 

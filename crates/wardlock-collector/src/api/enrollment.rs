@@ -183,8 +183,11 @@ pub(super) async fn approve_reenroll(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     check_name("workstation id", &id)?;
-    let req: ReenrollRequest =
-        if body.iter().all(u8::is_ascii_whitespace) { ReenrollRequest::default() } else { parse(&body)? };
+    // No body, `null`, or an object.
+    let req: ReenrollRequest = match std::str::from_utf8(&body).map(str::trim) {
+        Ok("" | "null") => ReenrollRequest::default(),
+        _ => parse(&body)?,
+    };
     if let Some(group) = &req.group {
         check_name("group", group)?;
     }
