@@ -22,6 +22,7 @@ APT_PACKAGES=(
   xserver-xorg-core xserver-xorg-video-dummy  # Xorg with sixteen RandR outputs: the tests plug monitors in and out while locked
   x11-xkb-utils  # xkbcomp (the guard hardens the keymap while locked) and setxkbmap for its test
   xclip  # a chart excerpt on the clipboard, which the lock page must not take
+  xsettingsd  # an XSETTINGS manager: a test pushes Gtk/Modules at the running guard
   x11-xserver-utils  # xset and xrandr: the tests' keep-awake script (xset s reset) must not keep a session open
   webkit2gtk-driver  # WebKitWebDriver, under tauri-driver, for the WebDriver end-to-end test
 )

@@ -163,6 +163,7 @@ fn run() -> Result<()> {
         ])
         .setup(move |app| {
             platform::survive_x_errors();
+            platform::pin_gtk_modules();
             let handle = app.handle().clone();
             let (link_tx, link_rx) = mpsc::unbounded_channel();
             let link = ServiceLink::spawn(socket.clone(), ClientRole::Guard, link_tx);

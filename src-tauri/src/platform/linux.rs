@@ -24,6 +24,16 @@ pub fn survive_x_errors() {
     gdk::error_trap_push();
 }
 
+/// GTK loads the modules the `gtk-modules` setting names, and any X client that owns the
+/// XSETTINGS selection may push that setting at the running guard. A value the
+/// application sets outranks XSETTINGS from then on: set it empty, and pushes are
+/// ignored. (Modules named at start are kept out by `main.rs`.)
+pub fn pin_gtk_modules() {
+    if let Some(settings) = gtk::Settings::default() {
+        settings.set_property("gtk-modules", None::<&str>);
+    }
+}
+
 /// Takes the window out of the window manager's hands before it is first mapped: it
 /// cannot then be minimised, moved, hidden by "show desktop" or closed by the WM, each of
 /// which would silently drop the grab.

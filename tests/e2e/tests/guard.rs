@@ -976,8 +976,12 @@ fn gtk_modules_named_by_the_user_are_never_loaded_into_the_guard() {
     std::fs::write(
         &source,
         format!(
-            "#include <fcntl.h>\n#include <unistd.h>\n\
-             __attribute__((constructor)) static void mark(void) {{ close(open(\"{}\", O_CREAT | O_WRONLY, 0644)); }}\n\
+            "#include <stdio.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void mark(void) {{\n\
+               char exe[256] = {{0}}; ssize_t n = readlink(\"/proc/self/exe\", exe, sizeof exe - 1);\n\
+               if (n > 0) exe[n] = 0;\n\
+               FILE *f = fopen(\"{}\", \"a\"); if (f) {{ fprintf(f, \"%d %s\\n\", (int)getpid(), exe); fclose(f); }}\n\
+             }}\n\
              void gtk_module_init(int *argc, char ***argv) {{ (void)argc; (void)argv; }}\n",
             marker.display()
         ),
@@ -1009,8 +1013,44 @@ fn gtk_modules_named_by_the_user_are_never_loaded_into_the_guard() {
     guard.lock_now();
     desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
     agent.wait_audit("locked", SECS(30));
-    assert!(!marker.exists(), "the user's GTK module ran inside the guard");
+    // Which processes ran it ("PID EXE" a line): never the guard's own.
+    let ran_in = |marker: &std::path::Path| std::fs::read_to_string(marker).unwrap_or_default();
+    assert_eq!(ran_in(&marker), "", "the user's GTK module ran at the guard's start");
     assert_eq!(agent.count("guard_impostor"), 0, "the guard itself stayed the installed guard");
     type_pin(&desktop, "n.nurse", "730284");
     agent.wait_audit("unlock_succeeded", SECS(30));
+
+    // Pushed at the running guard over XSETTINGS, by a settings manager the account runs.
+    let conf = dir.path().join("xsettingsd.conf");
+    std::fs::write(&conf, format!("Gtk/Modules \"{}\"\n", module.display())).unwrap();
+    let mut manager = std::process::Command::new("xsettingsd")
+        .arg("-c")
+        .arg(&conf)
+        .env("DISPLAY", &desktop.display)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("xsettingsd is needed (make setup installs it)");
+    let said = std::io::BufReader::new(manager.stderr.take().unwrap());
+    let owned = std::io::BufRead::lines(said).map_while(Result::ok).any(|l| l.contains("Took ownership"));
+    assert!(owned, "xsettingsd never became the settings manager");
+    // The guard goes through its event loop (a lock and an unlock) after the push.
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen again", SECS(30), |t| t.starts_with("Wardlock — locked"));
+    type_pin(&desktop, "n.nurse", "730284");
+    wait_for("the second unlock", SECS(30), || (agent.count("unlock_succeeded") >= 2).then_some(()));
+    let _ = manager.kill();
+    let _ = manager.wait();
+    // WebKit's web process (it draws the PIN pad, and sees nothing an X client could not)
+    // is a GTK program of its own and may take the push; the guard never does.
+    let guard_pid = guard.pid().as_raw().to_string();
+    for line in ran_in(&marker).lines() {
+        let (pid, exe) = line.split_once(' ').unwrap_or((line, ""));
+        assert!(
+            pid != guard_pid && !exe.ends_with("/wardlock"),
+            "a module pushed over XSETTINGS ran in the guard: {line}"
+        );
+    }
+    assert_eq!(agent.count("guard_impostor"), 0);
+    assert_eq!(agent.count("guard_lost"), 0, "the guard stayed the installed guard");
 }
