@@ -18,6 +18,22 @@ fn wardlockd() -> PathBuf {
     path
 }
 
+/// `wardlockd --dev` on the CLI's directory and key store; returns once it listens.
+fn start_wardlockd(ctl: &Ctl) -> std::process::Child {
+    let mut daemon = Command::new(wardlockd())
+        .arg("--dev")
+        .arg(ctl.dir.path())
+        .args(["--key-store", &format!("file:{}", ctl.path("keys").display())])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(daemon.stderr.take().unwrap()).lines();
+    assert!(log.next().unwrap().unwrap().contains("listening on"));
+    // Read the rest as it comes: a closed pipe would fail the service's next log line.
+    std::thread::spawn(move || log.for_each(drop));
+    daemon
+}
+
 #[test]
 fn status_and_unlock_through_the_running_service() {
     let ctl = Ctl::new();
@@ -35,15 +51,7 @@ fn status_and_unlock_through_the_running_service() {
         )
     };
 
-    let mut daemon = Command::new(wardlockd())
-        .arg("--dev")
-        .arg(ctl.dir.path())
-        .args(["--key-store", &format!("file:{}", ctl.path("keys").display())])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(daemon.stderr.take().unwrap()).lines();
-    assert!(log.next().unwrap().unwrap().contains("listening on"));
+    let mut daemon = start_wardlockd(&ctl);
     add(&ctl).ok();
 
     let socket = ctl.path("agent.sock");
@@ -64,15 +72,7 @@ fn status_and_unlock_through_the_running_service() {
 
     // Without `tool_unlock` the service says no, and says how to change that.
     std::fs::write(ctl.path("policy.toml"), "[lockout]\nthrottle = \"0s\"\n").unwrap();
-    let mut daemon = Command::new(wardlockd())
-        .arg("--dev")
-        .arg(ctl.dir.path())
-        .args(["--key-store", &format!("file:{}", ctl.path("keys").display())])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(daemon.stderr.take().unwrap()).lines();
-    assert!(log.next().unwrap().unwrap().contains("listening on"));
+    let mut daemon = start_wardlockd(&ctl);
     let off = ctl
         .run_with_stdin(&["agent", "--socket", s(&socket), "unlock", "n.nurse", "--pin-stdin"], "730284\n")
         .failed();
