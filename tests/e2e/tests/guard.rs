@@ -1054,3 +1054,25 @@ fn gtk_modules_named_by_the_user_are_never_loaded_into_the_guard() {
     assert_eq!(agent.count("guard_impostor"), 0);
     assert_eq!(agent.count("guard_lost"), 0, "the guard stayed the installed guard");
 }
+
+#[test]
+fn with_no_monitor_lit_the_curtain_is_the_whole_root_at_its_size_now() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let desktop = Desktop::start_with_outputs();
+    let agent = Agent::start(POLICY);
+    agent.add_user("n.nurse", "Nora Nurse", "nurse", "730284", false);
+    let guard = Guard::start(&desktop, &agent);
+    guard.lock_now();
+    desktop.wait_lock_title("the lock screen", SECS(30), |t| t.starts_with("Wardlock — locked"));
+    // Every output off (a docking station unplugged, a KVM switched away): RandR lists no
+    // monitor, and the one curtain is the whole root, as large as it is now, not as it
+    // was when the guard connected. (With no output lit the server scans nothing out, so
+    // this looks at the windows, not at pixels.)
+    desktop.xrandr(&["--output", "DUMMY0", "--off"]);
+    desktop.xrandr(&["--fb", "1600x1000"]);
+    assert_eq!(desktop.root_size(), (1600, 1000));
+    desktop.wait("the curtain over the whole resized root", SECS(5), || {
+        (curtain_areas(&desktop) == [(0, 0, 1600, 1000)]).then_some(())
+    });
+    drop(guard);
+}
