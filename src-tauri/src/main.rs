@@ -64,7 +64,8 @@ fn main() {
     // (94 → 61 MB PSS). A thin client's GPU memory is not spent on a PIN pad.
     std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
     std::env::set_var("GDK_GL", "disable");
-    if let Err(e) = only_the_systems_modules().and_then(|()| run()) {
+    only_the_systems_modules();
+    if let Err(e) = run() {
         eprintln!("wardlock: {e:#}");
         std::process::exit(1);
     }
@@ -96,13 +97,12 @@ const MODULE_VARIABLES: &[&str] = &[
 /// `$XDG_CONFIG_HOME`, which the shared account writes, and any folder the guard made
 /// would be the shared account's too): the guard's configuration comes from the
 /// system's folder only (`/etc/xdg`, root's). Runs before any thread exists.
-fn only_the_systems_modules() -> Result<()> {
+fn only_the_systems_modules() {
     for variable in MODULE_VARIABLES {
         std::env::remove_var(variable);
     }
     std::env::set_var("XDG_CONFIG_HOME", "/etc/xdg");
     std::env::set_var("XDG_CONFIG_DIRS", "/etc/xdg");
-    Ok(())
 }
 
 fn run() -> Result<()> {

@@ -557,8 +557,8 @@ impl Service {
     /// Sessions of accounts that policy does not let connect cannot have a guard and are
     /// left alone. Ends at `shutdown`.
     pub async fn watch_sessions(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut unguarded_since: std::collections::HashMap<String, Instant> = Default::default();
-        // Per session: when to escalate next, and the pause after that.
+        // Per unguarded session, from when it was first seen so: when to escalate next,
+        // and the pause after that.
         let mut next_escalation: std::collections::HashMap<String, (Instant, Duration)> = Default::default();
         let mut reported_unreachable = false;
         loop {
@@ -594,13 +594,11 @@ impl Service {
                     }
                 })
                 .collect();
-            unguarded_since.retain(|path, _| unguarded.iter().any(|s| &s.path == path));
-            next_escalation.retain(|path, _| unguarded_since.contains_key(path));
+            next_escalation.retain(|path, _| unguarded.iter().any(|s| &s.path == path));
             for s in unguarded {
-                let since = *unguarded_since.entry(s.path.clone()).or_insert(now);
                 let allowance = period * 2;
                 let (due, pause) =
-                    *next_escalation.entry(s.path.clone()).or_insert((since + allowance, allowance));
+                    *next_escalation.entry(s.path.clone()).or_insert((now + allowance, allowance));
                 if now < due {
                     continue;
                 }
