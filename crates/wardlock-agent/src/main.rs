@@ -54,13 +54,40 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    init_logging();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wardlockd: {e:#}");
+            tracing::error!(event = "failed", error = format!("{e:#}"), "wardlockd: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Structured logs: to the journal with its fields when systemd started the service
+/// (`JOURNAL_STREAM`), else lines on standard error. `WARDLOCK_LOG` filters
+/// (`info` by default; `wardlockd=debug`, ...).
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::EnvFilter;
+
+    let filter = || EnvFilter::try_from_env("WARDLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(journald.with_syslog_identifier("wardlockd".to_owned()))
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
 }
 
 fn run() -> Result<()> {
@@ -117,18 +144,24 @@ async fn serve(config: ServiceConfig) -> Result<()> {
         }
     };
     let policy = service.policy();
-    eprintln!(
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let supervisor = tokio::spawn(service.clone().supervise(stop_rx.clone()));
+    let sync = tokio::spawn(wardlock_agent::sync::run(service.clone(), stop_rx.clone()));
+    tracing::info!(
+        event = "listening",
+        version = env!("CARGO_PKG_VERSION"),
+        socket = %socket.display(),
+        workstation = service.workstation_id(),
+        database = %service.config().db_path().display(),
+        policy = &policy.hash()[..12],
         "wardlockd {}: listening on {} (workstation {:?}, database {}, policy {})",
         env!("CARGO_PKG_VERSION"),
         socket.display(),
-        service.status()?.workstation_id,
+        service.workstation_id(),
         service.config().db_path().display(),
         &policy.hash()[..12],
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sync = tokio::spawn(wardlock_agent::sync::run(service.clone(), stop_rx.clone()));
-    let watch = tokio::spawn(service.clone().watch_sessions(stop_rx.clone()));
     let server = tokio::spawn(wardlock_agent::server::serve(service.clone(), listener, stop_rx));
     let why = loop {
         tokio::select! {
@@ -137,9 +170,9 @@ async fn serve(config: ServiceConfig) -> Result<()> {
             _ = hangup.recv() => {
                 let s = service.clone();
                 match tokio::task::spawn_blocking(move || s.reload_policy()).await? {
-                    Ok(true) => eprintln!("wardlockd: machine policy reloaded ({})", &service.policy().hash()[..12]),
-                    Ok(false) => eprintln!("wardlockd: machine policy unchanged or refused (see the audit log)"),
-                    Err(e) => eprintln!("wardlockd: reloading the policy failed: {e}"),
+                    Ok(true) => tracing::info!(event = "policy_reloaded", policy = &service.policy().hash()[..12], "machine policy reloaded"),
+                    Ok(false) => tracing::info!(event = "policy_unchanged", "machine policy unchanged or refused (see the audit log)"),
+                    Err(e) => tracing::error!(event = "policy_reload_failed", error = %e, "reloading the policy failed"),
                 }
             }
         }
@@ -147,11 +180,11 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     let _ = sync.await;
-    let _ = watch.await;
+    let _ = supervisor.await;
     let _ = std::fs::remove_file(&socket);
     let s = service.clone();
     tokio::task::spawn_blocking(move || s.stop(why)).await?.context("auditing the stop")?;
-    eprintln!("wardlockd: stopped ({why})");
+    tracing::info!(event = "stopped", why, "wardlockd stopped ({why})");
     Ok(())
 }
 

@@ -153,14 +153,20 @@ pub fn code_injection_vars(pid: u32) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// The peer of `stream`. Its names are looked up on the blocking pool: on a machine
+/// joined to a directory (SSSD, LDAP) each lookup may be a network round trip.
 #[cfg(unix)]
-pub fn of_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+pub async fn of_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
     let cred = stream.peer_cred()?;
     let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
-    Ok(Peer { pid, ..resolve(cred.uid(), Some(cred.gid())) })
+    let (uid, gid) = (cred.uid(), cred.gid());
+    let resolved =
+        tokio::task::spawn_blocking(move || resolve(uid, Some(gid))).await.map_err(std::io::Error::other)?;
+    Ok(Peer { pid, ..resolved })
 }
 
 /// The account `uid` with its groups, as a peer without a process (a logind session's).
+/// Blocks (NSS).
 #[cfg(unix)]
 pub fn of_account(uid: u32) -> Peer {
     resolve(uid, None)

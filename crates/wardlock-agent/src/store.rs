@@ -259,6 +259,22 @@ impl Store {
         put_meta(&self.conn, key, value)
     }
 
+    /// Every meta entry whose key starts with `prefix`, as (rest of the key, value).
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut statement = self.conn.prepare("SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1")?;
+        let rows = statement.query_map(rusqlite::params![prefix, prefix.chars().count() as i64], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (key, value) = row?;
+            if let Some(rest) = key.strip_prefix(prefix) {
+                found.push((rest.to_owned(), value));
+            }
+        }
+        Ok(found)
+    }
+
     /// Runs `f` holding the database's write lock (`BEGIN IMMEDIATE`): another process
     /// doing the same waits. For one-time set-up two processes could otherwise race on
     /// (making the data key). `f` may use this store's reads and `set_meta`.

@@ -87,7 +87,11 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
             Ok(()) => {
                 service.set_collector_reachable(Some(true));
                 if state.failures > 0 {
-                    eprintln!("wardlockd: collector {endpoint} reachable again");
+                    tracing::info!(
+                        event = "collector_reachable",
+                        endpoint,
+                        "collector {endpoint} reachable again"
+                    );
                 }
                 state.failures = 0;
                 true
@@ -95,8 +99,11 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
             Err(SyncError::Throttled { retry_after, message }) => {
                 // Reachable and working, only over its quota: wait as asked, not as for a failure.
                 service.set_collector_reachable(Some(true));
-                eprintln!(
-                    "wardlockd: the collector {endpoint} asks to wait {} s before sending more ({message})",
+                tracing::info!(
+                    event = "collector_busy",
+                    endpoint,
+                    retry_after_secs = retry_after.as_secs(),
+                    "the collector {endpoint} asks to wait {} s before sending more ({message})",
                     retry_after.as_secs()
                 );
                 state.retry_after = Some(retry_after.clamp(Duration::from_secs(1), MAX_RETRY_AFTER));
@@ -105,7 +112,7 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
             Err(e) => {
                 service.set_collector_reachable(Some(false));
                 state.failures = state.failures.saturating_add(1);
-                eprintln!("wardlockd: sync with {endpoint} failed (attempt {}): {e}", state.failures);
+                tracing::warn!(event = "sync_failed", endpoint, attempt = state.failures, error = %e, "sync with {endpoint} failed (attempt {}): {e}", state.failures);
                 false
             }
         };
@@ -151,7 +158,7 @@ async fn cycle(
 
     upload(service, policy, &client, base, &auth, state).await?;
 
-    let status = blocking(service, |s| s.status()).await?;
+    let status = service.status().await?;
     let beat = Heartbeat {
         workstation_id: status.workstation_id,
         time: utc_now(),
@@ -173,7 +180,11 @@ async fn cycle(
         if !ack.used_totp_steps.is_empty() {
             let taken = blocking(service, move |s| s.used_elsewhere(&ack.used_totp_steps)).await?;
             if taken > 0 {
-                eprintln!("wardlockd: {taken} TOTP step(s) used at other workstations are refused here too");
+                tracing::info!(
+                    event = "totp_steps_taken",
+                    count = taken,
+                    "{taken} TOTP step(s) used at other workstations are refused here too"
+                );
             }
         }
     }
@@ -215,8 +226,12 @@ async fn pull_directory(
     let directory: wardlock_core::protocol::collector::Directory = response.json().await?;
     let changes = blocking(service, move |s| s.apply_directory(&directory)).await?;
     if changes.added + changes.changed + changes.disabled > 0 || !changes.rejected.is_empty() {
-        eprintln!(
-            "wardlockd: directory synced: {} added, {} changed, {} disabled, {} refused",
+        tracing::info!(
+            event = "directory_synced",
+            added = changes.added,
+            changed = changes.changed,
+            disabled = changes.disabled,
+            "directory synced: {} added, {} changed, {} disabled, {} refused",
             changes.added,
             changes.changed,
             changes.disabled,
@@ -322,7 +337,7 @@ async fn node_key(
             base64::engine::general_purpose::STANDARD.encode(transport_public)
         },
         enroll_secret: secret.trim().to_owned(),
-        workstation_id: blocking(service, |s| s.status()).await?.workstation_id,
+        workstation_id: service.workstation_id().to_owned(),
         hostname: gethostname::gethostname().to_string_lossy().into_owned(),
         group: policy.workstation.group.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -341,7 +356,7 @@ async fn node_key(
         s.collector_enrolled(&endpoint)
     })
     .await?;
-    eprintln!("wardlockd: enrolled with the collector at {base}");
+    tracing::info!(event = "enrolled", collector = base, "enrolled with the collector at {base}");
     Ok(enrolled.node_key)
 }
 
@@ -457,11 +472,15 @@ async fn pull_policy(
     let body = envelope.clone();
     match blocking(service, move |s| s.apply_central(&body)).await? {
         CentralOutcome::Applied { serial } => {
-            eprintln!("wardlockd: central policy applied (serial {serial})");
+            tracing::info!(
+                event = "central_policy_applied",
+                serial,
+                "central policy applied (serial {serial})"
+            );
             state.policy_etag = etag;
         }
         CentralOutcome::Refused { why } => {
-            eprintln!("wardlockd: central policy refused: {why}");
+            tracing::warn!(event = "central_policy_refused", why, "central policy refused: {why}");
             state.refused_etag = etag;
         }
     }
@@ -470,12 +489,17 @@ async fn pull_policy(
 
 /// Audits, once per crossing, that the unsent backlog passed the policy's threshold.
 async fn check_backlog(service: &Arc<Service>, policy: &Policy, state: &mut State) -> Result<(), SyncError> {
-    let unsent = blocking(service, |s| s.status()).await?.audit_unsent;
+    let unsent = service.status().await?.audit_unsent;
     let over = unsent > policy.sync.backlog_warning;
     if over && !state.backlog_warned {
         let threshold = policy.sync.backlog_warning;
         blocking(service, move |s| s.sync_backlog(unsent, threshold)).await?;
-        eprintln!("wardlockd: {unsent} audit entries wait for the collector (warning threshold {threshold})");
+        tracing::warn!(
+            event = "sync_backlog",
+            unsent,
+            threshold,
+            "{unsent} audit entries wait for the collector (warning threshold {threshold})"
+        );
     }
     state.backlog_warned = over;
     Ok(())

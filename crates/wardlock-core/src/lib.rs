@@ -12,7 +12,7 @@ pub mod phi;
 pub mod policy;
 pub mod protocol;
 pub mod sealing;
-pub mod supervision;
 pub mod secret;
+pub mod supervision;
 pub mod transport;
 pub mod unlock;

@@ -90,16 +90,25 @@ pub struct TooManyGuards;
 pub enum Report {
     /// The lock is in place (`locked`, or holding again after a failure).
     Locked,
-    LockFailed { what: String },
+    LockFailed {
+        what: String,
+    },
 }
 
 /// Something the service granted after checking credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grant {
-    Unlock { user: String },
-    Hold { user: String, in_a_row: u32 },
+    Unlock {
+        user: String,
+    },
+    Hold {
+        user: String,
+        in_a_row: u32,
+    },
     /// The clinician signed out at the lock screen: the session stays locked.
-    SignOut { user: String },
+    SignOut {
+        user: String,
+    },
 }
 
 /// How a guard's connection ended.
@@ -124,20 +133,42 @@ pub struct ActiveSession {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    GuardReported { conn: ConnectionId, report: Report },
+    GuardReported {
+        conn: ConnectionId,
+        report: Report,
+    },
     /// A grant to a client of `account`: only a guard's unlock opens a screen, so only it
     /// makes the session its clinician's.
-    Granted { role: ClientRole, account: String, grant: Grant },
-    QuitApproved { conn: ConnectionId, by: String },
-    ConnectionEnded { conn: ConnectionId, how: Ending },
+    Granted {
+        role: ClientRole,
+        account: String,
+        grant: Grant,
+    },
+    QuitApproved {
+        conn: ConnectionId,
+        by: String,
+    },
+    ConnectionEnded {
+        conn: ConnectionId,
+        how: Ending,
+    },
     /// logind's active sessions, listed now.
     ActiveSessions(Vec<ActiveSession>),
     /// What became of [`Effect::RequestLock`]: what was asked of whom, or the failure.
-    LockRequested { ladder: LadderId, result: Result<String, String> },
+    LockRequested {
+        ladder: LadderId,
+        result: Result<String, String>,
+    },
     /// What logind's `LockedHint` said, for the record only.
-    LockedHintRead { ladder: LadderId, seen: String },
+    LockedHintRead {
+        ladder: LadderId,
+        seen: String,
+    },
     /// What became of [`Effect::Terminate`].
-    Terminated { ladder: LadderId, result: Result<String, String> },
+    Terminated {
+        ladder: LadderId,
+        result: Result<String, String>,
+    },
     /// The deadline asked for has come.
     Tick,
 }
@@ -145,9 +176,22 @@ pub enum Input {
 /// What happened, to be audited exactly so. The service turns each into an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    GuardStarted { account: String, pid: Option<u32>, client: String },
-    GuardStopped { account: String, pid: Option<u32>, by: String },
-    GuardLost { account: String, pid: Option<u32>, why: String, when_unguarded: Unguarded },
+    GuardStarted {
+        account: String,
+        pid: Option<u32>,
+        client: String,
+    },
+    GuardStopped {
+        account: String,
+        pid: Option<u32>,
+        by: String,
+    },
+    GuardLost {
+        account: String,
+        pid: Option<u32>,
+        why: String,
+        when_unguarded: Unguarded,
+    },
     EscalationRequested {
         account: String,
         session: Option<String>,
@@ -156,7 +200,12 @@ pub enum Record {
         grace: Duration,
         then: Unguarded,
     },
-    EscalationConfirmed { account: String, session: Option<String>, after: Duration, pid: Option<u32> },
+    EscalationConfirmed {
+        account: String,
+        session: Option<String>,
+        after: Duration,
+        pid: Option<u32>,
+    },
     EscalationUnconfirmed {
         account: String,
         session: Option<String>,
@@ -164,22 +213,43 @@ pub enum Record {
         locked_hint: String,
         then: Unguarded,
     },
-    SessionTerminated { account: String, session: Option<String>, ended: String },
-    SessionTerminateFailed { account: String, session: Option<String>, error: String },
+    SessionTerminated {
+        account: String,
+        session: Option<String>,
+        ended: String,
+    },
+    SessionTerminateFailed {
+        account: String,
+        session: Option<String>,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Audit(Record),
     /// Keep whether `account`'s session is behind the lock across restarts.
-    Persist { account: String, locked: bool },
+    Persist {
+        account: String,
+        locked: bool,
+    },
     /// Ask the OS to lock `session` (every session when unknown); answer with
     /// [`Input::LockRequested`].
-    RequestLock { ladder: LadderId, session: Option<String> },
+    RequestLock {
+        ladder: LadderId,
+        session: Option<String>,
+    },
     /// Read logind's `LockedHint`; answer with [`Input::LockedHintRead`].
-    ReadLockedHint { ladder: LadderId, session: String },
+    ReadLockedHint {
+        ladder: LadderId,
+        session: String,
+    },
     /// End `session` (every session of `uid` when unknown); answer with [`Input::Terminated`].
-    Terminate { ladder: LadderId, session: Option<String>, uid: u32 },
+    Terminate {
+        ladder: LadderId,
+        session: Option<String>,
+        uid: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -311,11 +381,7 @@ impl Supervision {
 
     /// When to hand in [`Input::Tick`] next, if anything waits for time.
     pub fn next_deadline(&self) -> Option<MonoTime> {
-        self.ladders
-            .values()
-            .filter(|l| l.phase == Phase::Waiting)
-            .map(|l| l.started + l.rules.grace)
-            .min()
+        self.ladders.values().filter(|l| l.phase == Phase::Waiting).map(|l| l.started + l.rules.grace).min()
     }
 
     pub fn handle(&mut self, now: MonoTime, rules: Rules, input: Input) -> Vec<Effect> {
@@ -383,8 +449,7 @@ impl Supervision {
             }
             Input::ActiveSessions(sessions) => self.watch(sessions, now, rules, &mut effects),
             Input::LockRequested { ladder: id, result } => {
-                let Some(ladder) = self.ladders.get_mut(&id).filter(|l| l.phase == Phase::Requesting)
-                else {
+                let Some(ladder) = self.ladders.get_mut(&id).filter(|l| l.phase == Phase::Requesting) else {
                     return effects;
                 };
                 ladder.phase = Phase::Waiting;
@@ -403,8 +468,12 @@ impl Supervision {
                 }
             }
             Input::Tick => {
-                let waiting: Vec<LadderId> =
-                    self.ladders.iter().filter(|(_, l)| l.phase == Phase::Waiting).map(|(id, _)| *id).collect();
+                let waiting: Vec<LadderId> = self
+                    .ladders
+                    .iter()
+                    .filter(|(_, l)| l.phase == Phase::Waiting)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in waiting {
                     self.check_deadline(id, now, &mut effects);
                 }
@@ -535,7 +604,13 @@ impl Supervision {
     /// escalated, and again while it stays unguarded (after the same allowance, then at
     /// doubling intervals up to [`REESCALATE_AT_MOST_EVERY`]): a ladder that ended
     /// without a logoff is never the last word.
-    fn watch(&mut self, sessions: Vec<ActiveSession>, now: MonoTime, rules: Rules, effects: &mut Vec<Effect>) {
+    fn watch(
+        &mut self,
+        sessions: Vec<ActiveSession>,
+        now: MonoTime,
+        rules: Rules,
+        effects: &mut Vec<Effect>,
+    ) {
         let guarded: BTreeSet<&str> = self.guards.values().filter_map(|g| g.session.os_session()).collect();
         let unguarded: Vec<ActiveSession> =
             sessions.into_iter().filter(|s| !guarded.contains(s.path.as_str())).collect();

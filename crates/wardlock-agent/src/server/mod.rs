@@ -60,7 +60,7 @@ pub async fn serve(service: Arc<Service>, listener: UnixListener, mut shutdown: 
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    eprintln!("wardlockd: accept failed: {e}");
+                    tracing::warn!(event = "accept_failed", error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -3,7 +3,6 @@
 //! threads. Each one that changes something audits it in the same transaction.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{Policy, PolicyError};
 use wardlock_core::protocol::local::{ClientRole, ServiceStatus};
+use wardlock_core::supervision::Supervision;
 
 use crate::central::{self, Central};
 use crate::config::ServiceConfig;
@@ -25,7 +25,9 @@ use crate::throttle::AttemptBudgets;
 use auth::AuthError;
 use directory::DirectoryError;
 pub use enroll::Enrollment;
-pub use guards::{GuardRefusal, UnguardedSession};
+pub use guards::GuardRefusal;
+pub use requests::{Access, Answer, Client, ClientGuard};
+pub use supervisor::SessionView;
 
 pub mod auth;
 pub mod directory;
@@ -33,6 +35,8 @@ mod enroll;
 mod guards;
 mod outbox;
 mod policy;
+pub mod requests;
+mod supervisor;
 mod unlock;
 
 const META_RUNNING: &str = "service_running";
@@ -88,36 +92,31 @@ pub enum Approval {
     Refused { attempts_left: u32, retry_after_secs: Option<u64> },
 }
 
+/// The running service. Each lock below is held for one short step and never while
+/// another is taken; what changes together per session is the supervisor's alone.
 #[derive(Debug)]
 pub struct Service {
     store: Mutex<Store>,
     key: DataKey,
     config: ServiceConfig,
+    /// The workstation's ID as the database holds it.
+    workstation_id: String,
     policy: watch::Sender<Arc<Policy>>,
     /// The layers the policy in force is made of.
     layers: Mutex<Layers>,
     /// Attempts considered per minute: the admitted guards' and the other clients'.
     budgets: Mutex<AttemptBudgets>,
-    /// The clinician the session is attributed to (the last one who unlocked).
-    session_user: Mutex<Option<String>>,
-    /// Holds granted one after another since the last ordinary unlock (`lock.hold.max_in_a_row`).
-    holds_in_a_row: std::sync::atomic::AtomicU32,
-    /// OS accounts whose guard last reported the session locked and has not unlocked it
-    /// since: a guard that starts again for such an account is told to lock at once.
-    locked_accounts: Mutex<std::collections::HashSet<String>>,
-    guards: AtomicU32,
     /// Whether the last exchange with the collector worked (`None`: no collector, or
     /// not tried yet).
     collector_reachable: Mutex<Option<bool>>,
     /// Rung when something worth sending soon was audited.
     pub sync_wakeup: tokio::sync::Notify,
-    /// Guards connected per OS account, and how fast each account starts them: a
-    /// process in the session posing as guards must not flood the audit log.
+    /// How fast each OS account starts guards, and its impostors: a process in the
+    /// session posing as guards must not flood the audit log.
     guard_accounts: Mutex<HashMap<u32, guards::GuardAccount>>,
     pub sessions: Box<dyn OsSessions>,
-    escalations: guards::Escalations,
-    /// Sessions (logind's path) with a guard connected now, and how many.
-    guarded_sessions: Mutex<HashMap<String, u32>>,
+    /// The one owner of who guards which session, what is locked, and escalations.
+    supervisor: supervisor::Supervisor,
 }
 
 pub fn utc_now() -> UtcMillis {
@@ -216,7 +215,11 @@ impl Service {
         // A database of an earlier release: its PIN hashes are sealed before any unlock.
         let resealed = directory::seal_plain_pin_hashes(&mut store, &key, &policy, now)?;
         if resealed > 0 {
-            eprintln!("wardlockd: sealed the PIN hashes of {resealed} users with the data key");
+            tracing::info!(
+                event = "pin_hashes_sealed",
+                users = resealed,
+                "sealed the PIN hashes of {resealed} users with the data key"
+            );
         }
         let mut tx = store.write()?;
         tx.append(
@@ -229,28 +232,34 @@ impl Service {
         tx.commit()?;
 
         let budgets = AttemptBudgets::new(policy.service.max_attempts_per_minute, Instant::now());
+        let locked_accounts = store
+            .meta_with_prefix(supervisor::META_SESSION_LOCKED)?
+            .into_iter()
+            .filter(|(_, locked)| locked == "1")
+            .map(|(account, _)| account);
+        let supervisor = supervisor::Supervisor::new(Supervision::new(locked_accounts));
         Ok(Arc::new(Service {
+            workstation_id: store.workstation_id().to_owned(),
             store: Mutex::new(store),
             key,
             config,
             policy: watch::Sender::new(Arc::new(policy)),
             layers: Mutex::new(Layers { machine_text, central }),
             budgets: Mutex::new(budgets),
-            session_user: Mutex::new(None),
-            holds_in_a_row: std::sync::atomic::AtomicU32::new(0),
-            locked_accounts: Mutex::new(Default::default()),
-            guards: AtomicU32::new(0),
             collector_reachable: Mutex::new(None),
             sync_wakeup: tokio::sync::Notify::new(),
             guard_accounts: Mutex::new(HashMap::new()),
             sessions,
-            escalations: guards::Escalations::default(),
-            guarded_sessions: Mutex::new(HashMap::new()),
+            supervisor,
         }))
     }
 
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    pub fn workstation_id(&self) -> &str {
+        &self.workstation_id
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -279,22 +288,30 @@ impl Service {
         Ok(seq)
     }
 
-    pub fn status(&self) -> Result<ServiceStatus, ServiceError> {
-        let policy = self.policy();
-        let store = self.store();
-        let last = store.last_seq()?;
-        let unsent = last.saturating_sub(store.acked_seq()?);
-        Ok(ServiceStatus {
-            workstation_id: store.workstation_id().to_owned(),
-            policy_hash: policy.hash(),
-            audit_last_seq: last,
-            audit_unsent: unsent,
-            backlog_warning: policy.sync.endpoint.is_some() && unsent > policy.sync.backlog_warning,
-            collector_reachable: *self.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()),
-            guards_connected: self.guards.load(Ordering::SeqCst),
-            ptrace_scope: guards::ptrace_scope(),
-            escalations_active: self.escalations.count(),
+    /// The service's state as `status` answers it: the supervisor's counts, the audit
+    /// log's from the store (on the blocking pool).
+    pub async fn status(self: &Arc<Self>) -> Result<ServiceStatus, ServiceError> {
+        let view = self.supervisor.view("").await?;
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let policy = service.policy();
+            let store = service.store();
+            let last = store.last_seq()?;
+            let unsent = last.saturating_sub(store.acked_seq()?);
+            Ok(ServiceStatus {
+                workstation_id: service.workstation_id.clone(),
+                policy_hash: policy.hash(),
+                audit_last_seq: last,
+                audit_unsent: unsent,
+                backlog_warning: policy.sync.endpoint.is_some() && unsent > policy.sync.backlog_warning,
+                collector_reachable: *service.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()),
+                guards_connected: view.guards_connected,
+                ptrace_scope: guards::ptrace_scope(),
+                escalations_active: view.escalations_active,
+            })
         })
+        .await
+        .map_err(|e| ServiceError::Worker(e.to_string()))?
     }
 
     /// Audits the stop; after this the next start is not an unclean one.

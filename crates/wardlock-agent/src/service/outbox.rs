@@ -124,7 +124,11 @@ impl Service {
             (new, kind)
         };
         if new {
-            eprintln!("wardlockd: the collector holds another entry under seq {seq}; this one is kept here, not delivered");
+            tracing::warn!(
+                event = "collector_conflict",
+                seq,
+                "the collector holds another entry under seq {seq}; this one is kept here, not delivered"
+            );
             let mut draft = self
                 .draft(AuditKind::CollectorConflict, None)
                 .detail("seq", seq)

@@ -189,7 +189,7 @@ pub(super) fn initial_policy(
                     &last_good,
                     None,
                 )?;
-                eprintln!("wardlockd: {error}\nwardlockd: keeping the last good machine policy");
+                tracing::warn!(event = "policy_refused", error = %error, "{error}; keeping the last good machine policy");
                 Ok((last_good, Some(policy_problems(&error.to_string()))))
             }
             None => Err(ServiceError::Startup(format!(

@@ -1,7 +1,6 @@
 //! Unlocks and administrators' approvals: throttled per kind of client (the admitted
 //! guards have their own allowance), decided by the core, durable before answered.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use wardlock_core::audit::AuditKind;
@@ -41,14 +40,15 @@ impl Service {
     }
 
     /// Decides an unlock. A `Granted` answer is only built after its audit entry is on disk.
-    /// Only a guard's unlock opens a screen, so only it makes the session its clinician's;
-    /// tools may check credentials only where policy lets them (`service.tool_unlock`),
-    /// never for break-glass.
-    pub fn unlock(
+    /// `clinician`: whom the session is attributed to now (a guard's unlock by someone
+    /// else is a switch). Tools may check credentials only where policy lets them
+    /// (`service.tool_unlock`), never for break-glass.
+    pub(super) fn unlock(
         &self,
         request: UnlockRequest,
         peer: &Peer,
         role: ClientRole,
+        clinician: Option<String>,
     ) -> Result<UnlockReply, ServiceError> {
         if role == ClientRole::Tool {
             if !self.policy().service.tool_unlock {
@@ -62,43 +62,38 @@ impl Service {
                 return Err(ServiceError::NotAllowed("break-glass is for the lock screen only".into()));
             }
         }
-        let (user, result) = match self.clinician_attempt(request, Purpose::Unlock, peer, role)? {
-            Ok(decided) => decided,
-            Err(refused) => return Ok(refused),
-        };
-        let reply = unlock_reply(user, result);
-        if let (UnlockReply::Granted { user, .. }, ClientRole::Guard) = (&reply, role) {
-            *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user.clone());
-            self.holds_in_a_row.store(0, Ordering::SeqCst);
+        match self.clinician_attempt(request, Purpose::Unlock, peer, role, clinician)? {
+            Ok((user, result)) => Ok(unlock_reply(user, result)),
+            Err(refused) => Ok(refused),
         }
-        Ok(reply)
     }
 
     /// Decides a sign-out at the lock screen: checked and throttled like an unlock, audited
     /// `signed_out`; the session stays locked and is no longer the clinician's.
-    pub fn sign_out(&self, request: UnlockRequest, peer: &Peer) -> Result<UnlockReply, ServiceError> {
-        let (user, result) =
-            match self.clinician_attempt(request, Purpose::SignOut, peer, ClientRole::Guard)? {
-                Ok(decided) => decided,
-                Err(refused) => return Ok(refused),
-            };
-        let reply = unlock_reply(user, result);
-        if let UnlockReply::Granted { user, .. } = &reply {
-            let mut session_user = self.session_user.lock().unwrap_or_else(|p| p.into_inner());
-            if session_user.as_ref() == Some(user) {
-                *session_user = None;
-            }
+    pub(super) fn sign_out(
+        &self,
+        request: UnlockRequest,
+        peer: &Peer,
+        clinician: Option<String>,
+    ) -> Result<UnlockReply, ServiceError> {
+        match self.clinician_attempt(request, Purpose::SignOut, peer, ClientRole::Guard, clinician)? {
+            Ok((user, result)) => Ok(unlock_reply(user, result)),
+            Err(refused) => Ok(refused),
         }
-        Ok(reply)
     }
 
     /// Decides a hold: the clinician's credentials as for an unlock, and whether policy
     /// allows a hold on this workstation now (its group, the holds in a row), audited
     /// together as `hold_started` or `hold_refused`. A refused hold leaves the session locked.
-    pub fn hold(&self, request: UnlockRequest, peer: &Peer) -> Result<HoldReply, ServiceError> {
+    pub(super) fn hold(
+        &self,
+        request: UnlockRequest,
+        peer: &Peer,
+        session: &super::SessionView,
+    ) -> Result<HoldReply, ServiceError> {
         let policy = self.policy();
         let hold = &policy.lock.hold;
-        let in_a_row = self.holds_in_a_row.load(Ordering::SeqCst) + 1;
+        let in_a_row = session.holds_in_a_row + 1;
         let check = if !hold.allowed_in(&policy.workstation.group) {
             HoldCheck::Refused { why: "holds are not allowed in this workstation's group" }
         } else if in_a_row > hold.max_in_a_row {
@@ -106,28 +101,30 @@ impl Service {
         } else {
             HoldCheck::Allowed { seconds: hold.length.as_secs(), in_a_row, max: hold.max_in_a_row }
         };
-        let (user, result) =
-            match self.clinician_attempt(request, Purpose::Hold(check), peer, ClientRole::Guard)? {
-                Ok(decided) => decided,
-                Err(UnlockReply::Refused { attempts_left, retry_after_secs, .. }) => {
-                    return Ok(HoldReply::Refused { attempts_left, retry_after_secs })
-                }
-                Err(UnlockReply::Granted { .. }) => {
-                    return Ok(HoldReply::Refused { attempts_left: 0, retry_after_secs: None })
-                }
-            };
-        Ok(match (result.outcome, check) {
-            (Outcome::Granted { .. }, HoldCheck::Allowed { seconds, in_a_row, max }) => {
-                *self.session_user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user.clone());
-                self.holds_in_a_row.store(in_a_row, Ordering::SeqCst);
-                HoldReply::Granted {
-                    display_name: result.display_name.unwrap_or_else(|| user.clone()),
-                    user,
-                    hold_secs: seconds,
-                    in_a_row,
-                    max,
-                }
+        let clinician = session.clinician.clone();
+        let (user, result) = match self.clinician_attempt(
+            request,
+            Purpose::Hold(check),
+            peer,
+            ClientRole::Guard,
+            clinician,
+        )? {
+            Ok(decided) => decided,
+            Err(UnlockReply::Refused { attempts_left, retry_after_secs, .. }) => {
+                return Ok(HoldReply::Refused { attempts_left, retry_after_secs })
             }
+            Err(UnlockReply::Granted { .. }) => {
+                return Ok(HoldReply::Refused { attempts_left: 0, retry_after_secs: None })
+            }
+        };
+        Ok(match (result.outcome, check) {
+            (Outcome::Granted { .. }, HoldCheck::Allowed { seconds, in_a_row, max }) => HoldReply::Granted {
+                display_name: result.display_name.unwrap_or_else(|| user.clone()),
+                user,
+                hold_secs: seconds,
+                in_a_row,
+                max,
+            },
             (Outcome::Granted { .. }, HoldCheck::Refused { why }) => {
                 HoldReply::NotAllowed { why: why.into() }
             }
@@ -146,6 +143,7 @@ impl Service {
         purpose: Purpose,
         peer: &Peer,
         role: ClientRole,
+        clinician: Option<String>,
     ) -> Result<Result<(String, super::auth::UnlockResult), UnlockReply>, ServiceError> {
         if let Some(retry) = self.admit(role)? {
             return Ok(Err(UnlockReply::Refused {
@@ -162,7 +160,7 @@ impl Service {
         };
         // A tool's check takes over no session, so it is no switch from anyone either.
         let session_user = match role {
-            ClientRole::Guard => self.session_user.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            ClientRole::Guard => clinician,
             ClientRole::Tool => None,
         };
         let context = Context {
@@ -209,7 +207,7 @@ impl Service {
 
     /// Checks an administrator's credentials for `action` (throttled and audited like an
     /// unlock; only the role `admin` passes).
-    pub fn approve(
+    pub(super) fn approve(
         &self,
         creds: AdminCredentials,
         action: &'static str,

@@ -11,8 +11,11 @@ fn rules(when_unguarded: Unguarded) -> Rules {
     Rules { when_unguarded, grace: Duration::from_secs(10), heartbeat_timeout: Duration::from_secs(15) }
 }
 
-const LOGOFF: Rules =
-    Rules { when_unguarded: Unguarded::Logoff, grace: Duration::from_secs(10), heartbeat_timeout: Duration::from_secs(15) };
+const LOGOFF: Rules = Rules {
+    when_unguarded: Unguarded::Logoff,
+    grace: Duration::from_secs(10),
+    heartbeat_timeout: Duration::from_secs(15),
+};
 
 fn guard(account: &str, uid: u32, pid: u32, session: Option<&str>) -> NewGuard {
     NewGuard {
@@ -64,7 +67,8 @@ fn hint_read(effects: &[Effect]) -> Option<LadderId> {
 /// A guard of `ward` in session c1, lost: the ladder's first effects.
 fn lost_guard(s: &mut Supervision, rules: Rules) -> (ConnectionId, Vec<Effect>) {
     let conn = admit(s, guard("ward", 1000, 42, Some(S1)));
-    let effects = s.handle(at(0), rules, Input::ConnectionEnded { conn, how: Ending::Lost("heartbeat missed".into()) });
+    let effects =
+        s.handle(at(0), rules, Input::ConnectionEnded { conn, how: Ending::Lost("heartbeat missed".into()) });
     (conn, effects)
 }
 
@@ -112,7 +116,11 @@ fn a_quit_an_administrator_approved_ends_without_escalation() {
     let effects = s.handle(at(1), LOGOFF, Input::ConnectionEnded { conn, how: Ending::Closed });
     assert_eq!(
         effects,
-        vec![Effect::Audit(Record::GuardStopped { account: "ward".into(), pid: Some(42), by: "it.admin".into() })]
+        vec![Effect::Audit(Record::GuardStopped {
+            account: "ward".into(),
+            pid: Some(42),
+            by: "it.admin".into()
+        })]
     );
     assert_eq!(s.escalations_active(), 0);
 }
@@ -122,8 +130,11 @@ fn an_approved_quit_that_then_falls_silent_is_still_lost() {
     let mut s = Supervision::default();
     let conn = admit(&mut s, guard("ward", 1000, 42, Some(S1)));
     s.handle(at(0), LOGOFF, Input::QuitApproved { conn, by: "it.admin".into() });
-    let effects =
-        s.handle(at(1), LOGOFF, Input::ConnectionEnded { conn, how: Ending::Lost("heartbeat missed".into()) });
+    let effects = s.handle(
+        at(1),
+        LOGOFF,
+        Input::ConnectionEnded { conn, how: Ending::Lost("heartbeat missed".into()) },
+    );
     assert!(matches!(audits(&effects).as_slice(), [Record::GuardLost { .. }]));
     assert!(lock_request(&effects).is_some());
 }
@@ -223,7 +234,9 @@ fn a_confirmation_while_the_lock_request_is_out_is_kept_until_it_is_recorded() {
     let (_, effects) = lost_guard(&mut s, LOGOFF);
     let (ladder, _) = lock_request(&effects).unwrap();
     let conn = admit(&mut s, guard("ward", 1000, 77, Some(S1)));
-    assert!(audits(&s.handle(at(1), LOGOFF, Input::GuardReported { conn, report: Report::Locked })).is_empty());
+    assert!(
+        audits(&s.handle(at(1), LOGOFF, Input::GuardReported { conn, report: Report::Locked })).is_empty()
+    );
     let effects = s.handle(at(2), LOGOFF, Input::LockRequested { ladder, result: Ok("sent".into()) });
     assert!(matches!(
         audits(&effects).as_slice(),
@@ -247,8 +260,11 @@ fn a_lock_reported_by_a_guard_of_another_session_confirms_nothing() {
 fn without_logind_the_ladder_still_ends_the_account_s_sessions() {
     let mut s = Supervision::default();
     let conn = admit(&mut s, guard("ward", 1000, 42, None));
-    let effects =
-        s.handle(at(0), LOGOFF, Input::ConnectionEnded { conn, how: Ending::Lost("heartbeat missed".into()) });
+    let effects = s.handle(
+        at(0),
+        LOGOFF,
+        Input::ConnectionEnded { conn, how: Ending::Lost("heartbeat missed".into()) },
+    );
     let (ladder, session) = lock_request(&effects).unwrap();
     assert_eq!(session, None, "every session is asked to lock when the guard's is unknown");
     let effects = s.handle(
@@ -349,7 +365,9 @@ fn two_sessions_at_once_have_their_own_ladders() {
     // icu's new guard confirms icu's ladder only; ward's runs out at 10 s, icu's would at 11 s.
     let icu = admit(&mut s, guard("icu", 1001, 44, Some(S2)));
     let effects = s.handle(at(2), LOGOFF, Input::GuardReported { conn: icu, report: Report::Locked });
-    assert!(matches!(audits(&effects).as_slice(), [Record::EscalationConfirmed { account, .. }] if account == "icu"));
+    assert!(
+        matches!(audits(&effects).as_slice(), [Record::EscalationConfirmed { account, .. }] if account == "icu")
+    );
     assert_eq!(s.next_deadline(), Some(at(10)));
     assert_eq!(hint_read(&s.handle(at(10), LOGOFF, Input::Tick)), Some(la));
     assert!(s.must_lock("ward") && s.must_lock("icu"));
@@ -362,7 +380,8 @@ fn an_unguarded_active_session_is_escalated_after_the_allowance_and_again_at_dou
     let listed = || Input::ActiveSessions(vec![session.clone()]);
     assert!(lock_request(&s.handle(at(0), LOGOFF, listed())).is_none(), "time to start a guard");
     assert!(lock_request(&s.handle(at(29), LOGOFF, listed())).is_none());
-    let (first, _) = lock_request(&s.handle(at(30), LOGOFF, listed())).expect("escalated at twice the timeout");
+    let (first, _) =
+        lock_request(&s.handle(at(30), LOGOFF, listed())).expect("escalated at twice the timeout");
     // That ladder ends without a logoff (it failed); the session is still unguarded.
     s.handle(at(30), LOGOFF, Input::LockRequested { ladder: first, result: Ok("sent".into()) });
     s.handle(at(40), LOGOFF, Input::Tick);
@@ -382,7 +401,8 @@ fn an_unguarded_active_session_is_escalated_after_the_allowance_and_again_at_dou
 fn a_guarded_session_is_not_escalated_by_the_watch() {
     let mut s = Supervision::default();
     admit(&mut s, guard("ward", 1000, 42, Some(S1)));
-    let listed = Input::ActiveSessions(vec![ActiveSession { path: S1.into(), uid: 1000, account: "ward".into() }]);
+    let listed =
+        Input::ActiveSessions(vec![ActiveSession { path: S1.into(), uid: 1000, account: "ward".into() }]);
     s.handle(at(0), LOGOFF, listed.clone());
     assert!(lock_request(&s.handle(at(100), LOGOFF, listed)).is_none());
 }
