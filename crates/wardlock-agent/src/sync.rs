@@ -15,7 +15,7 @@ use wardlock_core::protocol::collector::{
     AuditAck, AuditBatch, AuditRecord, EnrollRequest, EnrollResponse, Heartbeat,
 };
 
-use crate::service::{utc_now, CentralOutcome, Service, ServiceError};
+use crate::service::{utc_now, CentralOutcome, CollectorContact, Service, ServiceError};
 
 const META_NODE_KEY: &str = "collector_node_key";
 const META_NODE_ENDPOINT: &str = "collector_node_endpoint";
@@ -77,7 +77,7 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let policy = service.policy();
         let Some(endpoint) = policy.sync.endpoint.clone() else {
-            service.set_collector_reachable(None);
+            service.set_collector_contact(CollectorContact::None);
             tokio::select! {
                 _ = policy_rx.changed() => continue,
                 _ = shutdown.changed() => return,
@@ -85,7 +85,7 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
         };
         let ok = match cycle(&service, &policy, &endpoint, &mut state).await {
             Ok(()) => {
-                service.set_collector_reachable(Some(true));
+                service.set_collector_contact(CollectorContact::Reachable);
                 if state.failures > 0 {
                     tracing::info!(
                         event = "collector_reachable",
@@ -98,7 +98,9 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
             }
             Err(SyncError::Throttled { retry_after, message }) => {
                 // Reachable and working, only over its quota: wait as asked, not as for a failure.
-                service.set_collector_reachable(Some(true));
+                service.set_collector_contact(CollectorContact::Throttled {
+                    retry_after_secs: retry_after.as_secs(),
+                });
                 tracing::info!(
                     event = "collector_busy",
                     endpoint,
@@ -110,7 +112,7 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
                 true
             }
             Err(e) => {
-                service.set_collector_reachable(Some(false));
+                service.set_collector_contact(CollectorContact::Failed { error: e.to_string() });
                 state.failures = state.failures.saturating_add(1);
                 tracing::warn!(event = "sync_failed", endpoint, attempt = state.failures, error = %e, "sync with {endpoint} failed (attempt {}): {e}", state.failures);
                 false

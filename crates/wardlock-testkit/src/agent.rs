@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -26,7 +26,8 @@ pub const FAST_POLICY: &str = "[lockout]\nthrottle = \"0s\"\n";
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
-    log: Option<mpsc::Receiver<String>>,
+    /// What the service logged, for the failure message of a start that did not work.
+    log: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
     workstation_id: String,
 }
@@ -36,7 +37,7 @@ impl Daemon {
     pub fn new(policy: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        Self { dir, child: None, log: None, env: Vec::new(), workstation_id: "ws-test".into() }
+        Self { dir, child: None, log: Arc::default(), env: Vec::new(), workstation_id: "ws-test".into() }
     }
 
     /// Another workstation ID (set before the first start: the database keeps it).
@@ -62,7 +63,7 @@ impl Daemon {
         self.dir.path().join("policy.toml")
     }
 
-    /// Starts the service and returns once it says it is listening.
+    /// Starts the service and returns once it answers `status` on its socket.
     pub fn start(&mut self) -> &mut Self {
         assert!(self.child.is_none(), "already running");
         let mut child = Command::new(crate::bin("wardlockd"))
@@ -79,32 +80,57 @@ impl Daemon {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[wardlockd] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
+                log.lock().unwrap().push(line);
             }
         });
         self.child = Some(child);
-        self.log = Some(rx);
-        self.wait_for_log("listening on");
-        self
-    }
-
-    /// Waits for a line of the service's log containing `needle`.
-    pub fn wait_for_log(&self, needle: &str) -> String {
-        let log = self.log.as_ref().expect("not started");
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("wardlockd never logged {needle:?}: {e}"),
+            if let Some(status) = self.try_status() {
+                assert_eq!(status["type"], "status", "{status}");
+                return self;
             }
+            if let Some(exit) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("wardlockd exited with {exit}:\n{}", self.log.lock().unwrap().join("\n"));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wardlockd never answered on {}",
+                self.socket().display()
+            );
+            std::thread::sleep(Duration::from_millis(20)); // polling for a socket another process binds
+        }
+    }
+
+    /// The service's `status` answer, if it answers now.
+    fn try_status(&self) -> Option<Value> {
+        let inner = wardlock_client::blocking::Client::connect(&self.socket()).ok()?;
+        let mut client = Client { inner };
+        client.send(json!({"type": "hello", "version": 1, "client": "testkit", "role": "tool"}));
+        client.read().filter(|hello| hello["type"] == "hello")?;
+        client.send(json!({"type": "status"}));
+        client.read()
+    }
+
+    /// The service's `status` answer.
+    pub fn status(&self) -> Value {
+        self.client("tool").request(json!({"type": "status"}))
+    }
+
+    /// Waits until the `status` answer satisfies `wanted` (described by `what`); returns it.
+    pub fn wait_for_status(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let status = self.status();
+            if wanted(&status) {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the status never showed {what}: {status}");
+            std::thread::sleep(Duration::from_millis(50)); // polling the service's answer
         }
     }
 
@@ -139,7 +165,6 @@ impl Daemon {
         let mut child = self.child.take().expect("not running");
         child.kill().unwrap();
         child.wait().unwrap();
-        self.log = None;
     }
 
     /// SIGTERM and wait for a clean exit.
@@ -147,7 +172,6 @@ impl Daemon {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         let status = self.child.take().unwrap().wait().unwrap();
         assert!(status.success(), "wardlockd exited with {status}");
-        self.log = None;
     }
 
     pub fn restart(&mut self) {

@@ -75,6 +75,19 @@ pub fn run(args: AgentArgs) -> Result<Verdict> {
                         "audit entries     {} ({} not yet at the collector)",
                         s.audit_last_seq, s.audit_unsent
                     );
+                    match (s.collector_reachable, &s.collector_error, s.collector_retry_after_secs) {
+                        (None, _, _) => println!("collector         none configured (or not tried yet)"),
+                        (Some(false), error, _) => {
+                            println!(
+                                "collector         unreachable: {}",
+                                error.as_deref().unwrap_or("unknown")
+                            )
+                        }
+                        (Some(true), _, Some(secs)) => {
+                            println!("collector         reachable, asked to wait {secs} s (over its quota)")
+                        }
+                        (Some(true), _, None) => println!("collector         reachable"),
+                    }
                     println!("guards connected  {}", s.guards_connected);
                     println!(
                         "escalations       {} (sessions asked to lock, not yet confirmed)",

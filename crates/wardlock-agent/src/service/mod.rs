@@ -51,6 +51,31 @@ struct Layers {
     central: Option<Central>,
 }
 
+/// What the last exchange with the collector came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollectorContact {
+    /// No collector configured, or not tried yet.
+    None,
+    Reachable,
+    /// Reachable, and over its quota: asked to wait.
+    Throttled {
+        retry_after_secs: u64,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+impl CollectorContact {
+    fn reachable(&self) -> Option<bool> {
+        match self {
+            CollectorContact::None => None,
+            CollectorContact::Reachable | CollectorContact::Throttled { .. } => Some(true),
+            CollectorContact::Failed { .. } => Some(false),
+        }
+    }
+}
+
 /// What became of a central policy from the collector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CentralOutcome {
@@ -106,9 +131,8 @@ pub struct Service {
     layers: Mutex<Layers>,
     /// Attempts considered per minute: the admitted guards' and the other clients'.
     budgets: Mutex<AttemptBudgets>,
-    /// Whether the last exchange with the collector worked (`None`: no collector, or
-    /// not tried yet).
-    collector_reachable: Mutex<Option<bool>>,
+    /// What the last exchange with the collector came to.
+    collector: Mutex<CollectorContact>,
     /// Rung when something worth sending soon was audited.
     pub sync_wakeup: tokio::sync::Notify,
     /// How fast each OS account starts guards, and its impostors: a process in the
@@ -246,7 +270,7 @@ impl Service {
             policy: watch::Sender::new(Arc::new(policy)),
             layers: Mutex::new(Layers { machine_text, central }),
             budgets: Mutex::new(budgets),
-            collector_reachable: Mutex::new(None),
+            collector: Mutex::new(CollectorContact::None),
             sync_wakeup: tokio::sync::Notify::new(),
             guard_accounts: Mutex::new(HashMap::new()),
             sessions,
@@ -298,13 +322,22 @@ impl Service {
             let store = service.store();
             let last = store.last_seq()?;
             let unsent = last.saturating_sub(store.acked_seq()?);
+            let contact = service.collector.lock().unwrap_or_else(|p| p.into_inner()).clone();
             Ok(ServiceStatus {
                 workstation_id: service.workstation_id.clone(),
                 policy_hash: policy.hash(),
                 audit_last_seq: last,
                 audit_unsent: unsent,
                 backlog_warning: policy.sync.endpoint.is_some() && unsent > policy.sync.backlog_warning,
-                collector_reachable: *service.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()),
+                collector_reachable: contact.reachable(),
+                collector_error: match &contact {
+                    CollectorContact::Failed { error } => Some(error.clone()),
+                    _ => None,
+                },
+                collector_retry_after_secs: match contact {
+                    CollectorContact::Throttled { retry_after_secs } => Some(retry_after_secs),
+                    _ => None,
+                },
                 guards_connected: view.guards_connected,
                 ptrace_scope: guards::ptrace_scope(),
                 escalations_active: view.escalations_active,

@@ -20,8 +20,9 @@ impl Service {
         &self.key
     }
 
-    pub fn set_collector_reachable(&self, reachable: Option<bool>) {
-        *self.collector_reachable.lock().unwrap_or_else(|p| p.into_inner()) = reachable;
+    /// What the last exchange with the collector came to, for `status`.
+    pub fn set_collector_contact(&self, contact: super::CollectorContact) {
+        *self.collector.lock().unwrap_or_else(|p| p.into_inner()) = contact;
     }
 
     /// Applies a directory snapshot from the collector (see `super::directory::apply_remote`);

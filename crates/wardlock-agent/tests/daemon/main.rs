@@ -10,6 +10,7 @@ mod enroll;
 mod fuzz;
 mod installer;
 mod protocol;
+mod slow_directory;
 mod supervision;
 mod unlock;
 mod util;

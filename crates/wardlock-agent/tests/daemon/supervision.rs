@@ -237,7 +237,7 @@ fn a_guard_killed_while_locked_and_not_restarted_ends_the_session_after_the_grac
     assert_eq!(logind.next_call(), Call::Terminate(SESSION.into()));
     let ended_after = wait_session_ended(&logind, killed);
     assert!(ended_after < Duration::from_secs(GRACE_SECS + 2), "ended only after {ended_after:?}");
-    d.wait_for_log("ended session");
+    d.wait_for_audit("session_terminated", 1);
 
     assert_eq!(
         ladder(&d),
@@ -263,7 +263,7 @@ fn a_guard_stopped_while_unlocked_walks_the_same_ladder() {
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
     assert_eq!(logind.next_call(), Call::Terminate(SESSION.into()));
     wait_session_ended(&logind, Instant::now());
-    d.wait_for_log("ended session");
+    d.wait_for_audit("session_terminated", 1);
     assert_eq!(
         ladder(&d),
         ["guard_lost", "escalation_requested", "escalation_unconfirmed", "session_terminated"]
@@ -285,7 +285,7 @@ fn a_guard_restarted_within_the_grace_confirms_the_lock_and_nothing_is_ended() {
         guard.request(json!({"type": "event", "event": {"kind": "locked", "reason": "guard_restarted"}}));
     assert_eq!(ack["type"], "ack");
 
-    d.wait_for_log(" confirmed");
+    d.wait_for_audit("escalation_confirmed", 1);
     let confirmed = last(&d, "escalation_confirmed");
     assert_eq!(confirmed.details["by"], "guard");
     assert_eq!(confirmed.details["pid"], std::process::id().to_string());
@@ -355,7 +355,7 @@ fn a_lock_failure_nobody_recovers_ends_the_session() {
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
     assert_eq!(logind.next_call(), Call::Terminate(SESSION.into()));
     wait_session_ended(&logind, Instant::now());
-    d.wait_for_log("ended session");
+    d.wait_for_audit("session_terminated", 1);
     let failure = last(&d, "lock_failed");
     assert_eq!(failure.details["what"], "keyboard grab refused");
     assert_eq!(last(&d, "escalation_requested").details["why"], "lock_failed: keyboard grab refused");
@@ -367,7 +367,7 @@ fn lock_only_asks_and_audits_that_nobody_confirmed() {
     let (d, logind) = daemon_with_logind(&policy("lock_only"));
     drop(d.client("guard"));
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
-    d.wait_for_log("unconfirmed");
+    d.wait_for_audit("escalation_unconfirmed", 1);
     let unconfirmed = last(&d, "escalation_unconfirmed");
     assert_eq!(unconfirmed.details["next"], "nothing more (lock.when_unguarded = lock_only)");
     assert_eq!(unconfirmed.details["alert"], "compliance");
@@ -381,7 +381,7 @@ fn lock_only_asks_and_audits_that_nobody_confirmed() {
 fn audit_only_audits_and_asks_nothing_of_logind() {
     let (d, logind) = daemon_with_logind(&policy("audit_only"));
     drop(d.client("guard"));
-    d.wait_for_log("lost");
+    d.wait_for_audit("guard_lost", 1);
     assert_eq!(last(&d, "guard_lost").details["when_unguarded"], "audit_only");
     assert_eq!(escalations_active(&d), 0);
     assert!(logind.calls.try_recv().is_err());
@@ -392,7 +392,7 @@ fn audit_only_audits_and_asks_nothing_of_logind() {
 fn dev_mode_defaults_to_lock_only() {
     let (d, logind) = daemon_with_logind(FAST_POLICY);
     drop(d.client("guard"));
-    d.wait_for_log("unconfirmed");
+    d.wait_for_audit("escalation_unconfirmed", 1);
     assert_eq!(last(&d, "guard_lost").details["when_unguarded"], "lock_only");
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
     assert!(!logind.session_ended());
@@ -403,7 +403,7 @@ fn without_logind_the_failed_logoff_is_an_alert_and_the_service_goes_on() {
     let mut d = Daemon::new(&policy("logoff")).env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus");
     d.start();
     drop(d.client("guard"));
-    d.wait_for_log("could not end");
+    d.wait_for_audit("session_terminate_failed", 1);
     assert_eq!(
         ladder(&d),
         ["guard_lost", "escalation_requested", "escalation_unconfirmed", "session_terminate_failed"]
@@ -620,7 +620,7 @@ fn only_an_administrator_lets_the_guard_quit_cleanly() {
     assert_eq!(admin, json!({"type": "quit", "result": "authorized"}));
     drop(guard);
 
-    d.wait_for_log("stopped with it.admin's approval");
+    d.wait_for_audit("guard_stopped", 1);
     assert_eq!(last(&d, "guard_stopped").details["by"], "it.admin");
     assert!(!d.kinds().contains(&"guard_lost".to_owned()));
     assert!(logind.calls.try_recv().is_err(), "an approved quit must not escalate");
@@ -643,7 +643,7 @@ fn a_silent_guard_is_lost_after_its_heartbeat_timeout() {
     assert_eq!(timeout["code"], "timeout", "{timeout}");
     assert!(guard.closed());
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
-    d.wait_for_log("heartbeat missed");
+    d.wait_for_audit("guard_lost", 1);
     assert_eq!(last(&d, "guard_lost").details["why"], "heartbeat missed");
 }
 
@@ -667,7 +667,7 @@ fn policy_changes_are_pushed_and_a_bad_policy_file_keeps_the_last_good_one() {
 
     std::fs::write(d.policy_path(), "[lock]\nidle_timeout = \"5s\"\n").unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    d.wait_for_log("unchanged or refused");
+    d.wait_for_audit("policy_refused", 1);
     let refused = last(&d, "policy_refused");
     assert!(refused.details["why"].contains("lock.idle_timeout"), "{:?}", refused.details);
     assert_eq!(guard.request(json!({"type": "status"}))["policy_hash"], good_hash);
@@ -712,7 +712,7 @@ fn an_active_session_that_no_guard_ever_held_is_escalated_too() {
     assert_eq!(logind.next_call(), Call::Lock(SESSION.into()));
     assert_eq!(logind.next_call(), Call::Terminate(SESSION.into()));
     wait_session_ended(&logind, Instant::now());
-    d.wait_for_log("ended session");
+    d.wait_for_audit("session_terminated", 1);
     let requested = last(&d, "escalation_requested");
     assert_eq!(requested.details["why"], "no guard connected for an active session");
     assert_eq!(requested.details["session"], SESSION);

@@ -56,7 +56,7 @@ fn a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries
     let it_key = SigningKey::from_bytes(&[11; 32]);
     let mut d = workstation(&collector, &it_key, "");
     d.start();
-    d.wait_for_log("enrolled with the collector");
+    d.wait_for_audit("collector_enrolled", 1);
     assert!(d.kinds().contains(&"collector_enrolled".to_owned()));
     let mut guard = d.client("guard");
     assert_eq!(guard.request(json!({"type": "policy"}))["policy"]["idle_timeout_secs"], 300);
@@ -73,7 +73,7 @@ fn a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries
     let other = SigningKey::from_bytes(&[12; 32]);
     let forged = sign(&other, 2, "default", "[lock]\nidle_timeout = \"8h\"\n");
     assert_eq!(collector.call("PUT", "/api/v1/admin/policies/default", None, Some(forged.to_json())).0, 201);
-    d.wait_for_log("central policy refused");
+    d.wait_for_audit("policy_refused", 1);
 
     // The trusted key's policy with one byte of its body changed after signing.
     let genuine = sign(&it_key, 3, "default", "[lock]\nidle_timeout = \"2m\"\n");
@@ -82,7 +82,7 @@ fn a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries
     body_bytes[at] = b'9';
     let altered = SignedPolicy { body: base64_encode(&body_bytes), ..genuine };
     assert_eq!(collector.call("PUT", "/api/v1/admin/policies/default", None, Some(altered.to_json())).0, 201);
-    d.wait_for_log("central policy refused");
+    d.wait_for_audit("policy_refused", 2);
 
     assert_eq!(guard.request(json!({"type": "status"}))["policy_hash"], applied_hash, "the old policy stays");
     let refusals: Vec<_> = d
@@ -114,9 +114,9 @@ fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart
     const N: u64 = 10_000;
     let mut collector = Collector::start_new(backend);
     let key = SigningKey::from_bytes(&[13; 32]);
-    let mut d = workstation(&collector, &key, "batch_size = 25\n");
+    let mut d = workstation(&collector, &key, "batch_size = 25\nbacklog_warning = 9000\n");
     d.start();
-    d.wait_for_log("enrolled with the collector");
+    d.wait_for_audit("collector_enrolled", 1);
     collector.kill9();
 
     // Produced while the collector is down.
@@ -139,7 +139,8 @@ fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart
             tx.commit().unwrap();
         }
     }
-    d.wait_for_log("failed (attempt");
+    d.wait_for_status("the collector unreachable", |s| s["collector_reachable"] == false);
+    d.wait_for_audit("sync_backlog", 1);
 
     // Back, then killed in the middle of the stream.
     collector.start();
@@ -179,7 +180,7 @@ fn ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart
     assert_eq!(
         kinds.iter().filter(|k| *k == "sync_backlog").count(),
         1,
-        "10,000 unsent entries pass the 10,000 threshold: one warning, not one per cycle"
+        "10,000 unsent entries pass the 9,000 threshold: one warning, not one per cycle"
     );
 }
 
@@ -305,7 +306,7 @@ fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_t
     let key = SigningKey::from_bytes(&[15; 32]);
     let mut d = workstation(&collector, &key, "");
     d.start();
-    d.wait_for_log("enrolled with the collector");
+    d.wait_for_audit("collector_enrolled", 1);
 
     let new_user = json!({"id": "d.central", "display_name": "Dee Central", "role": "physician", "pin": "582046", "totp": true});
     let (status, body) = collector.call("POST", "/api/v1/admin/users", None, Some(new_user.to_string()));
@@ -318,7 +319,7 @@ fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_t
         Some(json!({"id": "weak", "display_name": "W", "role": "nurse", "pin": "123456"}).to_string()),
     );
     assert_eq!(status, 400, "a common PIN was accepted: {body}");
-    d.wait_for_log("directory synced: 1 added");
+    d.wait_for_audit("user_added", 1);
 
     // The collector goes away; the workstation still knows the user.
     collector.kill9();
@@ -339,7 +340,7 @@ fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_t
     collector.start();
     let (status, _) = collector.call("POST", "/api/v1/admin/users/d.central/disable", None, None);
     assert_eq!(status, 204);
-    d.wait_for_log("1 disabled");
+    d.wait_for_audit("user_disabled", 1);
     assert_eq!(guard.unlock("d.central", Some("582046"), None)["result"], "refused");
 
     let entries = d.audit();
@@ -656,7 +657,7 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
     let mut d = workstation_with(&collector, &key, "max_failures = 3\n", "");
     d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
     d.start();
-    d.wait_for_log("enrolled with the collector");
+    d.wait_for_audit("collector_enrolled", 1);
     for user in [
         json!({"id": "n.nurse", "display_name": "Nora Nurse", "role": "nurse", "pin": "730284"}),
         json!({"id": "o.orphan", "display_name": "Olga Orphan", "role": "nurse", "pin": "640271"}),
@@ -683,7 +684,7 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
     let mut guard = d2.client("guard");
     let emergency = json!({"type": "unlock", "user": "n.nurse", "pin": "730284", "totp": null, "emergency_reason": "Code blue, bed 12"});
     assert_eq!(guard.request(emergency)["result"], "granted");
-    d2.wait_for_log("enrolled with the collector");
+    d2.wait_for_audit("collector_enrolled", 1);
     d.start();
     let everything_sent = |d: &Daemon| {
         let store = d.open_store();
@@ -971,7 +972,7 @@ fn a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators
     let mut b = workstation(&collector, &key, "").id("ws-b");
     b.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
     b.start();
-    b.wait_for_log("enrolled with the collector");
+    b.wait_for_audit("collector_enrolled", 1);
 
     // Another machine claims B's ID with the fleet's secret: refused, and noted on B.
     let (status, body) = enroll_as(&collector, "ws-b", &collector.secret);
@@ -997,10 +998,12 @@ fn a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators
     let mut reinstalled = workstation(&collector, &key, "").id("ws-b");
     std::fs::write(reinstalled.dir.path().join("enroll-secret"), &code).unwrap();
     reinstalled.start();
-    reinstalled.wait_for_log("enrolled with the collector");
+    reinstalled.wait_for_audit("collector_enrolled", 1);
     // The old installation's node key stopped working: refused, it tries to enroll with
     // the fleet secret, and that is a conflict now.
-    b.wait_for_log("is enrolled already");
+    b.wait_for_status("its enrollment refused as a conflict", |s| {
+        s["collector_error"].as_str().is_some_and(|e| e.contains("is enrolled already"))
+    });
     // The code was for one enrollment.
     let (status, body) = enroll_as(&collector, "ws-b", &code);
     assert_eq!(status, 401, "{body}");
@@ -1013,7 +1016,9 @@ fn a_workstation_cannot_take_anothers_id_and_a_reinstall_needs_an_administrators
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("was revoked"), "{body}");
     // Its node key refused, it tries its one-time code again, which is spent.
-    reinstalled.wait_for_log("enrollment secret not recognised");
+    reinstalled.wait_for_status("its spent code refused", |s| {
+        s["collector_error"].as_str().is_some_and(|e| e.contains("enrollment secret not recognised"))
+    });
 
     let (_, log) = collector.call("GET", "/api/v1/admin/log", None, None);
     for action in ["workstation_reenroll_approve", "workstation_revoke"] {
@@ -1089,7 +1094,7 @@ fn a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_se
     let mut d = workstation(&collector, &key, "").id("ws-r");
     d.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
     d.start();
-    d.wait_for_log("enrolled with the collector");
+    d.wait_for_audit("collector_enrolled", 1);
     let synced = |d: &Daemon| {
         let last = d.audit().last().unwrap().seq;
         eventually("the workstation's log at the collector", || {
@@ -1140,7 +1145,11 @@ fn a_rolled_back_workstation_log_conflicts_and_both_versions_are_kept_and_the_se
     assert!(findings.iter().any(|f| f["kind"] == "rewritten"), "{findings:?}");
     // The sender was told, and keeps its version, not counted delivered.
     let first = conflicts[0]["seq"].as_u64().unwrap();
-    d.wait_for_log(&format!("another entry under seq {first}"));
+    eventually("the sender told of the conflict under seq {first}", || {
+        d.audit().iter().any(|e| {
+            e.kind.as_str() == "collector_conflict" && e.details.get("seq") == Some(&first.to_string())
+        })
+    });
     let told: Vec<_> = d.audit().into_iter().filter(|e| e.kind.as_str() == "collector_conflict").collect();
     assert!(told.iter().any(|e| e.details.get("seq") == Some(&first.to_string())), "{told:?}");
     assert_eq!(d.open_store().conflicts().unwrap().first(), Some(&first));
@@ -1157,7 +1166,7 @@ fn a_workstation_over_its_quota_gets_429_waits_as_asked_and_delivers_everything_
     let key = SigningKey::from_bytes(&[18; 32]);
     let mut d = workstation(&collector, &key, "batch_size = 100\n");
     d.start();
-    d.wait_for_log("enrolled with the collector");
+    d.wait_for_audit("collector_enrolled", 1);
     {
         let mut store = d.open_store();
         let mut tx = store.write().unwrap();
@@ -1170,7 +1179,7 @@ fn a_workstation_over_its_quota_gets_429_waits_as_asked_and_delivers_everything_
         }
         tx.commit().unwrap();
     }
-    d.wait_for_log("asks to wait");
+    d.wait_for_status("the collector asking to wait", |s| s["collector_retry_after_secs"].is_u64());
     let (_, metrics) = collector.call("GET", "/metrics", None, None);
     let throttled = metrics
         .lines()
@@ -1569,10 +1578,10 @@ fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backen
     let it_key = SigningKey::from_bytes(&[19; 32]);
     let mut d = workstation(&collector, &it_key, "");
     d.start();
-    d.wait_for_log("enrolled with the collector");
+    d.wait_for_audit("collector_enrolled", 1);
     let admin = json!({"id": "it.oncall", "display_name": "IT On-call", "role": "admin", "pin": "582046"});
     assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(admin.to_string())).0, 201);
-    d.wait_for_log("directory synced: 1 added");
+    d.wait_for_audit("user_added", 1);
     let stored = collector.sql("SELECT pin_hash FROM users");
     assert!(!stored.contains("$argon2"), "a PIN hash in the clear at the collector: {stored}");
 
@@ -1615,8 +1624,9 @@ fn the_collector_alone_makes_no_administrator_and_an_it_signed_grant_does(backen
     assert_eq!(put(grant_for("n.nurse", 2).sign(&it_key)).0, 400);
 
     // IT's grant: the role is taken at the next sync.
+    let changed_before = d.kinds().iter().filter(|k| *k == "user_changed").count();
     assert_eq!(put(forged.sign(&it_key)).0, 204);
-    d.wait_for_log("1 changed");
+    d.wait_for_audit("user_changed", changed_before + 1);
     assert_eq!(guard.request(quit.clone())["result"], "authorized");
     let refusals = |d: &Daemon| d.audit().iter().filter(|e| e.kind.as_str() == "admin_grant_refused").count();
     let before = refusals(&d);

@@ -404,6 +404,12 @@ pub struct ServiceStatus {
     /// Unsent entries passed the policy's backlog threshold.
     pub backlog_warning: bool,
     pub collector_reachable: Option<bool>,
+    /// Why the last exchange with the collector failed, while it does.
+    #[serde(default)]
+    pub collector_error: Option<String>,
+    /// The collector asked to wait this long before sending more (it is over its quota).
+    #[serde(default)]
+    pub collector_retry_after_secs: Option<u64>,
     /// Guards connected now.
     pub guards_connected: u32,
     /// `kernel.yama.ptrace_scope` (`None`: no Yama). At 0 any process of the shared
