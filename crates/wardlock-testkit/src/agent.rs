@@ -116,6 +116,11 @@ impl Daemon {
         client.read()
     }
 
+    /// Everything the service has logged so far (to check what it must never log).
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
     /// The service's `status` answer.
     pub fn status(&self) -> Value {
         self.client("tool").request(json!({"type": "status"}))

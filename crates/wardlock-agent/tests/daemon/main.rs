@@ -9,6 +9,7 @@ mod cli;
 mod enroll;
 mod fuzz;
 mod installer;
+mod logs;
 mod protocol;
 mod slow_directory;
 mod supervision;
