@@ -60,7 +60,7 @@ fn unlock(c: &mut Criterion) {
     use wardlock_agent::secrets::{DataKey, MemorySecretStore};
     use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose};
     use wardlock_agent::service::directory::{add_user, Actor, NewUser};
-    use wardlock_core::policy::Policy;
+    use wardlock_core::policy::ValidPolicy;
     use wardlock_core::secret::SecretString;
     use wardlock_core::unlock::{Attempt, Outcome};
 
@@ -68,7 +68,7 @@ fn unlock(c: &mut Criterion) {
     let mut store = open(&dir);
     let secrets = MemorySecretStore::default();
     let key = DataKey::open_or_create(&secrets, &store).unwrap();
-    let policy = Policy::default();
+    let policy = ValidPolicy::default();
     let t = UtcMillis::from_unix_millis(1_795_000_000_000);
     let new = NewUser {
         id: "n.nurse".into(),

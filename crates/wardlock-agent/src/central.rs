@@ -3,7 +3,9 @@
 //! workstation's group, its serial is newer than the one in force, and it is a valid
 //! central layer over the machine policy.
 
-use wardlock_core::policy::{parse_public_key, Layer, Policy, PolicyDocument, PolicyError, SignedPolicy};
+use wardlock_core::policy::{
+    parse_public_key, Layer, Policy, PolicyDocument, PolicyError, SignedPolicy, ValidPolicy,
+};
 
 /// A central policy that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +71,7 @@ pub fn compose(
     machine_source: &str,
     machine_text: &str,
     central: Option<&Central>,
-) -> Result<Policy, PolicyError> {
+) -> Result<ValidPolicy, PolicyError> {
     let mut docs = Vec::new();
     if let Some(base) = base {
         docs.push(PolicyDocument::parse("development defaults (--dev)", Layer::Machine, base)?);

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::clock::MonoTime;
-use crate::policy::{Policy, Unguarded};
+use crate::policy::{Unguarded, ValidPolicy};
 use crate::protocol::local::ClientRole;
 
 /// One admitted guard's connection, as the service numbers them.
@@ -38,7 +38,7 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn of(policy: &Policy) -> Self {
+    pub fn of(policy: &ValidPolicy) -> Self {
         Self {
             when_unguarded: policy.lock.when_unguarded,
             grace: policy.lock.escalation_grace,

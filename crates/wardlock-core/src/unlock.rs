@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::clock::UtcMillis;
-use crate::policy::{PinPolicy, Policy, TotpAlgorithm, TotpPolicy, UnlockMethod};
+use crate::policy::{PinPolicy, Policy, TotpAlgorithm, TotpPolicy, UnlockMethod, ValidPolicy};
 use crate::secret::SecretString;
 
 /// An Argon2id hash in PHC string form (`$argon2id$v=19$m=19456,t=2,p=1$…`).
@@ -390,7 +390,7 @@ pub fn emergency_reason_text(reason: &str) -> String {
 
 /// Decides one unlock attempt. `user` is `None` when the ID is not in the directory.
 pub fn decide(
-    policy: &Policy,
+    policy: &ValidPolicy,
     now: UtcMillis,
     user: Option<UserCredentials<'_>>,
     user_state: &UserAuthState,

@@ -9,7 +9,7 @@ use wardlock_agent::secrets::{self, DataKey, SecretStore};
 use wardlock_agent::store::OpenOptions;
 use wardlock_agent::Store;
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::policy::{Layer, Policy, PolicyDocument};
+use wardlock_core::policy::{Layer, Policy, PolicyDocument, ValidPolicy};
 
 #[derive(Debug, Args)]
 pub struct Global {
@@ -52,13 +52,13 @@ impl Global {
         DataKey::open_or_create(secrets.as_ref(), store).context("opening the data key")
     }
 
-    pub fn load_policy(&self) -> Result<Policy> {
+    pub fn load_policy(&self) -> Result<ValidPolicy> {
         let path = match &self.policy {
             Some(p) => p.clone(),
             None => {
                 let default = Path::new("/etc/wardlock/policy.toml");
                 if !default.exists() {
-                    return Ok(Policy::default());
+                    return Ok(ValidPolicy::default());
                 }
                 default.to_owned()
             }

@@ -6,7 +6,7 @@ use sha2::Sha256;
 
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::policy::Policy;
+use wardlock_core::policy::ValidPolicy;
 use wardlock_core::unlock::{self, Attempt, GrantMethod, Outcome, PinHash, TotpSeed, UserCredentials};
 
 use crate::secrets::{DataKey, SecretError};
@@ -72,7 +72,7 @@ pub const ADMIN_ROLE: &str = "admin";
 pub fn attempt_unlock(
     store: &mut Store,
     key: &DataKey,
-    policy: &Policy,
+    policy: &ValidPolicy,
     attempt: &Attempt,
     purpose: Purpose,
     context: &Context,

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::policy::{Policy, PolicyError};
+use wardlock_core::policy::{PolicyError, ValidPolicy};
 use wardlock_core::protocol::local::{ClientRole, ServiceStatus};
 use wardlock_core::supervision::Supervision;
 
@@ -126,7 +126,7 @@ pub struct Service {
     config: ServiceConfig,
     /// The workstation's ID as the database holds it.
     workstation_id: String,
-    policy: watch::Sender<Arc<Policy>>,
+    policy: watch::Sender<Arc<ValidPolicy>>,
     /// The layers the policy in force is made of.
     layers: Mutex<Layers>,
     /// Attempts considered per minute: the admitted guards' and the other clients'.
@@ -286,11 +286,11 @@ impl Service {
         &self.workstation_id
     }
 
-    pub fn policy(&self) -> Arc<Policy> {
+    pub fn policy(&self) -> Arc<ValidPolicy> {
         self.policy.borrow().clone()
     }
 
-    pub fn subscribe_policy(&self) -> watch::Receiver<Arc<Policy>> {
+    pub fn subscribe_policy(&self) -> watch::Receiver<Arc<ValidPolicy>> {
         self.policy.subscribe()
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wardlock_core::audit::{AuditDraft, AuditKind};
-use wardlock_core::policy::Policy;
+use wardlock_core::policy::ValidPolicy;
 
 use super::{
     policy_problems, utc_now, CentralOutcome, Layers, Service, ServiceError, META_CENTRAL,
@@ -130,7 +130,7 @@ impl Service {
 
     fn apply(
         &self,
-        policy: Policy,
+        policy: ValidPolicy,
         layers: Layers,
         source: &str,
         serial: Option<u64>,

@@ -6,7 +6,7 @@ use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose, UnlockResu
 use wardlock_agent::service::directory::{add_user, disable_user, Actor, NewUser};
 use wardlock_agent::Store;
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::policy::{Policy, UnlockMethod};
+use wardlock_core::policy::{Policy, UnlockMethod, ValidPolicy};
 use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{Attempt, GrantMethod, Outcome, RefusalReason};
 
@@ -18,12 +18,13 @@ struct Fixture {
     ws: Workstation,
     store: Store,
     key: DataKey,
-    policy: Policy,
+    policy: ValidPolicy,
     totp_secret: String,
 }
 
 impl Fixture {
     fn new(policy: Policy) -> Self {
+        let policy = ValidPolicy::try_from(policy).unwrap();
         let ws = Workstation::new();
         let mut store = ws.open();
         let key = ws.key(&store);

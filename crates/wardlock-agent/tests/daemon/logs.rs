@@ -43,6 +43,10 @@ fn no_pin_totp_code_ticket_or_seed_reaches_the_log_even_at_trace() {
     let log = d.log_text();
     assert!(log.contains("event"), "the log was not captured: {log}");
     for secret in &secrets {
-        assert!(!log.contains(secret.as_str()), "a secret ({} characters) is in the log:\n{log}", secret.len());
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret ({} characters) is in the log:\n{log}",
+            secret.len()
+        );
     }
 }

@@ -258,7 +258,7 @@ fn pin_rules_reached(
             wardlock_core::policy::Policy::layered(&[doc]).ok()
         });
         if let Some(policy) = policy {
-            rules.push((format!("group {group:?}"), policy.pin));
+            rules.push((format!("group {group:?}"), policy.into_inner().pin));
         }
     }
     Ok(rules)

@@ -36,6 +36,48 @@ pub struct Policy {
     pub service: ServicePolicy,
 }
 
+/// A policy that passed every range and consistency rule: the only kind the decisions
+/// (`unlock::decide`, supervision's rules) take. It is read through `Deref` and cannot be
+/// changed, only built again; a policy changed field by field must pass the rules again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidPolicy(Policy);
+
+impl ValidPolicy {
+    pub fn into_inner(self) -> Policy {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidPolicy {
+    type Target = Policy;
+    fn deref(&self) -> &Policy {
+        &self.0
+    }
+}
+
+impl TryFrom<Policy> for ValidPolicy {
+    type Error = PolicyError;
+    fn try_from(policy: Policy) -> Result<Self, PolicyError> {
+        let problems: Vec<PolicyProblem> = policy
+            .validate()
+            .into_iter()
+            .map(|(field, message)| PolicyProblem { field, message, location: None })
+            .collect();
+        if problems.is_empty() {
+            Ok(ValidPolicy(policy))
+        } else {
+            Err(PolicyError { source_name: "the policy".to_owned(), problems })
+        }
+    }
+}
+
+impl Default for ValidPolicy {
+    /// The built-in defaults, which pass every rule (a test holds them to it).
+    fn default() -> Self {
+        ValidPolicy(Policy::default())
+    }
+}
+
 /// Where this workstation belongs. Only the machine layer may set it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -845,8 +887,8 @@ fn merge(into: &mut toml::Table, from: &toml::Table) {
 impl Policy {
     /// The effective policy: built-in defaults with each document laid over the last.
     /// Documents must be in order (machine, then central).
-    pub fn layered(documents: &[PolicyDocument]) -> Result<Policy, PolicyError> {
-        Self::layered_in(documents, Rules::All)
+    pub fn layered(documents: &[PolicyDocument]) -> Result<ValidPolicy, PolicyError> {
+        Self::layered_in(documents, Rules::All).map(ValidPolicy)
     }
 
     fn layered_in(documents: &[PolicyDocument], rules: Rules) -> Result<Policy, PolicyError> {

@@ -233,7 +233,7 @@ mod phi {
 
     fn check(text: &str) -> Result<Policy, PolicyError> {
         let doc = PolicyDocument::parse("policy.toml", Layer::Machine, text)?;
-        Policy::layered(&[doc])
+        Policy::layered(&[doc]).map(ValidPolicy::into_inner)
     }
 
     fn fields(text: &str) -> Vec<String> {
@@ -369,4 +369,10 @@ fn break_glass_without_a_pin_and_an_open_ended_lockout_allowance_are_refused() {
     .unwrap()])
     .unwrap();
     assert!(!p.emergency.requires_totp(&p.unlock), "IT may decide otherwise, explicitly");
+}
+
+#[test]
+fn the_built_in_defaults_pass_every_rule_so_valid_policy_may_default_to_them() {
+    assert_eq!(Policy::default().validate(), Vec::<(String, String)>::new());
+    assert_eq!(*ValidPolicy::default(), Policy::default());
 }

@@ -354,6 +354,12 @@ impl GuardPolicy {
     }
 }
 
+impl From<&crate::policy::ValidPolicy> for GuardPolicy {
+    fn from(p: &crate::policy::ValidPolicy) -> Self {
+        GuardPolicy::from(&**p)
+    }
+}
+
 impl From<&Policy> for GuardPolicy {
     fn from(p: &Policy) -> Self {
         let (idle, warning) = p.lock_timing();
@@ -505,7 +511,7 @@ mod tests {
         )
         .and_then(|d| Policy::layered(&[d]))
         .unwrap();
-        let g = GuardPolicy::from(&p);
+        let g = GuardPolicy::from(&*p);
         let m = |s: u64| Duration::from_secs(s);
         assert_eq!(g.timing_with_open([]), (m(600), m(30)));
         assert_eq!(g.timing_with_open([&g.phi_apps[2]]), (m(600), m(30)), "no tier: the group's");

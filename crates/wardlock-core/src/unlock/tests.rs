@@ -1,4 +1,18 @@
 use super::*;
+use crate::policy::ValidPolicy;
+
+/// The decision, over a test's policy once it passed the rules (as every policy must).
+fn decide(
+    policy: &Policy,
+    now: UtcMillis,
+    user: Option<UserCredentials<'_>>,
+    user_state: &UserAuthState,
+    workstation_state: &WorkstationAuthState,
+    attempt: &Attempt,
+) -> Decision {
+    let valid = ValidPolicy::try_from(policy.clone()).expect("a test policy that passes the rules");
+    super::decide(&valid, now, user, user_state, workstation_state, attempt)
+}
 use crate::policy::Policy;
 
 fn secs(s: u64) -> Duration {
@@ -524,17 +538,9 @@ fn break_glass_in_a_pin_totp_ward_needs_the_second_factor_too() {
 }
 
 #[test]
-fn an_unvalidated_emergency_cap_of_zero_refuses_without_panicking() {
-    let f = Fixture::new();
-    let mut policy = f.policy.clone();
+fn an_emergency_cap_of_zero_cannot_reach_the_decision() {
+    let mut policy = Fixture::new().policy;
     policy.emergency.max_per_user_per_day = 0;
-    let d = decide(
-        &policy,
-        t(1_000),
-        Some(f.user()),
-        &UserAuthState::default(),
-        &WorkstationAuthState::default(),
-        &emergency_attempt("482916", None),
-    );
-    assert!(matches!(d.outcome, Outcome::Refused { reason: RefusalReason::EmergencyLimitReached, .. }));
+    let refused = ValidPolicy::try_from(policy).unwrap_err();
+    assert_eq!(refused.problems[0].field, "emergency.max_per_user_per_day");
 }

@@ -169,7 +169,7 @@ fn cli_enrolled_totp_unlocks_once_even_across_restart() {
     use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose};
     use wardlock_agent::store::OpenOptions;
     use wardlock_agent::Store;
-    use wardlock_core::policy::Policy;
+    use wardlock_core::policy::ValidPolicy;
     use wardlock_core::secret::SecretString;
     use wardlock_core::unlock::{Attempt, Outcome, RefusalReason};
 
@@ -183,7 +183,7 @@ fn cli_enrolled_totp_unlocks_once_even_across_restart() {
     let options = OpenOptions { create: false, workstation_id: "ignored".into() };
     let attempt =
         Attempt { user_id: "n.nurse".into(), totp: Some(SecretString::new(&code)), ..Attempt::default() };
-    let policy = Policy::default();
+    let policy = ValidPolicy::default();
     let try_unlock = |at_secs: u64| {
         let mut store = Store::open(&ctl.db(), &options).unwrap();
         let key = DataKey::open_or_create(&keys, &store).unwrap();
