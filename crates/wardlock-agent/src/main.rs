@@ -7,8 +7,17 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 
-use wardlock_agent::config::{ConfigFile, ServiceConfig};
-use wardlock_agent::service::Service;
+mod central;
+mod config;
+mod os_session;
+mod peer;
+mod server;
+mod service;
+mod sync;
+mod throttle;
+
+use config::{ConfigFile, ServiceConfig};
+use service::Service;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,7 +130,6 @@ fn run() -> Result<()> {
     runtime.block_on(serve(config))
 }
 
-#[cfg(unix)]
 async fn serve(config: ServiceConfig) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
@@ -131,22 +139,21 @@ async fn serve(config: ServiceConfig) -> Result<()> {
 
     let socket = config.socket.clone();
     // Bind before opening the database: a second instance must not touch it.
-    let listener = wardlock_agent::server::bind(&socket).await?;
+    let listener = crate::server::bind(&socket).await?;
     let started =
-        tokio::task::spawn_blocking(move || Service::start(config, wardlock_agent::os_session::platform()))
-            .await?;
+        tokio::task::spawn_blocking(move || Service::start(config, crate::os_session::platform())).await?;
     let service = match started {
         Ok(service) => service,
         Err(e) => {
             // Leave no socket behind that looks like a service.
-            let _ = std::fs::remove_file(&socket);
+            let _ = tokio::fs::remove_file(&socket).await;
             return Err(anyhow::Error::new(e).context("not started"));
         }
     };
     let policy = service.policy();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let supervisor = tokio::spawn(service.clone().supervise(stop_rx.clone()));
-    let sync = tokio::spawn(wardlock_agent::sync::run(service.clone(), stop_rx.clone()));
+    let sync = tokio::spawn(crate::sync::run(service.outbox(), stop_rx.clone()));
     tracing::info!(
         event = "listening",
         version = env!("CARGO_PKG_VERSION"),
@@ -162,7 +169,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
         &policy.hash()[..12],
     );
 
-    let server = tokio::spawn(wardlock_agent::server::serve(service.clone(), listener, stop_rx));
+    let server = tokio::spawn(crate::server::serve(service.clone(), listener, stop_rx));
     let why = loop {
         tokio::select! {
             _ = terminate.recv() => break "SIGTERM",
@@ -181,14 +188,9 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     let _ = server.await;
     let _ = sync.await;
     let _ = supervisor.await;
-    let _ = std::fs::remove_file(&socket);
+    let _ = tokio::fs::remove_file(&socket).await;
     let s = service.clone();
     tokio::task::spawn_blocking(move || s.stop(why)).await?.context("auditing the stop")?;
     tracing::info!(event = "stopped", why, "wardlockd stopped ({why})");
     Ok(())
-}
-
-#[cfg(not(unix))]
-async fn serve(_config: ServiceConfig) -> Result<()> {
-    anyhow::bail!("wardlockd's named-pipe server for this platform is not built yet")
 }

@@ -10,16 +10,14 @@ use std::time::Duration;
 use reqwest::{header, StatusCode};
 use tokio::sync::watch;
 
+use zeroize::Zeroizing;
+
 use wardlock_core::policy::Policy;
 use wardlock_core::protocol::collector::{
     AuditAck, AuditBatch, AuditRecord, EnrollRequest, EnrollResponse, Heartbeat,
 };
 
-use crate::service::{utc_now, CentralOutcome, CollectorContact, Service, ServiceError};
-
-const META_NODE_KEY: &str = "collector_node_key";
-const META_NODE_ENDPOINT: &str = "collector_node_endpoint";
-const META_TRANSPORT_KEY: &str = "collector_transport_key";
+use crate::service::{utc_now, CentralOutcome, CollectorContact, Outbox, ServiceError};
 /// Batches sent per cycle at most, so a huge backlog does not keep heartbeats and
 /// policy pulls waiting.
 const MAX_BATCHES_PER_CYCLE: usize = 200;
@@ -71,21 +69,21 @@ struct State {
     retry_after: Option<Duration>,
 }
 
-pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
-    let mut policy_rx = service.subscribe_policy();
+pub async fn run(outbox: Outbox, mut shutdown: watch::Receiver<bool>) {
+    let mut policy_rx = outbox.subscribe_policy();
     let mut state = State::default();
     loop {
-        let policy = service.policy();
+        let policy = outbox.policy();
         let Some(endpoint) = policy.sync.endpoint.clone() else {
-            service.set_collector_contact(CollectorContact::None);
+            outbox.set_contact(CollectorContact::None);
             tokio::select! {
                 _ = policy_rx.changed() => continue,
                 _ = shutdown.changed() => return,
             }
         };
-        let ok = match cycle(&service, &policy, &endpoint, &mut state).await {
+        let ok = match cycle(&outbox, &policy, &endpoint, &mut state).await {
             Ok(()) => {
-                service.set_collector_contact(CollectorContact::Reachable);
+                outbox.set_contact(CollectorContact::Reachable);
                 if state.failures > 0 {
                     tracing::info!(
                         event = "collector_reachable",
@@ -98,9 +96,7 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
             }
             Err(SyncError::Throttled { retry_after, message }) => {
                 // Reachable and working, only over its quota: wait as asked, not as for a failure.
-                service.set_collector_contact(CollectorContact::Throttled {
-                    retry_after_secs: retry_after.as_secs(),
-                });
+                outbox.set_contact(CollectorContact::Throttled { retry_after_secs: retry_after.as_secs() });
                 tracing::info!(
                     event = "collector_busy",
                     endpoint,
@@ -112,7 +108,7 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
                 true
             }
             Err(e) => {
-                service.set_collector_contact(CollectorContact::Failed { error: e.to_string() });
+                outbox.set_contact(CollectorContact::Failed { error: e.to_string() });
                 state.failures = state.failures.saturating_add(1);
                 tracing::warn!(event = "sync_failed", endpoint, attempt = state.failures, error = %e, "sync with {endpoint} failed (attempt {}): {e}", state.failures);
                 false
@@ -128,7 +124,7 @@ pub async fn run(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(wait) => {}
             // New entries: send them soon, but gather a second's worth first (not while
             // the collector asked to wait).
-            _ = service.sync_wakeup.notified(), if ok && asked.is_none() => tokio::time::sleep(Duration::from_secs(1)).await,
+            _ = outbox.wakeup(), if ok && asked.is_none() => tokio::time::sleep(Duration::from_secs(1)).await,
             _ = policy_rx.changed() => {}
             _ = shutdown.changed() => return,
         }
@@ -146,41 +142,36 @@ fn full_jitter(failures: u32, cap: Duration) -> Duration {
     ceiling.mul_f64(fraction).max(Duration::from_millis(100))
 }
 
-async fn cycle(
-    service: &Arc<Service>,
-    policy: &Policy,
-    endpoint: &str,
-    state: &mut State,
-) -> Result<(), SyncError> {
-    check_backlog(service, policy, state).await?;
+async fn cycle(outbox: &Outbox, policy: &Policy, endpoint: &str, state: &mut State) -> Result<(), SyncError> {
+    check_backlog(outbox, policy, state).await?;
     let client = client(policy, endpoint, state)?;
     let base = endpoint.trim_end_matches('/');
-    let node_key = node_key(service, policy, &client, base).await?;
-    let auth = format!("Bearer {node_key}");
+    let node_key = node_key(outbox, policy, &client, base).await?;
+    let auth = Zeroizing::new(format!("Bearer {}", node_key.as_str()));
 
-    upload(service, policy, &client, base, &auth, state).await?;
+    upload(outbox, policy, &client, base, &auth, state).await?;
 
-    let status = service.status().await?;
+    let status = outbox.status().await?;
     let beat = Heartbeat {
         workstation_id: status.workstation_id,
         time: utc_now(),
         last_seq: status.audit_last_seq,
         unsent: status.audit_unsent,
-        policy_serial: service.central_serial(),
+        policy_serial: outbox.central().1,
         guard_connected: status.guards_connected > 0,
     };
     let response = client
         .post(format!("{base}/api/v1/heartbeat"))
-        .header(header::AUTHORIZATION, &auth)
+        .header(header::AUTHORIZATION, auth.as_str())
         .json(&beat)
         .send()
         .await?;
-    let response = ok_or_refused(service, response).await?;
+    let response = ok_or_refused(outbox, response).await?;
     // An older collector answers 204 without a body.
     if response.status() == StatusCode::OK {
         let ack: wardlock_core::protocol::collector::HeartbeatAck = response.json().await?;
         if !ack.used_totp_steps.is_empty() {
-            let taken = blocking(service, move |s| s.used_elsewhere(&ack.used_totp_steps)).await?;
+            let taken = outbox.used_elsewhere(ack.used_totp_steps).await?;
             if taken > 0 {
                 tracing::info!(
                     event = "totp_steps_taken",
@@ -191,8 +182,8 @@ async fn cycle(
         }
     }
 
-    pull_policy(service, &client, base, &auth, state).await?;
-    pull_directory(service, &client, base, &auth, state).await
+    pull_policy(outbox, &client, base, &auth, state).await?;
+    pull_directory(outbox, &client, base, &auth, state).await
 }
 
 /// A GET that says which version we hold, so an unchanged answer is a bodiless 304.
@@ -212,7 +203,7 @@ async fn conditional_get(
 /// The user directory, so unlock works offline with the collector's users; a user the
 /// collector disabled is refused here from the next sync on.
 async fn pull_directory(
-    service: &Arc<Service>,
+    outbox: &Outbox,
     client: &reqwest::Client,
     base: &str,
     auth: &str,
@@ -220,13 +211,13 @@ async fn pull_directory(
 ) -> Result<(), SyncError> {
     let response =
         conditional_get(client, &format!("{base}/api/v1/directory"), auth, &state.directory_etag).await?;
-    let response = ok_or_refused(service, response).await?;
+    let response = ok_or_refused(outbox, response).await?;
     if response.status() == StatusCode::NOT_MODIFIED {
         return Ok(());
     }
     let etag = response.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let directory: wardlock_core::protocol::collector::Directory = response.json().await?;
-    let changes = blocking(service, move |s| s.apply_directory(&directory)).await?;
+    let changes = outbox.apply_directory(directory).await?;
     if changes.added + changes.changed + changes.disabled > 0 || !changes.rejected.is_empty() {
         tracing::info!(
             event = "directory_synced",
@@ -283,52 +274,17 @@ fn client(policy: &Policy, endpoint: &str, state: &mut State) -> Result<reqwest:
     Ok(client)
 }
 
-async fn blocking<T: Send + 'static>(
-    service: &Arc<Service>,
-    f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, SyncError> {
-    let service = service.clone();
-    tokio::task::spawn_blocking(move || f(&service))
-        .await
-        .map_err(|e| SyncError::Setup(format!("worker failed: {e}")))?
-        .map_err(SyncError::from)
-}
-
-/// The node key, sealed with the data key in the database; enrolls to get one.
+/// The node key (kept sealed by the service); enrolls to get one.
 async fn node_key(
-    service: &Arc<Service>,
+    outbox: &Outbox,
     policy: &Policy,
     client: &reqwest::Client,
     base: &str,
-) -> Result<String, SyncError> {
-    let endpoint = base.to_owned();
-    let stored = blocking(service, move |s| {
-        let key = s.data_key();
-        s.with_store(|st| {
-            if st.meta(META_NODE_ENDPOINT)?.as_deref() != Some(endpoint.as_str()) {
-                return Ok(None);
-            }
-            st.meta(META_NODE_KEY)
-        })
-        .map(|sealed| {
-            sealed
-                .and_then(|hex_sealed| hex::decode(hex_sealed).ok())
-                .and_then(|b| key.open(&b, b"collector-node-key").ok())
-        })
-    })
-    .await?;
-    if let Some(bytes) = stored {
-        if let Ok(text) = String::from_utf8(bytes.to_vec()) {
-            return Ok(text);
-        }
+) -> Result<Zeroizing<String>, SyncError> {
+    if let Some(key) = outbox.node_key(base).await? {
+        return Ok(key);
     }
-    let path = service.config().enroll_secret.clone();
-    let secret = std::fs::read_to_string(&path).map_err(|e| {
-        SyncError::Setup(format!(
-            "enrolling needs the collector's enrollment secret in {}: {e}",
-            path.display()
-        ))
-    })?;
+    let secret = outbox.enroll_secret().await.map_err(SyncError::Setup)?;
     // A fresh transport key pair: the collector seals directory secrets to its public half.
     let mut ikm = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::getrandom(&mut ikm[..]).map_err(|e| SyncError::Setup(format!("OS random: {e}")))?;
@@ -338,36 +294,23 @@ async fn node_key(
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(transport_public)
         },
-        enroll_secret: secret.trim().to_owned(),
-        workstation_id: service.workstation_id().to_owned(),
+        enroll_secret: secret.as_str().to_owned(),
+        workstation_id: outbox.workstation_id().to_owned(),
         hostname: gethostname::gethostname().to_string_lossy().into_owned(),
         group: policy.workstation.group.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let response = client.post(format!("{base}/api/v1/enroll")).json(&request).send().await?;
-    let enrolled: EnrollResponse = ok_or_refused(service, response).await?.json().await?;
-    let (endpoint, node_key) = (base.to_owned(), enrolled.node_key.clone());
-    blocking(service, move |s| {
-        let sealed = s.data_key().seal(node_key.as_bytes(), b"collector-node-key")?;
-        let transport = s.data_key().seal(&transport_secret, b"collector-transport-key")?;
-        s.with_store(|st| {
-            st.set_meta(META_NODE_KEY, &hex::encode(sealed))?;
-            st.set_meta(META_TRANSPORT_KEY, &hex::encode(transport))?;
-            st.set_meta(META_NODE_ENDPOINT, &endpoint)
-        })?;
-        s.collector_enrolled(&endpoint)
-    })
-    .await?;
+    let enrolled: EnrollResponse = ok_or_refused(outbox, response).await?.json().await?;
+    let node_key = Zeroizing::new(enrolled.node_key.clone());
+    outbox.enrolled(base, node_key.clone(), transport_secret).await?;
     tracing::info!(event = "enrolled", collector = base, "enrolled with the collector at {base}");
-    Ok(enrolled.node_key)
+    Ok(node_key)
 }
 
 /// Turns an error status into an error with the collector's message. A refused node key
 /// is forgotten, so the next cycle enrolls again.
-async fn ok_or_refused(
-    service: &Arc<Service>,
-    response: reqwest::Response,
-) -> Result<reqwest::Response, SyncError> {
+async fn ok_or_refused(outbox: &Outbox, response: reqwest::Response) -> Result<reqwest::Response, SyncError> {
     let status = response.status();
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         return Ok(response);
@@ -384,7 +327,7 @@ async fn ok_or_refused(
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
         .unwrap_or(body);
     if status == StatusCode::UNAUTHORIZED {
-        blocking(service, |s| s.with_store(|st| st.set_meta(META_NODE_ENDPOINT, ""))).await?;
+        outbox.forget_node_key().await?;
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Err(SyncError::Throttled {
@@ -396,7 +339,7 @@ async fn ok_or_refused(
 }
 
 async fn upload(
-    service: &Arc<Service>,
+    outbox: &Outbox,
     policy: &Policy,
     client: &reqwest::Client,
     base: &str,
@@ -405,13 +348,7 @@ async fn upload(
 ) -> Result<(), SyncError> {
     let batch_size = policy.sync.batch_size;
     for _ in 0..MAX_BATCHES_PER_CYCLE {
-        let (acked, entries) = blocking(service, move |s| {
-            s.with_store(|st| {
-                let acked = st.acked_seq()?;
-                Ok((acked, st.entries_after(acked, batch_size)?))
-            })
-        })
-        .await?;
+        let (acked, entries) = outbox.next_batch(batch_size).await?;
         let Some(last) = entries.last().map(|e| e.seq) else { return Ok(()) };
         let batch = AuditBatch {
             workstation_id: entries[0].workstation.clone(),
@@ -423,13 +360,13 @@ async fn upload(
             .json(&batch)
             .send()
             .await?;
-        let ack: AuditAck = ok_or_refused(service, response).await?.json().await?;
+        let ack: AuditAck = ok_or_refused(outbox, response).await?.json().await?;
         if let Some(at) = ack.chain_break_at.filter(|at| state.reported_break != Some(*at)) {
             state.reported_break = Some(at);
-            blocking(service, move |s| s.collector_found_chain_break(at)).await?;
+            outbox.chain_break(at).await?;
         }
         for seq in ack.conflicts.iter().copied().filter(|seq| (entries[0].seq..=last).contains(seq)) {
-            blocking(service, move |s| s.collector_conflict(seq)).await?;
+            outbox.conflict(seq).await?;
         }
         let acknowledged = ack.highest_contiguous_seq.min(last);
         if acknowledged <= acked {
@@ -440,7 +377,7 @@ async fn upload(
                 ack.gaps
             )));
         }
-        blocking(service, move |s| s.with_store(|st| st.set_acked_seq(acknowledged))).await?;
+        outbox.acknowledged(acknowledged).await?;
         if (entries.len() as u32) < batch_size {
             return Ok(());
         }
@@ -449,7 +386,7 @@ async fn upload(
 }
 
 async fn pull_policy(
-    service: &Arc<Service>,
+    outbox: &Outbox,
     client: &reqwest::Client,
     base: &str,
     auth: &str,
@@ -460,19 +397,19 @@ async fn pull_policy(
     if response.status() == StatusCode::NOT_FOUND || response.status() == StatusCode::NOT_MODIFIED {
         return Ok(());
     }
-    let response = ok_or_refused(service, response).await?;
+    let response = ok_or_refused(outbox, response).await?;
     let etag = response.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let envelope = response.text().await?;
     if etag.is_some() && etag == state.refused_etag {
         return Ok(()); // refused and audited once already
     }
-    let unchanged = envelope.trim() == service.central_envelope().unwrap_or_default().trim();
+    let unchanged = envelope.trim() == outbox.central().0.unwrap_or_default().trim();
     if unchanged {
         state.policy_etag = etag;
         return Ok(());
     }
     let body = envelope.clone();
-    match blocking(service, move |s| s.apply_central(&body)).await? {
+    match outbox.apply_central(body).await? {
         CentralOutcome::Applied { serial } => {
             tracing::info!(
                 event = "central_policy_applied",
@@ -490,12 +427,12 @@ async fn pull_policy(
 }
 
 /// Audits, once per crossing, that the unsent backlog passed the policy's threshold.
-async fn check_backlog(service: &Arc<Service>, policy: &Policy, state: &mut State) -> Result<(), SyncError> {
-    let unsent = service.status().await?.audit_unsent;
+async fn check_backlog(outbox: &Outbox, policy: &Policy, state: &mut State) -> Result<(), SyncError> {
+    let unsent = outbox.status().await?.audit_unsent;
     let over = unsent > policy.sync.backlog_warning;
     if over && !state.backlog_warned {
         let threshold = policy.sync.backlog_warning;
-        blocking(service, move |s| s.sync_backlog(unsent, threshold)).await?;
+        outbox.backlog(unsent, threshold).await?;
         tracing::warn!(
             event = "sync_backlog",
             unsent,

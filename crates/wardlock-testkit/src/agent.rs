@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wardlock_agent::secrets::{self, DataKey};
-use wardlock_agent::service::directory::{self, Actor, NewUser};
-use wardlock_agent::store::OpenOptions;
-use wardlock_agent::Store;
 use wardlock_core::audit::AuditEntry;
 use wardlock_core::policy::Policy;
 use wardlock_core::secret::SecretString;
+use wardlock_store::directory::{self, Actor, NewUser};
+use wardlock_store::secrets::{self, DataKey};
+use wardlock_store::store::OpenOptions;
+use wardlock_store::Store;
 
 /// Longest any single step of a test may wait for the service.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -227,7 +227,7 @@ impl Daemon {
         let store = self.open_store();
         let mut entries = Vec::new();
         store
-            .for_each_entry::<wardlock_agent::StoreError>(1, |e| {
+            .for_each_entry::<wardlock_store::StoreError>(1, |e| {
                 entries.push(e);
                 Ok(())
             })

@@ -3,10 +3,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Subcommand, ValueEnum};
-use wardlock_agent::private_fs;
-use wardlock_agent::store::VerifyError;
 use wardlock_core::audit::AuditEntry;
 use wardlock_core::protocol::collector::AuditRecord;
+use wardlock_store::private_fs;
+use wardlock_store::store::VerifyError;
 
 use crate::context::Global;
 use crate::Verdict;
@@ -84,7 +84,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn export_json(store: &wardlock_agent::Store, from: u64, out: &mut impl Write) -> Result<u64> {
+fn export_json(store: &wardlock_store::Store, from: u64, out: &mut impl Write) -> Result<u64> {
     let mut count = 0u64;
     out.write_all(b"[")?;
     store.for_each_entry(from, |entry: AuditEntry| -> Result<()> {
@@ -106,7 +106,7 @@ fn csv_cell(value: &str) -> String {
     wardlock_core::audit::spreadsheet_safe(value).into_owned()
 }
 
-fn export_csv(store: &wardlock_agent::Store, from: u64, out: &mut impl Write) -> Result<u64> {
+fn export_csv(store: &wardlock_store::Store, from: u64, out: &mut impl Write) -> Result<u64> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record([
         "seq",

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use wardlock_agent::secrets::{self, DataKey, SecretStore};
-use wardlock_agent::store::OpenOptions;
-use wardlock_agent::Store;
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{Layer, Policy, PolicyDocument, ValidPolicy};
+use wardlock_store::secrets::{self, DataKey, SecretStore};
+use wardlock_store::store::OpenOptions;
+use wardlock_store::Store;
 
 #[derive(Debug, Args)]
 pub struct Global {
@@ -70,7 +70,7 @@ impl Global {
 }
 
 pub fn now() -> UtcMillis {
-    wardlock_agent::service::utc_now()
+    wardlock_store::utc_now()
 }
 
 pub fn workstation_id() -> String {

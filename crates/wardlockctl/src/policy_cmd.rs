@@ -5,8 +5,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
-use wardlock_agent::private_fs;
 use wardlock_core::policy::{self, Layer, Policy, PolicyDocument, SignedPolicy, SignedPolicyBody};
+use wardlock_store::private_fs;
 use zeroize::Zeroizing;
 
 use crate::context::now;

@@ -4,9 +4,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
-use wardlock_agent::service::directory::{self, Actor, CredentialChange, NewUser};
 use wardlock_core::protocol::collector::{NewUserRequest, UserCreated, UserOut};
 use wardlock_core::secret::SecretString;
+use wardlock_store::directory::{self, Actor, CredentialChange, NewUser};
 use zeroize::Zeroizing;
 
 use crate::context::{now, os_account, Global};

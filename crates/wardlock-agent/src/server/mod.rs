@@ -36,18 +36,20 @@ pub enum BindError {
 /// local account may connect at the file level; the peer check decides (policy).
 pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
     let io = |source| BindError::Io { path: path.display().to_string(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !tokio::fs::try_exists(dir).await.map_err(io)? {
+            tokio::fs::create_dir_all(dir).await.map_err(io)?;
+            tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).await.map_err(io)?;
+        }
     }
-    if path.exists() {
+    if tokio::fs::try_exists(path).await.map_err(io)? {
         if UnixStream::connect(path).await.is_ok() {
             return Err(BindError::InUse(path.display().to_string()));
         }
-        std::fs::remove_file(path).map_err(io)?;
+        tokio::fs::remove_file(path).await.map_err(io)?;
     }
     let listener = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).await.map_err(io)?;
     Ok(listener)
 }
 

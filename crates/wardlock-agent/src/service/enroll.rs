@@ -11,9 +11,9 @@ use wardlock_core::protocol::local::{AdminCredentials, ClientRole, EnrollReply, 
 use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{self, TotpCheck, TotpSeed};
 
-use super::directory::{self, Actor, CredentialChange, DirectoryError, NewUser};
 use super::{random_bytes, utc_now, Approval, Service, ServiceError};
 use crate::peer::Peer;
+use wardlock_store::directory::{self, Actor, CredentialChange, DirectoryError, NewUser};
 
 const TICKET_LIFETIME: Duration = Duration::from_secs(5 * 60);
 const TOTP_CONFIRM_TRIES: u32 = 5;

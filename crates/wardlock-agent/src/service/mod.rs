@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use wardlock_core::audit::{AuditDraft, AuditKind};
-use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{PolicyError, ValidPolicy};
 use wardlock_core::protocol::local::{ClientRole, ServiceStatus};
 use wardlock_core::supervision::Supervision;
@@ -19,18 +18,17 @@ use crate::central::{self, Central};
 use crate::config::ServiceConfig;
 use crate::os_session::OsSessions;
 use crate::peer::Peer;
-use crate::secrets::{self, DataKey, SecretError};
-use crate::store::{OpenOptions, Store, StoreError};
 use crate::throttle::AttemptBudgets;
-use auth::AuthError;
-use directory::DirectoryError;
 pub use enroll::Enrollment;
 pub use guards::GuardRefusal;
-pub use requests::{Access, Answer, Client, ClientGuard};
+pub use outbox::Outbox;
+pub use requests::{Answer, Client};
 pub use supervisor::SessionView;
+use wardlock_store::auth::AuthError;
+use wardlock_store::directory::{self, DirectoryError};
+use wardlock_store::secrets::{self, DataKey, SecretError};
+use wardlock_store::store::{OpenOptions, Store, StoreError};
 
-pub mod auth;
-pub mod directory;
 mod enroll;
 mod guards;
 mod outbox;
@@ -143,10 +141,7 @@ pub struct Service {
     supervisor: supervisor::Supervisor,
 }
 
-pub fn utc_now() -> UtcMillis {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    UtcMillis::from_unix_millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-}
+pub use wardlock_store::utc_now;
 
 /// Client text bound for the audit log: control characters dropped, length capped.
 pub fn client_text(text: &str) -> String {

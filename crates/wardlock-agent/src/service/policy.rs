@@ -14,7 +14,7 @@ use super::{
 };
 use crate::central;
 use crate::config::ServiceConfig;
-use crate::store::Store;
+use wardlock_store::store::Store;
 
 impl Service {
     /// Reads the machine policy file again. A bad one is refused and audited and the

@@ -7,11 +7,11 @@ use wardlock_core::audit::AuditKind;
 use wardlock_core::protocol::local::{AdminCredentials, ClientRole, HoldReply, UnlockReply, UnlockRequest};
 use wardlock_core::unlock::{Attempt, GrantMethod, Outcome, RefusalReason};
 
-use super::auth::{AuthError, Context, HoldCheck, Purpose};
 use super::{ceil_secs, utc_now, Approval, Service, ServiceError};
 use crate::peer::Peer;
-use crate::secrets::SecretError;
 use crate::throttle::Admission;
+use wardlock_store::auth::{AuthError, Context, HoldCheck, Purpose};
+use wardlock_store::secrets::SecretError;
 
 impl Service {
     /// Takes one attempt from `role`'s budget; audits what was refused unheard before it.
@@ -144,7 +144,7 @@ impl Service {
         peer: &Peer,
         role: ClientRole,
         clinician: Option<String>,
-    ) -> Result<Result<(String, super::auth::UnlockResult), UnlockReply>, ServiceError> {
+    ) -> Result<Result<(String, wardlock_store::auth::UnlockResult), UnlockReply>, ServiceError> {
         if let Some(retry) = self.admit(role)? {
             return Ok(Err(UnlockReply::Refused {
                 attempts_left: 0,
@@ -178,11 +178,19 @@ impl Service {
         attempt: &Attempt,
         purpose: Purpose,
         context: &Context,
-    ) -> Result<Result<super::auth::UnlockResult, UnlockReply>, ServiceError> {
+    ) -> Result<Result<wardlock_store::auth::UnlockResult, UnlockReply>, ServiceError> {
         let policy = self.policy();
         let outcome = {
             let mut store = self.store();
-            super::auth::attempt_unlock(&mut store, &self.key, &policy, attempt, purpose, context, utc_now())
+            wardlock_store::auth::attempt_unlock(
+                &mut store,
+                &self.key,
+                &policy,
+                attempt,
+                purpose,
+                context,
+                utc_now(),
+            )
         };
         self.sync_wakeup.notify_one();
         match outcome {
@@ -225,8 +233,10 @@ impl Service {
             via_tool: role == ClientRole::Tool,
         };
         Ok(match self.attempt(&attempt, Purpose::AdminApproval { action }, &context)? {
-            Ok(super::auth::UnlockResult { outcome: Outcome::Granted { .. }, .. }) => Approval::Granted,
-            Ok(super::auth::UnlockResult {
+            Ok(wardlock_store::auth::UnlockResult { outcome: Outcome::Granted { .. }, .. }) => {
+                Approval::Granted
+            }
+            Ok(wardlock_store::auth::UnlockResult {
                 outcome: Outcome::Refused { attempts_left, retry_after, .. },
                 ..
             }) => Approval::Refused { attempts_left, retry_after_secs: retry_after.map(ceil_secs) },
@@ -236,7 +246,7 @@ impl Service {
 }
 
 /// The wire answer to an unlock or a sign-out.
-fn unlock_reply(user: String, result: super::auth::UnlockResult) -> UnlockReply {
+fn unlock_reply(user: String, result: wardlock_store::auth::UnlockResult) -> UnlockReply {
     match result.outcome {
         Outcome::Granted { method, previous_unlock, failures_since_last_unlock } => UnlockReply::Granted {
             display_name: result.display_name.unwrap_or_else(|| user.clone()),

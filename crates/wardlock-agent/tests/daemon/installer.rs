@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use wardlock_agent::secrets::{self, DataKey};
-use wardlock_agent::store::OpenOptions;
-use wardlock_agent::Store;
+use wardlock_store::secrets::{self, DataKey};
+use wardlock_store::store::OpenOptions;
+use wardlock_store::Store;
 
 fn installers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../installers/linux")

@@ -165,13 +165,13 @@ fn names_and_roles_must_be_printable() {
 /// The whole path: a user enrolled with the CLI unlocks with a code from oathtool, once.
 #[test]
 fn cli_enrolled_totp_unlocks_once_even_across_restart() {
-    use wardlock_agent::secrets::{CredentialFileStore, DataKey};
-    use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose};
-    use wardlock_agent::store::OpenOptions;
-    use wardlock_agent::Store;
     use wardlock_core::policy::ValidPolicy;
     use wardlock_core::secret::SecretString;
     use wardlock_core::unlock::{Attempt, Outcome, RefusalReason};
+    use wardlock_store::auth::{attempt_unlock, Context, Purpose};
+    use wardlock_store::secrets::{CredentialFileStore, DataKey};
+    use wardlock_store::store::OpenOptions;
+    use wardlock_store::Store;
 
     let ctl = Ctl::new();
     let uri = add_nurse(&ctl);

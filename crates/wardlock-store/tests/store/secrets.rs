@@ -1,7 +1,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use wardlock_agent::secrets::{
+use wardlock_store::secrets::{
     systemd_creds_available, CredentialFileStore, DataKey, KeyringSecretStore, MemorySecretStore, Sealing,
     SecretError, SecretStore, DATA_KEY,
 };

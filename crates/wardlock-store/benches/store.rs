@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wardlock_agent::store::OpenOptions;
-use wardlock_agent::Store;
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::UtcMillis;
+use wardlock_store::store::OpenOptions;
+use wardlock_store::Store;
 
 fn draft(i: u64) -> AuditDraft {
     AuditDraft::new(UtcMillis::from_unix_millis(1_795_000_000_000 + i as i64), AuditKind::UnlockSucceeded)
@@ -57,12 +57,12 @@ fn verify(c: &mut Criterion) {
 /// A whole unlock decision as `wardlockd` will make it: read the user and counters, verify
 /// the PIN (Argon2id), commit counters and audit entry durably.
 fn unlock(c: &mut Criterion) {
-    use wardlock_agent::secrets::{DataKey, MemorySecretStore};
-    use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose};
-    use wardlock_agent::service::directory::{add_user, Actor, NewUser};
     use wardlock_core::policy::ValidPolicy;
     use wardlock_core::secret::SecretString;
     use wardlock_core::unlock::{Attempt, Outcome};
+    use wardlock_store::auth::{attempt_unlock, Context, Purpose};
+    use wardlock_store::directory::{add_user, Actor, NewUser};
+    use wardlock_store::secrets::{DataKey, MemorySecretStore};
 
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);

@@ -1,14 +1,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use wardlock_agent::secrets::DataKey;
-use wardlock_agent::service::auth::{attempt_unlock, Context, Purpose, UnlockResult};
-use wardlock_agent::service::directory::{add_user, disable_user, Actor, NewUser};
-use wardlock_agent::Store;
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::policy::{Policy, UnlockMethod, ValidPolicy};
 use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{Attempt, GrantMethod, Outcome, RefusalReason};
+use wardlock_store::auth::{attempt_unlock, Context, Purpose, UnlockResult};
+use wardlock_store::directory::{add_user, disable_user, Actor, NewUser};
+use wardlock_store::secrets::DataKey;
+use wardlock_store::Store;
 
 use crate::util::{all_db_bytes, contains_bytes, now, Workstation};
 
@@ -201,7 +201,7 @@ fn emergency_access_needs_a_reason_and_is_audited_for_compliance() {
 fn audit_kinds(store: &Store) -> Vec<String> {
     let mut kinds = Vec::new();
     store
-        .for_each_entry(0, |e| -> Result<(), wardlock_agent::StoreError> {
+        .for_each_entry(0, |e| -> Result<(), wardlock_store::StoreError> {
             kinds.push(e.kind.as_str().to_owned());
             Ok(())
         })

@@ -1,10 +1,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wardlock_agent::secrets::{DataKey, MemorySecretStore};
-use wardlock_agent::store::OpenOptions;
-use wardlock_agent::Store;
 use wardlock_core::clock::UtcMillis;
+use wardlock_store::secrets::{DataKey, MemorySecretStore};
+use wardlock_store::store::OpenOptions;
+use wardlock_store::Store;
 
 /// A workstation data directory in a temp dir, removed at the end of the test.
 pub struct Workstation {
@@ -32,7 +32,7 @@ impl Workstation {
     }
 }
 
-pub fn try_open(path: &Path) -> Result<Store, wardlock_agent::StoreError> {
+pub fn try_open(path: &Path) -> Result<Store, wardlock_store::StoreError> {
     Store::open(path, &OpenOptions { create: true, workstation_id: "ws-test".into() })
 }
 

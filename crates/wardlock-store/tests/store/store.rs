@@ -1,8 +1,8 @@
 use std::os::unix::fs::PermissionsExt;
 
-use wardlock_agent::store::{OpenOptions, StoreError, VerifyError};
-use wardlock_agent::Store;
 use wardlock_core::audit::{AuditDraft, AuditKind, ChainError};
+use wardlock_store::store::{OpenOptions, StoreError, VerifyError};
+use wardlock_store::Store;
 
 use crate::util::{now, open_store, sqlite3, try_open, Workstation};
 
