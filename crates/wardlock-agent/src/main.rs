@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("wardlockd is built for Linux only so far (README: Windows and macOS are not built yet)");
+
 mod central;
 mod config;
 mod os_session;
@@ -81,7 +84,6 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
 
     let filter = || EnvFilter::try_from_env("WARDLOCK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    #[cfg(target_os = "linux")]
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
             tracing_subscriber::registry()
@@ -140,8 +142,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     let socket = config.socket.clone();
     // Bind before opening the database: a second instance must not touch it.
     let listener = crate::server::bind(&socket).await?;
-    let started =
-        tokio::task::spawn_blocking(move || Service::start(config, crate::os_session::platform())).await?;
+    let started = service::blocking(move |b| Service::start(b, config, crate::os_session::platform())).await;
     let service = match started {
         Ok(service) => service,
         Err(e) => {
@@ -176,7 +177,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
             _ = interrupt.recv() => break "SIGINT",
             _ = hangup.recv() => {
                 let s = service.clone();
-                match tokio::task::spawn_blocking(move || s.reload_policy()).await? {
+                match service::blocking(move |b| s.reload_policy(b)).await {
                     Ok(true) => tracing::info!(event = "policy_reloaded", policy = &service.policy().hash()[..12], "machine policy reloaded"),
                     Ok(false) => tracing::info!(event = "policy_unchanged", "machine policy unchanged or refused (see the audit log)"),
                     Err(e) => tracing::error!(event = "policy_reload_failed", error = %e, "reloading the policy failed"),
@@ -190,7 +191,7 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     let _ = supervisor.await;
     let _ = tokio::fs::remove_file(&socket).await;
     let s = service.clone();
-    tokio::task::spawn_blocking(move || s.stop(why)).await?.context("auditing the stop")?;
+    service::blocking(move |b| s.stop(b, why)).await.context("auditing the stop")?;
     tracing::info!(event = "stopped", why, "wardlockd stopped ({why})");
     Ok(())
 }

@@ -34,42 +34,11 @@ pub trait OsSessions: Send + Sync + std::fmt::Debug {
     fn terminate(&self, session: Option<String>, uid: u32) -> OsFuture<'_, String>;
 }
 
-/// The platform's sessions.
+/// The platform's sessions: systemd-logind.
 pub fn platform() -> Box<dyn OsSessions> {
-    #[cfg(target_os = "linux")]
-    {
-        Box::new(logind::Logind)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Box::new(Unsupported)
-    }
+    Box::new(logind::Logind)
 }
 
-#[cfg(not(target_os = "linux"))]
-#[derive(Debug)]
-struct Unsupported;
-
-#[cfg(not(target_os = "linux"))]
-impl OsSessions for Unsupported {
-    fn active_sessions(&self) -> OsFuture<'_, Vec<super::ActiveSession>> {
-        Box::pin(async { Err("OS sessions are not known on this platform yet".to_owned()) })
-    }
-    fn session_of(&self, _pid: u32) -> OsFuture<'_, String> {
-        Box::pin(async { Err("OS sessions are not known on this platform yet".to_owned()) })
-    }
-    fn request_lock(&self, _session: Option<String>) -> OsFuture<'_, String> {
-        Box::pin(async { Err("locking the OS session is not implemented on this platform yet".to_owned()) })
-    }
-    fn locked_hint(&self, _session: String) -> OsFuture<'_, bool> {
-        Box::pin(async { Err("OS sessions are not known on this platform yet".to_owned()) })
-    }
-    fn terminate(&self, _session: Option<String>, _uid: u32) -> OsFuture<'_, String> {
-        Box::pin(async { Err("ending the OS session is not implemented on this platform yet".to_owned()) })
-    }
-}
-
-#[cfg(target_os = "linux")]
 pub mod logind {
     //! systemd-logind over the system D-Bus (`$DBUS_SYSTEM_BUS_ADDRESS` when set, which
     //! is how the tests point it at a stand-in login1 on a private bus). polkit decides:

@@ -155,7 +155,6 @@ pub fn code_injection_vars(pid: u32) -> Result<Vec<String>, String> {
 
 /// The peer of `stream`. Its names are looked up on the blocking pool: on a machine
 /// joined to a directory (SSSD, LDAP) each lookup may be a network round trip.
-#[cfg(unix)]
 pub async fn of_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
     let cred = stream.peer_cred()?;
     let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
@@ -167,12 +166,10 @@ pub async fn of_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer>
 
 /// The account `uid` with its groups, as a peer without a process (a logind session's).
 /// Blocks (NSS).
-#[cfg(unix)]
 pub fn of_account(uid: u32) -> Peer {
     resolve(uid, None)
 }
 
-#[cfg(unix)]
 fn resolve(uid: u32, gid: Option<u32>) -> Peer {
     use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
 

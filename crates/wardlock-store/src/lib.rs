@@ -8,6 +8,11 @@
 //! from its network-facing sync client behind an outbox), and `wardlockctl` links it for
 //! IT run with the service account's rights. The session guard never does.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "the workstation store is built for Linux only so far (README: Windows and macOS are not built yet)"
+);
+
 pub mod auth;
 pub mod directory;
 pub mod private_fs;

@@ -664,7 +664,6 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
 
 /// A database restored from a backup or copied by hand may have come with a looser
 /// mode; the service's files are its own, so tighten it rather than refuse to start.
-#[cfg(unix)]
 fn restrict_to_owner(db: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
@@ -680,10 +679,5 @@ fn restrict_to_owner(db: &Path) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn restrict_to_owner(_db: &Path) -> std::io::Result<()> {
     Ok(())
 }

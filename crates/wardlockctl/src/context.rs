@@ -84,16 +84,9 @@ pub fn os_account() -> Option<String> {
             return Some(user);
         }
     }
-    #[cfg(unix)]
-    {
-        let uid = nix::unistd::getuid();
-        match nix::unistd::User::from_uid(uid) {
-            Ok(Some(user)) => Some(user.name),
-            _ => Some(format!("uid:{uid}")),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        std::env::var("USERNAME").ok()
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => Some(user.name),
+        _ => Some(format!("uid:{uid}")),
     }
 }

@@ -1,7 +1,6 @@
 //! `wardlockctl`: the command line for IT and compliance. A thin shell: parsing and
-//! printing here, every rule in `wardlock-core` and every file in `wardlock-agent`.
+//! printing here, every rule in `wardlock-core` and every file through `wardlock-store`.
 
-#[cfg(unix)]
 mod agent_cmd;
 mod audit_cmd;
 mod context;
@@ -49,7 +48,6 @@ enum Command {
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
     /// Ask the running wardlockd: status, or try an unlock
-    #[cfg(unix)]
     Agent(agent_cmd::AgentArgs),
 }
 
@@ -75,7 +73,6 @@ fn main() -> ExitCode {
         Command::Events(args) => cli.server.require().and_then(|s| server::events(&s, args)),
         Command::Report(cmd) => cli.server.require().and_then(|s| server::report(&s, cmd)),
         Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd),
-        #[cfg(unix)]
         Command::Agent(args) => agent_cmd::run(args),
     };
     match result {

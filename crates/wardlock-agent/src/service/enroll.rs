@@ -11,7 +11,7 @@ use wardlock_core::protocol::local::{AdminCredentials, ClientRole, EnrollReply, 
 use wardlock_core::secret::SecretString;
 use wardlock_core::unlock::{self, TotpCheck, TotpSeed};
 
-use super::{random_bytes, utc_now, Approval, Service, ServiceError};
+use super::{random_bytes, utc_now, Approval, Blocking, Service, ServiceError};
 use crate::peer::Peer;
 use wardlock_store::directory::{self, Actor, CredentialChange, DirectoryError, NewUser};
 
@@ -45,6 +45,7 @@ impl Service {
     /// this starts, advances or ends.
     pub fn enroll(
         &self,
+        b: &Blocking,
         current: &mut Option<Enrollment>,
         request: EnrollRequest,
         peer: &Peer,
@@ -52,7 +53,7 @@ impl Service {
     ) -> Result<EnrollReply, ServiceError> {
         let (ticket, step) = match request {
             EnrollRequest::Authorize { admin, user, display_name } => {
-                return self.authorize_enrollment(current, admin, user, display_name, peer, role);
+                return self.authorize_enrollment(b, current, admin, (user, display_name), peer, role);
             }
             EnrollRequest::SetPin { ticket, pin } => (ticket, Step::SetPin(pin)),
             EnrollRequest::StartTotp { ticket } => (ticket, Step::StartTotp),
@@ -71,7 +72,7 @@ impl Service {
         let actor = Actor { admin: Some(enrollment.admin.clone()), os_account: Some(peer.account.clone()) };
         let user = enrollment.user.clone();
         match step {
-            Step::SetPin(pin) => Ok(match self.set_pin(&user, pin, &actor)? {
+            Step::SetPin(pin) => Ok(match self.set_pin(b, &user, pin, &actor)? {
                 Ok(()) => EnrollReply::PinSet,
                 Err(message) => EnrollReply::Refused { message },
             }),
@@ -86,7 +87,7 @@ impl Service {
                 let Some(seed) = enrollment.pending_seed.clone() else {
                     return Ok(refused("start TOTP enrollment first"));
                 };
-                if self.confirm_totp(&user, &seed, &code, &actor)? {
+                if self.confirm_totp(b, &user, &seed, &code, &actor)? {
                     enrollment.pending_seed = None;
                     return Ok(EnrollReply::TotpConfirmed);
                 }
@@ -102,24 +103,25 @@ impl Service {
         }
     }
 
-    /// The administrator's approval; the user to enroll exists (or is added); a ticket.
+    /// The administrator's approval; the user to enroll (ID and, for a new one, full
+    /// name) exists or is added; a ticket.
     fn authorize_enrollment(
         &self,
+        b: &Blocking,
         current: &mut Option<Enrollment>,
         admin: AdminCredentials,
-        user: String,
-        display_name: Option<String>,
+        (user, display_name): (String, Option<String>),
         peer: &Peer,
         role: ClientRole,
     ) -> Result<EnrollReply, ServiceError> {
         let admin_id = admin.user.clone();
         if let Approval::Refused { attempts_left, retry_after_secs } =
-            self.approve(admin, "enroll", peer, role)?
+            self.approve(b, admin, "enroll", peer, role)?
         {
             return Ok(EnrollReply::NotAuthorized { attempts_left, retry_after_secs });
         }
         let actor = Actor { admin: Some(admin_id.clone()), os_account: Some(peer.account.clone()) };
-        if let Err(message) = self.enroll_user(&user, display_name, &actor)? {
+        if let Err(message) = self.enroll_user(b, &user, display_name, &actor)? {
             return Ok(EnrollReply::Refused { message });
         }
         let id = Zeroizing::new(hex::encode(&random_bytes::<16>()?[..]));
@@ -137,6 +139,7 @@ impl Service {
     /// The user to enroll exists (or is added now, with `display_name`).
     fn enroll_user(
         &self,
+        b: &Blocking,
         user: &str,
         display_name: Option<String>,
         actor: &Actor,
@@ -145,7 +148,7 @@ impl Service {
             return Ok(Err(e.to_string()));
         }
         let policy = self.policy();
-        let mut store = self.store();
+        let mut store = self.store(b);
         match store.user(user)? {
             Some(row) if row.disabled => {
                 Ok(Err(format!("user {user:?} is disabled; IT must enable them first")))
@@ -176,13 +179,14 @@ impl Service {
     /// Sets a PIN; a PIN the rules refuse is answered with the rule, nothing stored.
     fn set_pin(
         &self,
+        b: &Blocking,
         user: &str,
         pin: SecretString,
         actor: &Actor,
     ) -> Result<Result<(), String>, ServiceError> {
         let policy = self.policy();
         let change = CredentialChange { pin: Some(pin), new_totp_seed: false };
-        let mut store = self.store();
+        let mut store = self.store(b);
         match directory::change_credentials(&mut store, &self.key, &policy, user, &change, actor, utc_now()) {
             Ok(_) => Ok(Ok(())),
             Err(e @ DirectoryError::PinRule(_)) => Ok(Err(e.to_string())),
@@ -193,6 +197,7 @@ impl Service {
     /// Stores the seed once a code from it checks out.
     fn confirm_totp(
         &self,
+        b: &Blocking,
         user: &str,
         seed: &TotpSeed,
         code: &SecretString,
@@ -203,7 +208,7 @@ impl Service {
         let TotpCheck::Accepted { step } = unlock::check_totp(&policy.totp, seed, code, now, None) else {
             return Ok(false);
         };
-        let mut store = self.store();
+        let mut store = self.store(b);
         directory::set_totp_seed(&mut store, &self.key, &policy, user, seed, step, actor, now)?;
         Ok(true)
     }

@@ -11,7 +11,7 @@ use wardlock_core::protocol::local::{ErrorCode, GuardEvent};
 use wardlock_core::supervision::{ConnectionId, Ending, Input, NewGuard, Report};
 
 use super::supervisor::{os_call, pid_text};
-use super::{client_text, Service, ServiceError};
+use super::{client_text, Blocking, Service, ServiceError};
 use crate::peer::{self, Peer};
 use crate::throttle::{Admission, AttemptBudget};
 
@@ -61,9 +61,7 @@ impl Service {
     ) -> Result<ConnectionId, GuardRefusal> {
         let internal = |e: ServiceError| GuardRefusal { code: ErrorCode::Internal, message: e.to_string() };
         let (service, checked) = (self.clone(), peer.clone());
-        tokio::task::spawn_blocking(move || service.admit_guard(&checked))
-            .await
-            .map_err(|e| internal(ServiceError::Worker(e.to_string())))??;
+        super::blocking(move |b| Ok(service.admit_guard(b, &checked))).await.map_err(internal)??;
         let session = match peer.pid {
             Some(pid) => os_call(SESSION_LOOKUP_TIMEOUT, self.sessions.session_of(pid)).await.ok(),
             None => None,
@@ -101,9 +99,7 @@ impl Service {
             _ => None,
         };
         let (service, peer) = (self.clone(), peer.clone());
-        tokio::task::spawn_blocking(move || service.record_event(&event, &peer, clinician))
-            .await
-            .map_err(|e| ServiceError::Worker(e.to_string()))??;
+        super::blocking(move |b| service.record_event(b, &event, &peer, clinician)).await?;
         if let Some(report) = report {
             self.supervisor.tell(Input::GuardReported { conn, report }).await;
         }
@@ -123,9 +119,9 @@ impl Service {
     /// the installed guard executable may be the guard; anything else is audited as an
     /// impostor (within a budget of its own per account, so a loop can neither flood the
     /// log nor spend the start budget the real guard's restart needs).
-    fn admit_guard(&self, peer: &Peer) -> Result<(), GuardRefusal> {
+    fn admit_guard(&self, b: &Blocking, peer: &Peer) -> Result<(), GuardRefusal> {
         let refuse = |code, message: String| Err(GuardRefusal { code, message });
-        if let Err(why) = self.check_guard_process(peer) {
+        if let Err(why) = self.check_guard_process(b, peer) {
             let admitted =
                 self.with_guard_account(peer.uid, |a| a.impostors.admit(std::time::Instant::now()));
             if let Admission::Admit { suppressed_before } = admitted {
@@ -136,6 +132,7 @@ impl Service {
                     None => "unknown (no pid)".to_owned(),
                 };
                 let audited = self.audit(
+                    b,
                     self.draft(AuditKind::GuardImpostor, Some(peer))
                         .detail("exe", client_text(&shown))
                         .detail("uid", peer.uid)
@@ -175,10 +172,11 @@ impl Service {
     /// Whether an admitted guard is still the installed guard and nothing else: code
     /// loaded into it since (a GTK module pushed over XSETTINGS, a library opened by
     /// one) makes it an impostor, audited, and its connection is then lost.
-    pub(super) fn recheck_guard(&self, peer: &Peer) -> Result<(), String> {
-        let checked = self.check_guard_process(peer);
+    pub(super) fn recheck_guard(&self, b: &Blocking, peer: &Peer) -> Result<(), String> {
+        let checked = self.check_guard_process(b, peer);
         if let Err(why) = &checked {
             let audited = self.audit(
+                b,
                 self.draft(AuditKind::GuardImpostor, Some(peer))
                     .detail("uid", peer.uid)
                     .detail("pid", pid_text(peer.pid))
@@ -201,7 +199,7 @@ impl Service {
     /// The kernel's word on the peer process: it runs the installed guard's file (by
     /// device and inode, not by path), in the sessions' namespaces, with no library
     /// preloaded into it.
-    fn check_guard_process(&self, peer: &Peer) -> Result<(), String> {
+    fn check_guard_process(&self, _on: &Blocking, peer: &Peer) -> Result<(), String> {
         let pid = peer.pid.ok_or("the kernel did not say which process connected")?;
         let exe = peer::executable_of(pid)?;
         let expected = self.guard_executable();
@@ -236,6 +234,7 @@ impl Service {
     /// and capped first.
     pub(super) fn record_event(
         &self,
+        b: &Blocking,
         event: &GuardEvent,
         peer: &Peer,
         clinician: Option<String>,
@@ -295,7 +294,7 @@ impl Service {
             (GuardEvent::Locked { .. } | GuardEvent::WarningShown { .. }, Some(u)) => draft.user(u),
             (_, _) => draft,
         };
-        self.audit(draft)?;
+        self.audit(b, draft)?;
         Ok(())
     }
 }

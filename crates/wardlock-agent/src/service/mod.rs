@@ -143,6 +143,21 @@ pub struct Service {
 
 pub use wardlock_store::utc_now;
 
+/// Proof that the code holding it runs on the blocking pool: only [`blocking`] makes
+/// one, and lends it to its closure. The store and every method that blocks (SQLite,
+/// Argon2, `/proc`, NSS) take it, so async code cannot reach them by accident.
+#[derive(Debug)]
+pub struct Blocking(());
+
+/// Runs `f` on the blocking pool with the proof that it does.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce(&Blocking) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(move || f(&Blocking(())))
+        .await
+        .map_err(|e| ServiceError::Worker(e.to_string()))?
+}
+
 /// Client text bound for the audit log: control characters dropped, length capped.
 pub fn client_text(text: &str) -> String {
     capped(text, MAX_CLIENT_TEXT)
@@ -170,7 +185,11 @@ fn ceil_secs(d: Duration) -> u64 {
 impl Service {
     /// Opens the database and the data key, loads the policy, and audits the start
     /// (after an unclean stop, that first).
-    pub fn start(config: ServiceConfig, sessions: Box<dyn OsSessions>) -> Result<Arc<Service>, ServiceError> {
+    pub fn start(
+        _on: &Blocking,
+        config: ServiceConfig,
+        sessions: Box<dyn OsSessions>,
+    ) -> Result<Arc<Service>, ServiceError> {
         let options = OpenOptions { create: true, workstation_id: config.workstation_id.clone() };
         let mut store = Store::open(&config.db_path(), &options)?;
         let secret_store = secrets::from_spec(&config.key_store)?;
@@ -289,7 +308,7 @@ impl Service {
         self.policy.subscribe()
     }
 
-    fn store(&self) -> MutexGuard<'_, Store> {
+    fn store(&self, _on: &Blocking) -> MutexGuard<'_, Store> {
         // A panic while holding the lock left no half transaction behind (SQLite rolled
         // it back), so the store is still usable.
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -301,8 +320,8 @@ impl Service {
             .policy_hash(self.policy().hash())
     }
 
-    fn audit(&self, draft: AuditDraft) -> Result<u64, ServiceError> {
-        let seq = self.store().append(draft)?.seq;
+    fn audit(&self, b: &Blocking, draft: AuditDraft) -> Result<u64, ServiceError> {
+        let seq = self.store(b).append(draft)?.seq;
         self.sync_wakeup.notify_one();
         Ok(seq)
     }
@@ -312,9 +331,9 @@ impl Service {
     pub async fn status(self: &Arc<Self>) -> Result<ServiceStatus, ServiceError> {
         let view = self.supervisor.view("").await?;
         let service = self.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move |b| {
             let policy = service.policy();
-            let store = service.store();
+            let store = service.store(b);
             let last = store.last_seq()?;
             let unsent = last.saturating_sub(store.acked_seq()?);
             let contact = service.collector.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -339,19 +358,18 @@ impl Service {
             })
         })
         .await
-        .map_err(|e| ServiceError::Worker(e.to_string()))?
     }
 
     /// Audits the stop; after this the next start is not an unclean one.
-    pub fn stop(&self, why: &str) -> Result<(), ServiceError> {
+    pub fn stop(&self, b: &Blocking, why: &str) -> Result<(), ServiceError> {
         for role in [ClientRole::Guard, ClientRole::Tool] {
             let suppressed =
                 self.budgets.lock().unwrap_or_else(|p| p.into_inner()).of(role).take_suppressed();
             if suppressed > 0 {
-                self.audit_suppressed(role, suppressed)?;
+                self.audit_suppressed(b, role, suppressed)?;
             }
         }
-        let mut store = self.store();
+        let mut store = self.store(b);
         let mut tx = store.write()?;
         tx.append(self.draft(AuditKind::ServiceStopped, None).detail("why", why))?;
         tx.set_meta(META_RUNNING, "0")?;

@@ -14,7 +14,7 @@ use wardlock_core::protocol::collector::{Directory, UsedTotpStep};
 use wardlock_core::protocol::local::ServiceStatus;
 use wardlock_store::directory::RemoteChanges;
 
-use super::{utc_now, CentralOutcome, CollectorContact, Service, ServiceError};
+use super::{utc_now, Blocking, CentralOutcome, CollectorContact, Service, ServiceError};
 
 const META_NODE_KEY: &str = "collector_node_key";
 const META_NODE_ENDPOINT: &str = "collector_node_endpoint";
@@ -37,12 +37,10 @@ impl Service {
 impl Outbox {
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
+        f: impl FnOnce(&Service, &Blocking) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
         let service = self.service.clone();
-        tokio::task::spawn_blocking(move || f(&service))
-            .await
-            .map_err(|e| ServiceError::Worker(e.to_string()))?
+        super::blocking(move |b| f(&service, b)).await
     }
 
     pub fn policy(&self) -> Arc<ValidPolicy> {
@@ -73,8 +71,8 @@ impl Outbox {
 
     /// The last acknowledged seq and up to `limit` entries after it: the next batch.
     pub async fn next_batch(&self, limit: u32) -> Result<(u64, Vec<AuditEntry>), ServiceError> {
-        self.run(move |s| {
-            let store = s.store();
+        self.run(move |s, b| {
+            let store = s.store(b);
             let acked = store.acked_seq()?;
             Ok((acked, store.entries_after(acked, limit)?))
         })
@@ -83,15 +81,15 @@ impl Outbox {
 
     /// The collector holds every entry up to `seq`.
     pub async fn acknowledged(&self, seq: u64) -> Result<(), ServiceError> {
-        self.run(move |s| Ok(s.store().set_acked_seq(seq)?)).await
+        self.run(move |s, b| Ok(s.store(b).set_acked_seq(seq)?)).await
     }
 
     /// The node key this workstation was given by the collector at `endpoint`, if any.
     pub async fn node_key(&self, endpoint: &str) -> Result<Option<Zeroizing<String>>, ServiceError> {
         let endpoint = endpoint.to_owned();
-        self.run(move |s| {
+        self.run(move |s, b| {
             let sealed = {
-                let store = s.store();
+                let store = s.store(b);
                 if store.meta(META_NODE_ENDPOINT)?.as_deref() != Some(endpoint.as_str()) {
                     return Ok(None);
                 }
@@ -127,16 +125,16 @@ impl Outbox {
         transport_secret: Zeroizing<Vec<u8>>,
     ) -> Result<(), ServiceError> {
         let endpoint = endpoint.to_owned();
-        self.run(move |s| {
+        self.run(move |s, b| {
             let sealed = s.key.seal(node_key.as_bytes(), NODE_KEY_PURPOSE)?;
             let transport = s.key.seal(&transport_secret[..], TRANSPORT_KEY_PURPOSE)?;
             {
-                let store = s.store();
+                let store = s.store(b);
                 store.set_meta(META_NODE_KEY, &hex::encode(sealed))?;
                 store.set_meta(META_TRANSPORT_KEY, &hex::encode(transport))?;
                 store.set_meta(META_NODE_ENDPOINT, &endpoint)?;
             }
-            s.audit(s.draft(AuditKind::CollectorEnrolled, None).detail("endpoint", endpoint))?;
+            s.audit(b, s.draft(AuditKind::CollectorEnrolled, None).detail("endpoint", endpoint))?;
             Ok(())
         })
         .await
@@ -144,31 +142,31 @@ impl Outbox {
 
     /// The collector refused the node key: the next cycle enrolls again.
     pub async fn forget_node_key(&self) -> Result<(), ServiceError> {
-        self.run(|s| Ok(s.store().set_meta(META_NODE_ENDPOINT, "")?)).await
+        self.run(|s, b| Ok(s.store(b).set_meta(META_NODE_ENDPOINT, "")?)).await
     }
 
     pub async fn apply_directory(&self, directory: Directory) -> Result<RemoteChanges, ServiceError> {
-        self.run(move |s| s.apply_directory(&directory)).await
+        self.run(move |s, b| s.apply_directory(b, &directory)).await
     }
 
     pub async fn used_elsewhere(&self, steps: Vec<UsedTotpStep>) -> Result<u32, ServiceError> {
-        self.run(move |s| s.used_elsewhere(&steps)).await
+        self.run(move |s, b| s.used_elsewhere(b, &steps)).await
     }
 
     pub async fn conflict(&self, seq: u64) -> Result<(), ServiceError> {
-        self.run(move |s| s.collector_conflict(seq)).await
+        self.run(move |s, b| s.collector_conflict(b, seq)).await
     }
 
     pub async fn chain_break(&self, seq: u64) -> Result<(), ServiceError> {
-        self.run(move |s| s.collector_found_chain_break(seq).map(drop)).await
+        self.run(move |s, b| s.collector_found_chain_break(b, seq).map(drop)).await
     }
 
     pub async fn backlog(&self, unsent: u64, threshold: u64) -> Result<(), ServiceError> {
-        self.run(move |s| s.sync_backlog(unsent, threshold).map(drop)).await
+        self.run(move |s, b| s.sync_backlog(b, unsent, threshold).map(drop)).await
     }
 
     pub async fn apply_central(&self, envelope: String) -> Result<CentralOutcome, ServiceError> {
-        self.run(move |s| s.apply_central(&envelope)).await
+        self.run(move |s, b| s.apply_central(b, &envelope)).await
     }
 
     /// The envelope of the central policy in force, as received, and its serial.
@@ -180,10 +178,10 @@ impl Outbox {
 impl Service {
     /// Applies a directory snapshot from the collector (see `wardlock_store::directory::apply_remote`);
     /// a user whose secret did not open is left alone and audited as tampering.
-    fn apply_directory(&self, remote: &Directory) -> Result<RemoteChanges, ServiceError> {
+    fn apply_directory(&self, b: &Blocking, remote: &Directory) -> Result<RemoteChanges, ServiceError> {
         let policy = self.policy();
         let transport = {
-            let store = self.store();
+            let store = self.store(b);
             let sealed = store.meta(META_TRANSPORT_KEY)?.and_then(|h| hex::decode(h).ok());
             match sealed {
                 Some(sealed) => self.key.open(&sealed, TRANSPORT_KEY_PURPOSE)?,
@@ -195,7 +193,7 @@ impl Service {
             }
         };
         let changes = {
-            let mut store = self.store();
+            let mut store = self.store(b);
             wardlock_store::directory::apply_remote(
                 &mut store,
                 &self.key,
@@ -207,6 +205,7 @@ impl Service {
         };
         for (user, why) in &changes.admin_refused {
             self.audit(
+                b,
                 self.draft(AuditKind::AdminGrantRefused, None)
                     .user(user)
                     .detail("what", super::client_text(why))
@@ -215,6 +214,7 @@ impl Service {
         }
         for user in &changes.local_kept {
             self.audit(
+                b,
                 self.draft(AuditKind::DirectoryConflict, None)
                     .user(user)
                     .detail("what", "a local user of this ID exists here; the directory's was not taken (an administrator decides: remove the local user to let the directory's in)")
@@ -223,6 +223,7 @@ impl Service {
         }
         for (user, why) in &changes.rejected {
             self.audit(
+                b,
                 self.draft(AuditKind::TamperDetected, None)
                     .user(user)
                     .detail("what", format!("directory entry refused: {why}"))
@@ -236,12 +237,12 @@ impl Service {
     /// steps (and earlier) are refused here too. Only for users of this directory, and
     /// never a step beyond what the clock allows now (a collector cannot lock a user's
     /// codes out for good).
-    fn used_elsewhere(&self, steps: &[UsedTotpStep]) -> Result<u32, ServiceError> {
+    fn used_elsewhere(&self, b: &Blocking, steps: &[UsedTotpStep]) -> Result<u32, ServiceError> {
         let policy = self.policy();
         let step_ms = (policy.totp.step.as_millis() as u64).max(1);
         let now_step = (utc_now().unix_millis().max(0) as u64) / step_ms;
         let latest = now_step + u64::from(policy.totp.skew_steps);
-        let mut store = self.store();
+        let mut store = self.store(b);
         let tx = store.write()?;
         let mut taken = 0;
         for used in steps {
@@ -262,9 +263,9 @@ impl Service {
 
     /// The collector holds another entry under `seq` than this log's: this one is not
     /// delivered. Recorded and audited once per seq.
-    fn collector_conflict(&self, seq: u64) -> Result<(), ServiceError> {
+    fn collector_conflict(&self, b: &Blocking, seq: u64) -> Result<(), ServiceError> {
         let (new, kind) = {
-            let store = self.store();
+            let store = self.store(b);
             let new = store.record_conflict(seq, utc_now())?;
             let kind = store
                 .entries_after(seq.saturating_sub(1), 1)?
@@ -290,14 +291,15 @@ impl Service {
             if let Some(kind) = kind {
                 draft = draft.detail("entry_kind", kind.as_str());
             }
-            self.audit(draft)?;
+            self.audit(b, draft)?;
         }
         Ok(())
     }
 
     /// The collector says this log's chain breaks at `seq`.
-    fn collector_found_chain_break(&self, seq: u64) -> Result<u64, ServiceError> {
+    fn collector_found_chain_break(&self, b: &Blocking, seq: u64) -> Result<u64, ServiceError> {
         self.audit(
+            b,
             self.draft(AuditKind::SyncGap, None)
                 .detail("what", "the collector found this log's chain broken")
                 .detail("seq", seq)
@@ -306,8 +308,9 @@ impl Service {
     }
 
     /// The unsent backlog crossed the policy's threshold.
-    fn sync_backlog(&self, unsent: u64, threshold: u64) -> Result<u64, ServiceError> {
+    fn sync_backlog(&self, b: &Blocking, unsent: u64, threshold: u64) -> Result<u64, ServiceError> {
         self.audit(
+            b,
             self.draft(AuditKind::SyncBacklog, None)
                 .detail("unsent", unsent)
                 .detail("threshold", threshold)

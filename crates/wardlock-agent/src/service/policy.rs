@@ -9,7 +9,7 @@ use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::policy::ValidPolicy;
 
 use super::{
-    policy_problems, utc_now, CentralOutcome, Layers, Service, ServiceError, META_CENTRAL,
+    policy_problems, utc_now, Blocking, CentralOutcome, Layers, Service, ServiceError, META_CENTRAL,
     META_CENTRAL_SERIAL, META_POLICY_HASH, META_POLICY_TEXT,
 };
 use crate::central;
@@ -19,7 +19,7 @@ use wardlock_store::store::Store;
 impl Service {
     /// Reads the machine policy file again. A bad one is refused and audited and the
     /// policy in force stays; a good, changed one is applied, audited and pushed.
-    pub fn reload_policy(&self) -> Result<bool, ServiceError> {
+    pub fn reload_policy(&self, b: &Blocking) -> Result<bool, ServiceError> {
         let source = self.config.policy.display().to_string();
         let text = match std::fs::read_to_string(&self.config.policy) {
             Ok(text) => Ok(text),
@@ -41,7 +41,7 @@ impl Service {
         });
         match composed {
             Ok((policy, layers)) => {
-                let mut store = self.store();
+                let mut store = self.store(b);
                 let tx = store.write()?;
                 tx.set_meta(META_POLICY_TEXT, &layers.machine_text)?;
                 if layers.central.is_none() {
@@ -49,10 +49,11 @@ impl Service {
                 }
                 tx.commit()?;
                 drop(store);
-                self.apply(policy, layers, &source, None)
+                self.apply(b, policy, layers, &source, None)
             }
             Err(why) => {
                 self.audit(
+                    b,
                     self.draft(AuditKind::PolicyRefused, None)
                         .detail("source", &source)
                         .detail("why", policy_problems(&why))
@@ -66,12 +67,12 @@ impl Service {
     /// A central policy from the collector: checked against the machine policy and the
     /// serial in force; applied and audited, or refused and audited (the policy in
     /// force stays).
-    pub fn apply_central(&self, envelope: &str) -> Result<CentralOutcome, ServiceError> {
+    pub fn apply_central(&self, b: &Blocking, envelope: &str) -> Result<CentralOutcome, ServiceError> {
         let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let source = self.config.policy.display().to_string();
         // The highest serial ever applied, even when that policy is no longer in force
         // (its key was since removed): an older one must not come back by replay.
-        let high_water = self.store().meta(META_CENTRAL_SERIAL)?.and_then(|v| v.parse::<u64>().ok());
+        let high_water = self.store(b).meta(META_CENTRAL_SERIAL)?.and_then(|v| v.parse::<u64>().ok());
         let newer_than = layers.central.as_ref().map(|c| c.serial).max(high_water);
         let checked =
             central::compose(self.config.base_policy.as_deref(), &source, &layers.machine_text, None)
@@ -91,13 +92,14 @@ impl Service {
             Ok((policy, central)) => {
                 let serial = central.serial;
                 {
-                    let store = self.store();
+                    let store = self.store(b);
                     store.set_meta(META_CENTRAL, &central.envelope)?;
                     store.set_meta(META_CENTRAL_SERIAL, &serial.to_string())?;
                 }
                 let key_id = central.key_id.clone();
                 let layers = Layers { machine_text: layers.machine_text, central: Some(central) };
                 self.apply(
+                    b,
                     policy,
                     layers,
                     &format!("collector (serial {serial}, key {key_id})"),
@@ -107,6 +109,7 @@ impl Service {
             }
             Err(why) => {
                 self.audit(
+                    b,
                     self.draft(AuditKind::PolicyRefused, None)
                         .detail("source", "collector")
                         .detail("why", policy_problems(&why))
@@ -130,6 +133,7 @@ impl Service {
 
     fn apply(
         &self,
+        b: &Blocking,
         policy: ValidPolicy,
         layers: Layers,
         source: &str,
@@ -140,7 +144,7 @@ impl Service {
             return Ok(false);
         }
         let hash = policy.hash();
-        let mut store = self.store();
+        let mut store = self.store(b);
         let mut tx = store.write()?;
         let mut d =
             AuditDraft::new(utc_now(), AuditKind::PolicyApplied).policy_hash(&hash).detail("source", source);

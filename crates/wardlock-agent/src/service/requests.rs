@@ -9,7 +9,7 @@ use wardlock_core::protocol::local::{
 };
 use wardlock_core::supervision::{ConnectionId, Grant, Input};
 
-use super::{Approval, Enrollment, Service, ServiceError};
+use super::{blocking, Approval, Enrollment, Service, ServiceError};
 use crate::peer::Peer;
 
 /// Who may make a request.
@@ -110,12 +110,6 @@ pub enum Answer {
     },
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Worker(e.to_string()))?
-}
-
 impl Service {
     /// Answers one request of `client` as [`rule_for`] allows (what the request spends of
     /// the connection's own budget is the connection's to count). `Err(NotAllowed)` is an
@@ -132,7 +126,7 @@ impl Service {
         }
         if rule.recheck_guard && client.guard.is_some() {
             let (service, peer) = (self.clone(), client.peer.clone());
-            match blocking(move || Ok(service.recheck_guard(&peer))).await {
+            match blocking(move |b| Ok(service.recheck_guard(b, &peer))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => {
                     let message = format!("no longer the installed guard: {why}");
@@ -165,7 +159,7 @@ impl Service {
             Request::Status {} => Response::Status(self.status().await?),
             Request::Unlock(unlock) => {
                 let clinician = self.clinician_for(client).await?;
-                let reply = blocking(move || service.unlock(unlock, &peer, role, clinician)).await?;
+                let reply = blocking(move |b| service.unlock(b, unlock, &peer, role, clinician)).await?;
                 if let UnlockReply::Granted { user, .. } = &reply {
                     let grant = Grant::Unlock { user: user.clone() };
                     self.supervisor.tell(Input::Granted { role, account, grant }).await;
@@ -174,7 +168,7 @@ impl Service {
             }
             Request::SignOut(request) => {
                 let clinician = self.clinician_for(client).await?;
-                let reply = blocking(move || service.sign_out(request, &peer, clinician)).await?;
+                let reply = blocking(move |b| service.sign_out(b, request, &peer, clinician)).await?;
                 if let UnlockReply::Granted { user, .. } = &reply {
                     let grant = Grant::SignOut { user: user.clone() };
                     self.supervisor.tell(Input::Granted { role, account, grant }).await;
@@ -183,7 +177,7 @@ impl Service {
             }
             Request::Hold(request) => {
                 let session = self.supervisor.view(&account).await?;
-                let reply = blocking(move || service.hold(request, &peer, &session)).await?;
+                let reply = blocking(move |b| service.hold(b, request, &peer, &session)).await?;
                 if let HoldReply::Granted { user, in_a_row, .. } = &reply {
                     let grant = Grant::Hold { user: user.clone(), in_a_row: *in_a_row };
                     self.supervisor.tell(Input::Granted { role, account, grant }).await;
@@ -192,7 +186,7 @@ impl Service {
             }
             Request::Quit(creds) => {
                 let admin = creds.user.clone();
-                match blocking(move || service.approve(creds, "quit", &peer, role)).await? {
+                match blocking(move |b| service.approve(b, creds, "quit", &peer, role)).await? {
                     Approval::Granted => {
                         if let Some(guard) = client.guard {
                             self.supervisor.tell(Input::QuitApproved { conn: guard.conn, by: admin }).await;
@@ -214,8 +208,8 @@ impl Service {
             }
             Request::Enroll(step) => {
                 let mut enrollment = client.enrollment.take();
-                let (reply, enrollment) = blocking(move || {
-                    let reply = service.enroll(&mut enrollment, step, &peer, role);
+                let (reply, enrollment) = blocking(move |b| {
+                    let reply = service.enroll(b, &mut enrollment, step, &peer, role);
                     Ok((reply, enrollment))
                 })
                 .await?;

@@ -221,11 +221,11 @@ impl Service {
                 Effect::Persist { account, locked } => {
                     let service = self.clone();
                     let key = format!("{META_SESSION_LOCKED}{account}");
-                    let written = tokio::task::spawn_blocking(move || {
-                        service.store().set_meta(&key, if locked { "1" } else { "0" })
+                    let written = super::blocking(move |b| {
+                        Ok(service.store(b).set_meta(&key, if locked { "1" } else { "0" })?)
                     })
                     .await;
-                    if !matches!(written, Ok(Ok(()))) {
+                    if written.is_err() {
                         tracing::error!(
                             event = "lock_state_unsaved",
                             account,
@@ -334,9 +334,7 @@ impl Service {
 
     pub(super) async fn audit_async(self: &Arc<Self>, draft: AuditDraft) -> Result<u64, ServiceError> {
         let service = self.clone();
-        tokio::task::spawn_blocking(move || service.audit(draft))
-            .await
-            .map_err(|e| ServiceError::Worker(e.to_string()))?
+        super::blocking(move |b| service.audit(b, draft)).await
     }
 }
 

@@ -7,7 +7,7 @@ use wardlock_core::audit::AuditKind;
 use wardlock_core::protocol::local::{AdminCredentials, ClientRole, HoldReply, UnlockReply, UnlockRequest};
 use wardlock_core::unlock::{Attempt, GrantMethod, Outcome, RefusalReason};
 
-use super::{ceil_secs, utc_now, Approval, Service, ServiceError};
+use super::{ceil_secs, utc_now, Approval, Blocking, Service, ServiceError};
 use crate::peer::Peer;
 use crate::throttle::Admission;
 use wardlock_store::auth::{AuthError, Context, HoldCheck, Purpose};
@@ -15,12 +15,12 @@ use wardlock_store::secrets::SecretError;
 
 impl Service {
     /// Takes one attempt from `role`'s budget; audits what was refused unheard before it.
-    fn admit(&self, role: ClientRole) -> Result<Option<u64>, ServiceError> {
+    fn admit(&self, b: &Blocking, role: ClientRole) -> Result<Option<u64>, ServiceError> {
         let admission = self.budgets.lock().unwrap_or_else(|p| p.into_inner()).of(role).admit(Instant::now());
         match admission {
             Admission::Admit { suppressed_before } => {
                 if suppressed_before > 0 {
-                    self.audit_suppressed(role, suppressed_before)?;
+                    self.audit_suppressed(b, role, suppressed_before)?;
                 }
                 Ok(None)
             }
@@ -28,9 +28,15 @@ impl Service {
         }
     }
 
-    pub(super) fn audit_suppressed(&self, role: ClientRole, count: u64) -> Result<(), ServiceError> {
+    pub(super) fn audit_suppressed(
+        &self,
+        b: &Blocking,
+        role: ClientRole,
+        count: u64,
+    ) -> Result<(), ServiceError> {
         let per_minute = self.policy().service.max_attempts_per_minute;
         self.audit(
+            b,
             self.draft(AuditKind::AttemptsRateLimited, None)
                 .detail("count", count)
                 .detail("limit_per_minute", per_minute)
@@ -45,6 +51,7 @@ impl Service {
     /// (`service.tool_unlock`), never for break-glass.
     pub(super) fn unlock(
         &self,
+        b: &Blocking,
         request: UnlockRequest,
         peer: &Peer,
         role: ClientRole,
@@ -62,7 +69,7 @@ impl Service {
                 return Err(ServiceError::NotAllowed("break-glass is for the lock screen only".into()));
             }
         }
-        match self.clinician_attempt(request, Purpose::Unlock, peer, role, clinician)? {
+        match self.clinician_attempt(b, request, Purpose::Unlock, peer, role, clinician)? {
             Ok((user, result)) => Ok(unlock_reply(user, result)),
             Err(refused) => Ok(refused),
         }
@@ -72,11 +79,12 @@ impl Service {
     /// `signed_out`; the session stays locked and is no longer the clinician's.
     pub(super) fn sign_out(
         &self,
+        b: &Blocking,
         request: UnlockRequest,
         peer: &Peer,
         clinician: Option<String>,
     ) -> Result<UnlockReply, ServiceError> {
-        match self.clinician_attempt(request, Purpose::SignOut, peer, ClientRole::Guard, clinician)? {
+        match self.clinician_attempt(b, request, Purpose::SignOut, peer, ClientRole::Guard, clinician)? {
             Ok((user, result)) => Ok(unlock_reply(user, result)),
             Err(refused) => Ok(refused),
         }
@@ -87,6 +95,7 @@ impl Service {
     /// together as `hold_started` or `hold_refused`. A refused hold leaves the session locked.
     pub(super) fn hold(
         &self,
+        b: &Blocking,
         request: UnlockRequest,
         peer: &Peer,
         session: &super::SessionView,
@@ -103,6 +112,7 @@ impl Service {
         };
         let clinician = session.clinician.clone();
         let (user, result) = match self.clinician_attempt(
+            b,
             request,
             Purpose::Hold(check),
             peer,
@@ -139,13 +149,14 @@ impl Service {
     /// `Err`: the answer already, a refusal.
     fn clinician_attempt(
         &self,
+        b: &Blocking,
         request: UnlockRequest,
         purpose: Purpose,
         peer: &Peer,
         role: ClientRole,
         clinician: Option<String>,
     ) -> Result<Result<(String, wardlock_store::auth::UnlockResult), UnlockReply>, ServiceError> {
-        if let Some(retry) = self.admit(role)? {
+        if let Some(retry) = self.admit(b, role)? {
             return Ok(Err(UnlockReply::Refused {
                 attempts_left: 0,
                 retry_after_secs: Some(retry),
@@ -168,20 +179,21 @@ impl Service {
             session_user,
             via_tool: role == ClientRole::Tool,
         };
-        Ok(self.attempt(&attempt, purpose, &context)?.map(|result| (attempt.user_id, result)))
+        Ok(self.attempt(b, &attempt, purpose, &context)?.map(|result| (attempt.user_id, result)))
     }
 
     /// Runs one attempt; a sealed seed that will not open is audited as tampering and
     /// answered as a plain refusal.
     fn attempt(
         &self,
+        b: &Blocking,
         attempt: &Attempt,
         purpose: Purpose,
         context: &Context,
     ) -> Result<Result<wardlock_store::auth::UnlockResult, UnlockReply>, ServiceError> {
         let policy = self.policy();
         let outcome = {
-            let mut store = self.store();
+            let mut store = self.store(b);
             wardlock_store::auth::attempt_unlock(
                 &mut store,
                 &self.key,
@@ -197,6 +209,7 @@ impl Service {
             Ok(result) => Ok(Ok(result)),
             Err(AuthError::Secret(SecretError::Unseal)) | Err(AuthError::BadCredentialRecord { .. }) => {
                 self.audit(
+                    b,
                     self.draft(AuditKind::TamperDetected, None)
                         .user(&attempt.user_id)
                         .os_account(context.os_account.clone())
@@ -217,12 +230,13 @@ impl Service {
     /// unlock; only the role `admin` passes).
     pub(super) fn approve(
         &self,
+        b: &Blocking,
         creds: AdminCredentials,
         action: &'static str,
         peer: &Peer,
         role: ClientRole,
     ) -> Result<Approval, ServiceError> {
-        if let Some(retry) = self.admit(role)? {
+        if let Some(retry) = self.admit(b, role)? {
             return Ok(Approval::Refused { attempts_left: 0, retry_after_secs: Some(retry) });
         }
         let attempt =
@@ -232,7 +246,7 @@ impl Service {
             session_user: None,
             via_tool: role == ClientRole::Tool,
         };
-        Ok(match self.attempt(&attempt, Purpose::AdminApproval { action }, &context)? {
+        Ok(match self.attempt(b, &attempt, Purpose::AdminApproval { action }, &context)? {
             Ok(wardlock_store::auth::UnlockResult { outcome: Outcome::Granted { .. }, .. }) => {
                 Approval::Granted
             }
