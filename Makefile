@@ -27,6 +27,9 @@ ui: setup
 check: setup ui
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	# Licences, sources and duplicate versions (deny.toml); the architecture test with it.
+	cargo deny --locked check licenses bans sources
+	cargo test --locked -p wardlock-e2e --test architecture
 
 # Benchmarks; results go into docs/benchmarks.md by hand, with the machine they ran on.
 bench: ui

@@ -71,6 +71,12 @@ if ! command -v tauri-driver >/dev/null; then
   cargo install tauri-driver --version 2.1.0 --locked --quiet
 fi
 
+# Licences, sources and duplicates of every dependency, checked by `make check` (pinned).
+if ! cargo deny --version 2>/dev/null | grep -q "^cargo-deny 0.20.2"; then
+  echo "setup: installing cargo-deny 0.20.2 (cargo install; a few minutes, once)"
+  cargo install cargo-deny --version 0.20.2 --locked --quiet
+fi
+
 # Again whenever the lock file changed since the last install (the stamp is a copy of it).
 if [ -f ui/package-lock.json ] && ! cmp -s ui/package-lock.json ui/node_modules/.wardlock-installed; then
   echo "setup: installing the front end's packages"
