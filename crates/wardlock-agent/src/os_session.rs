@@ -36,7 +36,7 @@ pub trait OsSessions: Send + Sync + std::fmt::Debug {
 
 /// The platform's sessions: systemd-logind.
 pub fn platform() -> Box<dyn OsSessions> {
-    Box::new(logind::Logind)
+    Box::new(logind::Logind::default())
 }
 
 pub mod logind {
@@ -79,8 +79,12 @@ pub mod logind {
         fn kind(&self) -> zbus::Result<String>;
     }
 
-    #[derive(Debug)]
-    pub struct Logind;
+    /// logind on one system-bus connection, made at first use and made again after a
+    /// call fails on it (the bus restarted, the connection broke): not one per call.
+    #[derive(Debug, Default)]
+    pub struct Logind {
+        bus: tokio::sync::Mutex<Option<zbus::Connection>>,
+    }
 
     fn logind(e: zbus::Error) -> String {
         format!("logind: {e}")
@@ -91,12 +95,33 @@ pub mod logind {
         SessionProxy::builder(bus).path(path.to_owned())?.cache_properties(CacheProperties::No).build().await
     }
 
+    impl Logind {
+        async fn bus(&self) -> Result<zbus::Connection, String> {
+            let mut cached = self.bus.lock().await;
+            if let Some(bus) = cached.as_ref() {
+                return Ok(bus.clone());
+            }
+            let bus = zbus::Connection::system().await.map_err(logind)?;
+            *cached = Some(bus.clone());
+            Ok(bus)
+        }
+
+        /// A call on the cached connection; a failure drops it, so the next call connects
+        /// afresh.
+        async fn call<T>(&self, result: zbus::Result<T>) -> Result<T, String> {
+            if result.is_err() {
+                *self.bus.lock().await = None;
+            }
+            result.map_err(logind)
+        }
+    }
+
     impl OsSessions for Logind {
         fn active_sessions(&self) -> OsFuture<'_, Vec<ActiveSession>> {
             Box::pin(async move {
-                let bus = zbus::Connection::system().await.map_err(logind)?;
+                let bus = self.bus().await?;
                 let listed =
-                    ManagerProxy::new(&bus).await.map_err(logind)?.list_sessions().await.map_err(logind)?;
+                    self.call(async { ManagerProxy::new(&bus).await?.list_sessions().await }.await).await?;
                 let mut active = Vec::new();
                 for (_id, uid, account, _seat, path) in listed {
                     let Ok(session) = session(&bus, path.as_str()).await else { continue };
@@ -112,29 +137,26 @@ pub mod logind {
 
         fn session_of(&self, pid: u32) -> OsFuture<'_, String> {
             Box::pin(async move {
-                let bus = zbus::Connection::system().await.map_err(logind)?;
-                let manager = ManagerProxy::new(&bus).await.map_err(logind)?;
-                let path = manager.get_session_by_pid(pid).await.map_err(logind)?;
+                let bus = self.bus().await?;
+                let path = self
+                    .call(async { ManagerProxy::new(&bus).await?.get_session_by_pid(pid).await }.await)
+                    .await?;
                 Ok(path.as_str().to_owned())
             })
         }
 
         fn request_lock(&self, target: Option<String>) -> OsFuture<'_, String> {
             Box::pin(async move {
-                let bus = zbus::Connection::system().await.map_err(logind)?;
+                let bus = self.bus().await?;
                 match target {
                     Some(path) => {
-                        session(&bus, &path).await.map_err(logind)?.lock().await.map_err(logind)?;
+                        self.call(async { session(&bus, &path).await?.lock().await }.await).await?;
                         Ok(format!("session {path}"))
                     }
                     None => {
                         // Not knowing which session is no reason to lock none.
-                        ManagerProxy::new(&bus)
-                            .await
-                            .map_err(logind)?
-                            .lock_sessions()
-                            .await
-                            .map_err(logind)?;
+                        self.call(async { ManagerProxy::new(&bus).await?.lock_sessions().await }.await)
+                            .await?;
                         Ok("all sessions".to_owned())
                     }
                 }
@@ -143,26 +165,22 @@ pub mod logind {
 
         fn locked_hint(&self, path: String) -> OsFuture<'_, bool> {
             Box::pin(async move {
-                let bus = zbus::Connection::system().await.map_err(logind)?;
-                session(&bus, &path).await.map_err(logind)?.locked_hint().await.map_err(logind)
+                let bus = self.bus().await?;
+                self.call(async { session(&bus, &path).await?.locked_hint().await }.await).await
             })
         }
 
         fn terminate(&self, target: Option<String>, uid: u32) -> OsFuture<'_, String> {
             Box::pin(async move {
-                let bus = zbus::Connection::system().await.map_err(logind)?;
+                let bus = self.bus().await?;
                 match target {
                     Some(path) => {
-                        session(&bus, &path).await.map_err(logind)?.terminate().await.map_err(logind)?;
+                        self.call(async { session(&bus, &path).await?.terminate().await }.await).await?;
                         Ok(format!("session {path}"))
                     }
                     None => {
-                        ManagerProxy::new(&bus)
-                            .await
-                            .map_err(logind)?
-                            .terminate_user(uid)
-                            .await
-                            .map_err(logind)?;
+                        self.call(async { ManagerProxy::new(&bus).await?.terminate_user(uid).await }.await)
+                            .await?;
                         Ok(format!("every session of uid {uid}"))
                     }
                 }
