@@ -96,94 +96,124 @@ pub mod logind {
     }
 
     impl Logind {
-        async fn bus(&self) -> Result<zbus::Connection, String> {
+        async fn bus(&self) -> Result<(zbus::Connection, bool), String> {
             let mut cached = self.bus.lock().await;
             if let Some(bus) = cached.as_ref() {
-                return Ok(bus.clone());
+                return Ok((bus.clone(), true));
             }
             let bus = zbus::Connection::system().await.map_err(logind)?;
             *cached = Some(bus.clone());
-            Ok(bus)
+            Ok((bus, false))
         }
 
-        /// A call on the cached connection; a failure drops it, so the next call connects
-        /// afresh.
-        async fn call<T>(&self, result: zbus::Result<T>) -> Result<T, String> {
-            if result.is_err() {
-                *self.bus.lock().await = None;
+        /// `call` on the cached connection. When it fails there, the connection is
+        /// dropped and the call made once more on a new one (the bus may have restarted
+        /// under it); a failure on a new connection is the answer.
+        async fn with_bus<T, F, Fut>(&self, call: F) -> Result<T, String>
+        where
+            F: Fn(zbus::Connection) -> Fut,
+            Fut: std::future::Future<Output = zbus::Result<T>>,
+        {
+            let (bus, cached) = self.bus().await?;
+            match call(bus).await {
+                Ok(answer) => Ok(answer),
+                Err(e) => {
+                    *self.bus.lock().await = None;
+                    if !cached {
+                        return Err(logind(e));
+                    }
+                    let (bus, _) = self.bus().await?;
+                    let retried = call(bus).await;
+                    if retried.is_err() {
+                        *self.bus.lock().await = None;
+                    }
+                    retried.map_err(logind)
+                }
             }
-            result.map_err(logind)
         }
     }
 
     impl OsSessions for Logind {
         fn active_sessions(&self) -> OsFuture<'_, Vec<ActiveSession>> {
             Box::pin(async move {
-                let bus = self.bus().await?;
-                let listed =
-                    self.call(async { ManagerProxy::new(&bus).await?.list_sessions().await }.await).await?;
-                let mut active = Vec::new();
-                for (_id, uid, account, _seat, path) in listed {
-                    let Ok(session) = session(&bus, path.as_str()).await else { continue };
-                    let graphical = matches!(session.kind().await.as_deref(), Ok("x11" | "wayland" | "mir"));
-                    let user = session.class().await.as_deref() == Ok("user");
-                    if graphical && user && session.active().await == Ok(true) {
-                        active.push(ActiveSession { path: path.as_str().to_owned(), uid, account });
+                self.with_bus(|bus| async move {
+                    let listed = ManagerProxy::new(&bus).await?.list_sessions().await?;
+                    let mut active = Vec::new();
+                    for (_id, uid, account, _seat, path) in listed {
+                        let Ok(session) = session(&bus, path.as_str()).await else { continue };
+                        let graphical =
+                            matches!(session.kind().await.as_deref(), Ok("x11" | "wayland" | "mir"));
+                        let user = session.class().await.as_deref() == Ok("user");
+                        if graphical && user && session.active().await == Ok(true) {
+                            active.push(ActiveSession { path: path.as_str().to_owned(), uid, account });
+                        }
                     }
-                }
-                Ok(active)
+                    Ok(active)
+                })
+                .await
             })
         }
 
         fn session_of(&self, pid: u32) -> OsFuture<'_, String> {
             Box::pin(async move {
-                let bus = self.bus().await?;
-                let path = self
-                    .call(async { ManagerProxy::new(&bus).await?.get_session_by_pid(pid).await }.await)
-                    .await?;
-                Ok(path.as_str().to_owned())
+                self.with_bus(|bus| async move {
+                    let path = ManagerProxy::new(&bus).await?.get_session_by_pid(pid).await?;
+                    Ok(path.as_str().to_owned())
+                })
+                .await
             })
         }
 
         fn request_lock(&self, target: Option<String>) -> OsFuture<'_, String> {
             Box::pin(async move {
-                let bus = self.bus().await?;
-                match target {
-                    Some(path) => {
-                        self.call(async { session(&bus, &path).await?.lock().await }.await).await?;
-                        Ok(format!("session {path}"))
+                self.with_bus(|bus| {
+                    let target = target.clone();
+                    async move {
+                        match target {
+                            Some(path) => {
+                                session(&bus, &path).await?.lock().await?;
+                                Ok(format!("session {path}"))
+                            }
+                            None => {
+                                // Not knowing which session is no reason to lock none.
+                                ManagerProxy::new(&bus).await?.lock_sessions().await?;
+                                Ok("all sessions".to_owned())
+                            }
+                        }
                     }
-                    None => {
-                        // Not knowing which session is no reason to lock none.
-                        self.call(async { ManagerProxy::new(&bus).await?.lock_sessions().await }.await)
-                            .await?;
-                        Ok("all sessions".to_owned())
-                    }
-                }
+                })
+                .await
             })
         }
 
         fn locked_hint(&self, path: String) -> OsFuture<'_, bool> {
             Box::pin(async move {
-                let bus = self.bus().await?;
-                self.call(async { session(&bus, &path).await?.locked_hint().await }.await).await
+                self.with_bus(|bus| {
+                    let path = path.clone();
+                    async move { session(&bus, &path).await?.locked_hint().await }
+                })
+                .await
             })
         }
 
         fn terminate(&self, target: Option<String>, uid: u32) -> OsFuture<'_, String> {
             Box::pin(async move {
-                let bus = self.bus().await?;
-                match target {
-                    Some(path) => {
-                        self.call(async { session(&bus, &path).await?.terminate().await }.await).await?;
-                        Ok(format!("session {path}"))
+                self.with_bus(|bus| {
+                    let target = target.clone();
+                    async move {
+                        match target {
+                            Some(path) => {
+                                session(&bus, &path).await?.terminate().await?;
+                                Ok(format!("session {path}"))
+                            }
+                            None => {
+                                ManagerProxy::new(&bus).await?.terminate_user(uid).await?;
+                                Ok(format!("every session of uid {uid}"))
+                            }
+                        }
                     }
-                    None => {
-                        self.call(async { ManagerProxy::new(&bus).await?.terminate_user(uid).await }.await)
-                            .await?;
-                        Ok(format!("every session of uid {uid}"))
-                    }
-                }
+                })
+                .await
             })
         }
     }

@@ -31,8 +31,13 @@ struct FakeLogind {
     address: String,
     calls: mpsc::Receiver<Call>,
     session_leader: Arc<Mutex<Child>>,
-    _runtime: tokio::runtime::Runtime,
-    _connection: zbus::Connection,
+    runtime: tokio::runtime::Runtime,
+    connection: zbus::Connection,
+    /// What a restarted bus needs to serve the same logind again.
+    socket: std::path::PathBuf,
+    tx: mpsc::Sender<Call>,
+    locked: Arc<AtomicBool>,
+    listed: bool,
 }
 
 struct Manager {
@@ -115,15 +120,8 @@ impl FakeLogind {
     }
 
     fn start_listed(dir: &std::path::Path, listed: bool) -> Self {
-        let mut bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
-            .arg(format!("--address=unix:path={}", dir.join("system_bus").display()))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon is needed (apt-get install dbus; `make setup` does it)");
-        let mut address = String::new();
-        BufReader::new(bus.stdout.take().unwrap()).read_line(&mut address).unwrap();
-        let address = address.trim().to_owned();
+        let socket = dir.join("system_bus");
+        let (bus, address) = Self::bus_daemon(&socket);
         // The user's desktop session: a process group with a "chart" in it.
         let leader = Command::new("sh")
             .args(["-c", "sleep 600 & wait"])
@@ -136,22 +134,61 @@ impl FakeLogind {
         let leader = Arc::new(Mutex::new(leader));
         let (tx, calls) = mpsc::channel();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let session =
-            Session { calls: tx.clone(), leader: leader.clone(), locked: Arc::new(AtomicBool::new(false)) };
-        let connection = runtime.block_on(async {
-            zbus::connection::Builder::address(address.as_str())
+        let locked = Arc::new(AtomicBool::new(false));
+        let connection = Self::serve(&runtime, &address, &tx, &leader, &locked, listed);
+        Self { bus, address, calls, session_leader: leader, runtime, connection, socket, tx, locked, listed }
+    }
+
+    fn bus_daemon(socket: &std::path::Path) -> (Child, String) {
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon is needed (apt-get install dbus; `make setup` does it)");
+        let mut address = String::new();
+        BufReader::new(bus.stdout.take().unwrap()).read_line(&mut address).unwrap();
+        // Without the bus's guid, as the system bus's well-known address is: a bus
+        // restarted at the same path is the same address.
+        let address = address.trim().split(",guid=").next().unwrap().to_owned();
+        (bus, address)
+    }
+
+    fn serve(
+        runtime: &tokio::runtime::Runtime,
+        address: &str,
+        tx: &mpsc::Sender<Call>,
+        leader: &Arc<Mutex<Child>>,
+        locked: &Arc<AtomicBool>,
+        listed: bool,
+    ) -> zbus::Connection {
+        let session = Session { calls: tx.clone(), leader: leader.clone(), locked: locked.clone() };
+        runtime.block_on(async {
+            zbus::connection::Builder::address(address)
                 .unwrap()
                 .name("org.freedesktop.login1")
                 .unwrap()
-                .serve_at("/org/freedesktop/login1", Manager { calls: tx, listed })
+                .serve_at("/org/freedesktop/login1", Manager { calls: tx.clone(), listed })
                 .unwrap()
                 .serve_at(SESSION, session)
                 .unwrap()
                 .build()
                 .await
                 .unwrap()
-        });
-        Self { bus, address, calls, session_leader: leader, _runtime: runtime, _connection: connection }
+        })
+    }
+
+    /// The system bus goes down and comes back at the same address (a D-Bus restart):
+    /// every connection to the old one is broken.
+    fn restart_bus(&mut self) {
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        let (bus, address) = Self::bus_daemon(&self.socket);
+        self.bus = bus;
+        assert_eq!(address, self.address, "the bus came back elsewhere");
+        self.connection =
+            Self::serve(&self.runtime, &address, &self.tx, &self.session_leader, &self.locked, self.listed);
     }
 
     fn next_call(&self) -> Call {
@@ -207,6 +244,21 @@ fn ladder(d: &Daemon) -> Vec<String> {
 
 fn escalations_active(d: &Daemon) -> u64 {
     d.client("tool").request(json!({"type": "status"}))["escalations_active"].as_u64().unwrap()
+}
+
+#[test]
+fn a_system_bus_restarted_under_the_service_is_reached_on_a_new_connection() {
+    let (d, mut logind) = daemon_with_logind(&policy("logoff"));
+    // The guard's hello looks its session up: the service now holds a bus connection.
+    let guard = d.client("guard");
+    logind.restart_bus();
+    drop(guard);
+    assert_eq!(logind.next_call(), Call::Lock(SESSION.into()), "the lock request reached the new bus");
+    assert_eq!(logind.next_call(), Call::Terminate(SESSION.into()));
+    let requested = d.wait_for_audit("escalation_requested", 1);
+    let request = &requested[0].details["lock_request"];
+    assert!(request.starts_with("sent to session"), "{request}");
+    d.wait_for_audit("session_terminated", 1);
 }
 
 /// Waits until the session's processes are gone; returns how long that took.
