@@ -35,7 +35,7 @@ check: setup ui
 bench: ui
 	@WARDLOCK_SETUP_BENCH=1 bash scripts/setup.sh
 	cargo bench -p wardlock-core --bench core
-	cargo bench -p wardlock-agent --bench store
+	cargo bench -p wardlock-store --bench store
 	cargo bench -p wardlock-agent --bench socket
 	# The collector's intake beside rsyslog on the same events, each its own process: about 2 minutes.
 	cargo bench -p wardlock-collector --bench ingest
