@@ -78,7 +78,9 @@ pub async fn run(service: Arc<Service>, stream: UnixStream, shutdown: watch::Rec
     }
     let mut reader = FrameReader::new(BufReader::new(read), MAX_FRAME_BYTES);
     let end = conn.serve(&mut reader, shutdown).await;
-    if let Some(guard) = conn.client.as_ref().and_then(|c| c.guard) {
+    // A service that stops ends its guards' connections, and its supervisor with them.
+    if let (Some(guard), false) = (conn.client.as_ref().and_then(|c| c.guard), end == Ending::ServiceStopping)
+    {
         conn.service.guard_ended(guard.conn, end).await;
     }
 }

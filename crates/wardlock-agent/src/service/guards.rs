@@ -10,7 +10,7 @@ use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::protocol::local::{ErrorCode, GuardEvent};
 use wardlock_core::supervision::{ConnectionId, Ending, Input, NewGuard, Report};
 
-use super::supervisor::{os_call, pid_text};
+use super::supervisor::{os_call, pid_text, NotAdmitted};
 use super::{client_text, Blocking, Service, ServiceError};
 use crate::peer::{self, Peer};
 use crate::throttle::{Admission, AttemptBudget};
@@ -75,7 +75,11 @@ impl Service {
         };
         match self.supervisor.admit(guard).await.map_err(internal)? {
             Ok(conn) => Ok(conn),
-            Err(busy) => Err(GuardRefusal { code: ErrorCode::Busy, message: busy.to_string() }),
+            Err(NotAdmitted::Busy(message)) => Err(GuardRefusal { code: ErrorCode::Busy, message }),
+            Err(NotAdmitted::Unaudited) => Err(GuardRefusal {
+                code: ErrorCode::Internal,
+                message: "could not audit the guard's start".into(),
+            }),
         }
     }
 

@@ -333,9 +333,11 @@ impl Service {
         let service = self.clone();
         blocking(move |b| {
             let policy = service.policy();
-            let store = service.store(b);
-            let last = store.last_seq()?;
-            let unsent = last.saturating_sub(store.acked_seq()?);
+            let (last, acked) = {
+                let store = service.store(b);
+                (store.last_seq()?, store.acked_seq()?)
+            };
+            let unsent = last.saturating_sub(acked);
             let contact = service.collector.lock().unwrap_or_else(|p| p.into_inner()).clone();
             Ok(ServiceStatus {
                 workstation_id: service.workstation_id.clone(),

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use wardlock_core::audit::{AuditDraft, AuditKind};
 use wardlock_core::clock::MonoTime;
 use wardlock_core::supervision::{
-    ActiveSession, ConnectionId, Effect, Input, NewGuard, Record, Rules, Supervision, TooManyGuards,
+    ActiveSession, ConnectionId, Effect, Ending, Input, NewGuard, Record, Rules, Supervision,
 };
 
 use super::{client_text, Service, ServiceError};
@@ -36,7 +36,7 @@ pub(super) const META_SESSION_LOCKED: &str = "session_locked:";
 enum Command {
     Admit {
         guard: NewGuard,
-        reply: oneshot::Sender<Result<ConnectionId, TooManyGuards>>,
+        reply: oneshot::Sender<Result<ConnectionId, NotAdmitted>>,
     },
     Input(Input),
     View {
@@ -45,6 +45,15 @@ enum Command {
     },
     /// logind's sessions as listed (or why not), before the policy filter.
     Listed(Result<Vec<ActiveSession>, String>),
+}
+
+/// Why the supervisor did not take a guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum NotAdmitted {
+    /// The account has as many guards connected as it may.
+    Busy(String),
+    /// Its start could not be audited: a guard nobody recorded is no guard.
+    Unaudited,
 }
 
 /// What the service needs to know of one account's session to answer a request.
@@ -80,7 +89,7 @@ impl Supervisor {
     pub(super) async fn admit(
         &self,
         guard: NewGuard,
-    ) -> Result<Result<ConnectionId, TooManyGuards>, ServiceError> {
+    ) -> Result<Result<ConnectionId, NotAdmitted>, ServiceError> {
         self.ask(|reply| Command::Admit { guard, reply }).await
     }
 
@@ -128,12 +137,17 @@ impl Service {
             let effects = match command {
                 Command::Admit { guard, reply } => match machine.admit(guard) {
                     Ok((conn, effects)) => {
-                        self.carry_out(effects).await;
-                        let _ = reply.send(Ok(conn));
+                        if self.carry_out(effects).await {
+                            let _ = reply.send(Ok(conn));
+                        } else {
+                            let forget = Input::ConnectionEnded { conn, how: Ending::ServiceStopping };
+                            machine.handle(mono(), rules, forget);
+                            let _ = reply.send(Err(NotAdmitted::Unaudited));
+                        }
                         continue;
                     }
                     Err(refused) => {
-                        let _ = reply.send(Err(refused));
+                        let _ = reply.send(Err(NotAdmitted::Busy(refused.to_string())));
                         continue;
                     }
                 },
@@ -168,6 +182,7 @@ impl Service {
                 }
                 Command::Input(input) => machine.handle(mono(), rules, input),
             };
+            // An entry that could not be written was logged; the steps go on.
             self.carry_out(effects).await;
         }
     }
@@ -206,7 +221,9 @@ impl Service {
 
     /// Carries out the machine's effects in order. Entries and lock state are written
     /// before the next effect; logind calls run in tasks of their own and answer back.
-    async fn carry_out(self: &Arc<Self>, effects: Vec<Effect>) {
+    /// Whether every entry was written.
+    async fn carry_out(self: &Arc<Self>, effects: Vec<Effect>) -> bool {
+        let mut audited = true;
         for effect in effects {
             match effect {
                 Effect::Audit(record) => {
@@ -214,6 +231,7 @@ impl Service {
                     match self.audit_async(draft).await {
                         Ok(_) => log_record(&record),
                         Err(e) => {
+                            audited = false;
                             tracing::error!(event = "audit_failed", error = %e, "could not audit a supervision step")
                         }
                     }
@@ -269,6 +287,7 @@ impl Service {
                 }
             }
         }
+        audited
     }
 
     /// Runs an OS call in a task of its own; what it answers goes back to the supervisor.
