@@ -378,7 +378,7 @@ pub async fn admin_quit(
     }
     match state.link.call(Request::Quit(input.credentials())).await? {
         Response::Quit(QuitReply::Authorized) => {
-            eprintln!("wardlock: quitting with an administrator's approval");
+            tracing::info!(event = "quit_approved", "quitting with an administrator's approval");
             app.exit(0);
             Ok(QuitOutcome::Quitting)
         }

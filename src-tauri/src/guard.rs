@@ -176,7 +176,10 @@ impl GuardLoop {
                 match reading.ignored_synthetic(keeps_awake) {
                     Some(device) if !self.synthetic_reported => {
                         self.synthetic_reported = true;
-                        eprintln!("wardlock: ignoring synthetic input from {device} (lock.synthetic_input_keeps_awake)");
+                        tracing::info!(
+                            event = "synthetic_input_ignored",
+                            "ignoring synthetic input from {device} (lock.synthetic_input_keeps_awake)"
+                        );
                         self.link.report(GuardEvent::SyntheticInputIgnored { device: device.to_owned() });
                     }
                     Some(_) => {}
@@ -204,7 +207,7 @@ impl GuardLoop {
         };
         if changed {
             if let Some(why) = problem {
-                eprintln!("wardlock: idle detection unavailable: {why}");
+                tracing::error!(event = "idle_unavailable", "idle detection unavailable: {why}");
                 self.link.report(GuardEvent::IdleUnavailable { why });
             }
             self.publish();
@@ -295,8 +298,10 @@ impl GuardLoop {
             }
             Command::KeepAwake(on) => {
                 if on != self.keep_awake {
-                    eprintln!(
-                        "wardlock: a keep-awake application {} the focus",
+                    tracing::info!(
+                        event = "keep_awake_focus",
+                        focused = on,
+                        "a keep-awake application {} the focus",
                         if on { "has" } else { "lost" }
                     );
                 }
@@ -348,7 +353,7 @@ impl GuardLoop {
                 self.apply_timings()
             }
             LinkEvent::Disconnected(why) => {
-                eprintln!("wardlock: {why}; retrying");
+                tracing::warn!(event = "retrying", "{why}; retrying");
                 {
                     let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
                     status.service_available = false;
@@ -374,8 +379,11 @@ impl GuardLoop {
             status.idle_timeout_secs = Some(timings.idle_timeout.as_secs());
         }
         let result = if timings != self.guard.timings() {
-            eprintln!(
-                "wardlock: idle timeout {} s, warning {} s ({})",
+            tracing::info!(
+                event = "timings_in_force",
+                idle_timeout_secs = timings.idle_timeout.as_secs(),
+                warning_secs = timings.warning.as_secs(),
+                "idle timeout {} s, warning {} s ({})",
                 timings.idle_timeout.as_secs(),
                 timings.warning.as_secs(),
                 if self.open_apps.is_empty() {

@@ -65,6 +65,16 @@ fn main() {
     std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
     std::env::set_var("GDK_GL", "disable");
     only_the_systems_modules();
+    // Structured lines on standard error (the journal keeps them under the guard's
+    // unit); `WARDLOCK_LOG` filters, `info` by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
     if let Err(e) = run() {
         eprintln!("wardlock: {e:#}");
         std::process::exit(1);
@@ -202,7 +212,7 @@ fn run() -> Result<()> {
             let guard_loop = GuardLoop::new(screen.clone() as Arc<dyn Screen>, link, status, phi);
             tauri::async_runtime::spawn(guard_loop.run(guard_rx, link_rx));
             tauri::async_runtime::spawn(session::watch(guard_tx));
-            eprintln!("wardlock: guarding this session (service socket {})", socket.display());
+            tracing::info!(event = "guarding", "guarding this session (service socket {})", socket.display());
             Ok(())
         })
         .build(tauri::generate_context!())

@@ -29,8 +29,9 @@ trait Session {
 
 pub async fn watch(guard: mpsc::UnboundedSender<Command>) {
     if let Err(e) = watch_logind(&guard).await {
-        eprintln!(
-            "wardlock: session lock and resume events are not available ({e}); idle locking still works"
+        tracing::warn!(
+            event = "session_events_unavailable",
+            "session lock and resume events are not available ({e}); idle locking still works"
         );
     }
 }
@@ -45,8 +46,10 @@ async fn watch_logind(guard: &mpsc::UnboundedSender<Command>) -> zbus::Result<()
         Some(path) => Some(SessionProxy::builder(&bus).path(path)?.build().await?.receive_lock().await?),
         None => None,
     };
-    eprintln!(
-        "wardlock: following logind: lock on resume{}",
+    tracing::info!(
+        event = "following_logind",
+        session_lock = locks.is_some(),
+        "following logind: lock on resume{}",
         if locks.is_some() { " and when the session is locked" } else { " (this process has no session)" }
     );
     loop {

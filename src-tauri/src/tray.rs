@@ -131,7 +131,7 @@ pub fn open_window(app: &AppHandle, label: &str, title: &str, width: f64, height
             });
         }
         Ok(_) => {}
-        Err(e) => eprintln!("wardlock: the {label} window could not be opened: {e}"),
+        Err(e) => tracing::warn!(event = "window_open_failed", "the {label} window could not be opened: {e}"),
     }
 }
 

@@ -91,10 +91,15 @@ impl Phi {
                 let spawned =
                     std::thread::Builder::new().name("wardlock-phi".into()).spawn(move || worker.run(rx));
                 if let Err(e) = spawned {
-                    eprintln!("wardlock: PHI applications cannot be hidden or closed: {e}");
+                    tracing::error!(
+                        event = "phi_unavailable",
+                        "PHI applications cannot be hidden or closed: {e}"
+                    );
                 }
             }
-            Err(e) => eprintln!("wardlock: PHI applications cannot be hidden or closed: {e}"),
+            Err(e) => {
+                tracing::error!(event = "phi_unavailable", "PHI applications cannot be hidden or closed: {e}")
+            }
         }
         phi
     }
@@ -288,7 +293,7 @@ impl Worker {
                 true
             }
             Err(why) => {
-                eprintln!("wardlock: {app} could not be hidden: {why}");
+                tracing::warn!(event = "phi_hide_failed", "{app} could not be hidden: {why}");
                 self.link.report(GuardEvent::PhiAppHideFailed { app: app.to_owned(), why });
                 false
             }
@@ -321,7 +326,10 @@ impl Worker {
             for (w, app) in &windows {
                 if w.on_screen && self.ledger.is_held(w.id) {
                     if let Err(why) = self.windows.hide(w.id) {
-                        eprintln!("wardlock: {app} showed itself again and could not be hidden: {why}");
+                        tracing::warn!(
+                            event = "phi_hide_failed",
+                            "{app} showed itself again and could not be hidden: {why}"
+                        );
                     }
                 }
             }
@@ -345,7 +353,9 @@ impl Worker {
             match step {
                 PhiStep::Restore { window, app, owner } => match self.windows.restore(window) {
                     Ok(()) => self.link.report(GuardEvent::PhiAppRestored { app, owner }),
-                    Err(why) => eprintln!("wardlock: {app} could not be shown again: {why}"),
+                    Err(why) => {
+                        tracing::warn!(event = "phi_restore_failed", "{app} could not be shown again: {why}")
+                    }
                 },
                 PhiStep::Close { window, app, owner, reason } => self.start_close(window, app, owner, reason),
             }
@@ -384,7 +394,11 @@ impl Worker {
         for window in failed {
             if let Some(pos) = self.closing.iter().position(|c| c.window == window) {
                 let c = self.closing.remove(pos);
-                eprintln!("wardlock: {} is still open after WM_DELETE_WINDOW, the grace and SIGTERM", c.app);
+                tracing::warn!(
+                    event = "phi_close_failed",
+                    "{} is still open after WM_DELETE_WINDOW, the grace and SIGTERM",
+                    c.app
+                );
                 self.link.report(GuardEvent::PhiAppCloseFailed {
                     app: c.app,
                     owner: c.owner,
@@ -439,9 +453,9 @@ fn signal(c: &mut Closing) {
             if let Err(e) =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGTERM)
             {
-                eprintln!("wardlock: SIGTERM to {} (pid {pid}) failed: {e}", c.app);
+                tracing::warn!(event = "phi_sigterm_failed", "SIGTERM to {} (pid {pid}) failed: {e}", c.app);
             }
         }
-        None => eprintln!("wardlock: {} names no process that may be signalled", c.app),
+        None => tracing::warn!(event = "phi_no_process", "{} names no process that may be signalled", c.app),
     }
 }

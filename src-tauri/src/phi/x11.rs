@@ -232,7 +232,10 @@ impl PhiWindows for X11Windows {
             return Ok(());
         }
         // No window manager took it (none runs, or it refuses): unmap it ourselves.
-        eprintln!("wardlock: the window manager did not iconify window {id:#x}; unmapping it");
+        tracing::info!(
+            event = "phi_unmapped_directly",
+            "the window manager did not iconify window {id:#x}; unmapping it"
+        );
         self.conn.unmap_window(id).map_err(x)?;
         self.conn.flush().map_err(x)?;
         if self.wait_viewable(id, false) {
@@ -292,7 +295,9 @@ impl PhiWindows for X11Windows {
             let Some(area) = self.frame_area(id) else { continue };
             match self.panel(area) {
                 Ok(panel) => self.panels.push(panel),
-                Err(e) => eprintln!("wardlock: a privacy panel could not be made: {e}"),
+                Err(e) => {
+                    tracing::warn!(event = "privacy_panel_failed", "a privacy panel could not be made: {e}")
+                }
             }
         }
         let _ = self.conn.flush();
@@ -321,7 +326,7 @@ pub fn watch(changed: impl Fn() + Send + 'static) -> Result<(), String> {
             let event = match conn.wait_for_event() {
                 Ok(event) => event,
                 Err(e) => {
-                    eprintln!("wardlock: the PHI window watch lost the display: {e}");
+                    tracing::warn!(event = "phi_watch_lost", "the PHI window watch lost the display: {e}");
                     return;
                 }
             };

@@ -91,7 +91,7 @@ pub fn watch(display: &str, changed: impl Fn() + Send + 'static) -> Result<(), S
                     changed();
                 }
             }
-            eprintln!("wardlock: the monitor watch lost the X display");
+            tracing::warn!(event = "monitor_watch_lost", "the monitor watch lost the X display");
         })
         .map_err(|e| e.to_string())?;
     Ok(())

@@ -115,7 +115,10 @@ fn watch_curtain(app: &AppHandle, window: &gtk::Window, ctx: Ctx) {
     let (unmap_app, unmap_ctx) = (app.clone(), ctx.clone());
     window.connect_unmap_event(move |w, _| {
         if unmap_ctx.is_locked() && in_use(w) {
-            eprintln!("wardlock: a curtain was unmapped by another program; showing it again");
+            tracing::warn!(
+                event = "curtain_unmapped",
+                "a curtain was unmapped by another program; showing it again"
+            );
             let (app, ctx) = (unmap_app.clone(), unmap_ctx.clone());
             // An unmap also comes first when the window is being destroyed; the destroy
             // handler remakes those.
@@ -130,7 +133,10 @@ fn watch_curtain(app: &AppHandle, window: &gtk::Window, ctx: Ctx) {
     let (destroy_app, destroy_ctx) = (app.clone(), ctx);
     window.connect_destroy_event(move |_, _| {
         if destroy_ctx.is_locked() {
-            eprintln!("wardlock: a curtain was destroyed by another program; making it again");
+            tracing::warn!(
+                event = "curtain_destroyed",
+                "a curtain was destroyed by another program; making it again"
+            );
             destroy_ctx.report_failure("a curtain was destroyed by another program".into());
             let (app, ctx) = (destroy_app.clone(), destroy_ctx.clone());
             gtk::glib::idle_add_local_once(move || {
@@ -184,7 +190,7 @@ fn watch_anchor(app: &AppHandle, window: &gtk::Window, ctx: Ctx) {
     let app = app.clone();
     window.connect_grab_broken_event(move |_, _| {
         if ctx.is_locked() {
-            eprintln!("wardlock: the input grab was broken; taking it back");
+            tracing::warn!(event = "grab_taken_back", "the input grab was broken; taking it back");
             regrab(&app, &ctx);
         }
         gtk::glib::Propagation::Proceed
@@ -289,7 +295,7 @@ pub fn watch_monitors(app: &AppHandle, screen: Arc<TauriScreen>) {
     let display = std::env::var("DISPLAY").unwrap_or_default();
     if let Err(why) = platform::randr::watch(&display, relayout.clone()) {
         // Without RandR events, GDK's monitor signals are the next best thing.
-        eprintln!("wardlock: watching monitors through GDK only: {why}");
+        tracing::info!(event = "monitors_through_gdk", "watching monitors through GDK only: {why}");
         if let Some(display) = gtk::gdk::Display::default() {
             let added = relayout.clone();
             display.connect_monitor_added(move |_, _| added());

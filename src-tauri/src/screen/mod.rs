@@ -105,7 +105,7 @@ impl TauriScreen {
         let app = self.app.clone();
         let ctx = self.ctx();
         if let Err(e) = self.app.run_on_main_thread(move || f(&app, ctx)) {
-            eprintln!("wardlock: the window thread is gone: {e}");
+            tracing::error!(event = "window_thread_gone", "the window thread is gone: {e}");
         }
     }
 }
@@ -133,7 +133,7 @@ impl Ctx {
     /// Reports a lock that does not hold (once until it holds again); `wardlockd`
     /// escalates it.
     fn report_failure(&self, what: String) {
-        eprintln!("wardlock: LOCK FAILED: {what}");
+        tracing::error!(event = "lock_failed", "LOCK FAILED: {what}");
         if !self.grab_failed.swap(true, Ordering::SeqCst) {
             self.link.report(GuardEvent::LockFailed { what });
         }
@@ -167,7 +167,7 @@ impl Screen for TauriScreen {
     fn prepare_lock(&self) {
         self.main_thread(|app, ctx| {
             if let Err(e) = page::ensure(app, &ctx) {
-                eprintln!("wardlock: preparing the lock page failed: {e}");
+                tracing::warn!(event = "lock_page_prepare_failed", "preparing the lock page failed: {e}");
             }
         });
     }
@@ -233,12 +233,16 @@ fn harden_keymap(saved: Arc<Mutex<Option<String>>>, locked: Arc<AtomicBool>, lin
         });
         match hardened {
             Ok(Some(removed)) => {
-                eprintln!("wardlock: keymap hardened while locked (took out {})", removed.join(", "));
+                tracing::info!(
+                    event = "keymap_hardened",
+                    "keymap hardened while locked (took out {})",
+                    removed.join(", ")
+                );
                 link.report(GuardEvent::KeymapHardened { actions: removed.join(", ") });
             }
             Ok(None) => {}
             Err(why) => {
-                eprintln!("wardlock: the keymap could not be hardened: {why}");
+                tracing::warn!(event = "keymap_harden_failed", "the keymap could not be hardened: {why}");
                 link.report(GuardEvent::LockFailed {
                     what: format!("the keymap could not be hardened: {why}"),
                 });
@@ -254,7 +258,10 @@ fn restore_keymap(saved: Arc<Mutex<Option<String>>>) {
         let mut saved = saved.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(original) = saved.take() {
             if let Err(why) = crate::keymap::load(&display, &original) {
-                eprintln!("wardlock: the keymap could not be restored after the unlock: {why}");
+                tracing::warn!(
+                    event = "keymap_restore_failed",
+                    "the keymap could not be restored after the unlock: {why}"
+                );
             }
         }
     });

@@ -171,7 +171,10 @@ fn watch_web_process(app: &AppHandle, view: &webkit2gtk::WebView, label: String,
                 _ => "the lock page's web process crashed or was killed".to_owned(),
             }
         };
-        eprintln!("wardlock: {why}; the curtain and the grab stay, building the page again");
+        tracing::warn!(
+            event = "lock_page_rebuilt",
+            "{why}; the curtain and the grab stay, building the page again"
+        );
         let (app, ctx) = (app.clone(), ctx.clone());
         gtk::glib::idle_add_local_once(move || restart(&app, &ctx, why));
     });
@@ -285,8 +288,9 @@ pub(super) fn keep_alive(app: &AppHandle, ctx: &Ctx) {
         None
     });
     if let Some(view) = hung_view {
-        eprintln!(
-            "wardlock: the lock page has not answered for {} s; ending its web process",
+        tracing::warn!(
+            event = "lock_page_hung",
+            "the lock page has not answered for {} s; ending its web process",
             HANG_AFTER.as_secs()
         );
         // Out of the borrow: termination signals `web-process-terminated` at once.
@@ -307,7 +311,7 @@ fn watch_window(app: &AppHandle, window: &gtk::ApplicationWindow, label: String,
     let (app_broken, broken_ctx) = (app.clone(), ctx.clone());
     window.connect_grab_broken_event(move |_, _| {
         if broken_ctx.is_locked() {
-            eprintln!("wardlock: the input grab was broken; taking it back");
+            tracing::warn!(event = "grab_taken_back", "the input grab was broken; taking it back");
             cover::regrab(&app_broken, &broken_ctx);
         }
         gtk::glib::Propagation::Proceed
@@ -347,7 +351,10 @@ fn watch_window(app: &AppHandle, window: &gtk::ApplicationWindow, label: String,
             // it still covers the monitor and the anchor still holds the grab; build the
             // page again, and report the tampering.
             cover::hold_grab(&app_destroyed, &destroyed_ctx);
-            eprintln!("wardlock: the lock page was destroyed by another program; building it again");
+            tracing::warn!(
+                event = "lock_page_destroyed",
+                "the lock page was destroyed by another program; building it again"
+            );
             destroyed_ctx.report_failure("a lock window was destroyed by another program".into());
             let (app, ctx, label) = (app_destroyed.clone(), destroyed_ctx.clone(), destroyed_label.clone());
             gtk::glib::idle_add_local_once(move || {
@@ -356,7 +363,10 @@ fn watch_window(app: &AppHandle, window: &gtk::ApplicationWindow, label: String,
                 }
                 if ctx.is_locked() && self::window(&app).is_none() {
                     if let Err(e) = rebuild(&app, &ctx) {
-                        eprintln!("wardlock: rebuilding the lock page failed: {e}");
+                        tracing::error!(
+                            event = "lock_page_rebuild_failed",
+                            "rebuilding the lock page failed: {e}"
+                        );
                     }
                 }
             });
@@ -368,7 +378,7 @@ fn watch_window(app: &AppHandle, window: &gtk::ApplicationWindow, label: String,
         if ctx.is_locked() && is_current(&label) {
             // Someone unmapped it from outside (XUnmapWindow): map it again.
             cover::hold_grab(&app_unmapped, &ctx);
-            eprintln!("wardlock: the lock page was unmapped; showing it again");
+            tracing::warn!(event = "lock_page_unmapped", "the lock page was unmapped; showing it again");
             let (w, app, ctx) = (w.clone(), app_unmapped.clone(), ctx.clone());
             // An unmap also comes first when the window was destroyed; showing a destroyed
             // window crashes GTK, so check with the X server (the destroy handler rebuilds).

@@ -671,6 +671,18 @@ impl Guard {
         let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text));
         text
     }
+    /// The guard's structured log events named `name` (its `event` field), each line
+    /// with its fields: tests match on names and fields, which are kept stable, never
+    /// on the wording of the message.
+    pub fn log_events(&self, name: &str) -> Vec<String> {
+        let field = format!("event=\"{name}\"");
+        self.log_text().lines().filter(|l| l.contains(&field)).map(str::to_owned).collect()
+    }
+
+    /// The latest event named `name`, if the guard logged one.
+    pub fn log_event(&self, name: &str) -> Option<String> {
+        self.log_events(name).pop()
+    }
 }
 
 impl Drop for Guard {

@@ -543,11 +543,8 @@ fn the_guard_locks_when_the_os_session_is_locked_and_when_the_machine_resumes() 
     let (_serial, desktop, agent) = setup();
     let logind = FakeLogind::start();
     let guard = Guard::start_with_env(&desktop, &agent, &[("DBUS_SYSTEM_BUS_ADDRESS", &logind.address)]);
-    let followed = wait_for("the guard following logind", SECS(30), || {
-        let log = guard.log_text();
-        log.contains("wardlock: following logind").then_some(log)
-    });
-    assert!(followed.contains("when the session is locked"), "{followed}");
+    let followed = wait_for("the guard following logind", SECS(30), || guard.log_event("following_logind"));
+    assert!(followed.contains("session_lock=true"), "{followed}");
 
     // The session is locked from outside (loginctl lock-session, the desktop's locker).
     logind.lock_session();

@@ -163,9 +163,9 @@ fn time_to_lock(desktop: &Desktop) -> Duration {
 
 #[track_caller]
 fn wait_timeout_in_force(guard: &Guard, secs: u64) {
-    let line = format!("idle timeout {secs} s");
+    let field = format!("idle_timeout_secs={secs} ");
     wait_for(&format!("the guard to apply a {secs} s timeout"), SECS(10), || {
-        guard.log_text().contains(&line).then_some(())
+        guard.log_events("timings_in_force").into_iter().any(|e| e.contains(&field)).then_some(())
     });
 }
 
@@ -337,7 +337,7 @@ fn a_keep_awake_application_keeps_the_lock_away_only_while_it_has_the_focus() {
     let notes = App::xterm(&desktop, "Notes", "Ward notes", "40x5+700+40");
     desktop.xdotool(&["windowactivate", "--sync", &vitals.id.to_string()]);
     wait_for("the guard to see the vitals display focused", SECS(10), || {
-        guard.log_text().contains("keep-awake application has the focus").then_some(())
+        guard.log_events("keep_awake_focus").into_iter().any(|e| e.contains("focused=true")).then_some(())
     });
     no_warning_for(&desktop, &agent, SECS(25), "the vitals display has the focus");
 
