@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod compliance;
 mod enrollment;
+pub mod gate;
 mod metrics;
 mod paging;
 pub mod quota;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub quota: Arc<quota::Quota>,
     /// The sealed directories last served.
     pub snapshots: Arc<snapshots::Snapshots>,
+    /// What any client may hold of the collector before and while it is answered.
+    pub gate: Arc<gate::Gate>,
 }
 
 pub fn now() -> UtcMillis {
@@ -146,39 +149,6 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request body: {e}")))
 }
 
-/// Reads every request body before anything answers. A refusal sent while the client is
-/// still sending (a wrong node key, a body too large) reaches an HTTP/2 client as a reset
-/// stream instead of its status, and the agent's sync client re-enrolls only on seeing a
-/// 401; once the body is in, every answer arrives, over HTTP/1.1 and HTTP/2 alike.
-async fn body_first(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    use http_body_util::BodyExt;
-    let (parts, mut body) = request.into_parts();
-    let mut kept = Vec::new();
-    let mut received = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return ApiError::bad("the request body broke off before its end").into_response();
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        received += data.len();
-        if received <= MAX_BODY_BYTES {
-            kept.extend_from_slice(&data);
-        } else if received > DRAIN_AT_MOST {
-            break;
-        } else {
-            kept = Vec::new();
-        }
-    }
-    if received > MAX_BODY_BYTES {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {} MiB", MAX_BODY_BYTES / (1024 * 1024)),
-        )
-        .into_response();
-    }
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(kept))).await
-}
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -211,7 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/users/{id}/disable", post(admin::disable_user))
         .route("/api/v1/admin/users/{id}/admin-grant", post(admin::put_admin_grant))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(body_first))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::admit))
         .with_state(state)
 }
 

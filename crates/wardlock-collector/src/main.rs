@@ -62,6 +62,13 @@ enum Command {
         /// Bytes of audit batches one workstation may send per UTC day
         #[arg(long, value_name = "BYTES", default_value_t = api::quota::Limits::default().bytes_per_day)]
         max_bytes_per_day: u64,
+        /// Requests in flight from all clients together; more get 503 with Retry-After
+        #[arg(long, value_name = "N", default_value_t = api::gate::Limits::default().requests)]
+        max_requests: usize,
+        /// Requests in flight from one client address; more get 429 with Retry-After
+        /// (0: no limit, for a collector behind a proxy that every request comes through)
+        #[arg(long, value_name = "N", default_value_t = api::gate::Limits::default().requests_per_address)]
+        max_requests_per_address: usize,
         /// Development mode: database and a self-signed certificate under DIR; prints a
         /// new enrollment secret and admin token (also written to DIR, 0600)
         #[arg(long, value_name = "DIR")]
@@ -190,6 +197,8 @@ fn run() -> Result<()> {
             syslog_ca,
             max_entries_per_minute,
             max_bytes_per_day,
+            max_requests,
+            max_requests_per_address,
             dev,
         } => {
             let syslog = match (syslog_tls, syslog_ca) {
@@ -250,6 +259,11 @@ fn run() -> Result<()> {
                     bytes_per_day: max_bytes_per_day,
                 })),
                 snapshots: Arc::default(),
+                gate: Arc::new(api::gate::Gate::new(api::gate::Limits {
+                    requests: max_requests,
+                    requests_per_address: max_requests_per_address,
+                    ..api::gate::Limits::default()
+                })),
             };
             let served = runtime.block_on(serve(listen, state, config, syslog));
             drop(runtime);
@@ -351,7 +365,7 @@ async fn serve(
     });
     axum_server::bind_rustls(listen, tls)
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .with_context(|| format!("serving on {listen}"))?;
     let _ = stop_tx.send(true);

@@ -22,6 +22,9 @@ pub(super) fn bearer_hash(
     bearer(parts).map(secret::hash).ok_or_else(|| unauthorized(state, why))
 }
 
+pub(super) const UNKNOWN_NODE_KEY: &str = "missing or unknown node key; enroll the workstation again";
+pub(super) const UNKNOWN_TOKEN: &str = "missing or unknown API token (Authorization: Bearer TOKEN)";
+
 /// A request from an enrolled workstation (`Authorization: Bearer NODE_KEY`).
 #[derive(Debug)]
 pub struct Node(pub Workstation);
@@ -29,7 +32,7 @@ pub struct Node(pub Workstation);
 impl FromRequestParts<AppState> for Node {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        const WHY: &str = "missing or unknown node key; enroll the workstation again";
+        const WHY: &str = UNKNOWN_NODE_KEY;
         let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();
         match blocking(move || store.workstation_by_key(&hash)).await? {
@@ -49,7 +52,7 @@ pub struct Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        const WHY: &str = "missing or unknown API token (Authorization: Bearer TOKEN)";
+        const WHY: &str = UNKNOWN_TOKEN;
         let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();
         match blocking(move || store.token(&hash)).await? {

@@ -4,4 +4,5 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod strangers;
 mod sync;

@@ -754,12 +754,19 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
 #[test]
 fn early_refusals_reach_curl_and_reqwest_over_http1_and_http2() {
     let collector = Collector::start_new(Backend::Sqlite);
+    let (status, enrolled) = enroll_as(&collector, "ws-early", &collector.secret);
+    assert_eq!(status, 200, "{enrolled}");
+    let node_key = serde_json::from_str::<Value>(&enrolled).unwrap()["node_key"].as_str().unwrap().to_owned();
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let huge = "x".repeat(17 * 1024 * 1024);
     let (status, body) = collector.call("POST", "/api/v1/audit", Some("0000"), Some(big.clone()));
     assert_eq!(status, 401, "2 MB, wrong node key: {body}");
+    // The credential is checked before any of the body is kept: a stranger is told 401
+    // whatever it sends, and only a known workstation learns that its body is too large.
     let (status, body) = collector.call("POST", "/api/v1/audit", Some("0000"), Some(huge.clone()));
-    assert_eq!(status, 413, "17 MiB: {body}");
+    assert_eq!(status, 401, "17 MiB, wrong node key: {body}");
+    let (status, body) = collector.call("POST", "/api/v1/audit", Some(&node_key), Some(huge.clone()));
+    assert_eq!(status, 413, "17 MiB, right node key: {body}");
 
     let dir = tempfile::tempdir().unwrap();
     let (big_file, huge_file) = (dir.path().join("big.json"), dir.path().join("huge.json"));
@@ -767,17 +774,14 @@ fn early_refusals_reach_curl_and_reqwest_over_http1_and_http2() {
     std::fs::write(&huge_file, &huge).unwrap();
     let url = format!("{}/api/v1/audit", collector.url());
     for (version, spoken) in [("--http1.1", "1.1"), ("--http2", "2")] {
-        for (file, expected) in [(&big_file, "401"), (&huge_file, "413")] {
+        for (file, key, expected) in
+            [(&big_file, "0000", "401"), (&huge_file, "0000", "401"), (&huge_file, node_key.as_str(), "413")]
+        {
             let out = Command::new("curl")
                 .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", version, "--cacert"])
                 .arg(collector.cert())
-                .args([
-                    "-H",
-                    "Authorization: Bearer 0000",
-                    "-H",
-                    "Content-Type: application/json",
-                    "--data-binary",
-                ])
+                .args(["-H", &format!("Authorization: Bearer {key}")])
+                .args(["-H", "Content-Type: application/json", "--data-binary"])
                 .arg(format!("@{}", file.display()))
                 .arg(&url)
                 .output()

@@ -1,0 +1,171 @@
+//! Load from strangers: what a client that can reach the port, with or without a
+//! credential, can hold of the collector. Raw HTTP/1.1 over TLS, as an attacker writes it:
+//! requests whose bodies are never finished hold their slots until the collector gives
+//! up on them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wardlock_testkit::collector::{Backend, Collector};
+
+/// A TLS connection to the collector, trusting its development certificate.
+fn connect(collector: &Collector) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(collector.cert()).unwrap();
+    for cert in rustls_pemfile_certs(&pem) {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", collector.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem).map(Result::unwrap).collect()
+}
+
+/// Sends the headers of a POST and `sent` bytes of a body of `length`, then nothing more.
+fn start_post(
+    collector: &Collector,
+    path: &str,
+    key: &str,
+    length: usize,
+    sent: usize,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut stream = connect(collector);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![b' '; sent]).unwrap();
+    stream.flush().unwrap();
+    stream
+}
+
+/// Reads one HTTP/1.1 answer: its status line and headers (lower-cased names).
+fn read_head(stream: &mut impl Read) -> (u16, Vec<(String, String)>) {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "the answer ended early: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.push(byte[0]);
+    }
+    let text = String::from_utf8(bytes).unwrap();
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn enrolled_node_key(collector: &Collector) -> String {
+    let transport_key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(wardlock_core::transport::keypair(&[7; 32]).1)
+    };
+    let body = json!({
+        "enroll_secret": collector.secret, "workstation_id": "ws-gate", "hostname": "pc", "group": "default",
+        "agent_version": "t", "transport_key": transport_key,
+    });
+    let (status, answer) = collector.call("POST", "/api/v1/enroll", None, Some(body.to_string()));
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str::<Value>(&answer).unwrap()["node_key"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn one_address_holding_its_slots_gets_429_and_a_full_collector_says_503() {
+    let mut collector = Collector::start_new(Backend::Sqlite);
+    let node_key = enrolled_node_key(&collector);
+    collector.kill9();
+    collector.extra_args = vec!["--max-requests-per-address".into(), "2".into()];
+    collector.start();
+
+    // Two requests whose bodies never finish hold this address's two slots.
+    let held: Vec<_> = (0..2).map(|_| start_post(&collector, "/api/v1/audit", &node_key, 1000, 10)).collect();
+    // The gate counts them as they arrive: a third, complete request is refused at once.
+    let mut third = std::iter::repeat_with(|| {
+        let mut s = start_post(&collector, "/api/v1/audit", &node_key, 2, 2);
+        let head = read_head(&mut s);
+        (s, head)
+    })
+    .take(50)
+    .find(|(_, (status, _))| *status == 429)
+    .expect("a third request from the same address was never refused");
+    let (status, headers) = &third.1;
+    assert_eq!(*status, 429);
+    assert_eq!(header(headers, "retry-after"), Some("1"), "{headers:?}");
+    let mut rest = String::new();
+    let _ = third.0.read_to_string(&mut rest);
+    assert!(rest.contains("in flight"), "{rest}");
+
+    // Answered or given up, the held slots come back.
+    drop(held);
+    let mut fine = None;
+    for _ in 0..100 {
+        let (status, _) = collector.call("GET", "/api/v1/workstations", None, None);
+        if status == 200 {
+            fine = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50)); // polling the collector's answer
+    }
+    assert_eq!(fine, Some(200), "the slots never came back");
+
+    // All clients together: with one slot in all, a held request fills it.
+    collector.kill9();
+    collector.extra_args =
+        vec!["--max-requests".into(), "1".into(), "--max-requests-per-address".into(), "0".into()];
+    collector.start();
+    let _held = start_post(&collector, "/api/v1/audit", &node_key, 1000, 10);
+    let refused =
+        std::iter::repeat_with(|| read_head(&mut start_post(&collector, "/api/v1/audit", &node_key, 2, 2)))
+            .take(50)
+            .find(|(status, _)| *status == 503)
+            .expect("a full collector never said 503");
+    assert_eq!(header(&refused.1, "retry-after"), Some("1"));
+}
+
+#[test]
+fn a_stranger_s_body_is_never_kept_and_its_401_still_arrives() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    // 15 MiB of a 16 MiB limit under a key nobody issued: the collector reads it and
+    // throws it away (a known workstation's would be kept), then answers 401.
+    let length = 15 * 1024 * 1024;
+    let mut stranger = start_post(&collector, "/api/v1/audit", "not-a-node-key", length, 0);
+    let chunk = vec![b' '; 1024 * 1024];
+    for _ in 0..15 {
+        stranger.write_all(&chunk).unwrap();
+    }
+    stranger.flush().unwrap();
+    let (status, _) = read_head(&mut stranger);
+    assert_eq!(status, 401);
+    let (_, metrics) = collector.call("GET", "/metrics", None, None);
+    assert!(
+        metrics.lines().any(|l| l.starts_with("wardlock_auth_failures_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // An enrollment (no credential before its body) takes a small body only.
+    let mut big_enrollment = start_post(&collector, "/api/v1/enroll", "", 1024 * 1024, 0);
+    big_enrollment.write_all(&chunk).unwrap();
+    big_enrollment.flush().unwrap();
+    assert_eq!(read_head(&mut big_enrollment).0, 413);
+}
