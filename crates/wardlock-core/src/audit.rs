@@ -78,6 +78,23 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// What shows that a clinician used their own credentials at a workstation: an
+    /// unlock, a hold ("Keep open" is an unlock that stays open), break-glass, a sign-out,
+    /// an administrator's approval. A directory account with none of these for a while is
+    /// stale. Defined once here; the collector's reports bind it as a parameter.
+    pub const ACCOUNT_USED: &'static [AuditKind] = &[
+        AuditKind::UnlockSucceeded,
+        AuditKind::HoldStarted,
+        AuditKind::EmergencyAccess,
+        AuditKind::SignedOut,
+        AuditKind::AdminApproved,
+    ];
+
+    /// The names of `kinds`, as the audit log writes them.
+    pub fn names(kinds: &[AuditKind]) -> Vec<&'static str> {
+        kinds.iter().map(|k| k.as_str()).collect()
+    }
+
     pub const ALL: &'static [AuditKind] = &[
         AuditKind::ServiceStarted,
         AuditKind::ServiceStopped,

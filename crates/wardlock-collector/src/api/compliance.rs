@@ -349,8 +349,9 @@ pub(super) struct StaleParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users with no unlock for N days", params(StaleParams), responses((status = 200, body = Vec<StaleUser>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
-/// Directory users who have not unlocked anywhere for `days` (orphaned accounts).
+#[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users who have not used their account for N days (no unlock, hold, break-glass, sign-out or approval)", params(StaleParams), responses((status = 200, body = Vec<StaleUser>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+/// Directory users who have not used their account anywhere for `days` (orphaned
+/// accounts): no kind of `AuditKind::ACCOUNT_USED`.
 pub(super) async fn report_stale(
     State(state): State<AppState>,
     _caller: Caller,

@@ -865,10 +865,10 @@ impl CollectorStore for PgStore {
     }
 
     fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+        let used = AuditKind::names(AuditKind::ACCOUNT_USED);
         let rows = self.pool.get()?.query(
-            "SELECT usr, MAX(time_ms) FROM audit WHERE usr IS NOT NULL AND kind IN ('unlock_succeeded', 'emergency_access')
-             GROUP BY usr",
-            &[],
+            "SELECT usr, MAX(time_ms) FROM audit WHERE usr IS NOT NULL AND kind = ANY($1) GROUP BY usr",
+            &[&used],
         )?;
         Ok(rows.iter().map(|r| (r.get(0), UtcMillis::from_unix_millis(r.get(1)))).collect())
     }

@@ -732,11 +732,13 @@ impl CollectorStore for SqliteStore {
     fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT user, MAX(time_ms) FROM audit WHERE user IS NOT NULL AND kind IN ('unlock_succeeded', 'emergency_access')
+            "SELECT user, MAX(time_ms) FROM audit
+             WHERE user IS NOT NULL AND kind IN (SELECT value FROM json_each(?1))
              GROUP BY user",
         )?;
+        let used = serde_json::to_string(&AuditKind::names(AuditKind::ACCOUNT_USED)).unwrap_or_default();
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, UtcMillis::from_unix_millis(r.get(1)?))))?
+            .query_map([used], |r| Ok((r.get(0)?, UtcMillis::from_unix_millis(r.get(1)?))))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

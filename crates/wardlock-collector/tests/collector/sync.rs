@@ -661,6 +661,7 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
     for user in [
         json!({"id": "n.nurse", "display_name": "Nora Nurse", "role": "nurse", "pin": "730284"}),
         json!({"id": "o.orphan", "display_name": "Olga Orphan", "role": "nurse", "pin": "640271"}),
+        json!({"id": "h.holder", "display_name": "Hana Holder", "role": "nurse", "pin": "582046"}),
     ] {
         assert_eq!(collector.call("POST", "/api/v1/admin/users", None, Some(user.to_string())).0, 201);
     }
@@ -677,13 +678,19 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
         "locked out: break-glass still needs the user not to be locked out"
     );
     d.stop();
-    // A second workstation run where the nurse gets in by break-glass with the lockout gone.
-    let mut d2 = workstation(&collector, &key, "").id("ws-two");
+    // A second workstation run where the nurse gets in by break-glass with the lockout gone,
+    // and where another nurse only ever uses "Keep open" (a hold is an unlock too).
+    let mut d2 = workstation(&collector, &key, "\n[lock.hold]\ngroups = [\"default\"]\n").id("ws-two");
     d2.add_user("n.nurse", "Nora Nurse", "nurse", Some("730284"), false);
+    d2.add_user("h.holder", "Hana Holder", "nurse", Some("582046"), false);
     d2.start();
     let mut guard = d2.client("guard");
     let emergency = json!({"type": "unlock", "user": "n.nurse", "pin": "730284", "totp": null, "emergency_reason": "Code blue, bed 12"});
     assert_eq!(guard.request(emergency)["result"], "granted");
+    let hold =
+        json!({"type": "hold", "user": "h.holder", "pin": "582046", "totp": null, "emergency_reason": null});
+    let held = guard.request(hold);
+    assert_eq!(held["result"], "granted", "{held}");
     d2.wait_for_audit("collector_enrolled", 1);
     d.start();
     let everything_sent = |d: &Daemon| {
@@ -711,7 +718,11 @@ fn compliance_sees_failures_lockouts_emergencies_and_stale_accounts(backend: Bac
         .iter()
         .map(|u| u["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(stale, ["o.orphan"], "n.nurse got in (break-glass) since then and is not stale");
+    assert_eq!(
+        stale,
+        ["o.orphan"],
+        "n.nurse got in (break-glass) and h.holder held the session since then: neither is stale"
+    );
     let (_, recent) = collector.call("GET", "/api/v1/reports/stale", None, None);
     assert_eq!(recent, "[]", "accounts made today are not 90 days stale");
     let (_, silent) = collector.call("GET", "/api/v1/reports/silent?minutes=60", None, None);
