@@ -153,7 +153,11 @@ async fn collector_run(load: &Load, logs: &[(String, Vec<AuditEntry>)], dir: &Pa
     let addr = stderr
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|line| line.split("listening on https://").nth(1).map(str::to_owned))
+        // Its port (it listens on 0): the `address` field of its `listening` event.
+        .filter(|line| line.contains("event=\"listening\""))
+        .find_map(|line| {
+            line.split("address=").nth(1).and_then(|a| a.split_whitespace().next()).map(str::to_owned)
+        })
         .expect("the collector did not start");
     // The rest of what it says goes on to ours.
     std::thread::spawn(move || {

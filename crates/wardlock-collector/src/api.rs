@@ -111,7 +111,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        eprintln!("wardlock-collector: {e}");
+        tracing::error!(event = "database_failed", error = %e, "the database failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the collector's database failed; try again later")
     }
 }

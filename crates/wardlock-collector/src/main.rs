@@ -132,10 +132,20 @@ enum Create {
 }
 
 fn main() -> ExitCode {
+    // Structured lines on standard error (the journal keeps them under the unit);
+    // `WARDLOCK_LOG` filters, `info` by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wardlock-collector: {e:#}");
+            tracing::error!(event = "failed", error = format!("{e:#}"), "wardlock-collector: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -237,8 +247,10 @@ fn run() -> Result<()> {
             let sealed = secret::seal_plain_pin_hashes(store.as_ref(), &data_key)
                 .map_err(|e| anyhow::anyhow!("sealing the directory's PIN hashes: {e}"))?;
             if sealed > 0 {
-                eprintln!(
-                    "wardlock-collector: sealed {sealed} PIN hash(es) an earlier release kept in the clear"
+                tracing::info!(
+                    event = "pin_hashes_sealed",
+                    count = sealed,
+                    "sealed {sealed} PIN hash(es) an earlier release kept in the clear"
                 );
             }
             if let Some(dir) = &dev {
@@ -360,7 +372,7 @@ async fn serve(
     let listening = handle.clone();
     tokio::spawn(async move {
         if let Some(addr) = listening.listening().await {
-            eprintln!("wardlock-collector {}: listening on https://{addr}", env!("CARGO_PKG_VERSION"));
+            tracing::info!(event = "listening", address = %addr, version = env!("CARGO_PKG_VERSION"), "listening on https://{addr}");
         }
     });
     axum_server::bind_rustls(listen, tls)
@@ -372,6 +384,6 @@ async fn serve(
     if let Some(forwarder) = forwarder {
         let _ = forwarder.await;
     }
-    eprintln!("wardlock-collector: stopped");
+    tracing::info!(event = "stopped", "wardlock-collector stopped");
     Ok(())
 }

@@ -83,7 +83,7 @@ pub async fn run(
         if let Err(e) = result {
             failures = failures.saturating_add(1);
             if failures == 1 || failures.is_power_of_two() {
-                eprintln!("wardlock-collector: syslog to {}: {e} (attempt {failures}; entries wait in the database)", target.address);
+                tracing::warn!(event = "syslog_failed", target = target.address, attempt = failures, error = %e, "syslog to {}: {e} (attempt {failures}; entries wait in the database)", target.address);
             }
         }
         let wait = Duration::from_millis(250u64 << failures.min(7)).min(Duration::from_secs(30));
@@ -111,7 +111,12 @@ async fn deliver(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
-    eprintln!("wardlock-collector: forwarding to syslog at {}", target.address);
+    tracing::info!(
+        event = "syslog_forwarding",
+        target = target.address,
+        "forwarding to syslog at {}",
+        target.address
+    );
     // Resend from the saved cursor: it trails what was written by one batch.
     let mut confirmed = blocking(store, |s| s.forward_cursor(CURSOR)).await?;
     let mut written = confirmed;

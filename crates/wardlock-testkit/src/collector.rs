@@ -201,11 +201,18 @@ impl Collector {
                 let _ = tx.send(line);
             }
         });
+        // Up once it answers: `/healthz` over its TLS (the database answers too).
+        let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            let line = rx.recv_timeout(PATIENCE).expect("the collector never said it was listening");
-            if line.contains("listening on") {
+            if let Some(exit) = child.try_wait().unwrap() {
+                let log: Vec<String> = rx.try_iter().collect();
+                panic!("the collector exited with {exit}:\n{}", log.join("\n"));
+            }
+            if self.cert().exists() && healthy(&self.cert(), &format!("{}/healthz", self.url())) {
                 break;
             }
+            assert!(std::time::Instant::now() < deadline, "the collector never answered /healthz");
+            std::thread::sleep(std::time::Duration::from_millis(20)); // polling for a port another process binds
         }
         self.child = Some(child);
     }
@@ -286,6 +293,22 @@ impl Drop for Collector {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether `url` answers 200 now.
+fn healthy(ca: &Path, url: &str) -> bool {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let Ok(pem) = std::fs::read(ca) else { return false };
+        let Ok(cert) = reqwest::Certificate::from_pem(&pem) else { return false };
+        let client = reqwest::Client::builder()
+            .add_root_certificate(cert)
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .unwrap();
+        client.get(url).send().await.is_ok_and(|r| r.status().is_success())
+    })
 }
 
 pub fn call(ca: &Path, method: &str, url: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {

@@ -63,7 +63,12 @@ pub(super) async fn enroll(
     match blocking(move || store.enroll(&attempt, now())).await? {
         EnrollResult::Enrolled => {
             state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-            eprintln!("wardlock-collector: enrolled workstation {:?}", req.workstation_id);
+            tracing::info!(
+                event = "enrolled",
+                workstation = req.workstation_id,
+                "enrolled workstation {:?}",
+                req.workstation_id
+            );
             Ok(Json(EnrollResponse { node_key }))
         }
         EnrollResult::Unauthorized(why) => {
@@ -75,8 +80,10 @@ pub(super) async fn enroll(
             Err(ApiError::new(StatusCode::FORBIDDEN, message))
         }
         EnrollResult::Conflict(message) => {
-            eprintln!(
-                "wardlock-collector: refused an enrollment as {:?}: enrolled already",
+            tracing::warn!(
+                event = "enroll_conflict",
+                workstation = req.workstation_id,
+                "refused an enrollment as {:?}: enrolled already",
                 req.workstation_id
             );
             Err(ApiError::new(StatusCode::CONFLICT, message))

@@ -69,9 +69,13 @@ pub(super) async fn audit(
         state.stored.notify_one();
     }
     if ingest.findings > 0 {
-        eprintln!(
-            "wardlock-collector: workstation {:?}: {} chain problem(s) flagged",
-            ws.id, ingest.findings
+        tracing::warn!(
+            event = "chain_findings",
+            workstation = ws.id,
+            findings = ingest.findings,
+            "workstation {:?}: {} chain problem(s) flagged",
+            ws.id,
+            ingest.findings
         );
     }
     Ok(Json(ingest.ack).into_response())
@@ -186,7 +190,7 @@ pub(super) async fn directory(
         let totp_sealed = match &u.totp_sealed {
             Some(sealed) => {
                 let seed = state.data_key.open(sealed, u.id.as_bytes()).map_err(|e| {
-                    eprintln!("wardlock-collector: user {:?}: {e}", u.id);
+                    tracing::error!(event = "seed_unopened", user = u.id, error = %e, "the TOTP secret of a user does not open");
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("the TOTP secret of user {:?} does not open; see the collector's log", u.id),
@@ -202,7 +206,7 @@ pub(super) async fn directory(
         let pin_sealed = match &u.pin_sealed {
             Some(stored) => {
                 let phc = crate::secret::open_pin_hash(&state.data_key, &u.id, stored).map_err(|e| {
-                    eprintln!("wardlock-collector: user {:?}: its PIN hash: {e}", u.id);
+                    tracing::error!(event = "pin_hash_unopened", user = u.id, error = %e, "the PIN hash of a user does not open");
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("the PIN hash of user {:?} does not open; see the collector's log", u.id),

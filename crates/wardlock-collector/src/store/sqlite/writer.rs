@@ -133,8 +133,10 @@ struct StopOnPanic(&'static str);
 impl Drop for StopOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "wardlock-collector: the SQLite intake {} thread failed; stopping so that it is restarted",
+            tracing::error!(
+                event = "intake_thread_failed",
+                thread = self.0,
+                "the SQLite intake {} thread failed; stopping so that it is restarted",
                 self.0
             );
             std::process::abort();
@@ -257,7 +259,7 @@ impl Checkpoints {
                 // Said once per run of failures; the writer's own checkpoints still bound the WAL.
                 Err(e) if !failing => {
                     failing = true;
-                    eprintln!("wardlock-collector: checkpoint failed: {e}");
+                    tracing::warn!(event = "checkpoint_failed", error = %e, "checkpoint failed");
                 }
                 Err(_) => {}
             }
