@@ -228,3 +228,44 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wardlock_core::protocol::local::{AdminCredentials, GuardEvent, UnlockRequest};
+    use wardlock_core::secret::SecretString;
+
+    use super::*;
+
+    fn credentials() -> UnlockRequest {
+        UnlockRequest {
+            user: "n.nurse".into(),
+            pin: Some(SecretString::new("730284")),
+            totp: None,
+            emergency_reason: None,
+        }
+    }
+
+    #[test]
+    fn the_guards_requests_are_the_guards_and_events_cost_and_recheck() {
+        let admin = AdminCredentials { user: "it.admin".into(), pin: None, totp: None };
+        let guard_only = [
+            Request::SignOut(credentials()),
+            Request::Hold(credentials()),
+            Request::Quit(admin),
+            Request::Event { event: GuardEvent::WarningCancelled {} },
+        ];
+        for request in &guard_only {
+            assert!(matches!(rule_for(request).access, Access::GuardOnly { .. }), "{request:?}");
+        }
+        let anyone =
+            [Request::Policy {}, Request::Status {}, Request::Heartbeat {}, Request::Unlock(credentials())];
+        for request in &anyone {
+            assert_eq!(rule_for(request).access, Access::Anyone, "{request:?}");
+        }
+        let event = rule_for(&Request::Event { event: GuardEvent::WarningCancelled {} });
+        assert_eq!((event.spends, event.recheck_guard), (Spends::Event, true));
+        let heartbeat = rule_for(&Request::Heartbeat {});
+        assert_eq!((heartbeat.spends, heartbeat.recheck_guard), (Spends::Nothing, true));
+        assert!(!rule_for(&Request::Unlock(credentials())).recheck_guard);
+    }
+}
