@@ -37,7 +37,7 @@ use crate::secret;
 use crate::store::{
     AdminAction, CollectorStore, EventQuery, PolicyPut, Received, Role, StoreError, UserRecord, Workstation,
 };
-use auth::{admin_did, bearer};
+use auth::{admin_action, bearer};
 pub use auth::{Caller, Node};
 
 /// Largest request body: a 10,000-entry batch of ordinary entries fits with room.

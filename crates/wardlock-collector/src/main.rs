@@ -173,7 +173,8 @@ fn run() -> Result<()> {
             let role =
                 Role::parse(&role).with_context(|| format!("--role {role:?}: use admin or auditor"))?;
             let token = secret::generate()?;
-            open_store(&db)?.add_token(&secret::hash(&token), role, &label, api::now())?;
+            let log = cli_action("token_create", format!("role {} label {label}", role.as_str()));
+            open_store(&db)?.add_token(&secret::hash(&token), role, &label, api::now(), Some(&log))?;
             println!("{token}");
             Ok(())
         }
@@ -192,7 +193,10 @@ fn run() -> Result<()> {
             )?;
             let value = secret::generate()?;
             let new = wardlock_collector::store::NewEnrollSecret::standard(&label, &group, api::now());
-            open_store(&db)?.add_enroll_secret(&secret::hash(&value), &new, api::now())?;
+            let hash = secret::hash(&value);
+            let detail = format!("id {} label {label} group {group}", hex::encode(&hash[..6]));
+            let log = cli_action("enroll_secret_create", detail);
+            open_store(&db)?.add_enroll_secret(&hash, &new, api::now(), Some(&log))?;
             eprintln!("enrollment secret {label:?}: group {group:?}, valid 30 days, for up to 1000 workstations (wardlockctl enroll-secret list|revoke)");
             println!("{value}");
             Ok(())
@@ -315,6 +319,21 @@ fn open_data_key(path: &Path, store: &dyn CollectorStore) -> Result<secret::Data
 }
 
 /// A fresh enrollment secret and admin token for development, printed and kept in DIR.
+/// The admin log's entry for an action of this command line: the actor is the OS account
+/// that ran it (`SUDO_USER` through sudo).
+fn cli_action(action: &str, detail: String) -> wardlock_collector::store::AdminAction {
+    let account = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|a| !a.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    wardlock_collector::store::AdminAction {
+        time: api::now(),
+        actor: format!("wardlock-collector command line ({account})"),
+        action: action.to_owned(),
+        detail,
+    }
+}
+
 fn dev_credentials(dir: &Path, store: &dyn CollectorStore) -> Result<()> {
     let secret_value = secret::generate()?;
     // For development: no expiry, no use limit; the group every workstation has by default.
@@ -324,9 +343,11 @@ fn dev_credentials(dir: &Path, store: &dyn CollectorStore) -> Result<()> {
         expires: None,
         max_uses: None,
     };
-    store.add_enroll_secret(&secret::hash(&secret_value), &dev, api::now())?;
+    let log = cli_action("enroll_secret_create", "label dev group default (serve --dev)".into());
+    store.add_enroll_secret(&secret::hash(&secret_value), &dev, api::now(), Some(&log))?;
     let token = secret::generate()?;
-    store.add_token(&secret::hash(&token), Role::Admin, "dev admin", api::now())?;
+    let log = cli_action("token_create", "role admin label dev admin (serve --dev)".into());
+    store.add_token(&secret::hash(&token), Role::Admin, "dev admin", api::now(), Some(&log))?;
     for (name, value) in [("enroll-secret", &secret_value), ("admin-token", &token)] {
         let path = dir.join(name);
         let mut options = std::fs::OpenOptions::new();

@@ -147,7 +147,7 @@ pub fn seal_plain_pin_hashes(
         let Some(plain) = user.pin_sealed.as_deref().filter(|s| is_plain_pin_hash(s)) else { continue };
         let plain = zeroize::Zeroizing::new(plain.to_owned());
         user.pin_sealed = Some(seal_pin_hash(key, &user.id, &plain)?);
-        store.put_user(&user, false)?;
+        store.put_user(&user, false, None)?;
         sealed += 1;
     }
     Ok(sealed)

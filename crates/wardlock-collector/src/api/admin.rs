@@ -24,23 +24,19 @@ pub(super) async fn put_policy(
     }
     let store = state.store.clone();
     let (g, serial, json) = (group.clone(), claims.serial, envelope.to_json());
-    match blocking(move || store.put_policy(&g, serial, &json, now())).await? {
+    let log = admin_action(
+        &caller,
+        "policy_push",
+        format!("group {group} serial {serial} key {}", envelope.key_id),
+    );
+    match blocking(move || store.put_policy(&g, serial, &json, now(), Some(&log))).await? {
         PolicyPut::Stale { current } => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
                 "group {group:?} already has serial {current}; sign the new policy with a higher --serial"
             ),
         )),
-        PolicyPut::Stored => {
-            admin_did(
-                &state,
-                &caller,
-                "policy_push",
-                format!("group {group} serial {serial} key {}", envelope.key_id),
-            )
-            .await?;
-            Ok((StatusCode::CREATED, Json(PolicyStored { group, serial })).into_response())
-        }
+        PolicyPut::Stored => Ok((StatusCode::CREATED, Json(PolicyStored { group, serial })).into_response()),
     }
 }
 
@@ -56,9 +52,9 @@ pub(super) async fn create_token(
     let token = secret::generate().map_err(internal)?;
     let (hash, role, label) = (secret::hash(&token), req.role, req.label.clone());
     let store = state.store.clone();
-    blocking(move || store.add_token(&hash, role, &label, now())).await?;
-    admin_did(&state, &caller, "token_create", format!("role {} label {}", req.role.as_str(), req.label))
-        .await?;
+    let log =
+        admin_action(&caller, "token_create", format!("role {} label {}", req.role.as_str(), req.label));
+    blocking(move || store.add_token(&hash, role, &label, now(), Some(&log))).await?;
     Ok((StatusCode::CREATED, Json(TokenCreated { token, role: req.role })).into_response())
 }
 
@@ -147,10 +143,10 @@ pub(super) async fn add_user(
         groups: req.groups.clone(),
     };
     let store = state.store.clone();
-    if !blocking(move || store.put_user(&record, true)).await? {
+    let log = admin_action(&caller, "user_add", format!("user {} role {}", req.id, req.role));
+    if !blocking(move || store.put_user(&record, true, Some(&log))).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("user {:?} exists already", req.id)));
     }
-    admin_did(&state, &caller, "user_add", format!("user {} role {}", req.id, req.role)).await?;
     Ok((StatusCode::CREATED, Json(UserCreated { id: req.id, otpauth_uri })).into_response())
 }
 
@@ -169,8 +165,8 @@ pub(super) async fn disable_user(
     user.disabled = true;
     user.updated = now();
     let store = state.store.clone();
-    blocking(move || store.put_user(&user, false)).await?;
-    admin_did(&state, &caller, "user_disable", format!("user {id}")).await?;
+    let log = admin_action(&caller, "user_disable", format!("user {id}"));
+    blocking(move || store.put_user(&user, false, Some(&log))).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -191,10 +187,10 @@ pub(super) async fn put_admin_grant(
         }
     }
     let (store, user) = (state.store.clone(), id.clone());
-    if !blocking(move || store.set_admin_grant(&user, &req.grant, now())).await? {
+    let log = admin_action(&caller, "user_admin_grant", format!("user {id}"));
+    if !blocking(move || store.set_admin_grant(&user, &req.grant, now(), Some(&log))).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user {id:?} in the directory")));
     }
-    admin_did(&state, &caller, "user_admin_grant", format!("user {id}")).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,5 +1,5 @@
 //! Who is calling: a workstation by its node key (`Node`), a person by an API token with
-//! a role (`Caller`); what administrators do is logged (`admin_did`).
+//! a role (`Caller`); what administrators do is logged with it (`admin_action`).
 
 use super::*;
 
@@ -73,13 +73,8 @@ impl Caller {
     }
 }
 
-pub(super) async fn admin_did(
-    state: &AppState,
-    caller: &Caller,
-    action: &str,
-    detail: String,
-) -> Result<(), ApiError> {
-    let entry = AdminAction { time: now(), actor: caller.label.clone(), action: action.to_owned(), detail };
-    let store = state.store.clone();
-    blocking(move || store.log_admin(&entry)).await
+/// The admin log's entry for `caller` doing `action`; the store writes it together with
+/// the change.
+pub(super) fn admin_action(caller: &Caller, action: &str, detail: String) -> AdminAction {
+    AdminAction { time: now(), actor: caller.label.clone(), action: action.to_owned(), detail }
 }

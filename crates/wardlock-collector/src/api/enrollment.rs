@@ -19,8 +19,8 @@ use wardlock_core::protocol::collector::{
 };
 
 use super::{
-    admin_did, blocking, check_label, check_name, internal, now, paging, parse, ApiError, AppState, Caller,
-    ErrorBody, B64, Q,
+    admin_action, blocking, check_label, check_name, internal, now, paging, parse, ApiError, AppState,
+    Caller, ErrorBody, B64, Q,
 };
 use crate::secret;
 use crate::store::{EnrollAttempt, EnrollResult, NewEnrollSecret, NewWorkstation};
@@ -119,8 +119,6 @@ pub(super) async fn create_enroll_secret(
         expires: Some(expires),
         max_uses: Some(max_uses),
     };
-    let store = state.store.clone();
-    blocking(move || store.add_enroll_secret(&hash, &new, created)).await?;
     let id = hex::encode(&hash[..6]);
     let detail = format!(
         "id {id} label {} group {} expires {} max_uses {max_uses}",
@@ -128,7 +126,9 @@ pub(super) async fn create_enroll_secret(
         req.group,
         expires.to_rfc3339()
     );
-    admin_did(&state, &caller, "enroll_secret_create", detail).await?;
+    let log = admin_action(&caller, "enroll_secret_create", detail);
+    let store = state.store.clone();
+    blocking(move || store.add_enroll_secret(&hash, &new, created, Some(&log))).await?;
     Ok((StatusCode::CREATED, Json(EnrollSecretCreated { secret, id, expires, max_uses })).into_response())
 }
 
@@ -176,8 +176,8 @@ pub(super) async fn revoke_enroll_secret(
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no enrollment secret {id:?}")));
     };
     let store = state.store.clone();
-    blocking(move || store.revoke_enroll_secret(&found.hash, now())).await?;
-    admin_did(&state, &caller, "enroll_secret_revoke", format!("id {id}")).await?;
+    let log = admin_action(&caller, "enroll_secret_revoke", format!("id {id}"));
+    blocking(move || store.revoke_enroll_secret(&found.hash, now(), Some(&log))).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -202,13 +202,14 @@ pub(super) async fn approve_reenroll(
     let hash = secret::hash(&code);
     let created = now();
     let expires = created.saturating_add(REENROLL_LIFETIME);
-    let (store, ws, group) = (state.store.clone(), id.clone(), req.group.clone());
-    blocking(move || store.approve_reenroll(&ws, &hash, group.as_deref(), expires, created)).await?;
     let detail = match &req.group {
         Some(group) => format!("workstation {id} into group {group}"),
         None => format!("workstation {id} (its group unchanged)"),
     };
-    admin_did(&state, &caller, "workstation_reenroll_approve", detail).await?;
+    let log = admin_action(&caller, "workstation_reenroll_approve", detail);
+    let (store, ws, group) = (state.store.clone(), id.clone(), req.group.clone());
+    blocking(move || store.approve_reenroll(&ws, &hash, group.as_deref(), expires, created, Some(&log)))
+        .await?;
     Ok((StatusCode::CREATED, Json(ReenrollApproved { workstation: id, group: req.group, code, expires }))
         .into_response())
 }
@@ -223,9 +224,9 @@ pub(super) async fn revoke_workstation(
     // A key nobody holds: the column stays unique and no bearer matches it.
     let dead_key = secret::hash(&secret::generate().map_err(internal)?);
     let (store, ws) = (state.store.clone(), id.clone());
-    if !blocking(move || store.revoke_workstation(&ws, &dead_key, now())).await? {
+    let log = admin_action(&caller, "workstation_revoke", format!("workstation {id}"));
+    if !blocking(move || store.revoke_workstation(&ws, &dead_key, now(), Some(&log))).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no workstation {id:?}")));
     }
-    admin_did(&state, &caller, "workstation_revoke", format!("workstation {id}")).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -396,16 +396,25 @@ pub fn plan_enroll(
     }
 }
 
+/// The collector's database. A method that takes `log` is an administrator's action: the
+/// entry is written in the same transaction as the change, and only when something
+/// changed, so the admin log holds every action that happened and none that did not.
 pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn add_enroll_secret(
         &self,
         secret: &Hash,
         new: &NewEnrollSecret,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<(), StoreError>;
     fn enroll_secrets(&self) -> Result<Vec<EnrollSecret>, StoreError>;
     /// `false`: no such secret.
-    fn revoke_enroll_secret(&self, secret: &Hash, now: UtcMillis) -> Result<bool, StoreError>;
+    fn revoke_enroll_secret(
+        &self,
+        secret: &Hash,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError>;
     /// Enrolls a workstation as [`plan_enroll`] decides, in one transaction.
     fn enroll(&self, attempt: &EnrollAttempt, now: UtcMillis) -> Result<EnrollResult, StoreError>;
     /// Lets `workstation` be enrolled once more with `code` until `expires` (replacing an
@@ -417,6 +426,7 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         group: Option<&str>,
         expires: UtcMillis,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<(), StoreError>;
     /// Its node key stops working at once (replaced by `dead_key`, which nobody holds);
     /// only an approved re-enrollment brings it back. `false`: no such workstation.
@@ -425,6 +435,7 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         workstation: &str,
         dead_key: &Hash,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<bool, StoreError>;
     fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError>;
     fn workstations(&self) -> Result<Vec<Workstation>, StoreError>;
@@ -444,10 +455,18 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         serial: u64,
         envelope: &str,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<PolicyPut, StoreError>;
     /// The signed envelope for a group, and its ETag.
     fn policy(&self, group: &str) -> Result<Option<(String, String)>, StoreError>;
-    fn add_token(&self, token: &Hash, role: Role, label: &str, now: UtcMillis) -> Result<(), StoreError>;
+    fn add_token(
+        &self,
+        token: &Hash,
+        role: Role,
+        label: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<(), StoreError>;
     fn token(&self, token: &Hash) -> Result<Option<(Role, String)>, StoreError>;
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
     fn findings(&self) -> Result<Vec<Finding>, StoreError>;
@@ -456,19 +475,30 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn log_admin(&self, action: &AdminAction) -> Result<(), StoreError>;
     fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError>;
     fn entry_count(&self) -> Result<u64, StoreError>;
-    /// Adds or replaces a user; `false` when `must_be_new` and the user exists.
     /// Failed unlocks and lockouts per user (and workstation) since a time.
     fn failures_by_user(&self, since: UtcMillis) -> Result<Vec<FailureCount>, StoreError>;
-    /// The last successful unlock of every user who ever unlocked.
+    /// When each user last used their account (`AuditKind::ACCOUNT_USED`).
     fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError>;
-    fn put_user(&self, user: &UserRecord, must_be_new: bool) -> Result<bool, StoreError>;
+    /// Adds or replaces a user; `false` when `must_be_new` and the user exists.
+    fn put_user(
+        &self,
+        user: &UserRecord,
+        must_be_new: bool,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError>;
     /// How far a forwarder (`syslog`) has delivered: the last event id it may skip.
     fn forward_cursor(&self, name: &str) -> Result<i64, StoreError>;
     fn set_forward_cursor(&self, name: &str, id: i64) -> Result<(), StoreError>;
     fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Stores IT's signed admin grant for `id` (the directory changes with it); `false`:
     /// no such user.
-    fn set_admin_grant(&self, id: &str, grant: &str, now: UtcMillis) -> Result<bool, StoreError>;
+    fn set_admin_grant(
+        &self,
+        id: &str,
+        grant: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError>;
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
 }
 

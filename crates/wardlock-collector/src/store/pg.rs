@@ -156,7 +156,35 @@ impl From<r2d2_postgres::r2d2::Error> for StoreError {
     }
 }
 
+/// Records an administrator's action in the admin log, inside the caller's transaction.
+fn log_in(tx: &mut postgres::Transaction<'_>, log: Option<&AdminAction>) -> Result<(), StoreError> {
+    if let Some(a) = log {
+        tx.execute(
+            "INSERT INTO admin_log (time_ms, actor, action, detail) VALUES ($1, $2, $3, $4)",
+            &[&ms(a.time), &a.actor, &a.action, &a.detail],
+        )?;
+    }
+    Ok(())
+}
+
 impl PgStore {
+    /// Runs `change` and, when it changed a row, records the administrator's `log` entry
+    /// in the same transaction: an action and its entry are written together or not at all.
+    fn logged(
+        &self,
+        log: Option<&AdminAction>,
+        change: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<u64, postgres::Error>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let changed = change(&mut tx)?;
+        if changed > 0 {
+            log_in(&mut tx, log)?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
     /// Connects (`postgres://user@host:port/db`) and brings the schema up to date. Several
     /// collectors starting together migrate once: the migration holds an advisory lock.
     ///
@@ -496,11 +524,12 @@ impl CollectorStore for PgStore {
         secret: &Hash,
         new: &NewEnrollSecret,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<(), StoreError> {
-        self.pool.get()?.execute(
+        self.logged(log, |tx| tx.execute(
             "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses, grp) VALUES ($1, $2, $3, $4, $5, $6)",
             &[&&secret[..], &new.label, &ms(now), &new.expires.map(ms), &new.max_uses.map(|m| m as i64), &new.group],
-        )?;
+        ))?;
         Ok(())
     }
 
@@ -509,11 +538,18 @@ impl CollectorStore for PgStore {
         Ok(self.pool.get()?.query(&sql, &[])?.iter().map(secret_from_row).collect())
     }
 
-    fn revoke_enroll_secret(&self, secret: &Hash, now: UtcMillis) -> Result<bool, StoreError> {
-        let n = self.pool.get()?.execute(
-            "UPDATE enroll_secrets SET revoked_ms = coalesce(revoked_ms, $2) WHERE hash = $1",
-            &[&&secret[..], &ms(now)],
-        )?;
+    fn revoke_enroll_secret(
+        &self,
+        secret: &Hash,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let n = self.logged(log, |tx| {
+            tx.execute(
+                "UPDATE enroll_secrets SET revoked_ms = coalesce(revoked_ms, $2) WHERE hash = $1",
+                &[&&secret[..], &ms(now)],
+            )
+        })?;
         Ok(n > 0)
     }
 
@@ -600,13 +636,14 @@ impl CollectorStore for PgStore {
         group: Option<&str>,
         expires: UtcMillis,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<(), StoreError> {
-        self.pool.get()?.execute(
+        self.logged(log, |tx| tx.execute(
             "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms, grp) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (workstation) DO UPDATE SET code = excluded.code, expires_ms = excluded.expires_ms,
                  created_ms = excluded.created_ms, grp = excluded.grp",
             &[&workstation, &&code[..], &ms(expires), &ms(now), &group],
-        )?;
+        ))?;
         Ok(())
     }
 
@@ -615,11 +652,14 @@ impl CollectorStore for PgStore {
         workstation: &str,
         dead_key: &Hash,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<bool, StoreError> {
-        let n = self.pool.get()?.execute(
-            "UPDATE workstations SET node_key = $2, revoked_ms = $3 WHERE id = $1",
-            &[&workstation, &&dead_key[..], &ms(now)],
-        )?;
+        let n = self.logged(log, |tx| {
+            tx.execute(
+                "UPDATE workstations SET node_key = $2, revoked_ms = $3 WHERE id = $1",
+                &[&workstation, &&dead_key[..], &ms(now)],
+            )
+        })?;
         Ok(n > 0)
     }
 
@@ -696,6 +736,7 @@ impl CollectorStore for PgStore {
         serial: u64,
         envelope: &str,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<PolicyPut, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
@@ -712,6 +753,7 @@ impl CollectorStore for PgStore {
                  etag = excluded.etag, updated_ms = excluded.updated_ms",
             &[&group, &(serial as i64), &envelope, &etag, &ms(now)],
         )?;
+        log_in(&mut tx, log)?;
         tx.commit()?;
         Ok(PolicyPut::Stored)
     }
@@ -724,11 +766,20 @@ impl CollectorStore for PgStore {
             .map(|r| (r.get(0), r.get(1))))
     }
 
-    fn add_token(&self, token: &Hash, role: Role, label: &str, now: UtcMillis) -> Result<(), StoreError> {
-        self.pool.get()?.execute(
-            "INSERT INTO api_tokens (hash, role, label, created_ms) VALUES ($1, $2, $3, $4)",
-            &[&&token[..], &role.as_str(), &label, &ms(now)],
-        )?;
+    fn add_token(
+        &self,
+        token: &Hash,
+        role: Role,
+        label: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<(), StoreError> {
+        self.logged(log, |tx| {
+            tx.execute(
+                "INSERT INTO api_tokens (hash, role, label, created_ms) VALUES ($1, $2, $3, $4)",
+                &[&&token[..], &role.as_str(), &label, &ms(now)],
+            )
+        })?;
         Ok(())
     }
 
@@ -890,7 +941,12 @@ impl CollectorStore for PgStore {
         Ok(())
     }
 
-    fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
+    fn put_user(
+        &self,
+        u: &UserRecord,
+        must_be_new: bool,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
         let sql = if must_be_new {
             "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, groups)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
@@ -902,19 +958,21 @@ impl CollectorStore for PgStore {
                  updated_ms = excluded.updated_ms, groups = excluded.groups"
         };
         let groups = super::groups_column(&u.groups);
-        let changed = self.pool.get()?.execute(
-            sql,
-            &[
-                &u.id,
-                &u.display_name,
-                &u.role,
-                &u.disabled,
-                &u.pin_sealed,
-                &u.totp_sealed,
-                &ms(u.updated),
-                &groups,
-            ],
-        )?;
+        let changed = self.logged(log, |tx| {
+            tx.execute(
+                sql,
+                &[
+                    &u.id,
+                    &u.display_name,
+                    &u.role,
+                    &u.disabled,
+                    &u.pin_sealed,
+                    &u.totp_sealed,
+                    &ms(u.updated),
+                    &groups,
+                ],
+            )
+        })?;
         Ok(changed == 1)
     }
 
@@ -923,11 +981,19 @@ impl CollectorStore for PgStore {
         Ok(self.pool.get()?.query_opt(&sql, &[&id])?.as_ref().map(user_from_row))
     }
 
-    fn set_admin_grant(&self, id: &str, grant: &str, now: UtcMillis) -> Result<bool, StoreError> {
-        let n = self.pool.get()?.execute(
-            "UPDATE users SET admin_grant = $2, updated_ms = $3 WHERE id = $1",
-            &[&id, &grant, &ms(now)],
-        )?;
+    fn set_admin_grant(
+        &self,
+        id: &str,
+        grant: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let n = self.logged(log, |tx| {
+            tx.execute(
+                "UPDATE users SET admin_grant = $2, updated_ms = $3 WHERE id = $1",
+                &[&id, &grant, &ms(now)],
+            )
+        })?;
         Ok(n > 0)
     }
 

@@ -222,6 +222,34 @@ impl SqliteStore {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Runs `change` and, when it changed a row, records the administrator's `log` entry
+    /// in the same transaction: an action and its entry are written together or not at all.
+    fn logged(
+        &self,
+        log: Option<&AdminAction>,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize>,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = change(&tx)?;
+        if changed > 0 {
+            log_in(&tx, log)?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+}
+
+/// Records an administrator's action in the admin log, inside the caller's transaction.
+fn log_in(tx: &rusqlite::Transaction<'_>, log: Option<&AdminAction>) -> Result<(), StoreError> {
+    if let Some(a) = log {
+        tx.execute(
+            "INSERT INTO admin_log (time_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![ms(a.time), a.actor, a.action, a.detail],
+        )?;
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -326,11 +354,12 @@ impl CollectorStore for SqliteStore {
         secret: &Hash,
         new: &NewEnrollSecret,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.logged(log, |tx| tx.execute(
             "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses, grp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![&secret[..], new.label, ms(now), new.expires.map(ms), new.max_uses.map(|m| m as i64), new.group],
-        )?;
+        ))?;
         Ok(())
     }
 
@@ -342,11 +371,18 @@ impl CollectorStore for SqliteStore {
         Ok(rows)
     }
 
-    fn revoke_enroll_secret(&self, secret: &Hash, now: UtcMillis) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE enroll_secrets SET revoked_ms = coalesce(revoked_ms, ?2) WHERE hash = ?1",
-            params![&secret[..], ms(now)],
-        )?;
+    fn revoke_enroll_secret(
+        &self,
+        secret: &Hash,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let n = self.logged(log, |tx| {
+            tx.execute(
+                "UPDATE enroll_secrets SET revoked_ms = coalesce(revoked_ms, ?2) WHERE hash = ?1",
+                params![&secret[..], ms(now)],
+            )
+        })?;
         Ok(n > 0)
     }
 
@@ -437,13 +473,14 @@ impl CollectorStore for SqliteStore {
         group: Option<&str>,
         expires: UtcMillis,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.logged(log, |tx| tx.execute(
             "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms, grp) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (workstation) DO UPDATE SET code = excluded.code, expires_ms = excluded.expires_ms,
                  created_ms = excluded.created_ms, grp = excluded.grp",
             params![workstation, &code[..], ms(expires), ms(now), group],
-        )?;
+        ))?;
         Ok(())
     }
 
@@ -452,11 +489,14 @@ impl CollectorStore for SqliteStore {
         workstation: &str,
         dead_key: &Hash,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE workstations SET node_key = ?2, revoked_ms = ?3 WHERE id = ?1",
-            params![workstation, &dead_key[..], ms(now)],
-        )?;
+        let n = self.logged(log, |tx| {
+            tx.execute(
+                "UPDATE workstations SET node_key = ?2, revoked_ms = ?3 WHERE id = ?1",
+                params![workstation, &dead_key[..], ms(now)],
+            )
+        })?;
         Ok(n > 0)
     }
 
@@ -541,6 +581,7 @@ impl CollectorStore for SqliteStore {
         serial: u64,
         envelope: &str,
         now: UtcMillis,
+        log: Option<&AdminAction>,
     ) -> Result<PolicyPut, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -556,6 +597,7 @@ impl CollectorStore for SqliteStore {
                  etag = excluded.etag, updated_ms = excluded.updated_ms",
             params![group, serial as i64, envelope, etag, ms(now)],
         )?;
+        log_in(&tx, log)?;
         tx.commit()?;
         Ok(PolicyPut::Stored)
     }
@@ -569,11 +611,20 @@ impl CollectorStore for SqliteStore {
             .optional()?)
     }
 
-    fn add_token(&self, token: &Hash, role: Role, label: &str, now: UtcMillis) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO api_tokens (hash, role, label, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![&token[..], role.as_str(), label, ms(now)],
-        )?;
+    fn add_token(
+        &self,
+        token: &Hash,
+        role: Role,
+        label: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<(), StoreError> {
+        self.logged(log, |tx| {
+            tx.execute(
+                "INSERT INTO api_tokens (hash, role, label, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![&token[..], role.as_str(), label, ms(now)],
+            )
+        })?;
         Ok(())
     }
 
@@ -760,8 +811,12 @@ impl CollectorStore for SqliteStore {
         Ok(())
     }
 
-    fn put_user(&self, u: &UserRecord, must_be_new: bool) -> Result<bool, StoreError> {
-        let conn = self.conn();
+    fn put_user(
+        &self,
+        u: &UserRecord,
+        must_be_new: bool,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
         let sql = if must_be_new {
             "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, groups)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO NOTHING"
@@ -772,19 +827,21 @@ impl CollectorStore for SqliteStore {
                  disabled = excluded.disabled, pin_hash = excluded.pin_hash, totp_sealed = excluded.totp_sealed,
                  updated_ms = excluded.updated_ms, groups = excluded.groups"
         };
-        let changed = conn.execute(
-            sql,
-            params![
-                u.id,
-                u.display_name,
-                u.role,
-                u.disabled,
-                u.pin_sealed,
-                u.totp_sealed,
-                ms(u.updated),
-                super::groups_column(&u.groups)
-            ],
-        )?;
+        let changed = self.logged(log, |tx| {
+            tx.execute(
+                sql,
+                params![
+                    u.id,
+                    u.display_name,
+                    u.role,
+                    u.disabled,
+                    u.pin_sealed,
+                    u.totp_sealed,
+                    ms(u.updated),
+                    super::groups_column(&u.groups)
+                ],
+            )
+        })?;
         Ok(changed == 1)
     }
 
@@ -793,11 +850,19 @@ impl CollectorStore for SqliteStore {
         Ok(self.conn().query_row(&sql, [id], user_from_row).optional()?)
     }
 
-    fn set_admin_grant(&self, id: &str, grant: &str, now: UtcMillis) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE users SET admin_grant = ?2, updated_ms = ?3 WHERE id = ?1",
-            params![id, grant, ms(now)],
-        )?;
+    fn set_admin_grant(
+        &self,
+        id: &str,
+        grant: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let n = self.logged(log, |tx| {
+            tx.execute(
+                "UPDATE users SET admin_grant = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id, grant, ms(now)],
+            )
+        })?;
         Ok(n > 0)
     }
 
@@ -826,7 +891,7 @@ mod tests {
         let secret = [1; 32];
         let fleet =
             NewEnrollSecret { label: "t".into(), group: "default".into(), expires: None, max_uses: None };
-        let _ = store.add_enroll_secret(&secret, &fleet, at(0));
+        let _ = store.add_enroll_secret(&secret, &fleet, at(0), None);
         let workstation = NewWorkstation {
             id: id.into(),
             hostname: id.into(),

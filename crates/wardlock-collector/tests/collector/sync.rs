@@ -289,14 +289,26 @@ fn bad_requests_get_clear_4xx_answers(backend: Backend) {
         Some(sign(&key, 5, "default", "").to_json()),
     );
     assert_eq!(status, 409, "a replayed serial: {body}");
-    // Every admin action is on record.
+    // Every admin action is on record: `serve --dev`'s own credentials (its command line),
+    // then what was done through the API.
     let (_, log) = collector.call("GET", "/api/v1/admin/log", None, None);
-    let actions: Vec<String> = serde_json::from_str::<Vec<Value>>(&log)
+    let actions: Vec<(bool, String)> = serde_json::from_str::<Vec<Value>>(&log)
         .unwrap()
         .iter()
-        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .map(|a| {
+            let by_command_line = a["actor"].as_str().unwrap().starts_with("wardlock-collector command line");
+            (by_command_line, a["action"].as_str().unwrap().to_owned())
+        })
         .collect();
-    assert_eq!(actions, ["token_create", "policy_push"]);
+    assert_eq!(
+        actions,
+        [
+            (true, "enroll_secret_create".to_owned()),
+            (true, "token_create".to_owned()),
+            (false, "token_create".to_owned()),
+            (false, "policy_push".to_owned())
+        ]
+    );
 }
 
 fn the_collector_directory_reaches_the_workstation_works_offline_and_disabling_takes_effect(
@@ -1444,6 +1456,48 @@ fn a_totp_code_used_at_one_workstation_is_refused_at_another_once_it_hears_of_it
 }
 
 /// Every collector test runs on both backends: `sqlite::…` and `postgres::…`.
+fn admin_actions_and_their_log_are_written_together(backend: Backend) {
+    let collector = Collector::start_new(backend);
+    let db = collector
+        .db
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", collector.dir.path().join("collector.db").display()));
+    // IT's own command line, on the database: each action leaves its entry, with the OS
+    // account that ran it.
+    for args in [
+        vec!["token", "create", "--db", &db, "--label", "siem-reader", "--role", "auditor"],
+        vec!["enroll-secret", "create", "--db", &db, "--label", "ward 7", "--group", "ward-7"],
+    ] {
+        let out = Command::new(wardlock_testkit::bin("wardlock-collector"))
+            .args(&args)
+            .env("SUDO_USER", "it.oncall")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (_, log) = collector.call("GET", "/api/v1/admin/log", None, None);
+    let log: Vec<Value> = serde_json::from_str(&log).unwrap();
+    for action in ["token_create", "enroll_secret_create"] {
+        let entry = log
+            .iter()
+            .find(|e| e["action"] == action && e["actor"].as_str().is_some_and(|a| a.contains("it.oncall")));
+        assert!(entry.is_some(), "no {action} by it.oncall's command line in {log:?}");
+    }
+    // An action whose entry cannot be written does not happen either.
+    let tokens = |c: &Collector| c.sql("SELECT count(*) FROM api_tokens").trim().to_owned();
+    let before = tokens(&collector);
+    collector.sql("ALTER TABLE admin_log RENAME TO admin_log_gone");
+    let body = json!({"role": "auditor", "label": "unlogged"}).to_string();
+    let (status, answer) = collector.call("POST", "/api/v1/admin/tokens", None, Some(body));
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(tokens(&collector), before, "a token was made that the admin log does not show");
+    collector.sql("ALTER TABLE admin_log_gone RENAME TO admin_log");
+    let body = json!({"role": "auditor", "label": "logged"}).to_string();
+    assert_eq!(collector.call("POST", "/api/v1/admin/tokens", None, Some(body)).0, 201);
+    let (_, log) = collector.call("GET", "/api/v1/admin/log", None, None);
+    assert!(log.contains("label logged") && !log.contains("unlogged"), "{log}");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -1462,6 +1516,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    admin_actions_and_their_log_are_written_together,
     compliance_sees_failures_lockouts_emergencies_and_stale_accounts,
     a_signed_policy_pushed_to_the_collector_reaches_the_workstation_and_forgeries_do_not,
     ten_thousand_entries_survive_a_down_and_killed_collector_and_an_agent_restart,
