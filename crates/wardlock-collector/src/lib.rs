@@ -3,6 +3,7 @@
 //! trait (`store`); every audit rule (the hash chain) comes from `wardlock-core`.
 
 pub mod api;
+pub mod connections;
 pub mod fhir;
 pub mod secret;
 pub mod store;

@@ -69,6 +69,9 @@ enum Command {
         /// (0: no limit, for a collector behind a proxy that every request comes through)
         #[arg(long, value_name = "N", default_value_t = api::gate::Limits::default().requests_per_address)]
         max_requests_per_address: usize,
+        /// Connections open at once; more are closed as they arrive
+        #[arg(long, value_name = "N", default_value_t = wardlock_collector::connections::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
         /// Development mode: database and a self-signed certificate under DIR; prints a
         /// new enrollment secret and admin token (also written to DIR, 0600)
         #[arg(long, value_name = "DIR")]
@@ -213,6 +216,7 @@ fn run() -> Result<()> {
             max_bytes_per_day,
             max_requests,
             max_requests_per_address,
+            max_connections,
             dev,
         } => {
             let syslog = match (syslog_tls, syslog_ca) {
@@ -281,7 +285,7 @@ fn run() -> Result<()> {
                     ..api::gate::Limits::default()
                 })),
             };
-            let served = runtime.block_on(serve(listen, state, config, syslog));
+            let served = runtime.block_on(serve(listen, state, config, syslog, max_connections));
             drop(runtime);
             drop(keep);
             served
@@ -367,6 +371,7 @@ async fn serve(
     state: AppState,
     config: rustls::ServerConfig,
     syslog: Option<syslog::SyslogTarget>,
+    max_connections: usize,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let forwarder = syslog.map(|target| {
@@ -397,6 +402,9 @@ async fn serve(
         }
     });
     axum_server::bind_rustls(listen, tls)
+        .map(|tls| tls.acceptor(wardlock_collector::connections::ConnectionLimit::new(max_connections)))
+        // A connection must send its first request soon after its TLS handshake.
+        .first_request_timeout(std::time::Duration::from_secs(30))
         .handle(handle)
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await

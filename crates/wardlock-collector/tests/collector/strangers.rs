@@ -169,3 +169,44 @@ fn a_stranger_s_body_is_never_kept_and_its_401_still_arrives() {
     big_enrollment.flush().unwrap();
     assert_eq!(read_head(&mut big_enrollment).0, 413);
 }
+
+/// A GET over a new TLS connection: its status, or `None` when the connection was closed
+/// before an answer (refused at the door).
+fn try_get(collector: &Collector, path: &str) -> Option<u16> {
+    let mut stream = connect(collector);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_at_the_door_and_slots_free_as_they_close() {
+    let mut collector = Collector::start_new(Backend::Sqlite);
+    collector.kill9();
+    collector.extra_args = vec!["--max-connections".into(), "3".into()];
+    collector.start();
+    // Three connections that never even start TLS hold every slot...
+    let idle: Vec<TcpStream> =
+        (0..3).map(|_| TcpStream::connect(("127.0.0.1", collector.port)).unwrap()).collect();
+    let refused = (0..100).any(|_| {
+        let closed = try_get(&collector, "/healthz").is_none();
+        if !closed {
+            std::thread::sleep(Duration::from_millis(20)); // an earlier connection still closing
+        }
+        closed
+    });
+    assert!(refused, "a connection over the cap was served");
+    // ...until they close.
+    drop(idle);
+    let served = (0..100).any(|_| {
+        let ok = try_get(&collector, "/healthz") == Some(200);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(20)); // polling the collector's answer
+        }
+        ok
+    });
+    assert!(served, "the slots never came back");
+}
