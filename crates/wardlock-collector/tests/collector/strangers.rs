@@ -182,25 +182,36 @@ fn try_get(collector: &Collector, path: &str) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
+/// A TLS connection whose handshake is done (so the collector has taken it and holds its
+/// slot), sending nothing more; `None` when the collector closed it at the door.
+fn handshaken(collector: &Collector) -> Option<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut stream = connect(collector);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).ok()?;
+    }
+    Some(stream)
+}
+
 #[test]
 fn connections_over_the_cap_are_closed_at_the_door_and_slots_free_as_they_close() {
     let mut collector = Collector::start_new(Backend::Sqlite);
     collector.kill9();
     collector.extra_args = vec!["--max-connections".into(), "3".into()];
     collector.start();
-    // Three connections that never even start TLS hold every slot...
-    let idle: Vec<TcpStream> =
-        (0..3).map(|_| TcpStream::connect(("127.0.0.1", collector.port)).unwrap()).collect();
-    let refused = (0..100).any(|_| {
-        let closed = try_get(&collector, "/healthz").is_none();
-        if !closed {
-            std::thread::sleep(Duration::from_millis(20)); // an earlier connection still closing
+    // Connections that finish their handshake and then say nothing take the slots, one
+    // by one, until the next is closed at the door.
+    let mut held = Vec::new();
+    let refused = loop {
+        match handshaken(&collector) {
+            Some(stream) if held.len() < 10 => held.push(stream),
+            Some(_) => break false,
+            None => break true,
         }
-        closed
-    });
-    assert!(refused, "a connection over the cap was served");
-    // ...until they close.
-    drop(idle);
+    };
+    assert!(refused, "{} connections held at once, none closed at the door", held.len());
+    assert!((1..=3).contains(&held.len()), "{} connections held at once with a cap of 3", held.len());
+    // As they close, the slots come back.
+    drop(held);
     let served = (0..100).any(|_| {
         let ok = try_get(&collector, "/healthz") == Some(200);
         if !ok {
