@@ -22,16 +22,20 @@ pub(super) fn bearer_hash(
     bearer(parts).map(secret::hash).ok_or_else(|| unauthorized(state, why))
 }
 
-pub(super) const UNKNOWN_NODE_KEY: &str = "missing or unknown node key; enroll the workstation again";
-pub(super) const UNKNOWN_TOKEN: &str = "missing or unknown API token (Authorization: Bearer TOKEN)";
+const UNKNOWN_NODE_KEY: &str = "missing or unknown node key; enroll the workstation again";
+const UNKNOWN_TOKEN: &str = "missing or unknown API token (Authorization: Bearer TOKEN)";
 
-/// A request from an enrolled workstation (`Authorization: Bearer NODE_KEY`).
-#[derive(Debug)]
+/// A request from an enrolled workstation (`Authorization: Bearer NODE_KEY`). Looked up
+/// once: the gate (`gate.rs`) looks it up before a body and leaves it to the handler.
+#[derive(Debug, Clone)]
 pub struct Node(pub Workstation);
 
 impl FromRequestParts<AppState> for Node {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(node) = parts.extensions.remove::<Node>() {
+            return Ok(node);
+        }
         const WHY: &str = UNKNOWN_NODE_KEY;
         let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();
@@ -42,8 +46,9 @@ impl FromRequestParts<AppState> for Node {
     }
 }
 
-/// A person or tool with an API token; `role` says what it may do.
-#[derive(Debug)]
+/// A person or tool with an API token; `role` says what it may do. Looked up once, like
+/// [`Node`].
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub role: Role,
     pub label: String,
@@ -52,6 +57,9 @@ pub struct Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(caller) = parts.extensions.remove::<Caller>() {
+            return Ok(caller);
+        }
         const WHY: &str = UNKNOWN_TOKEN;
         let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();

@@ -12,16 +12,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::auth::{bearer, unauthorized, UNKNOWN_NODE_KEY, UNKNOWN_TOKEN};
-use super::{blocking, ApiError, AppState, DRAIN_AT_MOST, MAX_BODY_BYTES};
-use crate::secret;
+use super::auth::{Caller, Node};
+use super::{ApiError, AppState, DRAIN_AT_MOST, MAX_BODY_BYTES};
 
 /// Largest body of a request that shows no credential before its body (enrollment: the
 /// secret is in the body).
@@ -155,21 +154,6 @@ fn credential_of(method: &Method, path: &str) -> Credential {
     }
 }
 
-/// Whether the bearer credential is one the collector knows (node key or token).
-async fn known(state: &AppState, credential: Credential, bearer: Option<String>) -> Result<bool, ApiError> {
-    if credential == Credential::None {
-        return Ok(true);
-    }
-    let Some(bearer) = bearer else { return Ok(false) };
-    let hash = secret::hash(&bearer);
-    let store = state.store.clone();
-    match credential {
-        Credential::None => Ok(true),
-        Credential::NodeKey => blocking(move || store.workstation_by_key(&hash)).await.map(|w| w.is_some()),
-        Credential::Token => blocking(move || store.token(&hash)).await.map(|t| t.is_some()),
-    }
-}
-
 /// Every request passes here first.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -180,24 +164,31 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
             return busy.into_response();
         }
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     if http_body::Body::size_hint(&body).exact() == Some(0) {
         return next.run(Request::from_parts(parts, body)).await;
     }
     let credential = credential_of(&parts.method, parts.uri.path());
-    let shown = bearer(&parts).map(str::to_owned);
-    let keep = match known(&state, credential, shown).await {
-        Ok(true) if credential == Credential::None => MAX_UNAUTHENTICATED_BODY,
-        Ok(true) => MAX_BODY_BYTES,
-        Ok(false) => {
+    // The handler's own extractor, run here once; what it found is left for the handler.
+    let shown = match credential {
+        Credential::None => Ok(()),
+        Credential::NodeKey => Node::from_request_parts(&mut parts, &state).await.map(|n| {
+            parts.extensions.insert(n);
+        }),
+        Credential::Token => Caller::from_request_parts(&mut parts, &state).await.map(|c| {
+            parts.extensions.insert(c);
+        }),
+    };
+    let keep = match shown {
+        Ok(()) if credential == Credential::None => MAX_UNAUTHENTICATED_BODY,
+        Ok(()) => MAX_BODY_BYTES,
+        Err(refusal) => {
             // A stranger's body is read and thrown away, so that the 401 reaches it.
-            let why = if credential == Credential::NodeKey { UNKNOWN_NODE_KEY } else { UNKNOWN_TOKEN };
             return match drain(body, &state.gate.limits, 0).await {
-                Ok(_) | Err(Drained::TooLarge) => unauthorized(&state, why).into_response(),
+                Ok(_) | Err(Drained::TooLarge) => refusal.into_response(),
                 Err(refused) => refused.into_response(),
             };
         }
-        Err(e) => return e.into_response(),
     };
     match drain(body, &state.gate.limits, keep).await {
         Ok(kept) => next.run(Request::from_parts(parts, axum::body::Body::from(kept))).await,
