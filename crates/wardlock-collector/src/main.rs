@@ -11,8 +11,7 @@ use clap::{Parser, Subcommand};
 
 use wardlock_collector::api::{self, AppState, Metrics};
 use wardlock_collector::secret;
-use wardlock_collector::store::pg::PgStore;
-use wardlock_collector::store::sqlite::SqliteStore;
+use wardlock_collector::store::SqlStore;
 use wardlock_collector::store::{CollectorStore, Role};
 use wardlock_collector::{syslog, tls};
 
@@ -156,8 +155,8 @@ fn main() -> ExitCode {
 
 fn open_store(url: &str) -> Result<Arc<dyn CollectorStore>> {
     match url.split_once("://") {
-        Some(("sqlite", path)) if !path.is_empty() => Ok(Arc::new(SqliteStore::open(Path::new(path))?)),
-        Some(("postgres" | "postgresql", _)) => Ok(Arc::new(PgStore::open(url)?)),
+        Some(("sqlite", path)) if !path.is_empty() => Ok(Arc::new(SqlStore::open_sqlite(Path::new(path))?)),
+        Some(("postgres" | "postgresql", _)) => Ok(Arc::new(SqlStore::open_postgres(url)?)),
         _ => bail!("--db is not understood; use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
     }
 }

@@ -90,6 +90,12 @@ impl AuditKind {
         AuditKind::AdminApproved,
     ];
 
+    /// A wrong credential at an unlock: counted as a failed attempt in the reports.
+    pub const FAILED: &'static [AuditKind] = &[AuditKind::UnlockFailed];
+
+    /// A user locked out after too many failed attempts.
+    pub const LOCKED_OUT: &'static [AuditKind] = &[AuditKind::UserLockedOut];
+
     /// The names of `kinds`, as the audit log writes them.
     pub fn names(kinds: &[AuditKind]) -> Vec<&'static str> {
         kinds.iter().map(|k| k.as_str()).collect()

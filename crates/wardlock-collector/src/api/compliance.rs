@@ -315,7 +315,7 @@ pub(super) async fn report_emergency(
     };
     let (after, limit) = paging::id_after(&paging::PageParams { after: p.after, limit: p.limit })?;
     let query = EventQuery {
-        kind: Some("emergency_access".into()),
+        kind: Some(AuditKind::EmergencyAccess.as_str().into()),
         since: (!by_received).then_some(since),
         received_since: by_received.then_some(since),
         after,

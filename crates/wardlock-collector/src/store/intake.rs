@@ -9,6 +9,7 @@ use wardlock_core::audit::{continue_chain, continue_checked_chain, AuditEntry, C
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::{AuditAck, SeqRange};
 
+use super::sql::{self, args, Args, Sql};
 use super::{Hash, StoreError};
 
 /// Where a workstation's chain stands at the collector.
@@ -199,6 +200,135 @@ fn ack(head: u64, next_stored: Option<u64>, findings: &[ChainFinding]) -> AuditA
             .filter(|(_, kind, _)| *kind == "rewritten")
             .map(|(seq, _, _)| *seq)
             .collect(),
+    }
+}
+
+/// Rows one multi-row statement inserts or reads (12 placeholders a row: well under
+/// SQLite's and PostgreSQL's limits); full chunks share one cached statement.
+const CHUNK: usize = 200;
+
+/// [`IntakeTx`] over either backend's open transaction.
+pub(crate) struct SqlIntake<'a> {
+    pub sql: &'a mut dyn Sql,
+    pub workstation: &'a str,
+}
+
+impl IntakeTx for SqlIntake<'_> {
+    fn chain_state(&mut self) -> Result<ChainState, StoreError> {
+        let sql = format!(
+            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = $1{}",
+            self.sql.for_update()
+        );
+        let row = self.sql.query_opt(&sql, args![self.workstation])?.ok_or_else(|| {
+            StoreError::Conflict(format!("workstation {:?} is not enrolled", self.workstation))
+        })?;
+        Ok(ChainState { contiguous: row.uint(0)?, contiguous_hash: row.hash(1)?, max_seq: row.uint(2)? })
+    }
+
+    /// A few round trips for the whole batch: many rows a statement, the seqs actually
+    /// inserted back.
+    fn insert_new(&mut self, entries: &[Received], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
+        let mut inserted = BTreeSet::new();
+        for chunk in entries.chunks(CHUNK) {
+            let mut args = Args::default();
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|received| {
+                    let e = received.entry();
+                    let values = [
+                        args.bind(self.workstation),
+                        args.bind(sql::int(e.seq)),
+                        args.bind(e.time),
+                        args.bind(e.kind.as_str()),
+                        args.bind(e.user.as_deref()),
+                        args.bind(e.os_account.as_deref()),
+                        args.bind(e.policy_hash.as_deref()),
+                        args.bind(received.details_json()),
+                        args.bind(&e.prev_hash),
+                        args.bind(&e.hash),
+                        args.bind(now),
+                    ];
+                    format!("({})", values.join(", "))
+                })
+                .collect();
+            let statement = format!(
+                "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details,
+                                    prev_hash, hash, received_ms)
+                 VALUES {} ON CONFLICT (workstation, seq) DO NOTHING RETURNING seq",
+                rows.join(", ")
+            );
+            for row in self.sql.query(&statement, &args.0)? {
+                inserted.insert(row.uint(0)?);
+            }
+        }
+        Ok(inserted)
+    }
+
+    fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
+        let mut hashes = HashMap::with_capacity(seqs.len());
+        for chunk in seqs.chunks(CHUNK) {
+            let mut args = Args::default();
+            let statement = format!(
+                "SELECT seq, hash FROM audit WHERE workstation = {} AND seq IN {}",
+                args.bind(self.workstation),
+                args.list(chunk.iter().map(|&s| sql::int(s)))
+            );
+            for row in self.sql.query(&statement, &args.0)? {
+                hashes.insert(row.uint(0)?, row.blob(1)?);
+            }
+        }
+        Ok(hashes)
+    }
+
+    fn keep_conflict(&mut self, entry: &AuditEntry, now: UtcMillis) -> Result<(), StoreError> {
+        self.sql.execute(
+            "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            args![self.workstation, sql::int(entry.seq), &entry.hash, super::conflict_record(entry), now],
+        )?;
+        Ok(())
+    }
+
+    fn entries_after(&mut self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let statement = format!(
+            "SELECT {} FROM audit WHERE workstation = $1 AND seq > $2 ORDER BY seq",
+            super::queries::ENTRY_COLUMNS
+        );
+        self.sql
+            .query(&statement, args![self.workstation, sql::int(seq)])?
+            .iter()
+            .map(|r| super::queries::stored_event(r).map(|e| e.entry))
+            .collect()
+    }
+
+    fn first_stored_after(&mut self, seq: u64) -> Result<Option<u64>, StoreError> {
+        self.sql
+            .query_one(
+                "SELECT MIN(seq) FROM audit WHERE workstation = $1 AND seq > $2",
+                args![self.workstation, sql::int(seq)],
+            )?
+            .opt_uint(0)
+    }
+
+    fn set_chain_state(&mut self, state: &ChainState, now: UtcMillis) -> Result<(), StoreError> {
+        self.sql.execute(
+            "UPDATE workstations SET contiguous_seq = $2, contiguous_hash = $3, max_seq = $4, last_seen_ms = $5 WHERE id = $1",
+            args![
+                self.workstation,
+                sql::int(state.contiguous),
+                &state.contiguous_hash,
+                sql::int(state.max_seq),
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError> {
+        for (seq, kind, detail) in findings {
+            super::queries::flag(self.sql, self.workstation, *seq, kind, detail, now)?;
+        }
+        Ok(())
     }
 }
 

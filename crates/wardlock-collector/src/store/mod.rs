@@ -5,9 +5,12 @@
 
 pub mod intake;
 pub mod pg;
+pub mod queries;
+pub mod sql;
 pub mod sqlite;
 
 pub use intake::{Ingest, Received};
+pub use queries::SqlStore;
 
 use wardlock_core::audit::AuditEntry;
 use wardlock_core::clock::UtcMillis;
@@ -23,6 +26,12 @@ pub enum StoreError {
     Open { path: String, why: String },
     #[error("{0}")]
     Conflict(String),
+    /// A row that is not what the schema says (a NULL, another type): tampered or foreign.
+    #[error("collector database: column {column} of a row read is {found}, not {expected}")]
+    Row { column: usize, expected: &'static str, found: &'static str },
+    /// A statement the code built wrongly (a bug, said plainly rather than run).
+    #[error("collector database: statement: {0}")]
+    Statement(String),
     /// Written, but the flush to disk failed: the batch is not acknowledged.
     #[error("collector database: could not flush {0}; the batch is not acknowledged, send it again")]
     NotDurable(String),
@@ -93,17 +102,6 @@ fn groups_of(column: Option<String>) -> Vec<String> {
     column.map(|c| c.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
 }
 
-/// Milliseconds since the epoch, as both backends store times.
-fn ms(t: UtcMillis) -> i64 {
-    t.unix_millis()
-}
-
-/// A stored 32-byte hash (zeros if the column was tampered to another length; the chain
-/// check then flags it).
-fn hash_of(blob: Vec<u8>) -> Hash {
-    blob.try_into().unwrap_or([0; 32])
-}
-
 /// The ETag of a stored policy envelope: its content, so every collector on one
 /// database answers the same.
 fn policy_etag(envelope: &str) -> String {
@@ -119,6 +117,15 @@ pub enum PolicyPut {
     Stale {
         current: u64,
     },
+}
+
+/// A group's policy is replaced only by one of a higher serial: an older signed policy
+/// (one that IT replaced, perhaps to close a hole) can never be put back in force.
+pub fn plan_policy_put(current: Option<u64>, serial: u64) -> PolicyPut {
+    match current {
+        Some(current) if current >= serial => PolicyPut::Stale { current },
+        _ => PolicyPut::Stored,
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -548,6 +555,14 @@ mod tests {
 
     fn approval(group: Option<&str>) -> ReenrollApproval {
         ReenrollApproval { code: [4; 32], expires: at(100), group: group.map(str::to_owned) }
+    }
+
+    #[test]
+    fn a_policy_replaces_the_one_in_force_only_with_a_higher_serial() {
+        assert_eq!(plan_policy_put(None, 1), PolicyPut::Stored);
+        assert_eq!(plan_policy_put(Some(4), 5), PolicyPut::Stored);
+        assert_eq!(plan_policy_put(Some(5), 5), PolicyPut::Stale { current: 5 });
+        assert_eq!(plan_policy_put(Some(6), 5), PolicyPut::Stale { current: 6 });
     }
 
     #[test]

@@ -11,19 +11,17 @@
 //! `synchronous=FULL` syncs the WAL before copying it and the database after, and the WAL
 //! is only rewritten from its start once everything in it is in the (synced) database.
 
-use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
-use wardlock_core::audit::AuditEntry;
 use wardlock_core::clock::UtcMillis;
 
-use super::super::intake::{self, ChainFinding, ChainState, IntakeTx, Received};
-use super::super::{hash_of, ms, Ingest, StoreError};
-use super::{entry_from_row, ENTRY_COLUMNS};
+use super::super::intake::{self, Received, SqlIntake};
+use super::super::{Ingest, StoreError};
+use super::SqliteSql;
 
 /// Most entries one group commit takes: bounds a transaction's size and a batch's wait.
 const GROUP_ENTRIES: usize = 20_000;
@@ -209,7 +207,7 @@ fn write(conn: &mut Connection, group: &mut [Batch]) -> Result<Vec<Ingest>, Stor
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut done = Vec::with_capacity(group.len());
     for batch in group.iter_mut() {
-        let mut rows = SqliteIntake { conn: &tx, workstation: &batch.workstation };
+        let mut rows = SqlIntake { sql: &mut SqliteSql(&tx), workstation: &batch.workstation };
         done.push(intake::ingest(&mut rows, &mut batch.entries, batch.now)?);
     }
     tx.commit()?;
@@ -275,132 +273,5 @@ impl Checkpoints {
         self.stop.store(true, Ordering::Relaxed);
         let _due = self.due.lock().unwrap_or_else(|p| p.into_inner());
         self.wake.notify_one();
-    }
-}
-
-/// One workstation's rows in an open (IMMEDIATE, so already write-locked) transaction.
-struct SqliteIntake<'t> {
-    conn: &'t Connection,
-    workstation: &'t str,
-}
-
-impl IntakeTx for SqliteIntake<'_> {
-    fn chain_state(&mut self) -> Result<ChainState, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT contiguous_seq, contiguous_hash, max_seq FROM workstations WHERE id = ?1",
-            [self.workstation],
-            |r| {
-                Ok(ChainState {
-                    contiguous: r.get::<_, i64>(0)? as u64,
-                    contiguous_hash: hash_of(r.get(1)?),
-                    max_seq: r.get::<_, i64>(2)? as u64,
-                })
-            },
-        )?)
-    }
-
-    fn insert_new(&mut self, entries: &[Received], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
-        let mut insert = self.conn.prepare_cached(
-            "INSERT INTO audit (workstation, seq, time_ms, kind, user, os_account, policy_hash, details,
-                                prev_hash, hash, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (workstation, seq) DO NOTHING",
-        )?;
-        let mut inserted = BTreeSet::new();
-        for received in entries {
-            let e = received.entry();
-            let rows = insert.execute(params![
-                self.workstation,
-                e.seq as i64,
-                ms(e.time),
-                e.kind.as_str(),
-                e.user,
-                e.os_account,
-                e.policy_hash,
-                received.details_json(),
-                &e.prev_hash[..],
-                &e.hash[..],
-                ms(now),
-            ])?;
-            if rows == 1 {
-                inserted.insert(e.seq);
-            }
-        }
-        Ok(inserted)
-    }
-
-    fn stored_hashes(&mut self, seqs: &[u64]) -> Result<HashMap<u64, Vec<u8>>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT hash FROM audit WHERE workstation = ?1 AND seq = ?2")?;
-        let mut hashes = HashMap::with_capacity(seqs.len());
-        for &seq in seqs {
-            if let Some(hash) =
-                stmt.query_row(params![self.workstation, seq as i64], |r| r.get(0)).optional()?
-            {
-                hashes.insert(seq, hash);
-            }
-        }
-        Ok(hashes)
-    }
-
-    fn keep_conflict(&mut self, entry: &AuditEntry, now: UtcMillis) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit_conflicts (workstation, seq, hash, record, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                self.workstation,
-                entry.seq as i64,
-                &entry.hash[..],
-                crate::store::conflict_record(entry),
-                ms(now)
-            ])?;
-        Ok(())
-    }
-
-    fn entries_after(&mut self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM audit WHERE workstation = ?1 AND seq > ?2 ORDER BY seq"
-        ))?;
-        let entries = stmt
-            .query_map(params![self.workstation, seq as i64], entry_from_row)?
-            .map(|r| r.map(|(_, e, _)| e))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(entries)
-    }
-
-    fn first_stored_after(&mut self, seq: u64) -> Result<Option<u64>, StoreError> {
-        let next: Option<i64> = self.conn.query_row(
-            "SELECT MIN(seq) FROM audit WHERE workstation = ?1 AND seq > ?2",
-            params![self.workstation, seq as i64],
-            |r| r.get(0),
-        )?;
-        Ok(next.map(|n| n as u64))
-    }
-
-    fn set_chain_state(&mut self, state: &ChainState, now: UtcMillis) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE workstations SET contiguous_seq = ?2, contiguous_hash = ?3, max_seq = ?4, last_seen_ms = ?5 WHERE id = ?1",
-            params![
-                self.workstation,
-                state.contiguous as i64,
-                &state.contiguous_hash[..],
-                state.max_seq as i64,
-                ms(now)
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError> {
-        let mut flag = self.conn.prepare_cached(
-            "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT DO NOTHING",
-        )?;
-        for (seq, kind, detail) in findings {
-            flag.execute(params![self.workstation, *seq as i64, kind, detail, ms(now)])?;
-        }
-        Ok(())
     }
 }

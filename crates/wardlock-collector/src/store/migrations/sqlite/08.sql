@@ -1,0 +1,3 @@
+-- The latest TOTP step each user used anywhere, for the other workstations to refuse.
+CREATE TABLE totp_steps (usr TEXT PRIMARY KEY, step_ms INTEGER NOT NULL, noted_ms INTEGER NOT NULL) STRICT;
+CREATE INDEX totp_steps_noted ON totp_steps (noted_ms);

@@ -1,0 +1,698 @@
+//! Every query of the collector's store, written once for both backends over the narrow
+//! SQL layer (`sql.rs`). What each backend does differently (connections, TLS, locking,
+//! DDL, SQLite's intake writer) is in `sqlite.rs` and `pg.rs`; what a change means (who
+//! may enroll, whether a policy replaces another, which audit kinds count as what) is in
+//! pure functions (`plan_enroll`, `plan_policy_put`, `AuditKind`'s sets).
+
+use std::path::Path;
+
+use wardlock_core::audit::{AuditEntry, AuditKind, GENESIS_HASH};
+use wardlock_core::clock::UtcMillis;
+use wardlock_core::protocol::collector::Heartbeat;
+
+use super::intake::{self, Received, SqlIntake};
+use super::pg::Postgres;
+use super::sql::{self, args, Args, Row, Sql};
+use super::sqlite::Sqlite;
+use super::{
+    finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict,
+    EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount, Finding, Hash,
+    Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval, Role, StoreError, StoredEvent, UserRecord,
+    Workstation,
+};
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(Postgres),
+}
+
+/// The collector's store on either backend.
+#[derive(Debug)]
+pub struct SqlStore {
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// The embedded store: one SQLite file (made, owner-only, if missing).
+    pub fn open_sqlite(path: &Path) -> Result<SqlStore, StoreError> {
+        Ok(SqlStore { backend: Backend::Sqlite(Sqlite::open(path)?) })
+    }
+
+    /// A PostgreSQL database (`postgres://…`; see [`Postgres::open`] for TLS).
+    pub fn open_postgres(url: &str) -> Result<SqlStore, StoreError> {
+        Ok(SqlStore { backend: Backend::Postgres(Postgres::open(url)?) })
+    }
+
+    #[cfg(test)]
+    pub(super) fn sqlite(&self) -> Option<&Sqlite> {
+        match &self.backend {
+            Backend::Sqlite(db) => Some(db),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.read(f),
+            Backend::Postgres(db) => db.read(f),
+        }
+    }
+
+    /// One transaction: committed when `f` answers `Ok`, rolled back otherwise.
+    fn write<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.write(f),
+            Backend::Postgres(db) => db.write(f),
+        }
+    }
+
+    /// Runs `change` and, when it changed a row, records the administrator's `log` entry
+    /// in the same transaction: an action and its entry are written together or not at all.
+    fn logged(
+        &self,
+        log: Option<&AdminAction>,
+        change: impl FnOnce(&mut dyn Sql) -> Result<u64, StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.write(|sql| {
+            let changed = change(sql)?;
+            if changed > 0 {
+                log_in(sql, log)?;
+            }
+            Ok(changed)
+        })
+    }
+}
+
+/// Records an administrator's action in the admin log, inside the caller's transaction.
+fn log_in(sql: &mut dyn Sql, log: Option<&AdminAction>) -> Result<(), StoreError> {
+    if let Some(a) = log {
+        sql.execute(
+            "INSERT INTO admin_log (time_ms, actor, action, detail) VALUES ($1, $2, $3, $4)",
+            args![a.time, &a.actor, &a.action, &a.detail],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records a finding (one already recorded is not recorded twice).
+pub(super) fn flag(
+    sql: &mut dyn Sql,
+    workstation: &str,
+    seq: u64,
+    kind: &str,
+    detail: &str,
+    now: UtcMillis,
+) -> Result<(), StoreError> {
+    sql.execute(
+        "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT DO NOTHING",
+        args![workstation, sql::int(seq), kind, detail, now],
+    )?;
+    Ok(())
+}
+
+/// An enrollment finding (seq 0) is appended to what is there, never overwritten: the
+/// earlier refusals stay evidence. Capped at 1 MB a row (then the first ones are kept).
+fn append_enroll_finding(
+    sql: &mut dyn Sql,
+    workstation: &str,
+    kind: &str,
+    detail: &str,
+    now: UtcMillis,
+) -> Result<(), StoreError> {
+    sql.execute(
+        "INSERT INTO findings (workstation, seq, kind, detail, found_ms) VALUES ($1, 0, $2, $3, $4)
+         ON CONFLICT (workstation, seq, kind) DO UPDATE SET detail = CASE WHEN length(findings.detail) < 1000000
+             THEN findings.detail || $5 || excluded.detail ELSE findings.detail END",
+        args![workstation, kind, finding_line(now, detail), now, "\n"],
+    )?;
+    Ok(())
+}
+
+pub(super) const ENTRY_COLUMNS: &str =
+    "id, workstation, seq, time_ms, kind, usr, os_account, policy_hash, details, prev_hash, hash, received_ms";
+
+pub(super) fn stored_event(r: &Row) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        id: r.int(0)?,
+        entry: AuditEntry {
+            workstation: r.text(1)?,
+            seq: r.uint(2)?,
+            time: r.time(3)?,
+            // A kind this collector does not know was written by someone else: tampering.
+            kind: AuditKind::parse(&r.text(4)?).unwrap_or(AuditKind::TamperDetected),
+            user: r.opt_text(5)?,
+            os_account: r.opt_text(6)?,
+            policy_hash: r.opt_text(7)?,
+            details: serde_json::from_str(&r.text(8)?).unwrap_or_default(),
+            prev_hash: r.hash(9)?,
+            hash: r.hash(10)?,
+        },
+        received: r.time(11)?,
+    })
+}
+
+const WORKSTATION_COLUMNS: &str =
+    "id, hostname, grp, agent_version, enrolled_ms, last_seen_ms, contiguous_seq, reported_last_seq, transport_key";
+
+fn workstation(r: &Row) -> Result<Workstation, StoreError> {
+    Ok(Workstation {
+        id: r.text(0)?,
+        hostname: r.text(1)?,
+        group: r.text(2)?,
+        agent_version: r.text(3)?,
+        enrolled: r.time(4)?,
+        last_seen: r.opt_time(5)?,
+        contiguous_seq: r.uint(6)?,
+        reported_last_seq: r.opt_uint(7)?,
+        transport_key: r.blob(8)?,
+    })
+}
+
+const SECRET_COLUMNS: &str = "hash, label, created_ms, expires_ms, max_uses, uses, revoked_ms, grp";
+
+fn enroll_secret(r: &Row) -> Result<EnrollSecret, StoreError> {
+    Ok(EnrollSecret {
+        hash: r.hash(0)?,
+        label: r.text(1)?,
+        created: r.time(2)?,
+        expires: r.opt_time(3)?,
+        max_uses: r.opt_uint(4)?,
+        uses: r.uint(5)?,
+        revoked: r.opt_time(6)?,
+        group: r.opt_text(7)?,
+    })
+}
+
+const USER_COLUMNS: &str =
+    "id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, admin_grant, groups";
+
+fn user(r: &Row) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: r.text(0)?,
+        display_name: r.text(1)?,
+        role: r.text(2)?,
+        disabled: r.bool(3)?,
+        pin_sealed: r.opt_text(4)?,
+        totp_sealed: r.opt_blob(5)?,
+        updated: r.time(6)?,
+        admin_grant: r.opt_text(7)?,
+        groups: super::groups_of(r.opt_text(8)?),
+    })
+}
+
+fn finding(r: &Row) -> Result<Finding, StoreError> {
+    Ok(Finding {
+        workstation: r.text(0)?,
+        seq: r.uint(1)?,
+        kind: r.text(2)?,
+        detail: r.text(3)?,
+        found: r.time(4)?,
+    })
+}
+
+fn all<T>(rows: Vec<Row>, read: impl Fn(&Row) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(read).collect()
+}
+
+impl CollectorStore for SqlStore {
+    fn add_enroll_secret(
+        &self,
+        secret: &Hash,
+        new: &NewEnrollSecret,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<(), StoreError> {
+        self.logged(log, |sql| {
+            sql.execute(
+                "INSERT INTO enroll_secrets (hash, label, created_ms, expires_ms, max_uses, grp)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                args![secret, &new.label, now, new.expires, new.max_uses.map(sql::int), &new.group],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn enroll_secrets(&self) -> Result<Vec<EnrollSecret>, StoreError> {
+        let statement = format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets ORDER BY created_ms, hash");
+        self.read(|sql| all(sql.query(&statement, &[])?, enroll_secret))
+    }
+
+    fn revoke_enroll_secret(
+        &self,
+        secret: &Hash,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let n = self.logged(log, |sql| {
+            sql.execute(
+                "UPDATE enroll_secrets SET revoked_ms = coalesce(revoked_ms, $2) WHERE hash = $1",
+                args![secret, now],
+            )
+        })?;
+        Ok(n > 0)
+    }
+
+    fn enroll(&self, attempt: &EnrollAttempt, now: UtcMillis) -> Result<EnrollResult, StoreError> {
+        let ws = &attempt.workstation;
+        self.write(|sql| {
+            // Two enrollments of one ID at once: the second waits for the first's decision.
+            sql.serialise(&format!("enroll:{}", ws.id))?;
+            let statement = format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets WHERE hash = $1");
+            let secret = sql.query_opt(&statement, args![&attempt.secret])?.map(|r| enroll_secret(&r)).transpose()?;
+            let approval = sql
+                .query_opt("SELECT code, expires_ms, grp FROM reenroll_approvals WHERE workstation = $1", args![&ws.id])?
+                .map(|r| -> Result<_, StoreError> {
+                    Ok(ReenrollApproval { code: r.hash(0)?, expires: r.time(1)?, group: r.opt_text(2)? })
+                })
+                .transpose()?;
+            let enrolled = sql
+                .query_opt(
+                    "SELECT node_key, revoked_ms, grp, transport_key FROM workstations WHERE id = $1",
+                    args![&ws.id],
+                )?
+                .map(|r| -> Result<_, StoreError> {
+                    Ok(Enrolled {
+                        node_key: r.hash(0)?,
+                        revoked: r.opt_int(1)?.is_some(),
+                        group: r.text(2)?,
+                        transport_key: r.blob(3)?,
+                    })
+                })
+                .transpose()?;
+            Ok(match plan_enroll(attempt, secret.as_ref(), approval.as_ref(), enrolled.as_ref(), now) {
+                EnrollPlan::Unauthorized(why) => EnrollResult::Unauthorized(why),
+                EnrollPlan::WrongGroup(why) => EnrollResult::WrongGroup(why),
+                EnrollPlan::Conflict { message, finding } => {
+                    append_enroll_finding(sql, &ws.id, "enroll_conflict", &finding, now)?;
+                    EnrollResult::Conflict(message)
+                }
+                EnrollPlan::Enroll { use_secret, use_approval, group, finding } => {
+                    if let Some((kind, detail)) = finding {
+                        append_enroll_finding(sql, &ws.id, kind, &detail, now)?;
+                    }
+                    // Approved or proven: the node key is replaced and the log kept.
+                    sql.execute(
+                        "INSERT INTO workstations (id, node_key, hostname, grp, agent_version, enrolled_ms,
+                                                   contiguous_hash, transport_key)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         ON CONFLICT (id) DO UPDATE SET node_key = excluded.node_key, hostname = excluded.hostname,
+                             grp = excluded.grp, agent_version = excluded.agent_version,
+                             enrolled_ms = excluded.enrolled_ms, transport_key = excluded.transport_key,
+                             revoked_ms = NULL",
+                        args![
+                            &ws.id,
+                            &attempt.node_key,
+                            &ws.hostname,
+                            &group,
+                            &ws.agent_version,
+                            now,
+                            &GENESIS_HASH,
+                            &ws.transport_key
+                        ],
+                    )?;
+                    if use_secret {
+                        sql.execute(
+                            "UPDATE enroll_secrets SET uses = uses + 1 WHERE hash = $1",
+                            args![&attempt.secret],
+                        )?;
+                    }
+                    if use_approval {
+                        sql.execute("DELETE FROM reenroll_approvals WHERE workstation = $1", args![&ws.id])?;
+                    }
+                    EnrollResult::Enrolled
+                }
+            })
+        })
+    }
+
+    fn approve_reenroll(
+        &self,
+        workstation: &str,
+        code: &Hash,
+        group: Option<&str>,
+        expires: UtcMillis,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<(), StoreError> {
+        self.logged(log, |sql| {
+            sql.execute(
+                "INSERT INTO reenroll_approvals (workstation, code, expires_ms, created_ms, grp) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (workstation) DO UPDATE SET code = excluded.code, expires_ms = excluded.expires_ms,
+                     created_ms = excluded.created_ms, grp = excluded.grp",
+                args![workstation, code, expires, now, group],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn revoke_workstation(
+        &self,
+        workstation: &str,
+        dead_key: &Hash,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let n = self.logged(log, |sql| {
+            sql.execute(
+                "UPDATE workstations SET node_key = $2, revoked_ms = $3 WHERE id = $1",
+                args![workstation, dead_key, now],
+            )
+        })?;
+        Ok(n > 0)
+    }
+
+    fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError> {
+        let statement = format!("SELECT {WORKSTATION_COLUMNS} FROM workstations WHERE node_key = $1");
+        self.read(|sql| sql.query_opt(&statement, args![node_key])?.map(|r| workstation(&r)).transpose())
+    }
+
+    fn workstations(&self) -> Result<Vec<Workstation>, StoreError> {
+        let statement = format!("SELECT {WORKSTATION_COLUMNS} FROM workstations ORDER BY id");
+        self.read(|sql| all(sql.query(&statement, &[])?, workstation))
+    }
+
+    fn ingest(
+        &self,
+        workstation: &str,
+        mut entries: Vec<Received>,
+        now: UtcMillis,
+    ) -> Result<Ingest, StoreError> {
+        match &self.backend {
+            // Group commit on the writer's own connection.
+            Backend::Sqlite(db) => db.ingest(workstation, entries, now),
+            Backend::Postgres(db) => {
+                db.write(|sql| intake::ingest(&mut SqlIntake { sql, workstation }, &mut entries, now))
+            }
+        }
+    }
+
+    fn heartbeat(&self, workstation: &str, beat: &Heartbeat, now: UtcMillis) -> Result<(), StoreError> {
+        self.write(|sql| {
+            let statement =
+                format!("SELECT contiguous_seq FROM workstations WHERE id = $1{}", sql.for_update());
+            let contiguous = sql.query_one(&statement, args![workstation])?.uint(0)?;
+            if beat.last_seq < contiguous {
+                // The workstation holds fewer entries than we received from it: its log lost
+                // its tail (a restored backup, a deleted file).
+                let detail = format!(
+                    "the workstation reports {} entries, the collector holds {contiguous}",
+                    beat.last_seq
+                );
+                flag(sql, workstation, beat.last_seq + 1, "truncated", &detail, now)?;
+            }
+            sql.execute(
+                "UPDATE workstations SET last_seen_ms = $2, reported_last_seq = $3 WHERE id = $1",
+                args![workstation, now, sql::int(beat.last_seq)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn note_totp_steps(&self, steps: &[(String, UtcMillis)], now: UtcMillis) -> Result<(), StoreError> {
+        self.write(|sql| {
+            for (user, at) in steps {
+                sql.execute(
+                    "INSERT INTO totp_steps (usr, step_ms, noted_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (usr) DO UPDATE SET step_ms = excluded.step_ms, noted_ms = excluded.noted_ms
+                     WHERE excluded.step_ms > totp_steps.step_ms",
+                    args![user, *at, now],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recent_totp_steps(&self, since: UtcMillis) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+        self.read(|sql| {
+            all(sql.query("SELECT usr, step_ms FROM totp_steps WHERE noted_ms >= $1", args![since])?, |r| {
+                Ok((r.text(0)?, r.time(1)?))
+            })
+        })
+    }
+
+    fn put_policy(
+        &self,
+        group: &str,
+        serial: u64,
+        envelope: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<PolicyPut, StoreError> {
+        self.write(|sql| {
+            sql.serialise(&format!("policy:{group}"))?;
+            let current = sql.query_opt("SELECT serial FROM policies WHERE grp = $1", args![group])?;
+            let current = current.map(|r| r.uint(0)).transpose()?;
+            let put = plan_policy_put(current, serial);
+            if put == PolicyPut::Stored {
+                sql.execute(
+                    "INSERT INTO policies (grp, serial, envelope, etag, updated_ms) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (grp) DO UPDATE SET serial = excluded.serial, envelope = excluded.envelope,
+                         etag = excluded.etag, updated_ms = excluded.updated_ms",
+                    args![group, sql::int(serial), envelope, policy_etag(envelope), now],
+                )?;
+                log_in(sql, log)?;
+            }
+            Ok(put)
+        })
+    }
+
+    fn policy(&self, group: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.read(|sql| {
+            sql.query_opt("SELECT envelope, etag FROM policies WHERE grp = $1", args![group])?
+                .map(|r| Ok((r.text(0)?, r.text(1)?)))
+                .transpose()
+        })
+    }
+
+    fn add_token(
+        &self,
+        token: &Hash,
+        role: Role,
+        label: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<(), StoreError> {
+        self.logged(log, |sql| {
+            sql.execute(
+                "INSERT INTO api_tokens (hash, role, label, created_ms) VALUES ($1, $2, $3, $4)",
+                args![token, role.as_str(), label, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn token(&self, token: &Hash) -> Result<Option<(Role, String)>, StoreError> {
+        let row = self
+            .read(|sql| sql.query_opt("SELECT role, label FROM api_tokens WHERE hash = $1", args![token]))?;
+        let Some(row) = row else { return Ok(None) };
+        // A role this collector does not know grants nothing.
+        Role::parse(&row.text(0)?).map(|role| row.text(1).map(|label| (role, label))).transpose()
+    }
+
+    fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        // Only the filters given, so the planner can use the index that fits (an `$1 IS
+        // NULL OR` form would make SQLite scan everything).
+        let mut args = Args::default();
+        let mut statement =
+            format!("SELECT {ENTRY_COLUMNS} FROM audit WHERE id > {}", args.bind(q.after.unwrap_or(0)));
+        let filters = [
+            ("workstation =", q.workstation.as_deref().map(sql::Value::from)),
+            ("usr =", q.user.as_deref().map(sql::Value::from)),
+            ("kind =", q.kind.as_deref().map(sql::Value::from)),
+            ("time_ms >=", q.since.map(sql::Value::from)),
+            ("time_ms <", q.until.map(sql::Value::from)),
+            ("received_ms >=", q.received_since.map(sql::Value::from)),
+            ("received_ms <", q.received_until.map(sql::Value::from)),
+        ];
+        for (clause, value) in filters {
+            if let Some(value) = value {
+                statement.push_str(&format!(" AND {clause} {}", args.bind(value)));
+            }
+        }
+        statement.push_str(&format!(" ORDER BY id LIMIT {}", args.bind(i64::from(q.limit))));
+        self.read(|sql| all(sql.query(&statement, &args.0)?, stored_event))
+    }
+
+    fn findings(&self) -> Result<Vec<Finding>, StoreError> {
+        self.read(|sql| {
+            all(
+                sql.query(
+                    "SELECT workstation, seq, kind, detail, found_ms FROM findings
+                     ORDER BY found_ms, workstation, seq, kind",
+                    &[],
+                )?,
+                finding,
+            )
+        })
+    }
+
+    fn conflicts(&self, workstation: Option<&str>) -> Result<Vec<Conflict>, StoreError> {
+        let mut args = Args::default();
+        let mut statement = format!(
+            "SELECT c.workstation, c.seq, c.record, c.received_ms, {}
+             FROM audit_conflicts c JOIN audit a ON a.workstation = c.workstation AND a.seq = c.seq",
+            ENTRY_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        if let Some(w) = workstation {
+            statement.push_str(&format!(" WHERE c.workstation = {}", args.bind(w)));
+        }
+        statement.push_str(" ORDER BY c.workstation, c.seq, c.received_ms, c.hash");
+        let rows = self.read(|sql| sql.query(&statement, &args.0))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            // A kept entry tampered into nonsense is left out, not an error for the rest.
+            let Some(received) = super::conflict_entry(&row.text(2)?) else { continue };
+            let stored = stored_event(&Row(row.0[4..].to_vec()))?.entry;
+            out.push(Conflict {
+                workstation: row.text(0)?,
+                seq: row.uint(1)?,
+                stored,
+                received,
+                received_at: row.time(3)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn log_admin(&self, a: &AdminAction) -> Result<(), StoreError> {
+        self.write(|sql| log_in(sql, Some(a)))
+    }
+
+    fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError> {
+        self.read(|sql| {
+            all(sql.query("SELECT time_ms, actor, action, detail FROM admin_log ORDER BY id", &[])?, |r| {
+                Ok(AdminAction {
+                    time: r.time(0)?,
+                    actor: r.text(1)?,
+                    action: r.text(2)?,
+                    detail: r.text(3)?,
+                })
+            })
+        })
+    }
+
+    fn entry_count(&self) -> Result<u64, StoreError> {
+        self.read(|sql| sql.query_one("SELECT count(*) FROM audit", &[])?.uint(0))
+    }
+
+    fn failures_by_user(&self, since: UtcMillis) -> Result<Vec<FailureCount>, StoreError> {
+        let mut args = Args::default();
+        let (failed, locked_out) = (
+            args.list(AuditKind::names(AuditKind::FAILED)),
+            args.list(AuditKind::names(AuditKind::LOCKED_OUT)),
+        );
+        let statement = format!(
+            "SELECT usr, workstation, SUM(CASE WHEN kind IN {failed} THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN kind IN {locked_out} THEN 1 ELSE 0 END), MAX(time_ms)
+             FROM audit WHERE usr IS NOT NULL AND time_ms >= {} AND kind IN {}
+             GROUP BY usr, workstation ORDER BY 3 DESC, 1, 2",
+            args.bind(since),
+            args.list(
+                AuditKind::names(AuditKind::FAILED)
+                    .into_iter()
+                    .chain(AuditKind::names(AuditKind::LOCKED_OUT))
+            )
+        );
+        self.read(|sql| {
+            all(sql.query(&statement, &args.0)?, |r| {
+                Ok(FailureCount {
+                    user: r.text(0)?,
+                    workstation: r.text(1)?,
+                    failed_attempts: r.uint(2)?,
+                    lockouts: r.uint(3)?,
+                    last: r.time(4)?,
+                })
+            })
+        })
+    }
+
+    fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+        let mut args = Args::default();
+        let statement = format!(
+            "SELECT usr, MAX(time_ms) FROM audit WHERE usr IS NOT NULL AND kind IN {} GROUP BY usr",
+            args.list(AuditKind::names(AuditKind::ACCOUNT_USED))
+        );
+        self.read(|sql| all(sql.query(&statement, &args.0)?, |r| Ok((r.text(0)?, r.time(1)?))))
+    }
+
+    fn forward_cursor(&self, name: &str) -> Result<i64, StoreError> {
+        self.read(|sql| {
+            sql.query_opt("SELECT last_id FROM forward_state WHERE name = $1", args![name])?
+                .map_or(Ok(0), |r| r.int(0))
+        })
+    }
+
+    fn set_forward_cursor(&self, name: &str, id: i64) -> Result<(), StoreError> {
+        self.write(|sql| {
+            sql.execute(
+                "INSERT INTO forward_state (name, last_id) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+                args![name, id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn put_user(
+        &self,
+        u: &UserRecord,
+        must_be_new: bool,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let on_conflict = if must_be_new {
+            "DO NOTHING"
+        } else {
+            "DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
+                 disabled = excluded.disabled, pin_hash = excluded.pin_hash, totp_sealed = excluded.totp_sealed,
+                 updated_ms = excluded.updated_ms, groups = excluded.groups"
+        };
+        let statement = format!(
+            "INSERT INTO users (id, display_name, role, disabled, pin_hash, totp_sealed, updated_ms, groups)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) {on_conflict}"
+        );
+        let changed = self.logged(log, |sql| {
+            sql.execute(
+                &statement,
+                args![
+                    &u.id,
+                    &u.display_name,
+                    &u.role,
+                    u.disabled,
+                    u.pin_sealed.as_deref(),
+                    u.totp_sealed.as_ref(),
+                    u.updated,
+                    super::groups_column(&u.groups)
+                ],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
+    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let statement = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        self.read(|sql| sql.query_opt(&statement, args![id])?.map(|r| user(&r)).transpose())
+    }
+
+    fn set_admin_grant(
+        &self,
+        id: &str,
+        grant: &str,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let n = self.logged(log, |sql| {
+            sql.execute(
+                "UPDATE users SET admin_grant = $2, updated_ms = $3 WHERE id = $1",
+                args![id, grant, now],
+            )
+        })?;
+        Ok(n > 0)
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let statement = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+        self.read(|sql| all(sql.query(&statement, &[])?, user))
+    }
+}
