@@ -65,19 +65,11 @@ pub(super) async fn admin_log(
     _caller: Caller,
     Q(params): Q<paging::PageParams>,
 ) -> Result<Response, ApiError> {
+    let (after, limit) = paging::key_after::<i64>(&params)?;
     let store = state.store.clone();
-    let log = blocking(move || store.admin_log()).await?;
-    // In the order written; actions of the same millisecond by their place.
-    let mut same_ms = (i64::MIN, 0u32);
-    let keyed = log
-        .into_iter()
-        .map(|a| {
-            let ms = a.time.unix_millis();
-            same_ms = if same_ms.0 == ms { (ms, same_ms.1 + 1) } else { (ms, 0) };
-            (format!("{}\u{1}{}", paging::ordered(ms), paging::ordered(same_ms.1)), a)
-        })
-        .collect();
-    paging::page(keyed, params)
+    // In the order written.
+    let log = blocking(move || store.admin_log(after, limit + 1)).await?;
+    Ok(paging::keyed(log, limit, |(id, _)| *id, |(_, action)| action))
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/users", summary = "Add a user to the central directory", request_body = NewUserRequest, responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
@@ -200,26 +192,25 @@ pub(super) async fn list_users(
     _caller: Caller,
     Q(params): Q<paging::PageParams>,
 ) -> Result<Response, ApiError> {
+    let (after, limit) = paging::key_after::<String>(&params)?;
     let (store, key) = (state.store.clone(), state.data_key.clone());
-    let users: Vec<(String, UserOut)> = blocking(move || store.users())
-        .await?
-        .into_iter()
-        .map(|u| {
-            let out = UserOut {
-                credential_digest: crate::secret::credential_digest(&key, &u),
-                has_pin: u.pin_sealed.is_some(),
-                has_totp: u.totp_sealed.is_some(),
-                id: u.id.clone(),
-                display_name: u.display_name,
-                role: u.role,
-                disabled: u.disabled,
-                updated: u.updated,
-                groups: u.groups,
-            };
-            (u.id, out)
-        })
-        .collect();
-    paging::page(users, params)
+    let users = blocking(move || store.users_page(after.as_deref(), limit + 1)).await?;
+    Ok(paging::keyed(
+        users,
+        limit,
+        |u| u.id.clone(),
+        |u| UserOut {
+            credential_digest: crate::secret::credential_digest(&key, &u),
+            has_pin: u.pin_sealed.is_some(),
+            has_totp: u.totp_sealed.is_some(),
+            id: u.id,
+            display_name: u.display_name,
+            role: u.role,
+            disabled: u.disabled,
+            updated: u.updated,
+            groups: u.groups,
+        },
+    ))
 }
 
 /// The PIN rules the user's PIN must meet: the built-in ones, and those of the central
@@ -233,9 +224,7 @@ fn pin_rules_reached(
 ) -> Result<Vec<(String, PinPolicy)>, crate::store::StoreError> {
     let mut reached: Vec<String> = groups.to_vec();
     if reached.is_empty() {
-        reached = store.workstations()?.into_iter().map(|w| w.group).collect();
-        reached.sort();
-        reached.dedup();
+        reached = store.workstation_groups()?;
     }
     let mut rules = vec![("the built-in defaults".to_owned(), PinPolicy::default())];
     for group in reached {

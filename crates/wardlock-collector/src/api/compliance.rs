@@ -2,6 +2,8 @@
 
 use wardlock_core::protocol::collector::{ConflictOut, EventOut, EventPage, StaleUser, WorkstationOut};
 
+use crate::store::{Conflict, ConflictKey, FailureCount, FailureKey, Finding, FindingKey};
+
 use super::*;
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -126,13 +128,11 @@ pub(super) async fn report_chain(
     _caller: Caller,
     Q(params): Q<paging::PageParams>,
 ) -> Result<Response, ApiError> {
+    let (after, limit) = paging::key_after::<FindingKey>(&params)?;
     let store = state.store.clone();
-    let findings = blocking(move || store.findings()).await?;
-    let keyed = findings
-        .into_iter()
-        .map(|f| (format!("{}\u{1}{}\u{1}{}", f.workstation, paging::ordered(f.seq), f.kind), f))
-        .collect();
-    paging::page(keyed, params)
+    let findings = blocking(move || store.findings(after.as_ref(), limit + 1)).await?;
+    let key = |f: &Finding| (f.found.unix_millis(), f.workstation.clone(), f.seq, f.kind.clone());
+    Ok(paging::keyed(findings, limit, key, |f| f))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -154,30 +154,20 @@ pub(super) async fn report_conflicts(
     _caller: Caller,
     Q(params): Q<ConflictParams>,
 ) -> Result<Response, ApiError> {
+    let page = paging::PageParams { after: params.after, limit: params.limit };
+    let (after, limit) = paging::key_after::<ConflictKey>(&page)?;
     let store = state.store.clone();
-    let page_params = paging::PageParams { after: params.after, limit: params.limit };
-    let conflicts = blocking(move || store.conflicts(params.workstation.as_deref())).await?;
-    let keyed = conflicts
-        .into_iter()
-        .map(|c| {
-            let key = format!(
-                "{}\u{1}{}\u{1}{}\u{1}{}",
-                c.workstation,
-                paging::ordered(c.seq),
-                paging::ordered(c.received_at.unix_millis()),
-                hex::encode(c.received.hash)
-            );
-            let out = ConflictOut {
-                stored: AuditRecord::from(&c.stored),
-                received: AuditRecord::from(&c.received),
-                workstation: c.workstation,
-                seq: c.seq,
-                received_at: c.received_at,
-            };
-            (key, out)
-        })
-        .collect();
-    paging::page(keyed, page_params)
+    let conflicts =
+        blocking(move || store.conflicts(params.workstation.as_deref(), after.as_ref(), limit + 1)).await?;
+    let key =
+        |c: &Conflict| (c.workstation.clone(), c.seq, c.received_at.unix_millis(), c.received.hash.to_vec());
+    Ok(paging::keyed(conflicts, limit, key, |c| ConflictOut {
+        stored: AuditRecord::from(&c.stored),
+        received: AuditRecord::from(&c.received),
+        workstation: c.workstation,
+        seq: c.seq,
+        received_at: c.received_at,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -218,14 +208,7 @@ pub(super) async fn report_silent(
         return Err(ApiError::bad("minutes must be at most 10000000"));
     }
     let cutoff = UtcMillis::from_unix_millis(now().unix_millis().saturating_sub((p.minutes * 60_000) as i64));
-    let store = state.store.clone();
-    let silent: Vec<(String, WorkstationOut)> = blocking(move || store.workstations())
-        .await?
-        .into_iter()
-        .filter(|w| w.last_seen.unwrap_or(w.enrolled) < cutoff)
-        .map(|w| (w.id.clone(), WorkstationOut::from(w)))
-        .collect();
-    paging::page(silent, paging::PageParams { after: p.after, limit: p.limit })
+    workstation_page(&state, Some(cutoff), &paging::PageParams { after: p.after, limit: p.limit }).await
 }
 
 #[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations, in pages", params(paging::PageParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
@@ -234,13 +217,18 @@ pub(super) async fn workstations(
     _caller: Caller,
     Q(params): Q<paging::PageParams>,
 ) -> Result<Response, ApiError> {
+    workstation_page(&state, None, &params).await
+}
+
+async fn workstation_page(
+    state: &AppState,
+    silent_before: Option<UtcMillis>,
+    params: &paging::PageParams,
+) -> Result<Response, ApiError> {
+    let (after, limit) = paging::key_after::<String>(params)?;
     let store = state.store.clone();
-    let all: Vec<(String, WorkstationOut)> = blocking(move || store.workstations())
-        .await?
-        .into_iter()
-        .map(|w| (w.id.clone(), WorkstationOut::from(w)))
-        .collect();
-    paging::page(all, params)
+    let page = blocking(move || store.workstations(silent_before, after.as_deref(), limit + 1)).await?;
+    Ok(paging::keyed(page, limit, |w: &Workstation| w.id.clone(), WorkstationOut::from))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -270,13 +258,12 @@ pub(super) async fn report_failed(
     Q(p): Q<SinceParams>,
 ) -> Result<Response, ApiError> {
     let since = since_or_default(&p, 30)?;
+    let (after, limit) =
+        paging::key_after::<FailureKey>(&paging::PageParams { after: p.after.clone(), limit: p.limit })?;
     let store = state.store.clone();
-    let keyed = blocking(move || store.failures_by_user(since))
-        .await?
-        .into_iter()
-        .map(|f| (format!("{}\u{1}{}", f.user, f.workstation), f))
-        .collect();
-    paging::page(keyed, paging::PageParams { after: p.after, limit: p.limit })
+    let page = blocking(move || store.failures_by_user(since, after.as_ref(), limit + 1)).await?;
+    let key = |f: &FailureCount| (f.failed_attempts, f.user.clone(), f.workstation.clone());
+    Ok(paging::keyed(page, limit, key, |f| f))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -366,22 +353,13 @@ pub(super) async fn report_stale(
             now().unix_millis() - i64::from(p.days.unwrap_or(90)) * 24 * 3600 * 1000,
         ),
     };
+    let (after, limit) = paging::key_after::<String>(&paging::PageParams { after: p.after, limit: p.limit })?;
     let store = state.store.clone();
-    let (users, last) = blocking(move || Ok((store.users()?, store.last_unlocks()?))).await?;
-    let last: std::collections::HashMap<String, UtcMillis> = last.into_iter().collect();
-    let stale: Vec<(String, StaleUser)> = users
-        .into_iter()
-        .filter(|u| !u.disabled)
-        .filter(|u| last.get(&u.id).is_none_or(|t| *t < cutoff) && u.updated < cutoff)
-        .map(|u| {
-            let user = StaleUser {
-                last_unlock: last.get(&u.id).copied(),
-                id: u.id.clone(),
-                display_name: u.display_name,
-                role: u.role,
-            };
-            (u.id, user)
-        })
-        .collect();
-    paging::page(stale, paging::PageParams { after: p.after, limit: p.limit })
+    let page = blocking(move || store.stale_users(cutoff, after.as_deref(), limit + 1)).await?;
+    Ok(paging::keyed(
+        page,
+        limit,
+        |(u, _)| u.id.clone(),
+        |(u, last)| StaleUser { last_unlock: last, id: u.id, display_name: u.display_name, role: u.role },
+    ))
 }

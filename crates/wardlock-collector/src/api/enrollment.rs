@@ -139,28 +139,22 @@ pub(super) async fn list_enroll_secrets(
     Q(params): Q<paging::PageParams>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
+    let (after, limit) = paging::key_after::<crate::store::SecretKey>(&params)?;
     let store = state.store.clone();
     let at = now();
-    let secrets: Vec<(String, EnrollSecretInfo)> = blocking(move || store.enroll_secrets())
-        .await?
-        .into_iter()
-        .map(|s| {
-            let key = format!("{}\u{1}{}", paging::ordered(s.created.unix_millis()), s.id());
-            let info = EnrollSecretInfo {
-                id: s.id(),
-                state: s.unusable(at).unwrap_or("usable").to_owned(),
-                label: s.label,
-                group: s.group,
-                created: s.created,
-                expires: s.expires,
-                max_uses: s.max_uses,
-                uses: s.uses,
-                revoked: s.revoked,
-            };
-            (key, info)
-        })
-        .collect();
-    paging::page(secrets, params)
+    let secrets = blocking(move || store.enroll_secrets(after.as_ref(), limit + 1)).await?;
+    let key = |s: &crate::store::EnrollSecret| (s.created.unix_millis(), s.hash.to_vec());
+    Ok(paging::keyed(secrets, limit, key, |s| EnrollSecretInfo {
+        id: s.id(),
+        state: s.unusable(at).unwrap_or("usable").to_owned(),
+        label: s.label,
+        group: s.group,
+        created: s.created,
+        expires: s.expires,
+        max_uses: s.max_uses,
+        uses: s.uses,
+        revoked: s.revoked,
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/enroll-secrets/{id}", summary = "Revoke an enrollment secret: it enrolls nothing more", params(("id" = String, Path, description = "as `GET /api/v1/admin/enroll-secrets` lists it")), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
@@ -171,7 +165,8 @@ pub(super) async fn revoke_enroll_secret(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let store = state.store.clone();
-    let found = blocking(move || store.enroll_secrets()).await?.into_iter().find(|s| s.id() == id);
+    let wanted = id.clone();
+    let found = blocking(move || store.enroll_secret(&wanted)).await?;
     let Some(found) = found else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no enrollment secret {id:?}")));
     };

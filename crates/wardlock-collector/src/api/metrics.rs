@@ -6,7 +6,7 @@ use super::*;
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let (entries, workstations) =
-        blocking(move || Ok((store.entry_count()?, store.workstations()?.len()))).await?;
+        blocking(move || Ok((store.entry_count()?, store.workstation_count()?))).await?;
     let m = &state.metrics;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let text = format!(

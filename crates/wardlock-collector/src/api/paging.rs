@@ -5,6 +5,7 @@
 use axum::http::{header::HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
@@ -32,21 +33,35 @@ impl PageParams {
     }
 }
 
-/// One page of `items`, each with its cursor key (unique, ordered as the keys sort).
-pub fn page<T: Serialize>(mut items: Vec<(String, T)>, params: PageParams) -> Result<Response, ApiError> {
-    let limit = params.limit()?;
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    let after = params.after.map(|cursor| after_key(&cursor));
-    let start = after.as_ref().map_or(0, |after| items.partition_point(|(key, _)| key <= after));
-    let rest = items.len().saturating_sub(start);
-    let mut page: Vec<(String, T)> = items.into_iter().skip(start).take(limit).collect();
-    let next = (rest > limit).then(|| page.last().map(|(key, _)| key.clone())).flatten();
-    let body: Vec<T> = page.drain(..).map(|(_, item)| item).collect();
+/// The key a keyset cursor names (none: the first page), and the page size. The store
+/// is asked for one more than the page, so that [`keyed`] knows whether another follows.
+pub fn key_after<K: DeserializeOwned>(params: &PageParams) -> Result<(Option<K>, u32), ApiError> {
+    let limit = params.limit()? as u32;
+    let Some(cursor) = &params.after else { return Ok((None, limit)) };
+    let key = hex::decode(cursor)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "after: not a cursor this list gave"))?;
+    Ok((Some(key), limit))
+}
+
+/// One page of `rows`, read in SQL along an index with `limit + 1`: the body a JSON
+/// array of at most `limit`, `X-Next-After` the last one's key when more follow.
+pub fn keyed<R, T: Serialize, K: Serialize>(
+    mut rows: Vec<R>,
+    limit: u32,
+    key: impl Fn(&R) -> K,
+    out: impl FnMut(R) -> T,
+) -> Response {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = rows.last().filter(|_| more).and_then(|last| serde_json::to_vec(&key(last)).ok());
+    let body: Vec<T> = rows.into_iter().map(out).collect();
     let mut response = Json(body).into_response();
-    if let Some(next) = next.and_then(|n| HeaderValue::from_str(&cursor(&n)).ok()) {
+    if let Some(next) = next.and_then(|json| HeaderValue::from_str(&hex::encode(json)).ok()) {
         response.headers_mut().insert("x-next-after", next);
     }
-    Ok(response)
+    response
 }
 
 /// One page read in SQL by arrival (`id`): the body a JSON array, `X-Next-After` the
@@ -93,32 +108,35 @@ pub fn ordered(n: impl Into<i128>) -> String {
 mod tests {
     use super::*;
 
-    fn keys(n: usize) -> Vec<(String, usize)> {
-        (0..n).rev().map(|i| (ordered(i as i64), i)).collect()
-    }
-
-    async fn body(r: Response) -> (Vec<usize>, Option<String>) {
+    async fn body(r: Response) -> (Vec<u64>, Option<String>) {
         let next = r.headers().get("x-next-after").map(|v| v.to_str().unwrap().to_owned());
         let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
         (serde_json::from_slice(&bytes).unwrap(), next)
     }
 
+    /// A store stand-in: the keys after `after`, `limit` of them.
+    fn read(after: Option<u64>, limit: u32) -> Vec<u64> {
+        (0..10).filter(|k| after.is_none_or(|a| *k > a)).take(limit as usize).collect()
+    }
+
     #[tokio::test]
-    async fn pages_follow_each_other_in_order_without_gaps_or_repeats() {
-        let mut seen = Vec::new();
-        let mut after = None;
+    async fn keyset_pages_follow_each_other_in_order_without_gaps_or_repeats() {
+        let (mut seen, mut after) = (Vec::new(), None);
         loop {
             let params = PageParams { after: after.clone(), limit: Some(3) };
-            let (items, next) = body(page(keys(10), params).unwrap()).await;
+            let (key, limit) = key_after::<u64>(&params).unwrap();
+            let (items, next) = body(keyed(read(key, limit + 1), limit, |k| *k, |k| k)).await;
+            assert!(items.len() <= 3);
             seen.extend(items);
             match next {
                 Some(n) => after = Some(n),
                 None => break,
             }
         }
-        assert_eq!(seen, (0..10).collect::<Vec<_>>());
-        assert!(page(keys(1), PageParams { after: None, limit: Some(0) }).is_err());
-        assert!(page(keys(1), PageParams { after: None, limit: Some(10_001) }).is_err());
+        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "the last page is full and says no more follow");
+        assert!(key_after::<u64>(&PageParams { after: None, limit: Some(0) }).is_err());
+        assert!(key_after::<u64>(&PageParams { after: None, limit: Some(10_001) }).is_err());
+        assert!(key_after::<u64>(&PageParams { after: Some("zz".into()), limit: None }).is_err());
         assert!(ordered(-1) < ordered(0) && ordered(9) < ordered(10));
     }
 }

@@ -203,8 +203,7 @@ fn ack(head: u64, next_stored: Option<u64>, findings: &[ChainFinding]) -> AuditA
     }
 }
 
-/// Rows one multi-row statement inserts or reads (12 placeholders a row: well under
-/// SQLite's and PostgreSQL's limits); full chunks share one cached statement.
+/// Seqs one `IN` list names (well under SQLite's and PostgreSQL's placeholder limits).
 const CHUNK: usize = 200;
 
 /// [`IntakeTx`] over either backend's open transaction.
@@ -225,11 +224,12 @@ impl IntakeTx for SqlIntake<'_> {
         Ok(ChainState { contiguous: row.uint(0)?, contiguous_hash: row.hash(1)?, max_seq: row.uint(2)? })
     }
 
-    /// A few round trips for the whole batch: many rows a statement, the seqs actually
-    /// inserted back.
+    /// As many rows a statement as the backend runs fastest; the seqs actually inserted
+    /// back (`RETURNING`, or the change count of a one-row statement).
     fn insert_new(&mut self, entries: &[Received], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
         let mut inserted = BTreeSet::new();
-        for chunk in entries.chunks(CHUNK) {
+        let rows_per_insert = self.sql.rows_per_insert().max(1);
+        for chunk in entries.chunks(rows_per_insert) {
             let mut args = Args::default();
             let rows: Vec<String> = chunk
                 .iter()
@@ -254,11 +254,17 @@ impl IntakeTx for SqlIntake<'_> {
             let statement = format!(
                 "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details,
                                     prev_hash, hash, received_ms)
-                 VALUES {} ON CONFLICT (workstation, seq) DO NOTHING RETURNING seq",
+                 VALUES {} ON CONFLICT (workstation, seq) DO NOTHING",
                 rows.join(", ")
             );
-            for row in self.sql.query(&statement, &args.0)? {
-                inserted.insert(row.uint(0)?);
+            if let [one] = chunk {
+                if self.sql.execute(&statement, &args.0)? == 1 {
+                    inserted.insert(one.entry().seq);
+                }
+            } else {
+                for row in self.sql.query(&format!("{statement} RETURNING seq"), &args.0)? {
+                    inserted.insert(row.uint(0)?);
+                }
             }
         }
         Ok(inserted)

@@ -414,7 +414,10 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         now: UtcMillis,
         log: Option<&AdminAction>,
     ) -> Result<(), StoreError>;
-    fn enroll_secrets(&self) -> Result<Vec<EnrollSecret>, StoreError>;
+    /// A page of enrollment secrets in the order they were made.
+    fn enroll_secrets(&self, after: Option<&SecretKey>, limit: u32) -> Result<Vec<EnrollSecret>, StoreError>;
+    /// The secret [`EnrollSecret::id`] names.
+    fn enroll_secret(&self, id: &str) -> Result<Option<EnrollSecret>, StoreError>;
     /// `false`: no such secret.
     fn revoke_enroll_secret(
         &self,
@@ -445,7 +448,16 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         log: Option<&AdminAction>,
     ) -> Result<bool, StoreError>;
     fn workstation_by_key(&self, node_key: &Hash) -> Result<Option<Workstation>, StoreError>;
-    fn workstations(&self) -> Result<Vec<Workstation>, StoreError>;
+    /// A page of workstations by ID; with `silent_before`, only those not heard from since.
+    fn workstations(
+        &self,
+        silent_before: Option<UtcMillis>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Workstation>, StoreError>;
+    fn workstation_count(&self) -> Result<u64, StoreError>;
+    /// The groups that have a workstation enrolled.
+    fn workstation_groups(&self) -> Result<Vec<String>, StoreError>;
     /// Stores a batch idempotently by (workstation, seq), follows the chain, flags
     /// problems (never dropping an entry), all in one transaction (on SQLite perhaps
     /// shared with other batches), and answers once that is on disk.
@@ -476,16 +488,36 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StoreError>;
     fn token(&self, token: &Hash) -> Result<Option<(Role, String)>, StoreError>;
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
-    fn findings(&self) -> Result<Vec<Finding>, StoreError>;
+    /// A page of findings in the order they were found.
+    fn findings(&self, after: Option<&FindingKey>, limit: u32) -> Result<Vec<Finding>, StoreError>;
     /// Entries received under a stored seq with another content, beside what is stored.
-    fn conflicts(&self, workstation: Option<&str>) -> Result<Vec<Conflict>, StoreError>;
+    fn conflicts(
+        &self,
+        workstation: Option<&str>,
+        after: Option<&ConflictKey>,
+        limit: u32,
+    ) -> Result<Vec<Conflict>, StoreError>;
     fn log_admin(&self, action: &AdminAction) -> Result<(), StoreError>;
-    fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError>;
+    /// A page of the admin log in the order written, each action with its cursor.
+    fn admin_log(&self, after: Option<i64>, limit: u32) -> Result<Vec<(i64, AdminAction)>, StoreError>;
     fn entry_count(&self) -> Result<u64, StoreError>;
-    /// Failed unlocks and lockouts per user (and workstation) since a time.
-    fn failures_by_user(&self, since: UtcMillis) -> Result<Vec<FailureCount>, StoreError>;
-    /// When each user last used their account (`AuditKind::ACCOUNT_USED`).
-    fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError>;
+    /// A page of failed unlocks and lockouts per user and workstation since a time, most
+    /// failures first.
+    fn failures_by_user(
+        &self,
+        since: UtcMillis,
+        after: Option<&FailureKey>,
+        limit: u32,
+    ) -> Result<Vec<FailureCount>, StoreError>;
+    /// A page (by ID) of the enabled users, unchanged since `cutoff`, who have not used
+    /// their account since then (no kind of `AuditKind::ACCOUNT_USED`), each with when
+    /// they last did.
+    fn stale_users(
+        &self,
+        cutoff: UtcMillis,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(UserRecord, Option<UtcMillis>)>, StoreError>;
     /// Adds or replaces a user; `false` when `must_be_new` and the user exists.
     fn put_user(
         &self,
@@ -506,8 +538,21 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         now: UtcMillis,
         log: Option<&AdminAction>,
     ) -> Result<bool, StoreError>;
+    /// The whole directory: what a workstation's directory sync and a start-up upgrade
+    /// need. Lists use [`CollectorStore::users_page`].
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// A page of users by ID.
+    fn users_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>, StoreError>;
 }
+
+/// Where a page of findings ends: (found, workstation, seq, kind).
+pub type FindingKey = (i64, String, u64, String);
+/// Where a page of conflicts ends: (workstation, seq, received, received entry's hash).
+pub type ConflictKey = (String, u64, i64, Vec<u8>);
+/// Where a page of the failure report ends: (failed attempts, user, workstation).
+pub type FailureKey = (u64, String, String);
+/// Where a page of enrollment secrets ends: (created, hash).
+pub type SecretKey = (i64, Vec<u8>);
 
 #[cfg(test)]
 mod tests {

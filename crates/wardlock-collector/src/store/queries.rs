@@ -16,9 +16,9 @@ use super::sql::{self, args, Args, Row, Sql};
 use super::sqlite::Sqlite;
 use super::{
     finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict,
-    EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount, Finding, Hash,
-    Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval, Role, StoreError, StoredEvent, UserRecord,
-    Workstation,
+    ConflictKey, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount,
+    FailureKey, Finding, FindingKey, Hash, Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval, Role,
+    SecretKey, StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 #[derive(Debug)]
@@ -234,9 +234,30 @@ impl CollectorStore for SqlStore {
         Ok(())
     }
 
-    fn enroll_secrets(&self) -> Result<Vec<EnrollSecret>, StoreError> {
-        let statement = format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets ORDER BY created_ms, hash");
-        self.read(|sql| all(sql.query(&statement, &[])?, enroll_secret))
+    fn enroll_secrets(&self, after: Option<&SecretKey>, limit: u32) -> Result<Vec<EnrollSecret>, StoreError> {
+        let mut args = Args::default();
+        let mut statement = format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets");
+        if let Some((created, hash)) = after {
+            statement.push_str(&format!(
+                " WHERE (created_ms, hash) > ({}, {})",
+                args.bind(*created),
+                args.bind(hash)
+            ));
+        }
+        statement.push_str(&format!(" ORDER BY created_ms, hash LIMIT {}", args.bind(i64::from(limit))));
+        self.read(|sql| all(sql.query(&statement, &args.0)?, enroll_secret))
+    }
+
+    fn enroll_secret(&self, id: &str) -> Result<Option<EnrollSecret>, StoreError> {
+        // The ID is the hash's first 6 bytes: a range of hashes, walked along the key.
+        let Some(low) = hex::decode(id).ok().filter(|b| b.len() == 6) else { return Ok(None) };
+        let mut high = low.clone();
+        high.extend([0xff; 26]);
+        let statement =
+            format!("SELECT {SECRET_COLUMNS} FROM enroll_secrets WHERE hash >= $1 AND hash <= $2 ORDER BY hash LIMIT 2");
+        let found = self.read(|sql| all(sql.query(&statement, args![&low, &high])?, enroll_secret))?;
+        // Two secrets sharing 48 bits of a random hash: name neither rather than guess.
+        Ok(if found.len() == 1 { found.into_iter().next() } else { None })
     }
 
     fn revoke_enroll_secret(
@@ -368,9 +389,32 @@ impl CollectorStore for SqlStore {
         self.read(|sql| sql.query_opt(&statement, args![node_key])?.map(|r| workstation(&r)).transpose())
     }
 
-    fn workstations(&self) -> Result<Vec<Workstation>, StoreError> {
-        let statement = format!("SELECT {WORKSTATION_COLUMNS} FROM workstations ORDER BY id");
-        self.read(|sql| all(sql.query(&statement, &[])?, workstation))
+    fn workstations(
+        &self,
+        silent_before: Option<UtcMillis>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Workstation>, StoreError> {
+        let mut args = Args::default();
+        let mut statement = format!(
+            "SELECT {WORKSTATION_COLUMNS} FROM workstations WHERE id > {}",
+            args.bind(after.unwrap_or(""))
+        );
+        if let Some(before) = silent_before {
+            statement.push_str(&format!(" AND coalesce(last_seen_ms, enrolled_ms) < {}", args.bind(before)));
+        }
+        statement.push_str(&format!(" ORDER BY id LIMIT {}", args.bind(i64::from(limit))));
+        self.read(|sql| all(sql.query(&statement, &args.0)?, workstation))
+    }
+
+    fn workstation_count(&self) -> Result<u64, StoreError> {
+        self.read(|sql| sql.query_one("SELECT count(*) FROM workstations", &[])?.uint(0))
+    }
+
+    fn workstation_groups(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|sql| {
+            all(sql.query("SELECT DISTINCT grp FROM workstations ORDER BY grp", &[])?, |r| r.text(0))
+        })
     }
 
     fn ingest(
@@ -515,36 +559,65 @@ impl CollectorStore for SqlStore {
         self.read(|sql| all(sql.query(&statement, &args.0)?, stored_event))
     }
 
-    fn findings(&self) -> Result<Vec<Finding>, StoreError> {
-        self.read(|sql| {
-            all(
-                sql.query(
-                    "SELECT workstation, seq, kind, detail, found_ms FROM findings
-                     ORDER BY found_ms, workstation, seq, kind",
-                    &[],
-                )?,
-                finding,
-            )
-        })
+    fn findings(&self, after: Option<&FindingKey>, limit: u32) -> Result<Vec<Finding>, StoreError> {
+        let mut args = Args::default();
+        let mut statement = "SELECT workstation, seq, kind, detail, found_ms FROM findings".to_owned();
+        if let Some((found, workstation, seq, kind)) = after {
+            statement.push_str(&format!(
+                " WHERE (found_ms, workstation, seq, kind) > ({}, {}, {}, {})",
+                args.bind(*found),
+                args.bind(workstation),
+                args.bind(sql::int(*seq)),
+                args.bind(kind)
+            ));
+        }
+        statement.push_str(&format!(
+            " ORDER BY found_ms, workstation, seq, kind LIMIT {}",
+            args.bind(i64::from(limit))
+        ));
+        self.read(|sql| all(sql.query(&statement, &args.0)?, finding))
     }
 
-    fn conflicts(&self, workstation: Option<&str>) -> Result<Vec<Conflict>, StoreError> {
+    fn conflicts(
+        &self,
+        workstation: Option<&str>,
+        after: Option<&ConflictKey>,
+        limit: u32,
+    ) -> Result<Vec<Conflict>, StoreError> {
         let mut args = Args::default();
         let mut statement = format!(
             "SELECT c.workstation, c.seq, c.record, c.received_ms, {}
-             FROM audit_conflicts c JOIN audit a ON a.workstation = c.workstation AND a.seq = c.seq",
+             FROM audit_conflicts c JOIN audit a ON a.workstation = c.workstation AND a.seq = c.seq WHERE 1 = 1",
             ENTRY_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ")
         );
         if let Some(w) = workstation {
-            statement.push_str(&format!(" WHERE c.workstation = {}", args.bind(w)));
+            statement.push_str(&format!(" AND c.workstation = {}", args.bind(w)));
         }
-        statement.push_str(" ORDER BY c.workstation, c.seq, c.received_ms, c.hash");
+        if let Some((workstation, seq, received, hash)) = after {
+            statement.push_str(&format!(
+                " AND (c.workstation, c.seq, c.received_ms, c.hash) > ({}, {}, {}, {})",
+                args.bind(workstation),
+                args.bind(sql::int(*seq)),
+                args.bind(*received),
+                args.bind(hash)
+            ));
+        }
+        statement.push_str(&format!(
+            " ORDER BY c.workstation, c.seq, c.received_ms, c.hash LIMIT {}",
+            args.bind(i64::from(limit))
+        ));
         let rows = self.read(|sql| sql.query(&statement, &args.0))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            // A kept entry tampered into nonsense is left out, not an error for the rest.
-            let Some(received) = super::conflict_entry(&row.text(2)?) else { continue };
             let stored = stored_event(&Row(row.0[4..].to_vec()))?.entry;
+            // A kept entry tampered into nonsense is shown as what was stored beside it
+            // with the tampering flagged, never left out of a page (the cursor would skip it).
+            let received = super::conflict_entry(&row.text(2)?).unwrap_or_else(|| {
+                let mut forged = stored.clone();
+                forged.kind = AuditKind::TamperDetected;
+                forged.hash = [0; 32];
+                forged
+            });
             out.push(Conflict {
                 workstation: row.text(0)?,
                 seq: row.uint(1)?,
@@ -560,16 +633,19 @@ impl CollectorStore for SqlStore {
         self.write(|sql| log_in(sql, Some(a)))
     }
 
-    fn admin_log(&self) -> Result<Vec<AdminAction>, StoreError> {
+    fn admin_log(&self, after: Option<i64>, limit: u32) -> Result<Vec<(i64, AdminAction)>, StoreError> {
         self.read(|sql| {
-            all(sql.query("SELECT time_ms, actor, action, detail FROM admin_log ORDER BY id", &[])?, |r| {
-                Ok(AdminAction {
-                    time: r.time(0)?,
-                    actor: r.text(1)?,
-                    action: r.text(2)?,
-                    detail: r.text(3)?,
-                })
-            })
+            all(
+                sql.query(
+                    "SELECT id, time_ms, actor, action, detail FROM admin_log WHERE id > $1 ORDER BY id LIMIT $2",
+                    args![after.unwrap_or(0), i64::from(limit)],
+                )?,
+                |r| {
+                    let action =
+                        AdminAction { time: r.time(1)?, actor: r.text(2)?, action: r.text(3)?, detail: r.text(4)? };
+                    Ok((r.int(0)?, action))
+                },
+            )
         })
     }
 
@@ -577,24 +653,38 @@ impl CollectorStore for SqlStore {
         self.read(|sql| sql.query_one("SELECT count(*) FROM audit", &[])?.uint(0))
     }
 
-    fn failures_by_user(&self, since: UtcMillis) -> Result<Vec<FailureCount>, StoreError> {
+    fn failures_by_user(
+        &self,
+        since: UtcMillis,
+        after: Option<&FailureKey>,
+        limit: u32,
+    ) -> Result<Vec<FailureCount>, StoreError> {
         let mut args = Args::default();
-        let (failed, locked_out) = (
-            args.list(AuditKind::names(AuditKind::FAILED)),
-            args.list(AuditKind::names(AuditKind::LOCKED_OUT)),
-        );
-        let statement = format!(
-            "SELECT usr, workstation, SUM(CASE WHEN kind IN {failed} THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN kind IN {locked_out} THEN 1 ELSE 0 END), MAX(time_ms)
-             FROM audit WHERE usr IS NOT NULL AND time_ms >= {} AND kind IN {}
-             GROUP BY usr, workstation ORDER BY 3 DESC, 1, 2",
+        let failed = AuditKind::names(AuditKind::FAILED);
+        let locked_out = AuditKind::names(AuditKind::LOCKED_OUT);
+        let mut statement = format!(
+            "SELECT usr, workstation, failed, locked_out, last_ms FROM (
+                 SELECT usr, workstation, SUM(CASE WHEN kind IN {} THEN 1 ELSE 0 END) AS failed,
+                        SUM(CASE WHEN kind IN {} THEN 1 ELSE 0 END) AS locked_out, MAX(time_ms) AS last_ms
+                 FROM audit WHERE usr IS NOT NULL AND kind IN {} AND time_ms >= {}
+                 GROUP BY usr, workstation) counts",
+            args.list(failed.iter().copied()),
+            args.list(locked_out.iter().copied()),
+            args.list(failed.iter().chain(&locked_out).copied()),
             args.bind(since),
-            args.list(
-                AuditKind::names(AuditKind::FAILED)
-                    .into_iter()
-                    .chain(AuditKind::names(AuditKind::LOCKED_OUT))
-            )
         );
+        if let Some((n, user, workstation)) = after {
+            let n = args.bind(sql::int(*n));
+            statement.push_str(&format!(
+                " WHERE failed < {n} OR (failed = {n} AND (usr, workstation) > ({}, {}))",
+                args.bind(user),
+                args.bind(workstation)
+            ));
+        }
+        statement.push_str(&format!(
+            " ORDER BY failed DESC, usr, workstation LIMIT {}",
+            args.bind(i64::from(limit))
+        ));
         self.read(|sql| {
             all(sql.query(&statement, &args.0)?, |r| {
                 Ok(FailureCount {
@@ -608,13 +698,29 @@ impl CollectorStore for SqlStore {
         })
     }
 
-    fn last_unlocks(&self) -> Result<Vec<(String, UtcMillis)>, StoreError> {
+    fn stale_users(
+        &self,
+        cutoff: UtcMillis,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(UserRecord, Option<UtcMillis>)>, StoreError> {
         let mut args = Args::default();
+        let used = args.list(AuditKind::names(AuditKind::ACCOUNT_USED));
+        let cutoff = args.bind(cutoff);
+        let columns: Vec<String> = USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect();
+        // Along the audit's (usr, id) index, a user's entries only.
         let statement = format!(
-            "SELECT usr, MAX(time_ms) FROM audit WHERE usr IS NOT NULL AND kind IN {} GROUP BY usr",
-            args.list(AuditKind::names(AuditKind::ACCOUNT_USED))
+            "SELECT {}, (SELECT MAX(a.time_ms) FROM audit a WHERE a.usr = u.id AND a.kind IN {used}) AS last_used
+             FROM users u
+             WHERE u.id > {} AND u.disabled = {} AND u.updated_ms < {cutoff}
+               AND NOT EXISTS (SELECT 1 FROM audit a WHERE a.usr = u.id AND a.kind IN {used} AND a.time_ms >= {cutoff})
+             ORDER BY u.id LIMIT {}",
+            columns.join(", "),
+            args.bind(after.unwrap_or("")),
+            args.bind(false),
+            args.bind(i64::from(limit))
         );
-        self.read(|sql| all(sql.query(&statement, &args.0)?, |r| Ok((r.text(0)?, r.time(1)?))))
+        self.read(|sql| all(sql.query(&statement, &args.0)?, |r| Ok((user(r)?, r.opt_time(9)?))))
     }
 
     fn forward_cursor(&self, name: &str) -> Result<i64, StoreError> {
@@ -694,5 +800,10 @@ impl CollectorStore for SqlStore {
     fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let statement = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
         self.read(|sql| all(sql.query(&statement, &[])?, user))
+    }
+
+    fn users_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>, StoreError> {
+        let statement = format!("SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2");
+        self.read(|sql| all(sql.query(&statement, args![after.unwrap_or(""), i64::from(limit)])?, user))
     }
 }

@@ -231,6 +231,10 @@ pub trait Sql {
     fn for_update(&self) -> &'static str;
     /// Makes other transactions that serialise on the same `key` wait for this one.
     fn serialise(&mut self, key: &str) -> Result<(), StoreError>;
+    /// How many rows one `INSERT` of a batch should carry: many where each statement is
+    /// a round trip to a server, one in-process (SQLite runs a cached one-row statement
+    /// faster than a multi-row one, which also buffers its `RETURNING` rows).
+    fn rows_per_insert(&self) -> usize;
 
     fn query_opt(&mut self, sql: &str, args: &[Value<'_>]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, args)?.into_iter().next())

@@ -201,6 +201,10 @@ impl Sql for SqliteSql<'_> {
         // Write transactions are IMMEDIATE: they already exclude each other.
         Ok(())
     }
+
+    fn rows_per_insert(&self) -> usize {
+        1
+    }
 }
 
 #[cfg(test)]

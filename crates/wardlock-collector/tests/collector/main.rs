@@ -4,5 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod contract;
 mod strangers;
 mod sync;
