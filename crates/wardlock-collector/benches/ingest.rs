@@ -138,7 +138,10 @@ async fn collector_run(load: &Load, logs: &[(String, Vec<AuditEntry>)], dir: &Pa
         .arg("--dev")
         .arg(&dev)
         .args(["--listen", "127.0.0.1:0", "--max-entries-per-minute", &u32::MAX.to_string()])
-        .args(["--max-bytes-per-day", &u64::MAX.to_string()]);
+        .args(["--max-bytes-per-day", &u64::MAX.to_string()])
+        // The whole fleet comes from one loopback address here; in a hospital each
+        // workstation has its own, so the per-address cap would not bind.
+        .args(["--max-requests-per-address", "0"]);
     let backend = match std::env::var("WARDLOCK_BENCH_DB") {
         Ok(url) => {
             command.args(["--db", &url]);

@@ -239,6 +239,11 @@ impl Collector {
         self.start();
     }
 
+    /// The running collector's process ID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();

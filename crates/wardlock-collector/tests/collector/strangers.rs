@@ -13,6 +13,16 @@ use wardlock_testkit::collector::{Backend, Collector};
 
 /// A TLS connection to the collector, trusting its development certificate.
 fn connect(collector: &Collector) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", collector.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tls_over(collector, tcp)
+}
+
+/// TLS over `tcp`, trusting the collector's development certificate.
+fn tls_over(
+    collector: &Collector,
+    tcp: TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(collector.cert()).unwrap();
@@ -22,9 +32,38 @@ fn connect(collector: &Collector) -> rustls::StreamOwned<rustls::ClientConnectio
     let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", collector.port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     rustls::StreamOwned::new(connection, tcp)
+}
+
+/// A TCP connection to the collector from the stranger's own loopback address (127.0.0.9),
+/// so that the per-address cap is about the stranger, not the workstations on 127.0.0.1.
+fn from_stranger(collector: &Collector) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 9], 0)).into())?;
+    socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], collector.port)).into())?;
+    Ok(socket.into())
+}
+
+/// What a stranger got: an answer's status, or the connection closed without one.
+fn outcome(stream: &mut impl Read) -> Option<u16> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    text.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).and_then(|code| code.parse().ok())
+}
+
+/// Resident memory of a process, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -220,4 +259,99 @@ fn connections_over_the_cap_are_closed_at_the_door_and_slots_free_as_they_close(
         ok
     });
     assert!(served, "the slots never came back");
+}
+
+/// What the collector's resident memory stays under with the crowd below at its door
+/// (measured at 54 MiB; docs/benchmarks.md).
+const CROWD_RSS_BOUND_KIB: u64 = 128 * 1024;
+
+#[test]
+fn a_crowd_of_strangers_at_the_door_does_not_keep_real_workstations_from_syncing() {
+    use wardlock_core::audit::{AuditDraft, AuditKind};
+    use wardlock_core::clock::UtcMillis;
+    const IDLE: usize = 2_000;
+    const SLOW: usize = 200;
+    const ENTRIES: u64 = 2_000;
+    // Each stranger is a descriptor here and one in the collector, which inherits this limit.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let wanted = 8_192.min(hard);
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, wanted, hard).unwrap();
+    assert!(wanted as usize > IDLE + SLOW + 200, "this test needs {} descriptors", IDLE + SLOW + 200);
+
+    let collector = Collector::start_new(Backend::Sqlite);
+    let pid = collector.pid().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[21; 32]);
+    let mut workstations: Vec<_> = ["ws-crowd-a", "ws-crowd-b"]
+        .map(|id| super::sync::workstation(&collector, &key, "batch_size = 100\n").id(id))
+        .into_iter()
+        .collect();
+    for d in &mut workstations {
+        d.start();
+        d.wait_for_audit("collector_enrolled", 1);
+    }
+    let baseline = resident_kib(pid);
+
+    // The crowd, all from one address: connections that never say a word, and requests
+    // with a stranger's key whose bodies stop after 10 of the 1 MB they announce.
+    let idle: Vec<TcpStream> = (0..IDLE).map_while(|_| from_stranger(&collector).ok()).collect();
+    let mut slow: Vec<_> = (0..SLOW)
+        .filter_map(|_| {
+            let mut stream = tls_over(&collector, from_stranger(&collector).ok()?);
+            let head = "POST /api/v1/audit HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer stranger\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n";
+            stream.write_all(head.as_bytes()).ok()?;
+            stream.write_all(&[b' '; 10]).ok()?;
+            stream.flush().ok()?;
+            Some(stream)
+        })
+        .collect();
+    assert_eq!((idle.len(), slow.len()), (IDLE, SLOW), "the crowd could not even connect");
+
+    // Meanwhile the workstations make entries and sync them.
+    for (w, d) in workstations.iter().enumerate() {
+        let mut store = d.open_store();
+        let mut tx = store.write().unwrap();
+        for n in 0..ENTRIES {
+            let time = UtcMillis::from_unix_millis(1_795_000_000_000 + n as i64);
+            tx.append(AuditDraft::new(time, AuditKind::Locked).detail("crowd_test", w * 10_000 + n as usize))
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let mut peak = baseline;
+    for d in &workstations {
+        let last = d.open_store().last_seq().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while d.open_store().acked_seq().unwrap() < last {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a workstation's batches were not all acknowledged"
+            );
+            peak = peak.max(resident_kib(pid));
+            std::thread::sleep(Duration::from_millis(100)); // sampling memory while it syncs
+        }
+    }
+    peak = peak.max(resident_kib(pid));
+    assert!(peak < CROWD_RSS_BOUND_KIB, "resident {peak} KiB (before the crowd {baseline} KiB)");
+    eprintln!("crowd: resident {baseline} KiB before, {peak} KiB at most with it");
+
+    // Every stranger is refused or timed out: the slow ones get 401, 408 or 429 (or are
+    // cut off), the idle ones are closed once their TLS handshake is overdue.
+    let mut answers = std::collections::BTreeMap::new();
+    for stream in &mut slow {
+        stream.sock.set_read_timeout(Some(Duration::from_secs(150))).unwrap();
+        let got = outcome(stream);
+        assert!(matches!(got, None | Some(401 | 408 | 429)), "a stranger's request got {got:?}");
+        *answers.entry(got).or_insert(0) += 1;
+    }
+    eprintln!("crowd: the slow strangers got {answers:?}");
+    for mut stream in idle {
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut byte = [0u8; 1];
+        let got = stream.read(&mut byte);
+        let waited_out = got.as_ref().is_err_and(|e| {
+            matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        });
+        assert!(matches!(got, Ok(0) | Err(_)) && !waited_out, "an idle connection was still open: {got:?}");
+    }
+    assert_eq!(collector.call("GET", "/healthz", None, None).0, 200);
 }

@@ -25,7 +25,7 @@ fn sign(key: &SigningKey, serial: u64, group: &str, policy: &str) -> SignedPolic
 
 /// A workstation set up to sync with `collector`, trusting `key` for central policies.
 /// `extra` goes into the `[sync]` section; `lockout` into `[lockout]`.
-fn workstation(collector: &Collector, key: &SigningKey, extra: &str) -> Daemon {
+pub(crate) fn workstation(collector: &Collector, key: &SigningKey, extra: &str) -> Daemon {
     workstation_with(collector, key, "", extra)
 }
 
