@@ -39,6 +39,8 @@ bench: ui
 	cargo bench -p wardlock-agent --bench socket
 	# The collector's intake beside rsyslog on the same events, each its own process: about 2 minutes.
 	cargo bench -p wardlock-collector --bench ingest
+	# First and last pages of 1,000,000 findings and events: about a minute.
+	cargo bench -p wardlock-collector --bench paging
 	# The guard beside xss-lock + xsecurelock on Xvfb, 30 locks each: about 20 minutes (WARDLOCK_BENCH_* knobs).
 	cargo build --release --workspace --bins
 	cargo bench -p wardlock-e2e --bench guard
