@@ -477,6 +477,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_report_sets_say_what_counts_as_use_failure_and_lockout() {
+        // "Keep open" and break-glass are uses of the account; a lock by the guard is not.
+        for used in [AuditKind::UnlockSucceeded, AuditKind::HoldStarted, AuditKind::EmergencyAccess] {
+            assert!(AuditKind::ACCOUNT_USED.contains(&used), "{used:?}");
+        }
+        assert!(!AuditKind::ACCOUNT_USED.contains(&AuditKind::Locked));
+        // A failure is never a use, and the two failure sets do not overlap.
+        for failed in AuditKind::FAILED.iter().chain(AuditKind::LOCKED_OUT) {
+            assert!(!AuditKind::ACCOUNT_USED.contains(failed), "{failed:?}");
+        }
+        assert!(AuditKind::FAILED.iter().all(|k| !AuditKind::LOCKED_OUT.contains(k)));
+        assert_eq!(AuditKind::names(AuditKind::FAILED), ["unlock_failed"]);
+    }
+
+    #[test]
     fn csv_cells_that_a_spreadsheet_would_run_are_defused() {
         for cell in ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "\n=1"] {
             assert_eq!(spreadsheet_safe(cell), format!("'{cell}"), "{cell:?}");

@@ -206,6 +206,27 @@ fn ack(head: u64, next_stored: Option<u64>, findings: &[ChainFinding]) -> AuditA
 /// Seqs one `IN` list names (well under SQLite's and PostgreSQL's placeholder limits).
 const CHUNK: usize = 200;
 
+/// Columns of an audit row as intake inserts it.
+const INSERT_COLUMNS: usize = 11;
+
+/// `INSERT INTO audit … VALUES (…), (…) ON CONFLICT DO NOTHING` for `rows` rows.
+fn insert_statement(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let first = row * INSERT_COLUMNS + 1;
+            let placeholders: Vec<String> =
+                (first..first + INSERT_COLUMNS).map(|n| format!("${n}")).collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details,
+                            prev_hash, hash, received_ms)
+         VALUES {} ON CONFLICT (workstation, seq) DO NOTHING",
+        values.join(", ")
+    )
+}
+
 /// [`IntakeTx`] over either backend's open transaction.
 pub(crate) struct SqlIntake<'a> {
     pub sql: &'a mut dyn Sql,
@@ -229,40 +250,35 @@ impl IntakeTx for SqlIntake<'_> {
     fn insert_new(&mut self, entries: &[Received], now: UtcMillis) -> Result<BTreeSet<u64>, StoreError> {
         let mut inserted = BTreeSet::new();
         let rows_per_insert = self.sql.rows_per_insert().max(1);
+        // The statement for a number of rows, built once per batch (every chunk but the
+        // last has the same).
+        let mut statement: Option<(usize, String)> = None;
         for chunk in entries.chunks(rows_per_insert) {
+            if statement.as_ref().is_none_or(|(rows, _)| *rows != chunk.len()) {
+                statement = Some((chunk.len(), insert_statement(chunk.len())));
+            }
+            let Some((_, sql)) = &statement else { continue };
             let mut args = Args::default();
-            let rows: Vec<String> = chunk
-                .iter()
-                .map(|received| {
-                    let e = received.entry();
-                    let values = [
-                        args.bind(self.workstation),
-                        args.bind(sql::int(e.seq)),
-                        args.bind(e.time),
-                        args.bind(e.kind.as_str()),
-                        args.bind(e.user.as_deref()),
-                        args.bind(e.os_account.as_deref()),
-                        args.bind(e.policy_hash.as_deref()),
-                        args.bind(received.details_json()),
-                        args.bind(&e.prev_hash),
-                        args.bind(&e.hash),
-                        args.bind(now),
-                    ];
-                    format!("({})", values.join(", "))
-                })
-                .collect();
-            let statement = format!(
-                "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details,
-                                    prev_hash, hash, received_ms)
-                 VALUES {} ON CONFLICT (workstation, seq) DO NOTHING",
-                rows.join(", ")
-            );
+            for received in chunk {
+                let e = received.entry();
+                args.push(self.workstation);
+                args.push(sql::int(e.seq));
+                args.push(e.time);
+                args.push(e.kind.as_str());
+                args.push(e.user.as_deref());
+                args.push(e.os_account.as_deref());
+                args.push(e.policy_hash.as_deref());
+                args.push(received.details_json());
+                args.push(&e.prev_hash);
+                args.push(&e.hash);
+                args.push(now);
+            }
             if let [one] = chunk {
-                if self.sql.execute(&statement, &args.0)? == 1 {
+                if self.sql.execute(sql, &args.0)? == 1 {
                     inserted.insert(one.entry().seq);
                 }
             } else {
-                for row in self.sql.query(&format!("{statement} RETURNING seq"), &args.0)? {
+                for row in self.sql.query(&format!("{sql} RETURNING seq"), &args.0)? {
                     inserted.insert(row.uint(0)?);
                 }
             }

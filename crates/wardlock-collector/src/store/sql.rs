@@ -1,8 +1,9 @@
 //! The narrow SQL layer both backends speak, so that every query is written once
 //! (`store/queries.rs`, `store/intake.rs`).
 //!
-//! SQL text is the common subset of SQLite and PostgreSQL: placeholders `$1`, `$2`… (SQLite
-//! takes `$1` as a named parameter, bound here by its number), `ON CONFLICT … DO
+//! SQL text is the common subset of SQLite and PostgreSQL: placeholders `$1`, `$2`… (given
+//! to SQLite as `?1`, `?2`…, so that each is bound by its number; the text has no other
+//! `$`), `ON CONFLICT … DO
 //! UPDATE/NOTHING` upserts, `RETURNING`, row-value comparisons and no casts. What really
 //! differs per backend stays with the backend: how a row of another transaction is locked
 //! ([`Sql::for_update`], [`Sql::serialise`]), connections, TLS, DDL and the SQLite intake
@@ -115,8 +116,13 @@ pub struct Args<'a>(pub Vec<Value<'a>>);
 impl<'a> Args<'a> {
     /// Adds a value; answers its placeholder.
     pub fn bind(&mut self, v: impl Into<Value<'a>>) -> String {
-        self.0.push(v.into());
+        self.push(v);
         format!("${}", self.0.len())
+    }
+
+    /// Adds a value for a statement whose placeholders are numbered already.
+    pub fn push(&mut self, v: impl Into<Value<'a>>) {
+        self.0.push(v.into());
     }
 
     /// Adds each value; answers `($n, $m, …)` for an `IN` list (never empty: an empty set

@@ -140,10 +140,9 @@ impl rusqlite::ToSql for Value<'_> {
 }
 
 impl SqliteSql<'_> {
-    /// A cached statement with `args` bound: SQLite takes `$3` as a parameter named "$3",
-    /// numbered by where it first appears, so each is bound by its name.
+    /// A cached statement with `args` bound, each by its number.
     fn bound(&self, sql: &str, args: &[Value<'_>]) -> Result<rusqlite::CachedStatement<'_>, StoreError> {
-        let mut stmt = self.0.prepare_cached(sql)?;
+        let mut stmt = self.0.prepare_cached(&numbered(sql))?;
         let count = stmt.parameter_count();
         if count != args.len() {
             return Err(StoreError::Statement(format!(
@@ -151,19 +150,26 @@ impl SqliteSql<'_> {
                 args.len()
             )));
         }
-        for index in 1..=count {
-            let arg = stmt
-                .parameter_name(index)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok())
-                .and_then(|n| args.get(n.wrapping_sub(1)))
-                .ok_or_else(|| {
-                    StoreError::Statement(format!("placeholder {index} is not $1..${count}: {sql}"))
-                })?;
+        for (index, arg) in (1..=count).zip(args) {
             stmt.raw_bind_parameter(index, arg)?;
         }
         Ok(stmt)
     }
+}
+
+/// The statement as SQLite numbers parameters: `$3` becomes `?3`, which is parameter 3.
+/// (SQLite reads `$3` as a parameter *named* "$3", numbered by where it first appears.)
+fn numbered(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return sql.into();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql.chars().peekable();
+    while let Some(c) = rest.next() {
+        let placeholder = c == '$' && rest.peek().is_some_and(char::is_ascii_digit);
+        out.push(if placeholder { '?' } else { c });
+    }
+    out.into()
 }
 
 fn value_of(v: ValueRef<'_>) -> Value<'static> {
@@ -250,6 +256,23 @@ mod tests {
             log.push(AuditEntry::chain(draft, id, prev));
         }
         log.into_iter().map(Received::new).collect()
+    }
+
+    #[test]
+    fn placeholders_are_bound_by_their_number_whatever_order_they_appear_in() {
+        use crate::store::sql::{args, Sql};
+        assert_eq!(
+            numbered("a = $12 AND b = $1 AND c = '$x' AND d = $"),
+            "a = ?12 AND b = ?1 AND c = '$x' AND d = $"
+        );
+        let conn = Connection::open_in_memory().unwrap();
+        let rows = SqliteSql(&conn).query("SELECT $2, $1, $2", args![1i64, "two"]).unwrap();
+        assert_eq!(rows[0].text(0).unwrap(), "two");
+        assert_eq!(rows[0].int(1).unwrap(), 1);
+        assert!(matches!(
+            SqliteSql(&conn).query("SELECT $1", args![1i64, 2i64]),
+            Err(StoreError::Statement(_))
+        ));
     }
 
     #[test]
