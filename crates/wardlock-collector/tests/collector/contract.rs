@@ -347,22 +347,6 @@ fn a_tampered_postgresql_row_is_an_error_not_a_panic() {
     assert_eq!(fresh.store.workstation_count().unwrap(), 1, "the store still answers");
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),*) => {
-        mod sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Backend::Sqlite)
-            })*
-        }
-        mod postgres {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Backend::Postgres)
-            })*
-        }
-    };
-}
 
 on_both_backends!(
     enrollment_and_workstations,

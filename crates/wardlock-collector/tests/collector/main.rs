@@ -4,6 +4,25 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+/// Runs each named test function, which takes a `Backend`, once on SQLite (`sqlite::…`)
+/// and once on PostgreSQL (`postgres::…`).
+macro_rules! on_both_backends {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Postgres)
+            })*
+        }
+    };
+}
+
 mod contract;
 mod strangers;
 mod sync;

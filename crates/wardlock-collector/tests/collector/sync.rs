@@ -1498,22 +1498,6 @@ fn admin_actions_and_their_log_are_written_together(backend: Backend) {
     assert!(log.contains("label logged") && !log.contains("unlogged"), "{log}");
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),*) => {
-        mod sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Backend::Sqlite)
-            })*
-        }
-        mod postgres {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Backend::Postgres)
-            })*
-        }
-    };
-}
 
 on_both_backends!(
     admin_actions_and_their_log_are_written_together,
