@@ -347,7 +347,6 @@ fn a_tampered_postgresql_row_is_an_error_not_a_panic() {
     assert_eq!(fresh.store.workstation_count().unwrap(), 1, "the store still answers");
 }
 
-
 on_both_backends!(
     enrollment_and_workstations,
     intake_findings_conflicts_and_events,

@@ -1498,7 +1498,6 @@ fn admin_actions_and_their_log_are_written_together(backend: Backend) {
     assert!(log.contains("label logged") && !log.contains("unlogged"), "{log}");
 }
 
-
 on_both_backends!(
     admin_actions_and_their_log_are_written_together,
     compliance_sees_failures_lockouts_emergencies_and_stale_accounts,
