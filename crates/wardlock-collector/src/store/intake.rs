@@ -253,12 +253,13 @@ impl IntakeTx for SqlIntake<'_> {
         // The statement for a number of rows, built once per batch (every chunk but the
         // last has the same).
         let mut statement: Option<(usize, String)> = None;
+        let mut args = Args::default();
         for chunk in entries.chunks(rows_per_insert) {
             if statement.as_ref().is_none_or(|(rows, _)| *rows != chunk.len()) {
                 statement = Some((chunk.len(), insert_statement(chunk.len())));
             }
             let Some((_, sql)) = &statement else { continue };
-            let mut args = Args::default();
+            args.0.clear();
             for received in chunk {
                 let e = received.entry();
                 args.push(self.workstation);
