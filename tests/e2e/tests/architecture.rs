@@ -258,6 +258,34 @@ fn only_the_store_crate_opens_the_workstation_database_or_its_secrets() {
 }
 
 #[test]
+fn the_collector_s_queries_are_written_once_over_the_sql_layer() {
+    // A query written against a driver would be a query for one backend only: the drivers
+    // are the connection code's (and the error type's conversion from them).
+    let root = workspace();
+    let collector = root.join("crates/wardlock-collector/src");
+    let connection_code = ["store/sqlite.rs", "store/sqlite/writer.rs", "store/pg.rs"];
+    let mut seen_in_connection_code = 0;
+    for file in rust_files(&collector) {
+        let relative = file.strip_prefix(&collector).unwrap().to_string_lossy().into_owned();
+        let drivers: Vec<String> = uses_of(&file)
+            .paths
+            .into_iter()
+            .filter(|p| {
+                ["rusqlite", "postgres", "r2d2_postgres"].contains(&p.split("::").next().unwrap_or(""))
+            })
+            .collect();
+        if connection_code.contains(&relative.as_str()) {
+            seen_in_connection_code += drivers.len();
+        } else if relative == "store/mod.rs" {
+            assert!(drivers.iter().all(|p| p == "rusqlite::Error"), "{relative} uses a driver: {drivers:?}");
+        } else {
+            assert!(drivers.is_empty(), "{relative} speaks to a database driver itself: {drivers:?}");
+        }
+    }
+    assert!(seen_in_connection_code > 0, "the check looks in the wrong place");
+}
+
+#[test]
 fn audit_entries_are_built_only_where_they_are_written() {
     let root = workspace();
     let writers = [root.join("crates/wardlock-store/src"), root.join("crates/wardlock-agent/src/service")];
