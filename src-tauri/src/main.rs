@@ -58,6 +58,7 @@ struct Args {
 }
 
 fn main() {
+    wardlock_cli_docs::generate_if_asked::<Args>();
     // Before any thread exists. The guard needs no GPU: without WebKit's compositing mode
     // the lock page's web process takes about half the memory (183 → 101 MB PSS measured
     // under Xvfb), and without GDK's GL the waiting guard does not load Mesa and LLVM

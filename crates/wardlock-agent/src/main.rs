@@ -66,6 +66,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    wardlock_cli_docs::generate_if_asked::<Cli>();
     init_logging();
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -134,6 +134,7 @@ enum Create {
 }
 
 fn main() -> ExitCode {
+    wardlock_cli_docs::generate_if_asked::<Cli>();
     // Structured lines on standard error (the journal keeps them under the unit);
     // `WARDLOCK_LOG` filters, `info` by default.
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDLOCK_LOG")

@@ -60,6 +60,7 @@ pub enum Verdict {
 }
 
 fn main() -> ExitCode {
+    wardlock_cli_docs::generate_if_asked::<Cli>();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => policy_cmd::run(cmd, &cli.server),
