@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what is
 # missing first (Debian 12; apt packages need root or sudo).
 
-.PHONY: setup run test check bench ui demo-headless
+.PHONY: setup run test check bench ui demo-headless packages
 
 setup:
 	@bash scripts/setup.sh
@@ -13,7 +13,7 @@ run: setup ui
 demo-headless: setup ui
 	@bash scripts/demo-headless.sh
 
-test: setup ui
+test: setup ui packages
 	cd ui && npm run --silent check && npm test --silent
 	# Tests start the other packages' binaries (wardlockd, wardlock-collector, the guard): build them all first.
 	cargo build --workspace --bins --locked
@@ -24,6 +24,10 @@ ui: setup
 	cd ui && npm run --silent build
 
 # Formatting and lints, as CI runs them.
+# The Debian packages `wardlock` and `wardlock-collector`, into target/debian/ (lintian-checked).
+packages: setup ui
+	@bash scripts/packages.sh
+
 check: setup ui
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings

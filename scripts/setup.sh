@@ -25,6 +25,7 @@ APT_PACKAGES=(
   xsettingsd  # an XSETTINGS manager: a test pushes Gtk/Modules at the running guard
   x11-xserver-utils  # xset and xrandr: the tests' keep-awake script (xset s reset) must not keep a session open
   webkit2gtk-driver  # WebKitWebDriver, under tauri-driver, for the WebDriver end-to-end test
+  lintian dpkg-dev  # `make packages`: Debian's own checks of the packages, and dpkg-shlibdeps for their Depends
 )
 # `make bench` measures the guard beside what a Linux admin would deploy instead.
 if [ "${WARDLOCK_SETUP_BENCH:-0}" = 1 ]; then
@@ -75,6 +76,12 @@ fi
 if ! cargo deny --version 2>/dev/null | grep -q "^cargo-deny 0.20.2"; then
   echo "setup: installing cargo-deny 0.20.2 (cargo install; a few minutes, once)"
   cargo install cargo-deny --version 0.20.2 --locked --quiet
+fi
+
+# The Debian packages (`make packages`) are made by cargo-deb (pinned).
+if ! cargo deb --version 2>/dev/null | grep -q "^3.6.3"; then
+  echo "setup: installing cargo-deb 3.6.3 (cargo install; a minute or two, once)"
+  cargo install cargo-deb --version 3.6.3 --locked --quiet
 fi
 
 # Again whenever the lock file changed since the last install (the stamp is a copy of it).

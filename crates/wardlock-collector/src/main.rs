@@ -119,6 +119,7 @@ enum KeyAction {
 
 #[derive(Debug, Subcommand)]
 enum Create {
+    /// Make one, recorded in the admin log with the OS account that ran this
     Create {
         #[arg(long)]
         db: String,

@@ -1,0 +1,138 @@
+//! The Debian packages as `make packages` writes them into `target/debian/`: what each
+//! holds and where, which files are conffiles, what they depend on (computed from the
+//! binaries), and lintian's verdict.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The one package of that name in target/debian/.
+fn package(name: &str) -> PathBuf {
+    let dir = workspace().join("target/debian");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make packages` first", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{name}_")))
+        .collect();
+    assert_eq!(found.len(), 1, "one {name} package in {}: {found:?} (run `make packages`)", dir.display());
+    found.into_iter().next().unwrap()
+}
+
+fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+    let out = Command::new("dpkg-deb").args(args).arg(deb).output().unwrap();
+    assert!(out.status.success(), "dpkg-deb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn field(deb: &Path, name: &str) -> String {
+    let out = Command::new("dpkg-deb").arg("--field").arg(deb).arg(name).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Every path in the package, without the leading `.`.
+fn contents(deb: &Path) -> Vec<String> {
+    dpkg_deb(&["--contents"], deb)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .map(|p| p.trim_start_matches('.').trim_end_matches('/').to_owned())
+        .collect()
+}
+
+fn conffiles(deb: &Path) -> Vec<String> {
+    let out = Command::new("dpkg-deb").arg("--info").arg(deb).arg("conffiles").output().unwrap();
+    let mut files: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    files.sort();
+    files
+}
+
+/// A file of the package, as it would be installed.
+fn file(deb: &Path, path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("dpkg-deb").arg("--extract").arg(deb).arg(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    std::fs::read_to_string(dir.path().join(path.trim_start_matches('/'))).unwrap()
+}
+
+fn lintian_errors(deb: &Path) -> Vec<String> {
+    let out = Command::new("lintian").args(["--no-tag-display-limit"]).arg(deb).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("E:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_workstation_package_holds_the_service_the_guard_and_the_tool_where_debian_looks() {
+    let deb = package("wardlock");
+    let files = contents(&deb);
+    for path in [
+        "/usr/bin/wardlockd",
+        "/usr/bin/wardlockctl",
+        "/usr/bin/wardlock",
+        "/lib/systemd/system/wardlockd.service",
+        "/usr/lib/systemd/user/wardlock-guard.service",
+        "/etc/xdg/autostart/wardlock-guard.desktop",
+        "/usr/lib/sysusers.d/wardlock.conf",
+        "/usr/share/polkit-1/rules.d/50-wardlock.rules",
+        "/etc/wardlock/policy.toml",
+        "/usr/share/man/man1/wardlockd.1.gz",
+        "/usr/share/man/man1/wardlockctl.1.gz",
+        "/usr/share/man/man1/wardlockctl-agent-status.1.gz",
+        "/usr/share/man/man1/wardlock.1.gz",
+        "/usr/share/bash-completion/completions/wardlockctl",
+        "/usr/share/zsh/vendor-completions/_wardlockctl",
+        "/usr/share/fish/vendor_completions.d/wardlockctl.fish",
+        "/usr/share/doc/wardlock/copyright",
+    ] {
+        assert!(files.iter().any(|f| f == path), "{path} is not in the package: {files:#?}");
+    }
+    assert!(!files.iter().any(|f| f.starts_with("/usr/local")), "nothing under /usr/local: {files:#?}");
+    // IT's policy and the autostart entry survive an upgrade as IT left them.
+    assert_eq!(conffiles(&deb), ["/etc/wardlock/policy.toml", "/etc/xdg/autostart/wardlock-guard.desktop"]);
+    // The units start the programs where the package puts them.
+    assert!(file(&deb, "/lib/systemd/system/wardlockd.service").contains("ExecStart=/usr/bin/wardlockd "));
+    assert!(
+        file(&deb, "/usr/lib/systemd/user/wardlock-guard.service").contains("ExecStart=/usr/bin/wardlock")
+    );
+    assert!(file(&deb, "/etc/xdg/autostart/wardlock-guard.desktop").contains("Exec=/usr/bin/wardlock"));
+    // Depends: computed from the binaries (the guard's WebKit and GTK), and what the
+    // maintainer scripts call.
+    let depends = field(&deb, "Depends");
+    for needed in ["libc6", "libwebkit2gtk-4.1-0", "libgtk-3-0", "init-system-helpers", "systemd"] {
+        assert!(depends.split(", ").any(|d| d.starts_with(needed)), "Depends lacks {needed}: {depends}");
+    }
+    let version = field(&deb, "Version");
+    assert!(version.contains("+git"), "a development build names its commit: {version}");
+    assert_eq!(lintian_errors(&deb), Vec::<String>::new());
+}
+
+#[test]
+fn the_collector_package_holds_the_server_its_unit_and_its_pages() {
+    let deb = package("wardlock-collector");
+    let files = contents(&deb);
+    for path in [
+        "/usr/bin/wardlock-collector",
+        "/lib/systemd/system/wardlock-collector.service",
+        "/usr/share/man/man1/wardlock-collector.1.gz",
+        "/usr/share/man/man1/wardlock-collector-serve.1.gz",
+        "/usr/share/bash-completion/completions/wardlock-collector",
+        "/usr/share/doc/wardlock-collector/copyright",
+    ] {
+        assert!(files.iter().any(|f| f == path), "{path} is not in the package: {files:#?}");
+    }
+    assert!(!files.iter().any(|f| f.contains("wardlockd")), "no workstation part in the collector's package");
+    assert!(file(&deb, "/lib/systemd/system/wardlock-collector.service")
+        .contains("ExecStart=/usr/bin/wardlock-collector serve"));
+    let depends = field(&deb, "Depends");
+    assert!(depends.split(", ").any(|d| d.starts_with("libc6")), "{depends}");
+    assert!(!depends.contains("webkit"), "the collector needs no desktop: {depends}");
+    assert_eq!(lintian_errors(&deb), Vec::<String>::new());
+}
