@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both set up what is
 # missing first (Debian 12; apt packages need root or sudo).
 
-.PHONY: setup run test check bench ui demo-headless packages
+.PHONY: setup run test check bench ui demo-headless packages apt-repo
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,10 @@ ui: setup
 # The Debian packages `wardlock` and `wardlock-collector`, into target/debian/ (lintian-checked).
 packages: setup ui
 	@bash scripts/packages.sh
+
+# A signed apt repository from target/debian/ in target/apt-repo/: WARDLOCK_APT_KEY=FINGERPRINT.
+apt-repo: packages
+	@bash scripts/apt-repo.sh
 
 check: setup ui
 	cargo fmt --all -- --check

@@ -136,3 +136,127 @@ fn the_collector_package_holds_the_server_its_unit_and_its_pages() {
     assert!(!depends.contains("webkit"), "the collector needs no desktop: {depends}");
     assert_eq!(lintian_errors(&deb), Vec::<String>::new());
 }
+
+/// A throw-away signing key in its own GnuPG home; answers its fingerprint.
+fn signing_key(home: &Path, name: &str) -> String {
+    std::fs::create_dir_all(home).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg").env("GNUPGHOME", home).arg("--batch").args(args).output().unwrap();
+        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    gpg(&["--passphrase", "", "--quick-gen-key", name, "ed25519", "sign", "never"]);
+    let listing = gpg(&["--with-colons", "--list-secret-keys", name]);
+    listing.lines().find_map(|l| l.strip_prefix("fpr:").map(|f| f.trim_matches(':').to_owned())).unwrap()
+}
+
+fn make_repo(out: &Path, home: &Path, key: &str) -> std::process::Output {
+    Command::new("bash")
+        .arg(workspace().join("scripts/apt-repo.sh"))
+        .arg(out)
+        .env("GNUPGHOME", home)
+        .env("WARDLOCK_APT_KEY", key)
+        .output()
+        .unwrap()
+}
+
+/// Real apt, reading `repo` through a sources list of its own (nothing of this machine's
+/// apt configuration or state is used or changed).
+struct Apt {
+    dir: tempfile::TempDir,
+}
+
+impl Apt {
+    fn new(repo: &Path, keyring: &Path) -> Apt {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["state/lists/partial", "cache/archives/partial", "parts", "prefs"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        std::fs::write(dir.path().join("status"), "").unwrap();
+        std::fs::write(
+            dir.path().join("sources.list"),
+            format!("deb [signed-by={}] file:{} stable main\n", keyring.display(), repo.display()),
+        )
+        .unwrap();
+        Apt { dir }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        let d = self.dir.path().display();
+        Command::new(tool)
+            .args(["-o", &format!("Dir::Etc::sourcelist={d}/sources.list")])
+            .args(["-o", &format!("Dir::Etc::sourceparts={d}/parts")])
+            .args(["-o", &format!("Dir::Etc::preferencesparts={d}/prefs")])
+            .args(["-o", &format!("Dir::State={d}/state")])
+            .args(["-o", &format!("Dir::State::status={d}/status")])
+            .args(["-o", &format!("Dir::Cache={d}/cache")])
+            .args(["-o", "APT::Architecture=amd64", "-o", "Debug::NoLocking=1"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn the_signed_repository_is_taken_by_apt_with_its_key_and_refused_without_it_or_when_changed() {
+    let work = tempfile::tempdir().unwrap();
+    let (home, other_home) = (work.path().join("gnupg"), work.path().join("other-gnupg"));
+    let key = signing_key(&home, "Wardlock test repository <it@example.invalid>");
+    let repo = work.path().join("repo");
+    let made = make_repo(&repo, &home, &key);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let keyring = repo.join("wardlock-archive-keyring.gpg");
+
+    // With IT's key: apt reads the index and fetches exactly the package that was built.
+    let apt = Apt::new(&repo, &keyring);
+    let update = apt.run("apt-get", &["update"]);
+    let said =
+        String::from_utf8_lossy(&update.stderr).into_owned() + &String::from_utf8_lossy(&update.stdout);
+    assert!(update.status.success() && !said.contains("W: ") && !said.contains("E: "), "{said}");
+    let policy =
+        String::from_utf8(apt.run("apt-cache", &["policy", "wardlock", "wardlock-collector"]).stdout)
+            .unwrap();
+    let built = field(&package("wardlock"), "Version");
+    assert!(policy.contains(&format!("Candidate: {built}")), "{policy}");
+    let download = apt.run("apt-get", &["download", "wardlock"]);
+    assert!(download.status.success(), "{}", String::from_utf8_lossy(&download.stderr));
+    let fetched = std::fs::read_dir(apt.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .unwrap();
+    assert_eq!(std::fs::read(fetched).unwrap(), std::fs::read(package("wardlock")).unwrap());
+
+    // Signed by someone else's key: refused, nothing listed.
+    let other = signing_key(&other_home, "Someone else <x@example.invalid>");
+    let forged = work.path().join("forged");
+    assert!(make_repo(&forged, &other_home, &other).status.success());
+    let apt = Apt::new(&forged, &keyring);
+    let update = apt.run("apt-get", &["update"]);
+    let said = String::from_utf8_lossy(&update.stderr).into_owned();
+    assert!(said.contains("NO_PUBKEY") || said.contains("not signed"), "{said}");
+    let policy = String::from_utf8(apt.run("apt-cache", &["policy", "wardlock"]).stdout).unwrap();
+    assert!(!policy.contains("Candidate: 0"), "a forged index was taken: {policy}");
+
+    // The index changed after signing (a package swapped on the web server): refused.
+    let packages = repo.join("dists/stable/main/binary-amd64/Packages");
+    let text = std::fs::read_to_string(&packages).unwrap();
+    std::fs::write(&packages, text.replacen("Priority: optional", "Priority: required", 1)).unwrap();
+    std::fs::remove_file(repo.join("dists/stable/main/binary-amd64/Packages.gz")).unwrap();
+    let apt = Apt::new(&repo, &keyring);
+    let update = apt.run("apt-get", &["update"]);
+    let said =
+        String::from_utf8_lossy(&update.stderr).into_owned() + &String::from_utf8_lossy(&update.stdout);
+    assert!(said.contains("Hash Sum mismatch") || said.contains("File has unexpected size"), "{said}");
+
+    // Without IT's key the script refuses to make an unsigned repository.
+    let unsigned = Command::new("bash")
+        .arg(workspace().join("scripts/apt-repo.sh"))
+        .arg(work.path().join("x"))
+        .env_remove("WARDLOCK_APT_KEY")
+        .output()
+        .unwrap();
+    assert!(!unsigned.status.success());
+    assert!(String::from_utf8_lossy(&unsigned.stderr).contains("WARDLOCK_APT_KEY"));
+}
