@@ -27,6 +27,7 @@ APT_PACKAGES=(
   webkit2gtk-driver  # WebKitWebDriver, under tauri-driver, for the WebDriver end-to-end test
   lintian dpkg-dev  # `make packages`: Debian's own checks of the packages, and dpkg-shlibdeps for their Depends
   apt-utils gnupg  # `make apt-repo`: apt-ftparchive and the signature; tests read it with apt itself
+  debootstrap  # a bare Debian root the packages are installed into by the tests
 )
 # `make bench` measures the guard beside what a Linux admin would deploy instead.
 if [ "${WARDLOCK_SETUP_BENCH:-0}" = 1 ]; then

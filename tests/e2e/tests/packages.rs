@@ -260,3 +260,173 @@ fn the_signed_repository_is_taken_by_apt_with_its_key_and_refused_without_it_or_
     assert!(!unsigned.status.success());
     assert!(String::from_utf8_lossy(&unsigned.stderr).contains("WARDLOCK_APT_KEY"));
 }
+
+/// A bare Debian root (debootstrap minbase from Debian's mirror), made once per suite and
+/// kept under /var/cache/wardlock-test/roots/, outside any checkout; each test works on a
+/// fresh copy. Unmounts what it mounted and stops what it started when dropped.
+struct DebianRoot {
+    suite: &'static str,
+    dir: tempfile::TempDir,
+    proc_mounted: bool,
+}
+
+const CACHE: &str = "/var/cache/wardlock-test";
+
+impl DebianRoot {
+    fn fresh(suite: &'static str) -> DebianRoot {
+        let cached = Path::new(CACHE).join(format!("roots/debian-{suite}-minbase"));
+        if !cached.join("etc/debian_version").exists() {
+            // Made beside it and renamed, so an interrupted run leaves no half root behind.
+            let making = Path::new(CACHE).join(format!("roots/.making-{suite}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&making);
+            std::fs::create_dir_all(&making).unwrap();
+            let out = Command::new("debootstrap")
+                .args(["--variant=minbase", suite])
+                .arg(&making)
+                .arg("http://deb.debian.org/debian")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "debootstrap {suite}: {}", String::from_utf8_lossy(&out.stdout));
+            let _ = std::fs::remove_dir_all(&cached);
+            std::fs::rename(&making, &cached).unwrap();
+        }
+        let dir = tempfile::Builder::new().prefix("wardlock-root-").tempdir_in("/var/tmp").unwrap();
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", cached.display()))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let mut root = DebianRoot { suite, dir, proc_mounted: false };
+        let mounted = Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(root.path().join("proc"))
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount proc in the root");
+        root.proc_mounted = true;
+        root
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a shell command inside the root; answers its exit status and output.
+    fn sh(&self, script: &str) -> (bool, String) {
+        let out = Command::new("chroot")
+            .arg(self.path())
+            .args([
+                "/usr/bin/env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "DEBIAN_FRONTEND=noninteractive",
+                "LC_ALL=C",
+            ])
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// The packages Debian's mirror gave earlier runs, so that each run fetches only what
+    /// is new; and back again after.
+    fn archives(&self, into_root: bool) {
+        let cache = Path::new(CACHE).join(format!("apt-archives/{}", self.suite));
+        std::fs::create_dir_all(&cache).unwrap();
+        let root = self.path().join("var/cache/apt/archives");
+        let (from, to) = if into_root { (&cache, &root) } else { (&root, &cache) };
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "deb")
+                && !path.file_name().unwrap().to_string_lossy().starts_with("wardlock")
+            {
+                let _ = std::fs::copy(&path, to.join(path.file_name().unwrap()));
+            }
+        }
+    }
+}
+
+impl Drop for DebianRoot {
+    fn drop(&mut self) {
+        // Whatever still runs inside the root, then the mount; only then is it deleted.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("for p in /proc/[0-9]*; do [ \"$(readlink $p/root)\" = {} ] && kill -9 ${{p#/proc/}}; done; true", self.path().display()))
+            .status();
+        if self.proc_mounted {
+            let _ = Command::new("umount").arg("-l").arg(self.path().join("proc")).status();
+        }
+    }
+}
+
+#[test]
+fn a_bare_debian_12_installs_the_workstation_from_the_signed_repository_and_its_service_answers() {
+    let root = DebianRoot::fresh("bookworm");
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("gnupg");
+    let key = signing_key(&home, "Wardlock test repository <it@example.invalid>");
+    let repo = root.path().join("srv/wardlock");
+    assert!(make_repo(&repo, &home, &key).status.success());
+    std::fs::copy(
+        repo.join("wardlock-archive-keyring.gpg"),
+        root.path().join("usr/share/keyrings/wardlock-archive-keyring.gpg"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.path().join("etc/apt/sources.list.d/wardlock.list"),
+        "deb [signed-by=/usr/share/keyrings/wardlock-archive-keyring.gpg] file:/srv/wardlock stable main\n",
+    )
+    .unwrap();
+
+    // Every dependency comes from Debian's own packages; the maintainer scripts run
+    // unattended.
+    root.archives(true);
+    let started = std::time::Instant::now();
+    let (installed, said) = root.sh("apt-get update -qq && apt-get install -y -qq wardlock");
+    let took = started.elapsed();
+    root.archives(false);
+    assert!(installed, "{said}");
+    eprintln!("install of wardlock into a bare {}: {:.1} s", root.suite, took.as_secs_f64());
+    for program in ["wardlockd", "wardlockctl", "wardlock"] {
+        let (ran, version) = root.sh(&format!("/usr/bin/{program} --version"));
+        assert!(ran && version.starts_with(&format!("{program} ")), "{program}: {version}");
+    }
+    let (_, account) = root.sh("id -u wardlock && getent group wardlock-session");
+    assert!(account.contains("wardlock-session"), "{account}");
+    let (sealed, _) = root.sh("test -s /etc/wardlock/credentials/wardlock-data-key.cred");
+    assert!(sealed, "the data key was not sealed at install");
+    let (verified, said) = root.sh("systemd-analyze verify /lib/systemd/system/wardlockd.service");
+    assert!(verified && said.trim().is_empty(), "wardlockd.service: {said}");
+    // A user manager needs a runtime directory; a private one will do.
+    let (verified, said) = root.sh("mkdir -p -m 0700 /run/user-verify && XDG_RUNTIME_DIR=/run/user-verify \
+         systemd-analyze --user verify /usr/lib/systemd/user/wardlock-guard.service");
+    assert!(verified && said.trim().is_empty(), "the guard's unit: {said}");
+    let (enabled, _) = root.sh("test -L /etc/systemd/system/multi-user.target.wants/wardlockd.service");
+    assert!(enabled, "wardlockd.service is not enabled");
+
+    // wardlockd started as its unit says (no systemd runs in a chroot): as its own account,
+    // with the data key decrypted into a directory only it reads; then asked for its status.
+    let exec_start = std::fs::read_to_string(root.path().join("lib/systemd/system/wardlockd.service"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=").map(str::to_owned))
+        .unwrap();
+    let (started, said) = root.sh(&format!(
+        "install -d -m 0755 -o wardlock -g wardlock /run/wardlock && install -d -m 0700 -o wardlock -g wardlock /var/lib/wardlock \
+         && install -d -m 0700 -o wardlock /run/credentials && systemd-creds decrypt --name=wardlock-data-key \
+            /etc/wardlock/credentials/wardlock-data-key.cred /run/credentials/wardlock-data-key \
+         && chown wardlock /run/credentials/wardlock-data-key \
+         && (CREDENTIALS_DIRECTORY=/run/credentials setpriv --reuid wardlock --regid wardlock --init-groups {exec_start} >/var/log/wardlockd.log 2>&1 &) \
+         && for i in $(seq 100); do [ -S /run/wardlock/agent.sock ] && break; sleep 0.1; done; test -S /run/wardlock/agent.sock"
+        // (the socket's appearing is the only sign a process outside systemd gives: polled, with a deadline)
+    ));
+    let log = std::fs::read_to_string(root.path().join("var/log/wardlockd.log")).unwrap_or_default();
+    assert!(started, "{said}\n{log}");
+    let (answered, status) = root.sh("wardlockctl agent status");
+    assert!(answered && status.contains("audit entries"), "{status}\n{log}");
+}
