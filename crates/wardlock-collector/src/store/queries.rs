@@ -610,13 +610,18 @@ impl CollectorStore for SqlStore {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let stored = stored_event(&Row(row.0[4..].to_vec()))?.entry;
-            // A kept entry tampered into nonsense is shown as what was stored beside it
-            // with the tampering flagged, never left out of a page (the cursor would skip it).
-            let received = super::conflict_entry(&row.text(2)?).unwrap_or_else(|| {
-                let mut forged = stored.clone();
-                forged.kind = AuditKind::TamperDetected;
-                forged.hash = [0; 32];
-                forged
+            // A kept entry whose record no longer parses (the database edited by hand) is
+            // shown as such, never left out of a page (the cursor would skip it): a
+            // `tamper_detected` entry at that seq that claims nothing of what it was.
+            let received = super::conflict_entry(&row.text(2)?).unwrap_or_else(|| AuditEntry {
+                kind: AuditKind::TamperDetected,
+                user: None,
+                os_account: None,
+                policy_hash: None,
+                details: [("error".to_owned(), "the kept record does not parse".to_owned())].into(),
+                prev_hash: [0; 32],
+                hash: [0; 32],
+                ..stored.clone()
             });
             out.push(Conflict {
                 workstation: row.text(0)?,

@@ -276,6 +276,28 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_conflict_edited_into_nonsense_stays_on_its_page_flagged_as_tampering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        let store = SqlStore::open_sqlite(&path).expect("open");
+        enrolled(&store, "ws-a");
+        store.ingest("ws-a", log("ws-a", 2), at(9_000)).expect("stored");
+        let mut other = log("ws-a", 2);
+        let draft = wardlock_core::audit::AuditDraft::new(at(5), AuditKind::UnlockSucceeded).user("x");
+        other[1] = Received::new(AuditEntry::chain(draft, "ws-a", Some((1, other[0].entry().hash))));
+        assert_eq!(store.ingest("ws-a", other, at(9_001)).expect("kept").ack.conflicts, vec![2]);
+        Connection::open(&path)
+            .expect("open by hand")
+            .execute("UPDATE audit_conflicts SET record = 'not json'", [])
+            .expect("edited");
+        let page = store.conflicts(None, None, 10).expect("read");
+        assert_eq!(page.len(), 1, "the edited conflict is still listed");
+        assert_eq!(page[0].received.kind, AuditKind::TamperDetected);
+        assert_eq!(page[0].received.user, None, "it claims nothing of what the entry was");
+        assert_eq!(page[0].stored.user.as_deref(), Some("n.nurse"));
+    }
+
+    #[test]
     fn batches_arriving_together_are_all_stored_and_a_failing_one_fails_only_itself() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(SqlStore::open_sqlite(&dir.path().join("c.db")).expect("open"));
