@@ -1,6 +1,7 @@
 //! The Debian packages as `make packages` writes them into `target/debian/`: what each
 //! holds and where, which files are conffiles, what they depend on (computed from the
-//! binaries), and lintian's verdict.
+//! binaries), and lintian's verdict; the signed repository `make apt-repo` makes, as real
+//! apt reads it; and an install from it into a bare Debian root (debootstrap).
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
