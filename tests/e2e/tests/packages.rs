@@ -367,7 +367,17 @@ impl Drop for DebianRoot {
 
 #[test]
 fn a_bare_debian_12_installs_the_workstation_from_the_signed_repository_and_its_service_answers() {
-    let root = DebianRoot::fresh("bookworm");
+    installs_from_the_signed_repository_and_the_service_answers("bookworm");
+}
+
+/// The packages are built on Debian 12; the next release takes them as they are.
+#[test]
+fn a_bare_debian_13_installs_the_same_packages_and_its_service_answers() {
+    installs_from_the_signed_repository_and_the_service_answers("trixie");
+}
+
+fn installs_from_the_signed_repository_and_the_service_answers(suite: &'static str) {
+    let root = DebianRoot::fresh(suite);
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("gnupg");
     let key = signing_key(&home, "Wardlock test repository <it@example.invalid>");
