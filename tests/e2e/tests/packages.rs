@@ -24,21 +24,25 @@ fn package(name: &str) -> PathBuf {
     found.into_iter().next().unwrap()
 }
 
-fn dpkg_deb(args: &[&str], deb: &Path) -> String {
-    let out = Command::new("dpkg-deb").args(args).arg(deb).output().unwrap();
-    assert!(out.status.success(), "dpkg-deb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// `dpkg-deb OPTION DEB [EXTRA]`: what it printed.
+fn dpkg_deb(option: &str, deb: &Path, extra: Option<&std::ffi::OsStr>) -> String {
+    let out = Command::new("dpkg-deb").arg(option).arg(deb).args(extra).output().unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg-deb {option} {}: {}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn field(deb: &Path, name: &str) -> String {
-    let out = Command::new("dpkg-deb").arg("--field").arg(deb).arg(name).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    dpkg_deb("--field", deb, Some(name.as_ref())).trim().to_owned()
 }
 
 /// Every path in the package, without the leading `.`.
 fn contents(deb: &Path) -> Vec<String> {
-    dpkg_deb(&["--contents"], deb)
+    dpkg_deb("--contents", deb, None)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .map(|p| p.trim_start_matches('.').trim_end_matches('/').to_owned())
@@ -46,8 +50,8 @@ fn contents(deb: &Path) -> Vec<String> {
 }
 
 fn conffiles(deb: &Path) -> Vec<String> {
-    let out = Command::new("dpkg-deb").arg("--info").arg(deb).arg("conffiles").output().unwrap();
-    let mut files: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    let mut files: Vec<String> =
+        dpkg_deb("--info", deb, Some("conffiles".as_ref())).lines().map(str::to_owned).collect();
     files.sort();
     files
 }
@@ -55,8 +59,7 @@ fn conffiles(deb: &Path) -> Vec<String> {
 /// A file of the package, as it would be installed.
 fn file(deb: &Path, path: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("dpkg-deb").arg("--extract").arg(deb).arg(dir.path()).output().unwrap();
-    assert!(out.status.success());
+    dpkg_deb("--extract", deb, Some(dir.path().as_os_str()));
     std::fs::read_to_string(dir.path().join(path.trim_start_matches('/'))).unwrap()
 }
 

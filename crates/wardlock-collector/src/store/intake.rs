@@ -209,7 +209,8 @@ const CHUNK: usize = 200;
 /// Columns of an audit row as intake inserts it.
 const INSERT_COLUMNS: usize = 11;
 
-/// `INSERT INTO audit … VALUES (…), (…) ON CONFLICT DO NOTHING` for `rows` rows.
+/// `INSERT INTO audit … VALUES (…), (…) ON CONFLICT DO NOTHING` for `rows` rows; with
+/// more than one, `RETURNING` the seqs it inserted (one row's is its change count).
 fn insert_statement(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|row| {
@@ -222,8 +223,9 @@ fn insert_statement(rows: usize) -> String {
     format!(
         "INSERT INTO audit (workstation, seq, time_ms, kind, usr, os_account, policy_hash, details,
                             prev_hash, hash, received_ms)
-         VALUES {} ON CONFLICT (workstation, seq) DO NOTHING",
-        values.join(", ")
+         VALUES {} ON CONFLICT (workstation, seq) DO NOTHING{}",
+        values.join(", "),
+        if rows > 1 { " RETURNING seq" } else { "" }
     )
 }
 
@@ -279,7 +281,7 @@ impl IntakeTx for SqlIntake<'_> {
                     inserted.insert(one.entry().seq);
                 }
             } else {
-                for row in self.sql.query(&format!("{sql} RETURNING seq"), &args.0)? {
+                for row in self.sql.query(sql, &args.0)? {
                     inserted.insert(row.uint(0)?);
                 }
             }
