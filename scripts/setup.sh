@@ -81,7 +81,7 @@ if ! cargo deny --version 2>/dev/null | grep -q "^cargo-deny 0.20.2"; then
 fi
 
 # The Debian packages (`make packages`) are made by cargo-deb (pinned).
-if ! cargo deb --version 2>/dev/null | grep -q "^3.6.3"; then
+if ! cargo deb --version 2>/dev/null | grep -q "^cargo-deb 3.6.3$"; then
   echo "setup: installing cargo-deb 3.6.3 (cargo install; a minute or two, once)"
   cargo install cargo-deb --version 3.6.3 --locked --quiet
 fi
