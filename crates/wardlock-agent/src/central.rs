@@ -6,6 +6,7 @@
 use wardlock_core::policy::{
     parse_public_key, Layer, Policy, PolicyDocument, PolicyError, SignedPolicy, ValidPolicy,
 };
+use wardlock_store::machine_policy::MachinePolicy;
 
 /// A central policy that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,19 +65,20 @@ pub fn check(envelope: &str, machine: &Policy, newer_than: Option<u64>) -> Resul
     Ok(central)
 }
 
-/// The effective policy: the service's base layer (`--dev`'s), the machine file, then
-/// the central layer over it.
+/// The effective policy: the service's base layer (`--dev`'s), the machine files, then
+/// the central layer over them.
 pub fn compose(
     base: Option<&str>,
-    machine_source: &str,
-    machine_text: &str,
+    machine: &MachinePolicy,
     central: Option<&Central>,
 ) -> Result<ValidPolicy, PolicyError> {
     let mut docs = Vec::new();
     if let Some(base) = base {
         docs.push(PolicyDocument::parse("development defaults (--dev)", Layer::Machine, base)?);
     }
-    docs.push(PolicyDocument::parse(machine_source, Layer::Machine, machine_text)?);
+    for doc in &machine.documents {
+        docs.push(PolicyDocument::parse(&doc.source, Layer::Machine, &doc.text)?);
+    }
     if let Some(c) = central {
         docs.push(PolicyDocument::parse(&c.source_name(), Layer::Central, &c.text)?);
     }

@@ -27,10 +27,23 @@ pub struct ServiceConfig {
     /// A policy layer under the machine policy file: what `--dev` changes of the built-in
     /// defaults, so trying Wardlock on one's own desktop never logs anyone off.
     pub base_policy: Option<String>,
+    /// `/etc/machine-id`: the machine the workstation's identity (its database, node key
+    /// and workstation ID) was made on. Another one means a cloned image (`identity.rs`).
+    pub machine_id_file: PathBuf,
 }
 
-/// Where `install.sh` puts the guard (its default `PREFIX`).
-pub const PACKAGED_GUARD: &str = "/usr/local/bin/wardlock";
+/// Where the Debian package puts the guard: the default when wardlockd cannot name its
+/// own directory.
+pub const PACKAGED_GUARD: &str = "/usr/bin/wardlock";
+
+/// The guard installed beside this wardlockd: `/usr/bin` from the package, `/usr/local/bin`
+/// from `install.sh`, `target/*` in a build tree. Only root can write either directory.
+fn guard_beside_this_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("wardlock")))
+        .unwrap_or_else(|| PathBuf::from(PACKAGED_GUARD))
+}
 
 /// `--dev`'s layer under the machine policy: an unguarded session is only locked and
 /// audited, never logged off, unless the policy file says otherwise.
@@ -47,6 +60,7 @@ pub struct ConfigFile {
     pub workstation_id: Option<String>,
     pub enroll_secret: Option<PathBuf>,
     pub guard_executable: Option<PathBuf>,
+    pub machine_id_file: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -95,8 +109,9 @@ impl ServiceConfig {
             key_store: key_store.to_owned(),
             workstation_id: gethostname::gethostname().to_string_lossy().into_owned(),
             enroll_secret,
-            guard_executable: PathBuf::from(PACKAGED_GUARD),
+            guard_executable: guard_beside_this_program(),
             base_policy: None,
+            machine_id_file: PathBuf::from("/etc/machine-id"),
         }
     }
 
@@ -109,11 +124,6 @@ impl ServiceConfig {
             policy_required: false,
             key_store: format!("file:{}", dir.join("credentials").display()),
             enroll_secret: dir.join("enroll-secret"),
-            // The guard built beside this wardlockd (target/debug, target/release).
-            guard_executable: std::env::current_exe()
-                .ok()
-                .and_then(|exe| Some(exe.parent()?.join("wardlock")))
-                .unwrap_or_else(|| PathBuf::from(PACKAGED_GUARD)),
             base_policy: Some(DEV_BASE_POLICY.to_owned()),
             ..Self::platform_defaults()
         }
@@ -135,6 +145,8 @@ impl ServiceConfig {
         config.enroll_secret = cli.enroll_secret.or(file.enroll_secret).unwrap_or(config.enroll_secret);
         config.guard_executable =
             cli.guard_executable.or(file.guard_executable).unwrap_or(config.guard_executable);
+        config.machine_id_file =
+            cli.machine_id_file.or(file.machine_id_file).unwrap_or(config.machine_id_file);
         config
     }
 

@@ -12,6 +12,7 @@ compile_error!("wardlockd is built for Linux only so far (README: Windows and ma
 
 mod central;
 mod config;
+mod identity;
 mod os_session;
 mod peer;
 mod server;
@@ -32,7 +33,7 @@ use service::Service;
 )]
 struct Cli {
     /// Configuration file (TOML: data_dir, socket, policy, key_store, workstation_id,
-    /// enroll_secret, guard_executable)
+    /// enroll_secret, guard_executable, machine_id_file)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory of the workstation database [default: /var/lib/wardlock]
@@ -55,9 +56,14 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     enroll_secret: Option<PathBuf>,
     /// The guard executable, where the machine policy's service.guard_executable names
-    /// none [default: /usr/local/bin/wardlock; with --dev, the wardlock beside wardlockd]
+    /// none [default: the wardlock beside this wardlockd]
     #[arg(long, value_name = "FILE")]
     guard_executable: Option<PathBuf>,
+    /// The machine's ID; when it is not the one the database was made on (an image cloned
+    /// onto another machine), the database is set aside and a new identity made
+    /// [default: /etc/machine-id]
+    #[arg(long, value_name = "FILE")]
+    machine_id_file: Option<PathBuf>,
     /// Development mode: data, socket, policy and key all under DIR, run as any user.
     /// An unguarded session is then only locked, never logged off, unless the policy
     /// file sets lock.when_unguarded
@@ -123,6 +129,7 @@ fn run() -> Result<()> {
             workstation_id: cli.workstation_id,
             enroll_secret: cli.enroll_secret,
             guard_executable: cli.guard_executable,
+            machine_id_file: cli.machine_id_file,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

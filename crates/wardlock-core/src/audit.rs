@@ -69,6 +69,9 @@ pub enum AuditKind {
     SyncGap,
     SyncBacklog,
     CollectorEnrolled,
+    /// The database was made on another machine (an image cloned onto this one): set
+    /// aside whole, and this machine's own identity begun.
+    WorkstationIdentityMade,
     CollectorConflict,
     AdminGrantRefused,
     /// The directory names a user who exists here as a local user: the local one stays.
@@ -146,6 +149,7 @@ impl AuditKind {
         AuditKind::SyncGap,
         AuditKind::SyncBacklog,
         AuditKind::CollectorEnrolled,
+        AuditKind::WorkstationIdentityMade,
         AuditKind::CollectorConflict,
         AuditKind::AdminGrantRefused,
         AuditKind::DirectoryConflict,
@@ -199,6 +203,7 @@ impl AuditKind {
             AuditKind::SyncGap => "sync_gap",
             AuditKind::SyncBacklog => "sync_backlog",
             AuditKind::CollectorEnrolled => "collector_enrolled",
+            AuditKind::WorkstationIdentityMade => "workstation_identity_made",
             AuditKind::CollectorConflict => "collector_conflict",
             AuditKind::AdminGrantRefused => "admin_grant_refused",
             AuditKind::DirectoryConflict => "directory_conflict",

@@ -1,7 +1,7 @@
 //! The workstation's database and secrets: the hash-chained audit log (`store`), the
 //! data key and where it lives (`secrets`), users and their sealed credentials
-//! (`directory`), the unlock check against them (`auth`), and files only the service
-//! account may read (`private_fs`).
+//! (`directory`), the unlock check against them (`auth`), files only the service
+//! account may read (`private_fs`), and the machine policy's files (`machine_policy`).
 //!
 //! Boundary: this is the only crate that opens the workstation database or the data
 //! key, and so the only one that writes audit entries. `wardlockd` links it (and keeps it
@@ -15,6 +15,7 @@ compile_error!(
 
 pub mod auth;
 pub mod directory;
+pub mod machine_policy;
 pub mod private_fs;
 pub mod secrets;
 pub mod store;

@@ -202,6 +202,35 @@ impl Store {
         &self.path
     }
 
+    /// Closes the database and moves it, whole, to `name` beside it: its WAL checkpointed
+    /// in first, so the file kept holds every entry; nothing is deleted. Answers where it
+    /// went. The next `open` of the old path makes a new database.
+    pub fn set_aside(self, name: &str) -> Result<PathBuf, StoreError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let Store { conn, path, .. } = self;
+        conn.close().map_err(|(_, e)| StoreError::from(e))?;
+        let kept = path.with_file_name(name);
+        if kept.exists() {
+            return Err(StoreError::Io {
+                path: kept.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a database was set aside here already",
+                ),
+            });
+        }
+        fs::rename(&path, &kept).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        // Empty after the checkpoint and the last close, but never left to a new database.
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", path.display()));
+            if side.exists() {
+                let to = PathBuf::from(format!("{}{suffix}", kept.display()));
+                fs::rename(&side, &to).map_err(|source| StoreError::Io { path: side.clone(), source })?;
+            }
+        }
+        Ok(kept)
+    }
+
     pub fn workstation_id(&self) -> &str {
         &self.workstation_id
     }

@@ -30,6 +30,7 @@ pub struct Daemon {
     log: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
     workstation_id: String,
+    machine_id: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -37,7 +38,40 @@ impl Daemon {
     pub fn new(policy: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        Self { dir, child: None, log: Arc::default(), env: Vec::new(), workstation_id: "ws-test".into() }
+        Self {
+            dir,
+            child: None,
+            log: Arc::default(),
+            env: Vec::new(),
+            workstation_id: "ws-test".into(),
+            machine_id: None,
+        }
+    }
+
+    /// This machine's `/etc/machine-id`, as a file of the workstation's directory (the
+    /// host's own otherwise).
+    pub fn machine_id(mut self, id: &str) -> Self {
+        let file = self.dir.path().join("machine-id");
+        std::fs::write(&file, format!("{id}\n")).unwrap();
+        self.machine_id = Some(file);
+        self
+    }
+
+    /// A copy of this stopped workstation's whole directory, as an image cloned onto
+    /// another machine carries it: database, keys, policy and enrollment secret.
+    pub fn cloned(&self) -> Daemon {
+        assert!(self.child.is_none(), "clone a stopped workstation");
+        let mut copy = Daemon::new("");
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", self.dir.path().display()))
+            .arg(copy.dir.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        copy.env = self.env.clone();
+        copy.workstation_id = self.workstation_id.clone();
+        copy
     }
 
     /// Another workstation ID (set before the first start: the database keeps it).
@@ -73,6 +107,11 @@ impl Daemon {
             // This test process speaks as the guard: it is the guard executable here.
             .arg("--guard-executable")
             .arg(std::env::current_exe().unwrap())
+            .args(
+                self.machine_id
+                    .iter()
+                    .flat_map(|f| [std::ffi::OsStr::new("--machine-id-file"), f.as_os_str()]),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
 use wardlock_core::policy::{self, Layer, Policy, PolicyDocument, SignedPolicy, SignedPolicyBody};
+use wardlock_store::machine_policy::{MachineDocument, MachinePolicy};
 use wardlock_store::private_fs;
 use zeroize::Zeroizing;
 
@@ -26,7 +27,9 @@ pub enum PolicyCommand {
         #[arg(long)]
         group: String,
     },
-    /// Check a policy file and print the effective policy, or list every problem
+    /// Check a policy file and print the effective policy, or list every problem. A
+    /// machine policy is checked with the drop-ins of its policy.d/ laid over it, as
+    /// wardlockd reads them
     #[command(after_help = "Example:\n  wardlockctl policy check /etc/wardlock/policy.toml")]
     Check {
         file: PathBuf,
@@ -87,12 +90,25 @@ fn read(path: &Path) -> Result<String> {
 }
 
 fn check(file: &Path, central: bool) -> Result<Verdict> {
-    let layer = if central { Layer::Central } else { Layer::Machine };
-    let parsed = PolicyDocument::parse(&file.display().to_string(), layer, &read(file)?)
-        .and_then(|doc| Policy::layered(&[doc]));
+    let (layer, files) = if central {
+        (
+            Layer::Central,
+            MachinePolicy {
+                documents: vec![MachineDocument { source: file.display().to_string(), text: read(file)? }],
+            },
+        )
+    } else {
+        (Layer::Machine, MachinePolicy::read(file, true).map_err(anyhow::Error::msg)?)
+    };
+    let parsed = files
+        .documents
+        .iter()
+        .map(|d| PolicyDocument::parse(&d.source, layer, &d.text))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|docs| Policy::layered(&docs));
     match parsed {
         Ok(policy) => {
-            println!("# {}: valid. Effective policy (built-in defaults + this file):", file.display());
+            println!("# {}: valid. Effective policy (built-in defaults + these files):", files.source_name());
             println!("# policy hash {}", policy.hash());
             print!("{}", policy.to_toml());
             Ok(Verdict::Ok)

@@ -26,6 +26,7 @@ pub use requests::{Answer, Client};
 pub use supervisor::SessionView;
 use wardlock_store::auth::AuthError;
 use wardlock_store::directory::{self, DirectoryError};
+use wardlock_store::machine_policy::MachinePolicy;
 use wardlock_store::secrets::{self, DataKey, SecretError};
 use wardlock_store::store::{OpenOptions, Store, StoreError};
 
@@ -45,7 +46,7 @@ const META_CENTRAL_SERIAL: &str = "central_policy_serial_high_water";
 
 #[derive(Debug, Clone, Default)]
 struct Layers {
-    machine_text: String,
+    machine: MachinePolicy,
     central: Option<Central>,
 }
 
@@ -95,8 +96,6 @@ pub enum ServiceError {
     Directory(#[from] DirectoryError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Startup(String),
     /// The request is not for this client (its role, or what policy lets tools do).
@@ -191,19 +190,21 @@ impl Service {
         sessions: Box<dyn OsSessions>,
     ) -> Result<Arc<Service>, ServiceError> {
         let options = OpenOptions { create: true, workstation_id: config.workstation_id.clone() };
-        let mut store = Store::open(&config.db_path(), &options)?;
+        let machine = crate::identity::this_machine(&config.machine_id_file);
+        let (mut store, renewed) =
+            crate::identity::open_for_this_machine(&config.db_path(), &options, machine.as_deref())?;
         let secret_store = secrets::from_spec(&config.key_store)?;
         let key = DataKey::open_or_create(secret_store.as_ref(), &store)?;
         let now = utc_now();
 
-        let source = config.policy.display().to_string();
-        let (machine_text, refusal) = policy::initial_policy(&config, &store)?;
-        let machine = central::compose(config.base_policy.as_deref(), &source, &machine_text, None)?;
+        let (machine_files, refusal) = policy::initial_policy(&config, &store)?;
+        let source = machine_files.source_name();
+        let machine = central::compose(config.base_policy.as_deref(), &machine_files, None)?;
         // The central layer applied before, checked again: the trusted keys may have changed.
         let (central, central_refusal) = match store.meta(META_CENTRAL)? {
             None => (None, None),
             Some(envelope) => match central::check(&envelope, &machine, None).and_then(|c| {
-                central::compose(config.base_policy.as_deref(), &source, &machine_text, Some(&c))
+                central::compose(config.base_policy.as_deref(), &machine_files, Some(&c))
                     .map(|_| c)
                     .map_err(|e| e.to_string())
             }) {
@@ -211,10 +212,20 @@ impl Service {
                 Err(why) => (None, Some(why)),
             },
         };
-        let policy =
-            central::compose(config.base_policy.as_deref(), &source, &machine_text, central.as_ref())?;
+        let policy = central::compose(config.base_policy.as_deref(), &machine_files, central.as_ref())?;
         let hash = policy.hash();
         let mut tx = store.write()?;
+        if let Some(r) = renewed {
+            tx.append(
+                AuditDraft::new(now, AuditKind::WorkstationIdentityMade)
+                    .policy_hash(&hash)
+                    .detail("machine", r.machine)
+                    .detail("previous_machine", r.previous_machine)
+                    .detail("image_database", r.image_database.display())
+                    .detail("image_entries", r.image_entries)
+                    .detail("image_workstation", r.image_workstation),
+            )?;
+        }
         if tx.meta(META_RUNNING)?.as_deref() == Some("1") {
             tx.append(
                 AuditDraft::new(now, AuditKind::ServiceUncleanStop)
@@ -226,7 +237,7 @@ impl Service {
             tx.append(
                 AuditDraft::new(now, AuditKind::PolicyRefused)
                     .policy_hash(&hash)
-                    .detail("source", config.policy.display())
+                    .detail("source", &source)
                     .detail("why", why)
                     .detail("kept", "last good machine policy"),
             )?;
@@ -282,7 +293,7 @@ impl Service {
             key,
             config,
             policy: watch::Sender::new(Arc::new(policy)),
-            layers: Mutex::new(Layers { machine_text, central }),
+            layers: Mutex::new(Layers { machine: machine_files, central }),
             budgets: Mutex::new(budgets),
             collector: Mutex::new(CollectorContact::None),
             sync_wakeup: tokio::sync::Notify::new(),

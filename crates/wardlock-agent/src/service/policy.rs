@@ -1,7 +1,6 @@
 //! The policy in force: the machine file, the signed central layer, and the last good
 //! one kept when a new one is refused.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,36 +13,30 @@ use super::{
 };
 use crate::central;
 use crate::config::ServiceConfig;
+use wardlock_store::machine_policy::MachinePolicy;
 use wardlock_store::store::Store;
 
 impl Service {
     /// Reads the machine policy file again. A bad one is refused and audited and the
     /// policy in force stays; a good, changed one is applied, audited and pushed.
     pub fn reload_policy(&self, b: &Blocking) -> Result<bool, ServiceError> {
-        let source = self.config.policy.display().to_string();
-        let text = match std::fs::read_to_string(&self.config.policy) {
-            Ok(text) => Ok(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.config.policy_required => {
-                Ok(String::new())
-            }
-            Err(e) => Err(format!("cannot read it: {e}")),
-        };
+        let read = MachinePolicy::read(&self.config.policy, self.config.policy_required);
+        let source =
+            read.as_ref().map_or_else(|_| self.config.policy.display().to_string(), |m| m.source_name());
         let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let composed = text.and_then(|text| {
-            let machine = central::compose(self.config.base_policy.as_deref(), &source, &text, None)
-                .map_err(|e| e.to_string())?;
+        let base = self.config.base_policy.as_deref();
+        let composed = read.and_then(|machine| {
+            let alone = central::compose(base, &machine, None).map_err(|e| e.to_string())?;
             // Keep the central layer only while the new machine policy still trusts it.
-            let central = layers.central.and_then(|c| central::check(&c.envelope, &machine, None).ok());
-            let policy =
-                central::compose(self.config.base_policy.as_deref(), &source, &text, central.as_ref())
-                    .map_err(|e| e.to_string())?;
-            Ok((policy, Layers { machine_text: text, central }))
+            let central = layers.central.and_then(|c| central::check(&c.envelope, &alone, None).ok());
+            let policy = central::compose(base, &machine, central.as_ref()).map_err(|e| e.to_string())?;
+            Ok((policy, Layers { machine, central }))
         });
         match composed {
             Ok((policy, layers)) => {
                 let mut store = self.store(b);
                 let tx = store.write()?;
-                tx.set_meta(META_POLICY_TEXT, &layers.machine_text)?;
+                tx.set_meta(META_POLICY_TEXT, &layers.machine.to_stored())?;
                 if layers.central.is_none() {
                     tx.delete_meta(META_CENTRAL)?;
                 }
@@ -69,25 +62,18 @@ impl Service {
     /// force stays).
     pub fn apply_central(&self, b: &Blocking, envelope: &str) -> Result<CentralOutcome, ServiceError> {
         let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let source = self.config.policy.display().to_string();
         // The highest serial ever applied, even when that policy is no longer in force
         // (its key was since removed): an older one must not come back by replay.
         let high_water = self.store(b).meta(META_CENTRAL_SERIAL)?.and_then(|v| v.parse::<u64>().ok());
         let newer_than = layers.central.as_ref().map(|c| c.serial).max(high_water);
+        let base = self.config.base_policy.as_deref();
         let checked =
-            central::compose(self.config.base_policy.as_deref(), &source, &layers.machine_text, None)
-                .map_err(|e| e.to_string())
-                .and_then(|machine| {
-                    let central = central::check(envelope, &machine, newer_than)?;
-                    let policy = central::compose(
-                        self.config.base_policy.as_deref(),
-                        &source,
-                        &layers.machine_text,
-                        Some(&central),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    Ok((policy, central))
-                });
+            central::compose(base, &layers.machine, None).map_err(|e| e.to_string()).and_then(|machine| {
+                let central = central::check(envelope, &machine, newer_than)?;
+                let policy =
+                    central::compose(base, &layers.machine, Some(&central)).map_err(|e| e.to_string())?;
+                Ok((policy, central))
+            });
         match checked {
             Ok((policy, central)) => {
                 let serial = central.serial;
@@ -97,7 +83,7 @@ impl Service {
                     store.set_meta(META_CENTRAL_SERIAL, &serial.to_string())?;
                 }
                 let key_id = central.key_id.clone();
-                let layers = Layers { machine_text: layers.machine_text, central: Some(central) };
+                let layers = Layers { machine: layers.machine, central: Some(central) };
                 self.apply(
                     b,
                     policy,
@@ -164,42 +150,35 @@ impl Service {
     }
 }
 
-/// The machine policy text to start with, and why the file was refused when it was. A
-/// bad file falls back to the last good one this service applied; with none, the
-/// service does not start.
+/// The machine policy files to start with, and why they were refused when they were. A
+/// bad set falls back to the last good one this service applied; with none, the service
+/// does not start.
 pub(super) fn initial_policy(
     config: &ServiceConfig,
     store: &Store,
-) -> Result<(String, Option<String>), ServiceError> {
-    let path: &Path = &config.policy;
-    let source = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !config.policy_required => {
-            return Ok((String::new(), None));
-        }
-        Err(e) => return Err(ServiceError::Io { path: source, source: e }),
-    };
-    match central::compose(config.base_policy.as_deref(), &source, &text, None) {
-        Ok(_) => {
-            store.set_meta(META_POLICY_TEXT, &text)?;
-            Ok((text, None))
-        }
-        Err(error) => match store.meta(META_POLICY_TEXT)? {
-            Some(last_good) => {
-                central::compose(
-                    config.base_policy.as_deref(),
-                    "last good machine policy",
-                    &last_good,
-                    None,
-                )?;
-                tracing::warn!(event = "policy_refused", error = %error, "{error}; keeping the last good machine policy");
-                Ok((last_good, Some(policy_problems(&error.to_string()))))
+) -> Result<(MachinePolicy, Option<String>), ServiceError> {
+    let base = config.base_policy.as_deref();
+    let error = match MachinePolicy::read(&config.policy, config.policy_required) {
+        Ok(machine) => match central::compose(base, &machine, None) {
+            Ok(_) => {
+                store.set_meta(META_POLICY_TEXT, &machine.to_stored())?;
+                return Ok((machine, None));
             }
-            None => Err(ServiceError::Startup(format!(
-                "{error}\nFix the file (check it with `wardlockctl policy check {source}`) and start again; \
-                 there is no earlier good policy to fall back to"
-            ))),
+            Err(e) => e.to_string(),
         },
+        Err(e) => e,
+    };
+    match store.meta(META_POLICY_TEXT)? {
+        Some(last_good) => {
+            let last_good = MachinePolicy::from_stored(&last_good);
+            central::compose(base, &last_good, None)?;
+            tracing::warn!(event = "policy_refused", error = %error, "{error}; keeping the last good machine policy");
+            Ok((last_good, Some(policy_problems(&error))))
+        }
+        None => Err(ServiceError::Startup(format!(
+            "{error}\nFix the files (check them with `wardlockctl policy check {}`) and start again; \
+             there is no earlier good policy to fall back to",
+            config.policy.display()
+        ))),
     }
 }

@@ -737,6 +737,34 @@ fn policy_changes_are_pushed_and_a_bad_policy_file_keeps_the_last_good_one() {
     assert_eq!(guard.request(json!({"type": "policy"}))["policy"]["idle_timeout_secs"], 600);
 }
 
+/// IT's settings in `policy.d/` lie over the packaged `policy.toml` in name order; a bad
+/// drop-in is named in the refusal and the policy in force stays.
+#[test]
+fn drop_ins_in_policy_d_lie_over_the_policy_file_and_a_bad_one_is_named_and_refused() {
+    let mut d = Daemon::new("[lock]\nidle_timeout = \"10m\"\nbanner = \"packaged\"\n");
+    let drop_ins = d.dir.path().join("policy.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(drop_ins.join("10-image.toml"), "[lock]\nidle_timeout = \"4m\"\n").unwrap();
+    std::fs::write(drop_ins.join("50-ward.toml"), "[lock]\nbanner = \"Ward 4\"\n").unwrap();
+    std::fs::write(drop_ins.join("50-ward.toml.dpkg-old"), "[lock]\nbanner = \"stale\"\n").unwrap();
+    d.start();
+    let mut guard = d.client("guard");
+    let policy = guard.request(json!({"type": "policy"}))["policy"].clone();
+    assert_eq!(
+        (policy["idle_timeout_secs"].as_u64(), policy["banner"].as_str()),
+        (Some(240), Some("Ward 4"))
+    );
+    let applied = last(&d, "policy_applied");
+    assert!(applied.details["source"].ends_with("policy.d/50-ward.toml"), "{:?}", applied.details);
+
+    std::fs::write(drop_ins.join("90-typo.toml"), "[lock]\nidle_timeout = \"5s\"\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_for_audit("policy_refused", 1);
+    let refused = last(&d, "policy_refused");
+    assert!(refused.details["why"].contains("90-typo.toml"), "{:?}", refused.details);
+    assert_eq!(guard.request(json!({"type": "policy"}))["policy"]["idle_timeout_secs"], 240);
+}
+
 #[test]
 fn start_and_stop_are_audited_and_the_socket_is_removed() {
     let mut d = Daemon::new(FAST_POLICY);

@@ -1515,6 +1515,73 @@ on_both_backends!(
     a_totp_code_used_at_one_workstation_is_refused_at_another_once_it_hears_of_it
 );
 
+/// A golden image: one workstation made, enrolled and stopped, then its whole directory
+/// copied onto machines with other machine IDs. Each clone makes its own identity, says so
+/// in its audit, keeps the image's chain whole beside it, and enrolls as a workstation of
+/// its own; the image's node key is never used from a clone.
+#[test]
+fn a_cloned_image_makes_its_own_identity_and_enrolls_as_another_workstation() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let key = SigningKey::from_bytes(&[31; 32]);
+    let image_machine = "0123456789abcdef0123456789abcdef";
+    let mut image = workstation(&collector, &key, "").id("ws-image").machine_id(image_machine);
+    image.start();
+    image.wait_for_audit("collector_enrolled", 1);
+    // Restarted on its own machine: the same identity, nothing renewed.
+    image.restart();
+    image.stop();
+    assert!(!image.kinds().contains(&"workstation_identity_made".to_owned()));
+    let image_entries = image.audit().len() as u64;
+
+    // Cloned onto a machine with its own host name (the workstation ID) and machine ID.
+    let mut clone = image.cloned().id("ws-bed-12").machine_id("fedcba9876543210fedcba9876543210");
+    clone.start();
+    let made = clone.wait_for_audit("workstation_identity_made", 1).remove(0);
+    assert_eq!(made.seq, 1, "the first entry of the clone's own chain");
+    assert_eq!(made.workstation, "ws-bed-12");
+    let tag = |id: &str| wardlock_core::identity::machine_tag(id).unwrap();
+    assert_eq!(made.details.get("previous_machine"), Some(&tag(image_machine)));
+    assert_eq!(made.details.get("machine"), Some(&tag("fedcba9876543210fedcba9876543210")));
+    assert_eq!(made.details.get("image_entries"), Some(&image_entries.to_string()));
+    assert_eq!(made.details.get("image_workstation").map(String::as_str), Some("ws-image"));
+    assert!(!made.details.values().any(|v| v.contains(image_machine)), "the machine ID itself: {made:?}");
+    let kept = PathBuf::from(made.details.get("image_database").unwrap());
+    assert!(kept.starts_with(clone.dir.path()), "{}", kept.display());
+    let verified = Command::new(wardlock_testkit::bin("wardlockctl"))
+        .args(["audit", "verify", "--db"])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{said}");
+    assert!(said.contains(&format!("intact: {image_entries} entries")), "the image's chain, whole: {said}");
+
+    clone.wait_for_audit("collector_enrolled", 1);
+    let last = clone.audit().last().unwrap().seq;
+    eventually("the clone's log at the collector", || {
+        collector.all_events().iter().filter(|e| e.workstation == "ws-bed-12").map(|e| e.seq).max()
+            >= Some(last)
+    });
+    let (_, body) = collector.call("GET", "/api/v1/workstations", None, None);
+    let listed: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = listed.iter().filter_map(|w| w["id"].as_str()).collect();
+    assert!(ids.contains(&"ws-image") && ids.contains(&"ws-bed-12"), "{ids:?}");
+    assert!(findings_of(&collector, "ws-image").is_empty(), "the clone touched the image's record");
+
+    // A clone whose host name was not changed claims the image's ID with a new identity:
+    // refused, and both sides say why; the image's record stays the image's.
+    let mut unrenamed = image.cloned().machine_id("00000000000000000000000000000001");
+    unrenamed.start();
+    unrenamed.wait_for_audit("workstation_identity_made", 1);
+    unrenamed.wait_for_status("the collector's refusal", |s| {
+        s["collector_error"].as_str().is_some_and(|e| e.contains("is enrolled already"))
+    });
+    assert!(!unrenamed.kinds().contains(&"collector_enrolled".to_owned()));
+    eventually("the refused claim among the image's findings", || {
+        findings_of(&collector, "ws-image").iter().any(|f| f["kind"] == "enroll_conflict")
+    });
+}
+
 #[test]
 fn lists_and_reports_come_in_pages_that_follow_each_other_without_gaps() {
     let collector = Collector::start_new(Backend::Sqlite);
