@@ -22,8 +22,10 @@ for page in "$stage"/docs/man1/*.1; do
     gzip -9n -c "$page" >"$stage/man1/$(basename "$page").gz"
 done
 # The units as installers/linux has them, with the programs where the packages put them.
-for unit in wardlockd.service wardlock-guard.service wardlock-guard.desktop wardlock-collector.service; do
-    sed -e 's|/usr/local/bin/|/usr/bin/|g' -e 's|file:/usr/local/share/doc/|file:/usr/share/doc/|g' \
+for unit in wardlockd.service wardlock-identity.service wardlock-guard.service wardlock-guard.desktop \
+    wardlock-collector.service; do
+    sed -e 's|/usr/local/bin/|/usr/bin/|g' -e 's|/usr/local/libexec/|/usr/libexec/|g' \
+        -e 's|file:/usr/local/share/doc/|file:/usr/share/doc/|g' \
         "installers/linux/$unit" >"$stage/units/$unit"
 done
 

@@ -58,15 +58,11 @@ if [[ ! -e /etc/wardlock/policy.toml ]]; then
 fi
 "$prefix/bin/wardlockctl" policy check /etc/wardlock/policy.toml >/dev/null
 
-# The data key that seals TOTP seeds: 256 random bits, sealed once with systemd-creds
-# (TPM2 where present) under the name the unit loads it by. Root-only.
-install -d -m 0700 /etc/wardlock/credentials
-cred=/etc/wardlock/credentials/wardlock-data-key.cred
-if [[ ! -e "$cred" ]]; then
-    umask 077
-    head -c 32 /dev/urandom | systemd-creds encrypt --name=wardlock-data-key - "$cred.tmp"
-    mv "$cred.tmp" "$cred"
-fi
+# The data key that seals TOTP seeds: made on this machine by wardlock-identity (at the
+# first start of wardlockd; again on a clone of this machine), never here.
+install -D -m 0755 "$here/wardlock-identity" "$prefix/libexec/wardlock/wardlock-identity"
+sed "s|/usr/local/libexec/|$prefix/libexec/|" "$here/wardlock-identity.service" \
+    >/etc/systemd/system/wardlock-identity.service
 
 # The collector's enrollment secret, if given (WARDLOCK_ENROLL_SECRET=FILE): readable by
 # the service's group only; wardlockd reads it once, at its first sync.
@@ -76,6 +72,7 @@ fi
 
 if [[ -d /run/systemd/system ]]; then
     systemctl daemon-reload
+    systemctl enable wardlock-identity.service
     systemctl enable --now wardlockd.service
     systemctl --no-pager status wardlockd.service | head -n 5
 else

@@ -71,6 +71,10 @@ struct Cli {
     dev: Option<PathBuf>,
 }
 
+/// How long a stopping service tries to deliver its last entries; well inside systemd's
+/// stop timeout.
+const LAST_DELIVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
     wardlock_cli_docs::generate_if_asked::<Cli>();
     init_logging();
@@ -200,6 +204,17 @@ async fn serve(config: ServiceConfig) -> Result<()> {
     let _ = tokio::fs::remove_file(&socket).await;
     let s = service.clone();
     service::blocking(move |b| s.stop(b, why)).await.context("auditing the stop")?;
+    // The stop entry and anything else unsent, delivered if the collector answers soon.
+    match tokio::time::timeout(LAST_DELIVERY, crate::sync::deliver_last(&service.outbox())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::info!(event = "last_delivery_failed", error = %e, "unsent entries stay for the next start: {e}")
+        }
+        Err(_) => tracing::info!(
+            event = "last_delivery_failed",
+            "unsent entries stay for the next start: the collector did not answer in time"
+        ),
+    }
     tracing::info!(event = "stopped", why, "wardlockd stopped ({why})");
     Ok(())
 }

@@ -131,6 +131,20 @@ pub async fn run(outbox: Outbox, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// At a stop, after the service's last entry (`service_stopped`) is written: one more try
+/// to deliver what is unsent, so that a workstation stopped for removal leaves nothing
+/// behind that exists only here. Never enrolls; the caller bounds how long it may take.
+pub async fn deliver_last(outbox: &Outbox) -> Result<(), SyncError> {
+    let policy = outbox.policy();
+    let Some(endpoint) = policy.sync.endpoint.clone() else { return Ok(()) };
+    let base = endpoint.trim_end_matches('/');
+    let Some(node_key) = outbox.node_key(base).await? else { return Ok(()) };
+    let mut state = State::default();
+    let client = client(&policy, &endpoint, &mut state)?;
+    let auth = Zeroizing::new(format!("Bearer {}", node_key.as_str()));
+    upload(outbox, &policy, &client, base, &auth, &mut state).await
+}
+
 /// Exponential back-off with full jitter: uniformly random in [0, min(cap, 1 s · 2^n)].
 fn full_jitter(failures: u32, cap: Duration) -> Duration {
     let ceiling = Duration::from_secs(1u64 << failures.min(16)).min(cap);

@@ -238,7 +238,8 @@ impl SecretStore for SystemdCredentialDir {
             backend: self.describe(),
             message: format!(
                 "credential {name:?} is missing and cannot be created from inside the service; \
-                 run installers/linux/install.sh (it seals the key with systemd-creds)"
+                 wardlock-identity.service makes it (systemctl start wardlock-identity; \
+                 journalctl -u wardlock-identity says why it did not)"
             ),
         })
     }
@@ -375,7 +376,7 @@ impl DataKey {
                     _ => Err(wrong()),
                 }
             }
-            // A key but no check value yet (a key store provisioned ahead, as install.sh
+            // A key but no check value yet (a key store provisioned ahead, as wardlock-identity
             // does): this database adopts it.
             None => {
                 store.set_meta(KEY_CHECK_META, &B64.encode(key.seal(KEY_CHECK_PLAINTEXT, b"key-check")?))?;

@@ -114,6 +114,9 @@ pub struct OpenOptions {
     pub workstation_id: String,
 }
 
+/// See [`Store::purge_clearance`]; the package's postrm reads this name.
+pub const PURGE_CLEARANCE: &str = "purge-clearance";
+
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
@@ -200,6 +203,31 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A copy of the audit log at `to` for when the workstation is purged: the whole
+    /// chain (so it verifies from its first entry) and how far the collector acknowledged
+    /// it, written consistently by SQLite; users, keys and everything else secret or
+    /// sealed are left out of the copy.
+    pub fn copy_audit_to(&self, to: &Path) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io { path: to.to_owned(), source };
+        if to.exists() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists already")));
+        }
+        self.conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+        restrict_to_owner(to).map_err(io)?;
+        let copy = Connection::open(to)?;
+        copy.execute_batch(
+            "DELETE FROM users; DELETE FROM user_auth; DELETE FROM workstation_auth;
+             DELETE FROM meta WHERE key <> 'workstation_id'; VACUUM;",
+        )?;
+        Ok(())
+    }
+
+    /// The note `wardlockctl audit preserve` leaves beside the database when purging it
+    /// loses nothing; withdrawn by the service at each start, as new entries may follow.
+    pub fn purge_clearance(&self) -> PathBuf {
+        self.path.with_file_name(PURGE_CLEARANCE)
     }
 
     /// Closes the database and moves it, whole, to `name` beside it: its WAL checkpointed

@@ -193,6 +193,16 @@ impl Service {
         let machine = crate::identity::this_machine(&config.machine_id_file);
         let (mut store, renewed) =
             crate::identity::open_for_this_machine(&config.db_path(), &options, machine.as_deref())?;
+        // Entries may follow from now on: an earlier clearance to purge no longer holds.
+        match std::fs::remove_file(store.purge_clearance()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ServiceError::Startup(format!(
+                    "cannot withdraw {}: {e}",
+                    store.purge_clearance().display()
+                )))
+            }
+            _ => {}
+        }
         let secret_store = secrets::from_spec(&config.key_store)?;
         let key = DataKey::open_or_create(secret_store.as_ref(), &store)?;
         let now = utc_now();

@@ -26,9 +26,18 @@ fn unit_for_test(dir: &Path) -> PathBuf {
 fn the_unit_verifies_and_is_tightly_sandboxed() {
     let dir = tempfile::tempdir().unwrap();
     let unit = unit_for_test(dir.path());
+    // The identity unit it requires, beside it, with its script where the test can see it.
+    let identity_unit = std::fs::read_to_string(installers().join("wardlock-identity.service")).unwrap();
+    let script = installers().join("wardlock-identity").canonicalize().unwrap();
+    std::fs::write(
+        dir.path().join("wardlock-identity.service"),
+        identity_unit.replace("/usr/local/libexec/wardlock/wardlock-identity", &script.display().to_string()),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
+        .arg(dir.path().join("wardlock-identity.service"))
         .output()
         .expect("systemd-analyze is needed (apt-get install systemd)");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -87,6 +96,17 @@ fn sysusers_makes_the_service_account() {
 fn the_installer_scripts_parse() {
     let out = Command::new("bash").arg("-n").arg(installers().join("install.sh")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let debian = installers().join("../debian");
+    for script in [
+        installers().join("wardlock-identity"),
+        debian.join("wardlock/postinst"),
+        debian.join("wardlock/prerm"),
+        debian.join("wardlock/postrm"),
+        debian.join("wardlock-collector/postinst"),
+    ] {
+        let out = Command::new("sh").arg("-n").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    }
     // polkit rules are JavaScript.
     let dir = tempfile::tempdir().unwrap();
     let js = dir.path().join("rules.js");
@@ -102,7 +122,7 @@ fn the_installer_scripts_parse() {
 }
 
 #[test]
-fn a_key_sealed_as_install_sh_does_is_the_one_the_unit_and_wardlockctl_use() {
+fn a_key_made_by_wardlock_identity_is_the_one_the_unit_and_wardlockctl_use() {
     if !nix::unistd::geteuid().is_root() {
         assert!(
             std::env::var_os("WARDLOCK_SKIP_ROOT_TESTS").is_some(),
@@ -114,17 +134,9 @@ fn a_key_sealed_as_install_sh_does_is_the_one_the_unit_and_wardlockctl_use() {
     let sealed_dir = dir.path().join("etc-credentials");
     std::fs::create_dir(&sealed_dir).unwrap();
     let cred = sealed_dir.join("wardlock-data-key.cred");
-    // What install.sh runs.
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "head -c 32 /dev/urandom | systemd-creds encrypt --name=wardlock-data-key - {}",
-            cred.display()
-        ))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let machine_id = dir.path().join("machine-id");
+    std::fs::write(&machine_id, "0123456789abcdef0123456789abcdef\n").unwrap();
+    assert!(identity(&sealed_dir, &machine_id).status.success());
     // What LoadCredentialEncrypted= does before starting the service.
     let loaded = dir.path().join("run-credentials");
     std::fs::create_dir(&loaded).unwrap();
@@ -154,7 +166,7 @@ fn a_key_sealed_as_install_sh_does_is_the_one_the_unit_and_wardlockctl_use() {
     let out = run(&empty).wait_with_output().unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("install.sh"),
+        String::from_utf8_lossy(&out.stderr).contains("wardlock-identity"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -174,6 +186,60 @@ fn a_key_sealed_as_install_sh_does_is_the_one_the_unit_and_wardlockctl_use() {
     .unwrap();
     let spec = format!("file:{}", sealed_dir.display());
     DataKey::open_or_create(secrets::from_spec(&spec).unwrap().as_ref(), &store).expect("a different key");
+}
+
+/// What wardlock-identity.service runs, on `credentials` for the machine in `machine_id`.
+fn identity(credentials: &Path, machine_id: &Path) -> std::process::Output {
+    Command::new(installers().join("wardlock-identity"))
+        .env("WARDLOCK_CREDENTIALS_DIR", credentials)
+        .env("WARDLOCK_MACHINE_ID_FILE", machine_id)
+        .output()
+        .unwrap()
+}
+
+/// The data key belongs to the machine it was made on: made once, kept on every later
+/// boot, adopted from an earlier release, and made again (the image's kept) on a clone.
+#[test]
+fn wardlock_identity_makes_the_key_once_per_machine_and_keeps_an_images_key() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var_os("WARDLOCK_SKIP_ROOT_TESTS").is_some(), "systemd-creds needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    let cred = creds.join("wardlock-data-key.cred");
+    let machine_id = dir.path().join("machine-id");
+    // A golden image before its first boot has no ID yet: nothing is made.
+    std::fs::write(&machine_id, "uninitialized\n").unwrap();
+    let out = identity(&creds, &machine_id);
+    assert!(!out.status.success() && !cred.exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("systemd-machine-id-setup"));
+
+    std::fs::write(&machine_id, "0123456789abcdef0123456789abcdef\n").unwrap();
+    assert!(identity(&creds, &machine_id).status.success());
+    let made = std::fs::read(&cred).unwrap();
+    let stamp = std::fs::read_to_string(creds.join("machine")).unwrap();
+    assert_eq!(
+        Some(stamp.trim().to_owned()),
+        wardlock_core::identity::machine_tag("0123456789abcdef0123456789abcdef")
+    );
+    assert!(identity(&creds, &machine_id).status.success());
+    assert_eq!(std::fs::read(&cred).unwrap(), made, "a second boot changes nothing");
+
+    // An earlier release's key, with no stamp: this machine's, kept.
+    std::fs::remove_file(creds.join("machine")).unwrap();
+    assert!(identity(&creds, &machine_id).status.success());
+    assert_eq!(std::fs::read(&cred).unwrap(), made);
+    assert_eq!(std::fs::read_to_string(creds.join("machine")).unwrap(), stamp);
+
+    // Cloned onto another machine: a new key; the image's kept beside it.
+    std::fs::write(&machine_id, "fedcba9876543210fedcba9876543210\n").unwrap();
+    let out = identity(&creds, &machine_id);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cloned image"));
+    assert_ne!(std::fs::read(&cred).unwrap(), made);
+    let kept = creds.join(format!("wardlock-data-key.cred.from-machine-{}", &stamp.trim()[..12]));
+    assert_eq!(std::fs::read(&kept).unwrap(), made, "the image's key is never deleted");
 }
 
 #[test]

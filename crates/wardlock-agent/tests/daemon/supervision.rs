@@ -765,6 +765,19 @@ fn drop_ins_in_policy_d_lie_over_the_policy_file_and_a_bad_one_is_named_and_refu
     assert_eq!(guard.request(json!({"type": "policy"}))["policy"]["idle_timeout_secs"], 240);
 }
 
+/// `wardlockctl audit preserve` clears a purge for the entries it saw; a service that
+/// starts again may write more, so the clearance is withdrawn before its first entry.
+#[test]
+fn a_clearance_to_purge_is_withdrawn_when_the_service_starts_again() {
+    let mut d = Daemon::new(FAST_POLICY);
+    d.start();
+    d.stop();
+    let clearance = d.db_path().with_file_name("purge-clearance");
+    std::fs::write(&clearance, "all 3 entries reached the collector\n").unwrap();
+    d.start();
+    assert!(!clearance.exists());
+}
+
 #[test]
 fn start_and_stop_are_audited_and_the_socket_is_removed() {
     let mut d = Daemon::new(FAST_POLICY);

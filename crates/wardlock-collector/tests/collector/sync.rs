@@ -1515,6 +1515,22 @@ on_both_backends!(
     a_totp_code_used_at_one_workstation_is_refused_at_another_once_it_hears_of_it
 );
 
+/// A workstation stopped (for an upgrade, a removal, a shutdown) delivers its last
+/// entries, its stop included, before it exits: nothing stays only on the workstation.
+#[test]
+fn a_stopping_workstation_delivers_its_last_entries_before_it_exits() {
+    let collector = Collector::start_new(Backend::Sqlite);
+    let key = SigningKey::from_bytes(&[32; 32]);
+    let mut d = workstation(&collector, &key, "").id("ws-stop");
+    d.start();
+    d.wait_for_audit("collector_enrolled", 1);
+    d.stop();
+    let last = d.audit().last().unwrap().clone();
+    assert_eq!(last.kind.as_str(), "service_stopped");
+    assert_eq!(d.open_store().acked_seq().unwrap(), last.seq);
+    assert!(collector.all_events().contains(&last), "the stop entry is not at the collector");
+}
+
 /// A golden image: one workstation made, enrolled and stopped, then its whole directory
 /// copied onto machines with other machine IDs. Each clone makes its own identity, says so
 /// in its audit, keeps the image's chain whole beside it, and enrolls as a workstation of

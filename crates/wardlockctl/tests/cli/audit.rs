@@ -84,3 +84,48 @@ fn export_past_the_last_entry_is_an_empty_list() {
     let entries: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
     assert!(entries.is_empty());
 }
+
+fn query(db: &std::path::Path, sql: &str) -> String {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Before a purge: entries the collector never acknowledged are copied out, audit log
+/// only, and the copy verifies as the whole chain; the clearance note names it.
+#[test]
+fn preserve_copies_an_unsynced_chain_out_verified_and_without_secrets() {
+    let ctl = populated();
+    let backups = ctl.path("backups");
+    let run = ctl.run(&["audit", "preserve", "--data-dir", s(&ctl.path("data")), "--into", s(&backups)]).ok();
+    let copies: Vec<_> = std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = &copies[0];
+    assert!(run.stdout.contains("10 of 10 entries had not reached the collector"), "{}", run.stdout);
+    assert!(run.stdout.contains(s(copy)) && run.stdout.contains("verified: 10 entries"), "{}", run.stdout);
+    let verified = ctl.run(&["audit", "verify", "--db", s(copy)]).ok();
+    assert!(verified.stdout.contains("intact: 10 entries"), "{}", verified.stdout);
+    // PIN hashes, sealed or not, and the node key stay behind.
+    assert_eq!(query(copy, "SELECT count(*) FROM users"), "0");
+    assert_eq!(query(copy, "SELECT group_concat(key) FROM meta"), "workstation_id");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(copy).unwrap().permissions().mode() & 0o077, 0, "readable by others");
+    let clearance = std::fs::read_to_string(ctl.path("data/purge-clearance")).unwrap();
+    assert!(clearance.contains(s(copy)), "{clearance}");
+}
+
+#[test]
+fn preserve_copies_nothing_once_the_collector_holds_every_entry() {
+    let ctl = populated();
+    sqlite3(&ctl, "UPDATE sync_state SET acked_seq = (SELECT max(seq) FROM audit)");
+    let backups = ctl.path("backups");
+    let run = ctl.run(&["audit", "preserve", "--data-dir", s(&ctl.path("data")), "--into", s(&backups)]).ok();
+    assert!(run.stdout.contains("all 10 entries reached the collector"), "{}", run.stdout);
+    assert!(!backups.exists(), "a backup of entries the collector holds");
+    assert!(ctl.path("data/purge-clearance").exists());
+    // A database that does not verify is never cleared without a copy.
+    query(&ctl.db(), "UPDATE audit SET kind = 'heartbeat' WHERE seq = 3");
+    let run = ctl.run(&["audit", "preserve", "--data-dir", s(&ctl.path("data")), "--into", s(&backups)]).ok();
+    assert!(run.stdout.contains("does NOT verify"), "{}", run.stdout);
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1);
+}
