@@ -3,6 +3,7 @@
 # can serve: pool/, dists/stable/ (Packages, Release, InRelease, Release.gpg) and the
 # public key for `Signed-By`. The signing key is IT's, in their GnuPG home:
 #   WARDLOCK_APT_KEY=FINGERPRINT [GNUPGHOME=DIR] scripts/apt-repo.sh [OUT]   (default target/apt-repo)
+# WARDLOCK_DEBS=DIR takes the packages from DIR instead of target/debian/.
 # See docs/deploying.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,10 @@ if ! gpg --batch --list-secret-keys "$key" >/dev/null 2>&1; then
     exit 2
 fi
 shopt -s nullglob
-debs=(target/debian/*.deb)
+debs_dir="${WARDLOCK_DEBS:-target/debian}"
+debs=("$debs_dir"/*.deb)
 if [[ ${#debs[@]} -eq 0 ]]; then
-    echo "apt-repo: no packages in target/debian/; run make packages first" >&2
+    echo "apt-repo: no packages in $debs_dir/; run make packages first" >&2
     exit 2
 fi
 

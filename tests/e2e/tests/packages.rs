@@ -276,6 +276,10 @@ struct DebianRoot {
 
 const CACHE: &str = "/var/cache/wardlock-test";
 
+/// Where the harness keeps wardlockd's output and process ID inside a root; removed
+/// when it stops wardlockd, as systemd would keep them out of the root.
+const HARNESS_LOG: &str = "/run/wardlockd.log";
+
 impl DebianRoot {
     fn fresh(suite: &'static str) -> DebianRoot {
         let cached = Path::new(CACHE).join(format!("roots/debian-{suite}-minbase"));
@@ -294,15 +298,25 @@ impl DebianRoot {
             let _ = std::fs::remove_dir_all(&cached);
             std::fs::rename(&making, &cached).unwrap();
         }
+        let root = Self::copy_of(suite, &cached);
+        root.set_machine_id("5eed0000000000000000000000000001");
+        // What the installer writes on a real machine (debootstrap leaves it out).
+        std::fs::write(root.path().join("etc/hosts"), "127.0.0.1\tlocalhost\n::1\tlocalhost\n").unwrap();
+        root
+    }
+
+    /// `from` copied whole into a new root (the kernel's /proc left out), with its own /proc.
+    fn copy_of(suite: &'static str, from: &Path) -> DebianRoot {
         let dir = tempfile::Builder::new().prefix("wardlock-root-").tempdir_in("/var/tmp").unwrap();
         let copied = Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", cached.display()))
+            .args(["-a", "--one-file-system"])
+            .arg(format!("{}/.", from.display()))
             .arg(dir.path())
             .status()
             .unwrap();
         assert!(copied.success());
         let mut root = DebianRoot { suite, dir, proc_mounted: false };
+        std::fs::create_dir_all(root.path().join("proc")).unwrap();
         let mounted = Command::new("mount")
             .args(["-t", "proc", "proc"])
             .arg(root.path().join("proc"))
@@ -313,28 +327,81 @@ impl DebianRoot {
         root
     }
 
+    /// This root as a disk image cloned onto another machine: every file, another machine ID.
+    fn cloned(&self, machine_id: &str) -> DebianRoot {
+        let clone = Self::copy_of(self.suite, self.path());
+        clone.set_machine_id(machine_id);
+        clone
+    }
+
+    fn set_machine_id(&self, id: &str) {
+        std::fs::write(self.path().join("etc/machine-id"), format!("{id}\n")).unwrap();
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Runs a shell command inside the root; answers its exit status and output.
     fn sh(&self, script: &str) -> (bool, String) {
-        let out = Command::new("chroot")
-            .arg(self.path())
-            .args([
-                "/usr/bin/env",
-                "-i",
-                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                "DEBIAN_FRONTEND=noninteractive",
-                "LC_ALL=C",
-            ])
-            .args(["sh", "-c", script])
-            .output()
-            .unwrap();
+        self.sh_on(None, script)
+    }
+
+    /// As [`sh`](Self::sh), on a machine named `hostname` (its own UTS namespace).
+    fn sh_on(&self, hostname: Option<&str>, script: &str) -> (bool, String) {
+        let mut command = Command::new("unshare");
+        command.arg("--uts").arg("chroot").arg(self.path()).args([
+            "/usr/bin/env",
+            "-i",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "DEBIAN_FRONTEND=noninteractive",
+            "LC_ALL=C",
+        ]);
+        let script = match hostname {
+            Some(name) => format!("hostname {name} && {script}"),
+            None => script.to_owned(),
+        };
+        let out = command.args(["sh", "-c", &script]).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
         )
+    }
+
+    /// The packages in `debs` as a signed repository inside the root (a throw-away key),
+    /// in apt's sources with `Signed-By`.
+    fn publish(&self, debs: &Path) {
+        let work = tempfile::tempdir().unwrap();
+        let home = work.path().join("gnupg");
+        let key = signing_key(&home, "Wardlock test repository <it@example.invalid>");
+        let repo = self.path().join("srv/wardlock");
+        let out = Command::new("bash")
+            .arg(workspace().join("scripts/apt-repo.sh"))
+            .arg(&repo)
+            .env("GNUPGHOME", &home)
+            .env("WARDLOCK_APT_KEY", &key)
+            .env("WARDLOCK_DEBS", debs)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::copy(
+            repo.join("wardlock-archive-keyring.gpg"),
+            self.path().join("usr/share/keyrings/wardlock-archive-keyring.gpg"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.path().join("etc/apt/sources.list.d/wardlock.list"),
+            "deb [signed-by=/usr/share/keyrings/wardlock-archive-keyring.gpg] file:/srv/wardlock stable main\n",
+        )
+        .unwrap();
+    }
+
+    /// `apt-get update`, then `apt-get ARGS`, unattended, with the cached archives.
+    fn apt(&self, args: &str) -> (bool, String) {
+        self.archives(true);
+        let done = self.sh(&format!("apt-get update -qq && apt-get -y -qq {args}"));
+        self.archives(false);
+        done
     }
 
     /// The packages Debian's mirror gave earlier runs, so that each run fetches only what
@@ -352,6 +419,68 @@ impl DebianRoot {
                 let _ = std::fs::copy(&path, to.join(path.file_name().unwrap()));
             }
         }
+    }
+
+    /// wardlockd as its installed units say (no systemd runs in a chroot): the
+    /// wardlock-identity unit's `ExecStart` as root, then wardlockd's `ExecStart` as its own
+    /// account with the data key decrypted into a directory only it reads, on a machine
+    /// named `hostname` (the default workstation ID).
+    fn start_wardlockd(&self, hostname: &str) {
+        let (started, said) = self.sh_on(
+            Some(hostname),
+            &format!(
+                "identity=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/wardlock-identity.service) && $identity \
+                 && exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/wardlockd.service) \
+                 && install -d -m 0755 -o wardlock -g wardlock /run/wardlock && install -d -m 0700 -o wardlock -g wardlock /var/lib/wardlock \
+                 && install -d -m 0700 -o wardlock /run/credentials && systemd-creds decrypt --name=wardlock-data-key \
+                    /etc/wardlock/credentials/wardlock-data-key.cred /run/credentials/wardlock-data-key \
+                 && chown wardlock /run/credentials/wardlock-data-key \
+                 && {{ CREDENTIALS_DIRECTORY=/run/credentials setpriv --reuid wardlock --regid wardlock --init-groups $exec_start >{HARNESS_LOG} 2>&1 & echo $! >/run/wardlockd.pid; }} \
+                 && for i in $(seq 100); do [ -S /run/wardlock/agent.sock ] && break; sleep 0.1; done; test -S /run/wardlock/agent.sock"
+                // (the socket's appearing is the only sign a process outside systemd gives: polled, with a deadline)
+            ),
+        );
+        assert!(started, "{said}\n{}", self.wardlockd_log());
+    }
+
+    /// SIGTERM, as `systemctl stop` sends, and wait for it to exit; then what systemd
+    /// removes when a unit stops (its runtime directory and credentials).
+    fn stop_wardlockd(&self) {
+        let (stopped, said) = self.sh(
+            "pid=$(cat /run/wardlockd.pid) && kill -TERM $pid \
+             && for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done; ! kill -0 $pid 2>/dev/null \
+             && rm -rf /run/wardlock /run/credentials /run/wardlockd.pid",
+        );
+        assert!(stopped, "{said}\n{}", self.wardlockd_log());
+    }
+
+    fn wardlockd_log(&self) -> String {
+        std::fs::read_to_string(self.path().join(HARNESS_LOG.trim_start_matches('/'))).unwrap_or_default()
+    }
+
+    /// `wardlockctl agent status --json` inside the root.
+    fn status(&self) -> serde_json::Value {
+        let (answered, status) = self.sh("wardlockctl agent status --json");
+        assert!(answered, "{status}\n{}", self.wardlockd_log());
+        serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"))
+    }
+
+    /// The audit log of a database in the root, read with this build's wardlockctl.
+    fn audit(&self, db: &str) -> Vec<serde_json::Value> {
+        let out = Command::new(wardlock_testkit::bin("wardlockctl"))
+            .args(["audit", "export", "--db"])
+            .arg(self.path().join(db.trim_start_matches('/')))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Every path in the root (its own file system only).
+    fn files(&self) -> std::collections::BTreeSet<String> {
+        let (listed, out) = self.sh("find / -xdev");
+        assert!(listed, "{out}");
+        out.lines().map(str::to_owned).collect()
     }
 }
 
@@ -381,29 +510,13 @@ fn a_bare_debian_13_installs_the_same_packages_and_its_service_answers() {
 
 fn installs_from_the_signed_repository_and_the_service_answers(suite: &'static str) {
     let root = DebianRoot::fresh(suite);
-    let work = tempfile::tempdir().unwrap();
-    let home = work.path().join("gnupg");
-    let key = signing_key(&home, "Wardlock test repository <it@example.invalid>");
-    let repo = root.path().join("srv/wardlock");
-    assert!(make_repo(&repo, &home, &key).status.success());
-    std::fs::copy(
-        repo.join("wardlock-archive-keyring.gpg"),
-        root.path().join("usr/share/keyrings/wardlock-archive-keyring.gpg"),
-    )
-    .unwrap();
-    std::fs::write(
-        root.path().join("etc/apt/sources.list.d/wardlock.list"),
-        "deb [signed-by=/usr/share/keyrings/wardlock-archive-keyring.gpg] file:/srv/wardlock stable main\n",
-    )
-    .unwrap();
+    root.publish(&workspace().join("target/debian"));
 
     // Every dependency comes from Debian's own packages; the maintainer scripts run
     // unattended.
-    root.archives(true);
     let started = std::time::Instant::now();
-    let (installed, said) = root.sh("apt-get update -qq && apt-get install -y -qq wardlock");
+    let (installed, said) = root.apt("install wardlock");
     let took = started.elapsed();
-    root.archives(false);
     assert!(installed, "{said}");
     eprintln!("install of wardlock into a bare {}: {:.1} s", root.suite, took.as_secs_f64());
     for program in ["wardlockd", "wardlockctl", "wardlock"] {
@@ -412,35 +525,220 @@ fn installs_from_the_signed_repository_and_the_service_answers(suite: &'static s
     }
     let (_, account) = root.sh("id -u wardlock && getent group wardlock-session");
     assert!(account.contains("wardlock-session"), "{account}");
-    let (sealed, _) = root.sh("test -s /etc/wardlock/credentials/wardlock-data-key.cred");
-    assert!(sealed, "the data key was not sealed at install");
-    let (verified, said) = root.sh("systemd-analyze verify /lib/systemd/system/wardlockd.service");
-    assert!(verified && said.trim().is_empty(), "wardlockd.service: {said}");
+    // No identity is made at install: an image built from this root carries none.
+    let (sealed, _) = root.sh("test -e /etc/wardlock/credentials/wardlock-data-key.cred");
+    assert!(!sealed, "a data key was made at install, before this machine's first boot");
+    for unit in ["wardlockd.service", "wardlock-identity.service"] {
+        let (verified, said) = root.sh(&format!("systemd-analyze verify /lib/systemd/system/{unit}"));
+        assert!(verified && said.trim().is_empty(), "{unit}: {said}");
+    }
     // A user manager needs a runtime directory; a private one will do.
     let (verified, said) = root.sh("mkdir -p -m 0700 /run/user-verify && XDG_RUNTIME_DIR=/run/user-verify \
          systemd-analyze --user verify /usr/lib/systemd/user/wardlock-guard.service");
     assert!(verified && said.trim().is_empty(), "the guard's unit: {said}");
-    let (enabled, _) = root.sh("test -L /etc/systemd/system/multi-user.target.wants/wardlockd.service");
-    assert!(enabled, "wardlockd.service is not enabled");
+    for link in [
+        "/etc/systemd/system/multi-user.target.wants/wardlockd.service",
+        "/etc/systemd/system/wardlockd.service.requires/wardlock-identity.service",
+    ] {
+        let (enabled, _) = root.sh(&format!("test -L {link}"));
+        assert!(enabled, "{link} is missing: the unit is not enabled");
+    }
 
-    // wardlockd started as its unit says (no systemd runs in a chroot): as its own account,
-    // with the data key decrypted into a directory only it reads; then asked for its status.
-    let exec_start = std::fs::read_to_string(root.path().join("lib/systemd/system/wardlockd.service"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart=").map(str::to_owned))
+    root.start_wardlockd("ws-install");
+    let status = root.status();
+    assert_eq!(status["workstation_id"], "ws-install", "{status}");
+    // The guard wardlockd accepts is the one the package installed.
+    let (_, policy) = root.sh("wardlockctl policy check /etc/wardlock/policy.toml");
+    assert!(!policy.contains("/usr/local/bin/wardlock"), "{policy}");
+}
+
+/// Polls `check` until it holds; on timeout, says `what` and what `root`'s wardlockd said.
+fn eventually(root: &DebianRoot, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}\n{}\n{}",
+            root.sh("wardlockctl agent status").1,
+            root.wardlockd_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100)); // another process's state, polled
+    }
+}
+
+/// The same package with a later Debian revision: a newer build, for the upgrade.
+fn newer_build(of: &Path, into: &Path) -> String {
+    let unpacked = tempfile::tempdir().unwrap();
+    let tree = unpacked.path().join("tree");
+    assert!(Command::new("dpkg-deb").arg("-R").arg(of).arg(&tree).status().unwrap().success());
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let version = text.lines().find_map(|l| l.strip_prefix("Version: ")).unwrap().to_owned();
+    let newer = format!("{}-{}", version.rsplit_once('-').unwrap().0, 2);
+    std::fs::write(&control, text.replace(&format!("Version: {version}"), &format!("Version: {newer}")))
         .unwrap();
-    let (started, said) = root.sh(&format!(
-        "install -d -m 0755 -o wardlock -g wardlock /run/wardlock && install -d -m 0700 -o wardlock -g wardlock /var/lib/wardlock \
-         && install -d -m 0700 -o wardlock /run/credentials && systemd-creds decrypt --name=wardlock-data-key \
-            /etc/wardlock/credentials/wardlock-data-key.cred /run/credentials/wardlock-data-key \
-         && chown wardlock /run/credentials/wardlock-data-key \
-         && (CREDENTIALS_DIRECTORY=/run/credentials setpriv --reuid wardlock --regid wardlock --init-groups {exec_start} >/var/log/wardlockd.log 2>&1 &) \
-         && for i in $(seq 100); do [ -S /run/wardlock/agent.sock ] && break; sleep 0.1; done; test -S /run/wardlock/agent.sock"
-        // (the socket's appearing is the only sign a process outside systemd gives: polled, with a deadline)
-    ));
-    let log = std::fs::read_to_string(root.path().join("var/log/wardlockd.log")).unwrap_or_default();
-    assert!(started, "{said}\n{log}");
-    let (answered, status) = root.sh("wardlockctl agent status");
-    assert!(answered && status.contains("audit entries"), "{status}\n{log}");
+    let out = into.join(format!("wardlock_{newer}_amd64.deb"));
+    assert!(Command::new("dpkg-deb")
+        .args(["-b", "--root-owner-group"])
+        .arg(&tree)
+        .arg(&out)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    newer
+}
+
+/// Hospital IT's whole round on one Debian 12 workstation, against a collector on
+/// 127.0.0.1: an image prepared with IT's files in /etc/wardlock and the package, its
+/// first boot enrolling with no clicks; a clone of it enrolling as another workstation;
+/// an upgrade keeping an entry the collector had not yet received; and purges that lose
+/// nothing: unsynced entries left verified in /var/backups, and after a sync, no file of
+/// Wardlock left behind.
+#[test]
+fn a_golden_image_enrolls_clones_upgrades_and_purges_without_losing_an_entry() {
+    use wardlock_testkit::collector::{Backend, Collector};
+    let mut collector = Collector::start_new(Backend::Sqlite);
+    let workstations = |c: &Collector| -> Vec<String> {
+        let (_, body) = c.call("GET", "/api/v1/workstations", None, None);
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|w| w["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let root = DebianRoot::fresh("bookworm");
+    root.publish(&workspace().join("target/debian"));
+    let (updated, said) = root.apt("update");
+    assert!(updated, "{said}");
+    let before_install = root.files();
+
+    // The image: IT's files first (a drop-in with the collector, its CA, the enrollment
+    // secret as copied, readable by root only), then the package.
+    let etc = root.path().join("etc/wardlock");
+    std::fs::create_dir_all(etc.join("policy.d")).unwrap();
+    // A CA certificate is public: readable by all, as wardlockd's own account must read it.
+    std::fs::write(etc.join("collector-ca.pem"), std::fs::read(collector.cert()).unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(etc.join("collector-ca.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        etc.join("policy.d/50-site.toml"),
+        format!("[sync]\nendpoint = \"{}\"\nca_file = \"/etc/wardlock/collector-ca.pem\"\n", collector.url()),
+    )
+    .unwrap();
+    std::fs::write(etc.join("enroll-secret"), &collector.secret).unwrap();
+    let (installed, said) = root.apt("install wardlock");
+    assert!(installed, "{said}");
+
+    // First boot of the image's machine: it enrolls by itself.
+    root.start_wardlockd("ws-image");
+    eventually(&root, "ws-image in the collector's list", || {
+        workstations(&collector).contains(&"ws-image".to_owned())
+    });
+    eventually(&root, "ws-image's backlog delivered", || root.status()["audit_unsent"] == 0);
+    root.stop_wardlockd();
+
+    // Cloned onto another machine (its own host name and machine ID).
+    let clone = root.cloned("c10e0000000000000000000000000002");
+    clone.start_wardlockd("ws-bed-12");
+    eventually(&clone, "ws-bed-12 in the collector's list", || {
+        workstations(&collector).contains(&"ws-bed-12".to_owned())
+    });
+    let clone_log = clone.audit("/var/lib/wardlock/wardlock.db");
+    assert_eq!(clone_log[0]["kind"], "workstation_identity_made", "{:?}", clone_log[0]);
+    assert_eq!(clone_log[0]["workstation"], "ws-bed-12");
+    let (kept, listing) = clone.sh("ls /etc/wardlock/credentials/ /var/lib/wardlock/");
+    assert!(
+        kept && listing.contains("wardlock-data-key.cred.from-machine-")
+            && listing.contains("wardlock.db.from-machine-"),
+        "{listing}"
+    );
+    assert!(workstations(&collector).contains(&"ws-image".to_owned()));
+
+    // The clone, with the collector down, writes entries it cannot send; then it is
+    // purged: they are left, verified, in /var/backups.
+    collector.kill9();
+    clone.stop_wardlockd();
+    clone.start_wardlockd("ws-bed-12");
+    clone.stop_wardlockd();
+    let unsent = clone.audit("/var/lib/wardlock/wardlock.db");
+    let (purged, said) = clone.apt("purge wardlock");
+    assert!(purged, "{said}");
+    assert!(said.contains("/var/backups/wardlock/"), "purge does not say where the entries went: {said}");
+    let backups: Vec<PathBuf> = std::fs::read_dir(clone.path().join("var/backups/wardlock"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let own = backups
+        .iter()
+        .find(|p| p.to_string_lossy().contains("ws-bed-12-wardlock.db-"))
+        .unwrap_or_else(|| panic!("{backups:?}"));
+    let verified = Command::new(wardlock_testkit::bin("wardlockctl"))
+        .args(["audit", "verify", "--db"])
+        .arg(own)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success() && said.contains(&format!("intact: {} entries", unsent.len())),
+        "{said}"
+    );
+    let (gone, _) = clone.sh("test ! -e /var/lib/wardlock && test ! -e /etc/wardlock");
+    assert!(gone, "purge kept the state it had copied out");
+    drop(clone);
+
+    // The image's machine, upgraded while an entry is not yet at the collector.
+    root.start_wardlockd("ws-image");
+    root.stop_wardlockd();
+    let before = root.audit("/var/lib/wardlock/wardlock.db");
+    let pending = before.last().unwrap().clone();
+    let newer = tempfile::tempdir().unwrap();
+    let version = newer_build(&package("wardlock"), newer.path());
+    std::fs::copy(
+        package("wardlock-collector"),
+        newer.path().join(package("wardlock-collector").file_name().unwrap()),
+    )
+    .unwrap();
+    root.publish(newer.path());
+    let (upgraded, said) = root.apt("install wardlock");
+    assert!(upgraded, "{said}");
+    let (_, installed) = root.sh("dpkg-query -W -f '${Version}' wardlock");
+    assert_eq!(installed, version);
+    let after = root.audit("/var/lib/wardlock/wardlock.db");
+    assert_eq!(after[..before.len()], before[..], "the upgrade changed the audit log");
+    collector.start();
+    root.start_wardlockd("ws-image");
+    eventually(&root, "the entry from before the upgrade at the collector", || {
+        collector.all_events().iter().any(|e| {
+            e.workstation == "ws-image"
+                && e.seq == pending["seq"].as_u64().unwrap()
+                && hex(&e.hash) == pending["hash"].as_str().unwrap()
+        })
+    });
+    let (verified, said) = root.sh("wardlockctl audit verify --db /var/lib/wardlock/wardlock.db");
+    assert!(verified, "{said}");
+
+    // Purged after everything reached the collector (the stop entry included, delivered
+    // as wardlockd stops): nothing of Wardlock is left.
+    root.stop_wardlockd();
+    let (purged, said) = root.apt("purge --autoremove wardlock");
+    assert!(purged, "{said}");
+    assert!(said.contains("reached the collector"), "{said}");
+    assert!(!root.path().join("var/backups/wardlock").exists(), "a backup of entries the collector holds");
+    // Wardlock's: every new path with its name, and every path its package held. What
+    // apt leaves of the dependencies it pulled in (ca-certificates' store) is Debian's;
+    // the test's own repository and wardlockd's log are the harness's.
+    let package_paths = contents(&package("wardlock"));
+    let left: Vec<String> = root
+        .files()
+        .difference(&before_install)
+        .filter(|p| p.to_lowercase().contains("wardlock") || package_paths.contains(p))
+        .filter(|p| !p.starts_with("/srv/wardlock/") && p.as_str() != HARNESS_LOG)
+        .cloned()
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "left behind by install and purge");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -156,7 +156,10 @@ fn thousands_of_bad_frames_do_not_hurt_the_service() {
     }
     watcher.join().unwrap();
     let frames = frames.load(Ordering::Relaxed);
-    assert!(frames >= 2000, "only {frames} frames were sent");
+    // A flood, not a trickle: on average at least one frame through per connection. (How
+    // many more depends on how soon the service closes a connection for its errors.)
+    let connections = THREADS * CONNECTIONS_PER_THREAD;
+    assert!(frames >= connections, "only {frames} frames were sent over {connections} connections");
 
     // Still up, still deciding, and the log is intact.
     assert_eq!(guard.unlock("n.nurse", Some("730284"), None)["result"], "granted");
