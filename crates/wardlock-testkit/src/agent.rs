@@ -31,6 +31,7 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     workstation_id: String,
     machine_id: Option<PathBuf>,
+    guard_executable: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -45,7 +46,14 @@ impl Daemon {
             env: Vec::new(),
             workstation_id: "ws-test".into(),
             machine_id: None,
+            guard_executable: None,
         }
+    }
+
+    /// The program that may connect as the guard (this test process otherwise).
+    pub fn guard_executable(mut self, path: &Path) -> Self {
+        self.guard_executable = Some(path.to_owned());
+        self
     }
 
     /// This machine's `/etc/machine-id`, as a file of the workstation's directory (the
@@ -106,7 +114,7 @@ impl Daemon {
             .args(["--workstation-id", &self.workstation_id])
             // This test process speaks as the guard: it is the guard executable here.
             .arg("--guard-executable")
-            .arg(std::env::current_exe().unwrap())
+            .arg(self.guard_executable.clone().unwrap_or_else(|| std::env::current_exe().unwrap()))
             .args(
                 self.machine_id
                     .iter()

@@ -170,8 +170,22 @@ impl Connection {
         let answer = match (self.client.as_mut(), request) {
             (None, Request::Hello { version, client, role }) => {
                 if version != PROTOCOL_VERSION {
-                    let message =
-                        format!("this wardlockd speaks protocol version {PROTOCOL_VERSION}, not {version}");
+                    // Two releases at once (an upgrade half done, a guard from elsewhere):
+                    // refused, and said plainly on both sides.
+                    let client = crate::service::client_text(&client);
+                    let message = format!(
+                        "wardlockd {} speaks protocol version {PROTOCOL_VERSION}, and {client:?} version {version}: \
+                         the guard and wardlockd come from different releases; install one release of both \
+                         (apt-get install --reinstall wardlock) and log in again",
+                        env!("CARGO_PKG_VERSION")
+                    );
+                    tracing::warn!(
+                        event = "version_refused",
+                        client,
+                        client_protocol = version,
+                        account = self.peer.account,
+                        "{message}"
+                    );
                     return Some(self.fail(ErrorCode::UnsupportedVersion, message).await);
                 }
                 if let Err(end) = self.hello(role, &client).await {

@@ -178,6 +178,12 @@ impl Service {
     /// one) makes it an impostor, audited, and its connection is then lost.
     pub(super) fn recheck_guard(&self, b: &Blocking, peer: &Peer) -> Result<(), String> {
         let checked = self.check_guard_process(b, peer);
+        // A guard that exited (quit, crashed, killed) while it was checked is no impostor:
+        // its connection ends, and that is audited as the guard lost.
+        let exited = peer.pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if let (Err(_), true) = (&checked, exited) {
+            return Err("its process has exited".into());
+        }
         if let Err(why) = &checked {
             let audited = self.audit(
                 b,

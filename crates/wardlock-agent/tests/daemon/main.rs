@@ -14,4 +14,5 @@ mod protocol;
 mod slow_directory;
 mod supervision;
 mod unlock;
+mod upgrade;
 mod util;

@@ -15,10 +15,20 @@ fn hello_comes_first_and_once_with_a_version_the_service_speaks() {
     assert!(c.closed());
 
     let mut c = d.connect();
-    let e = c.request(json!({"type": "hello", "version": 99, "client": "future"}));
+    let e = c.request(json!({"type": "hello", "version": 99, "client": "wardlock 9.9.9"}));
     assert_eq!(e["code"], "unsupported_version");
-    assert!(e["message"].as_str().unwrap().contains("version 1"), "{e}");
+    // Both versions and what to do, to the client and in wardlockd's own log.
+    let message = e["message"].as_str().unwrap();
+    for said in ["version 1", "\"wardlock 9.9.9\" version 99", "different releases", "apt-get install"] {
+        assert!(message.contains(said), "{said}: {e}");
+    }
     assert!(c.closed());
+    // Written before the answer, read from its stderr by another thread: polled, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log_text().contains("event=\"version_refused\"") {
+        assert!(std::time::Instant::now() < deadline, "wardlockd's log says nothing of the refusal");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 
     let mut c = d.client("tool");
     let e = c.request(json!({"type": "hello", "version": 1, "client": "again"}));
