@@ -58,7 +58,6 @@ fn a_guard_running_while_its_file_is_upgraded_reconnects_to_the_restarted_servic
     let _ = guard.wait();
     assert_eq!(answer, "hello: hello", "the upgraded guard was refused");
     d.wait_for_audit("guard_started", 2);
-    let kinds = d.kinds();
     let refused: Vec<_> = d
         .audit()
         .into_iter()
