@@ -742,3 +742,89 @@ fn a_golden_image_enrolls_clones_upgrades_and_purges_without_losing_an_entry() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `ansible-playbook` from the test tools (scripts/requirements-tools.txt) against `root`
+/// over the chroot connection; answers whether it succeeded and what it printed.
+fn ansible(root: &DebianRoot, work: &Path, vars: &serde_json::Value) -> (bool, String) {
+    let inventory = work.join("inventory.ini");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[wardlock_workstations]\nward4-pc ansible_connection=community.general.chroot ansible_host={} ansible_become=false\n",
+            root.path().display()
+        ),
+    )
+    .unwrap();
+    let vars_file = work.join("vars.json");
+    std::fs::write(&vars_file, vars.to_string()).unwrap();
+    let out = Command::new(workspace().join(".venv-tools/bin/ansible-playbook"))
+        .arg("-i")
+        .arg(&inventory)
+        .arg(workspace().join("installers/ansible/workstation.yml"))
+        .arg("-e")
+        .arg(format!("@{}", vars_file.display()))
+        .env("ANSIBLE_ROLES_PATH", workspace().join("installers/ansible/roles"))
+        .env("ANSIBLE_LOCAL_TEMP", work.join("ansible-tmp"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
+        .output()
+        .expect("ansible-playbook is in .venv-tools (make setup)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The recap line's counter `name` for the host.
+fn recap(said: &str, name: &str) -> Option<u32> {
+    let line = said.lines().rev().find(|l| l.starts_with("ward4-pc") && l.contains("ok="))?;
+    line.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))?.parse().ok())
+}
+
+/// IT's Ansible role against a bare Debian 12 root (Python 3 on it, as Ansible needs):
+/// repository, package, the policy drop-in with the collector and a trusted key, the CA
+/// and the enrollment secret; the workstation then enrolls, and a second run, which also
+/// asks `wardlockctl agent status`, changes nothing.
+#[test]
+fn the_ansible_role_sets_up_a_workstation_that_enrolls_and_a_second_run_changes_nothing() {
+    use wardlock_testkit::collector::{Backend, Collector};
+    let collector = Collector::start_new(Backend::Sqlite);
+    let root = DebianRoot::fresh("bookworm");
+    root.publish(&workspace().join("target/debian"));
+    let (ready, said) = root.apt("install --no-install-recommends python3 python3-apt");
+    assert!(ready, "{said}");
+    // The role adds the repository itself, from the key on the control machine.
+    std::fs::remove_file(root.path().join("etc/apt/sources.list.d/wardlock.list")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let signing = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+    let mut vars = serde_json::json!({
+        "wardlock_apt_url": "file:/srv/wardlock",
+        "wardlock_apt_keyring": root.path().join("srv/wardlock/wardlock-archive-keyring.gpg"),
+        "wardlock_group": "default",
+        "wardlock_collector_url": collector.url(),
+        "wardlock_collector_ca": std::fs::read_to_string(collector.cert()).unwrap(),
+        "wardlock_enroll_secret": collector.secret,
+        "wardlock_trusted_keys": [signing],
+        "wardlock_policy_extra": "[lock]\nidle_timeout = \"4m\"\n",
+    });
+
+    let (ran, said) = ansible(&root, work.path(), &vars);
+    assert!(ran, "{said}");
+    assert_eq!(recap(&said, "failed"), Some(0), "{said}");
+    assert!(!said.contains(&collector.secret), "the enrollment secret in Ansible's output");
+    let (checked, policy) = root.sh("wardlockctl policy check /etc/wardlock/policy.toml");
+    assert!(checked && policy.contains("idle_timeout = \"4m\"") && policy.contains(&collector.url()), "{policy}");
+    let (_, mode) = root.sh("stat -c '%a %U %G' /etc/wardlock/enroll-secret");
+    assert_eq!(mode.trim(), "640 root wardlock");
+
+    // First boot (no systemd in a chroot: started as its units say); then the role again,
+    // now also asking wardlockd whether it reaches the collector.
+    root.start_wardlockd("ward4-pc");
+    vars["wardlock_verify"] = true.into();
+    let (ran, said) = ansible(&root, work.path(), &vars);
+    assert!(ran, "{said}");
+    assert_eq!(recap(&said, "changed"), Some(0), "the second run changed something: {said}");
+    assert!(said.contains("collector         reachable"), "{said}");
+    let (_, body) = collector.call("GET", "/api/v1/workstations", None, None);
+    assert!(body.contains("\"ward4-pc\""), "{body}");
+}
