@@ -828,3 +828,16 @@ fn the_ansible_role_sets_up_a_workstation_that_enrolls_and_a_second_run_changes_
     let (_, body) = collector.call("GET", "/api/v1/workstations", None, None);
     assert!(body.contains("\"ward4-pc\""), "{body}");
 }
+
+#[test]
+fn both_playbooks_pass_ansibles_syntax_check() {
+    for playbook in ["workstation.yml", "collector.yml"] {
+        let out = Command::new(workspace().join(".venv-tools/bin/ansible-playbook"))
+            .args(["--syntax-check", "-i", "localhost,"])
+            .arg(workspace().join("installers/ansible").join(playbook))
+            .env("ANSIBLE_ROLES_PATH", workspace().join("installers/ansible/roles"))
+            .output()
+            .expect("ansible-playbook is in .venv-tools (make setup)");
+        assert!(out.status.success(), "{playbook}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
