@@ -29,6 +29,23 @@ for unit in wardlockd.service wardlock-identity.service wardlock-guard.service w
         "installers/linux/$unit" >"$stage/units/$unit"
 done
 
+# The crates linked into each package's programs, with their licences, for
+# /usr/share/doc/PACKAGE/ beside the copyright file (Rust links them statically).
+licences() {
+    local package="$1" args=()
+    shift
+    for crate in "$@"; do args+=(--package "$crate"); done
+    {
+        echo "Rust crates linked into the programs of the $package package, with their licences"
+        echo "(from cargo tree). The licence texts: https://spdx.org/licenses/ and each crate's source."
+        echo
+        cargo tree --locked -e normal "${args[@]}" --prefix none --format '{p} {l}' \
+            | sed -e 's/ (\*)//' -e 's/ (proc-macro)//' -e 's| (/[^)]*)||' | grep -v '^$' | sort -u
+    } >"$stage/$package-third-party-licences.txt"
+}
+licences wardlock wardlock-agent wardlockctl wardlock
+licences wardlock-collector wardlock-collector
+
 mkdir -p target/debian
 rm -f target/debian/*.deb
 for package in wardlock-agent wardlock-collector; do

@@ -82,6 +82,8 @@ fn the_workstation_package_holds_the_service_the_guard_and_the_tool_where_debian
         "/usr/bin/wardlockctl",
         "/usr/bin/wardlock",
         "/lib/systemd/system/wardlockd.service",
+        "/lib/systemd/system/wardlock-identity.service",
+        "/usr/libexec/wardlock/wardlock-identity",
         "/usr/lib/systemd/user/wardlock-guard.service",
         "/etc/xdg/autostart/wardlock-guard.desktop",
         "/usr/lib/sysusers.d/wardlock.conf",
@@ -95,6 +97,7 @@ fn the_workstation_package_holds_the_service_the_guard_and_the_tool_where_debian
         "/usr/share/zsh/vendor-completions/_wardlockctl",
         "/usr/share/fish/vendor_completions.d/wardlockctl.fish",
         "/usr/share/doc/wardlock/copyright",
+        "/usr/share/doc/wardlock/third-party-licences.txt",
     ] {
         assert!(files.iter().any(|f| f == path), "{path} is not in the package: {files:#?}");
     }
@@ -115,6 +118,16 @@ fn the_workstation_package_holds_the_service_the_guard_and_the_tool_where_debian
     }
     let version = field(&deb, "Version");
     assert!(version.contains("+git"), "a development build names its commit: {version}");
+    // The statically linked crates and their licences, the guard's WebKit binding among them.
+    let licences = file(&deb, "/usr/share/doc/wardlock/third-party-licences.txt");
+    for crate_line in ["tauri v", "rusqlite v", "totp-rs v"] {
+        let line = licences
+            .lines()
+            .find(|l| l.starts_with(crate_line))
+            .unwrap_or_else(|| panic!("{crate_line}: {licences}"));
+        assert!(line.contains("MIT") || line.contains("Apache"), "{line}");
+    }
+    assert!(!licences.contains("/work/"), "build paths in the licence list");
     assert_eq!(lintian_errors(&deb), Vec::<String>::new());
 }
 
@@ -129,6 +142,7 @@ fn the_collector_package_holds_the_server_its_unit_and_its_pages() {
         "/usr/share/man/man1/wardlock-collector-serve.1.gz",
         "/usr/share/bash-completion/completions/wardlock-collector",
         "/usr/share/doc/wardlock-collector/copyright",
+        "/usr/share/doc/wardlock-collector/third-party-licences.txt",
     ] {
         assert!(files.iter().any(|f| f == path), "{path} is not in the package: {files:#?}");
     }
@@ -813,7 +827,10 @@ fn the_ansible_role_sets_up_a_workstation_that_enrolls_and_a_second_run_changes_
     assert_eq!(recap(&said, "failed"), Some(0), "{said}");
     assert!(!said.contains(&collector.secret), "the enrollment secret in Ansible's output");
     let (checked, policy) = root.sh("wardlockctl policy check /etc/wardlock/policy.toml");
-    assert!(checked && policy.contains("idle_timeout = \"4m\"") && policy.contains(&collector.url()), "{policy}");
+    assert!(
+        checked && policy.contains("idle_timeout = \"4m\"") && policy.contains(&collector.url()),
+        "{policy}"
+    );
     let (_, mode) = root.sh("stat -c '%a %U %G' /etc/wardlock/enroll-secret");
     assert_eq!(mode.trim(), "640 root wardlock");
 
