@@ -56,11 +56,16 @@ pub fn open_for_this_machine(
             let machine = machine.unwrap_or_default().to_owned();
             let image_entries = store.last_seq()?;
             let image_workstation = store.workstation_id().to_owned();
-            let name = format!(
+            let base = format!(
                 "{}.from-machine-{}",
                 db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 &previous[..previous.len().min(12)]
             );
+            // A machine ID that went back and forth leaves one database per change.
+            let name = (1..)
+                .map(|n| if n == 1 { base.clone() } else { format!("{base}.{n}") })
+                .find(|name| !db.with_file_name(name).exists())
+                .unwrap_or(base);
             let image_database = store.set_aside(&name)?;
             let store = Store::open(db, options)?;
             store.set_meta(META_MACHINE, &machine)?;

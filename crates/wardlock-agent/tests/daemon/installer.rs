@@ -240,6 +240,14 @@ fn wardlock_identity_makes_the_key_once_per_machine_and_keeps_an_images_key() {
     assert_ne!(std::fs::read(&cred).unwrap(), made);
     let kept = creds.join(format!("wardlock-data-key.cred.from-machine-{}", &stamp.trim()[..12]));
     assert_eq!(std::fs::read(&kept).unwrap(), made, "the image's key is never deleted");
+
+    // Back to the first machine's ID and over again: no kept key is overwritten.
+    std::fs::write(&machine_id, "0123456789abcdef0123456789abcdef\n").unwrap();
+    assert!(identity(&creds, &machine_id).status.success());
+    std::fs::write(&machine_id, "fedcba9876543210fedcba9876543210\n").unwrap();
+    assert!(identity(&creds, &machine_id).status.success());
+    assert_eq!(std::fs::read(&kept).unwrap(), made);
+    assert!(kept.with_file_name(format!("{}.2", kept.file_name().unwrap().to_string_lossy())).exists());
 }
 
 #[test]
