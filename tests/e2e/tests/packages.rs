@@ -760,11 +760,21 @@ fn hex(bytes: &[u8]) -> String {
 /// `ansible-playbook` from the test tools (scripts/requirements-tools.txt) against `root`
 /// over the chroot connection; answers whether it succeeded and what it printed.
 fn ansible(root: &DebianRoot, work: &Path, vars: &serde_json::Value) -> (bool, String) {
+    ansible_playbook(root, work, "workstation.yml", "wardlock_workstations", vars)
+}
+
+fn ansible_playbook(
+    root: &DebianRoot,
+    work: &Path,
+    playbook: &str,
+    group: &str,
+    vars: &serde_json::Value,
+) -> (bool, String) {
     let inventory = work.join("inventory.ini");
     std::fs::write(
         &inventory,
         format!(
-            "[wardlock_workstations]\nward4-pc ansible_connection=community.general.chroot ansible_host={} ansible_become=false\n",
+            "[{group}]\nward4-pc ansible_connection=community.general.chroot ansible_host={} ansible_become=false\n",
             root.path().display()
         ),
     )
@@ -774,7 +784,7 @@ fn ansible(root: &DebianRoot, work: &Path, vars: &serde_json::Value) -> (bool, S
     let out = Command::new(workspace().join(".venv-tools/bin/ansible-playbook"))
         .arg("-i")
         .arg(&inventory)
-        .arg(workspace().join("installers/ansible/workstation.yml"))
+        .arg(workspace().join("installers/ansible").join(playbook))
         .arg("-e")
         .arg(format!("@{}", vars_file.display()))
         .env("ANSIBLE_ROLES_PATH", workspace().join("installers/ansible/roles"))
@@ -857,4 +867,67 @@ fn both_playbooks_pass_ansibles_syntax_check() {
             .expect("ansible-playbook is in .venv-tools (make setup)");
         assert!(out.status.success(), "{playbook}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// The collector's role against a bare Debian 12 root: the package, its certificate and
+/// key, the data key made once; the collector started as its unit says answers /healthz,
+/// and a second run, which asks it, changes nothing.
+#[test]
+fn the_ansible_collector_role_sets_up_a_collector_that_answers_and_a_second_run_changes_nothing() {
+    let root = DebianRoot::fresh("bookworm");
+    root.publish(&workspace().join("target/debian"));
+    let (ready, said) = root.apt("install --no-install-recommends python3 python3-apt");
+    assert!(ready, "{said}");
+    let work = tempfile::tempdir().unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(work.path().join("key.pem"))
+        .arg("-out")
+        .arg(work.path().join("cert.pem"))
+        .output()
+        .expect("openssl (make setup installs it)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let mut vars = serde_json::json!({
+        "wardlock_apt_url": "file:/srv/wardlock",
+        "wardlock_apt_keyring": root.path().join("srv/wardlock/wardlock-archive-keyring.gpg"),
+        "wardlock_collector_tls_cert": std::fs::read_to_string(work.path().join("cert.pem")).unwrap(),
+        "wardlock_collector_tls_key": std::fs::read_to_string(work.path().join("key.pem")).unwrap(),
+    });
+    let (ran, said) = ansible_playbook(&root, work.path(), "collector.yml", "wardlock_collectors", &vars);
+    assert!(ran, "{said}");
+    assert!(!said.contains("PRIVATE KEY"), "the TLS key in Ansible's output");
+    let (_, modes) = root.sh("stat -c '%n %a' /etc/wardlock-collector/key.pem /etc/credstore.encrypted/wardlock-collector.data-key");
+    assert!(modes.contains("key.pem 600") && modes.contains("wardlock-collector.data-key 600"), "{modes}");
+
+    // Started as its unit says (no systemd in a chroot): the credentials it loads put
+    // where systemd would, then its ExecStart, on the port the unit names.
+    let unit =
+        std::fs::read_to_string(root.path().join("lib/systemd/system/wardlock-collector.service")).unwrap();
+    let exec_start = unit.replace("\\\n", " ");
+    let exec_start = exec_start.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let (started, said) = root.sh(&format!(
+        "install -d -m 0700 /run/collector-credentials /var/lib/wardlock-collector \
+         && cp /etc/wardlock-collector/key.pem /run/collector-credentials/tls-key \
+         && systemd-creds decrypt --name=data-key /etc/credstore.encrypted/wardlock-collector.data-key /run/collector-credentials/data-key \
+         && {{ CREDENTIALS_DIRECTORY=/run/collector-credentials; {exec_start} >/run/collector.log 2>&1 & }}"
+    ));
+    assert!(started, "{said}");
+    vars["wardlock_collector_verify"] = true.into();
+    let (ran, said) = ansible_playbook(&root, work.path(), "collector.yml", "wardlock_collectors", &vars);
+    let log = std::fs::read_to_string(root.path().join("run/collector.log")).unwrap_or_default();
+    assert!(ran, "{said}\n{log}");
+    assert_eq!(recap(&said, "changed"), Some(0), "the second run changed something: {said}");
+    assert_eq!(recap(&said, "failed"), Some(0), "{said}");
 }
