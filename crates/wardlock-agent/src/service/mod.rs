@@ -247,7 +247,7 @@ impl Service {
             tx.append(
                 AuditDraft::new(now, AuditKind::PolicyRefused)
                     .policy_hash(&hash)
-                    .detail("source", &source)
+                    .detail("source", config.policy.display())
                     .detail("why", why)
                     .detail("kept", "last good machine policy"),
             )?;
