@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use wardlock_client::{ClientError, Connection, Message, Push};
 use wardlock_core::lock::LockReason;
-use wardlock_core::protocol::local::{ClientRole, GuardEvent, GuardPolicy, Request, Response};
+use wardlock_core::protocol::local::{ClientRole, ErrorCode, GuardEvent, GuardPolicy, Request, Response};
 
 /// Well under the service's default silence limit (15 s), so one late beat is harmless.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(4);
@@ -147,6 +147,11 @@ struct Session {
 
 fn describe(e: ClientError) -> String {
     match e {
+        // Another release's wardlockd: said plainly, with this guard's own version.
+        ClientError::Refused { code: ErrorCode::UnsupportedVersion, message } => format!(
+            "this guard (wardlock {}) and wardlockd are from different releases and do not work together: {message}",
+            env!("CARGO_PKG_VERSION")
+        ),
         ClientError::Refused { code, message } => format!("the service refused ({code:?}: {message})"),
         other => other.to_string(),
     }
@@ -238,4 +243,19 @@ fn forward_push(push: Push, notify: &mpsc::UnboundedSender<LinkEvent>) {
         Push::LockNow(reason) => LinkEvent::LockNow(reason),
     };
     let _ = notify.send(event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wardlockd_of_another_release_is_named_as_such_with_both_versions() {
+        let said = describe(ClientError::Refused {
+            code: ErrorCode::UnsupportedVersion,
+            message: "wardlockd 9.0.0 speaks protocol version 2, and \"wardlock 0.1.0\" version 1".into(),
+        });
+        assert!(said.contains(concat!("wardlock ", env!("CARGO_PKG_VERSION"))), "{said}");
+        assert!(said.contains("different releases") && said.contains("protocol version 2"), "{said}");
+    }
 }
