@@ -47,6 +47,19 @@ impl std::fmt::Display for FileIdentity {
     }
 }
 
+/// Whether process `pid` has ended: gone, or a zombie its parent has not reaped yet (its
+/// `/proc` entry stays, its executable and memory do not).
+pub fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so after the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X" | "x")),
+        Err(_) => true,
+    }
+}
+
 /// The file process `pid` runs, whatever path its mount namespace shows for it
 /// (`stat` through `/proc/PID/exe` reaches the file itself).
 pub fn running_file(pid: u32) -> Result<FileIdentity, String> {
@@ -214,5 +227,21 @@ mod tests {
         assert!(peer(1001, "ward5", &["users", "ward-staff"]).allowed_by(&strict));
         assert!(!peer(1002, "visitor", &["users"]).allowed_by(&strict));
         assert!(peer(0, "root", &[]).allowed_by(&strict));
+    }
+
+    #[test]
+    fn a_running_process_has_not_exited_a_zombie_and_a_reaped_one_have() {
+        assert!(!has_exited(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it ends. Its state is polled (no event says when).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !has_exited(pid) {
+            assert!(std::time::Instant::now() < deadline, "a finished child never showed as exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "reaped too early to be a zombie");
+        child.wait().unwrap();
+        assert!(has_exited(pid));
     }
 }

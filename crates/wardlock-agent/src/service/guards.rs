@@ -180,7 +180,7 @@ impl Service {
         let checked = self.check_guard_process(b, peer);
         // A guard that exited (quit, crashed, killed) while it was checked is no impostor:
         // its connection ends, and that is audited as the guard lost.
-        let exited = peer.pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let exited = peer.pid.is_some_and(peer::has_exited);
         if let (Err(_), true) = (&checked, exited) {
             return Err("its process has exited".into());
         }

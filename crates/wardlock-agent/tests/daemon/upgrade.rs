@@ -54,14 +54,15 @@ fn a_guard_running_while_its_file_is_upgraded_reconnects_to_the_restarted_servic
     // The package restarts wardlockd; the old guard, still running, comes back to it.
     d.restart();
     let answer = said.next().unwrap().unwrap();
-    let _ = guard.kill();
-    let _ = guard.wait();
     assert_eq!(answer, "hello: hello", "the upgraded guard was refused");
     d.wait_for_audit("guard_started", 2);
+    // Checked while it still runs: once it is stopped, its loss is rightly escalated.
     let refused: Vec<_> = d
         .audit()
         .into_iter()
-        .filter(|e| matches!(e.kind.as_str(), "guard_impostor" | "escalation_requested"))
+        .filter(|e| matches!(e.kind.as_str(), "guard_impostor" | "guard_lost" | "escalation_requested"))
         .collect();
+    let _ = guard.kill();
+    let _ = guard.wait();
     assert!(refused.is_empty(), "{refused:?}");
 }
