@@ -142,7 +142,13 @@ fn preserve(data_dir: &Path, into: &Path) -> Result<Verdict> {
         }
         private_fs::create_dir(into).with_context(|| format!("creating {}", into.display()))?;
         let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let to = into.join(format!("{}-{name}-{stamp}.db", store.workstation_id()));
+        // The ID is a host name or what IT set; nothing in it may lead out of `into`.
+        let workstation: String = store
+            .workstation_id()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .collect();
+        let to = into.join(format!("{}-{name}-{stamp}.db", workstation.trim_start_matches('.')));
         store.copy_audit_to(&to).with_context(|| format!("copying the audit log to {}", to.display()))?;
         let copy = Store::open(&to, &OpenOptions { create: false, workstation_id: String::new() })?;
         let state = match (verified, copy.verify_audit()) {

@@ -129,3 +129,15 @@ fn preserve_copies_nothing_once_the_collector_holds_every_entry() {
     assert!(run.stdout.contains("does NOT verify"), "{}", run.stdout);
     assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1);
 }
+
+#[test]
+fn preserve_keeps_its_copy_in_the_backup_folder_whatever_the_workstation_id_says() {
+    let ctl = populated();
+    query(&ctl.db(), "UPDATE meta SET value = '../../escaped/x' WHERE key = 'workstation_id'");
+    let backups = ctl.path("backups");
+    ctl.run(&["audit", "preserve", "--data-dir", s(&ctl.path("data")), "--into", s(&backups)]).ok();
+    let copies: Vec<_> = std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].to_string_lossy().starts_with("_.._escaped_x-wardlock.db-"), "{copies:?}");
+    assert!(!ctl.path("escaped").exists());
+}
