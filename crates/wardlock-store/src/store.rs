@@ -250,10 +250,10 @@ impl Store {
         fs::rename(&path, &kept).map_err(|source| StoreError::Io { path: path.clone(), source })?;
         // Empty after the checkpoint and the last close, but never left to a new database.
         for suffix in ["-wal", "-shm"] {
-            let side = PathBuf::from(format!("{}{suffix}", path.display()));
+            let side = sidecar(&path, suffix);
             if side.exists() {
-                let to = PathBuf::from(format!("{}{suffix}", kept.display()));
-                fs::rename(&side, &to).map_err(|source| StoreError::Io { path: side.clone(), source })?;
+                fs::rename(&side, sidecar(&kept, suffix))
+                    .map_err(|source| StoreError::Io { path: side.clone(), source })?;
             }
         }
         Ok(kept)
@@ -719,14 +719,19 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// The database's file with SQLite's `suffix` (`-wal`, `-shm`) after its name.
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// A database restored from a backup or copied by hand may have come with a looser
 /// mode; the service's files are its own, so tighten it rather than refuse to start.
 fn restrict_to_owner(db: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        let path = PathBuf::from(name);
+        let path = sidecar(db, suffix);
         match fs::metadata(&path) {
             Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;

@@ -759,10 +759,6 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `ansible-playbook` from the test tools (scripts/requirements-tools.txt) against `root`
 /// over the chroot connection; answers whether it succeeded and what it printed.
-fn ansible(root: &DebianRoot, work: &Path, vars: &serde_json::Value) -> (bool, String) {
-    ansible_playbook(root, work, "workstation.yml", "wardlock_workstations", vars)
-}
-
 fn ansible_playbook(
     root: &DebianRoot,
     work: &Path,
@@ -832,7 +828,7 @@ fn the_ansible_role_sets_up_a_workstation_that_enrolls_and_a_second_run_changes_
         "wardlock_policy_extra": "[lock]\nidle_timeout = \"4m\"\n",
     });
 
-    let (ran, said) = ansible(&root, work.path(), &vars);
+    let (ran, said) = ansible_playbook(&root, work.path(), "workstation.yml", "wardlock_workstations", &vars);
     assert!(ran, "{said}");
     assert_eq!(recap(&said, "failed"), Some(0), "{said}");
     assert!(!said.contains(&collector.secret), "the enrollment secret in Ansible's output");
@@ -848,7 +844,7 @@ fn the_ansible_role_sets_up_a_workstation_that_enrolls_and_a_second_run_changes_
     // now also asking wardlockd whether it reaches the collector.
     root.start_wardlockd("ward4-pc");
     vars["wardlock_verify"] = true.into();
-    let (ran, said) = ansible(&root, work.path(), &vars);
+    let (ran, said) = ansible_playbook(&root, work.path(), "workstation.yml", "wardlock_workstations", &vars);
     assert!(ran, "{said}");
     assert_eq!(recap(&said, "changed"), Some(0), "the second run changed something: {said}");
     assert!(said.contains("collector         reachable"), "{said}");

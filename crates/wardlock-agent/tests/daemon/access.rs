@@ -14,11 +14,7 @@ const OTHER: &str = "wltest-visitor";
 /// Makes a local account unless it exists. Panics when not root, rather than passing
 /// a test that checked nothing.
 fn account(name: &str) {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("WARDLOCK_SKIP_ROOT_TESTS").is_some(),
-            "this test makes OS accounts and needs root; run it as root (CI does) or set WARDLOCK_SKIP_ROOT_TESTS=1"
-        );
+    if !crate::util::running_as_root("making OS accounts") {
         return;
     }
     // Tests run in parallel (and two binaries may too): one account maker at a time,

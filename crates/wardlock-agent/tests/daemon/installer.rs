@@ -123,11 +123,7 @@ fn the_installer_scripts_parse() {
 
 #[test]
 fn a_key_made_by_wardlock_identity_is_the_one_the_unit_and_wardlockctl_use() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("WARDLOCK_SKIP_ROOT_TESTS").is_some(),
-            "systemd-creds needs root for the host key; run as root or set WARDLOCK_SKIP_ROOT_TESTS=1"
-        );
+    if !crate::util::running_as_root("systemd-creds with the host key") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -201,8 +197,7 @@ fn identity(credentials: &Path, machine_id: &Path) -> std::process::Output {
 /// boot, adopted from an earlier release, and made again (the image's kept) on a clone.
 #[test]
 fn wardlock_identity_makes_the_key_once_per_machine_and_keeps_an_images_key() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var_os("WARDLOCK_SKIP_ROOT_TESTS").is_some(), "systemd-creds needs root");
+    if !crate::util::running_as_root("systemd-creds with the host key") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
