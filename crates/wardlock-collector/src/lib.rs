@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod connections;
+pub mod console;
 pub mod fhir;
 pub mod secret;
 pub mod store;

@@ -37,6 +37,11 @@ pub enum KeyError {
 }
 
 impl DataKey {
+    #[cfg(test)]
+    pub fn from_bytes(key: [u8; 32]) -> DataKey {
+        DataKey(zeroize::Zeroizing::new(key))
+    }
+
     /// Loads the key; `Ok(None)` when the file does not exist.
     pub fn open_file(path: &std::path::Path) -> Result<Option<DataKey>, KeyError> {
         use base64::Engine as _;

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod console;
 pub mod identity;
 pub mod lock;
 pub mod phi;

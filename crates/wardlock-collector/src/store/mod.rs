@@ -128,6 +128,29 @@ pub fn plan_policy_put(current: Option<u64>, serial: u64) -> PolicyPut {
     }
 }
 
+/// A web console account: its password's Argon2id PHC string and TOTP seed sealed with
+/// the data key, its unlock counters (core's `UserAuthState`, JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleAccount {
+    pub name: String,
+    pub role: Role,
+    pub password_sealed: String,
+    pub totp_sealed: Vec<u8>,
+    pub auth_state: String,
+    pub disabled: bool,
+}
+
+/// A console session looked up by its cookie's hash, with its account's standing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSessionRecord {
+    pub account: String,
+    pub role: Role,
+    pub account_disabled: bool,
+    pub signed_in: UtcMillis,
+    pub last_used: UtcMillis,
+    pub signed_out: Option<UtcMillis>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub workstation: Option<String>,
@@ -543,6 +566,34 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
     /// A page of users by ID.
     fn users_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>, StoreError>;
+    /// Adds a console account; `false` if the name is taken (nothing changed).
+    fn add_console_account(
+        &self,
+        account: &ConsoleAccount,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError>;
+    fn console_account(&self, name: &str) -> Result<Option<ConsoleAccount>, StoreError>;
+    /// Records a decided sign-in in one transaction: the account's new counters (only if
+    /// they are still `seen`, else `false` and nothing changes: another sign-in raced it),
+    /// the new session if one was granted, and the admin log's entry.
+    fn console_sign_in(
+        &self,
+        name: &str,
+        seen: &str,
+        auth_state: &str,
+        session: Option<(&Hash, UtcMillis)>,
+        log: &AdminAction,
+    ) -> Result<bool, StoreError>;
+    fn console_session(&self, session: &Hash) -> Result<Option<ConsoleSessionRecord>, StoreError>;
+    fn touch_console_session(&self, session: &Hash, now: UtcMillis) -> Result<(), StoreError>;
+    /// Ends a session for good; `false` if it was not live.
+    fn sign_out_console_session(
+        &self,
+        session: &Hash,
+        now: UtcMillis,
+        log: &AdminAction,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Where a page of findings ends: (found, workstation, seq, kind).

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/05.sql"),
     include_str!("migrations/postgres/06.sql"),
     include_str!("migrations/postgres/07.sql"),
+    include_str!("migrations/postgres/08.sql"),
 ];
 
 type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>>;

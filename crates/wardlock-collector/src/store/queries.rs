@@ -15,7 +15,8 @@ use super::pg::Postgres;
 use super::sql::{self, args, Args, Row, Sql};
 use super::sqlite::Sqlite;
 use super::{
-    finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict,
+    finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict, ConsoleAccount,
+    ConsoleSessionRecord,
     ConflictKey, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount,
     FailureKey, Finding, FindingKey, Hash, Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval, Role,
     SecretKey, StoreError, StoredEvent, UserRecord, Workstation,
@@ -810,5 +811,113 @@ impl CollectorStore for SqlStore {
     fn users_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>, StoreError> {
         let statement = format!("SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2");
         self.read(|sql| all(sql.query(&statement, args![after.unwrap_or(""), i64::from(limit)])?, user))
+    }
+
+    fn add_console_account(
+        &self,
+        a: &ConsoleAccount,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let added = self.logged(log, |sql| {
+            sql.execute(
+                "INSERT INTO console_accounts (name, role, password_sealed, totp_sealed, auth_state, disabled, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                args![&a.name, a.role.as_str(), &a.password_sealed, &a.totp_sealed, &a.auth_state, a.disabled, now],
+            )
+        })?;
+        Ok(added > 0)
+    }
+
+    fn console_account(&self, name: &str) -> Result<Option<ConsoleAccount>, StoreError> {
+        let row = self.read(|sql| {
+            sql.query_opt(
+                "SELECT name, role, password_sealed, totp_sealed, auth_state, disabled FROM console_accounts WHERE name = $1",
+                args![name],
+            )
+        })?;
+        let Some(r) = row else { return Ok(None) };
+        // A role this collector does not know grants nothing.
+        let Some(role) = Role::parse(&r.text(1)?) else { return Ok(None) };
+        Ok(Some(ConsoleAccount {
+            name: r.text(0)?,
+            role,
+            password_sealed: r.text(2)?,
+            totp_sealed: r.blob(3)?,
+            auth_state: r.text(4)?,
+            disabled: r.bool(5)?,
+        }))
+    }
+
+    fn console_sign_in(
+        &self,
+        name: &str,
+        seen: &str,
+        auth_state: &str,
+        session: Option<(&Hash, UtcMillis)>,
+        log: &AdminAction,
+    ) -> Result<bool, StoreError> {
+        self.write(|sql| {
+            let updated = sql.execute(
+                "UPDATE console_accounts SET auth_state = $1 WHERE name = $2 AND auth_state = $3",
+                args![auth_state, name, seen],
+            )?;
+            if updated == 0 {
+                return Ok(false);
+            }
+            if let Some((hash, now)) = session {
+                sql.execute(
+                    "INSERT INTO console_sessions (hash, account, signed_in_ms, last_used_ms) VALUES ($1, $2, $3, $3)",
+                    args![hash, name, now],
+                )?;
+            }
+            log_in(sql, Some(log))?;
+            Ok(true)
+        })
+    }
+
+    fn console_session(&self, session: &Hash) -> Result<Option<ConsoleSessionRecord>, StoreError> {
+        let row = self.read(|sql| {
+            sql.query_opt(
+                "SELECT s.account, a.role, a.disabled, s.signed_in_ms, s.last_used_ms, s.signed_out_ms
+                 FROM console_sessions s JOIN console_accounts a ON a.name = s.account WHERE s.hash = $1",
+                args![session],
+            )
+        })?;
+        let Some(r) = row else { return Ok(None) };
+        let Some(role) = Role::parse(&r.text(1)?) else { return Ok(None) };
+        Ok(Some(ConsoleSessionRecord {
+            account: r.text(0)?,
+            role,
+            account_disabled: r.bool(2)?,
+            signed_in: r.time(3)?,
+            last_used: r.time(4)?,
+            signed_out: r.opt_time(5)?,
+        }))
+    }
+
+    fn touch_console_session(&self, session: &Hash, now: UtcMillis) -> Result<(), StoreError> {
+        self.write(|sql| {
+            sql.execute(
+                "UPDATE console_sessions SET last_used_ms = $1 WHERE hash = $2 AND last_used_ms < $1",
+                args![now, session],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn sign_out_console_session(
+        &self,
+        session: &Hash,
+        now: UtcMillis,
+        log: &AdminAction,
+    ) -> Result<bool, StoreError> {
+        let ended = self.logged(Some(log), |sql| {
+            sql.execute(
+                "UPDATE console_sessions SET signed_out_ms = $1 WHERE hash = $2 AND signed_out_ms IS NULL",
+                args![now, session],
+            )
+        })?;
+        Ok(ended > 0)
     }
 }

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/07.sql"),
     include_str!("migrations/sqlite/08.sql"),
     include_str!("migrations/sqlite/09.sql"),
+    include_str!("migrations/sqlite/10.sql"),
 ];
 
 #[derive(Debug)]

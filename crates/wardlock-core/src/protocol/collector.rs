@@ -381,6 +381,35 @@ impl TokenRole {
     }
 }
 
+/// `POST /api/v1/console/session`: a console sign-in. Never logged; the password and
+/// code are zeroed when the request is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSignIn {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 256))]
+    pub password: crate::secret::SecretString,
+    /// The authenticator app's code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 6, max_length = 10))]
+    pub code: crate::secret::SecretString,
+}
+
+/// `GET|POST /api/v1/console/session`: who is signed in, and the token every change
+/// must carry in `X-CSRF-Token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsoleSession {
+    pub name: String,
+    pub role: TokenRole,
+    pub csrf_token: String,
+    /// When the session ends unless used again (15 minutes idle, 12 hours at most).
+    pub ends: UtcMillis,
+    /// The collector's time zone for showing times (IANA name, e.g. `Europe/Berlin`).
+    pub time_zone: String,
+}
+
 /// `POST /api/v1/admin/tokens`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
