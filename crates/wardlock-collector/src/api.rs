@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod compliance;
+pub mod console;
 mod enrollment;
 pub mod gate;
 mod metrics;
@@ -73,6 +74,11 @@ pub struct AppState {
     pub snapshots: Arc<snapshots::Snapshots>,
     /// What any client may hold of the collector before and while it is answered.
     pub gate: Arc<gate::Gate>,
+    /// Console sign-ins: the rules they are decided by and the counters kept in memory.
+    pub sign_in_policy: Arc<wardlock_core::policy::ValidPolicy>,
+    pub sign_ins: Arc<console::SignIns>,
+    /// The time zone the console shows times in (IANA name).
+    pub time_zone: Arc<str>,
 }
 
 pub fn now() -> UtcMillis {
@@ -180,8 +186,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/users", post(admin::add_user).get(admin::list_users))
         .route("/api/v1/admin/users/{id}/disable", post(admin::disable_user))
         .route("/api/v1/admin/users/{id}/admin-grant", post(admin::put_admin_grant))
+        .route(
+            "/api/v1/console/session",
+            post(console::sign_in).get(console::session).delete(console::sign_out),
+        )
+        .route("/", get(|| async { axum::response::Redirect::to("/console/") }))
+        .route("/console", get(|| async { axum::response::Redirect::to("/console/") }))
+        .route("/console/", get(console::page))
+        .route("/console/{*path}", get(console::page))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate::admit))
+        .layer(axum::middleware::from_fn(console::secure_headers))
         .with_state(state)
 }
 
@@ -220,7 +235,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 #[openapi(
     info(title = "Wardlock collector", description = "Workstations enroll, push audit logs and pull signed policies and the directory; compliance queries events and reports."),
     paths(
-        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::disable_user, admin::put_admin_grant, compliance::events, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::report_stale, compliance::workstations
+        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::disable_user, admin::put_admin_grant, console::sign_in, console::session, console::sign_out, compliance::events, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::report_stale, compliance::workstations
     ),
     components(schemas(ErrorBody, AuditKind, UtcMillis, crate::store::Role)),
     modifiers(&Security)
@@ -240,6 +255,16 @@ impl utoipa::Modify for Security {
         };
         components.add_security_scheme("node_key", bearer("A workstation's node key from /api/v1/enroll"));
         components.add_security_scheme("token", bearer("An API token (role admin or auditor)"));
+        // The console's session: a cookie set by the sign-in; changes carry X-CSRF-Token.
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "__Host-wardlock-session",
+                    "A console session (POST /api/v1/console/session); changes also need X-CSRF-Token",
+                ),
+            )),
+        );
     }
 }
 
@@ -264,6 +289,20 @@ mod tests {
     }
 
     #[test]
+    fn every_change_under_admin_is_tagged_admin_for_the_role_test() {
+        let doc = super::ApiDoc::openapi();
+        for (path, item) in doc.paths.paths.iter().filter(|(p, _)| p.starts_with("/api/v1/admin/")) {
+            for op in [&item.put, &item.post, &item.delete].into_iter().flatten() {
+                let tags = op.tags.clone().unwrap_or_default();
+                assert!(
+                    tags.iter().any(|t| t == "admin role"),
+                    "{path} changes something but is not tagged \"admin role\""
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_operation_is_documented() {
         let doc = super::ApiDoc::openapi();
         let documented: usize = doc
@@ -275,6 +314,6 @@ mod tests {
             })
             .sum();
         // The routes in `router` (the OpenAPI document itself aside).
-        assert_eq!(documented, 27);
+        assert_eq!(documented, 30);
     }
 }

@@ -71,6 +71,10 @@ enum Command {
         /// Connections open at once; more are closed as they arrive
         #[arg(long, value_name = "N", default_value_t = wardlock_collector::connections::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// The time zone the console shows times in (IANA name, e.g. Europe/Berlin)
+        /// [default: TZ, else /etc/timezone, else UTC]
+        #[arg(long, value_name = "ZONE")]
+        time_zone: Option<String>,
         /// Development mode: database and a self-signed certificate under DIR; prints a
         /// new enrollment secret and admin token (also written to DIR, 0600)
         #[arg(long, value_name = "DIR")]
@@ -95,6 +99,15 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Console accounts: people who sign in to https://COLLECTOR/console/ with a password
+    /// and a TOTP code
+    #[command(
+        after_help = "Example:\n  wardlock-collector account create privacy.officer --role auditor \\\n      --db sqlite:///var/lib/wardlock-collector/collector.db --data-key /etc/wardlock-collector/data.key"
+    )]
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
     /// Make an enrollment secret for workstations (shown once)
     #[command(
         name = "enroll-secret",
@@ -114,6 +127,30 @@ enum KeyAction {
     Create {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountAction {
+    /// Make an account: its password is read from standard input (asked twice on a
+    /// terminal); its TOTP enrolment is printed once, as a QR code and an otpauth:// URI
+    Create {
+        /// The name it signs in with (letters, digits, '.', '_', '-', '@')
+        name: String,
+        /// admin (users, policies, enrollment) or auditor (events and reports, reviews)
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        db: String,
+        /// The collector's data key, which seals the account's secrets
+        #[arg(long, value_name = "FILE")]
+        data_key: PathBuf,
+    },
+    /// Disable an account: it cannot sign in, and its sessions end at their next request
+    Disable {
+        name: String,
+        #[arg(long)]
+        db: String,
     },
 }
 
@@ -182,6 +219,17 @@ fn run() -> Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Account { action: AccountAction::Create { name, role, db, data_key } } => {
+            create_account(&name, &role, &db, &data_key)
+        }
+        Command::Account { action: AccountAction::Disable { name, db } } => {
+            let log = cli_action("console_account_disable", format!("account {name}"));
+            if !open_store(&db)?.disable_console_account(&name, Some(&log))? {
+                bail!("there is no enabled console account {name:?}");
+            }
+            eprintln!("console account {name:?} disabled; its sessions end at their next request");
+            Ok(())
+        }
         Command::DataKey { action: KeyAction::Create { out: Some(path) } } => {
             secret::DataKey::create_file(&path)?;
             eprintln!("data key written to {} (back it up apart from the database)", path.display());
@@ -218,8 +266,12 @@ fn run() -> Result<()> {
             max_requests,
             max_requests_per_address,
             max_connections,
+            time_zone,
             dev,
         } => {
+            let time_zone = api::console::time_zone(time_zone).map_err(anyhow::Error::msg)?;
+            let sign_in_policy = wardlock_core::console::sign_in_policy()
+                .map_err(|e| anyhow::anyhow!("the console's sign-in rules do not validate: {e}"))?;
             let syslog = match (syslog_tls, syslog_ca) {
                 (Some(address), Some(ca)) => {
                     let target = syslog::SyslogTarget { address, ca };
@@ -285,6 +337,9 @@ fn run() -> Result<()> {
                     requests_per_address: max_requests_per_address,
                     ..api::gate::Limits::default()
                 })),
+                sign_in_policy: Arc::new(sign_in_policy),
+                sign_ins: Arc::default(),
+                time_zone: time_zone.into(),
             };
             let served = runtime.block_on(serve(listen, state, config, syslog, max_connections));
             drop(runtime);
@@ -321,6 +376,53 @@ fn open_data_key(path: &Path, store: &dyn CollectorStore) -> Result<secret::Data
         );
     }
     Ok(secret::DataKey::create_file(path)?)
+}
+
+fn create_account(name: &str, role: &str, db: &str, data_key: &Path) -> Result<()> {
+    use std::io::IsTerminal as _;
+    let valid_name = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !valid_name {
+        bail!("the name {name:?} must be 1–128 letters, digits, '.', '_', '-' or '@'");
+    }
+    let role = Role::parse(role).with_context(|| format!("--role {role:?}: use admin or auditor"))?;
+    let key = secret::DataKey::open_file(data_key)?.with_context(|| {
+        format!(
+            "the data key {} is missing; it is the one the collector serves with (--data-key)",
+            data_key.display()
+        )
+    })?;
+    let store = open_store(db)?;
+    let password = if std::io::stdin().is_terminal() {
+        let first = zeroize::Zeroizing::new(rpassword::prompt_password(format!("Password for {name}: "))?);
+        let again = zeroize::Zeroizing::new(rpassword::prompt_password("The same password again: ")?);
+        if first != again {
+            bail!("the two passwords differ; nothing was made");
+        }
+        wardlock_core::secret::SecretString::new(first.as_str())
+    } else {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+        wardlock_core::secret::SecretString::new(line.trim_end_matches(['\n', '\r']))
+    };
+    let (account, seed) = wardlock_collector::console::new_account(&key, name, role, &password)?;
+    let log = cli_action("console_account_create", format!("account {name} role {}", role.as_str()));
+    if !store.add_console_account(&account, api::now(), Some(&log))? {
+        bail!("a console account {name:?} exists already; nothing was changed");
+    }
+    let uri = wardlock_collector::console::totp_uri(&seed, name)?;
+    let qr = qrcode::QrCode::new(uri.as_bytes()).context("making the QR code")?;
+    let qr = qr
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    eprintln!("console account {name:?} ({}) made. Scan this with its owner's authenticator app; it is shown once and is a secret:", role.as_str());
+    println!("{qr}");
+    println!("{uri}");
+    Ok(())
 }
 
 /// A fresh enrollment secret and admin token for development, printed and kept in DIR.

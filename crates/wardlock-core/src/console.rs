@@ -111,8 +111,14 @@ mod tests {
             pin: Some(SecretString::new("correct horse battery")),
             ..Attempt::default()
         };
-        let decision =
-            unlock::decide(&policy, at(0), Some(user), &UserAuthState::default(), &Default::default(), &attempt);
+        let decision = unlock::decide(
+            &policy,
+            at(0),
+            Some(user),
+            &UserAuthState::default(),
+            &Default::default(),
+            &attempt,
+        );
         assert!(matches!(decision.outcome, Outcome::Refused { reason: RefusalReason::MethodNotAllowed, .. }));
         // Five wrong ones lock the account out.
         let mut state = UserAuthState::default();

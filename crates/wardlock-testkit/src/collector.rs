@@ -263,6 +263,48 @@ impl Collector {
         call(&self.cert(), method, &format!("{}{path}", self.url()), Some(token.unwrap_or(&self.token)), body)
     }
 
+    /// Makes a console account with `wardlock-collector account create`; answers the
+    /// base32 TOTP secret of its enrolment URI.
+    pub fn create_account(&self, name: &str, role: &str, password: &str) -> String {
+        self.try_create_account(name, role, password).unwrap()
+    }
+
+    /// As [`Self::create_account`]; `Err` holds what the command said when it refused.
+    pub fn try_create_account(&self, name: &str, role: &str, password: &str) -> Result<String, String> {
+        let mut child = Command::new(crate::bin("wardlock-collector"))
+            .args(["account", "create", name, "--role", role, "--db", &self.db_url(), "--data-key"])
+            .arg(self.dir.path().join("data.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let uri = stdout.lines().find(|l| l.starts_with("otpauth://")).expect("an otpauth URI");
+        Ok(uri.split(['?', '&']).find_map(|p| p.strip_prefix("secret=")).expect("a secret").to_owned())
+    }
+
+    /// Its database's URL, as `--db` takes it.
+    pub fn db_url(&self) -> String {
+        self.db
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.dir.path().join("collector.db").display()))
+    }
+
+    /// Runs `wardlock-collector ARGS --db DB` (a command-line tool on its database).
+    pub fn run_collector(&self, args: &[&str]) -> std::process::Output {
+        Command::new(crate::bin("wardlock-collector"))
+            .args(args)
+            .args(["--db", &self.db_url()])
+            .output()
+            .unwrap()
+    }
+
     /// Every event the collector holds, through the paginated API.
     pub fn all_events(&self) -> Vec<AuditEntry> {
         let mut out = Vec::new();

@@ -7,7 +7,7 @@ use wardlock_core::protocol::collector::{
 
 use super::*;
 
-#[utoipa::path(put, path = "/api/v1/admin/policies/{group}", summary = "Store a signed policy for a group (the serial must increase)", params(("group" = String, Path)), request_body = SignedPolicy, responses((status = 201, body = PolicyStored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(put, tag = "admin role", path = "/api/v1/admin/policies/{group}", summary = "Store a signed policy for a group (the serial must increase)", params(("group" = String, Path)), request_body = SignedPolicy, responses((status = 201, body = PolicyStored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn put_policy(
     State(state): State<AppState>,
     caller: Caller,
@@ -40,7 +40,7 @@ pub(super) async fn put_policy(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tokens", summary = "Make an API token with a role (shown once)", request_body = TokenRequest, responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/tokens", summary = "Make an API token with a role (shown once)", request_body = TokenRequest, responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,7 +58,7 @@ pub(super) async fn create_token(
     Ok((StatusCode::CREATED, Json(TokenCreated { token, role: req.role })).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/log", summary = "What administrators did on this collector, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::AdminAction>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/log", summary = "What administrators did on this collector, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::AdminAction>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 /// What administrators did here (auditors may read it too).
 pub(super) async fn admin_log(
     State(state): State<AppState>,
@@ -72,7 +72,7 @@ pub(super) async fn admin_log(
     Ok(paging::keyed(log, limit, |(id, _)| *id, |(_, action)| action))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/users", summary = "Add a user to the central directory", request_body = NewUserRequest, responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/users", summary = "Add a user to the central directory", request_body = NewUserRequest, responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn add_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -142,7 +142,7 @@ pub(super) async fn add_user(
     Ok((StatusCode::CREATED, Json(UserCreated { id: req.id, otpauth_uri })).into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/disable", summary = "Disable a user; workstations refuse them from their next sync", params(("id" = String, Path)), responses((status = 204, description = "disabled"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/users/{id}/disable", summary = "Disable a user; workstations refuse them from their next sync", params(("id" = String, Path)), responses((status = 204, description = "disabled"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn disable_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -162,7 +162,7 @@ pub(super) async fn disable_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/admin-grant", summary = "Store IT's signed grant of the admin role for a user (`wardlockctl user grant-admin`); workstations take the role only with it", params(("id" = String, Path)), request_body = wardlock_core::protocol::collector::AdminGrantRequest, responses((status = 204, description = "stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/users/{id}/admin-grant", summary = "Store IT's signed grant of the admin role for a user (`wardlockctl user grant-admin`); workstations take the role only with it", params(("id" = String, Path)), request_body = wardlock_core::protocol::collector::AdminGrantRequest, responses((status = 204, description = "stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn put_admin_grant(
     State(state): State<AppState>,
     caller: Caller,
@@ -186,7 +186,7 @@ pub(super) async fn put_admin_grant(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/users", summary = "The central directory (no secrets), in pages", params(paging::PageParams), responses((status = 200, body = Vec<UserOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/users", summary = "The central directory (no secrets), in pages", params(paging::PageParams), responses((status = 200, body = Vec<UserOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn list_users(
     State(state): State<AppState>,
     _caller: Caller,

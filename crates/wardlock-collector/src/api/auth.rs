@@ -1,5 +1,6 @@
 //! Who is calling: a workstation by its node key (`Node`), a person by an API token with
-//! a role (`Caller`); what administrators do is logged with it (`admin_action`).
+//! a role or by a console session (`Caller`); what administrators do is logged with it
+//! (`admin_action`).
 
 use super::*;
 
@@ -23,7 +24,8 @@ pub(super) fn bearer_hash(
 }
 
 const UNKNOWN_NODE_KEY: &str = "missing or unknown node key; enroll the workstation again";
-const UNKNOWN_TOKEN: &str = "missing or unknown API token (Authorization: Bearer TOKEN)";
+const UNKNOWN_TOKEN: &str =
+    "missing or unknown API token (Authorization: Bearer TOKEN), and no console session";
 
 /// A request from an enrolled workstation (`Authorization: Bearer NODE_KEY`). Looked up
 /// once: the gate (`gate.rs`) looks it up before a body and leaves it to the handler.
@@ -61,6 +63,12 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(caller);
         }
         const WHY: &str = UNKNOWN_TOKEN;
+        // A person in the console shows a session cookie instead of a token.
+        if bearer(parts).is_none() {
+            if let Some(session) = super::console::session_cookie(&parts.headers) {
+                return super::console::caller_from_session(parts, state, &session).await;
+            }
+        }
         let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();
         match blocking(move || store.token(&hash)).await? {

@@ -42,7 +42,7 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<UtcMillis>, ApiE
         .transpose()
 }
 
-#[utoipa::path(get, path = "/api/v1/events", summary = "Audit events, filtered and paged; JSON, CSV (Accept: text/csv) or a FHIR R4 Bundle (Accept: application/fhir+json)", params(EventParams), responses((status = 200, content((EventPage = "application/json"), (String = "text/csv"), (serde_json::Value = "application/fhir+json"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/events", summary = "Audit events, filtered and paged; JSON, CSV (Accept: text/csv) or a FHIR R4 Bundle (Accept: application/fhir+json)", params(EventParams), responses((status = 200, content((EventPage = "application/json"), (String = "text/csv"), (serde_json::Value = "application/fhir+json"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn events(
     State(state): State<AppState>,
     _caller: Caller,
@@ -122,7 +122,7 @@ fn csv_events(rows: &[crate::store::StoredEvent], next: Option<i64>) -> Result<R
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/chain", summary = "Chain breaks, rewritten histories, truncated logs and refused enrollments, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::Finding>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/chain", summary = "Chain breaks, rewritten histories, truncated logs and refused enrollments, in pages", params(paging::PageParams), responses((status = 200, body = Vec<crate::store::Finding>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn report_chain(
     State(state): State<AppState>,
     _caller: Caller,
@@ -148,7 +148,7 @@ pub(super) struct ConflictParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/conflicts", summary = "Entries received under a stored seq with another content: both versions, in full", params(ConflictParams), responses((status = 200, body = Vec<ConflictOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/conflicts", summary = "Entries received under a stored seq with another content: both versions, in full", params(ConflictParams), responses((status = 200, body = Vec<ConflictOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn report_conflicts(
     State(state): State<AppState>,
     _caller: Caller,
@@ -198,7 +198,7 @@ impl From<Workstation> for WorkstationOut {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/silent", summary = "Workstations not heard from for N minutes", params(SilentParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/silent", summary = "Workstations not heard from for N minutes", params(SilentParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn report_silent(
     State(state): State<AppState>,
     _caller: Caller,
@@ -211,7 +211,7 @@ pub(super) async fn report_silent(
     workstation_page(&state, Some(cutoff), &paging::PageParams { after: p.after, limit: p.limit }).await
 }
 
-#[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations, in pages", params(paging::PageParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/workstations", summary = "Enrolled workstations, in pages", params(paging::PageParams), responses((status = 200, body = Vec<WorkstationOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn workstations(
     State(state): State<AppState>,
     _caller: Caller,
@@ -250,7 +250,7 @@ fn since_or_default(p: &SinceParams, days: i64) -> Result<UtcMillis, ApiError> {
         .unwrap_or_else(|| UtcMillis::from_unix_millis(now().unix_millis() - days * 24 * 3600 * 1000)))
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/failed", summary = "Failed attempts and lockouts per user", params(SinceParams), responses((status = 200, body = Vec<crate::store::FailureCount>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/failed", summary = "Failed attempts and lockouts per user", params(SinceParams), responses((status = 200, body = Vec<crate::store::FailureCount>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 /// Failed attempts and lockouts per user and workstation.
 pub(super) async fn report_failed(
     State(state): State<AppState>,
@@ -283,7 +283,7 @@ pub(super) struct EmergencyParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons, in arrival order, paged in the database", params(EmergencyParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons, in arrival order, paged in the database", params(EmergencyParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 /// Every break-glass access, with its reason. Paged by arrival in the database: no
 /// number of entries (dated in the future, say) can push a later one off every page.
 pub(super) async fn report_emergency(
@@ -336,7 +336,7 @@ pub(super) struct StaleParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users who have not used their account for N days (no unlock, hold, break-glass, sign-out or approval)", params(StaleParams), responses((status = 200, body = Vec<StaleUser>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/stale", summary = "Directory users who have not used their account for N days (no unlock, hold, break-glass, sign-out or approval)", params(StaleParams), responses((status = 200, body = Vec<StaleUser>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 /// Directory users who have not used their account anywhere for `days` (orphaned
 /// accounts): no kind of `AuditKind::ACCOUNT_USED`.
 pub(super) async fn report_stale(

@@ -91,7 +91,7 @@ pub(super) async fn enroll(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/enroll-secrets", summary = "Make an enrollment secret (shown once) with a label, an expiry and a use limit", request_body = EnrollSecretRequest, responses((status = 201, body = EnrollSecretCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/enroll-secrets", summary = "Make an enrollment secret (shown once) with a label, an expiry and a use limit", request_body = EnrollSecretRequest, responses((status = 201, body = EnrollSecretCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn create_enroll_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,7 +132,7 @@ pub(super) async fn create_enroll_secret(
     Ok((StatusCode::CREATED, Json(EnrollSecretCreated { secret, id, expires, max_uses })).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/enroll-secrets", summary = "The enrollment secrets (never the secrets themselves), in pages", params(paging::PageParams), responses((status = 200, body = Vec<EnrollSecretInfo>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(get, tag = "admin role", path = "/api/v1/admin/enroll-secrets", summary = "The enrollment secrets (never the secrets themselves), in pages", params(paging::PageParams), responses((status = 200, body = Vec<EnrollSecretInfo>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn list_enroll_secrets(
     State(state): State<AppState>,
     caller: Caller,
@@ -157,7 +157,7 @@ pub(super) async fn list_enroll_secrets(
     }))
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/enroll-secrets/{id}", summary = "Revoke an enrollment secret: it enrolls nothing more", params(("id" = String, Path, description = "as `GET /api/v1/admin/enroll-secrets` lists it")), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(delete, tag = "admin role", path = "/api/v1/admin/enroll-secrets/{id}", summary = "Revoke an enrollment secret: it enrolls nothing more", params(("id" = String, Path, description = "as `GET /api/v1/admin/enroll-secrets` lists it")), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn revoke_enroll_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,7 +176,7 @@ pub(super) async fn revoke_enroll_secret(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/workstations/{id}/re-enroll", summary = "Approve enrolling this workstation ID again (a reinstalled machine, a move to another group): a one-time code, valid 24 h, to use as its enrollment secret", params(("id" = String, Path)), request_body(content = Option<ReenrollRequest>, description = "the group to enroll it into; empty body: the group it has"), responses((status = 201, body = ReenrollApproved), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/workstations/{id}/re-enroll", summary = "Approve enrolling this workstation ID again (a reinstalled machine, a move to another group): a one-time code, valid 24 h, to use as its enrollment secret", params(("id" = String, Path)), request_body(content = Option<ReenrollRequest>, description = "the group to enroll it into; empty body: the group it has"), responses((status = 201, body = ReenrollApproved), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn approve_reenroll(
     State(state): State<AppState>,
     caller: Caller,
@@ -209,7 +209,7 @@ pub(super) async fn approve_reenroll(
         .into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/workstations/{id}/revoke", summary = "Revoke a workstation: its node key stops working at once; only an approved re-enrollment brings it back", params(("id" = String, Path)), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = [])))]
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/workstations/{id}/revoke", summary = "Revoke a workstation: its node key stops working at once; only an approved re-enrollment brings it back", params(("id" = String, Path)), responses((status = 204, description = "revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn revoke_workstation(
     State(state): State<AppState>,
     caller: Caller,

@@ -146,7 +146,7 @@ enum Credential {
 
 fn credential_of(method: &Method, path: &str) -> Credential {
     match (method, path) {
-        (&Method::POST, "/api/v1/enroll") => Credential::None,
+        (&Method::POST, "/api/v1/enroll" | "/api/v1/console/session") => Credential::None,
         (_, "/api/v1/audit" | "/api/v1/heartbeat" | "/api/v1/policy" | "/api/v1/directory") => {
             Credential::NodeKey
         }

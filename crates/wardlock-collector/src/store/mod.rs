@@ -574,6 +574,8 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         log: Option<&AdminAction>,
     ) -> Result<bool, StoreError>;
     fn console_account(&self, name: &str) -> Result<Option<ConsoleAccount>, StoreError>;
+    /// Disables an account (its sessions end with it); `false` if there is none.
+    fn disable_console_account(&self, name: &str, log: Option<&AdminAction>) -> Result<bool, StoreError>;
     /// Records a decided sign-in in one transaction: the account's new counters (only if
     /// they are still `seen`, else `false` and nothing changes: another sign-in raced it),
     /// the new session if one was granted, and the admin log's entry.

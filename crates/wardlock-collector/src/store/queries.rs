@@ -15,11 +15,10 @@ use super::pg::Postgres;
 use super::sql::{self, args, Args, Row, Sql};
 use super::sqlite::Sqlite;
 use super::{
-    finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict, ConsoleAccount,
-    ConsoleSessionRecord,
-    ConflictKey, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount,
-    FailureKey, Finding, FindingKey, Hash, Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval, Role,
-    SecretKey, StoreError, StoredEvent, UserRecord, Workstation,
+    finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict,
+    ConflictKey, ConsoleAccount, ConsoleSessionRecord, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret,
+    Enrolled, EventQuery, FailureCount, FailureKey, Finding, FindingKey, Hash, Ingest, NewEnrollSecret,
+    PolicyPut, ReenrollApproval, Role, SecretKey, StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 #[derive(Debug)]
@@ -847,6 +846,16 @@ impl CollectorStore for SqlStore {
             auth_state: r.text(4)?,
             disabled: r.bool(5)?,
         }))
+    }
+
+    fn disable_console_account(&self, name: &str, log: Option<&AdminAction>) -> Result<bool, StoreError> {
+        let changed = self.logged(log, |sql| {
+            sql.execute(
+                "UPDATE console_accounts SET disabled = $1 WHERE name = $2 AND disabled = $3",
+                args![true, name, false],
+            )
+        })?;
+        Ok(changed > 0)
     }
 
     fn console_sign_in(
