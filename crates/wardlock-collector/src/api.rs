@@ -68,6 +68,8 @@ pub struct AppState {
     pub data_key: Arc<secret::DataKey>,
     /// Rung when entries were stored (the syslog forwarder waits on it).
     pub stored: Arc<tokio::sync::Notify>,
+    /// Bumped when entries were stored: the console's live tails wait on it.
+    pub tail: Arc<tokio::sync::watch::Sender<u64>>,
     /// What one workstation may send.
     pub quota: Arc<quota::Quota>,
     /// The sealed directories last served.
@@ -79,6 +81,8 @@ pub struct AppState {
     pub sign_ins: Arc<console::SignIns>,
     /// The time zone the console shows times in (IANA name).
     pub time_zone: Arc<str>,
+    /// A workstation not heard from for this long is silent on the fleet page.
+    pub silent_after: std::time::Duration,
 }
 
 pub fn now() -> UtcMillis {
@@ -174,13 +178,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/tokens", post(admin::create_token))
         .route("/api/v1/admin/log", get(admin::admin_log))
         .route("/api/v1/events", get(compliance::events))
+        .route("/api/v1/events/stream", get(compliance::events_stream))
         .route("/api/v1/reports/chain", get(compliance::report_chain))
         .route("/api/v1/reports/conflicts", get(compliance::report_conflicts))
         .route("/api/v1/reports/silent", get(compliance::report_silent))
         .route("/api/v1/reports/failed", get(compliance::report_failed))
         .route("/api/v1/reports/emergency", get(compliance::report_emergency))
+        .route("/api/v1/reports/emergency/{workstation}/{seq}/review", post(compliance::review_emergency))
         .route("/api/v1/reports/stale", get(compliance::report_stale))
         .route("/api/v1/workstations", get(compliance::workstations))
+        .route("/api/v1/fleet", get(compliance::fleet))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/directory", get(workstation::directory))
         .route("/api/v1/admin/users", post(admin::add_user).get(admin::list_users))
@@ -235,9 +242,9 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 #[openapi(
     info(title = "Wardlock collector", description = "Workstations enroll, push audit logs and pull signed policies and the directory; compliance queries events and reports."),
     paths(
-        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::disable_user, admin::put_admin_grant, console::sign_in, console::session, console::sign_out, compliance::events, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::report_stale, compliance::workstations
+        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::disable_user, admin::put_admin_grant, console::sign_in, console::session, console::sign_out, compliance::events, compliance::events_stream, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::review_emergency, compliance::report_stale, compliance::workstations, compliance::fleet
     ),
-    components(schemas(ErrorBody, AuditKind, UtcMillis, crate::store::Role)),
+    components(schemas(ErrorBody, AuditKind, UtcMillis, crate::store::Role, wardlock_core::audit::WorkstationState)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -314,6 +321,6 @@ mod tests {
             })
             .sum();
         // The routes in `router` (the OpenAPI document itself aside).
-        assert_eq!(documented, 30);
+        assert_eq!(documented, 33);
     }
 }

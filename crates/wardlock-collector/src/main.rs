@@ -75,6 +75,10 @@ enum Command {
         /// [default: TZ, else /etc/timezone, else UTC]
         #[arg(long, value_name = "ZONE")]
         time_zone: Option<String>,
+        /// A workstation not heard from for this long shows as silent in the console
+        /// (its heartbeat comes every minute by default)
+        #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+        silent_after: std::time::Duration,
         /// Development mode: database and a self-signed certificate under DIR; prints a
         /// new enrollment secret and admin token (also written to DIR, 0600)
         #[arg(long, value_name = "DIR")]
@@ -267,6 +271,7 @@ fn run() -> Result<()> {
             max_requests_per_address,
             max_connections,
             time_zone,
+            silent_after,
             dev,
         } => {
             let time_zone = api::console::time_zone(time_zone).map_err(anyhow::Error::msg)?;
@@ -327,6 +332,7 @@ fn run() -> Result<()> {
                 metrics: Arc::new(Metrics::default()),
                 data_key,
                 stored: Arc::new(tokio::sync::Notify::new()),
+                tail: Arc::new(tokio::sync::watch::Sender::new(0)),
                 quota: Arc::new(api::quota::Quota::new(api::quota::Limits {
                     entries_per_minute: max_entries_per_minute,
                     bytes_per_day: max_bytes_per_day,
@@ -340,6 +346,7 @@ fn run() -> Result<()> {
                 sign_in_policy: Arc::new(sign_in_policy),
                 sign_ins: Arc::default(),
                 time_zone: time_zone.into(),
+                silent_after,
             };
             let served = runtime.block_on(serve(listen, state, config, syslog, max_connections));
             drop(runtime);

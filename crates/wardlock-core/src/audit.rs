@@ -80,6 +80,44 @@ pub enum AuditKind {
     Heartbeat,
 }
 
+/// What a workstation's latest entries say it is doing (silence is the collector's to
+/// judge, from its last heartbeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WorkstationState {
+    /// Unlocked, someone at it.
+    Active,
+    /// Idle, the lock's warning showing.
+    Warning,
+    Locked,
+    /// No guard holds the session (lost, killed, impostor): unprotected until escalation.
+    GuardLost,
+    /// The session was ended (escalation or sign-out).
+    LoggedOff,
+    /// Not heard from for longer than the collector allows.
+    Silent,
+}
+
+impl WorkstationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkstationState::Active => "active",
+            WorkstationState::Warning => "warning",
+            WorkstationState::Locked => "locked",
+            WorkstationState::GuardLost => "guard_lost",
+            WorkstationState::LoggedOff => "logged_off",
+            WorkstationState::Silent => "silent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Active, Self::Warning, Self::Locked, Self::GuardLost, Self::LoggedOff, Self::Silent]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
 impl AuditKind {
     /// What shows that a clinician used their own credentials at a workstation: an
     /// unlock, a hold ("Keep open" is an unlock that stays open), break-glass, a sign-out,
@@ -98,6 +136,67 @@ impl AuditKind {
 
     /// A user locked out after too many failed attempts.
     pub const LOCKED_OUT: &'static [AuditKind] = &[AuditKind::UserLockedOut];
+
+    /// What went wrong or was refused: the events page's "failures" filter. Everything
+    /// else is a success or a plain record.
+    pub const FAILURES: &'static [AuditKind] = &[
+        AuditKind::ServiceUncleanStop,
+        AuditKind::GuardLost,
+        AuditKind::EscalationUnconfirmed,
+        AuditKind::SessionTerminateFailed,
+        AuditKind::GuardImpostor,
+        AuditKind::PolicyRefused,
+        AuditKind::LockFailed,
+        AuditKind::UnlockFailed,
+        AuditKind::AttemptsRateLimited,
+        AuditKind::UserLockedOut,
+        AuditKind::WorkstationLockedOut,
+        AuditKind::EmergencyAccessClosed,
+        AuditKind::PhiAppCloseFailed,
+        AuditKind::PhiAppHideFailed,
+        AuditKind::HoldRefused,
+        AuditKind::AdminGrantRefused,
+        AuditKind::TamperDetected,
+        AuditKind::SyncGap,
+        AuditKind::CollectorConflict,
+        AuditKind::DirectoryConflict,
+    ];
+
+    /// Escalations: the guard gone, or the session ended because it was.
+    pub const ESCALATIONS: &'static [AuditKind] = &[
+        AuditKind::GuardLost,
+        AuditKind::GuardImpostor,
+        AuditKind::EscalationRequested,
+        AuditKind::EscalationConfirmed,
+        AuditKind::EscalationUnconfirmed,
+        AuditKind::SessionTerminated,
+        AuditKind::SessionTerminateFailed,
+    ];
+
+    /// The state a workstation is in after an entry of this kind, for the kinds that
+    /// change it (the fleet's "state now").
+    pub fn state_after(self) -> Option<WorkstationState> {
+        use AuditKind as K;
+        match self {
+            K::UnlockSucceeded
+            | K::AdminApproved
+            | K::EmergencyAccess
+            | K::HoldStarted
+            | K::WarningCancelled => Some(WorkstationState::Active),
+            // A guard that starts or comes back holds an open session until it locks.
+            K::GuardStarted => Some(WorkstationState::Active),
+            K::WarningShown => Some(WorkstationState::Warning),
+            K::Locked => Some(WorkstationState::Locked),
+            K::GuardLost
+            | K::GuardStopped
+            | K::GuardImpostor
+            | K::EscalationRequested
+            | K::EscalationUnconfirmed
+            | K::SessionTerminateFailed => Some(WorkstationState::GuardLost),
+            K::EscalationConfirmed | K::SessionTerminated | K::SignedOut => Some(WorkstationState::LoggedOff),
+            _ => None,
+        }
+    }
 
     /// The names of `kinds`, as the audit log writes them.
     pub fn names(kinds: &[AuditKind]) -> Vec<&'static str> {
@@ -480,6 +579,23 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleet_state_follows_the_entries_that_change_it() {
+        assert_eq!(AuditKind::WarningShown.state_after(), Some(WorkstationState::Warning));
+        assert_eq!(AuditKind::Locked.state_after(), Some(WorkstationState::Locked));
+        assert_eq!(AuditKind::UnlockSucceeded.state_after(), Some(WorkstationState::Active));
+        assert_eq!(AuditKind::GuardLost.state_after(), Some(WorkstationState::GuardLost));
+        assert_eq!(AuditKind::SessionTerminated.state_after(), Some(WorkstationState::LoggedOff));
+        // A failed unlock leaves the workstation locked: it changes nothing.
+        assert_eq!(AuditKind::UnlockFailed.state_after(), None);
+        assert_eq!(AuditKind::Heartbeat.state_after(), None);
+        for state in ["active", "warning", "locked", "guard_lost", "logged_off", "silent"] {
+            assert_eq!(WorkstationState::parse(state).map(WorkstationState::as_str), Some(state));
+        }
+        assert!(AuditKind::FAILURES.contains(&AuditKind::UnlockFailed));
+        assert!(!AuditKind::FAILURES.contains(&AuditKind::UnlockSucceeded));
+    }
 
     #[test]
     fn the_report_sets_say_what_counts_as_use_failure_and_lockout() {

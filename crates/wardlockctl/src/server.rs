@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use wardlock_core::protocol::collector::{
-    ConflictOut, EnrollSecretCreated, EnrollSecretInfo, EnrollSecretRequest, EventOut, EventPage,
-    FailureCount, Finding, PolicyStored, ReenrollApproved, ReenrollRequest, StaleUser, WorkstationOut,
+    ConflictOut, EmergencyOut, EmergencyReview, EmergencyReviewRequest, EnrollSecretCreated,
+    EnrollSecretInfo, EnrollSecretRequest, EventOut, EventPage, FailureCount, Finding, PolicyStored,
+    ReenrollApproved, ReenrollRequest, StaleUser, WorkstationOut,
 };
 
 use crate::Verdict;
@@ -238,6 +239,15 @@ pub enum ReportCommand {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Mark one break-glass access reviewed, with what the review found (kept once)
+    Review {
+        /// The workstation the access was at
+        workstation: String,
+        /// The access's sequence number in that workstation's log
+        seq: u64,
+        #[arg(long)]
+        note: String,
+    },
     /// Chain breaks, rewritten histories, truncated logs and refused enrollments found at
     /// the collector
     Chain,
@@ -407,7 +417,14 @@ pub fn report(server: &Server, cmd: ReportCommand) -> Result<Verdict> {
         ReportCommand::Stale { days } => {
             print_list::<StaleUser>(server, &format!("/api/v1/reports/stale?days={days}"))
         }
-        ReportCommand::Emergency { since } => print_list::<EventOut>(
+        ReportCommand::Review { workstation, seq, note } => {
+            let path = format!("/api/v1/reports/emergency/{}/{seq}/review", encode(&workstation));
+            let review: EmergencyReview =
+                server.typed("POST", &path, Some(&EmergencyReviewRequest { note }))?;
+            println!("{}", serde_json::to_string_pretty(&review)?);
+            Ok(())
+        }
+        ReportCommand::Emergency { since } => print_list::<EmergencyOut>(
             server,
             &format!("/api/v1/reports/emergency{}", query(&[("since", &since)])),
         ),

@@ -1,6 +1,9 @@
 //! The compliance side: events (JSON, CSV, FHIR) and reports, every list in pages.
 
-use wardlock_core::protocol::collector::{ConflictOut, EventOut, EventPage, StaleUser, WorkstationOut};
+use wardlock_core::protocol::collector::{
+    ConflictOut, EmergencyOut, EmergencyReview, EmergencyReviewRequest, EventOut, EventPage,
+    FleetWorkstation, StaleUser, WorkstationOut,
+};
 
 use crate::store::{Conflict, ConflictKey, FailureCount, FailureKey, Finding, FindingKey};
 
@@ -13,6 +16,10 @@ pub(super) struct EventParams {
     workstation: Option<String>,
     user: Option<String>,
     kind: Option<String>,
+    /// Only the workstations of this group.
+    group: Option<String>,
+    /// `failure` (what went wrong or was refused) or `success` (everything else).
+    outcome: Option<String>,
     /// Events at or after this time (RFC 3339).
     #[param(format = DateTime)]
     since: Option<String>,
@@ -49,21 +56,8 @@ pub(super) async fn events(
     headers: HeaderMap,
     Q(p): Q<EventParams>,
 ) -> Result<Response, ApiError> {
-    let limit = p.limit.unwrap_or(1000);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad(format!("limit must be 1–{MAX_PAGE}")));
-    }
-    let query = EventQuery {
-        since: time_param("since", p.since.as_deref())?,
-        until: time_param("until", p.until.as_deref())?,
-        received_since: time_param("received_since", p.received_since.as_deref())?,
-        received_until: time_param("received_until", p.received_until.as_deref())?,
-        workstation: p.workstation,
-        user: p.user,
-        kind: p.kind,
-        after: p.after,
-        limit,
-    };
+    let query = event_query(p)?;
+    let limit = query.limit;
     let store = state.store.clone();
     let rows = blocking(move || store.events(&query)).await?;
     let next = if rows.len() == limit as usize { rows.last().map(|r| r.id) } else { None };
@@ -86,6 +80,100 @@ pub(super) async fn events(
         .map(|r| EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) })
         .collect();
     Ok(Json(EventPage { events, next }).into_response())
+}
+
+/// The store's query for the events' filters.
+fn event_query(p: EventParams) -> Result<EventQuery, ApiError> {
+    let limit = p.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad(format!("limit must be 1–{MAX_PAGE}")));
+    }
+    let failures = match p.outcome.as_deref() {
+        None | Some("") => None,
+        Some("failure") => Some(true),
+        Some("success") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad(format!("outcome: {other:?} is neither \"failure\" nor \"success\"")))
+        }
+    };
+    let query = EventQuery {
+        group: p.group.filter(|g| !g.is_empty()),
+        failures,
+        since: time_param("since", p.since.as_deref())?,
+        until: time_param("until", p.until.as_deref())?,
+        received_since: time_param("received_since", p.received_since.as_deref())?,
+        received_until: time_param("received_until", p.received_until.as_deref())?,
+        workstation: p.workstation,
+        user: p.user,
+        kind: p.kind,
+        after: p.after,
+        limit,
+    };
+    for (field, value) in
+        [("workstation", &query.workstation), ("user", &query.user), ("group", &query.group)]
+    {
+        if let Some(value) = value {
+            check_name(field, value)?;
+        }
+    }
+    Ok(query)
+}
+
+/// How long one live tail runs; the browser's `EventSource` connects again, and with
+/// that its session is checked again (a signed-out session gets no more events).
+const TAIL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+#[utoipa::path(get, path = "/api/v1/events/stream", summary = "A live tail: server-sent events (`event: audit`, `id`: the cursor), each an EventOut as filtered, from `after` (default: from now)", params(EventParams), responses((status = 200, description = "text/event-stream of EventOut", content_type = "text/event-stream"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+pub(super) async fn events_stream(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    Q(p): Q<EventParams>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let mut query = event_query(p)?;
+    query.limit = 500;
+    // Where the browser left off (it sends the last id it saw when it connects again).
+    let resumed = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(id) = resumed.or(query.after) {
+        query.after = Some(id);
+    } else {
+        let store = state.store.clone();
+        query.after = Some(blocking(move || store.last_event_id()).await?);
+    }
+    let mut changed = state.tail.subscribe();
+    changed.borrow_and_update();
+    let ends = tokio::time::Instant::now() + TAIL_LIFETIME;
+    let start = (query, state.store.clone(), changed);
+    let stream = futures_util::stream::unfold(start, move |(mut query, store, mut changed)| async move {
+        loop {
+            let (q, s) = (query.clone(), store.clone());
+            let rows = tokio::task::spawn_blocking(move || s.events(&q)).await.ok()?.ok()?;
+            if let Some(last) = rows.last() {
+                query.after = Some(last.id);
+                let events: Vec<Result<Event, std::convert::Infallible>> = rows
+                    .iter()
+                    .map(|r| {
+                        let out =
+                            EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) };
+                        Ok(Event::default()
+                            .event("audit")
+                            .id(r.id.to_string())
+                            .json_data(out)
+                            .unwrap_or_default())
+                    })
+                    .collect();
+                return Some((futures_util::stream::iter(events), (query, store, changed)));
+            }
+            // Nothing new: wait for the next stored batch, until the tail's time is up.
+            tokio::select! {
+                r = changed.changed() => r.ok()?,
+                _ = tokio::time::sleep_until(ends) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt as _;
+    Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// CSV for spreadsheets: a cell that would run as a formula is prefixed with `'`
@@ -220,6 +308,39 @@ pub(super) async fn workstations(
     workstation_page(&state, None, &params).await
 }
 
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FleetParams {
+    /// Only this workstation group.
+    group: Option<String>,
+    /// Cursor: the `X-Next-After` of the previous page.
+    after: Option<String>,
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/fleet", summary = "Every workstation with its state now (silent, unguarded, logged off, warning, active, locked), backlog, policy serial against its group's and findings; silent and unguarded first", params(FleetParams), responses((status = 200, body = Vec<FleetWorkstation>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+pub(super) async fn fleet(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(p): Q<FleetParams>,
+) -> Result<Response, ApiError> {
+    if let Some(group) = &p.group {
+        check_name("group", group)?;
+    }
+    let (after, limit) =
+        paging::key_after::<crate::store::FleetKey>(&paging::PageParams { after: p.after, limit: p.limit })?;
+    let silent_before = UtcMillis::from_unix_millis(
+        now().unix_millis().saturating_sub(i64::try_from(state.silent_after.as_millis()).unwrap_or(i64::MAX)),
+    );
+    let store = state.store.clone();
+    let page =
+        blocking(move || store.fleet(p.group.as_deref(), silent_before, after.as_ref(), limit + 1)).await?;
+    Ok(paging::keyed(page, limit, |(key, _)| key.clone(), |(_, ws)| ws))
+}
+
 async fn workstation_page(
     state: &AppState,
     silent_before: Option<UtcMillis>,
@@ -283,7 +404,7 @@ pub(super) struct EmergencyParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons, in arrival order, paged in the database", params(EmergencyParams), responses((status = 200, body = Vec<EventOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/reports/emergency", summary = "Break-glass accesses with their reasons, in arrival order, paged in the database", params(EmergencyParams), responses((status = 200, body = Vec<EmergencyOut>, headers(("x-next-after" = String, description = "cursor of the next page, if any"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 /// Every break-glass access, with its reason. Paged by arrival in the database: no
 /// number of entries (dated in the future, say) can push a later one off every page.
 pub(super) async fn report_emergency(
@@ -310,13 +431,62 @@ pub(super) async fn report_emergency(
         ..EventQuery::default()
     };
     let store = state.store.clone();
-    let rows = blocking(move || store.events(&query)).await?;
+    let (rows, reviews) = blocking(move || {
+        let rows = store.events(&query)?;
+        let keys: Vec<(String, u64)> =
+            rows.iter().map(|r| (r.entry.workstation.clone(), r.entry.seq)).collect();
+        Ok((rows, store.emergency_reviews(&keys)?))
+    })
+    .await?;
     let last = rows.last().map(|r| r.id);
-    let out: Vec<EventOut> = rows
+    let out: Vec<EmergencyOut> = rows
         .iter()
-        .map(|r| EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) })
+        .map(|r| {
+            let review = reviews
+                .iter()
+                .find(|(ws, seq, _)| *ws == r.entry.workstation && *seq == r.entry.seq)
+                .map(|(_, _, review)| review.clone());
+            EmergencyOut {
+                event: EventOut { id: r.id, received: r.received, record: AuditRecord::from(&r.entry) },
+                review,
+            }
+        })
         .collect();
     Ok(paging::by_id(out, last, limit))
+}
+
+#[utoipa::path(post, path = "/api/v1/reports/emergency/{workstation}/{seq}/review", summary = "Mark one break-glass access reviewed, with a note (an auditor's or an admin's; kept once, logged)", params(("workstation" = String, Path), ("seq" = u64, Path)), request_body = EmergencyReviewRequest, responses((status = 201, body = EmergencyReview), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+pub(super) async fn review_emergency(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((workstation, seq)): Path<(String, u64)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: EmergencyReviewRequest = parse(&body)?;
+    let note = req.note.trim();
+    if note.is_empty() || note.chars().count() > 2000 {
+        return Err(ApiError::bad("note must be 1–2000 characters: what the review found"));
+    }
+    let review = EmergencyReview { reviewer: caller.label.clone(), note: note.to_owned(), reviewed: now() };
+    let log = admin_action(&caller, "emergency_reviewed", format!("{workstation} #{seq}: {note}"));
+    let store = state.store.clone();
+    let (w, r) = (workstation.clone(), review.clone());
+    let kept = tokio::task::spawn_blocking(move || store.review_emergency(&w, seq, &r, &log))
+        .await
+        .map_err(internal)?;
+    match kept {
+        Ok(None) => Ok((StatusCode::CREATED, Json(review)).into_response()),
+        Ok(Some(earlier)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "already reviewed by {} at {}; a review is never replaced",
+                earlier.reviewer,
+                earlier.reviewed.to_rfc3339()
+            ),
+        )),
+        Err(crate::store::StoreError::Conflict(why)) => Err(ApiError::new(StatusCode::NOT_FOUND, why)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -67,6 +67,7 @@ pub(super) async fn audit(
     m.chain_findings.fetch_add(ingest.findings, Ordering::Relaxed);
     if ingest.stored > 0 {
         state.stored.notify_one();
+        state.tail.send_modify(|batches| *batches = batches.wrapping_add(1));
     }
     if ingest.findings > 0 {
         tracing::warn!(

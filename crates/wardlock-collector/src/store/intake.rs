@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use wardlock_core::audit::{continue_chain, continue_checked_chain, AuditEntry, ChainError};
+use wardlock_core::audit::{
+    continue_chain, continue_checked_chain, AuditEntry, ChainError, WorkstationState,
+};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::{AuditAck, SeqRange};
 
@@ -76,6 +78,9 @@ pub trait IntakeTx {
     fn set_chain_state(&mut self, state: &ChainState, now: UtcMillis) -> Result<(), StoreError>;
     /// Records findings (a finding already recorded is not recorded twice).
     fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError>;
+    /// Records the state the entry at `seq` put the workstation in, unless a later seq's
+    /// state is recorded already (batches may arrive out of order after a gap).
+    fn note_state(&mut self, seq: u64, state: WorkstationState, at: UtcMillis) -> Result<(), StoreError>;
 }
 
 /// What one audit batch did.
@@ -155,6 +160,11 @@ pub fn ingest(
     };
     tx.set_chain_state(&after, now)?;
     tx.flag(&findings, now)?;
+    if let Some((seq, state, at)) =
+        fresh.iter().rev().find_map(|r| r.entry.kind.state_after().map(|s| (r.entry.seq, s, r.entry.time)))
+    {
+        tx.note_state(seq, state, at)?;
+    }
     // Dated in the future: flagged for compliance, not a chain problem for the sender.
     let ahead: Vec<ChainFinding> = fresh
         .iter()
@@ -349,6 +359,15 @@ impl IntakeTx for SqlIntake<'_> {
         Ok(())
     }
 
+    fn note_state(&mut self, seq: u64, state: WorkstationState, at: UtcMillis) -> Result<(), StoreError> {
+        self.sql.execute(
+            "UPDATE workstations SET state = $2, state_seq = $3, state_ms = $4
+             WHERE id = $1 AND (state_seq IS NULL OR state_seq < $3)",
+            args![self.workstation, state.as_str(), sql::int(seq), at],
+        )?;
+        Ok(())
+    }
+
     fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError> {
         for (seq, kind, detail) in findings {
             super::queries::flag(self.sql, self.workstation, *seq, kind, detail, now)?;
@@ -393,6 +412,7 @@ mod tests {
         rows: BTreeMap<u64, AuditEntry>,
         conflicts: Vec<AuditEntry>,
         findings: BTreeSet<(u64, &'static str)>,
+        state_now: Option<(u64, WorkstationState)>,
     }
 
     impl IntakeTx for Memory {
@@ -434,6 +454,12 @@ mod tests {
             self.findings.extend(findings.iter().map(|(seq, kind, _)| (*seq, *kind)));
             Ok(())
         }
+        fn note_state(&mut self, seq: u64, state: WorkstationState, _: UtcMillis) -> Result<(), StoreError> {
+            if self.state_now.is_none_or(|(at, _)| at < seq) {
+                self.state_now = Some((seq, state));
+            }
+            Ok(())
+        }
     }
 
     fn received(entries: &[AuditEntry]) -> Vec<Received> {
@@ -453,6 +479,35 @@ mod tests {
 
     fn now() -> UtcMillis {
         UtcMillis::from_unix_millis(5_000)
+    }
+
+    #[test]
+    fn the_state_is_the_latest_seqs_and_an_earlier_batch_arriving_late_does_not_undo_it() {
+        let kinds =
+            [AuditKind::WarningShown, AuditKind::Locked, AuditKind::UnlockFailed, AuditKind::UnlockSucceeded];
+        let mut log: Vec<AuditEntry> = Vec::new();
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let prev = log.last().map(|e| (e.seq, e.hash));
+            log.push(AuditEntry::chain(
+                AuditDraft::new(UtcMillis::from_unix_millis(1_000 + i as i64), kind),
+                "ws-a",
+                prev,
+            ));
+        }
+        let mut tx = Memory::default();
+        // The first three: locked (a failed unlock changes nothing).
+        ingest(&mut tx, &mut received(&log[..1]), now()).expect("ingest");
+        ingest(&mut tx, &mut received(&log[2..3]), now()).expect("ingest");
+        assert_eq!(
+            tx.state_now,
+            Some((1, WorkstationState::Warning)),
+            "the failed unlock at 3 changed nothing"
+        );
+        ingest(&mut tx, &mut received(&log[3..]), now()).expect("ingest");
+        assert_eq!(tx.state_now, Some((4, WorkstationState::Active)));
+        // The gap's entry (the lock at 2) arrives last: the unlock after it stands.
+        ingest(&mut tx, &mut received(&log[1..2]), now()).expect("ingest");
+        assert_eq!(tx.state_now, Some((4, WorkstationState::Active)));
     }
 
     #[test]

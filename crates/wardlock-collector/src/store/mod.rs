@@ -41,7 +41,9 @@ pub type Hash = [u8; 32];
 
 /// What an API token may do (the wire type, named so in the store).
 pub use wardlock_core::protocol::collector::TokenRole as Role;
-pub use wardlock_core::protocol::collector::{AdminAction, FailureCount, Finding};
+pub use wardlock_core::protocol::collector::{
+    AdminAction, EmergencyReview, FailureCount, Finding, FleetWorkstation,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workstation {
@@ -156,6 +158,10 @@ pub struct EventQuery {
     pub workstation: Option<String>,
     pub user: Option<String>,
     pub kind: Option<String>,
+    /// Only the workstations of this group.
+    pub group: Option<String>,
+    /// Only failures (`AuditKind::FAILURES`), or only the rest.
+    pub failures: Option<bool>,
     pub since: Option<UtcMillis>,
     pub until: Option<UtcMillis>,
     /// When the collector received it (which no workstation can set).
@@ -478,6 +484,16 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Workstation>, StoreError>;
+    /// The fleet page: silent ones (not heard from since `silent_before`), then unguarded,
+    /// logged off, warning, active, locked; by ID within each. Reads the workstations
+    /// table (one row per machine), counting findings for the page's rows only.
+    fn fleet(
+        &self,
+        group: Option<&str>,
+        silent_before: UtcMillis,
+        after: Option<&FleetKey>,
+        limit: u32,
+    ) -> Result<Vec<(FleetKey, FleetWorkstation)>, StoreError>;
     fn workstation_count(&self) -> Result<u64, StoreError>;
     /// The groups that have a workstation enrolled.
     fn workstation_groups(&self) -> Result<Vec<String>, StoreError>;
@@ -523,7 +539,24 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     fn log_admin(&self, action: &AdminAction) -> Result<(), StoreError>;
     /// A page of the admin log in the order written, each action with its cursor.
     fn admin_log(&self, after: Option<i64>, limit: u32) -> Result<Vec<(i64, AdminAction)>, StoreError>;
+    /// The reviews of these break-glass entries (workstation, seq), where there are any.
+    fn emergency_reviews(
+        &self,
+        entries: &[(String, u64)],
+    ) -> Result<Vec<(String, u64, EmergencyReview)>, StoreError>;
+    /// Keeps a review of the break-glass entry at (workstation, seq): `Ok(None)` when
+    /// kept; the review there already when there is one (it is never replaced); an error
+    /// when no break-glass entry is stored there.
+    fn review_emergency(
+        &self,
+        workstation: &str,
+        seq: u64,
+        review: &EmergencyReview,
+        log: &AdminAction,
+    ) -> Result<Option<EmergencyReview>, StoreError>;
     fn entry_count(&self) -> Result<u64, StoreError>;
+    /// The cursor of the latest stored entry (0 when there is none).
+    fn last_event_id(&self) -> Result<i64, StoreError>;
     /// A page of failed unlocks and lockouts per user and workstation since a time, most
     /// failures first.
     fn failures_by_user(
@@ -599,6 +632,8 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Where a page of findings ends: (found, workstation, seq, kind).
+/// The fleet's order: rank (silent first), then ID.
+pub type FleetKey = (i64, String);
 pub type FindingKey = (i64, String, u64, String);
 /// Where a page of conflicts ends: (workstation, seq, received, received entry's hash).
 pub type ConflictKey = (String, u64, i64, Vec<u8>);

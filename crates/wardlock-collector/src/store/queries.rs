@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use wardlock_core::audit::{AuditEntry, AuditKind, GENESIS_HASH};
+use wardlock_core::audit::{AuditEntry, AuditKind, WorkstationState, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
 use wardlock_core::protocol::collector::Heartbeat;
 
@@ -16,9 +16,10 @@ use super::sql::{self, args, Args, Row, Sql};
 use super::sqlite::Sqlite;
 use super::{
     finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict,
-    ConflictKey, ConsoleAccount, ConsoleSessionRecord, EnrollAttempt, EnrollPlan, EnrollResult, EnrollSecret,
-    Enrolled, EventQuery, FailureCount, FailureKey, Finding, FindingKey, Hash, Ingest, NewEnrollSecret,
-    PolicyPut, ReenrollApproval, Role, SecretKey, StoreError, StoredEvent, UserRecord, Workstation,
+    ConflictKey, ConsoleAccount, ConsoleSessionRecord, EmergencyReview, EnrollAttempt, EnrollPlan,
+    EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount, FailureKey, Finding, FindingKey,
+    FleetKey, FleetWorkstation, Hash, Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval, Role, SecretKey,
+    StoreError, StoredEvent, UserRecord, Workstation,
 };
 
 #[derive(Debug)]
@@ -407,6 +408,66 @@ impl CollectorStore for SqlStore {
         self.read(|sql| all(sql.query(&statement, &args.0)?, workstation))
     }
 
+    fn fleet(
+        &self,
+        group: Option<&str>,
+        silent_before: UtcMillis,
+        after: Option<&FleetKey>,
+        limit: u32,
+    ) -> Result<Vec<(FleetKey, FleetWorkstation)>, StoreError> {
+        let mut args = Args::default();
+        let rank = format!(
+            "CASE WHEN coalesce(w.last_seen_ms, w.enrolled_ms) < {} THEN 0
+                  WHEN w.state = 'guard_lost' OR w.guard_connected = {} THEN 1
+                  WHEN w.state = 'logged_off' THEN 2 WHEN w.state = 'warning' THEN 3
+                  WHEN w.state = 'active' THEN 4 ELSE 5 END",
+            args.bind(silent_before),
+            args.bind(false)
+        );
+        let mut filter = String::from("w.revoked_ms IS NULL");
+        if let Some(group) = group {
+            filter.push_str(&format!(" AND w.grp = {}", args.bind(group)));
+        }
+        let (after_rank, after_id) = after.cloned().unwrap_or((-1, String::new()));
+        let statement = format!(
+            "SELECT page.*, (SELECT count(*) FROM findings f WHERE f.workstation = page.id) FROM (
+                 SELECT * FROM (
+                     SELECT {rank} AS rank, w.id, w.hostname, w.grp, w.state, w.state_ms, w.last_seen_ms, w.backlog,
+                            w.guard_connected, w.agent_version, w.policy_serial, p.serial AS group_serial
+                     FROM workstations w LEFT JOIN policies p ON p.grp = w.grp WHERE {filter}
+                 ) ranked WHERE (rank, id) > ({}, {}) ORDER BY rank, id LIMIT {}
+             ) page ORDER BY rank, id",
+            args.bind(after_rank),
+            args.bind(after_id),
+            args.bind(i64::from(limit))
+        );
+        self.read(|sql| {
+            all(sql.query(&statement, &args.0)?, |r| {
+                let rank = r.int(0)?;
+                let state = if rank == 0 {
+                    Some(WorkstationState::Silent)
+                } else {
+                    r.opt_text(4)?.as_deref().and_then(WorkstationState::parse)
+                };
+                let ws = FleetWorkstation {
+                    id: r.text(1)?,
+                    hostname: r.text(2)?,
+                    group: r.text(3)?,
+                    state,
+                    state_since: r.opt_time(5)?,
+                    last_seen: r.opt_time(6)?,
+                    backlog: r.opt_uint(7)?,
+                    guard_connected: r.opt_bool(8)?,
+                    agent_version: r.text(9)?,
+                    policy_serial: r.opt_uint(10)?,
+                    group_policy_serial: r.opt_uint(11)?,
+                    findings: r.uint(12)?,
+                };
+                Ok(((rank, ws.id.clone()), ws))
+            })
+        })
+    }
+
     fn workstation_count(&self) -> Result<u64, StoreError> {
         self.read(|sql| sql.query_one("SELECT count(*) FROM workstations", &[])?.uint(0))
     }
@@ -447,8 +508,16 @@ impl CollectorStore for SqlStore {
                 flag(sql, workstation, beat.last_seq + 1, "truncated", &detail, now)?;
             }
             sql.execute(
-                "UPDATE workstations SET last_seen_ms = $2, reported_last_seq = $3 WHERE id = $1",
-                args![workstation, now, sql::int(beat.last_seq)],
+                "UPDATE workstations SET last_seen_ms = $2, reported_last_seq = $3, backlog = $4, policy_serial = $5,
+                 guard_connected = $6 WHERE id = $1",
+                args![
+                    workstation,
+                    now,
+                    sql::int(beat.last_seq),
+                    sql::int(beat.unsent),
+                    beat.policy_serial.map(sql::int),
+                    beat.guard_connected
+                ],
             )?;
             Ok(())
         })
@@ -555,6 +624,18 @@ impl CollectorStore for SqlStore {
                 statement.push_str(&format!(" AND {clause} {}", args.bind(value)));
             }
         }
+        if let Some(group) = q.group.as_deref() {
+            statement.push_str(&format!(
+                " AND workstation IN (SELECT id FROM workstations WHERE grp = {})",
+                args.bind(group)
+            ));
+        }
+        if let Some(failures) = q.failures {
+            let kinds: Vec<String> =
+                AuditKind::names(AuditKind::FAILURES).into_iter().map(|k| args.bind(k)).collect();
+            let not = if failures { "" } else { "NOT " };
+            statement.push_str(&format!(" AND kind {not}IN ({})", kinds.join(", ")));
+        }
         statement.push_str(&format!(" ORDER BY id LIMIT {}", args.bind(i64::from(q.limit))));
         self.read(|sql| all(sql.query(&statement, &args.0)?, stored_event))
     }
@@ -652,6 +733,69 @@ impl CollectorStore for SqlStore {
                 },
             )
         })
+    }
+
+    fn emergency_reviews(
+        &self,
+        entries: &[(String, u64)],
+    ) -> Result<Vec<(String, u64, EmergencyReview)>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = Args::default();
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|(ws, seq)| format!("({}, {})", args.bind(ws.as_str()), args.bind(sql::int(*seq))))
+            .collect();
+        let statement = format!(
+            "SELECT workstation, seq, reviewer, note, reviewed_ms FROM emergency_reviews WHERE (workstation, seq) IN ({})",
+            keys.join(", ")
+        );
+        self.read(|sql| {
+            all(sql.query(&statement, &args.0)?, |r| {
+                Ok((
+                    r.text(0)?,
+                    r.uint(1)?,
+                    EmergencyReview { reviewer: r.text(2)?, note: r.text(3)?, reviewed: r.time(4)? },
+                ))
+            })
+        })
+    }
+
+    fn review_emergency(
+        &self,
+        workstation: &str,
+        seq: u64,
+        review: &EmergencyReview,
+        log: &AdminAction,
+    ) -> Result<Option<EmergencyReview>, StoreError> {
+        self.write(|sql| {
+            let entry = sql.query_opt(
+                "SELECT kind FROM audit WHERE workstation = $1 AND seq = $2",
+                args![workstation, sql::int(seq)],
+            )?;
+            if entry.map(|r| r.text(0)).transpose()?.as_deref() != Some(AuditKind::EmergencyAccess.as_str()) {
+                return Err(StoreError::Conflict(format!("no break-glass access is stored at {workstation} #{seq}")));
+            }
+            let kept = sql.execute(
+                "INSERT INTO emergency_reviews (workstation, seq, reviewer, note, reviewed_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                args![workstation, sql::int(seq), &review.reviewer, &review.note, review.reviewed],
+            )?;
+            if kept == 0 {
+                let r = sql.query_one(
+                    "SELECT reviewer, note, reviewed_ms FROM emergency_reviews WHERE workstation = $1 AND seq = $2",
+                    args![workstation, sql::int(seq)],
+                )?;
+                return Ok(Some(EmergencyReview { reviewer: r.text(0)?, note: r.text(1)?, reviewed: r.time(2)? }));
+            }
+            log_in(sql, Some(log))?;
+            Ok(None)
+        })
+    }
+
+    fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.read(|sql| sql.query_one("SELECT coalesce(max(id), 0) FROM audit", &[])?.int(0))
     }
 
     fn entry_count(&self) -> Result<u64, StoreError> {

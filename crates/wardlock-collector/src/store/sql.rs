@@ -186,6 +186,13 @@ impl Row {
         Ok(UtcMillis::from_unix_millis(self.int(i)?))
     }
 
+    pub fn opt_bool(&self, i: usize) -> Result<Option<bool>, StoreError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.bool(i).map(Some),
+        }
+    }
+
     /// SQLite keeps booleans as integers.
     pub fn bool(&self, i: usize) -> Result<bool, StoreError> {
         match self.at(i)? {

@@ -458,6 +458,34 @@ pub struct EventOut {
     pub record: AuditRecord,
 }
 
+/// `GET /api/v1/reports/emergency`: a break-glass access and its review, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmergencyOut {
+    #[serde(flatten)]
+    pub event: EventOut,
+    pub review: Option<EmergencyReview>,
+}
+
+/// An auditor's review of one break-glass access: kept once, never changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmergencyReview {
+    pub reviewer: String,
+    pub note: String,
+    pub reviewed: UtcMillis,
+}
+
+/// `POST /api/v1/reports/emergency/{workstation}/{seq}/review`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyReviewRequest {
+    /// What the reviewer found (the reason held up, or what was done about it).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 2000))]
+    pub note: String,
+}
+
 /// `GET /api/v1/reports/conflicts`: two versions of one entry, what the collector stored
 /// first and what came later under the same seq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,6 +510,33 @@ pub struct WorkstationOut {
     pub last_seen: Option<UtcMillis>,
     pub entries_received: u64,
     pub entries_reported: Option<u64>,
+}
+
+/// `GET /api/v1/fleet`: a workstation as the fleet page shows it, silent and unguarded
+/// ones first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FleetWorkstation {
+    pub id: String,
+    pub hostname: String,
+    pub group: String,
+    /// Silent when not heard from within the collector's `--silent-after`; else what its
+    /// latest entries say (unknown before any).
+    pub state: Option<crate::audit::WorkstationState>,
+    /// The time of the entry that put it in that state.
+    pub state_since: Option<UtcMillis>,
+    pub last_seen: Option<UtcMillis>,
+    /// Entries its latest heartbeat said were not sent yet.
+    pub backlog: Option<u64>,
+    /// Whether a guard held the session at its latest heartbeat.
+    pub guard_connected: Option<bool>,
+    pub agent_version: String,
+    /// The serial of the policy it runs, from its latest heartbeat…
+    pub policy_serial: Option<u64>,
+    /// …and the latest one stored for its group.
+    pub group_policy_serial: Option<u64>,
+    /// Chain findings recorded for it.
+    pub findings: u64,
 }
 
 /// `GET /api/v1/reports/chain`: a problem with a workstation's chain, kept for compliance.

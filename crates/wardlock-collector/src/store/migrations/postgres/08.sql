@@ -27,3 +27,20 @@ CREATE TABLE emergency_reviews (
     reviewed_ms BIGINT NOT NULL,
     PRIMARY KEY (workstation, seq)
 );
+ALTER TABLE workstations ADD COLUMN state TEXT;
+ALTER TABLE workstations ADD COLUMN state_seq BIGINT;
+ALTER TABLE workstations ADD COLUMN state_ms BIGINT;
+ALTER TABLE workstations ADD COLUMN backlog BIGINT;
+ALTER TABLE workstations ADD COLUMN policy_serial BIGINT;
+ALTER TABLE workstations ADD COLUMN guard_connected BOOLEAN;
+CREATE INDEX workstations_grp ON workstations (grp, id);
+ALTER TABLE policies ADD COLUMN stored_by TEXT;
+CREATE TABLE policy_history (
+    grp        TEXT NOT NULL,
+    serial     BIGINT NOT NULL,
+    envelope   TEXT NOT NULL,
+    stored_by  TEXT NOT NULL,
+    stored_ms  BIGINT NOT NULL,
+    PRIMARY KEY (grp, serial)
+);
+CREATE INDEX audit_kind_time ON audit (kind, time_ms);

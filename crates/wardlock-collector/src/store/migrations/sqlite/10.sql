@@ -27,3 +27,24 @@ CREATE TABLE emergency_reviews (
     reviewed_ms INTEGER NOT NULL,
     PRIMARY KEY (workstation, seq)
 ) STRICT;
+-- The fleet at a glance: each workstation's state from its latest entry that changes it
+-- (core's `AuditKind::state_after`), and what its latest heartbeat reported.
+ALTER TABLE workstations ADD COLUMN state TEXT;
+ALTER TABLE workstations ADD COLUMN state_seq INTEGER;
+ALTER TABLE workstations ADD COLUMN state_ms INTEGER;
+ALTER TABLE workstations ADD COLUMN backlog INTEGER;
+ALTER TABLE workstations ADD COLUMN policy_serial INTEGER;
+ALTER TABLE workstations ADD COLUMN guard_connected INTEGER;
+CREATE INDEX workstations_grp ON workstations (grp, id);
+-- Every policy stored, with who stored it, for the history and its diffs.
+ALTER TABLE policies ADD COLUMN stored_by TEXT;
+CREATE TABLE policy_history (
+    grp        TEXT NOT NULL,
+    serial     INTEGER NOT NULL,
+    envelope   TEXT NOT NULL,
+    stored_by  TEXT NOT NULL,
+    stored_ms  INTEGER NOT NULL,
+    PRIMARY KEY (grp, serial)
+) STRICT;
+-- The chart of emergency accesses and the time filters walk entries by time.
+CREATE INDEX audit_kind_time ON audit (kind, time_ms);
