@@ -191,7 +191,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/directory", get(workstation::directory))
         .route("/api/v1/admin/users", post(admin::add_user).get(admin::list_users))
+        .route("/api/v1/admin/users/{id}", put(admin::update_user))
         .route("/api/v1/admin/users/{id}/disable", post(admin::disable_user))
+        .route("/api/v1/admin/users/{id}/totp", post(admin::new_totp))
         .route("/api/v1/admin/users/{id}/admin-grant", post(admin::put_admin_grant))
         .route(
             "/api/v1/console/session",
@@ -242,7 +244,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 #[openapi(
     info(title = "Wardlock collector", description = "Workstations enroll, push audit logs and pull signed policies and the directory; compliance queries events and reports."),
     paths(
-        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::disable_user, admin::put_admin_grant, console::sign_in, console::session, console::sign_out, compliance::events, compliance::events_stream, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::review_emergency, compliance::report_stale, compliance::workstations, compliance::fleet
+        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::update_user, admin::disable_user, admin::new_totp, admin::put_admin_grant, console::sign_in, console::session, console::sign_out, compliance::events, compliance::events_stream, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::review_emergency, compliance::report_stale, compliance::workstations, compliance::fleet
     ),
     components(schemas(ErrorBody, AuditKind, UtcMillis, crate::store::Role, wardlock_core::audit::WorkstationState)),
     modifiers(&Security)
@@ -321,6 +323,6 @@ mod tests {
             })
             .sum();
         // The routes in `router` (the OpenAPI document itself aside).
-        assert_eq!(documented, 33);
+        assert_eq!(documented, 35);
     }
 }

@@ -84,17 +84,8 @@ pub(super) async fn add_user(
     if req.id.len() > 64 {
         return Err(ApiError::bad("id must be at most 64 characters (what workstations accept)"));
     }
-    let text_ok =
-        |t: &str| !t.trim().is_empty() && t.chars().count() <= 128 && !t.chars().any(char::is_control);
-    if !text_ok(&req.display_name) || !text_ok(&req.role) {
-        return Err(ApiError::bad("display_name and role must be 1–128 printable characters"));
-    }
-    if req.groups.len() > 64 {
-        return Err(ApiError::bad("at most 64 groups"));
-    }
-    for group in &req.groups {
-        check_name("group", group)?;
-    }
+    check_user_text(&req.display_name, &req.role)?;
+    check_groups(&req.groups)?;
     let pin_hash = match &req.pin {
         Some(pin) => {
             let (store, groups) = (state.store.clone(), req.groups.clone());
@@ -113,15 +104,9 @@ pub(super) async fn add_user(
         }
         None => None,
     };
-    let (totp_sealed, otpauth_uri) = if req.totp {
-        let mut bytes = zeroize::Zeroizing::new(vec![0u8; 20]);
-        getrandom::getrandom(&mut bytes).map_err(internal)?;
-        let seed = TotpSeed::new(bytes.to_vec()).map_err(internal)?;
-        let uri = unlock::totp_uri(&wardlock_core::policy::TotpPolicy::default(), &seed, &req.id)
-            .map_err(internal)?;
-        (Some(state.data_key.seal(seed.expose(), req.id.as_bytes()).map_err(internal)?), Some(uri))
-    } else {
-        (None, None)
+    let (totp_sealed, otpauth_uri) = match req.totp {
+        true => new_totp_seed(&state, &req.id).map(|(sealed, uri)| (Some(sealed), Some(uri)))?,
+        false => (None, None),
     };
     let record = UserRecord {
         id: req.id.clone(),
@@ -149,17 +134,88 @@ pub(super) async fn disable_user(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let store = state.store.clone();
-    let lookup = id.clone();
-    let Some(mut user) = blocking(move || store.user(&lookup)).await? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no user {id:?} in the directory")));
-    };
+    let mut user = existing_user(&state, &id).await?;
     user.disabled = true;
     user.updated = now();
     let store = state.store.clone();
     let log = admin_action(&caller, "user_disable", format!("user {id}"));
     blocking(move || store.put_user(&user, false, Some(&log))).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(put, tag = "admin role", path = "/api/v1/admin/users/{id}", summary = "Change a directory user's display name, role and groups; workstations take it at their next sync", params(("id" = String, Path)), request_body = wardlock_core::protocol::collector::UserUpdate, responses((status = 204, description = "changed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+pub(super) async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let req: wardlock_core::protocol::collector::UserUpdate = parse(&body)?;
+    check_user_text(&req.display_name, &req.role)?;
+    check_groups(&req.groups)?;
+    let mut user = existing_user(&state, &id).await?;
+    user.display_name = req.display_name;
+    user.role = req.role.clone();
+    user.groups = req.groups.clone();
+    user.updated = now();
+    let detail = format!("user {id} role {} groups {}", req.role, req.groups.join(","));
+    let log = admin_action(&caller, "user_change", detail);
+    let store = state.store.clone();
+    blocking(move || store.put_user(&user, false, Some(&log))).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/users/{id}/totp", summary = "Issue a new TOTP enrolment for a directory user (the old code stops working at the workstations' next sync); the otpauth URI is shown once", params(("id" = String, Path)), responses((status = 201, body = UserCreated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+pub(super) async fn new_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let mut user = existing_user(&state, &id).await?;
+    let (sealed, uri) = new_totp_seed(&state, &id)?;
+    user.totp_sealed = Some(sealed);
+    user.updated = now();
+    let log = admin_action(&caller, "user_totp_reissue", format!("user {id}"));
+    let store = state.store.clone();
+    blocking(move || store.put_user(&user, false, Some(&log))).await?;
+    Ok((StatusCode::CREATED, Json(UserCreated { id, otpauth_uri: Some(uri) })).into_response())
+}
+
+async fn existing_user(state: &AppState, id: &str) -> Result<UserRecord, ApiError> {
+    let (store, lookup) = (state.store.clone(), id.to_owned());
+    blocking(move || store.user(&lookup))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no user {id:?} in the directory")))
+}
+
+/// A new TOTP seed for `id`, sealed with the data key, and its `otpauth://` URI.
+fn new_totp_seed(state: &AppState, id: &str) -> Result<(Vec<u8>, String), ApiError> {
+    let mut bytes = zeroize::Zeroizing::new(vec![0u8; 20]);
+    getrandom::getrandom(&mut bytes).map_err(internal)?;
+    let seed = TotpSeed::new(bytes.to_vec()).map_err(internal)?;
+    let uri = unlock::totp_uri(&wardlock_core::policy::TotpPolicy::default(), &seed, id).map_err(internal)?;
+    Ok((state.data_key.seal(seed.expose(), id.as_bytes()).map_err(internal)?, uri))
+}
+
+fn check_user_text(display_name: &str, role: &str) -> Result<(), ApiError> {
+    let text_ok =
+        |t: &str| !t.trim().is_empty() && t.chars().count() <= 128 && !t.chars().any(char::is_control);
+    if !text_ok(display_name) || !text_ok(role) {
+        return Err(ApiError::bad("display_name and role must be 1–128 printable characters"));
+    }
+    Ok(())
+}
+
+fn check_groups(groups: &[String]) -> Result<(), ApiError> {
+    if groups.len() > 64 {
+        return Err(ApiError::bad("at most 64 groups"));
+    }
+    for group in groups {
+        check_name("group", group)?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(post, tag = "admin role", path = "/api/v1/admin/users/{id}/admin-grant", summary = "Store IT's signed grant of the admin role for a user (`wardlockctl user grant-admin`); workstations take the role only with it", params(("id" = String, Path)), request_body = wardlock_core::protocol::collector::AdminGrantRequest, responses((status = 204, description = "stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]

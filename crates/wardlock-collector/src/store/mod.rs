@@ -158,6 +158,8 @@ pub struct EventQuery {
     pub workstation: Option<String>,
     pub user: Option<String>,
     pub kind: Option<String>,
+    /// Only these kinds (with `kind`, its kind too).
+    pub kinds: Vec<String>,
     /// Only the workstations of this group.
     pub group: Option<String>,
     /// Only failures (`AuditKind::FAILURES`), or only the rest.

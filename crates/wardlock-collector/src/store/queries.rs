@@ -624,6 +624,10 @@ impl CollectorStore for SqlStore {
                 statement.push_str(&format!(" AND {clause} {}", args.bind(value)));
             }
         }
+        if !q.kinds.is_empty() {
+            let kinds: Vec<String> = q.kinds.iter().map(|k| args.bind(k.as_str())).collect();
+            statement.push_str(&format!(" AND kind IN ({})", kinds.join(", ")));
+        }
         if let Some(group) = q.group.as_deref() {
             statement.push_str(&format!(
                 " AND workstation IN (SELECT id FROM workstations WHERE grp = {})",

@@ -381,6 +381,20 @@ impl TokenRole {
     }
 }
 
+/// `PUT /api/v1/admin/users/{id}`: a directory user's name, role and groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub display_name: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub role: String,
+    /// The workstation groups whose directory holds the user; empty: every group.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
 /// `POST /api/v1/console/session`: a console sign-in. Never logged; the password and
 /// code are zeroed when the request is done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
