@@ -455,7 +455,15 @@ impl GuardLoop {
                     self.screen.lock();
                     // After the curtain: hiding the applications may take a while.
                     self.phi.lock(self.owner.as_ref().map(|(id, _)| id.clone()));
-                    self.link.report(GuardEvent::Locked { reason });
+                    let (idle_secs, timeout_secs) = match reason {
+                        LockReason::Idle => {
+                            let timeout =
+                                self.status.lock().unwrap_or_else(|p| p.into_inner()).idle_timeout_secs;
+                            (self.read_idle().map(|idle| idle.as_secs()), timeout)
+                        }
+                        _ => (None, None),
+                    };
+                    self.link.report(GuardEvent::Locked { reason, idle_secs, timeout_secs });
                 }
                 Action::Unlock => self.screen.unlock(),
             }

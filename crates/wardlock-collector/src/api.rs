@@ -10,6 +10,7 @@ mod enrollment;
 pub mod gate;
 mod metrics;
 mod paging;
+mod policies;
 pub mod quota;
 pub mod snapshots;
 mod workstation;
@@ -188,6 +189,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reports/stale", get(compliance::report_stale))
         .route("/api/v1/workstations", get(compliance::workstations))
         .route("/api/v1/fleet", get(compliance::fleet))
+        .route("/api/v1/charts", get(compliance::charts))
+        .route("/api/v1/policies", get(policies::policies))
+        .route("/api/v1/policies/check", post(policies::check))
+        .route("/api/v1/admin/policy-drafts", post(policies::add_draft))
+        .route("/api/v1/policy-drafts", get(policies::drafts))
+        .route("/api/v1/policy-drafts/{id}", get(policies::draft))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/directory", get(workstation::directory))
         .route("/api/v1/admin/users", post(admin::add_user).get(admin::list_users))
@@ -244,7 +251,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 #[openapi(
     info(title = "Wardlock collector", description = "Workstations enroll, push audit logs and pull signed policies and the directory; compliance queries events and reports."),
     paths(
-        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::update_user, admin::disable_user, admin::new_totp, admin::put_admin_grant, console::sign_in, console::session, console::sign_out, compliance::events, compliance::events_stream, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::review_emergency, compliance::report_stale, compliance::workstations, compliance::fleet
+        healthz, metrics::metrics, enrollment::enroll, workstation::audit, workstation::policy, workstation::heartbeat, workstation::directory, admin::put_policy, enrollment::create_enroll_secret, enrollment::list_enroll_secrets, enrollment::revoke_enroll_secret, enrollment::approve_reenroll, enrollment::revoke_workstation, admin::create_token, admin::admin_log, admin::add_user, admin::list_users, admin::update_user, admin::disable_user, admin::new_totp, admin::put_admin_grant, console::sign_in, console::session, console::sign_out, compliance::events, compliance::events_stream, compliance::report_chain, compliance::report_conflicts, compliance::report_silent, compliance::report_failed, compliance::report_emergency, compliance::review_emergency, compliance::report_stale, compliance::workstations, compliance::fleet, compliance::charts, policies::policies, policies::check, policies::add_draft, policies::drafts, policies::draft
     ),
     components(schemas(ErrorBody, AuditKind, UtcMillis, crate::store::Role, wardlock_core::audit::WorkstationState)),
     modifiers(&Security)
@@ -323,6 +330,6 @@ mod tests {
             })
             .sum();
         // The routes in `router` (the OpenAPI document itself aside).
-        assert_eq!(documented, 35);
+        assert_eq!(documented, 41);
     }
 }

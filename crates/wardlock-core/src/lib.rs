@@ -6,6 +6,7 @@
 //! is therefore testable without a display, a database or a network.
 
 pub mod audit;
+pub mod charts;
 pub mod clock;
 pub mod console;
 pub mod identity;

@@ -49,14 +49,21 @@ pub enum PolicyCommand {
     },
     /// Sign a central policy (it is checked first; an invalid policy is never signed)
     #[command(
-        after_help = "Example:\n  wardlockctl policy sign icu.toml --key keys/policy-signing.key --group icu --out icu.signed.json"
+        after_help = "Examples:\n  wardlockctl policy sign icu.toml --key keys/policy-signing.key --group icu --out icu.signed.json\n  wardlockctl --server https://collector:8443 --token $TOKEN policy sign --draft 7 --key keys/policy-signing.key"
     )]
     Sign {
-        file: PathBuf,
+        /// The policy file (TOML); or --draft ID for a change drafted in the console
+        #[arg(required_unless_present = "draft")]
+        file: Option<PathBuf>,
         #[arg(long)]
         key: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
+        /// Where the signed policy goes; with --draft it is pushed to the collector
+        #[arg(long, required_unless_present = "draft")]
+        out: Option<PathBuf>,
+        /// Sign a draft from the console (GET /api/v1/policy-drafts/ID) and push it to its
+        /// group (needs --server); the key stays on this machine
+        #[arg(long, value_name = "ID", conflicts_with_all = ["file", "out", "group"])]
+        draft: Option<i64>,
         /// Workstation group the policy is for (all groups if not given)
         #[arg(long)]
         group: Option<String>,
@@ -80,7 +87,13 @@ pub fn run(cmd: PolicyCommand, server: &crate::server::ServerArgs) -> Result<Ver
         PolicyCommand::Push { file, group } => crate::server::policy_push(&server.require()?, &file, &group),
         PolicyCommand::Check { file, central } => check(&file, central),
         PolicyCommand::Keygen { out, force } => keygen(&out, force),
-        PolicyCommand::Sign { file, key, out, group, serial } => sign(&file, &key, &out, group, serial),
+        PolicyCommand::Sign { draft: Some(id), key, serial, .. } => {
+            sign_draft(&server.require()?, id, &key, serial)
+        }
+        PolicyCommand::Sign { file: Some(file), key, out: Some(out), group, serial, .. } => {
+            sign(&file, &key, &out, group, serial)
+        }
+        PolicyCommand::Sign { .. } => bail!("give a policy file and --out, or --draft ID"),
         PolicyCommand::Verify { signed, pubkey } => verify(&signed, &pubkey),
     }
 }
@@ -178,6 +191,43 @@ fn sign(
         signed.key_id,
         body.serial,
         out.display()
+    );
+    Ok(Verdict::Ok)
+}
+
+/// Signs a draft kept on the collector and stores it for the draft's group: checked here
+/// again by core's validation, so what is signed is what this machine read.
+fn sign_draft(
+    server: &crate::server::Server,
+    id: i64,
+    key_path: &Path,
+    serial: Option<u64>,
+) -> Result<Verdict> {
+    let draft: wardlock_core::protocol::collector::PolicyDraft =
+        server.typed::<(), _>("GET", &format!("/api/v1/policy-drafts/{id}"), None)?;
+    if let Err(e) = PolicyDocument::parse(&format!("draft {id}"), Layer::Central, &draft.policy) {
+        eprintln!("{e}");
+        eprintln!("not signed: the draft does not pass the policy rules");
+        return Ok(Verdict::Failed);
+    }
+    println!("# draft {id} for group {} by {}:\n{}", draft.group, draft.author, draft.policy.trim_end());
+    let key = read_signing_key(key_path)?;
+    let issued_at = now();
+    let body = SignedPolicyBody {
+        serial: serial.unwrap_or_else(|| issued_at.unix_seconds()),
+        issued_at,
+        group: Some(draft.group.clone()),
+        policy: draft.policy,
+    };
+    let signed = SignedPolicy::sign(&body, &key);
+    let stored: wardlock_core::protocol::collector::PolicyStored = server.typed(
+        "PUT",
+        &format!("/api/v1/admin/policies/{}", crate::server::encode(&draft.group)),
+        Some(&signed),
+    )?;
+    println!(
+        "signed draft {id} with key {} (serial {}) and stored it for group {}",
+        signed.key_id, stored.serial, stored.group
     );
     Ok(Verdict::Ok)
 }

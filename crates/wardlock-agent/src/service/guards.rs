@@ -255,9 +255,15 @@ impl Service {
                 d(AuditKind::WarningShown).detail("seconds_left", seconds_left)
             }
             GuardEvent::WarningCancelled {} => d(AuditKind::WarningCancelled),
-            GuardEvent::Locked { reason } => {
+            GuardEvent::Locked { reason, idle_secs, timeout_secs } => {
                 let reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned));
-                d(AuditKind::Locked).detail("reason", reason.unwrap_or_default())
+                let mut draft = d(AuditKind::Locked).detail("reason", reason.unwrap_or_default());
+                // What the guard measured: the console charts the time from the last input
+                // to the lock against the timeout.
+                if let (Some(idle), Some(timeout)) = (idle_secs, timeout_secs) {
+                    draft = draft.detail("idle_secs", idle).detail("timeout_secs", timeout);
+                }
+                draft
             }
             GuardEvent::LockFailed { what } => d(AuditKind::LockFailed).detail("what", client_text(what)),
             GuardEvent::KeymapHardened { actions } => {

@@ -1,7 +1,7 @@
 //! The compliance side: events (JSON, CSV, FHIR) and reports, every list in pages.
 
 use wardlock_core::protocol::collector::{
-    ConflictOut, EmergencyOut, EmergencyReview, EmergencyReviewRequest, EventOut, EventPage,
+    Charts, ConflictOut, EmergencyOut, EmergencyReview, EmergencyReviewRequest, EventOut, EventPage,
     FleetWorkstation, StaleUser, WorkstationOut,
 };
 
@@ -546,4 +546,46 @@ pub(super) async fn report_stale(
         |(u, _)| u.id.clone(),
         |(u, last)| StaleUser { last_unlock: last, id: u.id, display_name: u.display_name, role: u.role },
     ))
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChartParams {
+    /// Entries dated at or after this time (RFC 3339); default: 7 days before `until`.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Entries dated before this time (RFC 3339); default: now.
+    #[param(format = DateTime)]
+    until: Option<String>,
+    /// Only this workstation group.
+    group: Option<String>,
+}
+
+/// The longest span one chart request covers.
+const MAX_CHART_DAYS: i64 = 92;
+
+#[utoipa::path(get, path = "/api/v1/charts", summary = "What the console's charts draw: locks and unlocks per group and hour, idle locks by lateness past the timeout, unattended minutes per workstation and day, break-glass accesses per week", params(ChartParams), responses((status = 200, body = Charts), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+pub(super) async fn charts(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Q(p): Q<ChartParams>,
+) -> Result<Response, ApiError> {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let until = time_param("until", p.until.as_deref())?.unwrap_or_else(now);
+    let since = time_param("since", p.since.as_deref())?
+        .unwrap_or_else(|| UtcMillis::from_unix_millis(until.unix_millis() - 7 * DAY));
+    if since >= until {
+        return Err(ApiError::bad("since must be before until"));
+    }
+    if until.unix_millis() - since.unix_millis() > MAX_CHART_DAYS * DAY {
+        return Err(ApiError::bad(format!("a chart covers at most {MAX_CHART_DAYS} days")));
+    }
+    let group = p.group.filter(|g| !g.is_empty());
+    if let Some(group) = &group {
+        check_name("group", group)?;
+    }
+    let store = state.store.clone();
+    let charts = blocking(move || store.charts(since, until, group.as_deref())).await?;
+    Ok(Json(charts).into_response())
 }

@@ -42,7 +42,7 @@ pub type Hash = [u8; 32];
 /// What an API token may do (the wire type, named so in the store).
 pub use wardlock_core::protocol::collector::TokenRole as Role;
 pub use wardlock_core::protocol::collector::{
-    AdminAction, EmergencyReview, FailureCount, Finding, FleetWorkstation,
+    AdminAction, Charts, EmergencyReview, FailureCount, Finding, FleetWorkstation, PolicyDraft,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +140,18 @@ pub struct ConsoleAccount {
     pub totp_sealed: Vec<u8>,
     pub auth_state: String,
     pub disabled: bool,
+}
+
+/// A group's stored policy: the envelope in force, who stored it, and the one before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub group: String,
+    pub serial: u64,
+    pub envelope: String,
+    pub stored_by: String,
+    pub stored: UtcMillis,
+    /// (serial, envelope, stored_by, stored) of the policy it replaced.
+    pub previous: Option<(u64, String, String, UtcMillis)>,
 }
 
 /// A console session looked up by its cookie's hash, with its account's standing now.
@@ -519,6 +531,19 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
     ) -> Result<PolicyPut, StoreError>;
     /// The signed envelope for a group, and its ETag.
     fn policy(&self, group: &str) -> Result<Option<(String, String)>, StoreError>;
+    /// Every group's policy in force with the one it replaced, by group (one row a group).
+    fn policies_in_force(&self) -> Result<Vec<StoredPolicy>, StoreError>;
+    fn add_policy_draft(
+        &self,
+        group: &str,
+        policy: &str,
+        author: &str,
+        now: UtcMillis,
+        log: &AdminAction,
+    ) -> Result<i64, StoreError>;
+    /// Drafts, newest first, before the `before` ID.
+    fn policy_drafts(&self, before: Option<i64>, limit: u32) -> Result<Vec<PolicyDraft>, StoreError>;
+    fn policy_draft(&self, id: i64) -> Result<Option<PolicyDraft>, StoreError>;
     fn add_token(
         &self,
         token: &Hash,
@@ -556,6 +581,8 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         review: &EmergencyReview,
         log: &AdminAction,
     ) -> Result<Option<EmergencyReview>, StoreError>;
+    /// The console's charts over entries dated in [since, until), of one group or all.
+    fn charts(&self, since: UtcMillis, until: UtcMillis, group: Option<&str>) -> Result<Charts, StoreError>;
     fn entry_count(&self) -> Result<u64, StoreError>;
     /// The cursor of the latest stored entry (0 when there is none).
     fn last_event_id(&self) -> Result<i64, StoreError>;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use wardlock_core::audit::{AuditEntry, AuditKind, WorkstationState, GENESIS_HASH};
 use wardlock_core::clock::UtcMillis;
-use wardlock_core::protocol::collector::Heartbeat;
+use wardlock_core::protocol::collector::{Charts, Heartbeat, HourCount, WeekCount};
 
 use super::intake::{self, Received, SqlIntake};
 use super::pg::Postgres;
@@ -18,8 +18,8 @@ use super::{
     finding_line, plan_enroll, plan_policy_put, policy_etag, AdminAction, CollectorStore, Conflict,
     ConflictKey, ConsoleAccount, ConsoleSessionRecord, EmergencyReview, EnrollAttempt, EnrollPlan,
     EnrollResult, EnrollSecret, Enrolled, EventQuery, FailureCount, FailureKey, Finding, FindingKey,
-    FleetKey, FleetWorkstation, Hash, Ingest, NewEnrollSecret, PolicyPut, ReenrollApproval, Role, SecretKey,
-    StoreError, StoredEvent, UserRecord, Workstation,
+    FleetKey, FleetWorkstation, Hash, Ingest, NewEnrollSecret, PolicyDraft, PolicyPut, ReenrollApproval,
+    Role, SecretKey, StoreError, StoredEvent, StoredPolicy, UserRecord, Workstation,
 };
 
 #[derive(Debug)]
@@ -129,6 +129,16 @@ fn append_enroll_finding(
         args![workstation, kind, finding_line(now, detail), now, "\n"],
     )?;
     Ok(())
+}
+
+fn policy_draft(r: &Row) -> Result<PolicyDraft, StoreError> {
+    Ok(PolicyDraft {
+        id: r.int(0)?,
+        group: r.text(1)?,
+        policy: r.text(2)?,
+        author: r.text(3)?,
+        created: r.time(4)?,
+    })
 }
 
 pub(super) const ENTRY_COLUMNS: &str =
@@ -559,15 +569,93 @@ impl CollectorStore for SqlStore {
             let current = current.map(|r| r.uint(0)).transpose()?;
             let put = plan_policy_put(current, serial);
             if put == PolicyPut::Stored {
+                let stored_by = log.map(|a| a.actor.as_str()).unwrap_or_default();
                 sql.execute(
-                    "INSERT INTO policies (grp, serial, envelope, etag, updated_ms) VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO policies (grp, serial, envelope, etag, updated_ms, stored_by) VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (grp) DO UPDATE SET serial = excluded.serial, envelope = excluded.envelope,
-                         etag = excluded.etag, updated_ms = excluded.updated_ms",
-                    args![group, sql::int(serial), envelope, policy_etag(envelope), now],
+                         etag = excluded.etag, updated_ms = excluded.updated_ms, stored_by = excluded.stored_by",
+                    args![group, sql::int(serial), envelope, policy_etag(envelope), now, stored_by],
+                )?;
+                sql.execute(
+                    "INSERT INTO policy_history (grp, serial, envelope, stored_by, stored_ms) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                    args![group, sql::int(serial), envelope, stored_by, now],
                 )?;
                 log_in(sql, log)?;
             }
             Ok(put)
+        })
+    }
+
+    fn policies_in_force(&self) -> Result<Vec<StoredPolicy>, StoreError> {
+        self.read(|sql| {
+            all(
+                sql.query(
+                    "SELECT p.grp, p.serial, p.envelope, coalesce(p.stored_by, ''), p.updated_ms,
+                            h.serial, h.envelope, h.stored_by, h.stored_ms
+                     FROM policies p LEFT JOIN policy_history h ON h.grp = p.grp AND h.serial = (
+                         SELECT max(serial) FROM policy_history WHERE grp = p.grp AND serial < p.serial)
+                     ORDER BY p.grp",
+                    &[],
+                )?,
+                |r| {
+                    let previous = match r.opt_uint(5)? {
+                        Some(serial) => Some((serial, r.text(6)?, r.text(7)?, r.time(8)?)),
+                        None => None,
+                    };
+                    Ok(StoredPolicy {
+                        group: r.text(0)?,
+                        serial: r.uint(1)?,
+                        envelope: r.text(2)?,
+                        stored_by: r.text(3)?,
+                        stored: r.time(4)?,
+                        previous,
+                    })
+                },
+            )
+        })
+    }
+
+    fn add_policy_draft(
+        &self,
+        group: &str,
+        policy: &str,
+        author: &str,
+        now: UtcMillis,
+        log: &AdminAction,
+    ) -> Result<i64, StoreError> {
+        self.write(|sql| {
+            let id = sql
+                .query_one(
+                    "INSERT INTO policy_drafts (grp, policy, author, created_ms) VALUES ($1, $2, $3, $4) RETURNING id",
+                    args![group, policy, author, now],
+                )?
+                .int(0)?;
+            log_in(sql, Some(&AdminAction { detail: format!("draft {id} for group {group}"), ..log.clone() }))?;
+            Ok(id)
+        })
+    }
+
+    fn policy_drafts(&self, before: Option<i64>, limit: u32) -> Result<Vec<PolicyDraft>, StoreError> {
+        self.read(|sql| {
+            all(
+                sql.query(
+                    "SELECT id, grp, policy, author, created_ms FROM policy_drafts WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                    args![before.unwrap_or(i64::MAX), i64::from(limit)],
+                )?,
+                policy_draft,
+            )
+        })
+    }
+
+    fn policy_draft(&self, id: i64) -> Result<Option<PolicyDraft>, StoreError> {
+        self.read(|sql| {
+            sql.query_opt(
+                "SELECT id, grp, policy, author, created_ms FROM policy_drafts WHERE id = $1",
+                args![id],
+            )?
+            .map(|r| policy_draft(&r))
+            .transpose()
         })
     }
 
@@ -795,6 +883,81 @@ impl CollectorStore for SqlStore {
             }
             log_in(sql, Some(log))?;
             Ok(None)
+        })
+    }
+
+    fn charts(&self, since: UtcMillis, until: UtcMillis, group: Option<&str>) -> Result<Charts, StoreError> {
+        use wardlock_core::charts;
+        let group = group.map(str::to_owned);
+        // Each query walks the (kind, time) index for its kinds, joined to the workstation
+        // only for its group.
+        let scope = |args: &mut Args<'_>, kinds: &[AuditKind]| {
+            let kinds: Vec<String> = kinds.iter().map(|k| args.bind(k.as_str())).collect();
+            let mut clause = format!(
+                "a.kind IN ({}) AND a.time_ms >= {} AND a.time_ms < {}",
+                kinds.join(", "),
+                args.bind(since),
+                args.bind(until)
+            );
+            if let Some(group) = &group {
+                clause.push_str(&format!(" AND w.grp = {}", args.bind(group.clone())));
+            }
+            clause
+        };
+        self.read(|sql| {
+            let mut args = Args::default();
+            let (locked, unlocked) = (args.bind(AuditKind::Locked.as_str()), args.bind(AuditKind::UnlockSucceeded.as_str()));
+            let hour = args.bind(3_600_000i64);
+            let filter = scope(&mut args, &[AuditKind::Locked, AuditKind::UnlockSucceeded]);
+            let statement = format!(
+                "SELECT w.grp, (a.time_ms / {hour}) * {hour} AS hour,
+                        sum(CASE WHEN a.kind = {locked} THEN 1 ELSE 0 END), sum(CASE WHEN a.kind = {unlocked} THEN 1 ELSE 0 END)
+                 FROM audit a JOIN workstations w ON w.id = a.workstation WHERE {filter}
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            );
+            let locks_per_hour = all(sql.query(&statement, &args.0)?, |r| {
+                Ok(HourCount { group: r.text(0)?, hour: r.time(1)?, locks: r.uint(2)?, unlocks: r.uint(3)? })
+            })?;
+
+            let mut args = Args::default();
+            let filter = scope(&mut args, &[AuditKind::WarningShown, AuditKind::Locked]);
+            let statement = format!(
+                "SELECT a.workstation, a.seq, a.kind, a.time_ms, a.details FROM audit a
+                 JOIN workstations w ON w.id = a.workstation WHERE {filter} ORDER BY a.workstation, a.seq"
+            );
+            let rows = sql.query(&statement, &args.0)?;
+            let mut sequence = Vec::with_capacity(rows.len());
+            let mut delays = Vec::new();
+            for r in &rows {
+                let Some(kind) = AuditKind::parse(&r.text(2)?) else { continue };
+                if kind == AuditKind::Locked {
+                    let details: serde_json::Value = serde_json::from_str(&r.text(4)?).unwrap_or_default();
+                    let number = |key: &str| details[key].as_str().and_then(|v| v.parse::<u64>().ok());
+                    if let (Some(idle), Some(timeout)) = (number("idle_secs"), number("timeout_secs")) {
+                        delays.push((idle, timeout));
+                    }
+                }
+                sequence.push((r.text(0)?, r.uint(1)?, kind, r.time(3)?));
+            }
+
+            let mut args = Args::default();
+            let (day, monday) = (args.bind(7 * 24 * 3_600_000i64), args.bind(4 * 24 * 3_600_000i64));
+            let filter = scope(&mut args, &[AuditKind::EmergencyAccess]);
+            let statement = format!(
+                "SELECT ((a.time_ms - {monday}) / {day}) * {day} + {monday} AS week, count(*)
+                 FROM audit a JOIN workstations w ON w.id = a.workstation WHERE {filter}
+                 GROUP BY 1 ORDER BY 1"
+            );
+            let emergency_per_week =
+                all(sql.query(&statement, &args.0)?, |r| Ok(WeekCount { week: r.time(0)?, count: r.uint(1)? }))?;
+            Ok(Charts {
+                since,
+                until,
+                locks_per_hour,
+                lock_delay: charts::lock_delays(delays),
+                unattended: charts::unattended(&sequence, 50),
+                emergency_per_week,
+            })
         })
     }
 

@@ -1153,3 +1153,70 @@ fn human(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A central policy document as the console shows it: what core's validation finds in it,
+/// and the timeouts it sets over the built-in defaults.
+pub fn check_central(text: &str) -> crate::protocol::collector::PolicyCheck {
+    use crate::protocol::collector::{PolicyCheck, PolicyCheckProblem};
+    let parsed = PolicyDocument::parse("central policy", Layer::Central, text)
+        .and_then(|doc| Policy::layered(std::slice::from_ref(&doc)));
+    match parsed {
+        Ok(policy) => {
+            PolicyCheck { valid: true, problems: Vec::new(), timeouts: Some(effective_timeouts(&policy)) }
+        }
+        Err(e) => PolicyCheck {
+            valid: false,
+            problems: e
+                .problems
+                .into_iter()
+                .map(|p| PolicyCheckProblem {
+                    field: p.field,
+                    message: p.message,
+                    line: p.location.map(|(line, _)| line as u64),
+                })
+                .collect(),
+            timeouts: None,
+        },
+    }
+}
+
+/// The group's idle timeout and warning, and each PHI tier's.
+pub fn effective_timeouts(policy: &Policy) -> crate::protocol::collector::EffectiveTimeouts {
+    use crate::protocol::collector::{EffectiveTimeouts, TierTimeouts};
+    EffectiveTimeouts {
+        idle_timeout_secs: policy.lock.idle_timeout.as_secs(),
+        warning_secs: policy.lock.warning.as_secs(),
+        tiers: policy
+            .phi
+            .tiers
+            .iter()
+            .map(|(tier, t)| TierTimeouts {
+                tier: tier.clone(),
+                idle_timeout_secs: t.idle_timeout.as_secs(),
+                warning_secs: t.warning.as_secs(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod console_view_tests {
+    #[test]
+    fn a_central_policy_is_checked_and_its_timeouts_shown_per_tier() {
+        let good = "[lock]\nidle_timeout = \"2m\"\nwarning = \"20s\"\n\n[phi.tiers.charts]\nidle_timeout = \"60s\"\nwarning = \"10s\"\n";
+        let checked = super::check_central(good);
+        assert!(checked.valid, "{:?}", checked.problems);
+        let timeouts = checked.timeouts.expect("timeouts");
+        assert_eq!((timeouts.idle_timeout_secs, timeouts.warning_secs), (120, 20));
+        assert_eq!(timeouts.tiers[0].tier, "charts");
+        assert_eq!(timeouts.tiers[0].idle_timeout_secs, 60);
+        let unknown = super::check_central("[lock]\nnot_a_key = 1\n");
+        assert!(!unknown.valid);
+        assert_eq!(
+            (unknown.problems[0].field.as_str(), unknown.problems[0].line),
+            ("lock.not_a_key", Some(2))
+        );
+        let too_long = super::check_central("[lock]\nidle_timeout = \"30h\"\n");
+        assert!(too_long.problems.iter().any(|p| p.field == "lock.idle_timeout"), "{:?}", too_long.problems);
+    }
+}

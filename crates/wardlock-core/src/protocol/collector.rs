@@ -553,6 +553,148 @@ pub struct FleetWorkstation {
     pub findings: u64,
 }
 
+/// `GET /api/v1/charts`: what the console draws, counted by the collector.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Charts {
+    pub since: UtcMillis,
+    pub until: UtcMillis,
+    /// Locks and unlocks per group and clock hour (the console folds them into hours of
+    /// the day in its time zone: a heat map per ward).
+    pub locks_per_hour: Vec<HourCount>,
+    /// Idle locks by how long after the timeout they came (seconds from the last input
+    /// to the lock, less the timeout in force), as the guards measured them.
+    pub lock_delay: Vec<DelayBucket>,
+    /// Minutes from the warning to the lock, per workstation and UTC day: the time a
+    /// screen stood unattended with its session open (the 50 workstations with most).
+    pub unattended: Vec<UnattendedDay>,
+    /// Break-glass accesses per week (weeks from Monday 00:00 UTC).
+    pub emergency_per_week: Vec<WeekCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HourCount {
+    pub group: String,
+    pub hour: UtcMillis,
+    pub locks: u64,
+    pub unlocks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DelayBucket {
+    /// e.g. `0–5 s`, `over 5 min`; `before the timeout` for a lock a guard made early.
+    pub label: String,
+    pub locks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnattendedDay {
+    pub workstation: String,
+    pub day: UtcMillis,
+    pub minutes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WeekCount {
+    pub week: UtcMillis,
+    pub count: u64,
+}
+
+/// `GET /api/v1/policies`: a group's policy in force, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyInForce {
+    pub group: String,
+    pub serial: u64,
+    /// The fingerprint of the key that signed it. The collector does not check the
+    /// signature (it holds no trusted key); every workstation does.
+    pub key_id: String,
+    pub issued_at: Option<UtcMillis>,
+    /// Who stored it on the collector (empty for a policy stored before this was kept).
+    pub stored_by: String,
+    pub stored: UtcMillis,
+    /// The policy document (TOML) as signed.
+    pub policy: String,
+    /// The one it replaced, for the diff.
+    pub previous: Option<PreviousPolicy>,
+    /// The timeouts it sets, after the built-in defaults; `None` if it does not read as a
+    /// valid policy (workstations refuse it then, and keep theirs).
+    pub timeouts: Option<EffectiveTimeouts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PreviousPolicy {
+    pub serial: u64,
+    pub policy: String,
+    pub stored_by: String,
+    pub stored: UtcMillis,
+}
+
+/// The idle timeout and warning of a policy: the group's, and each PHI tier's (which
+/// replaces the group's while an application of the tier is open).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EffectiveTimeouts {
+    pub idle_timeout_secs: u64,
+    pub warning_secs: u64,
+    pub tiers: Vec<TierTimeouts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TierTimeouts {
+    pub tier: String,
+    pub idle_timeout_secs: u64,
+    pub warning_secs: u64,
+}
+
+/// `POST /api/v1/policies/check`, and a draft: a central policy document (TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PolicyText {
+    /// The group it is for (a draft's; ignored by the check).
+    #[serde(default)]
+    pub group: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 65536))]
+    pub policy: String,
+}
+
+/// What core's validation found in a policy document: nothing, or every problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyCheck {
+    pub valid: bool,
+    pub problems: Vec<PolicyCheckProblem>,
+    pub timeouts: Option<EffectiveTimeouts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyCheckProblem {
+    /// The dotted key (`lock.idle_timeout`), empty for a syntax error.
+    pub field: String,
+    pub message: String,
+    pub line: Option<u64>,
+}
+
+/// `GET /api/v1/policy-drafts`: a change an admin drafted in the console, waiting for
+/// `wardlockctl policy sign --draft ID` (the signing key never lives on the collector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyDraft {
+    pub id: i64,
+    pub group: String,
+    pub policy: String,
+    pub author: String,
+    pub created: UtcMillis,
+}
+
 /// `GET /api/v1/reports/chain`: a problem with a workstation's chain, kept for compliance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -116,6 +116,12 @@ pub enum GuardEvent {
     WarningCancelled {},
     Locked {
         reason: LockReason,
+        /// For an idle lock: how long the session had been idle when it locked…
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idle_secs: Option<u64>,
+        /// …and the idle timeout in force (the strictest open PHI tier's, else the group's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
     },
     LockFailed {
         what: String,

@@ -44,3 +44,10 @@ CREATE TABLE policy_history (
     PRIMARY KEY (grp, serial)
 );
 CREATE INDEX audit_kind_time ON audit (kind, time_ms);
+CREATE TABLE policy_drafts (
+    id         BIGSERIAL PRIMARY KEY,
+    grp        TEXT NOT NULL,
+    policy     TEXT NOT NULL,
+    author     TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);

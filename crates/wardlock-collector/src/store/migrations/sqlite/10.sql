@@ -48,3 +48,11 @@ CREATE TABLE policy_history (
 ) STRICT;
 -- The chart of emergency accesses and the time filters walk entries by time.
 CREATE INDEX audit_kind_time ON audit (kind, time_ms);
+-- Policy changes drafted in the console, for `wardlockctl policy sign --draft ID`.
+CREATE TABLE policy_drafts (
+    id         INTEGER PRIMARY KEY,
+    grp        TEXT NOT NULL,
+    policy     TEXT NOT NULL,
+    author     TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) STRICT;
