@@ -28,6 +28,7 @@ APT_PACKAGES=(
   lintian dpkg-dev  # `make packages`: Debian's own checks of the packages, and dpkg-shlibdeps for their Depends
   apt-utils gnupg  # `make apt-repo`: apt-ftparchive and the signature; tests read it with apt itself
   debootstrap  # a bare Debian root the packages are installed into by the tests
+  chromium  # the console's end-to-end tests (Playwright drives Debian's browser; none is downloaded)
 )
 # `make bench` measures the guard beside what a Linux admin would deploy instead.
 if [ "${WARDLOCK_SETUP_BENCH:-0}" = 1 ]; then
@@ -86,14 +87,18 @@ if ! cargo deb --version 2>/dev/null | grep -q "^cargo-deb 3.6.3$"; then
   cargo install cargo-deb --version 3.6.3 --locked --quiet
 fi
 
-# Again whenever the lock file changed since the last install (the stamp is a copy of it).
-if [ -f ui/package-lock.json ] && ! cmp -s ui/package-lock.json ui/node_modules/.wardlock-installed; then
-  echo "setup: installing the front end's packages"
-  # Not `npm ci`: npm leaves other platforms' optional packages (rollup's, esbuild's) out of
-  # the lock file and `npm ci` then refuses it; `npm install` keeps the locked versions.
-  (cd ui && npm install --no-audit --no-fund --loglevel=error)
-  cp ui/package-lock.json ui/node_modules/.wardlock-installed
-fi
+# Again whenever a lock file changed since the last install (the stamp is a copy of it):
+# the guard's front end (ui/) and the collector's console (console/).
+for front in ui console; do
+  if [ -f "$front/package-lock.json" ] && ! cmp -s "$front/package-lock.json" "$front/node_modules/.wardlock-installed"; then
+    echo "setup: installing the packages of $front/"
+    # Not `npm ci`: npm leaves other platforms' optional packages (rollup's, esbuild's) out of
+    # the lock file and `npm ci` then refuses it; `npm install` keeps the locked versions.
+    # Playwright drives Debian's chromium: it downloads no browser of its own.
+    (cd "$front" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error)
+    cp "$front/package-lock.json" "$front/node_modules/.wardlock-installed"
+  fi
+done
 
 # Independent checkers the tests use (FHIR R4 validation), in a venv of their own.
 if ! .venv-tools/bin/python -c "import fhir.resources" 2>/dev/null \

@@ -63,7 +63,7 @@ export function Fleet({ session, params }: { session: Session; params: URLSearch
             <th scope="col">Workstation</th>
             <th scope="col">Group</th>
             <th scope="col">State</th>
-            <th scope="col">Last heartbeat</th>
+            <th scope="col">Last heard from</th>
             <th scope="col">Backlog</th>
             <th scope="col">Agent</th>
             <th scope="col">Policy serial</th>

@@ -6,7 +6,10 @@ import { ESCALATION_KINDS } from "../kinds";
 import { href } from "../route";
 
 /** A paged list report: the first page, and more on request. */
-function useList<T>(read: (after?: string) => Promise<{ data?: T[]; error?: unknown; response: Response }>, deps: unknown[] = []) {
+function useList<T>(
+  read: (after?: string) => Promise<{ data?: T[] | undefined; error?: unknown; response: Response }>,
+  deps: unknown[] = [],
+) {
   const [rows, setRows] = useState<T[]>([]);
   const [next, setNext] = useState<string | undefined>(undefined);
   const [problem, setProblem] = useState<string | undefined>(undefined);
@@ -40,7 +43,7 @@ export function Reports({ session }: { session: Session }) {
   const stale = useList((after) => api.GET("/api/v1/reports/stale", { params: { query: page(after) } }));
   const chain = useList((after) => api.GET("/api/v1/reports/chain", { params: { query: page(after) } }));
   const conflicts = useList((after) => api.GET("/api/v1/reports/conflicts", { params: { query: page(after) } }));
-  const escalations = useList(async (after) => {
+  const escalations = useList<Schemas["EventOut"]>(async (after) => {
     const answer = await api.GET("/api/v1/events", {
       params: { query: { kind: ESCALATION_KINDS.join(","), limit: 200, ...(after ? { after: Number(after) } : {}) } },
     });

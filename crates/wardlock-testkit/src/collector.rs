@@ -160,8 +160,17 @@ impl Collector {
         }
     }
 
+    /// A collector on its own SQLite file, served with more `serve` arguments.
+    pub fn start_with_args(args: &[&str]) -> Collector {
+        Self::start_configured(None, None, args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
     /// A collector on `db` (`None`: its own SQLite file), keeping `pg` running.
     pub fn start_on(pg: Option<PgCluster>, db: Option<String>) -> Collector {
+        Self::start_configured(pg, db, Vec::new())
+    }
+
+    fn start_configured(pg: Option<PgCluster>, db: Option<String>, extra_args: Vec<String>) -> Collector {
         let mut c = Collector {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
@@ -169,7 +178,7 @@ impl Collector {
             token: String::new(),
             secret: String::new(),
             db,
-            extra_args: Vec::new(),
+            extra_args,
             _pg: pg,
         };
         c.start();

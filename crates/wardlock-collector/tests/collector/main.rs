@@ -23,6 +23,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod browser;
 mod console;
 mod contract;
 mod strangers;
