@@ -117,8 +117,12 @@ test("a privacy officer finds the failed unlock, exports it, and reviews the bre
   const csvText = readFileSync(await (await csv).path()).toString();
   const lines = csvText.trim().split("\n");
   expect(lines[0]).toContain("workstation");
-  expect(lines.length).toBe(1 + (await failed.count()));
-  expect(lines.slice(1).every((l) => l.includes("unlock_failed") && l.includes(ws))).toBe(true);
+  // Exactly the rows the filters show: this workstation's failures, the failed unlock among them.
+  const shown = await page.locator("main table tbody tr").count();
+  expect(lines.length).toBe(1 + shown);
+  expect(lines.slice(1).every((l) => l.includes(ws))).toBe(true);
+  expect(lines.some((l) => l.includes("unlock_failed") && l.includes("n.nurse"))).toBe(true);
+  expect(lines.some((l) => l.includes("unlock_succeeded"))).toBe(false);
   const fhir = page.waitForEvent("download");
   await page.getByRole("button", { name: "Export FHIR" }).click();
   const bundlePath = join(shots(), "..", "events.fhir.json");
@@ -126,7 +130,7 @@ test("a privacy officer finds the failed unlock, exports it, and reviews the bre
   const validated = spawnSync(env("WARDLOCK_PYTHON"), [env("WARDLOCK_FHIR_VALIDATOR"), bundlePath]);
   expect(validated.status, validated.stderr.toString()).toBe(0);
   const bundle = JSON.parse(readFileSync(bundlePath).toString()) as { entry: unknown[] };
-  expect(bundle.entry.length).toBe(await failed.count());
+  expect(bundle.entry.length).toBe(shown);
 
   // Reports: mark the break-glass access reviewed, with a note.
   await page.getByRole("link", { name: "Reports" }).click();
@@ -143,6 +147,10 @@ test("a privacy officer finds the failed unlock, exports it, and reviews the bre
   // Charts and policies, read as an auditor.
   await page.getByRole("link", { name: "Charts" }).click();
   await expect(page.getByRole("heading", { name: /Locks and unlocks per hour/ })).toBeVisible();
+  // A week of the wards' history: the three wards in the heat map, the late locks counted.
+  await expect(page.getByRole("img", { name: /Heat map of locks and unlocks per hour for 3 groups/ })).toBeVisible();
+  await expect(page.getByRole("img", { name: /locks 0–5 s/ })).toBeVisible();
+  await expect(page.getByRole("table", { name: "Unattended minutes per workstation and day" })).toContainText("icu-bed01");
   await axe(page, "charts");
   await page.screenshot({ path: join(shots(), "charts.png"), fullPage: true });
   await page.getByRole("link", { name: "Policies", exact: true }).click();
@@ -207,7 +215,8 @@ test("IT disables a user and the workstation refuses them; a stopped agent goes 
 
   // Policies: an admin drafts a change, checked as they type.
   await page.getByRole("link", { name: "Policies", exact: true }).click();
-  await page.getByRole("textbox", { name: "Group" }).fill("ward4");
+  await expect(page.getByRole("heading", { name: "A policy for another group" })).toBeVisible();
+  await page.getByRole("textbox", { name: "Group", exact: true }).fill("ward4");
   const draft = page.getByLabel("Draft a change for ward4");
   await draft.fill('[lock]\nidle_timeout = "30h"\n');
   await expect(page.getByText("lock.idle_timeout")).toBeVisible();

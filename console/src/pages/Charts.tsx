@@ -17,6 +17,8 @@ import { Problem, Section, Table } from "../components";
 import { formatTime, hourIn } from "../format";
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, LineController, LineElement, PointElement, Tooltip, Legend, MatrixController, MatrixElement);
+// Drawn at once: no motion for those who are bothered by it, and what a screenshot shows is the data.
+Chart.defaults.animation = false;
 
 type Charts = Schemas["Charts"];
 

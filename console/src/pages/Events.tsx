@@ -168,7 +168,7 @@ export function Events({ session, params }: { session: Session; params: URLSearc
         </div>
         <div>
           <label for="f-kind">Kind</label>
-          <select id="f-kind" name="kind" defaultValue={params.get("kind") ?? ""}>
+          <select id="f-kind" name="kind" value={params.get("kind") ?? ""}>
             <option value="">Any kind</option>
             {AUDIT_KINDS.map((k) => (
               <option key={k} value={k}>
@@ -179,7 +179,7 @@ export function Events({ session, params }: { session: Session; params: URLSearc
         </div>
         <div>
           <label for="f-outcome">Outcome</label>
-          <select id="f-outcome" name="outcome" defaultValue={params.get("outcome") ?? ""}>
+          <select id="f-outcome" name="outcome" value={params.get("outcome") ?? ""}>
             <option value="">Any outcome</option>
             <option value="failure">Failures and refusals</option>
             <option value="success">Everything else</option>

@@ -89,6 +89,83 @@ fn rogue_workstation(c: &Collector) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A week of shifts on six more workstations in three wards, sent as their agents would:
+/// warnings that ran out into idle locks (with the idle time the guard measured), unlocks
+/// through the day, a break-glass access now and then. What the charts draw.
+fn ward_history(c: &Collector) {
+    use base64::Engine as _;
+    const HOUR: i64 = 3_600_000;
+    let start = now().unix_millis() - 7 * 24 * HOUR;
+    for (n, (ws, group)) in [
+        ("icu-bed01", "icu"),
+        ("icu-bed02", "icu"),
+        ("ward4-bed03", "ward4"),
+        ("ward4-desk", "ward4"),
+        ("ed-triage1", "emergency"),
+        ("ed-triage2", "emergency"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let secret = c.call(
+            "POST",
+            "/api/v1/admin/enroll-secrets",
+            None,
+            Some(json!({"label": format!("history {ws}"), "group": group}).to_string()),
+        );
+        assert_eq!(secret.0, 201, "{}", secret.1);
+        let secret = serde_json::from_str::<Value>(&secret.1).unwrap()["secret"].as_str().unwrap().to_owned();
+        let transport = base64::engine::general_purpose::STANDARD
+            .encode(wardlock_core::transport::keypair(&[10 + n as u8; 32]).1);
+        let enroll = json!({
+            "enroll_secret": secret, "workstation_id": ws, "hostname": ws, "group": group,
+            "agent_version": "0.1.0", "transport_key": transport,
+        });
+        let (status, body) = c.call("POST", "/api/v1/enroll", None, Some(enroll.to_string()));
+        assert_eq!(status, 200, "{body}");
+        let node_key = serde_json::from_str::<Value>(&body).unwrap()["node_key"].as_str().unwrap().to_owned();
+        let mut log: Vec<AuditEntry> = Vec::new();
+        let mut push = |at: i64, kind: AuditKind, user: Option<&str>, details: &[(&str, String)]| {
+            let prev = log.last().map(|e| (e.seq, e.hash));
+            let mut draft = AuditDraft::new(wardlock_core::clock::UtcMillis::from_unix_millis(at), kind);
+            if let Some(user) = user {
+                draft = draft.user(user);
+            }
+            for (k, v) in details {
+                draft = draft.detail(k, v);
+            }
+            log.push(AuditEntry::chain(draft, ws, prev));
+        };
+        // Busier wards lock more; the night is quieter; each lock comes a little late.
+        let busy = [3, 3, 2, 2, 4, 4][n];
+        for hour in 0..7 * 24 {
+            let at = start + hour * HOUR;
+            let hour_of_day = (at / HOUR) % 24;
+            let per_hour = if (7..20).contains(&hour_of_day) { busy } else { 1 };
+            for k in 0..per_hour {
+                let t = at + k * (HOUR / per_hour);
+                let late = (hour * 7 + k * 13 + n as i64 * 5) % 40;
+                push(t, AuditKind::WarningShown, Some("n.nurse"), &[("seconds_left", "30".into())]);
+                push(
+                    t + 30_000 + late * 1000,
+                    AuditKind::Locked,
+                    Some("n.nurse"),
+                    &[("reason", "idle".into()), ("idle_secs", (300 + late).to_string()), ("timeout_secs", "300".into())],
+                );
+                push(t + 600_000, AuditKind::UnlockSucceeded, Some("n.nurse"), &[("method", "pin".into())]);
+            }
+            if (hour + n as i64 * 11) % 37 == 0 {
+                push(at + 900_000, AuditKind::EmergencyAccess, Some("k.kim"), &[("reason", "Rapid response".into())]);
+            }
+        }
+        for chunk in log.chunks(2000) {
+            let batch = json!({"workstation_id": ws, "entries": chunk.iter().map(AuditRecord::from).collect::<Vec<_>>()});
+            let (status, body) = c.call("POST", "/api/v1/audit", Some(&node_key), Some(batch.to_string()));
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+}
+
 #[test]
 fn the_console_in_a_real_browser() {
     let chromium = Path::new("/usr/bin/chromium");
@@ -140,6 +217,7 @@ fn the_console_in_a_real_browser() {
         json!({"type": "unlock", "user": "k.kim", "pin": "582046", "totp": null, "emergency_reason": reason});
     assert_eq!(guard.request(emergency)["result"], "granted");
     rogue_workstation(&c);
+    ward_history(&c);
     wait_for("the failed unlock and the break-glass access to reach the collector", || {
         let failed = events(&c, "workstation=ward4-bed12&kind=unlock_failed");
         let emergency = events(&c, "workstation=ward4-bed12&kind=emergency_access");
