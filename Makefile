@@ -54,6 +54,8 @@ bench: ui console
 	cargo bench -p wardlock-collector --bench ingest
 	# First and last pages of 1,000,000 findings and events: about a minute.
 	cargo bench -p wardlock-collector --bench paging
+	# The console's questions of 1,000,000 entries from 5,000 workstations, SQLite and PostgreSQL: about 2 minutes.
+	cargo bench -p wardlock-collector --bench console
 	# The guard beside xss-lock + xsecurelock on Xvfb, 30 locks each: about 20 minutes (WARDLOCK_BENCH_* knobs).
 	cargo build --release --workspace --bins
 	cargo bench -p wardlock-e2e --bench guard
