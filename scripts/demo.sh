@@ -112,6 +112,17 @@ echo "\$ curl -H 'Accept: text/csv' https://localhost:$port/api/v1/events?workst
 curl -s --cacert demo/collector/tls/cert.pem -H "Authorization: Bearer $token" -H "Accept: text/csv" \
   "https://localhost:$port/api/v1/events?workstation=$(hostname)" | cut -d, -f1-7
 
+echo; echo "# The web console: an account for IT (password from standard input, TOTP from the QR code)"
+console_password="demo-$(head -c 15 /dev/urandom | base64 | tr -d '/+=')"
+echo "\$ echo \$PASSWORD | wardlock-collector account create it.admin --role admin --db sqlite://demo/collector/collector.db --data-key demo/collector/data.key"
+echo "$console_password" | target/debug/wardlock-collector account create it.admin --role admin \
+  --db sqlite://demo/collector/collector.db --data-key demo/collector/data.key | tee demo/console-account.txt
+echo "$console_password" >> demo/console-account.txt
+chmod 600 demo/console-account.txt
+echo "Open https://localhost:$port/console/ (the certificate is the demo's own, self-signed), sign in as"
+echo "it.admin with the password $console_password and a code from the app that scanned the QR code"
+echo "(no app at hand: oathtool --totp -b SECRET, SECRET from the otpauth URI above). Kept in demo/console-account.txt."
+
 echo; echo "# The session guard, wardlock: a clinician with a PIN and an authenticator app"
 echo "\$ echo 640273 | wardlockctl user add d.demo --name 'Dana Demo' --role nurse --pin-stdin --totp"
 echo 640273 | target/debug/wardlockctl user add d.demo --name "Dana Demo" --role nurse --pin-stdin --totp
@@ -139,6 +150,7 @@ echo
 echo "wardlockd (demo/agent/agent.sock) and the collector (https://localhost:$port) keep running."
 echo "In another terminal, for example:"
 echo "  WARDLOCK_SOCKET=demo/agent/agent.sock target/debug/wardlockctl agent status"
+echo "  open https://localhost:$port/console/ (it.admin, see demo/console-account.txt)"
 echo "  curl --cacert demo/collector/tls/cert.pem -H \"Authorization: Bearer \$(cat demo/collector/admin-token)\" \\"
 echo "       https://localhost:$port/api/v1/events"
 echo "  kill -HUP $agent_pid   # after editing demo/agent/policy.toml: reload it"

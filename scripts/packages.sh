@@ -32,8 +32,8 @@ done
 # The crates linked into each package's programs, with their licences, for
 # /usr/share/doc/PACKAGE/ beside the copyright file (Rust links them statically).
 licences() {
-    local package="$1" args=()
-    shift
+    local package="$1" front="$2" args=()
+    shift 2
     for crate in "$@"; do args+=(--package "$crate"); done
     {
         echo "Rust crates linked into the programs of the $package package, with their licences"
@@ -41,10 +41,16 @@ licences() {
         echo
         cargo tree --locked -e normal "${args[@]}" --prefix none --format '{p} {l}' \
             | sed -e 's/ (\*)//' -e 's/ (proc-macro)//' -e 's| (/[^)]*)||' | grep -v '^$' | sort -u
+        echo
+        echo "npm packages its web pages ($front/) are built from, with their licences (npm ls --omit=dev):"
+        echo
+        (cd "$front" && npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | while read -r dir; do
+            node -p "const p = require('$dir/package.json'); p.name + ' v' + p.version + ' ' + (p.license || 'UNKNOWN')"
+        done | sort -u)
     } >"$stage/$package-third-party-licences.txt"
 }
-licences wardlock wardlock-agent wardlockctl wardlock
-licences wardlock-collector wardlock-collector
+licences wardlock ui wardlock-agent wardlockctl wardlock
+licences wardlock-collector console wardlock-collector
 
 mkdir -p target/debian
 rm -f target/debian/*.deb

@@ -125,7 +125,7 @@ test("a privacy officer finds the failed unlock, exports it, and reviews the bre
   expect(lines.some((l) => l.includes("unlock_succeeded"))).toBe(false);
   const fhir = page.waitForEvent("download");
   await page.getByRole("button", { name: "Export FHIR" }).click();
-  const bundlePath = join(shots(), "..", "events.fhir.json");
+  const bundlePath = test.info().outputPath("events.fhir.json");
   writeFileSync(bundlePath, readFileSync(await (await fhir).path()));
   const validated = spawnSync(env("WARDLOCK_PYTHON"), [env("WARDLOCK_FHIR_VALIDATOR"), bundlePath]);
   expect(validated.status, validated.stderr.toString()).toBe(0);

@@ -79,6 +79,23 @@ pub fn unattended(entries: &[(String, u64, AuditKind, UtcMillis)], top: usize) -
         .collect()
 }
 
+const HOUR_MS: i64 = 3600 * 1000;
+
+/// Locks and unlocks per clock hour (its start, UTC) among `entries`, for the heat map's
+/// counts kept at intake.
+pub fn hour_counts(entries: impl IntoIterator<Item = (AuditKind, UtcMillis)>) -> Vec<(i64, u64, u64)> {
+    let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for (kind, time) in entries {
+        let hour = time.unix_millis().div_euclid(HOUR_MS) * HOUR_MS;
+        match kind {
+            AuditKind::Locked => hours.entry(hour).or_default().0 += 1,
+            AuditKind::UnlockSucceeded => hours.entry(hour).or_default().1 += 1,
+            _ => {}
+        }
+    }
+    hours.into_iter().map(|(hour, (locks, unlocks))| (hour, locks, unlocks)).collect()
+}
+
 /// The start of the week (Monday 00:00 UTC) holding `ms`.
 pub fn week_of(ms: i64) -> i64 {
     const WEEK: i64 = 7 * DAY_MS;
@@ -119,6 +136,18 @@ mod tests {
         assert_eq!(days.len(), 1);
         assert_eq!((days[0].workstation.as_str(), days[0].minutes), ("a", 2));
         assert_eq!(days[0].day.unix_millis(), 10 * DAY_MS);
+    }
+
+    #[test]
+    fn locks_and_unlocks_are_counted_per_clock_hour() {
+        let at = |ms: i64| UtcMillis::from_unix_millis(ms);
+        let counts = hour_counts([
+            (AuditKind::Locked, at(HOUR_MS + 5)),
+            (AuditKind::UnlockSucceeded, at(2 * HOUR_MS - 1)),
+            (AuditKind::Locked, at(2 * HOUR_MS)),
+            (AuditKind::WarningShown, at(2 * HOUR_MS + 1)),
+        ]);
+        assert_eq!(counts, vec![(HOUR_MS, 1, 1), (2 * HOUR_MS, 1, 0)]);
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub trait IntakeTx {
     /// Records the state the entry at `seq` put the workstation in, unless a later seq's
     /// state is recorded already (batches may arrive out of order after a gap).
     fn note_state(&mut self, seq: u64, state: WorkstationState, at: UtcMillis) -> Result<(), StoreError>;
+    /// Adds (hour, locks, unlocks) to the heat map's counts of the workstation's group.
+    fn count_hours(&mut self, hours: &[(i64, u64, u64)]) -> Result<(), StoreError>;
 }
 
 /// What one audit batch did.
@@ -164,6 +166,11 @@ pub fn ingest(
         fresh.iter().rev().find_map(|r| r.entry.kind.state_after().map(|s| (r.entry.seq, s, r.entry.time)))
     {
         tx.note_state(seq, state, at)?;
+    }
+    // Only what was stored now: an entry sent again is not counted twice.
+    let hours = wardlock_core::charts::hour_counts(fresh.iter().map(|r| (r.entry.kind, r.entry.time)));
+    if !hours.is_empty() {
+        tx.count_hours(&hours)?;
     }
     // Dated in the future: flagged for compliance, not a chain problem for the sender.
     let ahead: Vec<ChainFinding> = fresh
@@ -368,6 +375,18 @@ impl IntakeTx for SqlIntake<'_> {
         Ok(())
     }
 
+    fn count_hours(&mut self, hours: &[(i64, u64, u64)]) -> Result<(), StoreError> {
+        for (hour, locks, unlocks) in hours {
+            self.sql.execute(
+                "INSERT INTO chart_hours (grp, hour_ms, locks, unlocks) SELECT grp, $2, $3, $4 FROM workstations WHERE id = $1
+                 ON CONFLICT (grp, hour_ms) DO UPDATE SET locks = chart_hours.locks + excluded.locks,
+                     unlocks = chart_hours.unlocks + excluded.unlocks",
+                args![self.workstation, *hour, sql::int(*locks), sql::int(*unlocks)],
+            )?;
+        }
+        Ok(())
+    }
+
     fn flag(&mut self, findings: &[ChainFinding], now: UtcMillis) -> Result<(), StoreError> {
         for (seq, kind, detail) in findings {
             super::queries::flag(self.sql, self.workstation, *seq, kind, detail, now)?;
@@ -413,6 +432,7 @@ mod tests {
         conflicts: Vec<AuditEntry>,
         findings: BTreeSet<(u64, &'static str)>,
         state_now: Option<(u64, WorkstationState)>,
+        hours: Vec<(i64, u64, u64)>,
     }
 
     impl IntakeTx for Memory {
@@ -452,6 +472,10 @@ mod tests {
         }
         fn flag(&mut self, findings: &[ChainFinding], _: UtcMillis) -> Result<(), StoreError> {
             self.findings.extend(findings.iter().map(|(seq, kind, _)| (*seq, *kind)));
+            Ok(())
+        }
+        fn count_hours(&mut self, hours: &[(i64, u64, u64)]) -> Result<(), StoreError> {
+            self.hours.extend_from_slice(hours);
             Ok(())
         }
         fn note_state(&mut self, seq: u64, state: WorkstationState, _: UtcMillis) -> Result<(), StoreError> {
@@ -523,8 +547,11 @@ mod tests {
             AuditAck { highest_contiguous_seq: 5, gaps: vec![], chain_break_at: None, conflicts: vec![] }
         );
         // Sent again after a lost acknowledgement: nothing new, nothing flagged.
+        let locks = |tx: &Memory| tx.hours.iter().map(|(_, locks, _)| locks).sum::<u64>();
+        assert_eq!(locks(&tx), 5, "each lock counted once for the heat map");
         let again = ingest(&mut tx, &mut received(&log(5, "n.nurse")), now()).expect("ingest");
         assert_eq!((again.stored, again.duplicates, again.findings), (0, 5, 0));
+        assert_eq!(locks(&tx), 5, "entries sent again are not counted again");
         assert_eq!(again.ack.highest_contiguous_seq, 5);
         assert!(tx.conflicts.is_empty());
     }

@@ -891,6 +891,8 @@ impl CollectorStore for SqlStore {
         let group = group.map(str::to_owned);
         // Each query walks the (kind, time) index for its kinds, joined to the workstation
         // only for its group.
+        // The workstations are joined only for a group's charts.
+        let from = if group.is_some() { "audit a JOIN workstations w ON w.id = a.workstation" } else { "audit a" };
         let scope = |args: &mut Args<'_>, kinds: &[AuditKind]| {
             let kinds: Vec<String> = kinds.iter().map(|k| args.bind(k.as_str())).collect();
             let mut clause = format!(
@@ -905,36 +907,47 @@ impl CollectorStore for SqlStore {
             clause
         };
         self.read(|sql| {
+            // The heat map from the counts kept at intake.
             let mut args = Args::default();
-            let (locked, unlocked) = (args.bind(AuditKind::Locked.as_str()), args.bind(AuditKind::UnlockSucceeded.as_str()));
-            let hour = args.bind(3_600_000i64);
-            let filter = scope(&mut args, &[AuditKind::Locked, AuditKind::UnlockSucceeded]);
-            let statement = format!(
-                "SELECT w.grp, (a.time_ms / {hour}) * {hour} AS hour,
-                        sum(CASE WHEN a.kind = {locked} THEN 1 ELSE 0 END), sum(CASE WHEN a.kind = {unlocked} THEN 1 ELSE 0 END)
-                 FROM audit a JOIN workstations w ON w.id = a.workstation WHERE {filter}
-                 GROUP BY 1, 2 ORDER BY 1, 2"
+            let mut statement = format!(
+                "SELECT grp, hour_ms, locks, unlocks FROM chart_hours WHERE hour_ms >= {} AND hour_ms < {}",
+                args.bind(since.unix_millis().div_euclid(3_600_000) * 3_600_000),
+                args.bind(until)
             );
+            if let Some(group) = &group {
+                statement.push_str(&format!(" AND grp = {}", args.bind(group.clone())));
+            }
+            statement.push_str(" ORDER BY grp, hour_ms");
             let locks_per_hour = all(sql.query(&statement, &args.0)?, |r| {
                 Ok(HourCount { group: r.text(0)?, hour: r.time(1)?, locks: r.uint(2)?, unlocks: r.uint(3)? })
             })?;
 
             let mut args = Args::default();
+            let locked_only = args.bind(AuditKind::Locked.as_str());
             let filter = scope(&mut args, &[AuditKind::WarningShown, AuditKind::Locked]);
+            // Details only of the locks: the guard's measure of their lateness.
             let statement = format!(
-                "SELECT a.workstation, a.seq, a.kind, a.time_ms, a.details FROM audit a
-                 JOIN workstations w ON w.id = a.workstation WHERE {filter} ORDER BY a.workstation, a.seq"
+                "SELECT a.workstation, a.seq, a.kind, a.time_ms, CASE WHEN a.kind = {locked_only} THEN a.details END
+                 FROM {} WHERE {filter} ORDER BY a.workstation, a.seq",
+                from
             );
             let rows = sql.query(&statement, &args.0)?;
             let mut sequence = Vec::with_capacity(rows.len());
             let mut delays = Vec::new();
+            #[derive(serde::Deserialize)]
+            struct Measured {
+                idle_secs: Option<String>,
+                timeout_secs: Option<String>,
+            }
             for r in &rows {
                 let Some(kind) = AuditKind::parse(&r.text(2)?) else { continue };
-                if kind == AuditKind::Locked {
-                    let details: serde_json::Value = serde_json::from_str(&r.text(4)?).unwrap_or_default();
-                    let number = |key: &str| details[key].as_str().and_then(|v| v.parse::<u64>().ok());
-                    if let (Some(idle), Some(timeout)) = (number("idle_secs"), number("timeout_secs")) {
-                        delays.push((idle, timeout));
+                if let Some(details) = r.opt_text(4)? {
+                    if let Ok(Measured { idle_secs: Some(idle), timeout_secs: Some(timeout) }) =
+                        serde_json::from_str(&details)
+                    {
+                        if let (Ok(idle), Ok(timeout)) = (idle.parse(), timeout.parse()) {
+                            delays.push((idle, timeout));
+                        }
                     }
                 }
                 sequence.push((r.text(0)?, r.uint(1)?, kind, r.time(3)?));
@@ -945,8 +958,9 @@ impl CollectorStore for SqlStore {
             let filter = scope(&mut args, &[AuditKind::EmergencyAccess]);
             let statement = format!(
                 "SELECT ((a.time_ms - {monday}) / {day}) * {day} + {monday} AS week, count(*)
-                 FROM audit a JOIN workstations w ON w.id = a.workstation WHERE {filter}
-                 GROUP BY 1 ORDER BY 1"
+                 FROM {} WHERE {filter}
+                 GROUP BY 1 ORDER BY 1",
+                from
             );
             let emergency_per_week =
                 all(sql.query(&statement, &args.0)?, |r| Ok(WeekCount { week: r.time(0)?, count: r.uint(1)? }))?;

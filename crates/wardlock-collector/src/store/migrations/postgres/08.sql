@@ -51,3 +51,15 @@ CREATE TABLE policy_drafts (
     author     TEXT NOT NULL,
     created_ms BIGINT NOT NULL
 );
+CREATE TABLE chart_hours (
+    grp     TEXT NOT NULL,
+    hour_ms BIGINT NOT NULL,
+    locks   BIGINT NOT NULL DEFAULT 0,
+    unlocks BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (grp, hour_ms)
+);
+INSERT INTO chart_hours (grp, hour_ms, locks, unlocks)
+    SELECT w.grp, (a.time_ms / 3600000) * 3600000,
+           sum(CASE WHEN a.kind = 'locked' THEN 1 ELSE 0 END), sum(CASE WHEN a.kind = 'unlock_succeeded' THEN 1 ELSE 0 END)
+    FROM audit a JOIN workstations w ON w.id = a.workstation
+    WHERE a.kind IN ('locked', 'unlock_succeeded') GROUP BY 1, 2;

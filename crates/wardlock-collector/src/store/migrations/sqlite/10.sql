@@ -56,3 +56,19 @@ CREATE TABLE policy_drafts (
     author     TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 ) STRICT;
+-- Locks and unlocks per group and clock hour, counted at intake (what the heat map
+-- reads: a month of a hospital's fleet is tens of thousands of rows here, not hundreds
+-- of thousands of entries). An entry counts for the group its workstation had when the
+-- collector received it.
+CREATE TABLE chart_hours (
+    grp     TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    locks   INTEGER NOT NULL DEFAULT 0,
+    unlocks INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (grp, hour_ms)
+) STRICT;
+INSERT INTO chart_hours (grp, hour_ms, locks, unlocks)
+    SELECT w.grp, (a.time_ms / 3600000) * 3600000,
+           sum(CASE WHEN a.kind = 'locked' THEN 1 ELSE 0 END), sum(CASE WHEN a.kind = 'unlock_succeeded' THEN 1 ELSE 0 END)
+    FROM audit a JOIN workstations w ON w.id = a.workstation
+    WHERE a.kind IN ('locked', 'unlock_succeeded') GROUP BY 1, 2;
