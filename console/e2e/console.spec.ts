@@ -155,6 +155,12 @@ test("a privacy officer finds the failed unlock, exports it, and reviews the bre
   await page.screenshot({ path: join(shots(), "charts.png"), fullPage: true });
   await page.getByRole("link", { name: "Policies", exact: true }).click();
   await expect(page.getByRole("heading", { name: "Policies", level: 1 })).toBeVisible();
+  // The ICU's policy in force, what changed from the one before, its timeouts per PHI tier.
+  const icu = page.getByRole("region", { name: "Group icu" });
+  await expect(icu.getByRole("heading", { name: "Changes from serial 1" })).toBeVisible();
+  await expect(icu.getByLabel("Changes from the previous policy")).toContainText('- idle_timeout = "5m"');
+  await expect(icu.getByLabel("Changes from the previous policy")).toContainText('+ idle_timeout = "3m"');
+  await expect(icu.getByRole("row", { name: /PHI tier charts/ })).toContainText("90 s");
   await axe(page, "policies");
   // An auditor sees no admin action.
   await page.getByRole("link", { name: "Users" }).click();

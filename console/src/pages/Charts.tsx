@@ -21,6 +21,7 @@ Chart.register(BarController, BarElement, CategoryScale, LinearScale, LineContro
 Chart.defaults.animation = false;
 
 type Charts = Schemas["Charts"];
+const HOURS = Array.from({ length: 24 }, (_, h) => String(h));
 
 /** A chart on a canvas, drawn again when its configuration changes; its words for screen readers. */
 function Canvas({ label, config }: { label: string; config: () => ConstructorParameters<typeof Chart>[1] }) {
@@ -52,7 +53,7 @@ export function heatMap(rows: Charts["locks_per_hour"], zone: string) {
   }
   const data = [...cells.entries()].map(([key, c]) => {
     const [group = "", hour = "0"] = key.split("\u0000");
-    return { x: Number(hour), y: group, v: c.locks + c.unlocks, locks: c.locks, unlocks: c.unlocks };
+    return { x: hour, y: group, v: c.locks + c.unlocks, locks: c.locks, unlocks: c.unlocks };
   });
   return { groups: [...groups].sort(), data, max: Math.max(1, ...data.map((d) => d.v)) };
 }
@@ -129,14 +130,14 @@ export function Charts({ session }: { session: Session }) {
                       tooltip: {
                         callbacks: {
                           label: (c: { raw: unknown }) => {
-                            const d = c.raw as { x: number; y: string; locks: number; unlocks: number };
-                            return `${d.y}, ${d.x}:00–${d.x + 1}:00: ${d.locks} locks, ${d.unlocks} unlocks`;
+                            const d = c.raw as { x: string; y: string; locks: number; unlocks: number };
+                            return `${d.y}, ${d.x}:00–${Number(d.x) + 1}:00: ${d.locks} locks, ${d.unlocks} unlocks`;
                           },
                         },
                       },
                     },
                     scales: {
-                      x: { type: "linear", min: -0.5, max: 23.5, ticks: { stepSize: 1 }, title: { display: true, text: "Hour of the day" } },
+                      x: { type: "category", labels: HOURS, offset: true, title: { display: true, text: "Hour of the day" } },
                       y: { type: "category", labels: heat.groups, offset: true },
                     },
                   },

@@ -85,15 +85,24 @@ fn report(backend: &str, store: &SqlStore, rows: usize, workstations: usize, now
         println!("  {what:<44} {:>8.2} ms  ({n} rows)", took.as_secs_f64() * 1000.0);
     };
     let page = |q: EventQuery| EventQuery { limit: 101, ..q };
-    show("events, first page (100)", median(11, || store.events(&page(EventQuery::default())).unwrap().len()));
+    show(
+        "events, first page (100)",
+        median(11, || store.events(&page(EventQuery::default())).unwrap().len()),
+    );
     let user = EventQuery { user: Some("u-0042".into()), ..EventQuery::default() };
     show("events of one user (1 in 500)", median(11, || store.events(&page(user.clone())).unwrap().len()));
     let failures = EventQuery { group: Some("g-07".into()), failures: Some(true), ..EventQuery::default() };
-    show("failures in one group (1 in 50)", median(11, || store.events(&page(failures.clone())).unwrap().len()));
+    show(
+        "failures in one group (1 in 50)",
+        median(11, || store.events(&page(failures.clone())).unwrap().len()),
+    );
     let ws = EventQuery { workstation: Some("ws-01234".into()), ..EventQuery::default() };
     show("a workstation's timeline", median(11, || store.events(&page(ws.clone())).unwrap().len()));
     let silent_before = UtcMillis::from_unix_millis(now.unix_millis() - 15 * 60 * 1000);
-    show("fleet, first page (500)", median(11, || store.fleet(None, silent_before, None, 501).unwrap().len()));
+    show(
+        "fleet, first page (500)",
+        median(11, || store.fleet(None, silent_before, None, 501).unwrap().len()),
+    );
     show(
         "fleet of one group (100 workstations)",
         median(11, || store.fleet(Some("g-07"), silent_before, None, 501).unwrap().len()),
@@ -149,7 +158,8 @@ fn fill_sqlite(path: &std::path::Path, rows: usize, workstations: usize, start: 
             .unwrap();
         let step = (30 * DAY) / rows as i64;
         for i in 0..rows {
-            let kind = KINDS[i % KINDS.len()];
+            // Each workstation's entries go round the kinds (5,000 is a multiple of 10).
+            let kind = KINDS[(i + i / workstations) % KINDS.len()];
             let details = if kind == "locked" {
                 format!("{{\"reason\":\"idle\",\"idle_secs\":\"{}\",\"timeout_secs\":\"300\"}}", 300 + i % 45)
             } else {
@@ -187,9 +197,9 @@ fn fill_postgres(url: &str, rows: usize, workstations: usize, start: i64) {
                FROM generate_series(0::bigint, {w}) i;
              INSERT INTO audit (workstation, seq, time_ms, kind, usr, details, prev_hash, hash, received_ms)
                SELECT 'ws-' || lpad((i % {workstations})::text, 5, '0'), i / {workstations} + 1,
-                      {start} + i * {step}, (ARRAY[{kinds}])[i % {n_kinds} + 1],
+                      {start} + i * {step}, (ARRAY[{kinds}])[(i + i / {workstations}) % {n_kinds} + 1],
                       'u-' || lpad((i % 500)::text, 4, '0'),
-                      CASE WHEN (ARRAY[{kinds}])[i % {n_kinds} + 1] = 'locked'
+                      CASE WHEN (ARRAY[{kinds}])[(i + i / {workstations}) % {n_kinds} + 1] = 'locked'
                            THEN '{{\"reason\":\"idle\",\"idle_secs\":\"' || (300 + i % 45) || '\",\"timeout_secs\":\"300\"}}'
                            ELSE '{{}}' END,
                       '\\x00', '\\x00', {start} + i * {step}

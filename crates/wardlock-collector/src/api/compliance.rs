@@ -53,16 +53,29 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<UtcMillis>, ApiE
 #[utoipa::path(get, path = "/api/v1/events", summary = "Audit events, filtered and paged; JSON, CSV (Accept: text/csv) or a FHIR R4 Bundle (Accept: application/fhir+json)", params(EventParams), responses((status = 200, content((EventPage = "application/json"), (String = "text/csv"), (serde_json::Value = "application/fhir+json"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn events(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Q(p): Q<EventParams>,
 ) -> Result<Response, ApiError> {
     let query = event_query(p)?;
     let limit = query.limit;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let export = [("text/csv", "csv"), ("application/fhir+json", "fhir")]
+        .into_iter()
+        .find_map(|(media, name)| accept.contains(media).then_some(name));
+    let first_page = query.after.is_none();
     let store = state.store.clone();
     let rows = blocking(move || store.events(&query)).await?;
+    // An export leaves the collector with what it holds: who took which, on record (once
+    // per export, at its first page).
+    if let (Some(format), true) = (export, first_page) {
+        let filters = uri.query().unwrap_or_default().to_owned();
+        let log = admin_action(&caller, "events_export", format!("{format}, filters [{filters}]"));
+        let store = state.store.clone();
+        blocking(move || store.log_admin(&log)).await?;
+    }
     let next = if rows.len() == limit as usize { rows.last().map(|r| r.id) } else { None };
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if accept.contains("text/csv") {
         return csv_events(&rows, next);
     }

@@ -161,13 +161,24 @@ fn refusal_text(reason: RefusalReason) -> &'static str {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/console/session", summary = "Sign in to the console: name, password and TOTP code; sets the session cookie", request_body = ConsoleSignIn, responses((status = 200, body = ConsoleSession), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/console/session", summary = "Sign in to the console: name, password and TOTP code; sets the session cookie", request_body = ConsoleSignIn, responses((status = 200, body = ConsoleSession), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn sign_in(
     State(state): State<AppState>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let address = client_address(&parts);
+    // A page of another site can post a form as text/plain, which could sign the
+    // browser in to the attacker's account; JSON it cannot send without asking first.
+    let json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a sign-in is sent as Content-Type: application/json",
+        ));
+    }
     let body = axum::body::to_bytes(body, crate::api::gate::MAX_UNAUTHENTICATED_BODY)
         .await
         .map_err(|_| ApiError::bad("request body too large"))?;

@@ -892,7 +892,8 @@ impl CollectorStore for SqlStore {
         // Each query walks the (kind, time) index for its kinds, joined to the workstation
         // only for its group.
         // The workstations are joined only for a group's charts.
-        let from = if group.is_some() { "audit a JOIN workstations w ON w.id = a.workstation" } else { "audit a" };
+        let from =
+            if group.is_some() { "audit a JOIN workstations w ON w.id = a.workstation" } else { "audit a" };
         let scope = |args: &mut Args<'_>, kinds: &[AuditKind]| {
             let kinds: Vec<String> = kinds.iter().map(|k| args.bind(k.as_str())).collect();
             let mut clause = format!(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use wardlock_core::audit::{AuditDraft, AuditEntry, AuditKind};
+use wardlock_core::policy::{SignedPolicy, SignedPolicyBody};
 use wardlock_core::protocol::collector::AuditRecord;
 use wardlock_testkit::agent::{now, Daemon};
 use wardlock_testkit::collector::Collector;
@@ -150,12 +151,21 @@ fn ward_history(c: &Collector) {
                     t + 30_000 + late * 1000,
                     AuditKind::Locked,
                     Some("n.nurse"),
-                    &[("reason", "idle".into()), ("idle_secs", (300 + late).to_string()), ("timeout_secs", "300".into())],
+                    &[
+                        ("reason", "idle".into()),
+                        ("idle_secs", (300 + late).to_string()),
+                        ("timeout_secs", "300".into()),
+                    ],
                 );
                 push(t + 600_000, AuditKind::UnlockSucceeded, Some("n.nurse"), &[("method", "pin".into())]);
             }
             if (hour + n as i64 * 11) % 37 == 0 {
-                push(at + 900_000, AuditKind::EmergencyAccess, Some("k.kim"), &[("reason", "Rapid response".into())]);
+                push(
+                    at + 900_000,
+                    AuditKind::EmergencyAccess,
+                    Some("k.kim"),
+                    &[("reason", "Rapid response".into())],
+                );
             }
         }
         for chunk in log.chunks(2000) {
@@ -218,6 +228,16 @@ fn the_console_in_a_real_browser() {
     assert_eq!(guard.request(emergency)["result"], "granted");
     rogue_workstation(&c);
     ward_history(&c);
+    // IT's policies for the ICU: a first one, and the one that replaced it with a PHI tier.
+    for (serial, text) in [
+        (1, "[lock]\nidle_timeout = \"5m\"\nwarning = \"30s\"\n"),
+        (2, "[lock]\nidle_timeout = \"3m\"\nwarning = \"20s\"\n\n[phi.tiers.charts]\nidle_timeout = \"90s\"\nwarning = \"15s\"\n"),
+    ] {
+        let body = SignedPolicyBody { serial, issued_at: now(), group: Some("icu".into()), policy: text.into() };
+        let signed = SignedPolicy::sign(&body, &key);
+        let (status, body) = c.call("PUT", "/api/v1/admin/policies/icu", None, Some(signed.to_json()));
+        assert_eq!(status, 201, "{body}");
+    }
     wait_for("the failed unlock and the break-glass access to reach the collector", || {
         let failed = events(&c, "workstation=ward4-bed12&kind=unlock_failed");
         let emergency = events(&c, "workstation=ward4-bed12&kind=emergency_access");
@@ -259,6 +279,38 @@ fn the_console_in_a_real_browser() {
     let did = |actor: &str, action: &str| log.iter().any(|a| a["actor"] == actor && a["action"] == action);
     assert!(did("privacy.officer (console)", "console_sign_in"), "{log:?}");
     assert!(did("privacy.officer (console)", "emergency_reviewed"), "{log:?}");
+    assert!(did("privacy.officer (console)", "events_export"), "{log:?}");
     assert!(did("it.admin (console)", "user_disable"), "{log:?}");
+
+    // IT signs the draft the admin kept in the console with its offline key, and stores it.
+    let (_, drafts) = c.call("GET", "/api/v1/policy-drafts", None, None);
+    let drafts: Vec<Value> = serde_json::from_str(&drafts).unwrap();
+    let draft = drafts.iter().find(|d| d["group"] == "ward4").expect("the console's draft for ward4");
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("policy-signing.key");
+    std::fs::write(
+        &key_file,
+        ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_pem(&key, Default::default()).unwrap().as_bytes(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let signed = Command::new(wardlock_testkit::bin("wardlockctl"))
+        .args(["--server", &c.url(), "--token", &c.token, "--ca-file"])
+        .arg(c.cert())
+        .args(["policy", "sign", "--draft", &draft["id"].to_string(), "--key"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&signed.stdout),
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let (_, policies) = c.call("GET", "/api/v1/policies", None, None);
+    let policies: Vec<Value> = serde_json::from_str(&policies).unwrap();
+    let ward4 = policies.iter().find(|p| p["group"] == "ward4").expect("ward4's policy stored");
+    assert_eq!(ward4["timeouts"]["idle_timeout_secs"], 120, "{ward4}");
+    assert_eq!(ward4["stored_by"], "dev admin", "stored with the token wardlockctl used: {ward4}");
     d.stop();
 }

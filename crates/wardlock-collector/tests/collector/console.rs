@@ -41,7 +41,10 @@ fn request(ca: &Path, method: &str, url: &str, headers: &[(&str, &str)], body: O
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_owned());
+            if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+                request = request.header("content-type", "application/json");
+            }
+            request = request.body(body.to_owned());
         }
         let response = request.send().await.unwrap();
         let header =
@@ -116,6 +119,19 @@ fn sign_in_sessions_csrf_and_roles_are_enforced_by_the_server(backend: Backend) 
     let url = |path: &str| format!("{}{path}", c.url());
     assert_eq!(request(&c.cert(), "GET", &url("/api/v1/events"), &[], None).status, 401);
     assert_eq!(request(&c.cert(), "GET", &url("/api/v1/console/session"), &[], None).status, 401);
+
+    // A form another site posts (text/plain) signs no one in, even with the right secrets.
+    let body = json!({"name": "privacy.officer", "password": AUDITOR_PASSWORD, "code": code(&auditor, 0)})
+        .to_string();
+    let form = request(
+        &c.cert(),
+        "POST",
+        &url("/api/v1/console/session"),
+        &[("content-type", "text/plain")],
+        Some(&body),
+    );
+    assert_eq!(form.status, 415, "{}", form.body);
+    assert!(form.set_cookie.is_none());
 
     // A wrong code, a wrong password: refused alike, and logged.
     let wrong = sign_in(&c, "privacy.officer", AUDITOR_PASSWORD, "000000");
