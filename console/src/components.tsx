@@ -46,13 +46,33 @@ export function Section({ title, children, id }: { title: string; children: Comp
   );
 }
 
-/** A table that scrolls sideways on a narrow screen, named for screen readers. */
-export function Table({ caption, children }: { caption: string; children: ComponentChildren }) {
+/** A table that scrolls sideways on a narrow screen, named for screen readers: its
+ * column headers, then its rows. */
+export function Table({
+  caption,
+  columns,
+  children,
+}: {
+  caption: string;
+  columns: (string | false)[];
+  children: ComponentChildren;
+}) {
   return (
     <div class="table-wrap" role="region" aria-label={caption} tabIndex={0}>
       <table>
         <caption class="visually-hidden">{caption}</caption>
-        {children}
+        <thead>
+          <tr>
+            {columns
+              .filter((c): c is string => c !== false)
+              .map((c) => (
+                <th scope="col" key={c}>
+                  {c}
+                </th>
+              ))}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
       </table>
     </div>
   );

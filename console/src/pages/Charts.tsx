@@ -16,7 +16,19 @@ import { api, errorText, type Schemas, type Session } from "../api";
 import { Problem, Section, Table } from "../components";
 import { formatTime, hourIn } from "../format";
 
-Chart.register(BarController, BarElement, CategoryScale, LinearScale, LineController, LineElement, PointElement, Tooltip, Legend, MatrixController, MatrixElement);
+Chart.register(
+  BarController,
+  BarElement,
+  CategoryScale,
+  LinearScale,
+  LineController,
+  LineElement,
+  PointElement,
+  Tooltip,
+  Legend,
+  MatrixController,
+  MatrixElement,
+);
 // Drawn at once: no motion for those who are bothered by it, and what a screenshot shows is the data.
 Chart.defaults.animation = false;
 
@@ -85,7 +97,11 @@ export function Charts({ session }: { session: Session }) {
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
         <div>
           <label for="c-days">Period</label>
-          <select id="c-days" value={String(days)} onChange={(e) => setDays(Number((e.currentTarget as HTMLSelectElement).value))}>
+          <select
+            id="c-days"
+            value={String(days)}
+            onChange={(e) => setDays(Number((e.currentTarget as HTMLSelectElement).value))}
+          >
             <option value="1">Last 24 hours</option>
             <option value="7">Last 7 days</option>
             <option value="30">Last 30 days</option>
@@ -94,7 +110,12 @@ export function Charts({ session }: { session: Session }) {
         </div>
         <div>
           <label for="c-group">Group</label>
-          <input id="c-group" value={group} placeholder="all groups" onChange={(e) => setGroup((e.currentTarget as HTMLInputElement).value.trim())} />
+          <input
+            id="c-group"
+            value={group}
+            placeholder="all groups"
+            onChange={(e) => setGroup((e.currentTarget as HTMLInputElement).value.trim())}
+          />
         </div>
       </form>
       <Problem text={problem} />
@@ -107,54 +128,67 @@ export function Charts({ session }: { session: Session }) {
             ) : (
               <Canvas
                 label={`Heat map of locks and unlocks per hour for ${heat.groups.length} groups`}
-                config={() => ({
-                  type: "matrix",
-                  data: {
-                    datasets: [
-                      {
-                        label: "Locks and unlocks",
-                        data: heat.data,
-                        backgroundColor: (c: { raw?: unknown }) => {
-                          const v = (c.raw as { v?: number } | undefined)?.v ?? 0;
-                          return `rgba(22, 84, 160, ${0.08 + (0.92 * v) / heat.max})`;
+                config={() =>
+                  ({
+                    type: "matrix",
+                    data: {
+                      datasets: [
+                        {
+                          label: "Locks and unlocks",
+                          data: heat.data,
+                          backgroundColor: (c: { raw?: unknown }) => {
+                            const v = (c.raw as { v?: number } | undefined)?.v ?? 0;
+                            return `rgba(22, 84, 160, ${0.08 + (0.92 * v) / heat.max})`;
+                          },
+                          width: ({ chart }: { chart: Chart }) => (chart.chartArea?.width ?? 0) / 24 - 2,
+                          height: ({ chart }: { chart: Chart }) =>
+                            (chart.chartArea?.height ?? 0) / heat.groups.length - 2,
                         },
-                        width: ({ chart }: { chart: Chart }) => (chart.chartArea?.width ?? 0) / 24 - 2,
-                        height: ({ chart }: { chart: Chart }) => (chart.chartArea?.height ?? 0) / heat.groups.length - 2,
-                      },
-                    ],
-                  },
-                  options: {
-                    maintainAspectRatio: false,
-                    plugins: {
-                      legend: { display: false },
-                      tooltip: {
-                        callbacks: {
-                          label: (c: { raw: unknown }) => {
-                            const d = c.raw as { x: string; y: string; locks: number; unlocks: number };
-                            return `${d.y}, ${d.x}:00–${Number(d.x) + 1}:00: ${d.locks} locks, ${d.unlocks} unlocks`;
+                      ],
+                    },
+                    options: {
+                      maintainAspectRatio: false,
+                      plugins: {
+                        legend: { display: false },
+                        tooltip: {
+                          callbacks: {
+                            label: (c: { raw: unknown }) => {
+                              const d = c.raw as { x: string; y: string; locks: number; unlocks: number };
+                              return `${d.y}, ${d.x}:00–${Number(d.x) + 1}:00: ${d.locks} locks, ${d.unlocks} unlocks`;
+                            },
                           },
                         },
                       },
+                      scales: {
+                        x: {
+                          type: "category",
+                          labels: HOURS,
+                          offset: true,
+                          title: { display: true, text: "Hour of the day" },
+                        },
+                        y: { type: "category", labels: heat.groups, offset: true },
+                      },
                     },
-                    scales: {
-                      x: { type: "category", labels: HOURS, offset: true, title: { display: true, text: "Hour of the day" } },
-                      y: { type: "category", labels: heat.groups, offset: true },
-                    },
-                  },
-                }) as never}
+                  }) as never
+                }
               />
             )}
           </Section>
 
           <Section title="From the last input to the lock, against the timeout">
-            <p class="hint">Idle locks by how long after their timeout they came, as each guard measured it. A guard that locks on time puts nearly all in the first bars.</p>
+            <p class="hint">
+              Idle locks by how long after their timeout they came, as each guard measured it. A guard that locks on
+              time puts nearly all in the first bars.
+            </p>
             <Canvas
               label={`Bar chart: ${charts.lock_delay.map((b) => `${b.locks} locks ${b.label}`).join(", ")}`}
               config={() => ({
                 type: "bar",
                 data: {
                   labels: charts.lock_delay.map((b) => b.label),
-                  datasets: [{ label: "Idle locks", data: charts.lock_delay.map((b) => b.locks), backgroundColor: "#1654a0" }],
+                  datasets: [
+                    { label: "Idle locks", data: charts.lock_delay.map((b) => b.locks), backgroundColor: "#1654a0" },
+                  ],
                 },
                 options: { maintainAspectRatio: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
               })}
@@ -173,7 +207,14 @@ export function Charts({ session }: { session: Session }) {
                 type: "line",
                 data: {
                   labels: charts.emergency_per_week.map((w) => formatTime(Date.parse(w.week), zone).slice(0, 11)),
-                  datasets: [{ label: "Emergency accesses", data: charts.emergency_per_week.map((w) => w.count), borderColor: "#a0162b", backgroundColor: "#a0162b" }],
+                  datasets: [
+                    {
+                      label: "Emergency accesses",
+                      data: charts.emergency_per_week.map((w) => w.count),
+                      borderColor: "#a0162b",
+                      backgroundColor: "#a0162b",
+                    },
+                  ],
                 },
                 options: { maintainAspectRatio: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
               })}
@@ -193,33 +234,24 @@ function UnattendedTable({ rows, zone }: { rows: Charts["unattended"]; zone: str
   const max = Math.max(1, ...rows.map((r) => r.minutes));
   const minutes = (ws: string, day: string) => rows.find((r) => r.workstation === ws && r.day === day)?.minutes ?? 0;
   return (
-    <Table caption="Unattended minutes per workstation and day">
-      <thead>
-        <tr>
-          <th scope="col">Workstation</th>
-          {days.map((d) => (
-            <th scope="col" key={d}>
-              {formatTime(Date.parse(d), "UTC").slice(0, 6)}
-            </th>
-          ))}
+    <Table
+      caption="Unattended minutes per workstation and day"
+      columns={["Workstation", ...days.map((d) => formatTime(Date.parse(d), "UTC").slice(0, 6))]}
+    >
+      {workstations.map((ws) => (
+        <tr key={ws}>
+          <th scope="row">{ws}</th>
+          {days.map((d) => {
+            const m = minutes(ws, d);
+            const level = Math.ceil((4 * m) / max);
+            return (
+              <td key={d} class={`num heat-${level}`}>
+                {m}
+              </td>
+            );
+          })}
         </tr>
-      </thead>
-      <tbody>
-        {workstations.map((ws) => (
-          <tr key={ws}>
-            <th scope="row">{ws}</th>
-            {days.map((d) => {
-              const m = minutes(ws, d);
-              const level = Math.ceil((4 * m) / max);
-              return (
-                <td key={d} class={`num heat-${level}`}>
-                  {m}
-                </td>
-              );
-            })}
-          </tr>
-        ))}
-      </tbody>
+      ))}
     </Table>
   );
 }

@@ -118,7 +118,10 @@ export function Events({ session, params }: { session: Session; params: URLSearc
       for (const [k, v] of Object.entries({ ...query, limit: "10000", ...(after ? { after } : {}) })) {
         if (v !== undefined) q.set(k, String(v));
       }
-      const response = await fetch(`/api/v1/events?${q.toString()}`, { headers: { Accept: accept }, credentials: "same-origin" });
+      const response = await fetch(`/api/v1/events?${q.toString()}`, {
+        headers: { Accept: accept },
+        credentials: "same-origin",
+      });
       if (!response.ok) {
         setStatus(`The export failed: ${response.status}`);
         return;
@@ -146,7 +149,9 @@ export function Events({ session, params }: { session: Session; params: URLSearc
     document.body.append(link);
     link.click();
     link.remove();
-    setStatus(`Exported ${count} entries as ${format.toUpperCase()}${count >= EXPORT_MAX ? " (the first ones; narrow the filters for the rest)" : ""}.`);
+    setStatus(
+      `Exported ${count} entries as ${format.toUpperCase()}${count >= EXPORT_MAX ? " (the first ones; narrow the filters for the rest)" : ""}.`,
+    );
   };
 
   const page = cursors.length;
@@ -160,7 +165,12 @@ export function Events({ session, params }: { session: Session; params: URLSearc
         </div>
         <div>
           <label for="f-workstation">Workstation</label>
-          <input id="f-workstation" name="workstation" defaultValue={params.get("workstation") ?? ""} spellcheck={false} />
+          <input
+            id="f-workstation"
+            name="workstation"
+            defaultValue={params.get("workstation") ?? ""}
+            spellcheck={false}
+          />
         </div>
         <div>
           <label for="f-group">Group</label>
@@ -219,37 +229,28 @@ export function Events({ session, params }: { session: Session; params: URLSearc
         </span>
       </div>
       <Problem text={problem} />
-      <Table caption="Audit events in the order the collector received them">
-        <thead>
-          <tr>
-            <th scope="col">Time</th>
-            <th scope="col">Workstation</th>
-            <th scope="col">Seq</th>
-            <th scope="col">Kind</th>
-            <th scope="col">User</th>
-            <th scope="col">Details</th>
+      <Table
+        caption="Audit events in the order the collector received them"
+        columns={["Time", "Workstation", "Seq", "Kind", "User", "Details"]}
+      >
+        {rows.map((e) => (
+          <tr key={e.id}>
+            <td>
+              <Time at={e.time} zone={zone} />
+            </td>
+            <td>
+              <a href={href("events", { workstation: e.workstation })}>{e.workstation}</a>
+            </td>
+            <td class="num">{e.seq}</td>
+            <td>
+              <span class={`kind kind-${e.kind}`}>{kindWords(e.kind)}</span>
+            </td>
+            <td>{e.user ? <a href={href("events", { user: e.user })}>{e.user}</a> : "—"}</td>
+            <td>
+              <Details details={e.details} />
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {rows.map((e) => (
-            <tr key={e.id}>
-              <td>
-                <Time at={e.time} zone={zone} />
-              </td>
-              <td>
-                <a href={href("events", { workstation: e.workstation })}>{e.workstation}</a>
-              </td>
-              <td class="num">{e.seq}</td>
-              <td>
-                <span class={`kind kind-${e.kind}`}>{kindWords(e.kind)}</span>
-              </td>
-              <td>{e.user ? <a href={href("events", { user: e.user })}>{e.user}</a> : "—"}</td>
-              <td>
-                <Details details={e.details} />
-              </td>
-            </tr>
-          ))}
-        </tbody>
+        ))}
       </Table>
       {rows.length === 0 && !problem && <p>No entries match these filters.</p>}
       {!live && (

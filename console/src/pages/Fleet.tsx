@@ -42,7 +42,11 @@ export function Fleet({ session, params }: { session: Session; params: URLSearch
       <h1>Fleet</h1>
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
         <label for="fleet-group">Group</label>
-        <select id="fleet-group" value={group} onChange={(e) => route("fleet", { group: (e.currentTarget as HTMLSelectElement).value })}>
+        <select
+          id="fleet-group"
+          value={group}
+          onChange={(e) => route("fleet", { group: (e.currentTarget as HTMLSelectElement).value })}
+        >
           <option value="">All groups</option>
           {[...new Set([...groups, ...(group ? [group] : [])])].map((g) => (
             <option key={g} value={g}>
@@ -57,57 +61,44 @@ export function Fleet({ session, params }: { session: Session; params: URLSearch
           {rows.length} workstation{rows.length === 1 ? "" : "s"} shown; {silent} silent, {unguarded} unguarded.
         </p>
       )}
-      <Table caption="Workstations, silent and unguarded first">
-        <thead>
-          <tr>
-            <th scope="col">Workstation</th>
-            <th scope="col">Group</th>
-            <th scope="col">State</th>
-            <th scope="col">Last heard from</th>
-            <th scope="col">Backlog</th>
-            <th scope="col">Agent</th>
-            <th scope="col">Policy serial</th>
-            <th scope="col">Findings</th>
-          </tr>
-        </thead>
-        <tbody>
-          {rows.map((w) => {
-            const behind = w.group_policy_serial != null && w.policy_serial !== w.group_policy_serial;
-            return (
-              <tr key={w.id} class={w.state === "silent" || w.state === "guard_lost" ? "attention" : undefined}>
-                <th scope="row">
-                  <a href={href("events", { workstation: w.id })} title="Open this workstation's timeline">
-                    {w.hostname}
-                  </a>
-                  {w.hostname !== w.id && <span class="sub">{w.id}</span>}
-                </th>
-                <td>{w.group}</td>
-                <td>
-                  <StateBadge state={w.state} />
-                  {w.state_since && w.state !== "silent" && (
-                    <span class="sub">
-                      since <Time at={w.state_since} zone={session.time_zone} />
-                    </span>
-                  )}
-                </td>
-                <td>
-                  <Time at={w.last_seen} zone={session.time_zone} />
-                  <span class="sub">{ago(w.last_seen ? Date.parse(w.last_seen) : null, now)}</span>
-                </td>
-                <td class="num">{w.backlog ?? "—"}</td>
-                <td>{w.agent_version}</td>
-                <td class={behind ? "behind" : undefined}>
-                  {w.policy_serial ?? "—"}
-                  {w.group_policy_serial != null && <> of {w.group_policy_serial}</>}
-                  {behind && <span class="sub">not the group's latest</span>}
-                </td>
-                <td class="num">
-                  {w.findings > 0 ? <a href={href("reports")}>{w.findings}</a> : 0}
-                </td>
-              </tr>
-            );
-          })}
-        </tbody>
+      <Table
+        caption="Workstations, silent and unguarded first"
+        columns={["Workstation", "Group", "State", "Last heard from", "Backlog", "Agent", "Policy serial", "Findings"]}
+      >
+        {rows.map((w) => {
+          const behind = w.group_policy_serial != null && w.policy_serial !== w.group_policy_serial;
+          return (
+            <tr key={w.id} class={w.state === "silent" || w.state === "guard_lost" ? "attention" : undefined}>
+              <th scope="row">
+                <a href={href("events", { workstation: w.id })} title="Open this workstation's timeline">
+                  {w.hostname}
+                </a>
+                {w.hostname !== w.id && <span class="sub">{w.id}</span>}
+              </th>
+              <td>{w.group}</td>
+              <td>
+                <StateBadge state={w.state} />
+                {w.state_since && w.state !== "silent" && (
+                  <span class="sub">
+                    since <Time at={w.state_since} zone={session.time_zone} />
+                  </span>
+                )}
+              </td>
+              <td>
+                <Time at={w.last_seen} zone={session.time_zone} />
+                <span class="sub">{ago(w.last_seen ? Date.parse(w.last_seen) : null, now)}</span>
+              </td>
+              <td class="num">{w.backlog ?? "—"}</td>
+              <td>{w.agent_version}</td>
+              <td class={behind ? "behind" : undefined}>
+                {w.policy_serial ?? "—"}
+                {w.group_policy_serial != null && <> of {w.group_policy_serial}</>}
+                {behind && <span class="sub">not the group's latest</span>}
+              </td>
+              <td class="num">{w.findings > 0 ? <a href={href("reports")}>{w.findings}</a> : 0}</td>
+            </tr>
+          );
+        })}
       </Table>
       {loaded && rows.length === 0 && <p>No workstation has enrolled{group ? ` in ${group}` : ""} yet.</p>}
       {next && (

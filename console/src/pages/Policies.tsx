@@ -14,28 +14,19 @@ function seconds(s: number): string {
 function Timeouts({ t }: { t: Schemas["EffectiveTimeouts"] | null | undefined }) {
   if (!t) return <p class="error">This policy does not read as valid: workstations refuse it and keep theirs.</p>;
   return (
-    <Table caption="Effective timeouts per PHI tier">
-      <thead>
-        <tr>
-          <th scope="col">While open</th>
-          <th scope="col">Idle timeout</th>
-          <th scope="col">Warning</th>
+    <Table caption="Effective timeouts per PHI tier" columns={["While open", "Idle timeout", "Warning"]}>
+      <tr>
+        <th scope="row">No PHI application (the group's)</th>
+        <td>{seconds(t.idle_timeout_secs)}</td>
+        <td>{seconds(t.warning_secs)}</td>
+      </tr>
+      {t.tiers.map((tier) => (
+        <tr key={tier.tier}>
+          <th scope="row">PHI tier {tier.tier}</th>
+          <td>{seconds(tier.idle_timeout_secs)}</td>
+          <td>{seconds(tier.warning_secs)}</td>
         </tr>
-      </thead>
-      <tbody>
-        <tr>
-          <th scope="row">No PHI application (the group's)</th>
-          <td>{seconds(t.idle_timeout_secs)}</td>
-          <td>{seconds(t.warning_secs)}</td>
-        </tr>
-        {t.tiers.map((tier) => (
-          <tr key={tier.tier}>
-            <th scope="row">PHI tier {tier.tier}</th>
-            <td>{seconds(tier.idle_timeout_secs)}</td>
-            <td>{seconds(tier.warning_secs)}</td>
-          </tr>
-        ))}
-      </tbody>
+      ))}
     </Table>
   );
 }
@@ -88,7 +79,14 @@ function Draft({ group, start, drafted }: { group: string; start: string; drafte
   return (
     <form class="draft" onSubmit={(e) => void save(e)}>
       <label for={id}>Draft a change for {group}</label>
-      <textarea id={id} rows={12} value={text} spellcheck={false} onInput={(e) => setText((e.currentTarget as HTMLTextAreaElement).value)} aria-describedby={`${id}-check`} />
+      <textarea
+        id={id}
+        rows={12}
+        value={text}
+        spellcheck={false}
+        onInput={(e) => setText((e.currentTarget as HTMLTextAreaElement).value)}
+        aria-describedby={`${id}-check`}
+      />
       <div id={`${id}-check`} role="status" aria-live="polite">
         {check?.valid && <p class="ok">Valid: a workstation would take it.</p>}
         {check && !check.valid && (
@@ -144,11 +142,13 @@ export function Policies({ session }: { session: Session }) {
     <>
       <h1>Policies</h1>
       <p class="hint">
-        Each group's signed policy in force. The collector stores and serves them; every workstation checks the signature
-        against the keys it trusts, and refuses an older serial. The signing key never lives on the collector.
+        Each group's signed policy in force. The collector stores and serves them; every workstation checks the
+        signature against the keys it trusts, and refuses an older serial. The signing key never lives on the collector.
       </p>
       <Problem text={problem} />
-      {policies.length === 0 && !problem && <p>No central policy has been stored yet: workstations run their machine policy.</p>}
+      {policies.length === 0 && !problem && (
+        <p>No central policy has been stored yet: workstations run their machine policy.</p>
+      )}
       {policies.map((p) => (
         <Section key={p.group} title={`Group ${p.group}`} id={`policy-${p.group}`}>
           <dl class="facts">
@@ -190,39 +190,38 @@ export function Policies({ session }: { session: Session }) {
       {admin && (
         <Section title="A policy for another group">
           <label for="new-group">Group</label>
-          <input id="new-group" value={newGroup} onInput={(e) => setNewGroup((e.currentTarget as HTMLInputElement).value.trim())} />
-          {newGroup && <Draft group={newGroup} start={'[lock]\nidle_timeout = "5m"\nwarning = "30s"\n'} drafted={() => void load()} />}
+          <input
+            id="new-group"
+            value={newGroup}
+            onInput={(e) => setNewGroup((e.currentTarget as HTMLInputElement).value.trim())}
+          />
+          {newGroup && (
+            <Draft
+              group={newGroup}
+              start={'[lock]\nidle_timeout = "5m"\nwarning = "30s"\n'}
+              drafted={() => void load()}
+            />
+          )}
         </Section>
       )}
       <Section title="Drafts waiting for a signature">
         {drafts.length === 0 ? (
           <p>No draft.</p>
         ) : (
-          <Table caption="Policy drafts, newest first">
-            <thead>
-              <tr>
-                <th scope="col">Draft</th>
-                <th scope="col">Group</th>
-                <th scope="col">By</th>
-                <th scope="col">When</th>
-                <th scope="col">Sign with</th>
+          <Table caption="Policy drafts, newest first" columns={["Draft", "Group", "By", "When", "Sign with"]}>
+            {drafts.map((d) => (
+              <tr key={d.id}>
+                <td class="num">{d.id}</td>
+                <td>{d.group}</td>
+                <td>{d.author}</td>
+                <td>
+                  <Time at={d.created} zone={session.time_zone} />
+                </td>
+                <td>
+                  <code>wardlockctl policy sign --draft {d.id} --key …</code>
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {drafts.map((d) => (
-                <tr key={d.id}>
-                  <td class="num">{d.id}</td>
-                  <td>{d.group}</td>
-                  <td>{d.author}</td>
-                  <td>
-                    <Time at={d.created} zone={session.time_zone} />
-                  </td>
-                  <td>
-                    <code>wardlockctl policy sign --draft {d.id} --key …</code>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
+            ))}
           </Table>
         )}
       </Section>

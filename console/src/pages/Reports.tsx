@@ -57,33 +57,25 @@ export function Reports({ session }: { session: Session }) {
       <p class="hint">The last 30 days unless a report says otherwise.</p>
       <Section title="Failed attempts and lockouts">
         <Problem text={failed.problem} />
-        <Table caption="Failed unlock attempts and lockouts per user and workstation, most first">
-          <thead>
-            <tr>
-              <th scope="col">User</th>
-              <th scope="col">Workstation</th>
-              <th scope="col">Failed attempts</th>
-              <th scope="col">Lockouts</th>
-              <th scope="col">Latest</th>
+        <Table
+          caption="Failed unlock attempts and lockouts per user and workstation, most first"
+          columns={["User", "Workstation", "Failed attempts", "Lockouts", "Latest"]}
+        >
+          {failed.rows.map((f) => (
+            <tr key={`${f.user}/${f.workstation}`}>
+              <td>
+                <a href={href("events", { user: f.user, outcome: "failure" })}>{f.user}</a>
+              </td>
+              <td>
+                <a href={href("events", { workstation: f.workstation })}>{f.workstation}</a>
+              </td>
+              <td class="num">{f.failed_attempts}</td>
+              <td class="num">{f.lockouts}</td>
+              <td>
+                <Time at={f.last} zone={zone} />
+              </td>
             </tr>
-          </thead>
-          <tbody>
-            {failed.rows.map((f) => (
-              <tr key={`${f.user}/${f.workstation}`}>
-                <td>
-                  <a href={href("events", { user: f.user, outcome: "failure" })}>{f.user}</a>
-                </td>
-                <td>
-                  <a href={href("events", { workstation: f.workstation })}>{f.workstation}</a>
-                </td>
-                <td class="num">{f.failed_attempts}</td>
-                <td class="num">{f.lockouts}</td>
-                <td>
-                  <Time at={f.last} zone={zone} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
+          ))}
         </Table>
         {failed.rows.length === 0 && <p>No failed attempts.</p>}
         {failed.more}
@@ -91,21 +83,13 @@ export function Reports({ session }: { session: Session }) {
 
       <Section title="Emergency accesses">
         <Problem text={emergency.problem} />
-        <Table caption="Break-glass accesses with their reasons and reviews">
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">Workstation</th>
-              <th scope="col">User</th>
-              <th scope="col">Reason</th>
-              <th scope="col">Review</th>
-            </tr>
-          </thead>
-          <tbody>
-            {emergency.rows.map((e) => (
-              <EmergencyRow key={e.id} access={e} zone={zone} reviewed={() => void emergency.reload()} />
-            ))}
-          </tbody>
+        <Table
+          caption="Break-glass accesses with their reasons and reviews"
+          columns={["Time", "Workstation", "User", "Reason", "Review"]}
+        >
+          {emergency.rows.map((e) => (
+            <EmergencyRow key={e.id} access={e} zone={zone} reviewed={() => void emergency.reload()} />
+          ))}
         </Table>
         {emergency.rows.length === 0 && <p>No emergency access.</p>}
         {emergency.more}
@@ -114,25 +98,15 @@ export function Reports({ session }: { session: Session }) {
       <Section title="Stale accounts">
         <p class="hint">Directory users with no unlock, hold, break-glass, sign-out or approval for 90 days.</p>
         <Problem text={stale.problem} />
-        <Table caption="Stale directory accounts">
-          <thead>
-            <tr>
-              <th scope="col">User</th>
-              <th scope="col">Name</th>
-              <th scope="col">Role</th>
-              <th scope="col">Last used</th>
+        <Table caption="Stale directory accounts" columns={["User", "Name", "Role", "Last used"]}>
+          {stale.rows.map((u) => (
+            <tr key={u.id}>
+              <td>{u.id}</td>
+              <td>{u.display_name}</td>
+              <td>{u.role}</td>
+              <td>{u.last_unlock ? <Time at={u.last_unlock} zone={zone} /> : "never"}</td>
             </tr>
-          </thead>
-          <tbody>
-            {stale.rows.map((u) => (
-              <tr key={u.id}>
-                <td>{u.id}</td>
-                <td>{u.display_name}</td>
-                <td>{u.role}</td>
-                <td>{u.last_unlock ? <Time at={u.last_unlock} zone={zone} /> : "never"}</td>
-              </tr>
-            ))}
-          </tbody>
+          ))}
         </Table>
         {stale.rows.length === 0 && <p>No stale account.</p>}
         {stale.more}
@@ -140,52 +114,37 @@ export function Reports({ session }: { session: Session }) {
 
       <Section title="Chain findings and enrollment conflicts">
         <Problem text={chain.problem ?? conflicts.problem} />
-        <Table caption="Chain findings: altered, broken, rewritten, truncated logs and refused enrollments">
-          <thead>
-            <tr>
-              <th scope="col">Found</th>
-              <th scope="col">Workstation</th>
-              <th scope="col">Seq</th>
-              <th scope="col">Finding</th>
-              <th scope="col">Detail</th>
+        <Table
+          caption="Chain findings: altered, broken, rewritten, truncated logs and refused enrollments"
+          columns={["Found", "Workstation", "Seq", "Finding", "Detail"]}
+        >
+          {chain.rows.map((f) => (
+            <tr key={`${f.workstation}/${f.seq}/${f.kind}`}>
+              <td>
+                <Time at={f.found} zone={zone} />
+              </td>
+              <td>{f.workstation}</td>
+              <td class="num">{f.seq}</td>
+              <td>{kindWords(f.kind)}</td>
+              <td class="pre">{f.detail}</td>
             </tr>
-          </thead>
-          <tbody>
-            {chain.rows.map((f) => (
-              <tr key={`${f.workstation}/${f.seq}/${f.kind}`}>
-                <td>
-                  <Time at={f.found} zone={zone} />
-                </td>
-                <td>{f.workstation}</td>
-                <td class="num">{f.seq}</td>
-                <td>{kindWords(f.kind)}</td>
-                <td class="pre">{f.detail}</td>
-              </tr>
-            ))}
-          </tbody>
+          ))}
         </Table>
         {chain.rows.length === 0 && <p>No chain finding.</p>}
         {chain.more}
         {conflicts.rows.length > 0 && (
-          <Table caption="Two versions of one entry: what was stored and what came later">
-            <thead>
-              <tr>
-                <th scope="col">Workstation</th>
-                <th scope="col">Seq</th>
-                <th scope="col">Stored</th>
-                <th scope="col">Received later</th>
+          <Table
+            caption="Two versions of one entry: what was stored and what came later"
+            columns={["Workstation", "Seq", "Stored", "Received later"]}
+          >
+            {conflicts.rows.map((c) => (
+              <tr key={`${c.workstation}/${c.seq}/${c.received_at}`}>
+                <td>{c.workstation}</td>
+                <td class="num">{c.seq}</td>
+                <td>{kindWords(c.stored.kind)}</td>
+                <td>{kindWords(c.received.kind)}</td>
               </tr>
-            </thead>
-            <tbody>
-              {conflicts.rows.map((c) => (
-                <tr key={`${c.workstation}/${c.seq}/${c.received_at}`}>
-                  <td>{c.workstation}</td>
-                  <td class="num">{c.seq}</td>
-                  <td>{kindWords(c.stored.kind)}</td>
-                  <td>{kindWords(c.received.kind)}</td>
-                </tr>
-              ))}
-            </tbody>
+            ))}
           </Table>
         )}
         {conflicts.more}
@@ -194,29 +153,19 @@ export function Reports({ session }: { session: Session }) {
       <Section title="Escalations">
         <p class="hint">A guard lost or killed, an impostor, and the sessions ended because of it.</p>
         <Problem text={escalations.problem} />
-        <Table caption="Escalations: guard lost and logoffs">
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">Workstation</th>
-              <th scope="col">What</th>
-              <th scope="col">User</th>
+        <Table caption="Escalations: guard lost and logoffs" columns={["Time", "Workstation", "What", "User"]}>
+          {escalations.rows.map((e) => (
+            <tr key={e.id}>
+              <td>
+                <Time at={e.time} zone={zone} />
+              </td>
+              <td>
+                <a href={href("events", { workstation: e.workstation })}>{e.workstation}</a>
+              </td>
+              <td>{kindWords(e.kind)}</td>
+              <td>{e.user ?? "—"}</td>
             </tr>
-          </thead>
-          <tbody>
-            {escalations.rows.map((e) => (
-              <tr key={e.id}>
-                <td>
-                  <Time at={e.time} zone={zone} />
-                </td>
-                <td>
-                  <a href={href("events", { workstation: e.workstation })}>{e.workstation}</a>
-                </td>
-                <td>{kindWords(e.kind)}</td>
-                <td>{e.user ?? "—"}</td>
-              </tr>
-            ))}
-          </tbody>
+          ))}
         </Table>
         {escalations.rows.length === 0 && <p>No escalation.</p>}
         {escalations.more}
@@ -279,7 +228,11 @@ function EmergencyRow({ access, zone, reviewed }: { access: EmergencyOut; zone: 
             </button>
           </form>
         ) : (
-          <button type="button" onClick={() => setOpen(true)} aria-label={`Review the emergency access at ${access.workstation} #${access.seq}`}>
+          <button
+            type="button"
+            onClick={() => setOpen(true)}
+            aria-label={`Review the emergency access at ${access.workstation} #${access.seq}`}
+          >
             Review…
           </button>
         )}

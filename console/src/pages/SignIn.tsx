@@ -12,7 +12,11 @@ export function SignIn({ ended, onSignedIn }: { ended: boolean; onSignedIn: (s: 
     const form = new FormData(event.currentTarget as HTMLFormElement);
     setBusy(true);
     setError(undefined);
-    const { data, error: failed, response } = await api.POST("/api/v1/console/session", {
+    const {
+      data,
+      error: failed,
+      response,
+    } = await api.POST("/api/v1/console/session", {
       body: {
         name: String(form.get("name") ?? "").trim(),
         password: String(form.get("password") ?? ""),
@@ -32,7 +36,11 @@ export function SignIn({ ended, onSignedIn }: { ended: boolean; onSignedIn: (s: 
   return (
     <main id="main" class="signin">
       <h1>Wardlock console</h1>
-      {ended && <p class="notice">Your session ended (15 minutes without use, 12 hours at most, or signed out). Sign in again.</p>}
+      {ended && (
+        <p class="notice">
+          Your session ended (15 minutes without use, 12 hours at most, or signed out). Sign in again.
+        </p>
+      )}
       <form onSubmit={(e) => void submit(e)} aria-describedby={error ? "signin-error" : undefined}>
         <label for="name">Name</label>
         <input id="name" name="name" autocomplete="username" required autofocus spellcheck={false} />
@@ -49,7 +57,9 @@ export function SignIn({ ended, onSignedIn }: { ended: boolean; onSignedIn: (s: 
           {busy ? "Signing in…" : "Sign in"}
         </button>
       </form>
-      <p class="hint">An account is made on the collector: <code>wardlock-collector account create NAME --role admin|auditor</code>.</p>
+      <p class="hint">
+        An account is made on the collector: <code>wardlock-collector account create NAME --role admin|auditor</code>.
+      </p>
     </main>
   );
 }

@@ -12,7 +12,10 @@ function Enrolment({ user, uri, done }: { user: string; uri: string; done: () =>
   return (
     <div class="enrolment" role="dialog" aria-labelledby="enrolment-title">
       <h2 id="enrolment-title">Authenticator enrolment for {user}</h2>
-      <p>Scan this with the clinician's authenticator app now. It is shown once and is a secret: do not screenshot or print it.</p>
+      <p>
+        Scan this with the clinician's authenticator app now. It is shown once and is a secret: do not screenshot or
+        print it.
+      </p>
       {image && <img src={image} alt={`QR code of the TOTP enrolment for ${user}`} width={220} height={220} />}
       <details>
         <summary>The enrolment as text</summary>
@@ -85,7 +88,11 @@ export function Users({ session }: { session: Session }) {
   const disable = async (id: string) => {
     if (!window.confirm(`Disable ${id}? Workstations refuse them from their next sync.`)) return;
     const { error } = await api.POST("/api/v1/admin/users/{id}/disable", { params: { path: { id } } });
-    setNotice(error ? undefined : `${id} disabled. Online workstations refuse them within a sync interval (one minute by default).`);
+    setNotice(
+      error
+        ? undefined
+        : `${id} disabled. Online workstations refuse them within a sync interval (one minute by default).`,
+    );
     setProblem(error ? errorText(error, "the user was not disabled") : undefined);
     void load();
   };
@@ -139,7 +146,14 @@ export function Users({ session }: { session: Session }) {
           <h2 id="add-user-heading">Add a user</h2>
           <div>
             <label for="u-id">User ID</label>
-            <input id="u-id" name="id" required pattern="[A-Za-z0-9._@\-]{1,64}" spellcheck={false} autocomplete="off" />
+            <input
+              id="u-id"
+              name="id"
+              required
+              pattern="[A-Za-z0-9._@\-]{1,64}"
+              spellcheck={false}
+              autocomplete="off"
+            />
           </div>
           <div>
             <label for="u-name">Display name</label>
@@ -155,7 +169,14 @@ export function Users({ session }: { session: Session }) {
           </div>
           <div>
             <label for="u-pin">First PIN (optional)</label>
-            <input id="u-pin" name="pin" type="password" inputMode="numeric" pattern="[0-9]{6,12}" autocomplete="new-password" />
+            <input
+              id="u-pin"
+              name="pin"
+              type="password"
+              inputMode="numeric"
+              pattern="[0-9]{6,12}"
+              autocomplete="new-password"
+            />
           </div>
           <div class="check">
             <input id="u-totp" name="totp" type="checkbox" defaultChecked />
@@ -166,71 +187,69 @@ export function Users({ session }: { session: Session }) {
           </div>
         </form>
       )}
-      <Table caption="Directory users">
-        <thead>
-          <tr>
-            <th scope="col">User ID</th>
-            <th scope="col">Name</th>
-            <th scope="col">Role</th>
-            <th scope="col">Groups</th>
-            <th scope="col">Credentials</th>
-            <th scope="col">Status</th>
-            <th scope="col">Changed</th>
-            {admin && <th scope="col">Actions</th>}
-          </tr>
-        </thead>
-        <tbody>
-          {users.map((u) =>
-            editing === u.id ? (
-              <tr key={u.id}>
-                <th scope="row">{u.id}</th>
-                <td colSpan={admin ? 7 : 6}>
-                  <form class="inline" onSubmit={(e) => void save(e, u.id)}>
-                    <label for={`e-name-${u.id}`}>Display name</label>
-                    <input id={`e-name-${u.id}`} name="display_name" defaultValue={u.display_name} required />
-                    <label for={`e-role-${u.id}`}>Role</label>
-                    <input id={`e-role-${u.id}`} name="role" defaultValue={u.role} required />
-                    <label for={`e-groups-${u.id}`}>Groups</label>
-                    <input id={`e-groups-${u.id}`} name="groups" defaultValue={u.groups.join(", ")} />
-                    <button type="submit">Save</button>
-                    <button type="button" onClick={() => setEditing(undefined)}>
-                      Cancel
-                    </button>
-                  </form>
+      <Table
+        caption="Directory users"
+        columns={["User ID", "Name", "Role", "Groups", "Credentials", "Status", "Changed", admin && "Actions"]}
+      >
+        {users.map((u) =>
+          editing === u.id ? (
+            <tr key={u.id}>
+              <th scope="row">{u.id}</th>
+              <td colSpan={admin ? 7 : 6}>
+                <form class="inline" onSubmit={(e) => void save(e, u.id)}>
+                  <label for={`e-name-${u.id}`}>Display name</label>
+                  <input id={`e-name-${u.id}`} name="display_name" defaultValue={u.display_name} required />
+                  <label for={`e-role-${u.id}`}>Role</label>
+                  <input id={`e-role-${u.id}`} name="role" defaultValue={u.role} required />
+                  <label for={`e-groups-${u.id}`}>Groups</label>
+                  <input id={`e-groups-${u.id}`} name="groups" defaultValue={u.groups.join(", ")} />
+                  <button type="submit">Save</button>
+                  <button type="button" onClick={() => setEditing(undefined)}>
+                    Cancel
+                  </button>
+                </form>
+              </td>
+            </tr>
+          ) : (
+            <tr key={u.id} class={u.disabled ? "disabled" : undefined}>
+              <th scope="row">{u.id}</th>
+              <td>{u.display_name}</td>
+              <td>{u.role}</td>
+              <td>{u.groups.length ? u.groups.join(", ") : "every group"}</td>
+              <td>{[u.has_pin && "PIN", u.has_totp && "TOTP"].filter(Boolean).join(" + ") || "none"}</td>
+              <td>{u.disabled ? <span class="badge state-guard_lost">Disabled</span> : "Enabled"}</td>
+              <td>
+                <Time at={u.updated} zone={session.time_zone} />
+              </td>
+              {admin && (
+                <td class="actions">
+                  {!u.disabled && (
+                    <>
+                      <button type="button" onClick={() => setEditing(u.id)} aria-label={`Edit ${u.id}`}>
+                        Edit
+                      </button>
+                      <button
+                        type="button"
+                        onClick={() => void reissue(u.id)}
+                        aria-label={`Issue a new authenticator enrolment for ${u.id}`}
+                      >
+                        New code
+                      </button>
+                      <button
+                        type="button"
+                        class="danger"
+                        onClick={() => void disable(u.id)}
+                        aria-label={`Disable ${u.id}`}
+                      >
+                        Disable
+                      </button>
+                    </>
+                  )}
                 </td>
-              </tr>
-            ) : (
-              <tr key={u.id} class={u.disabled ? "disabled" : undefined}>
-                <th scope="row">{u.id}</th>
-                <td>{u.display_name}</td>
-                <td>{u.role}</td>
-                <td>{u.groups.length ? u.groups.join(", ") : "every group"}</td>
-                <td>{[u.has_pin && "PIN", u.has_totp && "TOTP"].filter(Boolean).join(" + ") || "none"}</td>
-                <td>{u.disabled ? <span class="badge state-guard_lost">Disabled</span> : "Enabled"}</td>
-                <td>
-                  <Time at={u.updated} zone={session.time_zone} />
-                </td>
-                {admin && (
-                  <td class="actions">
-                    {!u.disabled && (
-                      <>
-                        <button type="button" onClick={() => setEditing(u.id)} aria-label={`Edit ${u.id}`}>
-                          Edit
-                        </button>
-                        <button type="button" onClick={() => void reissue(u.id)} aria-label={`Issue a new authenticator enrolment for ${u.id}`}>
-                          New code
-                        </button>
-                        <button type="button" class="danger" onClick={() => void disable(u.id)} aria-label={`Disable ${u.id}`}>
-                          Disable
-                        </button>
-                      </>
-                    )}
-                  </td>
-                )}
-              </tr>
-            ),
-          )}
-        </tbody>
+              )}
+            </tr>
+          ),
+        )}
       </Table>
       {next && (
         <button type="button" onClick={() => void load(next)}>

@@ -15,22 +15,8 @@ use wardlock_collector::store::{CollectorStore, EventQuery, SqlStore};
 use wardlock_core::clock::UtcMillis;
 use wardlock_testkit::collector::PgCluster;
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// The median of `runs` timings of `read`, and what it read.
-fn median(runs: usize, mut read: impl FnMut() -> usize) -> (Duration, usize) {
-    let mut times = Vec::with_capacity(runs);
-    let mut rows = 0;
-    for _ in 0..runs {
-        let start = Instant::now();
-        rows = read();
-        times.push(start.elapsed());
-    }
-    times.sort();
-    (times[runs / 2], rows)
-}
+mod common;
+use common::{knob, median};
 
 const DAY: i64 = 24 * 3600 * 1000;
 /// The kinds a ward's day is made of, in the proportions the fill uses.

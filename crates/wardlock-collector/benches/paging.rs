@@ -13,22 +13,8 @@ use std::time::{Duration, Instant};
 
 use wardlock_collector::store::{CollectorStore, EventQuery, FindingKey, SqlStore};
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// The median of `runs` timings of `read`.
-fn median(runs: usize, mut read: impl FnMut() -> usize) -> (Duration, usize) {
-    let mut times = Vec::with_capacity(runs);
-    let mut rows = 0;
-    for _ in 0..runs {
-        let start = Instant::now();
-        rows = read();
-        times.push(start.elapsed());
-    }
-    times.sort();
-    (times[runs / 2], rows)
-}
+mod common;
+use common::{knob, median};
 
 fn main() {
     let rows = knob("WARDLOCK_BENCH_ROWS", 1_000_000);

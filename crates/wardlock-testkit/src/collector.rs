@@ -368,19 +368,54 @@ fn healthy(ca: &Path, url: &str) -> bool {
 }
 
 pub fn call(ca: &Path, method: &str, url: &str, token: Option<&str>, body: Option<String>) -> (u16, String) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.as_deref().map(|b| ("authorization", b)).into_iter().collect();
+    let answer = request(ca, method, url, &headers, body.as_deref());
+    (answer.status, answer.body)
+}
+
+/// One HTTPS request's answer: status, headers (names in lower case), body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One HTTPS request with these headers; a body is JSON unless a header says otherwise.
+pub fn request(ca: &Path, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let cert = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
         let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
         let mut request = client.request(method.parse().unwrap(), url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+                request = request.header("content-type", "application/json");
+            }
+            request = request.body(body.to_owned());
         }
         let response = request.send().await.unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let status = response.status().as_u16();
+        Answer { status, headers, body: response.text().await.unwrap() }
     })
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use wardlock_core::protocol::collector::{
     ConflictOut, EmergencyOut, EmergencyReview, EmergencyReviewRequest, EnrollSecretCreated,
-    EnrollSecretInfo, EnrollSecretRequest, EventOut, EventPage, FailureCount, Finding, PolicyStored,
-    ReenrollApproved, ReenrollRequest, StaleUser, WorkstationOut,
+    EnrollSecretInfo, EnrollSecretRequest, EventOut, EventPage, FailureCount, Finding, FleetWorkstation,
+    PolicyStored, ReenrollApproved, ReenrollRequest, StaleUser, WorkstationOut,
 };
 
 use crate::Verdict;
@@ -239,6 +239,13 @@ pub enum ReportCommand {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Every workstation with its state now (silent, unguarded, logged off, warning,
+    /// active, locked), backlog and policy serial; silent and unguarded first
+    Fleet {
+        /// Only this workstation group
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// Mark one break-glass access reviewed, with what the review found (kept once)
     Review {
         /// The workstation the access was at
@@ -416,6 +423,9 @@ pub fn report(server: &Server, cmd: ReportCommand) -> Result<Verdict> {
         ),
         ReportCommand::Stale { days } => {
             print_list::<StaleUser>(server, &format!("/api/v1/reports/stale?days={days}"))
+        }
+        ReportCommand::Fleet { group } => {
+            print_list::<FleetWorkstation>(server, &format!("/api/v1/fleet{}", query(&[("group", &group)])))
         }
         ReportCommand::Review { workstation, seq, note } => {
             let path = format!("/api/v1/reports/emergency/{}/{seq}/review", encode(&workstation));

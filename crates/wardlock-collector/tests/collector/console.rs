@@ -3,62 +3,12 @@
 //! server for every admin operation the OpenAPI document lists, sign-out, lockout and a
 //! disabled account.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use wardlock_testkit::collector::{Backend, Collector};
+use wardlock_testkit::collector::{request, Answer, Backend, Collector};
 
 const COOKIE: &str = "__Host-wardlock-session";
-
-/// One HTTPS request's answer: status, headers, body.
-struct Answer {
-    status: u16,
-    set_cookie: Option<String>,
-    retry_after: Option<String>,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-fn request(ca: &Path, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let cert = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
-        let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
-        let mut request = client.request(method.parse().unwrap(), url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
-                request = request.header("content-type", "application/json");
-            }
-            request = request.body(body.to_owned());
-        }
-        let response = request.send().await.unwrap();
-        let header =
-            |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (set_cookie, retry_after) = (header("set-cookie"), header("retry-after"));
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        let status = response.status().as_u16();
-        Answer { status, set_cookie, retry_after, headers, body: response.text().await.unwrap() }
-    })
-}
 
 /// A console session: its cookie and CSRF token.
 struct Session {
@@ -82,7 +32,7 @@ fn sign_in(c: &Collector, name: &str, password: &str, code: &str) -> Answer {
 
 fn session_of(answer: &Answer) -> Session {
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let set_cookie = answer.set_cookie.clone().expect("a session cookie");
+    let set_cookie = answer.header("set-cookie").expect("a session cookie");
     let value = set_cookie.split(';').next().unwrap().strip_prefix(&format!("{COOKIE}=")).unwrap().to_owned();
     Session {
         cookie: format!("{COOKIE}={value}"),
@@ -131,7 +81,7 @@ fn sign_in_sessions_csrf_and_roles_are_enforced_by_the_server(backend: Backend) 
         Some(&body),
     );
     assert_eq!(form.status, 415, "{}", form.body);
-    assert!(form.set_cookie.is_none());
+    assert!(form.header("set-cookie").is_none());
 
     // A wrong code, a wrong password: refused alike, and logged.
     let wrong = sign_in(&c, "privacy.officer", AUDITOR_PASSWORD, "000000");
@@ -149,11 +99,11 @@ fn sign_in_sessions_csrf_and_roles_are_enforced_by_the_server(backend: Backend) 
     assert!(!serde_json::to_string(&refused).unwrap().contains(AUDITOR_PASSWORD));
 
     // One failure throttles the account for a second (the rule): waited out.
-    let wait = wrong.retry_after.as_deref().and_then(|w| w.parse().ok()).expect("a Retry-After");
+    let wait = wrong.header("retry-after").as_deref().and_then(|w| w.parse().ok()).expect("a Retry-After");
     std::thread::sleep(std::time::Duration::from_secs(wait));
     let signed_in = sign_in(&c, "privacy.officer", AUDITOR_PASSWORD, &code(&auditor, 0));
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
-    let cookie = signed_in.set_cookie.clone().unwrap_or_default();
+    let cookie = signed_in.header("set-cookie").unwrap_or_default();
     for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
@@ -204,7 +154,7 @@ fn sign_in_sessions_csrf_and_roles_are_enforced_by_the_server(backend: Backend) 
     // Signed out: the cookie is worth nothing any more, whatever the browser keeps.
     let out = with(&c, &auditor_session, "DELETE", "/api/v1/console/session", true, None);
     assert_eq!(out.status, 204, "{}", out.body);
-    assert!(out.set_cookie.unwrap_or_default().contains("Max-Age=0"));
+    assert!(out.header("set-cookie").unwrap_or_default().contains("Max-Age=0"));
     assert_eq!(with(&c, &auditor_session, "GET", "/api/v1/events", false, None).status, 401);
     assert_eq!(with(&c, &auditor_session, "GET", "/api/v1/console/session", false, None).status, 401);
     assert!(admin_log(&c).iter().any(|a| a["action"] == "console_sign_out"));
@@ -226,7 +176,7 @@ fn wrong_attempts_lock_an_account_out_like_a_workstation_user() {
     for attempt in 0..5 {
         let answer = sign_in(&c, "night.auditor", "not the password at all", &code(&secret, 0));
         assert!(matches!(answer.status, 401 | 429), "attempt {attempt}: {} {}", answer.status, answer.body);
-        if let Some(wait) = answer.retry_after.as_deref().and_then(|w| w.parse::<u64>().ok()) {
+        if let Some(wait) = answer.header("retry-after").as_deref().and_then(|w| w.parse::<u64>().ok()) {
             if attempt < 4 {
                 std::thread::sleep(std::time::Duration::from_secs(wait)); // the throttle's own wait
             }
@@ -235,7 +185,7 @@ fn wrong_attempts_lock_an_account_out_like_a_workstation_user() {
     }
     let last = last.unwrap();
     assert_eq!(last.status, 429, "the fifth failure locks the account out: {}", last.body);
-    assert!(last.retry_after.is_some());
+    assert!(last.header("retry-after").is_some());
     // Now even the right password and code are refused until the lockout ends.
     let right = sign_in(&c, "night.auditor", AUDITOR_PASSWORD, &code(&secret, 1));
     assert_eq!(right.status, 429, "{}", right.body);

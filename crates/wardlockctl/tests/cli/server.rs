@@ -170,6 +170,16 @@ fn directory_policies_secrets_events_and_reports_through_the_collector() {
     let fhir: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ctl.path("events.fhir")).unwrap()).unwrap();
     assert_eq!(fhir["resourceType"], "Bundle");
+    // The console's answers are the tool's too: the fleet, and a review of break-glass.
+    let fleet = ctl.run(&collector.args(ca, token, &["report", "fleet", "--group", "nowhere"])).ok();
+    assert_eq!(fleet.stdout.trim(), "[]");
+    let review = ctl.run(&collector.args(ca, token, &["report", "review", "ws-1", "1", "--note", "checked"]));
+    assert_eq!(review.code, 1, "{}", review.stdout);
+    assert!(
+        review.stderr.contains("404") && review.stderr.contains("no break-glass access"),
+        "{}",
+        review.stderr
+    );
 
     let wrong = ctl.run(&collector.args(ca, "0000", &["report", "silent"]));
     assert_eq!(wrong.code, 1);
