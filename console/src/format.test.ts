@@ -1,11 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { ago, formatTime, hourIn, kindWords, localInputToRfc3339 } from "./format";
+import { ago, formatDay, formatTime, hourIn, kindWords, localInputToRfc3339 } from "./format";
 
 describe("times", () => {
   it("shows a time in the collector's zone, not the browser's", () => {
     const ms = Date.UTC(2026, 11, 5, 3, 10, 0);
-    expect(formatTime(ms, "UTC")).toContain("03:10:00");
-    expect(formatTime(ms, "Europe/Berlin")).toContain("04:10:00");
+    const now = Date.UTC(2026, 11, 6);
+    expect(formatTime(ms, "UTC", now)).toBe("05 Dec, 03:10:00");
+    expect(formatTime(ms, "Europe/Berlin", now)).toContain("04:10:00");
+    // Another year's time says its year.
+    expect(formatTime(ms, "UTC", Date.UTC(2027, 0, 2))).toContain("2026");
+    expect(formatDay(ms, "UTC", now)).toBe("05 Dec");
     expect(formatTime(null, "UTC")).toBe("—");
   });
 

@@ -1,12 +1,14 @@
 // Times in the collector's configured time zone, with UTC in the title (on hover).
 
-export function formatTime(ms: number | null | undefined, timeZone: string): string {
+/** A time as tables show it: the year only when it is not this year's. */
+export function formatTime(ms: number | null | undefined, timeZone: string, now: number = Date.now()): string {
   if (ms === null || ms === undefined) return "—";
   const date = new Date(ms);
   try {
+    const year = (t: number) => new Intl.DateTimeFormat("en-GB", { timeZone, year: "numeric" }).format(new Date(t));
     return new Intl.DateTimeFormat("en-GB", {
       timeZone,
-      year: "numeric",
+      ...(year(ms) === year(now) ? {} : { year: "numeric" }),
       month: "short",
       day: "2-digit",
       hour: "2-digit",
@@ -17,6 +19,17 @@ export function formatTime(ms: number | null | undefined, timeZone: string): str
   } catch {
     return utc(ms);
   }
+}
+
+/** A day as the charts label it ("05 Dec"; the year when it is not this year's). */
+export function formatDay(ms: number, timeZone: string, now: number = Date.now()): string {
+  const year = (t: number) => new Intl.DateTimeFormat("en-GB", { timeZone, year: "numeric" }).format(new Date(t));
+  return new Intl.DateTimeFormat("en-GB", {
+    timeZone,
+    day: "2-digit",
+    month: "short",
+    ...(year(ms) === year(now) ? {} : { year: "numeric" }),
+  }).format(new Date(ms));
 }
 
 export function utc(ms: number): string {

@@ -14,7 +14,7 @@ import { MatrixController, MatrixElement } from "chartjs-chart-matrix";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, errorText, type Schemas, type Session } from "../api";
 import { Problem, Section, Table } from "../components";
-import { formatTime, hourIn } from "../format";
+import { formatDay, hourIn } from "../format";
 
 Chart.register(
   BarController,
@@ -206,7 +206,7 @@ export function Charts({ session }: { session: Session }) {
               config={() => ({
                 type: "line",
                 data: {
-                  labels: charts.emergency_per_week.map((w) => formatTime(Date.parse(w.week), zone).slice(0, 11)),
+                  labels: charts.emergency_per_week.map((w) => `week of ${formatDay(Date.parse(w.week), zone)}`),
                   datasets: [
                     {
                       label: "Emergency accesses",
@@ -236,7 +236,7 @@ function UnattendedTable({ rows, zone }: { rows: Charts["unattended"]; zone: str
   return (
     <Table
       caption="Unattended minutes per workstation and day"
-      columns={["Workstation", ...days.map((d) => formatTime(Date.parse(d), "UTC").slice(0, 6))]}
+      columns={["Workstation", ...days.map((d) => formatDay(Date.parse(d), "UTC"))]}
     >
       {workstations.map((ws) => (
         <tr key={ws}>
