@@ -54,6 +54,8 @@ impl FromRequestParts<AppState> for Node {
 pub struct Caller {
     pub role: Role,
     pub label: String,
+    /// The hash of the console session it came with; `None` for an API token.
+    pub session: Option<crate::store::Hash>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -72,7 +74,7 @@ impl FromRequestParts<AppState> for Caller {
         let hash = bearer_hash(parts, state, WHY)?;
         let store = state.store.clone();
         match blocking(move || store.token(&hash)).await? {
-            Some((role, label)) => Ok(Caller { role, label }),
+            Some((role, label)) => Ok(Caller { role, label, session: None }),
             None => Err(unauthorized(state, WHY)),
         }
     }

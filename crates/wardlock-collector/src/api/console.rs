@@ -118,7 +118,7 @@ pub(super) async fn caller_from_session(
         let store = state.store.clone();
         blocking(move || store.touch_console_session(&hash, now)).await?;
     }
-    Ok(Caller { role: record.role, label: format!("{} (console)", record.account) })
+    Ok(Caller { role: record.role, label: format!("{} (console)", record.account), session: Some(hash) })
 }
 
 fn client_address(parts: &Parts) -> Option<IpAddr> {
@@ -151,7 +151,7 @@ fn refusal_text(reason: RefusalReason) -> &'static str {
     match reason {
         RefusalReason::Throttled => "too many wrong attempts; wait before the next one",
         RefusalReason::UserLockedOut => {
-            "this account is locked out for a while after wrong attempts; wait, or ask another admin"
+            "this account is locked out after wrong attempts; wait until the lockout ends (each one lasts twice as long)"
         }
         RefusalReason::WorkstationLockedOut => {
             "too many wrong attempts from this address; wait before the next one"
@@ -329,15 +329,10 @@ pub(super) async fn session(State(state): State<AppState>, headers: HeaderMap) -
 }
 
 #[utoipa::path(delete, path = "/api/v1/console/session", summary = "Sign out: the session ends on the server and the cookie is cleared", responses((status = 204, description = "signed out"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("session" = [])))]
-pub(super) async fn sign_out(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Some(session) = session_cookie(&headers).filter(|_| caller.label.ends_with(" (console)")) else {
+pub(super) async fn sign_out(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let Some(hash) = caller.session else {
         return Err(ApiError::bad("only a console session signs out; an API token is revoked by an admin"));
     };
-    let hash = secret::hash(&session);
     let log = admin_action(&caller, "console_sign_out", String::new());
     let store = state.store.clone();
     blocking(move || store.sign_out_console_session(&hash, now(), &log)).await?;
