@@ -151,6 +151,15 @@ fn the_collector_package_holds_the_server_its_unit_and_its_pages() {
         .contains("ExecStart=/usr/bin/wardlock-collector serve"));
     let depends = field(&deb, "Depends");
     assert!(depends.split(", ").any(|d| d.starts_with("libc6")), "{depends}");
+    // The console's pages are built into the binary from npm packages: listed with theirs.
+    let licences = file(&deb, "/usr/share/doc/wardlock-collector/third-party-licences.txt");
+    for package in ["axum v", "preact v", "chart.js v"] {
+        let line = licences
+            .lines()
+            .find(|l| l.starts_with(package))
+            .unwrap_or_else(|| panic!("{package}: {licences}"));
+        assert!(line.contains("MIT"), "{line}");
+    }
     assert!(!depends.contains("webkit"), "the collector needs no desktop: {depends}");
     assert_eq!(lintian_errors(&deb), Vec::<String>::new());
 }
