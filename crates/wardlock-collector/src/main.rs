@@ -150,6 +150,16 @@ enum AccountAction {
         #[arg(long, value_name = "FILE")]
         data_key: PathBuf,
     },
+    /// New secrets for an account (a forgotten password, a lost phone): a new password from
+    /// standard input and a new TOTP enrolment; its lockout is cleared and its sessions end
+    Reset {
+        name: String,
+        #[arg(long)]
+        db: String,
+        /// The collector's data key, which seals the account's secrets
+        #[arg(long, value_name = "FILE")]
+        data_key: PathBuf,
+    },
     /// Disable an account: it cannot sign in, and its sessions end at their next request
     Disable {
         name: String,
@@ -224,7 +234,10 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Account { action: AccountAction::Create { name, role, db, data_key } } => {
-            create_account(&name, &role, &db, &data_key)
+            account_secrets(&name, Some(&role), &db, &data_key)
+        }
+        Command::Account { action: AccountAction::Reset { name, db, data_key } } => {
+            account_secrets(&name, None, &db, &data_key)
         }
         Command::Account { action: AccountAction::Disable { name, db } } => {
             let log = cli_action("console_account_disable", format!("account {name}"));
@@ -385,7 +398,8 @@ fn open_data_key(path: &Path, store: &dyn CollectorStore) -> Result<secret::Data
     Ok(secret::DataKey::create_file(path)?)
 }
 
-fn create_account(name: &str, role: &str, db: &str, data_key: &Path) -> Result<()> {
+/// Makes an account (`role` given) or gives an existing one new secrets (`None`).
+fn account_secrets(name: &str, role: Option<&str>, db: &str, data_key: &Path) -> Result<()> {
     use std::io::IsTerminal as _;
     let valid_name = !name.is_empty()
         && name.len() <= 128
@@ -393,7 +407,6 @@ fn create_account(name: &str, role: &str, db: &str, data_key: &Path) -> Result<(
     if !valid_name {
         bail!("the name {name:?} must be 1–128 letters, digits, '.', '_', '-' or '@'");
     }
-    let role = Role::parse(role).with_context(|| format!("--role {role:?}: use admin or auditor"))?;
     let key = secret::DataKey::open_file(data_key)?.with_context(|| {
         format!(
             "the data key {} is missing; it is the one the collector serves with (--data-key)",
@@ -401,6 +414,16 @@ fn create_account(name: &str, role: &str, db: &str, data_key: &Path) -> Result<(
         )
     })?;
     let store = open_store(db)?;
+    let reset = role.is_none();
+    let role = match role {
+        Some(role) => Role::parse(role).with_context(|| format!("--role {role:?}: use admin or auditor"))?,
+        None => {
+            store
+                .console_account(name)?
+                .with_context(|| format!("there is no console account {name:?}"))?
+                .role
+        }
+    };
     let password = if std::io::stdin().is_terminal() {
         let first = zeroize::Zeroizing::new(rpassword::prompt_password(format!("Password for {name}: "))?);
         let again = zeroize::Zeroizing::new(rpassword::prompt_password("The same password again: ")?);
@@ -414,9 +437,16 @@ fn create_account(name: &str, role: &str, db: &str, data_key: &Path) -> Result<(
         wardlock_core::secret::SecretString::new(line.trim_end_matches(['\n', '\r']))
     };
     let (account, seed) = wardlock_collector::console::new_account(&key, name, role, &password)?;
-    let log = cli_action("console_account_create", format!("account {name} role {}", role.as_str()));
-    if !store.add_console_account(&account, api::now(), Some(&log))? {
-        bail!("a console account {name:?} exists already; nothing was changed");
+    if reset {
+        let log = cli_action("console_account_reset", format!("account {name}"));
+        if !store.reset_console_account(&account, api::now(), Some(&log))? {
+            bail!("there is no console account {name:?}");
+        }
+    } else {
+        let log = cli_action("console_account_create", format!("account {name} role {}", role.as_str()));
+        if !store.add_console_account(&account, api::now(), Some(&log))? {
+            bail!("a console account {name:?} exists already; nothing was changed (account reset gives it new secrets)");
+        }
     }
     let uri = wardlock_collector::console::totp_uri(&seed, name)?;
     let qr = qrcode::QrCode::new(uri.as_bytes()).context("making the QR code")?;
@@ -426,7 +456,11 @@ fn create_account(name: &str, role: &str, db: &str, data_key: &Path) -> Result<(
         .light_color(qrcode::render::unicode::Dense1x2::Dark)
         .quiet_zone(true)
         .build();
-    eprintln!("console account {name:?} ({}) made. Scan this with its owner's authenticator app; it is shown once and is a secret:", role.as_str());
+    let done = if reset { "given new secrets (its sessions ended)" } else { "made" };
+    eprintln!(
+        "console account {name:?} ({}) {done}. Scan this with its owner's authenticator app; it is shown once and is a secret:",
+        role.as_str()
+    );
     println!("{qr}");
     println!("{uri}");
     Ok(())

@@ -280,8 +280,18 @@ impl Collector {
 
     /// As [`Self::create_account`]; `Err` holds what the command said when it refused.
     pub fn try_create_account(&self, name: &str, role: &str, password: &str) -> Result<String, String> {
+        self.account_secrets(&["account", "create", name, "--role", role], password)
+    }
+
+    /// `wardlock-collector account reset NAME`: the new TOTP secret.
+    pub fn reset_account(&self, name: &str, password: &str) -> String {
+        self.account_secrets(&["account", "reset", name], password).unwrap()
+    }
+
+    fn account_secrets(&self, args: &[&str], password: &str) -> Result<String, String> {
         let mut child = Command::new(crate::bin("wardlock-collector"))
-            .args(["account", "create", name, "--role", role, "--db", &self.db_url(), "--data-key"])
+            .args(args)
+            .args(["--db", &self.db_url(), "--data-key"])
             .arg(self.dir.path().join("data.key"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

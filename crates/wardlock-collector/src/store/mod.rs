@@ -636,6 +636,14 @@ pub trait CollectorStore: Send + Sync + std::fmt::Debug {
         log: Option<&AdminAction>,
     ) -> Result<bool, StoreError>;
     fn console_account(&self, name: &str) -> Result<Option<ConsoleAccount>, StoreError>;
+    /// Gives an account new secrets and fresh counters and ends its sessions (a forgotten
+    /// password, a lost phone); `false` if there is none.
+    fn reset_console_account(
+        &self,
+        account: &ConsoleAccount,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError>;
     /// Disables an account (its sessions end with it); `false` if there is none.
     fn disable_console_account(&self, name: &str, log: Option<&AdminAction>) -> Result<bool, StoreError>;
     /// Records a decided sign-in in one transaction: the account's new counters (only if

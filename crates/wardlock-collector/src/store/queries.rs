@@ -1174,6 +1174,26 @@ impl CollectorStore for SqlStore {
         }))
     }
 
+    fn reset_console_account(
+        &self,
+        a: &ConsoleAccount,
+        now: UtcMillis,
+        log: Option<&AdminAction>,
+    ) -> Result<bool, StoreError> {
+        let changed = self.logged(log, |sql| {
+            let changed = sql.execute(
+                "UPDATE console_accounts SET password_sealed = $1, totp_sealed = $2, auth_state = $3 WHERE name = $4",
+                args![&a.password_sealed, &a.totp_sealed, &a.auth_state, &a.name],
+            )?;
+            sql.execute(
+                "UPDATE console_sessions SET signed_out_ms = $1 WHERE account = $2 AND signed_out_ms IS NULL",
+                args![now, &a.name],
+            )?;
+            Ok(changed)
+        })?;
+        Ok(changed > 0)
+    }
+
     fn disable_console_account(&self, name: &str, log: Option<&AdminAction>) -> Result<bool, StoreError> {
         let changed = self.logged(log, |sql| {
             sql.execute(

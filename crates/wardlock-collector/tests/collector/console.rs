@@ -190,7 +190,15 @@ fn wrong_attempts_lock_an_account_out_like_a_workstation_user() {
     let right = sign_in(&c, "night.auditor", AUDITOR_PASSWORD, &code(&secret, 1));
     assert_eq!(right.status, 429, "{}", right.body);
     assert!(right.body.contains("locked out"), "{}", right.body);
+    // A reset (the password forgotten) gives new secrets and clears the lockout.
+    let new_password = "velvet harbour lantern quince";
+    let secret = c.reset_account("night.auditor", new_password);
+    let signed_in = sign_in(&c, "night.auditor", new_password, &code(&secret, 0));
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    let old = sign_in(&c, "night.auditor", AUDITOR_PASSWORD, &code(&secret, 1));
+    assert_eq!(old.status, 401, "the old password is gone: {}", old.body);
     let log = admin_log(&c);
+    assert!(log.iter().any(|a| a["action"] == "console_account_reset"), "{log:?}");
     assert!(
         log.iter().any(|a| a["action"] == "console_sign_in_refused"
             && a["detail"].as_str().unwrap().contains("locked out now")),
