@@ -136,6 +136,18 @@ test("a privacy officer finds the failed unlock, exports it, and reviews the bre
   const bundle = JSON.parse(readFileSync(bundlePath).toString()) as { entry: unknown[] };
   expect(bundle.entry.length).toBe(shown);
 
+  // The live tail: a wrong PIN typed at the workstation now appears at the top as it arrives.
+  await page.getByRole("button", { name: "Live tail" }).click();
+  await expect(page.getByRole("status").filter({ hasText: "Live:" })).toBeVisible();
+  const typed = spawnSync(
+    env("WARDLOCKCTL"),
+    ["agent", "--socket", env("WARDLOCK_AGENT_SOCKET"), "unlock", "k.kim", "--pin-stdin"],
+    { input: "000000\n" },
+  );
+  expect(typed.status, "a wrong PIN is refused").not.toBe(0);
+  await expect(page.locator("main table tbody tr").first()).toContainText("k.kim", { timeout: 60_000 });
+  await page.getByRole("button", { name: "Stop live tail" }).click();
+
   // Reports: mark the break-glass access reviewed, with a note.
   await page.getByRole("link", { name: "Reports" }).click();
   const access = page.getByRole("row", { name: /Code blue bed 12/ });

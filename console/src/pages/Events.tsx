@@ -92,7 +92,16 @@ export function Events({ session, params }: { session: Session; params: URLSearc
       const event = JSON.parse((message as MessageEvent<string>).data) as EventOut;
       setRows((old) => [event, ...old].slice(0, 500));
     });
-    source.onerror = () => setStatus("The live tail was interrupted; it reconnects by itself.");
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused on reconnecting: the session ended. Any call now takes the page to sign-in.
+        setLive(false);
+        setStatus("The live tail stopped.");
+        void api.GET("/api/v1/fleet", { params: { query: { limit: 1 } } });
+      } else {
+        setStatus("The live tail was interrupted; it reconnects by itself.");
+      }
+    };
     source.onopen = () => setStatus("Live: new entries appear at the top as the collector receives them.");
     tail.current = source;
     setLive(true);

@@ -149,15 +149,18 @@ fn event_query(p: EventParams) -> Result<EventQuery, ApiError> {
 /// How long one live tail runs; the browser's `EventSource` connects again, and with
 /// that its session is checked again (a signed-out session gets no more events).
 const TAIL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// How often a live tail reads new entries at most.
+const TAIL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[utoipa::path(get, path = "/api/v1/events/stream", summary = "A live tail: server-sent events (`event: audit`, `id`: the cursor), each an EventOut as filtered, from `after` (default: from now)", params(EventParams), responses((status = 200, description = "text/event-stream of EventOut", content_type = "text/event-stream"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn events_stream(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
     Q(p): Q<EventParams>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    let session = caller.session;
     let mut query = event_query(p)?;
     query.limit = 500;
     // Where the browser left off (it sends the last id it saw when it connects again).
@@ -174,6 +177,17 @@ pub(super) async fn events_stream(
     let start = (query, state.store.clone(), changed);
     let stream = futures_util::stream::unfold(start, move |(mut query, store, mut changed)| async move {
         loop {
+            // A console session that ended (signed out, timed out, its account disabled)
+            // gets nothing more, here as on every other request.
+            if let Some(hash) = session {
+                let s = store.clone();
+                let live = tokio::task::spawn_blocking(move || {
+                    super::console::session_live(s.as_ref(), &hash, now())
+                });
+                if !live.await.ok()?.ok()? {
+                    return None;
+                }
+            }
             let (q, s) = (query.clone(), store.clone());
             let rows = tokio::task::spawn_blocking(move || s.events(&q)).await.ok()?.ok()?;
             if let Some(last) = rows.last() {
@@ -197,6 +211,8 @@ pub(super) async fn events_stream(
                 r = changed.changed() => r.ok()?,
                 _ = tokio::time::sleep_until(ends) => return None,
             }
+            // A busy fleet stores many batches a second: a tail reads at most once a second.
+            tokio::time::sleep(TAIL_EVERY).await;
         }
     });
     use futures_util::StreamExt as _;

@@ -121,6 +121,21 @@ pub(super) async fn caller_from_session(
     Ok(Caller { role: record.role, label: format!("{} (console)", record.account), session: Some(hash) })
 }
 
+/// Whether the session with this hash can still be used at `now`.
+pub(super) fn session_live(
+    store: &dyn CollectorStore,
+    hash: &crate::store::Hash,
+    now: UtcMillis,
+) -> Result<bool, StoreError> {
+    Ok(store.console_session(hash)?.is_some_and(|r| {
+        !r.account_disabled
+            && matches!(
+                rules::session_state(r.signed_in, r.last_used, r.signed_out, now),
+                SessionState::Live { .. }
+            )
+    }))
+}
+
 fn client_address(parts: &Parts) -> Option<IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
