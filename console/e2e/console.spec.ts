@@ -194,9 +194,26 @@ test("a privacy officer finds the failed unlock, exports it, and reviews the bre
   await expect(page.getByLabel("Name")).toBeVisible();
 });
 
-test("every page shows markup from workstations and people as text", async ({ page }) => {
+test("with the keyboard alone, an admin signs in; every page shows markup from workstations and people as text", async ({
+  page,
+}) => {
   const seen = await watch(page);
-  await signIn(page, env("WARDLOCK_ADMIN"), env("WARDLOCK_ADMIN_PASSWORD"), env("WARDLOCK_ADMIN_TOTP"));
+  // Signed in and moved about with the keyboard alone.
+  await page.goto("/console/");
+  await expect(page.getByLabel("Name")).toBeFocused();
+  await page.keyboard.type(env("WARDLOCK_ADMIN"));
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(env("WARDLOCK_ADMIN_PASSWORD"));
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(code(env("WARDLOCK_ADMIN_TOTP")));
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("button", { name: "Sign out" })).toBeVisible();
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Skip to content" })).toBeFocused();
+  for (let i = 0; i < 3; i++) await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Reports" })).toBeFocused();
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("heading", { name: "Reports", level: 1 })).toBeVisible();
   const probes: [string, string][] = [
     ["#/fleet", "bed 7 <img src=x"],
     ["#/events?workstation=ward4-rogue", "<script>window.__pwned='script'</script>"],
