@@ -831,26 +831,30 @@ impl CollectorStore for SqlStore {
         &self,
         entries: &[(String, u64)],
     ) -> Result<Vec<(String, u64, EmergencyReview)>, StoreError> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut args = Args::default();
-        let keys: Vec<String> = entries
-            .iter()
-            .map(|(ws, seq)| format!("({}, {})", args.bind(ws.as_str()), args.bind(sql::int(*seq))))
-            .collect();
-        let statement = format!(
-            "SELECT workstation, seq, reviewer, note, reviewed_ms FROM emergency_reviews WHERE (workstation, seq) IN ({})",
-            keys.join(", ")
-        );
+        // A page may hold 10,000 accesses: asked about a few hundred at a time, so that no
+        // statement comes near a backend's limit on parameters or expression depth.
+        const AT_ONCE: usize = 400;
         self.read(|sql| {
-            all(sql.query(&statement, &args.0)?, |r| {
-                Ok((
-                    r.text(0)?,
-                    r.uint(1)?,
-                    EmergencyReview { reviewer: r.text(2)?, note: r.text(3)?, reviewed: r.time(4)? },
-                ))
-            })
+            let mut reviews = Vec::new();
+            for chunk in entries.chunks(AT_ONCE) {
+                let mut args = Args::default();
+                let keys: Vec<String> = chunk
+                    .iter()
+                    .map(|(ws, seq)| format!("({}, {})", args.bind(ws.as_str()), args.bind(sql::int(*seq))))
+                    .collect();
+                let statement = format!(
+                    "SELECT workstation, seq, reviewer, note, reviewed_ms FROM emergency_reviews WHERE (workstation, seq) IN ({})",
+                    keys.join(", ")
+                );
+                reviews.extend(all(sql.query(&statement, &args.0)?, |r| {
+                    Ok((
+                        r.text(0)?,
+                        r.uint(1)?,
+                        EmergencyReview { reviewer: r.text(2)?, note: r.text(3)?, reviewed: r.time(4)? },
+                    ))
+                })?);
+            }
+            Ok(reviews)
         })
     }
 
