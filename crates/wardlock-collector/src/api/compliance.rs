@@ -502,9 +502,10 @@ pub(super) async fn report_emergency(
 pub(super) async fn review_emergency(
     State(state): State<AppState>,
     caller: Caller,
-    Path((workstation, seq)): Path<(String, u64)>,
+    Path((workstation, seq)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let seq: u64 = seq.parse().map_err(|_| ApiError::bad(format!("{seq:?} is not a sequence number")))?;
     let req: EmergencyReviewRequest = parse(&body)?;
     let note = req.note.trim();
     if note.is_empty() || note.chars().count() > 2000 {

@@ -343,7 +343,7 @@ pub(super) async fn session(State(state): State<AppState>, headers: HeaderMap) -
     Ok(response)
 }
 
-#[utoipa::path(delete, path = "/api/v1/console/session", summary = "Sign out: the session ends on the server and the cookie is cleared", responses((status = 204, description = "signed out"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("session" = [])))]
+#[utoipa::path(delete, path = "/api/v1/console/session", summary = "Sign out: the session ends on the server and the cookie is cleared", responses((status = 204, description = "signed out"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("session" = [])))]
 pub(super) async fn sign_out(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let Some(hash) = caller.session else {
         return Err(ApiError::bad("only a console session signs out; an API token is revoked by an admin"));

@@ -100,12 +100,13 @@ pub(super) async fn drafts(
     Ok(paging::keyed(page, limit, |d: &PolicyDraft| d.id, |d| d))
 }
 
-#[utoipa::path(get, path = "/api/v1/policy-drafts/{id}", summary = "One drafted policy change", params(("id" = i64, Path)), responses((status = 200, body = PolicyDraft), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/policy-drafts/{id}", summary = "One drafted policy change", params(("id" = i64, Path)), responses((status = 200, body = PolicyDraft), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("token" = []), ("session" = [])))]
 pub(super) async fn draft(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::bad(format!("{id:?} is not a draft ID (a number)")))?;
     let store = state.store.clone();
     match blocking(move || store.policy_draft(id)).await? {
         Some(draft) => Ok(Json(draft).into_response()),
