@@ -49,7 +49,7 @@ pub enum PolicyCommand {
     },
     /// Sign a central policy (it is checked first; an invalid policy is never signed)
     #[command(
-        after_help = "Examples:\n  wardlockctl policy sign icu.toml --key keys/policy-signing.key --group icu --out icu.signed.json\n  wardlockctl --server https://collector:8443 --token $TOKEN policy sign --draft 7 --key keys/policy-signing.key"
+        after_help = "Example:\n  wardlockctl policy sign icu.toml --key keys/policy-signing.key --group icu --out icu.signed.json\nA draft kept in the console, signed here and stored for its group:\n  wardlockctl --server https://collector:8443 --token $TOKEN policy sign --draft 7 --key keys/policy-signing.key"
     )]
     Sign {
         /// The policy file (TOML); or --draft ID for a change drafted in the console
